@@ -1,0 +1,1 @@
+//! Typed, validated `derecho.cfg` configuration (being written).

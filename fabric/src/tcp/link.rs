@@ -1,0 +1,637 @@
+//! One tcp link: the sending half used by callers, and the receiver thread that applies the
+//! peer's writes in order.
+//!
+//! Senders write frames straight into the socket from their own thread under a mutex (no hand-off
+//! to a writer thread, so a small write costs one system call). The receiver thread never waits
+//! for that mutex: the control frames it must send (ACKs, region answers) go into a small outbox
+//! that whoever holds the send lock drains before releasing it. This keeps two nodes that both
+//! fill their sockets from deadlocking on each other's acknowledgements.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, TryLockError, Weak};
+use std::time::{Duration, Instant};
+
+use super::wire::{self, kind, Header, HEADER_LEN};
+use super::Inner;
+use crate::region::lock;
+use crate::NodeId;
+use crate::{
+    Completion, CompletionSource, FabricError, Link, Notification, Region, RegionId, RemoteRegion,
+    WriteRequest,
+};
+
+/// Writes up to this size are copied into one buffer with their header and sent with a single
+/// system call; larger ones are streamed in chunks of this size.
+const CHUNK: usize = 256 * 1024;
+
+/// Most control frames (region answers) waiting in the outbox; beyond this the peer is
+/// misbehaving (it asks faster than it reads) and further queries are not answered.
+const MAX_OUTBOX: usize = 1024;
+
+struct Sender {
+    stream: TcpStream,
+    staging: Vec<u8>,
+    issued: u64,
+}
+
+#[derive(Default)]
+struct Outbox {
+    ack: Option<u64>,
+    frames: VecDeque<[u8; HEADER_LEN]>,
+}
+
+/// A tcp link to one peer.
+pub(crate) struct TcpLink {
+    peer: NodeId,
+    pub(crate) incarnation: u64,
+    fabric: Weak<Inner>,
+    control: TcpStream,
+    send: Mutex<Sender>,
+    outbox: Mutex<Outbox>,
+    outbox_pending: AtomicBool,
+    acked: AtomicU64,
+    ack_lock: Mutex<()>,
+    ack_cond: Condvar,
+    failed: OnceLock<String>,
+    /// Outstanding region queries: `None` until answered, then the answer.
+    queries: Mutex<HashMap<u32, Option<Option<RemoteRegion>>>>,
+    query_cond: Condvar,
+    next_query: AtomicU32,
+    remote: Mutex<HashMap<RegionId, RemoteRegion>>,
+    send_timeout: Duration,
+}
+
+impl std::fmt::Debug for TcpLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpLink")
+            .field("peer", &self.peer)
+            .field("incarnation", &self.incarnation)
+            .field("failed", &self.failed.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TcpLink {
+    /// Wraps an established, handshaken stream and starts its receiver thread.
+    pub(crate) fn start(
+        fabric: &Arc<Inner>,
+        peer: NodeId,
+        incarnation: u64,
+        stream: TcpStream,
+    ) -> Result<Arc<Self>, FabricError> {
+        let ctx = |what: &str| format!("{what} for link to node {peer}");
+        stream
+            .set_nodelay(true)
+            .map_err(|e| FabricError::io(ctx("setting TCP_NODELAY"), e))?;
+        stream
+            .set_read_timeout(None)
+            .map_err(|e| FabricError::io(ctx("clearing read timeout"), e))?;
+        stream
+            .set_write_timeout(Some(fabric.config.send_timeout))
+            .map_err(|e| FabricError::io(ctx("setting send timeout"), e))?;
+        let reader = stream
+            .try_clone()
+            .map_err(|e| FabricError::io(ctx("cloning socket"), e))?;
+        let control = stream
+            .try_clone()
+            .map_err(|e| FabricError::io(ctx("cloning socket"), e))?;
+        let link = Arc::new(TcpLink {
+            peer,
+            incarnation,
+            fabric: Arc::downgrade(fabric),
+            control,
+            send: Mutex::new(Sender {
+                stream,
+                staging: Vec::new(),
+                issued: 0,
+            }),
+            outbox: Mutex::new(Outbox::default()),
+            outbox_pending: AtomicBool::new(false),
+            acked: AtomicU64::new(0),
+            ack_lock: Mutex::new(()),
+            ack_cond: Condvar::new(),
+            failed: OnceLock::new(),
+            queries: Mutex::new(HashMap::new()),
+            query_cond: Condvar::new(),
+            next_query: AtomicU32::new(1),
+            remote: Mutex::new(HashMap::new()),
+            send_timeout: fabric.config.send_timeout,
+        });
+        let for_thread = Arc::clone(&link);
+        let weak_fabric = Arc::downgrade(fabric);
+        std::thread::Builder::new()
+            .name(format!("fabric-rx-{peer}"))
+            .spawn(move || for_thread.receive_loop(reader, weak_fabric))
+            .map_err(|e| FabricError::io(ctx("spawning receiver thread"), e))?;
+        Ok(link)
+    }
+
+    pub(crate) fn is_failed(&self) -> bool {
+        self.failed.get().is_some()
+    }
+
+    /// Marks the link failed; `report` says whether subscribers hear of it.
+    pub(crate) fn fail_with(&self, reason: String, report: bool) {
+        if self.failed.set(reason.clone()).is_err() {
+            return;
+        }
+        let _ = self.control.shutdown(Shutdown::Both);
+        {
+            let _g = lock(&self.ack_lock);
+            self.ack_cond.notify_all();
+        }
+        {
+            let _g = lock(&self.queries);
+            self.query_cond.notify_all();
+        }
+        if let Some(fabric) = self.fabric.upgrade() {
+            if report && !fabric.is_shut_down() {
+                fabric.failures.report(self.peer, &reason);
+            }
+        }
+    }
+
+    fn link_failed_error(&self) -> FabricError {
+        FabricError::LinkFailed {
+            peer: self.peer,
+            reason: self
+                .failed
+                .get()
+                .cloned()
+                .unwrap_or_else(|| "unknown".to_string()),
+        }
+    }
+
+    /// Sends a graceful goodbye (best effort) before a local shutdown.
+    pub(crate) fn say_goodbye(&self) {
+        if self.is_failed() {
+            return;
+        }
+        let frame = Header {
+            kind: kind::GOODBYE,
+            flags: 0,
+            word: 0,
+            a: 0,
+            b: 0,
+            c: 0,
+        }
+        .encode();
+        if let Ok(mut s) = self.send.try_lock() {
+            let _ = s.stream.write_all(&frame);
+        }
+    }
+
+    fn post(&self, req: &WriteRequest<'_>, signaled: bool) -> Result<u64, FabricError> {
+        if self.is_failed() {
+            return Err(self.link_failed_error());
+        }
+        req.validate(self.peer)?;
+        let mut flags = 0;
+        if signaled {
+            flags |= wire::FLAG_SIGNALED;
+        }
+        if req.imm.is_some() {
+            flags |= wire::FLAG_IMM;
+        }
+        let header = Header {
+            kind: kind::WRITE,
+            flags,
+            word: req.imm.unwrap_or(0),
+            a: req.dst.key,
+            b: req.dst_offset as u64,
+            c: req.len as u64,
+        }
+        .encode();
+        let result = {
+            let mut guard = lock(&self.send);
+            let s = &mut *guard;
+            let sent = send_write(s, &header, req);
+            match sent {
+                Ok(()) => {
+                    s.issued += 1;
+                    let ticket = s.issued;
+                    self.drain_outbox(s).map(|()| ticket)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match result {
+            Ok(ticket) => {
+                self.kick();
+                Ok(ticket)
+            }
+            Err(e) => {
+                let reason = if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut
+                {
+                    format!("send blocked for {:?}: peer not reading", self.send_timeout)
+                } else {
+                    format!("send failed: {e}")
+                };
+                self.fail_with(reason, true);
+                Err(self.link_failed_error())
+            }
+        }
+    }
+
+    /// Sends queued control frames; the caller holds the send lock.
+    fn drain_outbox(&self, s: &mut Sender) -> Result<(), std::io::Error> {
+        if !self.outbox_pending.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let (ack, frames) = {
+            let mut ob = lock(&self.outbox);
+            (ob.ack.take(), std::mem::take(&mut ob.frames))
+        };
+        if let Some(count) = ack {
+            let frame = Header {
+                kind: kind::ACK,
+                flags: 0,
+                word: 0,
+                a: 0,
+                b: count,
+                c: 0,
+            }
+            .encode();
+            s.stream.write_all(&frame)?;
+        }
+        for f in frames {
+            s.stream.write_all(&f)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes the outbox if nobody holds the send lock; if someone does, they flush it on
+    /// their way out (they check after unlocking, and the flag is set before we try).
+    fn kick(&self) {
+        while self.outbox_pending.load(Ordering::SeqCst) {
+            match self.send.try_lock() {
+                Ok(mut s) => {
+                    if let Err(e) = self.drain_outbox(&mut s) {
+                        drop(s);
+                        self.fail_with(format!("send failed: {e}"), true);
+                        return;
+                    }
+                }
+                Err(TryLockError::WouldBlock) => return,
+                Err(TryLockError::Poisoned(p)) => {
+                    let mut s = p.into_inner();
+                    if self.drain_outbox(&mut s).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn queue_ack(&self, count: u64) {
+        {
+            let mut ob = lock(&self.outbox);
+            ob.ack = Some(ob.ack.map_or(count, |c| c.max(count)));
+        }
+        self.outbox_pending.store(true, Ordering::SeqCst);
+        self.kick();
+    }
+
+    fn queue_frame(&self, frame: [u8; HEADER_LEN]) {
+        {
+            let mut ob = lock(&self.outbox);
+            if ob.frames.len() >= MAX_OUTBOX {
+                tracing::warn!(
+                    peer = self.peer,
+                    "control outbox full; dropping a region answer"
+                );
+                return;
+            }
+            ob.frames.push_back(frame);
+        }
+        self.outbox_pending.store(true, Ordering::SeqCst);
+        self.kick();
+    }
+
+    fn receive_loop(self: Arc<Self>, stream: TcpStream, fabric: Weak<Inner>) {
+        let mut reader = BufReader::with_capacity(CHUNK, stream);
+        let mut chunk = Vec::new();
+        let mut applied: u64 = 0;
+        let mut cached: Option<(u64, u64, Arc<Region>)> = None;
+        let outcome = loop {
+            let mut hbuf = [0u8; HEADER_LEN];
+            if let Err(e) = reader.read_exact(&mut hbuf) {
+                break Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    "connection closed by peer".to_string()
+                } else {
+                    format!("receive failed: {e}")
+                });
+            }
+            let h = match Header::decode(&hbuf) {
+                Ok(h) => h,
+                Err(e) => break Err(format!("protocol violation: {e}")),
+            };
+            let Some(fabric) = fabric.upgrade() else {
+                break Ok(());
+            };
+            match h.kind {
+                kind::WRITE => {
+                    let region = match &cached {
+                        Some((key, generation, r))
+                            if *key == h.a && *generation == fabric.region_generation() =>
+                        {
+                            Some(Arc::clone(r))
+                        }
+                        _ => {
+                            let found = fabric.region_by_key(h.a);
+                            if let Some(r) = &found {
+                                cached = Some((h.a, fabric.region_generation(), Arc::clone(r)));
+                            }
+                            found
+                        }
+                    };
+                    let len = h.c;
+                    if let Some(r) = &region {
+                        let fits = usize::try_from(h.b)
+                            .ok()
+                            .zip(usize::try_from(len).ok())
+                            .is_some_and(|(off, l)| r.check_range(off, l).is_ok());
+                        if !fits {
+                            break Err(format!(
+                                "protocol violation: write of {len} bytes at offset {} outside {} ({} bytes)",
+                                h.b,
+                                r.id(),
+                                r.len()
+                            ));
+                        }
+                    } else if len > 1 << 40 {
+                        break Err(format!("protocol violation: write of {len} bytes"));
+                    }
+                    if let Err(e) = apply_payload(&mut reader, &mut chunk, region.as_deref(), h) {
+                        break Err(format!("receive failed: {e}"));
+                    }
+                    applied += 1;
+                    match &region {
+                        Some(r) => {
+                            if h.flags & wire::FLAG_IMM != 0 {
+                                let n = Notification {
+                                    from: self.peer,
+                                    imm: h.word,
+                                    len: len as usize,
+                                };
+                                let me = &self;
+                                let f = &fabric;
+                                if !r.push_notification(n, &|| me.is_failed() || f.is_shut_down()) {
+                                    break Ok(());
+                                }
+                            }
+                            r.ring();
+                        }
+                        None => tracing::debug!(
+                            peer = self.peer,
+                            key = h.a,
+                            "discarded a write to an unregistered region"
+                        ),
+                    }
+                    if h.flags & wire::FLAG_SIGNALED != 0 {
+                        self.queue_ack(applied);
+                    }
+                }
+                kind::ACK => {
+                    self.acked.fetch_max(h.b, Ordering::SeqCst);
+                    let _g = lock(&self.ack_lock);
+                    self.ack_cond.notify_all();
+                }
+                kind::QUERY => {
+                    let answer = fabric.region_by_id(RegionId(h.a));
+                    let frame = match answer {
+                        Some(r) => Header {
+                            kind: kind::ANSWER,
+                            flags: wire::FLAG_FOUND,
+                            word: h.word,
+                            a: r.key(),
+                            b: h.a,
+                            c: r.len() as u64,
+                        },
+                        None => Header {
+                            kind: kind::ANSWER,
+                            flags: 0,
+                            word: h.word,
+                            a: 0,
+                            b: h.a,
+                            c: 0,
+                        },
+                    };
+                    self.queue_frame(frame.encode());
+                }
+                kind::ANSWER => {
+                    let mut q = lock(&self.queries);
+                    if let Some(slot) = q.get_mut(&h.word) {
+                        *slot = Some((h.flags & wire::FLAG_FOUND != 0).then(|| RemoteRegion {
+                            owner: self.peer,
+                            id: RegionId(h.b),
+                            len: h.c as usize,
+                            key: h.a,
+                            addr: 0,
+                        }));
+                    }
+                    self.query_cond.notify_all();
+                }
+                kind::GOODBYE => break Err("peer shut down its fabric".to_string()),
+                _ => break Err(format!("protocol violation: frame kind {}", h.kind)),
+            }
+        };
+        if let Err(reason) = outcome {
+            self.fail_with(reason, true);
+        }
+    }
+
+    fn query_once(
+        &self,
+        id: RegionId,
+        deadline: Instant,
+    ) -> Result<Option<RemoteRegion>, FabricError> {
+        let qid = self.next_query.fetch_add(1, Ordering::Relaxed);
+        lock(&self.queries).insert(qid, None);
+        let frame = Header {
+            kind: kind::QUERY,
+            flags: 0,
+            word: qid,
+            a: id.0,
+            b: 0,
+            c: 0,
+        }
+        .encode();
+        {
+            let mut s = lock(&self.send);
+            let sent = s.stream.write_all(&frame);
+            if let Err(e) = sent {
+                drop(s);
+                lock(&self.queries).remove(&qid);
+                self.fail_with(format!("send failed: {e}"), true);
+                return Err(self.link_failed_error());
+            }
+            let _ = self.drain_outbox(&mut s);
+        }
+        self.kick();
+        let mut q = lock(&self.queries);
+        loop {
+            if self.is_failed() {
+                q.remove(&qid);
+                return Err(self.link_failed_error());
+            }
+            if let Some(Some(answer)) = q.get(&qid) {
+                let answer = *answer;
+                q.remove(&qid);
+                return Ok(answer);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                q.remove(&qid);
+                return Ok(None);
+            }
+            let wait = (deadline - now).min(Duration::from_millis(20));
+            q = match self.query_cond.wait_timeout(q, wait) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+}
+
+fn send_write(
+    s: &mut Sender,
+    header: &[u8; HEADER_LEN],
+    req: &WriteRequest<'_>,
+) -> std::io::Result<()> {
+    let total = HEADER_LEN + req.len;
+    if req.len <= CHUNK {
+        s.staging.clear();
+        s.staging.extend_from_slice(header);
+        s.staging.resize(total, 0);
+        read_src(req.src, req.src_offset, &mut s.staging[HEADER_LEN..])?;
+        return s.stream.write_all(&s.staging);
+    }
+    s.stream.write_all(header)?;
+    s.staging.resize(CHUNK, 0);
+    let mut done = 0;
+    while done < req.len {
+        let n = (req.len - done).min(CHUNK);
+        read_src(req.src, req.src_offset + done, &mut s.staging[..n])?;
+        s.stream.write_all(&s.staging[..n])?;
+        done += n;
+    }
+    Ok(())
+}
+
+fn read_src(src: &Region, off: usize, dst: &mut [u8]) -> std::io::Result<()> {
+    src.read(off, dst)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))
+}
+
+/// Reads a write's payload from the socket and applies it chunk by chunk (or skips it when the
+/// region is gone).
+fn apply_payload(
+    reader: &mut BufReader<TcpStream>,
+    chunk: &mut Vec<u8>,
+    region: Option<&Region>,
+    h: Header,
+) -> std::io::Result<()> {
+    let len = h.c as usize;
+    let base = h.b as usize;
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(CHUNK);
+        chunk.resize(n, 0);
+        reader.read_exact(&mut chunk[..n])?;
+        if let Some(r) = region {
+            r.write(base + done, &chunk[..n])
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+impl CompletionSource for TcpLink {
+    fn poll_ticket(&self, ticket: u64) -> Option<Result<(), FabricError>> {
+        if self.acked.load(Ordering::SeqCst) >= ticket {
+            Some(Ok(()))
+        } else if self.is_failed() {
+            Some(Err(self.link_failed_error()))
+        } else {
+            None
+        }
+    }
+
+    fn wait_ticket(&self, ticket: u64, timeout: Duration) -> Result<(), FabricError> {
+        let deadline = Instant::now() + timeout;
+        let mut g = lock(&self.ack_lock);
+        loop {
+            if let Some(r) = self.poll_ticket(ticket) {
+                return r;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(FabricError::Timeout {
+                    what: format!("completion of a write to node {}", self.peer),
+                    after: timeout,
+                });
+            }
+            g = match self.ack_cond.wait_timeout(g, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+}
+
+/// The public face of a tcp link (an `Arc<TcpLink>` that also acts as completion source).
+#[derive(Debug, Clone)]
+pub(crate) struct LinkHandle(pub(crate) Arc<TcpLink>);
+
+impl Link for LinkHandle {
+    fn peer(&self) -> NodeId {
+        self.0.peer
+    }
+
+    fn remote_region(&self, id: RegionId, timeout: Duration) -> Result<RemoteRegion, FabricError> {
+        if let Some(r) = lock(&self.0.remote).get(&id) {
+            return Ok(*r);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let attempt_deadline = (Instant::now() + Duration::from_millis(200)).min(deadline);
+            if let Some(found) = self.0.query_once(id, attempt_deadline)? {
+                lock(&self.0.remote).insert(id, found);
+                return Ok(found);
+            }
+            if Instant::now() >= deadline {
+                return Err(FabricError::NoSuchRegion {
+                    peer: self.0.peer,
+                    region: id,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn write(&self, req: &WriteRequest<'_>) -> Result<(), FabricError> {
+        self.0.post(req, false).map(|_| ())
+    }
+
+    fn write_signaled(&self, req: &WriteRequest<'_>) -> Result<Completion, FabricError> {
+        let ticket = self.0.post(req, true)?;
+        Ok(Completion::new(
+            Arc::clone(&self.0) as Arc<dyn CompletionSource>,
+            ticket,
+        ))
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.0.failed.get().cloned()
+    }
+
+    fn fail(&self, reason: &str) {
+        self.0.fail_with(reason.to_string(), true);
+    }
+}
