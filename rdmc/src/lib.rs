@@ -7,6 +7,13 @@
 //! from `derecho_fabric`, keeps a bounded number of blocks in flight, and reports completion or
 //! the failure of a peer.
 //!
-//! This crate will hold the schedules, the engine and the group registry. It must not know about
+//! Today it holds the [`schedule`]s; the engine and the group registry follow. It must not know about
 //! views or ordering: the multicast layer in `derecho` decides what to send and when.
 #![forbid(unsafe_code)]
+
+pub mod schedule;
+
+pub use schedule::{
+    Algorithm, FirstBlock, ParseAlgorithmError, Participant, Schedule, ScheduleError, Step,
+    Transfer,
+};
