@@ -1,0 +1,211 @@
+//! The typed `[DERECHO]` section: identity, addresses, ports, timing and P2P limits.
+//!
+//! Each field's doc states its key and default. Where our default differs from the original
+//! Derecho's, the doc says so and why.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::sections::{nonzero_u32, unknown, Section, MIN_REPLY_PAYLOAD_SIZE};
+use super::value::{
+    join_list, parse_bool, parse_ip, parse_list, parse_port, parse_u32, parse_u64, Problem,
+};
+
+/// `[DERECHO]`: identity, addresses, ports, timing and P2P limits of this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DerechoSection {
+    /// `contact_ip` (2019 name `leader_ip`): the node to send the join request to. Default
+    /// `127.0.0.1`. A node whose `local_ip`/`gms_port` equal the contact starts the group.
+    pub contact_ip: IpAddr,
+    /// `contact_port` (2019 name `leader_gms_port`): the contact node's GMS port. Default 23580.
+    pub contact_port: u16,
+    /// `restart_leaders`: comma-separated IPs of the total-restart leaders, in priority order.
+    /// Default `127.0.0.1`.
+    pub restart_leaders: Vec<IpAddr>,
+    /// `restart_leader_ports`: their GMS ports, same length as `restart_leaders`. Default 23580.
+    pub restart_leader_ports: Vec<u16>,
+    /// `local_id`: this node's id; must be below `max_node_id`. Default 0.
+    pub local_id: u32,
+    /// `local_ip`: this node's IP address. Default `127.0.0.1`.
+    pub local_ip: IpAddr,
+    /// `gms_port`: where this node listens for joins and membership traffic. Default 23580.
+    pub gms_port: u16,
+    /// `state_transfer_port` (2019 name `rpc_port`): state transfer to joining members.
+    /// Default 28366.
+    pub state_transfer_port: u16,
+    /// `sst_port`: SST and P2P side channel. Default 37683.
+    pub sst_port: u16,
+    /// `rdmc_port`: RDMC side channel. Default 31675.
+    pub rdmc_port: u16,
+    /// `external_port`: where external (non-member) clients connect. Default 32645.
+    pub external_port: u16,
+    /// `heartbeat_ms`: period of the failure detector. Default **100** (the original uses 1 ms,
+    /// which busy-loops a core per process; on a loaded 2-core laptop 100 ms avoids false
+    /// suspicions while still detecting failures well within a second).
+    pub heartbeat_ms: u32,
+    /// `sst_poll_cq_timeout_ms`: how long a write may wait for its completion before the peer is
+    /// suspected. Default **2000** (the original's code default; its sample file uses 100, too
+    /// short for a loaded laptop).
+    pub sst_poll_cq_timeout_ms: u32,
+    /// `p2p_loop_busy_wait_before_sleep_ms`: how long the P2P listener polls before it parks.
+    /// Default 250.
+    pub p2p_loop_busy_wait_before_sleep_ms: u32,
+    /// `restart_timeout_ms`: how long a restart leader waits for more nodes. Default 2000.
+    pub restart_timeout_ms: u32,
+    /// `enable_backup_restart_leaders`: try the next restart leader if one fails. Default false.
+    pub enable_backup_restart_leaders: bool,
+    /// `disable_partitioning_safety`: let a minority partition continue. Default **false**
+    /// (partition safety on; the original's code default is true, i.e. unsafe).
+    pub disable_partitioning_safety: bool,
+    /// `max_node_id`: node ids are below this; sizes the P2P connection table. Default 1024.
+    pub max_node_id: u32,
+    /// `max_p2p_request_payload_size`: largest `p2p_send` argument, bytes. Default 10240.
+    pub max_p2p_request_payload_size: u64,
+    /// `max_p2p_reply_payload_size`: largest P2P reply, bytes; at least 128. Default 10240.
+    pub max_p2p_reply_payload_size: u64,
+    /// `p2p_window_size`: outstanding P2P requests per peer; at least 1. Default 16.
+    pub p2p_window_size: u32,
+}
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+impl Default for DerechoSection {
+    fn default() -> Self {
+        DerechoSection {
+            contact_ip: LOCALHOST,
+            contact_port: 23580,
+            restart_leaders: vec![LOCALHOST],
+            restart_leader_ports: vec![23580],
+            local_id: 0,
+            local_ip: LOCALHOST,
+            gms_port: 23580,
+            state_transfer_port: 28366,
+            sst_port: 37683,
+            rdmc_port: 31675,
+            external_port: 32645,
+            heartbeat_ms: 100,
+            sst_poll_cq_timeout_ms: 2000,
+            p2p_loop_busy_wait_before_sleep_ms: 250,
+            restart_timeout_ms: 2000,
+            enable_backup_restart_leaders: false,
+            disable_partitioning_safety: false,
+            max_node_id: 1024,
+            max_p2p_request_payload_size: 10240,
+            max_p2p_reply_payload_size: 10240,
+            p2p_window_size: 16,
+        }
+    }
+}
+
+impl Section for DerechoSection {
+    const NAME: &'static str = "DERECHO";
+    const KEYS: &'static [&'static str] = &[
+        "contact_ip",
+        "contact_port",
+        "restart_leaders",
+        "restart_leader_ports",
+        "local_id",
+        "local_ip",
+        "gms_port",
+        "state_transfer_port",
+        "sst_port",
+        "rdmc_port",
+        "external_port",
+        "heartbeat_ms",
+        "sst_poll_cq_timeout_ms",
+        "p2p_loop_busy_wait_before_sleep_ms",
+        "restart_timeout_ms",
+        "enable_backup_restart_leaders",
+        "disable_partitioning_safety",
+        "max_node_id",
+        "max_p2p_request_payload_size",
+        "max_p2p_reply_payload_size",
+        "p2p_window_size",
+    ];
+
+    fn set(&mut self, name: &str, v: &str) -> Result<(), Problem> {
+        match name {
+            "contact_ip" => self.contact_ip = parse_ip(v)?,
+            "contact_port" => self.contact_port = parse_port(v)?,
+            "restart_leaders" => self.restart_leaders = parse_list(v, parse_ip)?,
+            "restart_leader_ports" => self.restart_leader_ports = parse_list(v, parse_port)?,
+            "local_id" => self.local_id = parse_u32(v)?,
+            "local_ip" => self.local_ip = parse_ip(v)?,
+            "gms_port" => self.gms_port = parse_port(v)?,
+            "state_transfer_port" => self.state_transfer_port = parse_port(v)?,
+            "sst_port" => self.sst_port = parse_port(v)?,
+            "rdmc_port" => self.rdmc_port = parse_port(v)?,
+            "external_port" => self.external_port = parse_port(v)?,
+            "heartbeat_ms" => self.heartbeat_ms = parse_u32(v)?,
+            "sst_poll_cq_timeout_ms" => self.sst_poll_cq_timeout_ms = parse_u32(v)?,
+            "p2p_loop_busy_wait_before_sleep_ms" => {
+                self.p2p_loop_busy_wait_before_sleep_ms = parse_u32(v)?;
+            }
+            "restart_timeout_ms" => self.restart_timeout_ms = parse_u32(v)?,
+            "enable_backup_restart_leaders" => {
+                self.enable_backup_restart_leaders = parse_bool(v)?;
+            }
+            "disable_partitioning_safety" => self.disable_partitioning_safety = parse_bool(v)?,
+            "max_node_id" => self.max_node_id = parse_u32(v)?,
+            "max_p2p_request_payload_size" => self.max_p2p_request_payload_size = parse_u64(v)?,
+            "max_p2p_reply_payload_size" => {
+                let n = parse_u64(v)?;
+                if n < MIN_REPLY_PAYLOAD_SIZE {
+                    return Err(Problem::OutOfRange(format!(
+                        "P2P replies need at least {MIN_REPLY_PAYLOAD_SIZE} bytes"
+                    )));
+                }
+                self.max_p2p_reply_payload_size = n;
+            }
+            "p2p_window_size" => self.p2p_window_size = nonzero_u32(v, "the P2P window")?,
+            other => return Err(unknown(other)),
+        }
+        Ok(())
+    }
+
+    fn entries(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("contact_ip", self.contact_ip.to_string()),
+            ("contact_port", self.contact_port.to_string()),
+            ("restart_leaders", join_list(&self.restart_leaders)),
+            (
+                "restart_leader_ports",
+                join_list(&self.restart_leader_ports),
+            ),
+            ("local_id", self.local_id.to_string()),
+            ("local_ip", self.local_ip.to_string()),
+            ("gms_port", self.gms_port.to_string()),
+            ("state_transfer_port", self.state_transfer_port.to_string()),
+            ("sst_port", self.sst_port.to_string()),
+            ("rdmc_port", self.rdmc_port.to_string()),
+            ("external_port", self.external_port.to_string()),
+            ("heartbeat_ms", self.heartbeat_ms.to_string()),
+            (
+                "sst_poll_cq_timeout_ms",
+                self.sst_poll_cq_timeout_ms.to_string(),
+            ),
+            (
+                "p2p_loop_busy_wait_before_sleep_ms",
+                self.p2p_loop_busy_wait_before_sleep_ms.to_string(),
+            ),
+            ("restart_timeout_ms", self.restart_timeout_ms.to_string()),
+            (
+                "enable_backup_restart_leaders",
+                self.enable_backup_restart_leaders.to_string(),
+            ),
+            (
+                "disable_partitioning_safety",
+                self.disable_partitioning_safety.to_string(),
+            ),
+            ("max_node_id", self.max_node_id.to_string()),
+            (
+                "max_p2p_request_payload_size",
+                self.max_p2p_request_payload_size.to_string(),
+            ),
+            (
+                "max_p2p_reply_payload_size",
+                self.max_p2p_reply_payload_size.to_string(),
+            ),
+            ("p2p_window_size", self.p2p_window_size.to_string()),
+        ]
+    }
+}
