@@ -2,7 +2,7 @@
 //!
 //! Each fabric listens on one port. Between two nodes exactly one connection exists: the node
 //! with the higher id dials, the lower one accepts, and a 32-byte hello/answer handshake checks
-//! the magic, the wire version and that each side is the node the other expects (see [`wire`]
+//! the magic, the wire version and that each side is the node the other expects (see the `wire` module
 //! for the byte format). Anything else on the port (garbage, a wrong node id, another version,
 //! silence past the handshake timeout) is refused with a log line and has no other effect.
 //!
