@@ -77,7 +77,9 @@ pub fn echo(
     stop: &AtomicBool,
 ) -> Result<u64, FabricError> {
     let remote = link.remote_region(PROBE_REGION, Duration::from_secs(10))?;
-    let mut last = region.load_u64(PING_OFFSET);
+    // Start from what was last echoed (0 for a fresh region), not from the current ping: a ping
+    // that lands before this line must still be answered.
+    let mut last = region.load_u64(ECHO_OFFSET);
     let mut echoed = 0;
     while !stop.load(Ordering::Relaxed) {
         if let Some(reason) = link.failure() {

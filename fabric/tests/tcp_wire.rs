@@ -260,3 +260,32 @@ fn kill_9_of_a_peer_process_is_reported_once() {
     );
     me.shutdown();
 }
+
+#[test]
+fn the_accepting_side_may_use_a_link_the_moment_it_appears() {
+    // The accepting side's `connect` returns as soon as the link is installed; its first frame
+    // must never overtake the handshake answer the dialer is waiting for.
+    for round in 0..60u64 {
+        let low = start(1);
+        let high = start(2);
+        let low_addr = low.local_addr().unwrap();
+        let _r_low = low.register(RegionSpec::new(RegionId(round), 64)).unwrap();
+        let _r_high = high.register(RegionSpec::new(RegionId(round), 64)).unwrap();
+        let waiter = {
+            let low = low.clone();
+            std::thread::spawn(move || {
+                let l = low.connect(2, any(), Duration::from_secs(5)).unwrap();
+                l.remote_region(RegionId(round), Duration::from_secs(5))
+                    .unwrap()
+            })
+        };
+        let l = high
+            .connect(1, low_addr, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        l.remote_region(RegionId(round), Duration::from_secs(5))
+            .unwrap();
+        waiter.join().unwrap();
+        low.shutdown();
+        high.shutdown();
+    }
+}

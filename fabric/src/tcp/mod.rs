@@ -114,11 +114,16 @@ impl Inner {
     }
 
     /// Installs a freshly handshaken link, replacing a failed one or an older incarnation.
+    ///
+    /// On the accepting side `answer` is the handshake answer: it is written here, under the
+    /// links lock and before the link becomes visible, so no frame of ours can reach the dialer
+    /// ahead of it.
     fn install(
         self: &Arc<Self>,
         peer: NodeId,
         incarnation: u64,
-        stream: TcpStream,
+        mut stream: TcpStream,
+        answer: Option<[u8; HEADER_LEN]>,
     ) -> Result<Arc<TcpLink>, Status> {
         let mut links = lock(&self.links);
         let mut replaced = None;
@@ -131,6 +136,12 @@ impl Inner {
             }
         } else if links.len() >= self.config.max_links {
             return Err(Status::Busy);
+        }
+        if let Some(answer) = answer {
+            if let Err(e) = stream.write_all(&answer) {
+                tracing::warn!(peer, error = %e, "handshake answer failed");
+                return Err(Status::Busy);
+            }
         }
         let link = TcpLink::start(self, peer, incarnation, stream).map_err(|e| {
             tracing::warn!(peer, error = %e, "cannot start link");
@@ -230,20 +241,9 @@ impl Inner {
             Ok(s) => s,
             Err(_) => return,
         };
-        // Install before answering so the peer's first write finds a receiver; if installation
-        // fails the answer says why.
-        match self.install(hello.from, hello.incarnation, stream) {
-            Ok(link) => {
-                let mut reply_stream = reply_stream;
-                if reply_stream
-                    .write_all(&answer(Status::Accepted).encode())
-                    .is_err()
-                {
-                    link.fail_with("handshake answer failed".into(), false);
-                } else {
-                    tracing::debug!(peer = hello.from, %from, "fabric link accepted");
-                }
-            }
+        let accepted = answer(Status::Accepted).encode();
+        match self.install(hello.from, hello.incarnation, stream, Some(accepted)) {
+            Ok(_) => tracing::debug!(peer = hello.from, %from, "fabric link accepted"),
             Err(status) => {
                 tracing::warn!(%from, peer = hello.from, ?status, "refused fabric connection");
                 let mut reply_stream = reply_stream;
@@ -320,7 +320,7 @@ impl Inner {
             }
             other => return Err(refuse(format!("{addr} refused the connection ({other:?})"))),
         }
-        self.install(peer, answer.incarnation, stream)
+        self.install(peer, answer.incarnation, stream, None)
             .map_err(|s| refuse(format!("cannot install link ({s:?})")))
     }
 }
