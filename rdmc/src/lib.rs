@@ -4,14 +4,19 @@
 //! other members of a sender-rooted group by a schedule (binomial pipeline by default, or chain,
 //! sequential or tree). Schedules are pure functions of (group size, rank, block count,
 //! algorithm); the transfer engine runs them over one-sided writes with immediate notifications
-//! from `derecho_fabric`, keeps a bounded number of blocks in flight, and reports completion or
+//! from [`derecho_fabric`], keeps a bounded number of blocks in flight, and reports completion or
 //! the failure of a peer.
 //!
-//! Today it holds the [`schedule`]s; the engine and the group registry follow. It must not know about
+//! [`schedule`] holds the schedules, [`RdmcGroup`] the transfer engine of one sender-rooted group. It must not know about
 //! views or ordering: the multicast layer in `derecho` decides what to send and when.
 #![forbid(unsafe_code)]
 
+mod group;
+pub mod layout;
 pub mod schedule;
+
+pub use group::{GroupSpec, Handler, Message, Prepared, RdmcError, RdmcGroup};
+pub use layout::{MAX_BLOCKS_PER_MESSAGE, MAX_WINDOW};
 
 pub use schedule::{
     Algorithm, FirstBlock, ParseAlgorithmError, Participant, Schedule, ScheduleError, Step,
