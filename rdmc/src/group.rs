@@ -804,6 +804,11 @@ impl RdmcGroup {
 }
 
 impl Prepared {
+    /// Gives up on the group: deregisters its region.
+    pub fn cancel(self) {
+        let _ = self.fabric.deregister(self.region.id());
+    }
+
     /// Links to every other member and looks up their regions, each bounded by the spec's
     /// timeout; a member that is dead or never prepares yields an error naming it.
     pub fn connect(self) -> Result<RdmcGroup, RdmcError> {
