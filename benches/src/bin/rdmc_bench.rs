@@ -154,20 +154,17 @@ fn node(args: &[String]) -> Res<ExitCode> {
                 &fixed[i % sizes.len()]
             };
             if let Err(e) = group.send(m, Duration::from_secs(60)) {
-                println!("failed: {e}");
-                return Ok(ExitCode::from(3));
+                return Ok(fail(&e.to_string()));
             }
             bytes += m.len();
         }
         match group.wait_released(total as u64, Duration::from_secs(120)) {
             Ok(true) => {}
             Ok(false) => {
-                println!("failed: receivers did not finish in time");
-                return Ok(ExitCode::from(3));
+                return Ok(fail("receivers did not finish in time"));
             }
             Err(e) => {
-                println!("failed: {e}");
-                return Ok(ExitCode::from(3));
+                return Ok(fail(&e.to_string()));
             }
         }
         let secs = start.elapsed().as_secs_f64();
@@ -180,15 +177,11 @@ fn node(args: &[String]) -> Res<ExitCode> {
         let deadline = Instant::now() + Duration::from_secs(120);
         while counter.got.load(Ordering::SeqCst) < total {
             if let Some(f) = failed(&counter) {
-                println!("failed: {f}");
-                return Ok(ExitCode::from(3));
+                return Ok(fail(&f));
             }
             if Instant::now() > deadline {
-                println!(
-                    "failed: timed out with {} of {total}",
-                    counter.got.load(Ordering::SeqCst)
-                );
-                return Ok(ExitCode::from(3));
+                let got = counter.got.load(Ordering::SeqCst);
+                return Ok(fail(&format!("timed out with {got} of {total}")));
             }
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -206,6 +199,16 @@ fn node(args: &[String]) -> Res<ExitCode> {
     drop(group);
     fabric.shutdown();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reports a failure, then stays (links open) until told to stop, so that a survivor's exit is
+/// never mistaken by the others for a second failure.
+fn fail(reason: &str) -> ExitCode {
+    println!("failed: {reason}");
+    let _ = std::io::stdout().flush();
+    let mut rest = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut rest);
+    ExitCode::from(3)
 }
 
 /// Echo side of the raw write-bandwidth measurement: keeps a probe region until stdin closes.
