@@ -18,7 +18,7 @@ mod set;
 
 pub use group::{GroupSpec, Handler, Message, Prepared, RdmcError, RdmcGroup};
 pub use layout::{MAX_BLOCKS_PER_MESSAGE, MAX_WINDOW};
-pub use set::{GroupKey, GroupPlan, GroupSet};
+pub use set::{GroupKey, GroupPlan, GroupSet, PreparedSet};
 
 pub use schedule::{
     Algorithm, FirstBlock, ParseAlgorithmError, Participant, Schedule, ScheduleError, Step,

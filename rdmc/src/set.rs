@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use derecho_fabric::{Fabric, NodeId};
 
-use crate::group::{GroupSpec, Handler, RdmcError, RdmcGroup};
+use crate::group::{GroupSpec, Handler, Prepared, RdmcError, RdmcGroup};
 
 /// Names one group of a view: the subgroup (shard) and the sender's node id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -66,6 +66,53 @@ impl GroupPlan {
     }
 }
 
+/// A view's groups with their regions registered but not yet linked (see
+/// [`GroupSet::prepare`]).
+pub struct PreparedSet {
+    prepared: Vec<(GroupKey, Prepared)>,
+}
+
+impl std::fmt::Debug for PreparedSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedSet")
+            .field("groups", &self.prepared.len())
+            .finish()
+    }
+}
+
+impl PreparedSet {
+    /// Links and looks up every group (bounded by each spec's timeout); with `threads` the
+    /// engines run on their own threads, otherwise the caller polls them
+    /// ([`GroupSet::poll_all`]). On error every group is destroyed.
+    pub fn connect(self, threads: bool) -> Result<GroupSet, RdmcError> {
+        let mut groups = BTreeMap::new();
+        let mut rest = self.prepared.into_iter();
+        for (key, p) in rest.by_ref() {
+            let started = p.connect().and_then(|mut g| {
+                if threads {
+                    g.start()?;
+                }
+                Ok(g)
+            });
+            match started {
+                Ok(g) => {
+                    groups.insert(key, g);
+                }
+                Err(e) => {
+                    rest.for_each(|(_, p)| p.cancel());
+                    return Err(e);
+                }
+            }
+        }
+        Ok(GroupSet { groups })
+    }
+
+    /// Gives up: deregisters every group's region.
+    pub fn cancel(self) {
+        self.prepared.into_iter().for_each(|(_, p)| p.cancel());
+    }
+}
+
 /// The groups of one view on this member.
 #[derive(Debug, Default)]
 pub struct GroupSet {
@@ -81,29 +128,29 @@ impl GroupSet {
         plans: Vec<GroupPlan>,
         handler: impl Fn(GroupKey) -> Arc<dyn Handler>,
     ) -> Result<Self, RdmcError> {
+        Self::prepare(fabric, plans, handler)?.connect(true)
+    }
+
+    /// The first half of [`GroupSet::create`]: registers every group's region and talks to
+    /// nobody. Members that cannot block (a simulation) prepare everywhere before connecting.
+    pub fn prepare(
+        fabric: &Arc<dyn Fabric>,
+        plans: Vec<GroupPlan>,
+        handler: impl Fn(GroupKey) -> Arc<dyn Handler>,
+    ) -> Result<PreparedSet, RdmcError> {
         let mut prepared = Vec::with_capacity(plans.len());
         for plan in plans {
-            let p = RdmcGroup::prepare(Arc::clone(fabric), plan.spec, handler(plan.key))?;
-            prepared.push((plan.key, p));
-        }
-        let mut groups = BTreeMap::new();
-        let mut rest = prepared.into_iter();
-        for (key, p) in rest.by_ref() {
-            match p.connect() {
-                Ok(mut g) => {
-                    if let Err(e) = g.start() {
-                        rest.for_each(|(_, p)| p.cancel());
-                        return Err(e);
-                    }
-                    groups.insert(key, g);
-                }
+            match RdmcGroup::prepare(Arc::clone(fabric), plan.spec, handler(plan.key)) {
+                Ok(p) => prepared.push((plan.key, p)),
                 Err(e) => {
-                    rest.for_each(|(_, p)| p.cancel());
+                    prepared
+                        .into_iter()
+                        .for_each(|(_, p): (GroupKey, Prepared)| p.cancel());
                     return Err(e);
                 }
             }
         }
-        Ok(Self { groups })
+        Ok(PreparedSet { prepared })
     }
 
     /// The group of `key`, if this member belongs to it.
@@ -119,6 +166,16 @@ impl GroupSet {
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()
+    }
+
+    /// Polls every group once (for callers that drive the engines themselves). Returns whether
+    /// any made progress; errors of aborted groups are left to their handlers.
+    pub fn poll_all(&self) -> bool {
+        let mut progress = false;
+        for g in self.groups.values() {
+            progress |= g.poll().unwrap_or(false);
+        }
+        progress
     }
 
     /// Aborts every group (the layer above saw a member fail and is changing the view).
