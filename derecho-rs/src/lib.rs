@@ -5,8 +5,10 @@
 //! atomic multicast (every member delivers the same messages in the same order, once all members
 //! have them) and replicated objects with RPC on top.
 //!
-//! Today this crate provides [`config`], the typed and validated `derecho.cfg` configuration.
-//! Views, layouts, multicast, membership and RPC build on it.
+//! Today this crate provides [`config`], the typed and validated `derecho.cfg` configuration,
+//! and [`layout`], the pure allocation of a view's members to subgroups and shards.
+//! Views, multicast, membership and RPC build on them.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod layout;
