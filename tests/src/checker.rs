@@ -86,6 +86,9 @@ pub enum Event {
     Sent {
         /// Flat subgroup id.
         subgroup: u32,
+        /// The sender's shard in that subgroup.
+        #[serde(default)]
+        shard: u32,
         /// The message.
         id: MessageId,
         /// Digest of the payload.
@@ -95,6 +98,9 @@ pub enum Event {
     Delivered {
         /// Flat subgroup id.
         subgroup: u32,
+        /// The shard it was delivered in.
+        #[serde(default)]
+        shard: u32,
         /// The message.
         id: MessageId,
         /// Digest of the payload as delivered.
@@ -195,11 +201,12 @@ impl fmt::Display for Report {
 #[derive(Clone, Debug, Default)]
 pub struct Checker {
     complete: bool,
+    fifo: BTreeSet<u32>,
 }
 
 type Delivery = (MessageId, u64);
-/// Per (view, subgroup): each member's delivery sequence.
-type Sequences = BTreeMap<(u64, u32), Vec<(NodeId, Vec<Delivery>)>>;
+/// Per (view, subgroup, shard): each member's delivery sequence.
+type Sequences = BTreeMap<(u64, u32, u32), Vec<(NodeId, Vec<Delivery>)>>;
 
 impl Checker {
     /// All checks except completeness.
@@ -211,6 +218,13 @@ impl Checker {
     /// view it was sent in and stayed to the end (for runs without failures).
     pub fn expect_complete(mut self) -> Self {
         self.complete = true;
+        self
+    }
+
+    /// Raw (unordered) subgroups promise only per-sender FIFO order: for these, compare each
+    /// sender's messages separately instead of the whole delivery sequence.
+    pub fn fifo_subgroups(mut self, subgroups: impl IntoIterator<Item = u32>) -> Self {
+        self.fifo.extend(subgroups);
         self
     }
 
@@ -263,14 +277,14 @@ impl Checker {
         }
         // Sent messages.
         let mut sent: HashMap<(u32, MessageId), u64> = HashMap::new();
-        let mut sent_in: Vec<(u32, MessageId, Option<u64>)> = Vec::new();
+        let mut sent_in: Vec<(u32, u32, MessageId)> = Vec::new();
         for log in logs {
-            let mut vid = None;
             for e in &log.events {
                 match e {
-                    Event::View { vid: v, .. } => vid = Some(*v),
+                    Event::View { .. } => {}
                     Event::Sent {
                         subgroup,
+                        shard,
                         id,
                         digest,
                     } => {
@@ -286,7 +300,7 @@ impl Checker {
                                 log.node
                             ));
                         }
-                        sent_in.push((*subgroup, *id, vid));
+                        sent_in.push((*subgroup, *shard, *id));
                     }
                     Event::Delivered { .. } => {}
                 }
@@ -298,13 +312,15 @@ impl Checker {
         for log in logs {
             let mut vid: Option<u64> = None;
             let mut seen: BTreeSet<(u32, MessageId)> = BTreeSet::new();
-            let mut current: BTreeMap<u32, Vec<Delivery>> = BTreeMap::new();
+            let mut current: BTreeMap<(u32, u32), Vec<Delivery>> = BTreeMap::new();
             let flush = |vid: Option<u64>,
-                         current: &mut BTreeMap<u32, Vec<Delivery>>,
+                         current: &mut BTreeMap<(u32, u32), Vec<Delivery>>,
                          seqs: &mut Sequences| {
                 if let Some(v) = vid {
-                    for (sg, list) in std::mem::take(current) {
-                        seqs.entry((v, sg)).or_default().push((log.node, list));
+                    for ((sg, shard), list) in std::mem::take(current) {
+                        seqs.entry((v, sg, shard))
+                            .or_default()
+                            .push((log.node, list));
                     }
                 }
             };
@@ -318,6 +334,7 @@ impl Checker {
                     Event::Sent { .. } => {}
                     Event::Delivered {
                         subgroup,
+                        shard,
                         id,
                         digest,
                         seq,
@@ -348,32 +365,61 @@ impl Checker {
                                 log.node
                             ));
                         }
-                        current.entry(*subgroup).or_default().push((*id, *digest));
+                        current
+                            .entry((*subgroup, *shard))
+                            .or_default()
+                            .push((*id, *digest));
                     }
                 }
             }
             flush(vid, &mut current, &mut seqs);
         }
         // Total order within a view, and virtual synchrony across the view change.
-        for ((vid, sg), members) in &seqs {
-            for (i, (a, sa)) in members.iter().enumerate() {
-                for (b, sb) in members.iter().skip(i + 1) {
-                    let n = sa.len().min(sb.len());
-                    if let Some(k) = (0..n).find(|&k| sa[k] != sb[k]) {
-                        return Err(format!(
+        for ((vid, sg, _shard), members) in &seqs {
+            // In FIFO subgroups each sender's messages form their own sequence; otherwise the
+            // whole delivery sequence is compared.
+            let groups: Vec<Vec<(NodeId, Vec<Delivery>)>> = if self.fifo.contains(sg) {
+                let senders: BTreeSet<NodeId> = members
+                    .iter()
+                    .flat_map(|(_, l)| l.iter().map(|d| d.0.sender))
+                    .collect();
+                senders
+                    .iter()
+                    .map(|s| {
+                        members
+                            .iter()
+                            .map(|(n, l)| {
+                                (*n, l.iter().filter(|d| d.0.sender == *s).copied().collect())
+                            })
+                            .collect()
+                    })
+                    .collect()
+            } else {
+                vec![members.clone()]
+            };
+            for members in &groups {
+                for (i, (a, sa)) in members.iter().enumerate() {
+                    for (b, sb) in members.iter().skip(i + 1) {
+                        let n = sa.len().min(sb.len());
+                        if let Some(k) = (0..n).find(|&k| sa[k] != sb[k]) {
+                            return Err(format!(
                             "view {vid} subgroup {sg}: nodes {a} and {b} differ at delivery {k} ({:?} vs {:?})",
                             sa[k].0, sb[k].0
                         ));
-                    }
-                    let both_next = installed.get(a).is_some_and(|s| s.contains(&(vid + 1)))
-                        && installed.get(b).is_some_and(|s| s.contains(&(vid + 1)));
-                    if both_next && sa.len() != sb.len() {
-                        return Err(format!(
+                        }
+                        if self.fifo.contains(sg) {
+                            continue;
+                        }
+                        let both_next = installed.get(a).is_some_and(|s| s.contains(&(vid + 1)))
+                            && installed.get(b).is_some_and(|s| s.contains(&(vid + 1)));
+                        if both_next && sa.len() != sb.len() {
+                            return Err(format!(
                             "view {vid} subgroup {sg}: nodes {a} and {b} both installed view {} but delivered {} and {} messages in view {vid}",
                             vid + 1,
                             sa.len(),
                             sb.len()
                         ));
+                        }
                     }
                 }
             }
@@ -393,13 +439,16 @@ impl Checker {
                     (l.node, set)
                 })
                 .collect();
-            let subgroup_members: HashMap<u32, BTreeSet<NodeId>> =
-                seqs.iter().fold(HashMap::new(), |mut m, ((_, sg), ms)| {
-                    m.entry(*sg).or_default().extend(ms.iter().map(|(n, _)| *n));
-                    m
-                });
-            for (sg, id, _) in &sent_in {
-                for node in subgroup_members.get(sg).into_iter().flatten() {
+            let shard_members: HashMap<(u32, u32), BTreeSet<NodeId>> =
+                seqs.iter()
+                    .fold(HashMap::new(), |mut m, ((_, sg, shard), ms)| {
+                        m.entry((*sg, *shard))
+                            .or_default()
+                            .extend(ms.iter().map(|(n, _)| *n));
+                        m
+                    });
+            for (sg, shard, id) in &sent_in {
+                for node in shard_members.get(&(*sg, *shard)).into_iter().flatten() {
                     if !delivered_by
                         .get(node)
                         .is_some_and(|s| s.contains(&(*sg, *id)))
@@ -427,6 +476,7 @@ mod tests {
     fn deliver(sg: u32, m: MessageId, seq: i64) -> Event {
         Event::Delivered {
             subgroup: sg,
+            shard: 0,
             id: m,
             digest: digest(&m.serial.to_le_bytes()),
             seq,
@@ -437,6 +487,7 @@ mod tests {
     fn send(sg: u32, m: MessageId) -> Event {
         Event::Sent {
             subgroup: sg,
+            shard: 0,
             id: m,
             digest: digest(&m.serial.to_le_bytes()),
         }
@@ -572,6 +623,23 @@ mod tests {
             .check(&logs)
             .violation
             .is_some_and(|v| v.contains("both installed view 1")));
+    }
+
+    #[test]
+    fn fifo_subgroups_allow_interleaving_but_not_per_sender_reordering() {
+        let mut logs = good();
+        // Node 2 interleaves senders differently but keeps each sender's order.
+        logs[1].events.swap(4, 5);
+        assert!(Checker::new().check(&logs).violation.is_some());
+        assert!(Checker::new().fifo_subgroups([0]).check(&logs).ok());
+        // Reordering one sender's own messages is caught even in FIFO mode.
+        let mut logs = good();
+        logs[1].events.swap(3, 5);
+        assert!(Checker::new()
+            .fifo_subgroups([0])
+            .check(&logs)
+            .violation
+            .is_some());
     }
 
     #[test]

@@ -1,0 +1,342 @@
+//! Forming the first view.
+//!
+//! The node whose `local_ip:gms_port` is the configured contact starts the group: it accepts
+//! join requests on its GMS port, and after each one asks the layout whether the members so far
+//! provision every shard. Once they do, it sends the view to every joiner (`Prepare`), waits
+//! for each to acknowledge, and then commits it. A joiner that fails meanwhile is dropped, the
+//! others are told to forget the prepared view (`Abort`), and the leader tries again with the
+//! members that remain — waiting for more joins if they no longer suffice.
+//!
+//! Every other node connects to the contact (retrying until the contact is up), asks to join,
+//! follows a redirect to the leader if the contact is not the leader, and waits for a view it
+//! belongs to to be committed. Refusals (an id already in use, another protocol version) end
+//! the join with an error that says so. A single node whose layout needs only itself forms its
+//! group alone.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::view::{MemberInfo, View};
+use super::wire::{read_msg, write_msg, GmsMessage, Refusal, WireError, PROTOCOL_VERSION};
+use super::GmsError;
+use crate::multicast::SubgroupSpec;
+use crate::NodeId;
+
+/// Computes the subgroups of a member list, or says why the members do not suffice yet.
+pub type LayoutFn = Arc<dyn Fn(&[NodeId]) -> Result<Vec<SubgroupSpec>, String> + Send + Sync>;
+
+/// Time bounds of the membership protocol.
+#[derive(Clone, Debug)]
+pub struct GmsTimeouts {
+    /// How long a joiner waits for a committed view (default 10 minutes: the group forms only
+    /// when enough nodes have joined).
+    pub join: Duration,
+    /// How long the leader waits for each joiner's acknowledgement (default 10 s).
+    pub ack: Duration,
+    /// Bound on reading one message from a new connection (default 5 s).
+    pub handshake: Duration,
+}
+
+impl Default for GmsTimeouts {
+    fn default() -> Self {
+        Self {
+            join: Duration::from_secs(600),
+            ack: Duration::from_secs(10),
+            handshake: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The first view and the joiners' connections, kept for later membership traffic.
+pub struct Formed {
+    /// The committed view.
+    pub view: View,
+}
+
+/// Runs the leader's side: accepts joins on `listener` until the layout is adequate and the
+/// view is committed, or `stop` is set.
+pub fn lead(
+    listener: &TcpListener,
+    me: MemberInfo,
+    layout: &LayoutFn,
+    timeouts: &GmsTimeouts,
+    stop: &AtomicBool,
+) -> Result<Formed, GmsError> {
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| GmsError::io("making the GMS listener non-blocking", e))?;
+    let mut joiners: Vec<(MemberInfo, TcpStream)> = Vec::new();
+    let mut changed = true;
+    let mut last_reason = String::new();
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Err(GmsError::Stopped);
+        }
+        match listener.accept() {
+            Ok((stream, from)) => {
+                if let Some(j) = admit(stream, from, &me, &joiners, timeouts) {
+                    tracing::info!(node = j.0.id, %from, "node joined the forming group");
+                    joiners.push(j);
+                    changed = true;
+                }
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => tracing::warn!(error = %e, "GMS accept failed"),
+        }
+        if changed {
+            changed = false;
+            let mut members = vec![me.clone()];
+            members.extend(joiners.iter().map(|(m, _)| m.clone()));
+            let ids: Vec<NodeId> = members.iter().map(|m| m.id).collect();
+            match layout(&ids) {
+                Ok(subgroups) => {
+                    let view = View {
+                        vid: 0,
+                        members,
+                        subgroups,
+                    };
+                    let failed = prepare(&view, &mut joiners, timeouts);
+                    if failed.is_empty() {
+                        for (m, s) in &mut joiners {
+                            if let Err(e) = write_msg(s, &GmsMessage::Commit { vid: view.vid }) {
+                                // Committed anyway: the view is final once every ack is in.
+                                tracing::warn!(node = m.id, error = %e, "commit not delivered");
+                            }
+                        }
+                        return Ok(Formed { view });
+                    }
+                    tracing::warn!(
+                        ?failed,
+                        "joiners failed during the first view's commit; retrying"
+                    );
+                    joiners.retain(|(m, _)| !failed.contains(&m.id));
+                    for (_, s) in &mut joiners {
+                        let _ = write_msg(s, &GmsMessage::Abort { vid: view.vid });
+                    }
+                    changed = true;
+                }
+                Err(reason) => {
+                    if reason != last_reason {
+                        tracing::info!(members = ?ids, %reason, "waiting for more nodes to join");
+                        last_reason = reason;
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Reads a join request from a new connection and answers refusals; returns the joiner if it
+/// is admitted.
+fn admit(
+    mut stream: TcpStream,
+    from: SocketAddr,
+    me: &MemberInfo,
+    joiners: &[(MemberInfo, TcpStream)],
+    timeouts: &GmsTimeouts,
+) -> Option<(MemberInfo, TcpStream)> {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(timeouts.handshake));
+    let _ = stream.set_write_timeout(Some(timeouts.handshake));
+    let _ = stream.set_nodelay(true);
+    let msg = match read_msg(&mut stream) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(%from, error = %e, "ignored a GMS connection");
+            return None;
+        }
+    };
+    let GmsMessage::Join { version, member } = msg else {
+        tracing::warn!(%from, "ignored a GMS connection that did not start with a join request");
+        return None;
+    };
+    let refuse = |s: &mut TcpStream, r: Refusal| {
+        tracing::warn!(%from, node = member.id, refusal = ?r, "refused a join");
+        let _ = write_msg(s, &GmsMessage::Refused(r));
+        None
+    };
+    if version != PROTOCOL_VERSION {
+        return refuse(
+            &mut stream,
+            Refusal::VersionMismatch {
+                expected: PROTOCOL_VERSION,
+            },
+        );
+    }
+    if member.id == me.id || joiners.iter().any(|(m, _)| m.id == member.id) {
+        return refuse(&mut stream, Refusal::IdInUse);
+    }
+    // Joiners wait as long as it takes for the group to form.
+    let _ = stream.set_read_timeout(None);
+    Some((member, stream))
+}
+
+/// Sends the view to every joiner and collects acknowledgements. Returns the joiners that
+/// failed.
+fn prepare(
+    view: &View,
+    joiners: &mut [(MemberInfo, TcpStream)],
+    timeouts: &GmsTimeouts,
+) -> Vec<NodeId> {
+    let mut failed = Vec::new();
+    for (m, s) in joiners.iter_mut() {
+        if let Err(e) = write_msg(s, &GmsMessage::Prepare(view.clone())) {
+            tracing::warn!(node = m.id, error = %e, "could not send the view");
+            failed.push(m.id);
+        }
+    }
+    for (m, s) in joiners.iter_mut() {
+        if failed.contains(&m.id) {
+            continue;
+        }
+        let _ = s.set_read_timeout(Some(timeouts.ack));
+        match read_msg(s) {
+            Ok(GmsMessage::Ack { vid }) if vid == view.vid => {}
+            Ok(other) => {
+                tracing::warn!(node = m.id, ?other, "expected an acknowledgement");
+                failed.push(m.id);
+            }
+            Err(e) => {
+                tracing::warn!(node = m.id, error = %e, "no acknowledgement");
+                failed.push(m.id);
+            }
+        }
+        let _ = s.set_read_timeout(None);
+    }
+    failed
+}
+
+/// Runs a joiner's side: asks `contact` (following redirects) to join and waits for a view
+/// that contains `me` to be committed.
+pub fn join(
+    contact: SocketAddr,
+    me: &MemberInfo,
+    timeouts: &GmsTimeouts,
+    stop: &AtomicBool,
+) -> Result<View, GmsError> {
+    let deadline = Instant::now() + timeouts.join;
+    let mut addr = contact;
+    let mut redirects = 0;
+    loop {
+        let mut stream = connect_until(addr, deadline, stop)?;
+        let _ = stream.set_nodelay(true);
+        let remaining = |d: Instant| {
+            d.saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1))
+        };
+        let _ = stream.set_write_timeout(Some(timeouts.handshake));
+        write_msg(
+            &mut stream,
+            &GmsMessage::Join {
+                version: PROTOCOL_VERSION,
+                member: me.clone(),
+            },
+        )
+        .map_err(|e| GmsError::wire(format!("sending the join request to {addr}"), e))?;
+        let mut prepared: Option<View> = None;
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                return Err(GmsError::Stopped);
+            }
+            // Short reads so that `stop` is honoured; the deadline bounds the whole join.
+            let _ =
+                stream.set_read_timeout(Some(remaining(deadline).min(Duration::from_millis(200))));
+            let msg = match read_msg(&mut stream) {
+                Ok(m) => m,
+                Err(WireError::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if Instant::now() >= deadline {
+                        return Err(GmsError::Timeout(format!(
+                            "no committed view from {addr} within {:?}",
+                            timeouts.join
+                        )));
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    return Err(GmsError::wire(
+                        format!("waiting for the view from {addr}"),
+                        e,
+                    ))
+                }
+            };
+            match msg {
+                GmsMessage::Redirect { leader, addr: to } => {
+                    redirects += 1;
+                    if redirects > 8 {
+                        return Err(GmsError::Protocol("more than 8 leader redirects".into()));
+                    }
+                    tracing::info!(leader, %to, "redirected to the leader");
+                    addr = to;
+                    break;
+                }
+                GmsMessage::Refused(r) => return Err(GmsError::Refused(r)),
+                GmsMessage::Prepare(view) => {
+                    if view.rank_of(me.id).is_none() {
+                        return Err(GmsError::Protocol(format!(
+                            "prepared view {} does not contain this node",
+                            view.vid
+                        )));
+                    }
+                    write_msg(&mut stream, &GmsMessage::Ack { vid: view.vid })
+                        .map_err(|e| GmsError::wire("acknowledging the view", e))?;
+                    prepared = Some(view);
+                }
+                GmsMessage::Commit { vid } => match prepared.take() {
+                    Some(view) if view.vid == vid => return Ok(view),
+                    _ => {
+                        return Err(GmsError::Protocol(format!(
+                            "commit of view {vid} that was not prepared"
+                        )))
+                    }
+                },
+                GmsMessage::Abort { vid } => {
+                    tracing::info!(
+                        vid,
+                        "the leader abandoned a prepared view; waiting for the next"
+                    );
+                    prepared = None;
+                }
+                other => {
+                    return Err(GmsError::Protocol(format!(
+                        "unexpected message while joining: {other:?}"
+                    )))
+                }
+            }
+        }
+    }
+}
+
+fn connect_until(
+    addr: SocketAddr,
+    deadline: Instant,
+    stop: &AtomicBool,
+) -> Result<TcpStream, GmsError> {
+    let mut last = String::new();
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Err(GmsError::Stopped);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(GmsError::Timeout(format!(
+                "could not reach the contact {addr}: {last}"
+            )));
+        }
+        match TcpStream::connect_timeout(&addr, (deadline - now).min(Duration::from_secs(1))) {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                last = e.to_string();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}

@@ -1,0 +1,555 @@
+//! The receive side of one view's multicast, run by the SST core loop.
+//!
+//! One [`Engine`] lives inside a recurrent SST predicate. Each time it runs it:
+//!
+//! 1. publishes the SMC slots my senders filled since last time (slot bytes first, then the
+//!    `index` counter, to the shard members only), and writes owed null messages;
+//! 2. reads new slots from every sender of my shards (including me), recording what arrived
+//!    and keeping real messages until they may be delivered;
+//! 3. takes completed RDMC messages from the inbox the RDMC engines fill;
+//! 4. publishes `num_received_sst` (slot reuse), `num_received` and `seq_num` (the complete
+//!    prefix of the round robin);
+//! 5. delivers: ordered shards every pending message up to the minimum `seq_num` over the shard
+//!    (then `delivered_num`), raw shards each sender's messages in index order on receipt.
+//!
+//! All of this runs on the core loop's thread, so the engine's state needs no lock; only the
+//! per-subgroup [`SenderState`] is shared with application threads that send.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use derecho_fabric::NodeId;
+use derecho_sst::Sst;
+
+use super::order::{Received, RoundRobin};
+use super::spec::{Columns, Header, Mode, ShardSpec, HEADER_LEN};
+use super::{lock, Delivery, DeliveryHandler};
+
+/// A sender's numbering and SMC ring position in one subgroup, shared between application
+/// threads (which fill slots) and the core loop (which publishes them and writes nulls).
+#[derive(Debug)]
+pub(crate) struct SenderState {
+    /// My rank among the shard's senders.
+    pub sender_rank: usize,
+    /// The next message index to assign.
+    pub next_index: i64,
+    /// SMC slots filled locally (count − 1).
+    pub filled: i64,
+    /// SMC slots published through `index` (count − 1).
+    pub published: i64,
+    /// Null messages must bring `next_index` up to this.
+    pub null_target: i64,
+}
+
+/// A message received but not yet delivered.
+pub(crate) struct Pending {
+    pub sender_rank: usize,
+    pub index: i64,
+    pub flags: u64,
+    pub payload: Payload,
+}
+
+/// Where a pending message's bytes are.
+pub(crate) enum Payload {
+    /// Copied out of an SMC slot (so the slot can be reused at once).
+    Bytes(Vec<u8>),
+    /// Still in the RDMC buffer (released when delivered).
+    Rdmc(derecho_rdmc::Message),
+}
+
+/// Completed RDMC messages waiting for the core loop: (subgroup, sender rank, message).
+pub(crate) type Inbox = Arc<Mutex<VecDeque<(usize, usize, derecho_rdmc::Message)>>>;
+
+/// Static facts of one shard I belong to, shared by the core loop and sending threads.
+#[derive(Debug)]
+pub(crate) struct ShardInfo {
+    pub subgroup: usize,
+    pub shard: usize,
+    pub spec: ShardSpec,
+    pub rr: RoundRobin,
+    /// SST ranks of the shard's members.
+    pub member_ranks: Vec<usize>,
+    /// SST ranks of the senders, in sender rank order.
+    pub sender_ranks: Vec<usize>,
+    /// First per-sender column.
+    pub recv_off: usize,
+    /// Ring start, slot length, slot count.
+    pub ring: (usize, usize, usize),
+}
+
+impl ShardInfo {
+    pub(crate) fn slot_at(&self, k: i64) -> usize {
+        let (at, len, window) = self.ring;
+        at + (k.rem_euclid(window as i64) as usize) * len
+    }
+
+    /// Whether every member has consumed slot `k − window`, so slot `k` may be written.
+    pub(crate) fn slot_free(&self, sst: &Sst, cols: &Columns, k: i64, sender_rank: usize) -> bool {
+        let older = k - self.ring.2 as i64;
+        older < 0
+            || self.member_ranks.iter().all(|&row| {
+                sst.get_elem(cols.num_received_sst, row, self.recv_off + sender_rank) >= older
+            })
+    }
+
+    /// Whether message `index` of sender rank `me` may be sent (window flow control).
+    pub(crate) fn window_allows(&self, sst: &Sst, cols: &Columns, index: i64, me: usize) -> bool {
+        let window = self.spec.sizes.window;
+        match self.spec.mode {
+            Mode::Ordered => {
+                let min_delivered = self
+                    .member_ranks
+                    .iter()
+                    .map(|&row| sst.get_elem(cols.delivered_num, row, self.subgroup))
+                    .min()
+                    .unwrap_or(i64::MAX);
+                self.rr.window_allows(me, index, window, min_delivered)
+            }
+            Mode::Raw => {
+                let older = index - window as i64;
+                older < 0
+                    || self.member_ranks.iter().all(|&row| {
+                        sst.get_elem(cols.num_received, row, self.recv_off + me) >= older
+                    })
+            }
+        }
+    }
+}
+
+/// Receive state of one shard I belong to (owned by the core loop).
+pub(crate) struct ShardRun {
+    pub info: Arc<ShardInfo>,
+    pub received: Vec<Received>,
+    pub consumed: Vec<i64>,
+    pub pending: BTreeMap<i64, Pending>,
+    /// Ordered: highest seq delivered.
+    pub delivered_seq: i64,
+    /// Raw: next index to deliver per sender.
+    pub raw_next: Vec<i64>,
+    pub sender: Option<Arc<Mutex<SenderState>>>,
+    /// What was last published, to push only changes.
+    pub shown_seq: i64,
+    pub shown_received: Vec<i64>,
+    pub shown_consumed: Vec<i64>,
+}
+
+impl ShardRun {
+    /// Fresh receive state for a shard.
+    pub(crate) fn new(info: Arc<ShardInfo>, sender: Option<Arc<Mutex<SenderState>>>) -> Self {
+        let n = info.sender_ranks.len();
+        Self {
+            info,
+            received: (0..n).map(|_| Received::new()).collect(),
+            consumed: vec![-1; n],
+            pending: BTreeMap::new(),
+            delivered_seq: -1,
+            raw_next: vec![0; n],
+            sender,
+            shown_seq: -1,
+            shown_received: vec![-1; n],
+            shown_consumed: vec![-1; n],
+        }
+    }
+}
+
+/// The core loop's multicast state for one view.
+pub(crate) struct Engine {
+    pub cols: Columns,
+    pub shards: Vec<ShardRun>,
+    pub inbox: Inbox,
+    pub deliver: DeliveryHandler,
+    pub my_id: NodeId,
+    /// A broken invariant stops delivery (and is logged once) rather than corrupting order.
+    pub broken: Option<String>,
+}
+
+impl Engine {
+    /// Whether [`Engine::run`] has anything to do (cheap: a few counter loads).
+    pub(crate) fn has_work(&self, sst: &Sst) -> bool {
+        if self.broken.is_some() {
+            return false;
+        }
+        if !lock(&self.inbox).is_empty() {
+            return true;
+        }
+        let me = sst.my_rank();
+        for s in &self.shards {
+            if let Some(snd) = &s.sender {
+                let st = lock(snd);
+                if st.filled > st.published || st.null_target > st.next_index {
+                    return true;
+                }
+            }
+            for (r, &row) in s.info.sender_ranks.iter().enumerate() {
+                if sst.get_elem(self.cols.index, row, s.info.subgroup) > s.consumed[r] {
+                    return true;
+                }
+            }
+            if s.info.spec.mode == Mode::Ordered && !s.pending.is_empty() {
+                let min = min_seq(sst, &self.cols, s);
+                if s.pending.keys().next().is_some_and(|&k| k <= min) {
+                    return true;
+                }
+            }
+            if s.info.spec.mode == Mode::Ordered {
+                let min = min_seq(sst, &self.cols, s);
+                if min > sst.get_elem(self.cols.delivered_num, me, s.info.subgroup) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Does all pending multicast work (see the module docs).
+    pub(crate) fn run(&mut self, sst: &Sst) {
+        if self.broken.is_some() {
+            return;
+        }
+        for i in 0..self.shards.len() {
+            if let Err(e) = self.run_shard(sst, i) {
+                tracing::error!(error = %e, "multicast stopped delivering in this view");
+                self.broken = Some(e);
+                return;
+            }
+        }
+        let inbox: Vec<_> = lock(&self.inbox).drain(..).collect();
+        for (sg, rank, msg) in inbox {
+            let Some(i) = self.shards.iter().position(|s| s.info.subgroup == sg) else {
+                continue;
+            };
+            if let Err(e) = self.accept_rdmc(sst, i, rank, msg) {
+                self.broken = Some(e);
+                return;
+            }
+        }
+        for i in 0..self.shards.len() {
+            if let Err(e) = self.publish_and_deliver(sst, i) {
+                self.broken = Some(e);
+                return;
+            }
+        }
+    }
+
+    fn run_shard(&mut self, sst: &Sst, i: usize) -> Result<(), String> {
+        let cols = self.cols.clone();
+        let s = &mut self.shards[i];
+        // 1. Nulls owed and slots filled: write, then publish slots before the counter.
+        if let Some(snd) = s.sender.clone() {
+            let mut st = lock(&snd);
+            let owed = st.null_target - st.next_index;
+            if owed > 0 && st.filled - st.published < s.info.ring.2 as i64 {
+                let k = st.filled + 1;
+                if s.info.slot_free(sst, &cols, k, st.sender_rank) {
+                    let h = Header {
+                        index: st.next_index,
+                        len: 0,
+                        nulls: owed as u64,
+                        flags: 0,
+                    };
+                    sst.write_bytes(cols.slots, s.info.slot_at(k), &h.encode())
+                        .map_err(|e| e.to_string())?;
+                    st.next_index += owed;
+                    st.filled = k;
+                }
+            }
+            if st.filled > st.published {
+                publish_slots(sst, &cols, s, st.published + 1, st.filled)?;
+                sst.set_elem(cols.index, s.info.subgroup, st.filled);
+                push_elem(sst, &s.info.member_ranks, cols.index, s.info.subgroup)?;
+                st.published = st.filled;
+            }
+        }
+        // 2. New slots from every sender.
+        let mut buf = Vec::new();
+        for r in 0..s.info.sender_ranks.len() {
+            let row = s.info.sender_ranks[r];
+            let committed = sst.get_elem(cols.index, row, s.info.subgroup);
+            while s.consumed[r] < committed {
+                let k = s.consumed[r] + 1;
+                let at = s.info.slot_at(k);
+                let mut hb = [0u8; HEADER_LEN];
+                sst.read_bytes(cols.slots, row, at, &mut hb)
+                    .map_err(|e| e.to_string())?;
+                let h = Header::decode(&hb).ok_or("short header")?;
+                if h.len > s.info.ring.1 - HEADER_LEN {
+                    return Err(format!(
+                        "slot {k} of sender rank {r} claims {} bytes",
+                        h.len
+                    ));
+                }
+                if h.nulls > 0 {
+                    if !s.received[r].record(h.index, h.nulls as i64) {
+                        return Err(format!(
+                            "duplicate nulls from sender rank {r} at index {}",
+                            h.index
+                        ));
+                    }
+                } else {
+                    buf.resize(h.len, 0);
+                    sst.read_bytes(cols.slots, row, at + HEADER_LEN, &mut buf)
+                        .map_err(|e| e.to_string())?;
+                    if !s.received[r].record(h.index, 1) {
+                        return Err(format!(
+                            "duplicate message {} from sender rank {r}",
+                            h.index
+                        ));
+                    }
+                    s.pending.insert(
+                        s.info.rr.seq(h.index, r),
+                        Pending {
+                            sender_rank: r,
+                            index: h.index,
+                            flags: h.flags,
+                            payload: Payload::Bytes(std::mem::take(&mut buf)),
+                        },
+                    );
+                }
+                s.consumed[r] = k;
+                let last = h.index + h.nulls.max(1) as i64 - 1;
+                owe_nulls(s, r, last);
+            }
+        }
+        Ok(())
+    }
+
+    fn accept_rdmc(
+        &mut self,
+        _sst: &Sst,
+        i: usize,
+        r: usize,
+        msg: derecho_rdmc::Message,
+    ) -> Result<(), String> {
+        let s = &mut self.shards[i];
+        let mut hb = [0u8; HEADER_LEN];
+        msg.read(0, &mut hb).map_err(|e| e.to_string())?;
+        let h = Header::decode(&hb).ok_or("short RDMC header")?;
+        if h.len + HEADER_LEN != msg.len() || h.nulls != 0 {
+            return Err(format!("RDMC message of sender rank {r} has a bad header"));
+        }
+        if !s.received[r].record(h.index, 1) {
+            return Err(format!(
+                "duplicate RDMC message {} from sender rank {r}",
+                h.index
+            ));
+        }
+        s.pending.insert(
+            s.info.rr.seq(h.index, r),
+            Pending {
+                sender_rank: r,
+                index: h.index,
+                flags: h.flags,
+                payload: Payload::Rdmc(msg),
+            },
+        );
+        owe_nulls(s, r, h.index);
+        Ok(())
+    }
+
+    fn publish_and_deliver(&mut self, sst: &Sst, i: usize) -> Result<(), String> {
+        let cols = self.cols.clone();
+        let my_id = self.my_id;
+        let s = &mut self.shards[i];
+        // 4. Counters, changed ones only.
+        let mut changed = false;
+        for r in 0..s.info.sender_ranks.len() {
+            if s.consumed[r] != s.shown_consumed[r] {
+                sst.set_elem(cols.num_received_sst, s.info.recv_off + r, s.consumed[r]);
+                s.shown_consumed[r] = s.consumed[r];
+                changed = true;
+            }
+            let c = s.received[r].contiguous();
+            if c != s.shown_received[r] {
+                sst.set_elem(cols.num_received, s.info.recv_off + r, c);
+                s.shown_received[r] = c;
+                changed = true;
+            }
+        }
+        if changed {
+            let n = s.info.sender_ranks.len();
+            push_elems(
+                sst,
+                &s.info.member_ranks,
+                cols.num_received_sst,
+                s.info.recv_off,
+                n,
+            )?;
+            push_elems(
+                sst,
+                &s.info.member_ranks,
+                cols.num_received,
+                s.info.recv_off,
+                n,
+            )?;
+        }
+        let contiguous: Vec<i64> = s.received.iter().map(Received::contiguous).collect();
+        let prefix = s.info.rr.complete_prefix(&contiguous);
+        if prefix != s.shown_seq {
+            sst.set_elem(cols.seq_num, s.info.subgroup, prefix);
+            push_elem(sst, &s.info.member_ranks, cols.seq_num, s.info.subgroup)?;
+            s.shown_seq = prefix;
+        }
+        // 5. Delivery.
+        match s.info.spec.mode {
+            Mode::Ordered => {
+                let stable = min_seq(sst, &cols, s);
+                while let Some(entry) = s.pending.first_entry() {
+                    if *entry.key() > stable {
+                        break;
+                    }
+                    let (seq, p) = entry.remove_entry();
+                    deliver(&mut self.deliver, s, my_id, seq, stable, p);
+                }
+                if stable > s.delivered_seq {
+                    s.delivered_seq = stable;
+                    sst.set_elem(cols.delivered_num, s.info.subgroup, stable);
+                    push_elem(
+                        sst,
+                        &s.info.member_ranks,
+                        cols.delivered_num,
+                        s.info.subgroup,
+                    )?;
+                }
+            }
+            Mode::Raw => loop {
+                let mut progress = false;
+                for r in 0..s.info.sender_ranks.len() {
+                    let seq = s.info.rr.seq(s.raw_next[r], r);
+                    if let Some(p) = s.pending.remove(&seq) {
+                        s.raw_next[r] += 1;
+                        deliver(&mut self.deliver, s, my_id, seq, -1, p);
+                        progress = true;
+                    }
+                }
+                if !progress {
+                    break;
+                }
+            },
+        }
+        Ok(())
+    }
+}
+
+fn deliver(
+    handler: &mut DeliveryHandler,
+    s: &ShardRun,
+    _me: NodeId,
+    seq: i64,
+    stable: i64,
+    p: Pending,
+) {
+    let sender = s.info.spec.senders[p.sender_rank];
+    let bytes;
+    let payload: &[u8] = match &p.payload {
+        Payload::Bytes(b) => b,
+        Payload::Rdmc(m) => {
+            let mut v = vec![0u8; m.len().saturating_sub(HEADER_LEN)];
+            // In range: the header check made len = HEADER_LEN + payload.
+            let _ = m.read(HEADER_LEN, &mut v);
+            bytes = v;
+            &bytes
+        }
+    };
+    handler(Delivery {
+        subgroup: s.info.subgroup,
+        shard: s.info.shard,
+        sender,
+        index: p.index,
+        seq,
+        stable,
+        flags: p.flags,
+        payload,
+    });
+}
+
+/// After receiving index `last` from sender rank `from`, raise my null target so the round
+/// robin does not wait on me (ordered shards, when I send).
+fn owe_nulls(s: &mut ShardRun, from: usize, last: i64) {
+    if s.info.spec.mode != Mode::Ordered {
+        return;
+    }
+    if let Some(snd) = &s.sender {
+        let mut st = lock(snd);
+        let need = s
+            .info
+            .rr
+            .nulls_needed(st.sender_rank, st.next_index, from, last);
+        if need > 0 {
+            st.null_target = st.null_target.max(st.next_index + need);
+        }
+    }
+}
+
+fn min_seq(sst: &Sst, cols: &Columns, s: &ShardRun) -> i64 {
+    s.info
+        .member_ranks
+        .iter()
+        .map(|&row| sst.get_elem(cols.seq_num, row, s.info.subgroup))
+        .min()
+        .unwrap_or(-1)
+}
+
+fn others(sst: &Sst, ranks: &[usize]) -> Vec<usize> {
+    ranks
+        .iter()
+        .copied()
+        .filter(|&r| r != sst.my_rank())
+        .collect()
+}
+
+fn push_elem(
+    sst: &Sst,
+    ranks: &[usize],
+    a: derecho_sst::ArrayField<i64>,
+    i: usize,
+) -> Result<(), String> {
+    push_elems(sst, ranks, a, i, 1)
+}
+
+fn push_elems(
+    sst: &Sst,
+    ranks: &[usize],
+    a: derecho_sst::ArrayField<i64>,
+    i: usize,
+    n: usize,
+) -> Result<(), String> {
+    let targets = others(sst, ranks);
+    if targets.is_empty() || n == 0 {
+        return Ok(());
+    }
+    let range = a.elems_range(i, n).ok_or("column out of range")?;
+    // A failed member is frozen and reported by the SST; the view change takes it from there.
+    let _ = sst.push_to(range, &targets);
+    Ok(())
+}
+
+/// Pushes slots `from..=to` of my ring (at most two contiguous pieces) to the shard.
+fn publish_slots(
+    sst: &Sst,
+    cols: &Columns,
+    s: &ShardRun,
+    from: i64,
+    to: i64,
+) -> Result<(), String> {
+    let targets = others(sst, &s.info.member_ranks);
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let (at, len, window) = s.info.ring;
+    let w = window as i64;
+    let count = (to - from + 1).min(w);
+    let first = from.rem_euclid(w) as usize;
+    let head = (count as usize).min(window - first);
+    let mut pieces = vec![(at + first * len, head * len)];
+    if (count as usize) > head {
+        pieces.push((at, (count as usize - head) * len));
+    }
+    for (off, bytes) in pieces {
+        let range = cols
+            .slots
+            .sub_range(off, bytes)
+            .ok_or("slot range out of the ring")?;
+        let _ = sst.push_to(range, &targets);
+    }
+    Ok(())
+}

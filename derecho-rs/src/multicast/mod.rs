@@ -1,0 +1,622 @@
+//! Atomic multicast within each shard of a view.
+//!
+//! Follow a message: [`MulticastGroup::send`] gives it the sender's next index and either
+//! writes it into the sender's next SMC slot of the view's SST (payloads up to
+//! `max_smc_payload_size`) or hands it to the RDMC group of (subgroup, sender) (larger ones).
+//! The core loop ([`engine`]) publishes filled slots to the shard, reads the other senders'
+//! slots, collects finished RDMC messages, and publishes what it has received; a message is
+//! delivered once every shard member has received everything before it in the round-robin
+//! order ([`order`]) — or, in raw shards, as soon as it arrives in sender order.
+//!
+//! This module owns one view's multicast. It must not decide membership: the view manager
+//! creates a [`MulticastGroup`] per view and drops it at the view change.
+
+pub(crate) mod engine;
+pub mod order;
+pub mod spec;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use derecho_fabric::{Fabric, NodeId, RegionId};
+use derecho_rdmc::{GroupKey, GroupPlan, GroupSet, GroupSpec, Handler, PreparedSet, RdmcError};
+use derecho_sst::{
+    CoreLoop, CoreLoopConfig, FailureDetector, Member, SchemaBuilder, Sst, SstConfig, SstError,
+};
+
+use engine::{Engine, Inbox, SenderState, ShardInfo, ShardRun};
+use order::RoundRobin;
+use spec::{Columns, Header};
+pub use spec::{Mode, MulticastSpec, ShardSpec, Sizes, SubgroupSpec, HEADER_LEN};
+
+/// A delivered message, as the delivery callback sees it.
+#[derive(Debug)]
+pub struct Delivery<'a> {
+    /// Flat subgroup id.
+    pub subgroup: usize,
+    /// Shard index within the subgroup.
+    pub shard: usize,
+    /// The sending node.
+    pub sender: NodeId,
+    /// The sender's message index.
+    pub index: i64,
+    /// Global sequence number in this view (`index × senders + sender rank`).
+    pub seq: i64,
+    /// The shard-wide received prefix at delivery (−1 in raw shards).
+    pub stable: i64,
+    /// Header flags of the message.
+    pub flags: u64,
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
+/// Called on the core loop's thread for every delivered message, in delivery order.
+pub type DeliveryHandler = Box<dyn FnMut(Delivery<'_>) + Send>;
+
+/// Errors of the multicast API.
+#[derive(Debug, thiserror::Error)]
+pub enum MulticastError {
+    /// The spec is inconsistent.
+    #[error("invalid multicast spec: {0}")]
+    Spec(String),
+    /// This node is not a member of the subgroup.
+    #[error("node {node} is not a member of subgroup {subgroup}")]
+    NotMember {
+        /// This node.
+        node: NodeId,
+        /// The subgroup.
+        subgroup: usize,
+    },
+    /// This node is a member but not a sender of the subgroup's shard.
+    #[error("node {node} is not a sender in subgroup {subgroup}")]
+    NotSender {
+        /// This node.
+        node: NodeId,
+        /// The subgroup.
+        subgroup: usize,
+    },
+    /// The payload exceeds the shard's `max_payload_size`.
+    #[error("payload of {len} bytes exceeds subgroup {subgroup}'s max_payload_size of {max}")]
+    TooLarge {
+        /// The subgroup.
+        subgroup: usize,
+        /// The payload's size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// No window space or buffer became free in time.
+    #[error("no room to send in subgroup {subgroup} within {after:?} (window full)")]
+    WindowFull {
+        /// The subgroup.
+        subgroup: usize,
+        /// How long was waited.
+        after: Duration,
+    },
+    /// The shared state table failed.
+    #[error(transparent)]
+    Sst(#[from] SstError),
+    /// An RDMC group failed.
+    #[error(transparent)]
+    Rdmc(#[from] RdmcError),
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// What an application thread needs to send in one subgroup.
+struct SendSide {
+    info: Arc<ShardInfo>,
+    state: Arc<Mutex<SenderState>>,
+}
+
+/// Settings of a multicast group beyond its spec.
+#[derive(Clone, Debug)]
+pub struct MulticastConfig {
+    /// Bound on set-up steps (connecting, looking up regions, the start barrier).
+    pub setup_timeout: Duration,
+    /// The SST's heartbeat and failure-detection settings.
+    pub sst: SstConfig,
+}
+
+impl Default for MulticastConfig {
+    fn default() -> Self {
+        Self {
+            setup_timeout: Duration::from_secs(30),
+            sst: SstConfig::default(),
+        }
+    }
+}
+
+/// Hands completed RDMC messages to the core loop.
+struct RdmcHandler {
+    subgroup: usize,
+    sender_rank: usize,
+    inbox: Inbox,
+    sst: Arc<Sst>,
+}
+
+impl Handler for RdmcHandler {
+    fn on_message(&self, message: derecho_rdmc::Message) {
+        lock(&self.inbox).push_back((self.subgroup, self.sender_rank, message));
+        self.sst.notify();
+    }
+
+    fn on_failure(&self, error: &RdmcError) {
+        tracing::warn!(subgroup = self.subgroup, %error, "RDMC group of this view failed");
+        self.sst.notify();
+    }
+}
+
+fn sst_region(vid: u64) -> RegionId {
+    RegionId(0x5353_5400_0000_0000 | (vid & 0xffff_ffff))
+}
+
+/// RDMC group ids are unique per (view, subgroup, sender rank) on a node.
+fn rdmc_group_id(vid: u64, subgroup: usize, sender_rank: usize) -> u32 {
+    (((vid & 0xfff) as u32) << 20)
+        | (((subgroup & 0xfff) as u32) << 8)
+        | (sender_rank & 0xff) as u32
+}
+
+/// A view's multicast after [`MulticastGroup::prepare`]: regions registered, nobody contacted.
+pub struct Prepared {
+    spec: MulticastSpec,
+    config: MulticastConfig,
+    sst: Arc<Sst>,
+    cols: Columns,
+    rdmc: PreparedSet,
+    engine: Engine,
+    senders: BTreeMap<usize, SendSide>,
+}
+
+/// A view's multicast after [`Prepared::connect`]: linked, row pushed, waiting at the start
+/// barrier for the other members.
+pub struct Connecting {
+    spec: MulticastSpec,
+    sst: Arc<Sst>,
+    cols: Columns,
+    rdmc: GroupSet,
+    engine: Engine,
+    senders: BTreeMap<usize, SendSide>,
+    ticket: derecho_sst::BarrierTicket,
+}
+
+/// One view's multicast on this node.
+pub struct MulticastGroup {
+    spec: MulticastSpec,
+    sst: Arc<Sst>,
+    cols: Columns,
+    rdmc: GroupSet,
+    senders: BTreeMap<usize, SendSide>,
+    core: Mutex<Option<CoreLoop>>,
+    detector: Mutex<Option<FailureDetector>>,
+}
+
+impl std::fmt::Debug for MulticastGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MulticastGroup")
+            .field("vid", &self.spec.vid)
+            .field("my_rank", &self.spec.my_rank)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MulticastGroup {
+    /// Builds the view's multicast with every other member and starts it on threads: prepare,
+    /// connect, wait (bounded) at the start barrier, then run the core loop, heartbeats and
+    /// RDMC engines.
+    pub fn new(
+        fabric: Arc<dyn Fabric>,
+        spec: MulticastSpec,
+        config: MulticastConfig,
+        deliver: DeliveryHandler,
+    ) -> Result<Self, MulticastError> {
+        let timeout = config.setup_timeout;
+        let connecting = Self::prepare(fabric, spec, config, deliver)?.connect(true)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = connecting.sst.doorbell().epoch();
+            if connecting.ready() {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let missing = connecting.sst.barrier_missing(&connecting.ticket);
+                return Err(MulticastError::Spec(format!(
+                    "members {missing:?} did not reach the start barrier within {timeout:?}"
+                )));
+            }
+            connecting
+                .sst
+                .doorbell()
+                .wait(seen, (deadline - now).min(Duration::from_millis(50)));
+        }
+        connecting.start(true)
+    }
+
+    /// Phase one: registers the view's SST and RDMC regions and initialises this node's row.
+    /// Talks to nobody.
+    pub fn prepare(
+        fabric: Arc<dyn Fabric>,
+        spec: MulticastSpec,
+        config: MulticastConfig,
+        deliver: DeliveryHandler,
+    ) -> Result<Prepared, MulticastError> {
+        spec.validate().map_err(MulticastError::Spec)?;
+        let mut b = SchemaBuilder::new();
+        let cols = Columns::declare(&spec, &mut b)?;
+        let schema = b.build()?;
+        let members: Vec<Member> = spec
+            .members
+            .iter()
+            .map(|(id, a)| Member::new(*id, *a))
+            .collect();
+        let sst = Sst::prepare(
+            Arc::clone(&fabric),
+            &members,
+            spec.my_rank,
+            schema,
+            sst_region(spec.vid),
+            config.sst.clone(),
+        )?;
+        for sg in 0..cols.seq_num.len() {
+            sst.set_elem(cols.seq_num, sg, -1);
+            sst.set_elem(cols.delivered_num, sg, -1);
+            sst.set_elem(cols.index, sg, -1);
+        }
+        for r in 0..cols.num_received.len() {
+            sst.set_elem(cols.num_received, r, -1);
+            sst.set_elem(cols.num_received_sst, r, -1);
+        }
+        let inbox: Inbox = Arc::new(Mutex::new(VecDeque::new()));
+        let me = spec.my_id();
+        let mut runs = Vec::new();
+        let mut senders = BTreeMap::new();
+        let mut plans = Vec::new();
+        let mut handlers: BTreeMap<GroupKey, Arc<dyn Handler>> = BTreeMap::new();
+        for sg in 0..spec.subgroups.len() {
+            let Some((shard, shard_spec)) = spec.my_shard(sg) else {
+                continue;
+            };
+            let rank_of = |id: &NodeId| spec.members.iter().position(|m| m.0 == *id);
+            let member_ranks: Vec<usize> = shard_spec.members.iter().filter_map(rank_of).collect();
+            let sender_ranks: Vec<usize> = shard_spec.senders.iter().filter_map(rank_of).collect();
+            let info = Arc::new(ShardInfo {
+                subgroup: sg,
+                shard,
+                spec: shard_spec.clone(),
+                rr: RoundRobin::new(shard_spec.senders.len()),
+                member_ranks,
+                sender_ranks,
+                recv_off: cols.received_offset[sg],
+                ring: cols.ring[sg],
+            });
+            let sender = shard_spec
+                .senders
+                .iter()
+                .position(|x| *x == me)
+                .map(|sender_rank| {
+                    Arc::new(Mutex::new(SenderState {
+                        sender_rank,
+                        next_index: 0,
+                        filled: -1,
+                        published: -1,
+                        null_target: 0,
+                    }))
+                });
+            if let Some(state) = &sender {
+                senders.insert(
+                    sg,
+                    SendSide {
+                        info: Arc::clone(&info),
+                        state: Arc::clone(state),
+                    },
+                );
+            }
+            if shard_spec.sizes.uses_rdmc() {
+                let sizes = &shard_spec.sizes;
+                let mut template = GroupSpec::new(
+                    0,
+                    Vec::new(),
+                    0,
+                    sizes.block_size,
+                    sizes.max_payload + HEADER_LEN,
+                    sizes.window,
+                );
+                template.algorithm = sizes.algorithm;
+                template.timeout = config.setup_timeout;
+                let shard_members: Vec<(NodeId, std::net::SocketAddr)> = shard_spec
+                    .members
+                    .iter()
+                    .filter_map(|id| spec.members.iter().find(|m| m.0 == *id).copied())
+                    .collect();
+                for (sender_rank, sender_id) in shard_spec.senders.iter().enumerate() {
+                    let key = GroupKey {
+                        subgroup: sg as u32,
+                        sender: *sender_id,
+                    };
+                    let id = rdmc_group_id(spec.vid, sg, sender_rank);
+                    plans.push(GroupPlan::for_sender(
+                        key,
+                        id,
+                        &shard_members,
+                        me,
+                        &template,
+                    )?);
+                    handlers.insert(
+                        key,
+                        Arc::new(RdmcHandler {
+                            subgroup: sg,
+                            sender_rank,
+                            inbox: Arc::clone(&inbox),
+                            sst: Arc::clone(&sst),
+                        }),
+                    );
+                }
+            }
+            runs.push(ShardRun::new(info, sender));
+        }
+        let rdmc = GroupSet::prepare(&fabric, plans, |k| {
+            handlers
+                .get(&k)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(Discard) as Arc<dyn Handler>)
+        })?;
+        let engine = Engine {
+            cols: cols.clone(),
+            shards: runs,
+            inbox,
+            deliver,
+            my_id: me,
+            broken: None,
+        };
+        Ok(Prepared {
+            spec,
+            config,
+            sst,
+            cols,
+            rdmc,
+            engine,
+            senders,
+        })
+    }
+}
+
+/// Handler for groups the plan did not expect (never used: every planned key has one).
+struct Discard;
+
+impl Handler for Discard {
+    fn on_message(&self, _message: derecho_rdmc::Message) {}
+    fn on_failure(&self, _error: &RdmcError) {}
+}
+
+impl Prepared {
+    /// Phase two: links to every member, looks up their regions, pushes this node's row and
+    /// enters the start barrier. With `threads` the RDMC engines get their own threads.
+    pub fn connect(self, threads: bool) -> Result<Connecting, MulticastError> {
+        let Prepared {
+            spec,
+            config,
+            sst,
+            cols,
+            rdmc,
+            engine,
+            senders,
+        } = self;
+        if let Err(e) = sst.connect(config.setup_timeout) {
+            rdmc.cancel();
+            return Err(e.into());
+        }
+        let rdmc = rdmc.connect(threads)?;
+        sst.push_row()?;
+        let ticket = sst.barrier_enter()?;
+        Ok(Connecting {
+            spec,
+            sst,
+            cols,
+            rdmc,
+            engine,
+            senders,
+            ticket,
+        })
+    }
+}
+
+impl Connecting {
+    /// Whether every member has reached the start barrier (so every row is initialised).
+    pub fn ready(&self) -> bool {
+        self.sst.barrier_missing(&self.ticket).is_empty()
+    }
+
+    /// The view's SST (a simulation steps it while waiting for [`Connecting::ready`]).
+    pub fn sst(&self) -> &Arc<Sst> {
+        &self.sst
+    }
+
+    /// Phase three: installs the engine in the core loop. With `threads` the core loop and the
+    /// heartbeats run on their own threads; otherwise the caller polls
+    /// ([`MulticastGroup::poll`]).
+    pub fn start(self, threads: bool) -> Result<MulticastGroup, MulticastError> {
+        let Connecting {
+            spec,
+            sst,
+            cols,
+            rdmc,
+            engine,
+            senders,
+            ..
+        } = self;
+        let engine = Arc::new(Mutex::new(engine));
+        let condition = Arc::clone(&engine);
+        sst.predicates().recurrent(
+            move |t| lock(&condition).has_work(t),
+            move |t| lock(&engine).run(t),
+        )?;
+        let group = MulticastGroup {
+            spec,
+            sst: Arc::clone(&sst),
+            cols,
+            rdmc,
+            senders,
+            core: Mutex::new(None),
+            detector: Mutex::new(None),
+        };
+        if threads {
+            *lock(&group.core) = Some(CoreLoop::start(
+                Arc::clone(&sst),
+                CoreLoopConfig::default(),
+            )?);
+            *lock(&group.detector) = Some(FailureDetector::start(Arc::clone(&sst))?);
+        }
+        sst.notify();
+        Ok(group)
+    }
+}
+
+impl MulticastGroup {
+    /// The view's SST.
+    pub fn sst(&self) -> &Arc<Sst> {
+        &self.sst
+    }
+
+    /// The spec this group was built from.
+    pub fn spec(&self) -> &MulticastSpec {
+        &self.spec
+    }
+
+    fn side(&self, subgroup: usize) -> Result<&SendSide, MulticastError> {
+        let node = self.spec.my_id();
+        match self.senders.get(&subgroup) {
+            Some(s) => Ok(s),
+            None if self.spec.my_shard(subgroup).is_some() => {
+                Err(MulticastError::NotSender { node, subgroup })
+            }
+            None => Err(MulticastError::NotMember { node, subgroup }),
+        }
+    }
+
+    /// Queues `payload` as my next message in `subgroup` if the window and a buffer allow it
+    /// now; `Ok(None)` if not. Returns the message's index.
+    pub fn try_send(&self, subgroup: usize, payload: &[u8]) -> Result<Option<i64>, MulticastError> {
+        self.try_send_flags(subgroup, payload, 0)
+    }
+
+    /// Like [`MulticastGroup::try_send`] with header flags (bit 0 marks an RPC invocation).
+    pub fn try_send_flags(
+        &self,
+        subgroup: usize,
+        payload: &[u8],
+        flags: u64,
+    ) -> Result<Option<i64>, MulticastError> {
+        let side = self.side(subgroup)?;
+        let info = &side.info;
+        let sizes = &info.spec.sizes;
+        if payload.len() > sizes.max_payload {
+            return Err(MulticastError::TooLarge {
+                subgroup,
+                len: payload.len(),
+                max: sizes.max_payload,
+            });
+        }
+        let mut st = lock(&side.state);
+        let index = st.next_index;
+        if !info.window_allows(&self.sst, &self.cols, index, st.sender_rank) {
+            return Ok(None);
+        }
+        let header = Header {
+            index,
+            len: payload.len(),
+            nulls: 0,
+            flags,
+        }
+        .encode();
+        if payload.len() <= sizes.max_smc_payload {
+            let k = st.filled + 1;
+            if !info.slot_free(&self.sst, &self.cols, k, st.sender_rank) {
+                return Ok(None);
+            }
+            let at = info.slot_at(k);
+            self.sst.write_bytes(self.cols.slots, at, &header)?;
+            self.sst
+                .write_bytes(self.cols.slots, at + HEADER_LEN, payload)?;
+            st.filled = k;
+            st.next_index += 1;
+            drop(st);
+            self.sst.notify();
+            return Ok(Some(index));
+        }
+        let key = GroupKey {
+            subgroup: subgroup as u32,
+            sender: self.spec.my_id(),
+        };
+        let group = self.rdmc.get(key).ok_or_else(|| {
+            MulticastError::Spec(format!("no RDMC group for subgroup {subgroup}"))
+        })?;
+        let sent = group.try_send_with(HEADER_LEN + payload.len(), |region, off| {
+            region.write(off, &header)?;
+            region.write(off + HEADER_LEN, payload)
+        })?;
+        if sent.is_none() {
+            return Ok(None);
+        }
+        st.next_index += 1;
+        Ok(Some(index))
+    }
+
+    /// Sends `payload` in `subgroup`, waiting up to `timeout` for window space.
+    pub fn send(
+        &self,
+        subgroup: usize,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<i64, MulticastError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.sst.doorbell().epoch();
+            if let Some(index) = self.try_send(subgroup, payload)? {
+                return Ok(index);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(MulticastError::WindowFull {
+                    subgroup,
+                    after: timeout,
+                });
+            }
+            // Remote progress rings the SST doorbell; RDMC credits do not, hence the short wait.
+            self.sst
+                .doorbell()
+                .wait(seen, (deadline - now).min(Duration::from_millis(2)));
+        }
+    }
+
+    /// Runs the core loop's predicates and the RDMC engines once (for callers that drive the
+    /// group themselves). Returns whether anything happened.
+    pub fn poll(&self) -> bool {
+        let fired = self.sst.step() > 0;
+        self.rdmc.poll_all() || fired
+    }
+
+    /// Stops the threads (core loop, heartbeats); the view's regions go with the group.
+    pub fn stop(&self) {
+        if let Some(core) = lock(&self.core).take() {
+            core.stop();
+        }
+        if let Some(d) = lock(&self.detector).take() {
+            d.stop();
+        }
+    }
+}
+
+impl Drop for MulticastGroup {
+    fn drop(&mut self) {
+        self.stop();
+        self.sst.predicates().clear();
+    }
+}

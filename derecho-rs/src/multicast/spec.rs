@@ -1,0 +1,272 @@
+//! What the multicast layer of one view is given, and how it lays out its SST columns.
+//!
+//! A [`MulticastSpec`] lists the view's members and, for every subgroup of the view, its shards
+//! (members in shard rank order, senders in sender rank order, delivery mode and size profile).
+//! Every row of the view's SST has columns for **every** subgroup — not only the ones its member
+//! belongs to — so all members agree on one schema. Columns are indexed by the flat subgroup id;
+//! per-sender columns of subgroup `s` start at `received_offset[s]`, the sum of the largest
+//! sender count of any shard of each earlier subgroup.
+
+use std::net::SocketAddr;
+
+use derecho_fabric::NodeId;
+use derecho_rdmc::schedule::Algorithm;
+use derecho_sst::{ArrayField, BytesField, SchemaBuilder, SstError};
+
+use crate::config::SubgroupProfile;
+
+/// Bytes of the header in front of every message (SMC slot or RDMC buffer).
+pub const HEADER_LEN: usize = 32;
+
+pub use crate::layout::Mode;
+
+/// The sizes a shard's messages use (from a `[SUBGROUP/<NAME>]` profile).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Sizes {
+    /// Largest payload of one message.
+    pub max_payload: usize,
+    /// Payloads up to this size travel in SST slots; larger ones through RDMC.
+    pub max_smc_payload: usize,
+    /// RDMC block size.
+    pub block_size: usize,
+    /// Messages in flight per sender.
+    pub window: usize,
+    /// RDMC schedule.
+    #[serde(with = "algorithm_name")]
+    pub algorithm: Algorithm,
+}
+
+/// Serializes an RDMC algorithm by its configuration name.
+mod algorithm_name {
+    use derecho_rdmc::schedule::Algorithm;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(a: &Algorithm, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(a.config_name())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Algorithm, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Sizes {
+    /// Takes the sizes of a configuration profile.
+    pub fn from_profile(p: &SubgroupProfile) -> Self {
+        Self {
+            max_payload: usize::try_from(p.max_payload_size).unwrap_or(usize::MAX),
+            max_smc_payload: usize::try_from(p.max_smc_payload_size).unwrap_or(usize::MAX),
+            block_size: usize::try_from(p.block_size).unwrap_or(usize::MAX),
+            window: p.window_size as usize,
+            algorithm: p.rdmc_send_algorithm.as_str().parse().unwrap_or_default(),
+        }
+    }
+
+    /// Whether any message may need RDMC.
+    pub fn uses_rdmc(&self) -> bool {
+        self.max_payload > self.max_smc_payload
+    }
+
+    /// Bytes of one SMC slot: header plus the largest SMC payload, rounded to words.
+    pub fn slot_len(&self) -> usize {
+        HEADER_LEN + self.max_smc_payload.min(self.max_payload).div_ceil(8) * 8
+    }
+}
+
+/// One shard of a subgroup.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShardSpec {
+    /// Members in shard rank order.
+    pub members: Vec<NodeId>,
+    /// The members that send, in sender rank order.
+    pub senders: Vec<NodeId>,
+    /// Delivery mode.
+    pub mode: Mode,
+    /// Message sizes.
+    pub sizes: Sizes,
+}
+
+/// One subgroup: its shards.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SubgroupSpec {
+    /// The shards (disjoint).
+    pub shards: Vec<ShardSpec>,
+}
+
+/// Everything the multicast layer of one view needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MulticastSpec {
+    /// The view id (names the view's SST and RDMC regions).
+    pub vid: u64,
+    /// The view's members in rank order, with their fabric addresses.
+    pub members: Vec<(NodeId, SocketAddr)>,
+    /// This node's rank in `members`.
+    pub my_rank: usize,
+    /// Every subgroup of the view, by flat id.
+    pub subgroups: Vec<SubgroupSpec>,
+}
+
+impl MulticastSpec {
+    /// This node's id.
+    pub fn my_id(&self) -> NodeId {
+        self.members[self.my_rank].0
+    }
+
+    /// The shard of `subgroup` this node belongs to, if any.
+    pub fn my_shard(&self, subgroup: usize) -> Option<(usize, &ShardSpec)> {
+        let me = self.my_id();
+        self.subgroups
+            .get(subgroup)?
+            .shards
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.members.contains(&me))
+    }
+
+    /// Checks the spec for internal consistency.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.my_rank >= self.members.len() {
+            return Err(format!(
+                "rank {} of {} members",
+                self.my_rank,
+                self.members.len()
+            ));
+        }
+        for (sg, s) in self.subgroups.iter().enumerate() {
+            let mut seen = std::collections::BTreeSet::new();
+            for (i, shard) in s.shards.iter().enumerate() {
+                for m in &shard.members {
+                    if !self.members.iter().any(|v| v.0 == *m) {
+                        return Err(format!(
+                            "subgroup {sg} shard {i}: node {m} is not in the view"
+                        ));
+                    }
+                    if !seen.insert(*m) {
+                        return Err(format!("subgroup {sg}: node {m} is in two shards"));
+                    }
+                }
+                if shard.senders.iter().any(|x| !shard.members.contains(x)) {
+                    return Err(format!("subgroup {sg} shard {i}: a sender is not a member"));
+                }
+                let z = &shard.sizes;
+                if z.window == 0 || z.block_size == 0 {
+                    return Err(format!(
+                        "subgroup {sg} shard {i}: window and block size must be positive"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The multicast columns of the view's SST schema, and where each subgroup's part lies.
+#[derive(Clone, Debug)]
+pub(crate) struct Columns {
+    /// Per subgroup: highest seq such that every message up to it was received here.
+    pub seq_num: ArrayField<i64>,
+    /// Per subgroup: highest seq delivered here.
+    pub delivered_num: ArrayField<i64>,
+    /// Per subgroup: my committed SMC slots (count − 1).
+    pub index: ArrayField<i64>,
+    /// Per sender column: highest index received contiguously from that sender.
+    pub num_received: ArrayField<i64>,
+    /// Per sender column: SMC slots of that sender consumed here (count − 1).
+    pub num_received_sst: ArrayField<i64>,
+    /// Everyone's SMC rings.
+    pub slots: BytesField,
+    /// First per-sender column of each subgroup.
+    pub received_offset: Vec<usize>,
+    /// Start of each subgroup's ring in `slots`, its slot length and slot count.
+    pub ring: Vec<(usize, usize, usize)>,
+}
+
+impl Columns {
+    /// Declares the columns for `spec` in `b`.
+    pub(crate) fn declare(spec: &MulticastSpec, b: &mut SchemaBuilder) -> Result<Self, SstError> {
+        let s = spec.subgroups.len().max(1);
+        let mut received_offset = Vec::with_capacity(spec.subgroups.len());
+        let mut ring = Vec::with_capacity(spec.subgroups.len());
+        let (mut r, mut at) = (0usize, 0usize);
+        for sg in &spec.subgroups {
+            received_offset.push(r);
+            r += sg.shards.iter().map(|x| x.senders.len()).max().unwrap_or(0);
+            let slot = sg
+                .shards
+                .iter()
+                .map(|x| x.sizes.slot_len())
+                .max()
+                .unwrap_or(HEADER_LEN);
+            let window = sg.shards.iter().map(|x| x.sizes.window).max().unwrap_or(1);
+            ring.push((at, slot, window));
+            at += slot * window;
+        }
+        Ok(Self {
+            seq_num: b.array("seq_num", s),
+            delivered_num: b.array("delivered_num", s),
+            index: b.array("index", s),
+            num_received: b.array("num_received", r.max(1)),
+            num_received_sst: b.array("num_received_sst", r.max(1)),
+            slots: b.bytes("slots", at.max(8)),
+            received_offset,
+            ring,
+        })
+    }
+}
+
+/// A decoded message header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Header {
+    /// The sender's message index (the first one, for a batch of nulls).
+    pub index: i64,
+    /// Payload bytes after the header.
+    pub len: usize,
+    /// 0 for a real message; k > 0 for a slot that stands for k null messages.
+    pub nulls: u64,
+    /// Flag bits (bit 0: the payload is an RPC invocation).
+    pub flags: u64,
+}
+
+impl Header {
+    pub(crate) fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        out[0..8].copy_from_slice(&self.index.to_le_bytes());
+        out[8..16].copy_from_slice(&(self.len as u64).to_le_bytes());
+        out[16..24].copy_from_slice(&self.nulls.to_le_bytes());
+        out[24..32].copy_from_slice(&self.flags.to_le_bytes());
+        out
+    }
+
+    pub(crate) fn decode(b: &[u8]) -> Option<Self> {
+        let word = |i: usize| {
+            b.get(i..i + 8)
+                .and_then(|s| s.try_into().ok())
+                .map(u64::from_le_bytes)
+        };
+        Some(Self {
+            index: word(0)? as i64,
+            len: usize::try_from(word(8)?).ok()?,
+            nulls: word(16)?,
+            flags: word(24)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn header_round_trips() {
+        let h = Header {
+            index: 41,
+            len: 1000,
+            nulls: 0,
+            flags: 1,
+        };
+        assert_eq!(Header::decode(&h.encode()), Some(h));
+        assert_eq!(Header::decode(&[0u8; 10]), None);
+    }
+}

@@ -1,0 +1,209 @@
+//! Forming the first view over real sockets (in-process members).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use derecho::config::Config;
+use derecho::gms::wire::{read_msg, write_msg};
+use derecho::gms::{GmsMessage, LayoutFn, MemberInfo, Refusal};
+use derecho::multicast::{Mode, ShardSpec, SubgroupSpec};
+use derecho::node::{GroupError, GroupNode};
+use derecho_tests::cluster::test_sizes;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A config for node `id` of a group whose contact is `contact_port`.
+fn config(id: u32, contact_port: u16, gms_port: u16) -> Config {
+    let mut c = Config::default();
+    c.derecho.local_id = id;
+    c.derecho.contact_port = contact_port;
+    c.derecho.gms_port = gms_port;
+    c.derecho.sst_port = free_port();
+    c
+}
+
+/// One shard of exactly `n` members, all senders.
+fn exactly(n: usize) -> LayoutFn {
+    Arc::new(move |ids: &[u32]| {
+        if ids.len() < n {
+            return Err(format!("need {n} members, have {}", ids.len()));
+        }
+        Ok(vec![SubgroupSpec {
+            shards: vec![ShardSpec {
+                members: ids[..n].to_vec(),
+                senders: ids[..n].to_vec(),
+                mode: Mode::Ordered,
+                sizes: test_sizes(4),
+            }],
+        }])
+    })
+}
+
+fn counter() -> (Arc<AtomicUsize>, derecho::multicast::DeliveryHandler) {
+    let c = Arc::new(AtomicUsize::new(0));
+    let c2 = Arc::clone(&c);
+    (
+        c,
+        Box::new(move |_d| {
+            c2.fetch_add(1, Ordering::SeqCst);
+        }),
+    )
+}
+
+fn wait_for(c: &AtomicUsize, n: usize) -> bool {
+    for _ in 0..2000 {
+        if c.load(Ordering::SeqCst) >= n {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+#[test]
+fn a_single_node_group_forms_and_delivers_to_itself() {
+    let port = free_port();
+    let (count, deliver) = counter();
+    let node = GroupNode::start(&config(0, port, port), exactly(1), deliver).unwrap();
+    assert_eq!(node.view().ids(), vec![0]);
+    for i in 0..20u8 {
+        node.send(0, &[i; 40], Duration::from_secs(5)).unwrap();
+    }
+    node.send(0, &vec![7u8; 5000], Duration::from_secs(5))
+        .unwrap();
+    assert!(wait_for(&count, 21));
+    node.shutdown();
+}
+
+#[test]
+fn three_nodes_form_a_view_and_multicast() {
+    let contact = free_port();
+    let handles: Vec<_> = (0..3u32)
+        .map(|id| {
+            let cfg = config(id, contact, if id == 0 { contact } else { free_port() });
+            std::thread::spawn(move || {
+                let (count, deliver) = counter();
+                let node = GroupNode::start(&cfg, exactly(3), deliver).unwrap();
+                (node, count)
+            })
+        })
+        .collect();
+    let nodes: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let ids = nodes[0].0.view().ids();
+    assert_eq!(ids.len(), 3);
+    for (n, _) in &nodes {
+        assert_eq!(n.view(), nodes[0].0.view(), "members disagree on the view");
+    }
+    std::thread::scope(|s| {
+        for (n, _) in &nodes {
+            s.spawn(move || {
+                for i in 0..30u32 {
+                    n.send(0, &i.to_le_bytes().repeat(30), Duration::from_secs(10))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    for (_, c) in &nodes {
+        assert!(
+            wait_for(c, 90),
+            "delivered {} of 90",
+            c.load(Ordering::SeqCst)
+        );
+    }
+    // A non-leader redirects joiners to the leader.
+    let follower = &nodes.iter().find(|(n, _)| n.id() != ids[0]).unwrap().0;
+    let gms = follower.view().members[follower.view().rank_of(follower.id()).unwrap()].gms_addr();
+    let mut s = TcpStream::connect(gms).unwrap();
+    let me = MemberInfo {
+        id: 77,
+        ip: "127.0.0.1".parse().unwrap(),
+        gms_port: 1,
+        fabric_port: 2,
+        state_transfer_port: 3,
+        external_port: 4,
+    };
+    write_msg(
+        &mut s,
+        &GmsMessage::Join {
+            version: 1,
+            member: me,
+        },
+    )
+    .unwrap();
+    match read_msg(&mut s).unwrap() {
+        GmsMessage::Redirect { leader, addr } => {
+            assert_eq!(leader, ids[0]);
+            assert_eq!(addr.port(), contact);
+        }
+        other => panic!("expected a redirect, got {other:?}"),
+    }
+    for (n, _) in nodes {
+        n.shutdown();
+    }
+}
+
+#[test]
+fn an_id_in_use_and_another_version_are_refused_and_garbage_is_ignored() {
+    let contact = free_port();
+    // The leader needs two members; it waits while we poke at its port.
+    let leader = std::thread::spawn(move || {
+        let (_c, deliver) = counter();
+        GroupNode::start(&config(0, contact, contact), exactly(2), deliver)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // Garbage, and a connection that sends nothing, do not disturb the leader.
+    let mut g = TcpStream::connect(("127.0.0.1", contact)).unwrap();
+    g.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let _silent = TcpStream::connect(("127.0.0.1", contact)).unwrap();
+    // Another protocol version.
+    let mut v = TcpStream::connect(("127.0.0.1", contact)).unwrap();
+    let me = MemberInfo {
+        id: 5,
+        ip: "127.0.0.1".parse().unwrap(),
+        gms_port: 1,
+        fabric_port: 2,
+        state_transfer_port: 3,
+        external_port: 4,
+    };
+    write_msg(
+        &mut v,
+        &GmsMessage::Join {
+            version: 99,
+            member: me,
+        },
+    )
+    .unwrap();
+    match read_msg(&mut v).unwrap() {
+        GmsMessage::Refused(Refusal::VersionMismatch { expected: 1 }) => {}
+        other => panic!("expected a version refusal, got {other:?}"),
+    }
+    // The leader's own id.
+    let (_c, deliver) = counter();
+    match GroupNode::start(&config(0, contact, free_port()), exactly(2), deliver) {
+        Err(GroupError::Gms(e)) => assert!(e.to_string().contains("already in use"), "{e}"),
+        other => panic!(
+            "expected an id-in-use refusal, got {:?}",
+            other.map(|n| n.id())
+        ),
+    }
+    // A proper joiner still completes the group.
+    let (_c, deliver) = counter();
+    let joiner = GroupNode::start(&config(1, contact, free_port()), exactly(2), deliver).unwrap();
+    let leader = leader.join().unwrap().unwrap();
+    assert_eq!(leader.view().ids(), vec![0, 1]);
+    let mut rest = Vec::new();
+    let _ = g.read_to_end(&mut rest);
+    joiner.shutdown();
+    leader.shutdown();
+}
