@@ -3,7 +3,7 @@
 //! Follow a message: [`MulticastGroup::send`] gives it the sender's next index and either
 //! writes it into the sender's next SMC slot of the view's SST (payloads up to
 //! `max_smc_payload_size`) or hands it to the RDMC group of (subgroup, sender) (larger ones).
-//! The core loop ([`engine`]) publishes filled slots to the shard, reads the other senders'
+//! The core loop (the `engine` module) publishes filled slots to the shard, reads the other senders'
 //! slots, collects finished RDMC messages, and publishes what it has received; a message is
 //! delivered once every shard member has received everything before it in the round-robin
 //! order ([`order`]) — or, in raw shards, as soon as it arrives in sender order.
