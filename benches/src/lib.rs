@@ -88,3 +88,5 @@ impl Drop for ChildGuard {
         let _ = self.child.wait();
     }
 }
+
+pub mod group_bench;

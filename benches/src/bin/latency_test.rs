@@ -1,0 +1,37 @@
+//! `latency_test`: send-to-delivery latency at the sender, with the original's arguments
+//! (see `bandwidth_test`). Each sender sends a message and waits for its own delivery before
+//! the next; every member prints one `result ...` line with its senders' percentiles.
+
+use std::process::ExitCode;
+
+use benches::group_bench::{cpu_seconds, parse_args, pct, run};
+
+fn main() -> ExitCode {
+    let outcome = parse_args(std::env::args().skip(1)).and_then(|a| run(&a, true).map(|o| (a, o)));
+    match outcome {
+        Ok((a, mut o)) => {
+            let mean = if o.latencies.is_empty() {
+                0.0
+            } else {
+                o.latencies.iter().sum::<f64>() / o.latencies.len() as f64
+            };
+            println!(
+                "result node={} delivered={} bytes={} secs={:.6} samples={} lat_mean_us={:.1} lat_p50_us={:.1} lat_p99_us={:.1} cpu_s={:.3}",
+                a.config.derecho.local_id,
+                o.delivered,
+                o.bytes,
+                o.secs,
+                o.latencies.len(),
+                mean,
+                pct(&mut o.latencies, 50.0),
+                pct(&mut o.latencies, 99.0),
+                cpu_seconds()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("latency_test: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! `launch`: runs a group benchmark on N local processes and prints one result line.
+//!
+//! ```text
+//! cargo run --release -p benches --bin launch -- --nodes N [--transport tcp] [--payload BYTES] \
+//!     [--window W] [--smc BYTES] [--timeout SECS] -- <bench> <bench args>
+//! ```
+//!
+//! It writes a configuration per node (free ports on 127.0.0.1, node 0 as the contact, the
+//! `[SUBGROUP/DEFAULT]` sizes from the options) into a temporary folder, starts `<bench>` (a
+//! program next to this one, e.g. `bandwidth_test`) once per node with `DERECHO_CONF_FILE`
+//! pointing at its file, waits for all of them (bounded), kills any that remain, and combines
+//! their `result` lines into:
+//!
+//! ```text
+//! <bench> nodes=N senders=all|half|one payload=B msgs=M mode=ordered|unordered gbps=<GB/s>
+//!     msgs_per_s=<n> lat_p50_us=<n> lat_p99_us=<n> cpu_s=<CPU seconds of all processes>
+//! ```
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use benches::ChildGuard;
+use derecho::config::Config;
+
+struct Opts {
+    nodes: usize,
+    transport: String,
+    payload: u64,
+    window: u32,
+    smc: u64,
+    timeout: u64,
+    bench: String,
+    bench_args: Vec<String>,
+}
+
+fn parse() -> Result<Opts, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let split = args
+        .iter()
+        .position(|a| a == "--")
+        .ok_or("usage: launch --nodes N [options] -- <bench> <args>")?;
+    let (ours, theirs) = (&args[..split], &args[split + 1..]);
+    let mut o = Opts {
+        nodes: 2,
+        transport: "tcp".into(),
+        payload: 10240,
+        window: 64,
+        smc: 10240,
+        timeout: 600,
+        bench: theirs
+            .first()
+            .cloned()
+            .ok_or("no benchmark named after --")?,
+        bench_args: theirs[1..].to_vec(),
+    };
+    let mut it = ours.iter();
+    while let Some(flag) = it.next() {
+        let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let bad = |e: &dyn std::fmt::Display| format!("{flag} {v}: {e}");
+        match flag.as_str() {
+            "--nodes" => o.nodes = v.parse().map_err(|e| bad(&e))?,
+            "--transport" => o.transport = v.clone(),
+            "--payload" => o.payload = v.parse().map_err(|e| bad(&e))?,
+            "--window" => o.window = v.parse().map_err(|e| bad(&e))?,
+            "--smc" => o.smc = v.parse().map_err(|e| bad(&e))?,
+            "--timeout" => o.timeout = v.parse().map_err(|e| bad(&e))?,
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    if o.transport != "tcp" {
+        return Err(format!(
+            "transport {} is not available in this build (tcp is)",
+            o.transport
+        ));
+    }
+    if o.nodes == 0 {
+        return Err("--nodes must be at least 1".into());
+    }
+    Ok(o)
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+fn configs(o: &Opts, dir: &std::path::Path) -> Result<Vec<PathBuf>, String> {
+    let contact = free_port()?;
+    let mut paths = Vec::new();
+    for i in 0..o.nodes {
+        let mut c = Config::default();
+        c.derecho.local_id = i as u32;
+        c.derecho.contact_port = contact;
+        c.derecho.gms_port = if i == 0 { contact } else { free_port()? };
+        c.derecho.sst_port = free_port()?;
+        if let Some(p) = c.subgroups.get_mut("DEFAULT") {
+            p.max_payload_size = o.payload;
+            p.max_smc_payload_size = o.smc.min(o.payload);
+            p.window_size = o.window;
+            p.max_reply_payload_size = p.max_reply_payload_size.max(128);
+        }
+        let folder = dir.join(format!("n{i}"));
+        std::fs::create_dir_all(&folder).map_err(|e| e.to_string())?;
+        let path = folder.join("derecho.cfg");
+        std::fs::write(&path, c.to_ini_string()).map_err(|e| e.to_string())?;
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+fn run(o: &Opts) -> Result<String, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bench = exe.parent().ok_or("no folder")?.join(&o.bench);
+    if !bench.exists() {
+        return Err(format!(
+            "{} not found (build it: cargo build --release -p benches)",
+            bench.display()
+        ));
+    }
+    let dir = std::env::temp_dir().join(format!("derecho-launch-{}", std::process::id()));
+    let paths = configs(o, &dir)?;
+    let (tx, rx) = mpsc::channel::<(usize, String)>();
+    let mut children = Vec::new();
+    for (i, path) in paths.iter().enumerate() {
+        let mut child = Command::new(&bench)
+            .arg("--")
+            .args(&o.bench_args)
+            .env("DERECHO_CONF_FILE", path)
+            .env_remove("DERECHO_NODE_CONF_FILE")
+            .current_dir(path.parent().ok_or("no folder")?)
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", bench.display()))?;
+        let out = child.stdout.take().ok_or("no stdout")?;
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send((i, line));
+            }
+        });
+        children.push(ChildGuard::new(child));
+    }
+    drop(tx);
+    let deadline = Instant::now() + Duration::from_secs(o.timeout);
+    let mut results: HashMap<usize, HashMap<String, f64>> = HashMap::new();
+    while results.len() < o.nodes {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((i, line)) => {
+                if let Some(rest) = line.strip_prefix("result ") {
+                    let kv = rest
+                        .split_whitespace()
+                        .filter_map(|p| p.split_once('='))
+                        .filter_map(|(k, v)| v.parse::<f64>().ok().map(|v| (k.to_string(), v)))
+                        .collect();
+                    results.insert(i, kv);
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    for c in &mut children {
+        c.wait_bounded(Duration::from_secs(10));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    if results.len() < o.nodes {
+        return Err(format!(
+            "only {} of {} members reported a result",
+            results.len(),
+            o.nodes
+        ));
+    }
+    let all = |k: &str| {
+        results
+            .values()
+            .filter_map(|r| r.get(k).copied())
+            .collect::<Vec<f64>>()
+    };
+    let mean = |v: Vec<f64>| {
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let senders_lat = |k: &str| {
+        results
+            .values()
+            .filter(|r| r.get("samples").is_some_and(|s| *s > 0.0))
+            .filter_map(|r| r.get(k).copied())
+            .collect::<Vec<f64>>()
+    };
+    let sel = o.bench_args.get(1).map(String::as_str).unwrap_or("0");
+    let senders = match sel {
+        "1" => "half",
+        "2" => "one",
+        _ => "all",
+    };
+    let mode = if o.bench_args.get(3).map(String::as_str) == Some("1") {
+        "unordered"
+    } else {
+        "ordered"
+    };
+    Ok(format!(
+        "{} nodes={} senders={senders} payload={} msgs={} mode={mode} gbps={:.4} msgs_per_s={:.0} lat_p50_us={:.1} lat_p99_us={:.1} cpu_s={:.2}",
+        o.bench,
+        o.nodes,
+        o.payload,
+        o.bench_args.get(2).map(String::as_str).unwrap_or("?"),
+        mean(all("gbps")),
+        mean(all("msgs_per_s")),
+        mean(senders_lat("lat_p50_us")),
+        senders_lat("lat_p99_us").into_iter().fold(0.0, f64::max),
+        all("cpu_s").iter().sum::<f64>()
+    ))
+}
+
+fn main() -> ExitCode {
+    match parse().and_then(|o| run(&o)) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("launch: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
