@@ -14,6 +14,11 @@ use derecho::config::{Config, ConfigLoader};
 use derecho::gms::LayoutFn;
 use derecho::multicast::{Mode, ShardSpec, Sizes, SubgroupSpec};
 use derecho::node::GroupNode;
+use derecho_tests::checker::{digest, Event, MemberLog, MessageId};
+
+/// Environment variable naming the file where a member records its views, sends and
+/// deliveries for the checker (set by `launch --check`).
+pub const CHECK_LOG_ENV: &str = "DERECHO_CHECK_LOG";
 
 /// Who sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,7 +163,18 @@ pub fn run(args: &BenchArgs, closed_loop: bool) -> Result<Outcome, String> {
     let epoch = Instant::now();
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let me = args.config.derecho.local_id;
+    let check_path = std::env::var_os(CHECK_LOG_ENV);
+    let check: Option<Arc<Mutex<MemberLog>>> = check_path
+        .as_ref()
+        .map(|_| Arc::new(Mutex::new(MemberLog::new(me))));
+    if check.is_some() && payload < MessageId::LEN + 8 {
+        return Err(format!(
+            "checking needs payloads of at least {} bytes",
+            MessageId::LEN + 8
+        ));
+    }
     let deliver = {
+        let check = check.clone();
         let (delivered, first, last, latencies) = (
             Arc::clone(&delivered),
             Arc::clone(&first),
@@ -172,8 +188,26 @@ pub fn run(args: &BenchArgs, closed_loop: bool) -> Result<Outcome, String> {
                 .unwrap_or_else(|p| p.into_inner())
                 .get_or_insert(now);
             *last.lock().unwrap_or_else(|p| p.into_inner()) = now;
+            if let Some(log) = &check {
+                let id = MessageId::read(d.payload).unwrap_or(MessageId {
+                    sender: u32::MAX,
+                    serial: 0,
+                });
+                log.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .events
+                    .push(Event::Delivered {
+                        subgroup: d.subgroup as u32,
+                        shard: d.shard as u32,
+                        id,
+                        digest: digest(d.payload),
+                        seq: d.seq,
+                        stable: d.stable,
+                    });
+            }
             if d.sender == me {
-                if let Some(stamp) = d.payload.get(..8).and_then(|b| b.try_into().ok()) {
+                let tail = d.payload.len().saturating_sub(8);
+                if let Some(stamp) = d.payload.get(tail..).and_then(|b| b.try_into().ok()) {
                     let sent = epoch + Duration::from_nanos(u64::from_le_bytes(stamp));
                     latencies
                         .lock()
@@ -186,6 +220,15 @@ pub fn run(args: &BenchArgs, closed_loop: bool) -> Result<Outcome, String> {
     };
     let node = GroupNode::start(&args.config, layout(args), deliver).map_err(|e| e.to_string())?;
     let i_send = node.view().subgroups[0].shards[0].senders.contains(&me);
+    if let Some(log) = &check {
+        log.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .events
+            .push(Event::View {
+                vid: node.view().vid,
+                members: node.view().ids(),
+            });
+    }
     // Everyone starts sending together.
     node.multicast()
         .sst()
@@ -199,8 +242,25 @@ pub fn run(args: &BenchArgs, closed_loop: bool) -> Result<Outcome, String> {
             .unwrap_or_else(|p| p.into_inner())
             .get_or_insert(start);
         for i in 0..args.messages {
+            let id = MessageId {
+                sender: me,
+                serial: i as u64,
+            };
+            id.stamp(&mut data);
             let stamp = epoch.elapsed().as_nanos() as u64;
-            data[..8].copy_from_slice(&stamp.to_le_bytes());
+            let tail = data.len() - 8;
+            data[tail..].copy_from_slice(&stamp.to_le_bytes());
+            if let Some(log) = &check {
+                log.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .events
+                    .push(Event::Sent {
+                        subgroup: 0,
+                        shard: 0,
+                        id,
+                        digest: digest(&data),
+                    });
+            }
             node.send(0, &data, Duration::from_secs(60))
                 .map_err(|e| e.to_string())?;
             if closed_loop {
@@ -236,6 +296,14 @@ pub fn run(args: &BenchArgs, closed_loop: bool) -> Result<Outcome, String> {
         .sync_with_members(Duration::from_secs(60))
         .map_err(|e| e.to_string())?;
     let lat = std::mem::take(&mut *latencies.lock().unwrap_or_else(|p| p.into_inner()));
+    if let (Some(path), Some(log)) = (&check_path, &check) {
+        let file =
+            std::fs::File::create(path).map_err(|e| format!("writing the check log: {e}"))?;
+        log.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write_jsonl(std::io::BufWriter::new(file))
+            .map_err(|e| format!("writing the check log: {e}"))?;
+    }
     node.shutdown();
     Ok(Outcome {
         delivered: expected,

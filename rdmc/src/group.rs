@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use derecho_fabric::{
-    Completion, Fabric, FabricError, Link, NodeId, Region, RegionSpec, RemoteRegion,
+    Completion, Doorbell, Fabric, FabricError, Link, NodeId, Region, RegionSpec, RemoteRegion,
     SubscriptionId, WriteRequest,
 };
 
@@ -100,6 +100,9 @@ pub struct GroupSpec {
     pub max_blocks_in_flight: usize,
     /// Bound on connecting, looking up regions and waiting for write completions.
     pub timeout: Duration,
+    /// Doorbell rung when writes land in the group's region (blocks, credits). `None` gives the
+    /// group its own; a layer above passes its own doorbell so that one thread can park on both.
+    pub doorbell: Option<Arc<Doorbell>>,
 }
 
 impl GroupSpec {
@@ -122,6 +125,7 @@ impl GroupSpec {
             window,
             max_blocks_in_flight: 32,
             timeout: Duration::from_secs(30),
+            doorbell: None,
         }
     }
 

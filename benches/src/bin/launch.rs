@@ -15,6 +15,11 @@
 //! <bench> nodes=N senders=all|half|one payload=B msgs=M mode=ordered|unordered gbps=<GB/s>
 //!     msgs_per_s=<n> lat_p50_us=<n> lat_p99_us=<n> cpu_s=<CPU seconds of all processes>
 //! ```
+//!
+//! With `--check`, every member records its views, sends and deliveries, and the checker of
+//! `derecho-tests` runs over them at the end, printing
+//! `check=ok|FAIL views=<n> delivered=<n> reason=<first violation or ->` before the result
+//! line (and the exit status is non-zero on FAIL).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -34,6 +39,7 @@ struct Opts {
     window: u32,
     smc: u64,
     timeout: u64,
+    check: bool,
     bench: String,
     bench_args: Vec<String>,
 }
@@ -52,6 +58,7 @@ fn parse() -> Result<Opts, String> {
         window: 64,
         smc: 10240,
         timeout: 600,
+        check: false,
         bench: theirs
             .first()
             .cloned()
@@ -60,6 +67,10 @@ fn parse() -> Result<Opts, String> {
     };
     let mut it = ours.iter();
     while let Some(flag) = it.next() {
+        if flag == "--check" {
+            o.check = true;
+            continue;
+        }
         let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let bad = |e: &dyn std::fmt::Display| format!("{flag} {v}: {e}");
         match flag.as_str() {
@@ -132,6 +143,10 @@ fn run(o: &Opts) -> Result<String, String> {
             .args(&o.bench_args)
             .env("DERECHO_CONF_FILE", path)
             .env_remove("DERECHO_NODE_CONF_FILE")
+            .env(
+                benches::group_bench::CHECK_LOG_ENV,
+                path.with_file_name("check.jsonl"),
+            )
             .current_dir(path.parent().ok_or("no folder")?)
             .stdout(Stdio::piped())
             .spawn()
@@ -167,7 +182,29 @@ fn run(o: &Opts) -> Result<String, String> {
     for c in &mut children {
         c.wait_bounded(Duration::from_secs(10));
     }
+    let verdict = o.check.then(|| {
+        let logs: Vec<derecho_tests::checker::MemberLog> = paths
+            .iter()
+            .filter_map(|p| {
+                derecho_tests::checker::MemberLog::read_file(&p.with_file_name("check.jsonl")).ok()
+            })
+            .collect();
+        let mut checker = derecho_tests::checker::Checker::new();
+        if logs.len() == o.nodes {
+            checker = checker.expect_complete();
+        }
+        if o.bench_args.get(3).map(String::as_str) == Some("1") {
+            checker = checker.fifo_subgroups([0]);
+        }
+        checker.check(&logs)
+    });
     let _ = std::fs::remove_dir_all(&dir);
+    if let Some(v) = &verdict {
+        println!("{v}");
+        if !v.ok() {
+            return Err("the checker found a violation".into());
+        }
+    }
     if results.len() < o.nodes {
         return Err(format!(
             "only {} of {} members reported a result",

@@ -229,6 +229,9 @@ impl Engine {
                 return;
             }
         }
+        // Senders blocked on the window or on slot reuse park on this table's doorbell; a
+        // remote push rings it, but my own counter changes must ring it too.
+        sst.notify();
     }
 
     fn run_shard(&mut self, sst: &Sst, i: usize) -> Result<(), String> {

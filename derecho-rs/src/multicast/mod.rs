@@ -331,6 +331,9 @@ impl MulticastGroup {
                 );
                 template.algorithm = sizes.algorithm;
                 template.timeout = config.setup_timeout;
+                // Credits and blocks wake the same doorbell that blocked senders and the core
+                // loop park on.
+                template.doorbell = Some(Arc::clone(sst.doorbell()));
                 let shard_members: Vec<(NodeId, std::net::SocketAddr)> = shard_spec
                     .members
                     .iter()
