@@ -8,3 +8,4 @@
 
 pub mod checker;
 pub mod cluster;
+pub mod ports;

@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,11 +15,7 @@ use derecho::node::{GroupError, GroupNode};
 use derecho_tests::cluster::test_sizes;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    derecho_tests::ports::listen_port().unwrap()
 }
 
 /// A config for node `id` of a group whose contact is `contact_port`.

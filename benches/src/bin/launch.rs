@@ -23,7 +23,6 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
@@ -96,8 +95,7 @@ fn parse() -> Result<Opts, String> {
 }
 
 fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+    derecho_tests::ports::listen_port()
 }
 
 fn configs(o: &Opts, dir: &std::path::Path) -> Result<Vec<PathBuf>, String> {

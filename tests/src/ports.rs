@@ -1,0 +1,37 @@
+//! Ports for test and benchmark processes on 127.0.0.1.
+
+/// A port on 127.0.0.1 that is free now, chosen below the kernel's ephemeral range (which
+/// outgoing connections draw from, so a port taken from it may be gone by the time a child
+/// binds it). Distinct calls in one process return distinct ports.
+pub fn listen_port() -> Result<u16, String> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|v| v.parse::<u32>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    // The window below the ephemeral range (or above it, if it starts low).
+    let (from, to) = if low > 12000 {
+        (10000, low)
+    } else {
+        (high + 1, 65535)
+    };
+    let span = to.saturating_sub(from).max(1);
+    let seed = std::process::id().wrapping_mul(2_654_435_761)
+        ^ (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos()));
+    for _ in 0..1000 {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = from + (seed.wrapping_add(k.wrapping_mul(7919)) % span);
+        if let Ok(port) = u16::try_from(port) {
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
+    Err("no free port found below the ephemeral range".into())
+}
