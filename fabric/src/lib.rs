@@ -28,19 +28,29 @@
 //!
 //! * [`tcp`] (default): pure Rust, one TCP stream per pair of nodes, framed writes applied in
 //!   order by a receiver thread; no system libraries.
+//! * [`shm`]: processes on one host map each other's regions (files in `/dev/shm`) and write
+//!   into them directly; a small side channel carries lookups, wake-ups and failures.
 //! * [`sim`]: in-process and deterministic for a seed, with virtual time, per-link delays, cut
 //!   links and crashed nodes; used by the tests of every layer.
 //!
 //! The [`conformance`] module is the test suite every backend must pass.
 
+pub mod backends;
 pub mod conformance;
 mod doorbell;
 mod error;
 mod failure;
+#[cfg(feature = "libfabric")]
+pub mod libfabric;
 pub mod probe;
+#[cfg(any(feature = "libfabric", feature = "verbs"))]
+mod rdma;
 pub mod region;
+pub mod shm;
 pub mod sim;
 pub mod tcp;
+#[cfg(feature = "verbs")]
+pub mod verbs;
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -398,6 +398,41 @@ impl Region {
         Ok(())
     }
 
+    /// Copies `len` bytes at `off` of this region into `dst` at `dst_off`, after a release
+    /// fence, word by word through atomics (the discipline of [`Region::write`]). This is how a
+    /// backend that maps a peer's memory (shm) applies a one-sided write without an intermediate
+    /// copy when both addresses agree modulo 8; otherwise it copies through a small buffer.
+    pub(crate) fn copy_to(
+        &self,
+        off: usize,
+        dst: &Region,
+        dst_off: usize,
+        len: usize,
+    ) -> Result<(), FabricError> {
+        self.check_range(off, len)?;
+        dst.check_range(dst_off, len)?;
+        fence(Ordering::Release);
+        // SAFETY: both ranges lie inside their live allocations (checked above), and all other
+        // access to either region's memory is atomic (module docs).
+        unsafe {
+            let src = self.ptr.as_ptr().add(off);
+            let to = dst.ptr.as_ptr().add(dst_off);
+            if (src as usize) % 8 == (to as usize) % 8 {
+                atomic_copy_aligned(src, to, len);
+            } else {
+                let mut buf = [0u8; 4096];
+                let mut done = 0;
+                while done < len {
+                    let n = (len - done).min(buf.len());
+                    atomic_copy_out(src.add(done), &mut buf[..n]);
+                    atomic_copy_in(to.add(done), &buf[..n]);
+                    done += n;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Fills `len` bytes at `off` with `value`.
     pub fn fill(&self, off: usize, len: usize, value: u8) -> Result<(), FabricError> {
         self.check_range(off, len)?;
@@ -547,6 +582,42 @@ unsafe fn atomic_copy_in(dst: *mut u8, src: &[u8]) {
     }
 }
 
+/// Copies between two shared ranges that agree modulo 8: single bytes up to the first word
+/// boundary, whole words as relaxed atomics, single bytes at the end.
+///
+/// # Safety
+/// `src` and `dst` must be valid for `len` bytes, agree modulo 8, and be accessed by others
+/// only atomically.
+unsafe fn atomic_copy_aligned(src: *const u8, dst: *mut u8, len: usize) {
+    let head = ((dst as usize).wrapping_neg() % 8).min(len);
+    let mut i = 0;
+    while i < head {
+        // SAFETY: `src + i` and `dst + i` are inside the caller's ranges.
+        unsafe {
+            let b = AtomicU8::from_ptr(src.add(i) as *mut u8).load(Ordering::Relaxed);
+            AtomicU8::from_ptr(dst.add(i)).store(b, Ordering::Relaxed);
+        }
+        i += 1;
+    }
+    while i + 8 <= len {
+        // SAFETY: both addresses are 8-aligned here (they agree modulo 8 and `dst + i` is
+        // aligned after `head`), and the words lie inside the caller's ranges.
+        unsafe {
+            let w = AtomicU64::from_ptr(src.add(i) as *mut u64).load(Ordering::Relaxed);
+            AtomicU64::from_ptr(dst.add(i).cast::<u64>()).store(w, Ordering::Relaxed);
+        }
+        i += 8;
+    }
+    while i < len {
+        // SAFETY: `src + i` and `dst + i` are inside the caller's ranges.
+        unsafe {
+            let b = AtomicU8::from_ptr(src.add(i) as *mut u8).load(Ordering::Relaxed);
+            AtomicU8::from_ptr(dst.add(i)).store(b, Ordering::Relaxed);
+        }
+        i += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -564,6 +635,27 @@ mod tests {
                 assert_eq!(back, src, "off {off} len {len}");
             }
         }
+    }
+
+    #[test]
+    fn copy_to_at_every_alignment() {
+        let a = Region::allocate(0, &RegionSpec::new(RegionId(1), 256), 9).unwrap();
+        let b = Region::allocate(0, &RegionSpec::new(RegionId(2), 256), 9).unwrap();
+        let src: Vec<u8> = (0..256).map(|i| (i * 13 + 1) as u8).collect();
+        a.write(0, &src).unwrap();
+        for off in 0..9 {
+            for dst_off in 0..9 {
+                for len in [0, 1, 7, 8, 9, 31, 100] {
+                    b.fill(0, 256, 0).unwrap();
+                    a.copy_to(off, &b, dst_off, len).unwrap();
+                    let mut back = vec![0u8; len];
+                    b.read(dst_off, &mut back).unwrap();
+                    assert_eq!(back, src[off..off + len], "{off} -> {dst_off}, {len}");
+                }
+            }
+        }
+        assert!(a.copy_to(200, &b, 0, 100).is_err());
+        assert!(a.copy_to(0, &b, 200, 100).is_err());
     }
 
     #[test]

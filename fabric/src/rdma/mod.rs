@@ -1,0 +1,1362 @@
+//! What the RDMA-style backends (libfabric, verbs) share: a TCP side channel per pair of nodes,
+//! registered regions with keys, lookups, revocation, completions and notifications. A backend
+//! supplies a [`Transport`]: memory registration, connection set-up from the side channel's
+//! handshake data, posting a write, and a progress thread that reports completions and remote
+//! writes through [`Events`].
+//!
+//! * **Handshake**: the node with the higher id dials the side channel and sends a hello (node
+//!   ids, version, incarnation, and its transport's connection data, e.g. a queue pair number);
+//!   the other answers with a welcome carrying its own data (e.g. a libfabric endpoint name).
+//!   Both then complete the transport connection ([`Transport::establish`]).
+//! * **Lookup**: QUERY(region id) is answered with the region's remote key, address, length and
+//!   notification handle.
+//! * **Writes**: every write carries 64 bits of remote completion data: the target region's
+//!   handle (31 bits), a flag saying whether an immediate is present, and the 32-bit immediate.
+//!   The target's progress thread turns it into a doorbell ring and, with the flag, a
+//!   [`crate::Notification`] — so writes land and wake pollers without the target application
+//!   doing anything. A signaled write asks the transport for delivery completion. Where the
+//!   transport does not report the length of a remote write (libfabric's `tcp` provider), a
+//!   write with an immediate is preceded by a zero-length write whose completion data carries
+//!   the length (writes complete in order on a connection).
+//! * **Deregistration**: the owner sends REVOKE(key) to every peer and waits (bounded) for
+//!   REVOKED: a peer marks the key revoked under its send lock (later writes to it are
+//!   discarded locally, as the contract asks) and answers once its earlier writes have
+//!   completed. Then the registration is closed.
+//! * **Failure**: the side channel closing, a transport error, or a completion error fails the
+//!   link, reported once.
+//!
+//! Like on RDMA hardware, the source bytes of a write are read by the transport until the write
+//! completes, except for writes up to the transport's inject size, which are copied when posted.
+
+pub(crate) mod wire;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::BufReader;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use wire::{kind, Msg, MAGIC, VERSION};
+
+use crate::failure::FailureHub;
+use crate::region::lock;
+use crate::{
+    Completion, CompletionSource, FabricError, FailureHandler, Link, NodeId, Notification, Region,
+    RegionId, RegionSpec, RemoteRegion, SubscriptionId, WriteRequest,
+};
+
+/// Flag bit of the completion data: the write carries an immediate value.
+const DATA_IMM: u64 = 1 << 63;
+/// Flag bit of the completion data: a zero-length write announcing the length of the next
+/// write with an immediate (bits 0..62), for transports that do not report lengths.
+const DATA_LEN: u64 = 1 << 62;
+/// Largest notification handle (30 bits).
+const MAX_HANDLE: u32 = 0x3fff_ffff;
+
+/// A memory registration: what the transport needs locally, and what a peer needs to write.
+pub(crate) struct Registered<M> {
+    pub mr: M,
+    /// Remote key peers address the region with.
+    pub rkey: u64,
+    /// Base address peers add offsets to (0 when the transport addresses by offset).
+    pub addr: u64,
+}
+
+/// One write handed to a transport.
+pub(crate) struct Post<'a, M> {
+    pub mr: &'a M,
+    pub local: *const u8,
+    pub len: usize,
+    pub remote_addr: u64,
+    pub rkey: u64,
+    /// 64 bits of remote completion data.
+    pub data: u64,
+    pub ticket: u64,
+    pub signaled: bool,
+}
+
+/// Why a transport refused a write.
+pub(crate) enum PostError {
+    /// The send queue is full: retry once completions have been reaped.
+    Full,
+    /// The endpoint is broken.
+    Failed(String),
+}
+
+/// What a transport's progress thread reports to its link.
+pub(crate) trait Events: Send + Sync {
+    /// A peer's write landed; `data` is its completion data, `len` its length if the transport
+    /// knows it.
+    fn remote_write(&self, data: u64, len: Option<usize>);
+    /// The local write `ticket` completed.
+    fn sent(&self, ticket: u64);
+    /// The endpoint failed.
+    fn failed(&self, reason: String);
+    /// Whether the link is finished (the progress thread exits).
+    fn stopped(&self) -> bool;
+}
+
+/// A one-sided-write transport.
+pub(crate) trait Transport: Send + Sync + Sized + 'static {
+    /// A memory registration; dropping it deregisters.
+    type Mr: Send + Sync + 'static;
+    /// A connected endpoint with its progress thread; dropping it disconnects.
+    type Endpoint: Send + Sync + 'static;
+    /// A connection being set up.
+    type Pending: Send + 'static;
+
+    /// The backend's name.
+    fn name(&self) -> &'static str;
+    /// Whether remote-write completions report the write's length.
+    fn reports_len(&self) -> bool;
+    /// Registers `region` for local use and remote writes.
+    fn register(&self, region: &Region) -> Result<Registered<Self::Mr>, FabricError>;
+    /// Dialing side: prepares an endpoint; returns the data for the hello.
+    fn dial_prepare(&self, peer: NodeId) -> Result<(Self::Pending, Vec<u8>), FabricError>;
+    /// Accepting side: prepares an endpoint from the hello's data; returns the welcome's data.
+    fn accept_prepare(
+        &self,
+        peer: NodeId,
+        hello: &[u8],
+    ) -> Result<(Self::Pending, Vec<u8>), FabricError>;
+    /// Completes the connection (`welcome` is the accepting side's data, given to the dialing
+    /// side) and starts the endpoint's progress thread.
+    fn establish(
+        &self,
+        pending: Self::Pending,
+        welcome: Option<&[u8]>,
+        timeout: Duration,
+        events: Arc<dyn Events>,
+    ) -> Result<Self::Endpoint, FabricError>;
+    /// Posts one write.
+    fn post(&self, ep: &Self::Endpoint, w: &Post<'_, Self::Mr>) -> Result<(), PostError>;
+    /// Stops the endpoint's progress thread and disconnects (also done on drop).
+    fn close(&self, ep: &Self::Endpoint);
+}
+
+/// Settings shared by the RDMA-style backends.
+#[derive(Clone, Debug)]
+pub(crate) struct Common {
+    pub local_id: NodeId,
+    pub listen: SocketAddr,
+    pub handshake_timeout: Duration,
+    pub send_timeout: Duration,
+    pub max_links: usize,
+    pub max_handshakes: usize,
+}
+
+struct Owned<M> {
+    region: Arc<Region>,
+    reg: Registered<M>,
+    handle: u32,
+}
+
+struct Regions<M> {
+    by_key: HashMap<u64, Arc<Owned<M>>>,
+    by_id: HashMap<RegionId, u64>,
+    by_handle: HashMap<u32, u64>,
+}
+
+impl<M> Default for Regions<M> {
+    fn default() -> Self {
+        Self {
+            by_key: HashMap::new(),
+            by_id: HashMap::new(),
+            by_handle: HashMap::new(),
+        }
+    }
+}
+
+/// State shared by a fabric, its links and its threads.
+pub(crate) struct Inner<T: Transport> {
+    pub(crate) transport: T,
+    common: Common,
+    local_addr: SocketAddr,
+    incarnation: u64,
+    start: Instant,
+    regions: RwLock<Regions<T::Mr>>,
+    next_key: AtomicU64,
+    next_handle: AtomicU32,
+    links: Mutex<HashMap<NodeId, Arc<RdmaLink<T>>>>,
+    links_changed: Condvar,
+    failures: FailureHub,
+    shut_down: AtomicBool,
+    handshakes: AtomicUsize,
+}
+
+/// An RDMA-style fabric over transport `T`. Cheap to clone.
+pub(crate) struct RdmaFabric<T: Transport> {
+    inner: Arc<Inner<T>>,
+}
+
+impl<T: Transport> Clone for RdmaFabric<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<T: Transport> std::fmt::Debug for RdmaFabric<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RdmaFabric")
+            .field("backend", &self.inner.transport.name())
+            .field("local_id", &self.inner.common.local_id)
+            .field("addr", &self.inner.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    match l.read() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    match l.write() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+fn nonce(id: NodeId) -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut x = t ^ (u64::from(std::process::id()) << 32) ^ u64::from(id).rotate_left(40);
+    x = (x ^ (x >> 31)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^ (x >> 32)
+}
+
+impl<T: Transport> Inner<T> {
+    fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::SeqCst)
+    }
+
+    fn local_region(&self, key: u64) -> Option<Arc<Owned<T::Mr>>> {
+        read_lock(&self.regions).by_key.get(&key).cloned()
+    }
+
+    fn region_by_handle(&self, handle: u32) -> Option<Arc<Region>> {
+        let r = read_lock(&self.regions);
+        let key = r.by_handle.get(&handle)?;
+        r.by_key.get(key).map(|o| Arc::clone(&o.region))
+    }
+
+    fn region_by_id(&self, id: RegionId) -> Option<Arc<Owned<T::Mr>>> {
+        let r = read_lock(&self.regions);
+        let key = r.by_id.get(&id)?;
+        r.by_key.get(key).cloned()
+    }
+
+    fn install(
+        self: &Arc<Self>,
+        peer: NodeId,
+        incarnation: u64,
+        stream: TcpStream,
+        core: Arc<Core>,
+        ep: T::Endpoint,
+    ) -> Result<Arc<RdmaLink<T>>, String> {
+        let mut links = lock(&self.links);
+        let mut replaced = None;
+        if let Some(old) = links.get(&peer) {
+            if !old.core.is_failed() {
+                if old.incarnation == incarnation {
+                    self.transport.close(&ep);
+                    return Err("a live link to this incarnation exists".into());
+                }
+                replaced = Some(Arc::clone(old));
+            }
+        } else if links.len() >= self.common.max_links {
+            self.transport.close(&ep);
+            return Err("too many links".into());
+        }
+        let link = RdmaLink::start(self, peer, incarnation, stream, core, ep)
+            .map_err(|e| e.to_string())?;
+        links.insert(peer, Arc::clone(&link));
+        self.links_changed.notify_all();
+        drop(links);
+        if let Some(old) = replaced {
+            old.core
+                .fail_with("replaced by a new incarnation of the peer".into(), true);
+        }
+        Ok(link)
+    }
+
+    fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+        for conn in listener.incoming() {
+            if self.is_shut_down() {
+                break;
+            }
+            let stream = match conn {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "side-channel accept failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            if self.handshakes.fetch_add(1, Ordering::SeqCst) >= self.common.max_handshakes {
+                self.handshakes.fetch_sub(1, Ordering::SeqCst);
+                tracing::warn!("too many concurrent handshakes; closing a connection");
+                continue;
+            }
+            let me = Arc::clone(&self);
+            let spawned = std::thread::Builder::new()
+                .name(format!("{}-hello", self.transport.name()))
+                .spawn(move || {
+                    me.handshake_incoming(stream);
+                    me.handshakes.fetch_sub(1, Ordering::SeqCst);
+                });
+            if spawned.is_err() {
+                self.handshakes.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn welcome(&self, status: u8, payload: &[u8]) -> Msg {
+        Msg::new(
+            kind::WELCOME,
+            MAGIC,
+            [
+                u64::from(self.common.local_id),
+                self.incarnation,
+                VERSION,
+                0,
+            ],
+        )
+        .with_flags(status)
+        .with_payload(payload)
+    }
+
+    fn handshake_incoming(self: &Arc<Self>, mut stream: TcpStream) {
+        let from = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "?".into());
+        let _ = stream.set_read_timeout(Some(self.common.handshake_timeout));
+        let _ = stream.set_write_timeout(Some(self.common.handshake_timeout));
+        let hello = match Msg::read_from(&mut stream) {
+            Ok(m) if m.kind == kind::HELLO && m.word == MAGIC => m,
+            Ok(_) => {
+                tracing::warn!(%from, "refused side-channel connection: not a hello");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%from, error = %e, "side-channel connection closed before its hello");
+                return;
+            }
+        };
+        let (peer, to) = (hello.f[0] as u32, (hello.f[0] >> 32) as u32);
+        let me = self.common.local_id;
+        let refuse = |stream: &mut TcpStream, status: u8, why: String| {
+            tracing::warn!(%from, peer, "refused {} connection: {why}", self.transport.name());
+            let _ = self.welcome(status, why.as_bytes()).write_to(stream);
+        };
+        if hello.f[2] != VERSION {
+            let why = format!(
+                "protocol version {}, this node speaks {VERSION}",
+                hello.f[2]
+            );
+            return refuse(&mut stream, wire::WRONG_VERSION, why);
+        }
+        if to != me || peer == me {
+            let why = format!("it claims node {peer} and wants node {to}, this is node {me}");
+            return refuse(&mut stream, wire::WRONG_NODE, why);
+        }
+        let (pending, payload) = match self.transport.accept_prepare(peer, &hello.payload) {
+            Ok(x) => x,
+            Err(e) => return refuse(&mut stream, wire::TRANSPORT, e.to_string()),
+        };
+        if let Err(e) = self.welcome(wire::ACCEPTED, &payload).write_to(&mut stream) {
+            tracing::warn!(%from, peer, error = %e, "sending the welcome failed");
+            return;
+        }
+        let core = Core::new(self, peer);
+        let events: Arc<dyn Events> = Arc::clone(&core) as Arc<dyn Events>;
+        let ep =
+            match self
+                .transport
+                .establish(pending, None, self.common.handshake_timeout, events)
+            {
+                Ok(ep) => ep,
+                Err(e) => {
+                    tracing::warn!(%from, peer, error = %e, "connection set-up failed");
+                    core.fail_with(format!("connection set-up failed: {e}"), false);
+                    return;
+                }
+            };
+        match self.install(peer, hello.f[1], stream, Arc::clone(&core), ep) {
+            Ok(_) => tracing::debug!(peer, %from, "{} link accepted", self.transport.name()),
+            Err(why) => {
+                core.fail_with(why.clone(), false);
+                tracing::warn!(%from, peer, "refused link: {why}");
+            }
+        }
+    }
+
+    fn dial(
+        self: &Arc<Self>,
+        peer: NodeId,
+        addr: SocketAddr,
+        deadline: Instant,
+    ) -> Result<Arc<RdmaLink<T>>, FabricError> {
+        let mut last_error = String::from("no attempt made");
+        loop {
+            if self.is_shut_down() {
+                return Err(FabricError::Shutdown);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(FabricError::Connect {
+                    peer,
+                    reason: format!("gave up dialing {addr}: {last_error}"),
+                });
+            }
+            let attempt = (deadline - now).min(Duration::from_secs(1));
+            match TcpStream::connect_timeout(&addr, attempt) {
+                Ok(stream) => return self.handshake_outgoing(peer, addr, stream),
+                Err(e) => {
+                    last_error = e.to_string();
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+
+    fn handshake_outgoing(
+        self: &Arc<Self>,
+        peer: NodeId,
+        addr: SocketAddr,
+        mut stream: TcpStream,
+    ) -> Result<Arc<RdmaLink<T>>, FabricError> {
+        let refuse = |reason: String| FabricError::Connect { peer, reason };
+        let (pending, payload) = self.transport.dial_prepare(peer)?;
+        let hello = Msg::new(
+            kind::HELLO,
+            MAGIC,
+            [
+                u64::from(self.common.local_id) | u64::from(peer) << 32,
+                self.incarnation,
+                VERSION,
+                0,
+            ],
+        )
+        .with_payload(&payload);
+        stream
+            .set_read_timeout(Some(self.common.handshake_timeout))
+            .and_then(|()| stream.set_write_timeout(Some(self.common.handshake_timeout)))
+            .and_then(|()| hello.write_to(&mut stream))
+            .map_err(|e| refuse(format!("sending hello to {addr}: {e}")))?;
+        let w = Msg::read_from(&mut stream)
+            .map_err(|e| refuse(format!("no welcome from {addr}: {e}")))?;
+        if w.kind != kind::WELCOME || w.word != MAGIC {
+            return Err(refuse(format!("{addr} does not speak this side channel")));
+        }
+        let said = String::from_utf8_lossy(&w.payload).into_owned();
+        match w.flags {
+            wire::ACCEPTED if w.f[0] == u64::from(peer) => {}
+            wire::ACCEPTED | wire::WRONG_NODE => {
+                return Err(refuse(format!(
+                    "{addr} is node {}, not node {peer}",
+                    w.f[0]
+                )))
+            }
+            wire::WRONG_VERSION => return Err(refuse(format!("{addr}: {said}"))),
+            wire::TRANSPORT => {
+                return Err(refuse(format!(
+                    "{addr} cannot set up a {} endpoint: {said}",
+                    self.transport.name()
+                )))
+            }
+            other => return Err(refuse(format!("{addr} refused the link (status {other})"))),
+        }
+        let core = Core::new(self, peer);
+        let events: Arc<dyn Events> = Arc::clone(&core) as Arc<dyn Events>;
+        let ep = self
+            .transport
+            .establish(
+                pending,
+                Some(&w.payload),
+                self.common.handshake_timeout,
+                events,
+            )
+            .inspect_err(|_| core.fail_with("connection set-up failed".into(), false))?;
+        self.install(peer, w.f[1], stream, Arc::clone(&core), ep)
+            .map_err(|why| {
+                core.fail_with(why.clone(), false);
+                refuse(format!("cannot install link: {why}"))
+            })
+    }
+}
+
+impl<T: Transport> RdmaFabric<T> {
+    /// Binds the side channel and starts accepting peers.
+    pub(crate) fn start(transport: T, common: Common) -> Result<Self, FabricError> {
+        let listener = TcpListener::bind(common.listen).map_err(|e| {
+            FabricError::io(format!("binding the side channel {}", common.listen), e)
+        })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| FabricError::io("reading the side channel's bound address", e))?;
+        let incarnation = nonce(common.local_id);
+        let inner = Arc::new(Inner {
+            transport,
+            common,
+            local_addr,
+            incarnation,
+            start: Instant::now(),
+            regions: RwLock::new(Regions::default()),
+            next_key: AtomicU64::new(incarnation.rotate_left(11) | 1),
+            next_handle: AtomicU32::new(1),
+            links: Mutex::new(HashMap::new()),
+            links_changed: Condvar::new(),
+            failures: FailureHub::default(),
+            shut_down: AtomicBool::new(false),
+            handshakes: AtomicUsize::new(0),
+        });
+        let acceptor = Arc::clone(&inner);
+        std::thread::Builder::new()
+            .name(format!(
+                "{}-accept-{}",
+                inner.transport.name(),
+                inner.common.local_id
+            ))
+            .spawn(move || acceptor.accept_loop(listener))
+            .map_err(|e| FabricError::io("spawning the accept thread", e))?;
+        Ok(Self { inner })
+    }
+
+    pub(crate) fn transport(&self) -> &T {
+        &self.inner.transport
+    }
+
+    /// Closes every link without a goodbye, as a crash would.
+    pub(crate) fn abort(&self) {
+        self.stop(false);
+    }
+
+    fn stop(&self, graceful: bool) {
+        if self.inner.shut_down.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let links: Vec<Arc<RdmaLink<T>>> = lock(&self.inner.links).values().cloned().collect();
+        for l in links {
+            if graceful {
+                l.say_goodbye();
+            }
+            l.core.fail_with("local fabric shut down".into(), false);
+            self.inner.transport.close(&l.ep);
+        }
+        {
+            let _g = lock(&self.inner.links);
+            self.inner.links_changed.notify_all();
+        }
+        let _ = TcpStream::connect_timeout(&self.inner.local_addr, Duration::from_millis(200));
+    }
+
+    pub(crate) fn local_id(&self) -> NodeId {
+        self.inner.common.local_id
+    }
+
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    pub(crate) fn register(&self, spec: RegionSpec) -> Result<Arc<Region>, FabricError> {
+        if self.inner.is_shut_down() {
+            return Err(FabricError::Shutdown);
+        }
+        let mut regions = write_lock(&self.inner.regions);
+        if regions.by_id.contains_key(&spec.id) {
+            return Err(FabricError::DuplicateRegion(spec.id));
+        }
+        let key = self.inner.next_key.fetch_add(2, Ordering::Relaxed);
+        let region = Arc::new(Region::allocate(self.inner.common.local_id, &spec, key)?);
+        let reg = self.inner.transport.register(&region)?;
+        let handle = loop {
+            let h = self.inner.next_handle.fetch_add(1, Ordering::Relaxed) & MAX_HANDLE;
+            if h != 0 && !regions.by_handle.contains_key(&h) {
+                break h;
+            }
+        };
+        regions.by_key.insert(
+            key,
+            Arc::new(Owned {
+                region: Arc::clone(&region),
+                reg,
+                handle,
+            }),
+        );
+        regions.by_id.insert(spec.id, key);
+        regions.by_handle.insert(handle, key);
+        Ok(region)
+    }
+
+    pub(crate) fn deregister(&self, id: RegionId) -> Result<(), FabricError> {
+        let owned = {
+            let mut regions = write_lock(&self.inner.regions);
+            let Some(key) = regions.by_id.remove(&id) else {
+                return Ok(());
+            };
+            let owned = regions.by_key.remove(&key);
+            if let Some(o) = &owned {
+                regions.by_handle.remove(&o.handle);
+            }
+            owned
+        };
+        let Some(owned) = owned else { return Ok(()) };
+        // Tell every peer to stop writing into it, and wait (bounded) until they have.
+        let links: Vec<Arc<RdmaLink<T>>> = lock(&self.inner.links).values().cloned().collect();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for l in &links {
+            l.send_revoke(owned.reg.rkey);
+        }
+        for l in &links {
+            l.wait_revoked(owned.reg.rkey, deadline);
+        }
+        // Dropping the last handle closes the registration.
+        drop(owned);
+        Ok(())
+    }
+
+    pub(crate) fn connect(
+        &self,
+        peer: NodeId,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<Arc<dyn Link>, FabricError> {
+        if peer == self.inner.common.local_id {
+            return Err(FabricError::Misaddressed(
+                "a node cannot link to itself".into(),
+            ));
+        }
+        let deadline = Instant::now() + timeout;
+        let mut links = lock(&self.inner.links);
+        loop {
+            if self.inner.is_shut_down() {
+                return Err(FabricError::Shutdown);
+            }
+            if let Some(l) = links.get(&peer) {
+                if !l.core.is_failed() {
+                    return Ok(Arc::new(LinkHandle(Arc::clone(l))));
+                }
+            }
+            if self.inner.common.local_id > peer {
+                drop(links);
+                let link = self.inner.dial(peer, addr, deadline)?;
+                return Ok(Arc::new(LinkHandle(link)));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(FabricError::Timeout {
+                    what: format!("waiting for node {peer} to connect"),
+                    after: timeout,
+                });
+            }
+            links = match self.inner.links_changed.wait_timeout(links, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
+    pub(crate) fn link(&self, peer: NodeId) -> Option<Arc<dyn Link>> {
+        lock(&self.inner.links)
+            .get(&peer)
+            .map(|l| Arc::new(LinkHandle(Arc::clone(l))) as Arc<dyn Link>)
+    }
+
+    pub(crate) fn subscribe_failures(&self, handler: FailureHandler) -> SubscriptionId {
+        self.inner.failures.subscribe(handler)
+    }
+
+    pub(crate) fn unsubscribe_failures(&self, id: SubscriptionId) {
+        self.inner.failures.unsubscribe(id)
+    }
+
+    pub(crate) fn now(&self) -> Duration {
+        self.inner.start.elapsed()
+    }
+
+    pub(crate) fn shutdown(&self) {
+        self.stop(true);
+    }
+}
+
+/// Delegates the [`crate::Fabric`] trait of a public backend type (a newtype around
+/// `RdmaFabric<T>` in field `.0`).
+macro_rules! delegate_fabric {
+    ($ty:ty) => {
+        impl $crate::Fabric for $ty {
+            fn local_id(&self) -> $crate::NodeId {
+                self.0.local_id()
+            }
+            fn backend(&self) -> &'static str {
+                $crate::rdma::Transport::name(self.0.transport())
+            }
+            fn local_addr(&self) -> Option<std::net::SocketAddr> {
+                Some(self.0.local_addr())
+            }
+            fn register(
+                &self,
+                spec: $crate::RegionSpec,
+            ) -> Result<std::sync::Arc<$crate::Region>, $crate::FabricError> {
+                self.0.register(spec)
+            }
+            fn deregister(&self, id: $crate::RegionId) -> Result<(), $crate::FabricError> {
+                self.0.deregister(id)
+            }
+            fn connect(
+                &self,
+                peer: $crate::NodeId,
+                addr: std::net::SocketAddr,
+                timeout: std::time::Duration,
+            ) -> Result<std::sync::Arc<dyn $crate::Link>, $crate::FabricError> {
+                self.0.connect(peer, addr, timeout)
+            }
+            fn link(&self, peer: $crate::NodeId) -> Option<std::sync::Arc<dyn $crate::Link>> {
+                self.0.link(peer)
+            }
+            fn subscribe_failures(
+                &self,
+                handler: $crate::FailureHandler,
+            ) -> $crate::SubscriptionId {
+                self.0.subscribe_failures(handler)
+            }
+            fn unsubscribe_failures(&self, id: $crate::SubscriptionId) {
+                self.0.unsubscribe_failures(id)
+            }
+            fn now(&self) -> std::time::Duration {
+                self.0.now()
+            }
+            fn shutdown(&self) {
+                self.0.shutdown()
+            }
+        }
+    };
+}
+pub(crate) use delegate_fabric;
+
+/// Completion bookkeeping of a link: which tickets have completed.
+#[derive(Default)]
+struct Done {
+    /// Every ticket up to this one completed.
+    upto: u64,
+    /// Completed tickets above `upto` (completions may arrive out of order).
+    ahead: BTreeSet<u64>,
+}
+
+/// The part of a link the transport's progress thread reports to (it holds no endpoint, so the
+/// progress thread and the link do not keep each other alive).
+pub(crate) struct Core {
+    peer: NodeId,
+    fabric: Weak<dyn CoreFabric>,
+    failed: OnceLock<String>,
+    stopped: AtomicBool,
+    control: OnceLock<TcpStream>,
+    /// Length announced for the next write with an immediate.
+    next_len: AtomicU64,
+    done: Mutex<Done>,
+    done_cond: Condvar,
+}
+
+/// What a link core needs from its fabric (object-safe, so `Core` is not generic).
+trait CoreFabric: Send + Sync {
+    fn region_by_handle(&self, handle: u32) -> Option<Arc<Region>>;
+    fn is_shut_down(&self) -> bool;
+    fn report(&self, peer: NodeId, reason: &str);
+}
+
+impl<T: Transport> CoreFabric for Inner<T> {
+    fn region_by_handle(&self, handle: u32) -> Option<Arc<Region>> {
+        Inner::region_by_handle(self, handle)
+    }
+    fn is_shut_down(&self) -> bool {
+        Inner::is_shut_down(self)
+    }
+    fn report(&self, peer: NodeId, reason: &str) {
+        self.failures.report(peer, reason)
+    }
+}
+
+impl Core {
+    fn new<T: Transport>(fabric: &Arc<Inner<T>>, peer: NodeId) -> Arc<Self> {
+        let weak: Weak<Inner<T>> = Arc::downgrade(fabric);
+        Arc::new(Self {
+            peer,
+            fabric: weak,
+            failed: OnceLock::new(),
+            stopped: AtomicBool::new(false),
+            control: OnceLock::new(),
+            next_len: AtomicU64::new(0),
+            done: Mutex::new(Done::default()),
+            done_cond: Condvar::new(),
+        })
+    }
+
+    pub(crate) fn is_failed(&self) -> bool {
+        self.failed.get().is_some()
+    }
+
+    fn fail_with(&self, reason: String, report: bool) {
+        if self.failed.set(reason.clone()).is_err() {
+            return;
+        }
+        self.stopped.store(true, Ordering::SeqCst);
+        if let Some(c) = self.control.get() {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        {
+            let _g = lock(&self.done);
+            self.done_cond.notify_all();
+        }
+        if let Some(f) = self.fabric.upgrade() {
+            if report && !f.is_shut_down() {
+                f.report(self.peer, &reason);
+            }
+        }
+    }
+
+    fn error(&self) -> FabricError {
+        FabricError::LinkFailed {
+            peer: self.peer,
+            reason: self
+                .failed
+                .get()
+                .cloned()
+                .unwrap_or_else(|| "unknown".to_string()),
+        }
+    }
+
+    fn completed(&self, ticket: u64) -> bool {
+        let d = lock(&self.done);
+        ticket <= d.upto || d.ahead.contains(&ticket)
+    }
+}
+
+impl Events for Core {
+    fn remote_write(&self, data: u64, len: Option<usize>) {
+        if data & DATA_LEN != 0 {
+            self.next_len
+                .store(data & (DATA_LEN - 1), Ordering::Relaxed);
+            return;
+        }
+        let Some(f) = self.fabric.upgrade() else {
+            return;
+        };
+        let handle = ((data >> 32) as u32) & MAX_HANDLE;
+        let Some(region) = f.region_by_handle(handle) else {
+            tracing::debug!(
+                peer = self.peer,
+                handle,
+                "discarded a write to an unregistered region"
+            );
+            return;
+        };
+        if data & DATA_IMM != 0 {
+            let n = Notification {
+                from: self.peer,
+                imm: data as u32,
+                len: len.unwrap_or_else(|| self.next_len.swap(0, Ordering::Relaxed) as usize),
+            };
+            if !region.push_notification(n, &|| self.is_failed() || f.is_shut_down()) {
+                return;
+            }
+        }
+        region.ring();
+    }
+
+    fn sent(&self, ticket: u64) {
+        let mut d = lock(&self.done);
+        if ticket == d.upto + 1 {
+            d.upto = ticket;
+            loop {
+                let next = d.upto + 1;
+                if !d.ahead.remove(&next) {
+                    break;
+                }
+                d.upto = next;
+            }
+        } else if ticket > d.upto {
+            d.ahead.insert(ticket);
+        }
+        self.done_cond.notify_all();
+    }
+
+    fn failed(&self, reason: String) {
+        self.fail_with(reason, true);
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+}
+
+impl CompletionSource for Core {
+    fn poll_ticket(&self, ticket: u64) -> Option<Result<(), FabricError>> {
+        if self.completed(ticket) {
+            Some(Ok(()))
+        } else if self.is_failed() {
+            Some(Err(self.error()))
+        } else {
+            None
+        }
+    }
+
+    fn wait_ticket(&self, ticket: u64, timeout: Duration) -> Result<(), FabricError> {
+        let deadline = Instant::now() + timeout;
+        let mut g = lock(&self.done);
+        loop {
+            if ticket <= g.upto || g.ahead.contains(&ticket) {
+                return Ok(());
+            }
+            if self.is_failed() {
+                return Err(self.error());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(FabricError::Timeout {
+                    what: format!("completion of a write to node {}", self.peer),
+                    after: timeout,
+                });
+            }
+            g = match self.done_cond.wait_timeout(g, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+}
+
+/// A peer's region as known to a link.
+#[derive(Clone, Copy)]
+struct PeerRegion {
+    handle: u32,
+    revoked: bool,
+}
+
+type Answer = Option<(RemoteRegion, u32)>;
+
+/// A link of an RDMA-style fabric.
+pub(crate) struct RdmaLink<T: Transport> {
+    core: Arc<Core>,
+    fabric: Weak<Inner<T>>,
+    incarnation: u64,
+    ep: T::Endpoint,
+    /// Tickets issued; held while posting so writes are posted in issue order.
+    tx: Mutex<u64>,
+    sock: Mutex<TcpStream>,
+    queries: Mutex<HashMap<u32, Option<Answer>>>,
+    query_cond: Condvar,
+    next_query: AtomicU32,
+    remote: Mutex<HashMap<RegionId, RemoteRegion>>,
+    peer_regions: Mutex<HashMap<u64, PeerRegion>>,
+    revoked_acks: Mutex<BTreeSet<u64>>,
+    revoked_cond: Condvar,
+    send_timeout: Duration,
+}
+
+impl<T: Transport> std::fmt::Debug for RdmaLink<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RdmaLink")
+            .field("peer", &self.core.peer)
+            .field("failed", &self.core.failed.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Transport> Drop for RdmaLink<T> {
+    fn drop(&mut self) {
+        self.core.stopped.store(true, Ordering::SeqCst);
+        if let Some(f) = self.fabric.upgrade() {
+            f.transport.close(&self.ep);
+        }
+    }
+}
+
+impl<T: Transport> RdmaLink<T> {
+    fn start(
+        fabric: &Arc<Inner<T>>,
+        peer: NodeId,
+        incarnation: u64,
+        stream: TcpStream,
+        core: Arc<Core>,
+        ep: T::Endpoint,
+    ) -> Result<Arc<Self>, FabricError> {
+        let ctx = |what: &str| format!("{what} for link to node {peer}");
+        stream
+            .set_nodelay(true)
+            .and_then(|()| stream.set_read_timeout(None))
+            .and_then(|()| stream.set_write_timeout(Some(fabric.common.send_timeout)))
+            .map_err(|e| FabricError::io(ctx("configuring the side channel"), e))?;
+        let reader = stream
+            .try_clone()
+            .map_err(|e| FabricError::io(ctx("cloning socket"), e))?;
+        let control = stream
+            .try_clone()
+            .map_err(|e| FabricError::io(ctx("cloning socket"), e))?;
+        let _ = core.control.set(control);
+        let link = Arc::new(Self {
+            core,
+            fabric: Arc::downgrade(fabric),
+            incarnation,
+            ep,
+            tx: Mutex::new(0),
+            sock: Mutex::new(stream),
+            queries: Mutex::new(HashMap::new()),
+            query_cond: Condvar::new(),
+            next_query: AtomicU32::new(1),
+            remote: Mutex::new(HashMap::new()),
+            peer_regions: Mutex::new(HashMap::new()),
+            revoked_acks: Mutex::new(BTreeSet::new()),
+            revoked_cond: Condvar::new(),
+            send_timeout: fabric.common.send_timeout,
+        });
+        let rx = Arc::clone(&link);
+        std::thread::Builder::new()
+            .name(format!("{}-rx-{peer}", fabric.transport.name()))
+            .spawn(move || rx.receive_loop(reader))
+            .map_err(|e| FabricError::io(ctx("spawning the side-channel thread"), e))?;
+        Ok(link)
+    }
+
+    fn say_goodbye(&self) {
+        if self.core.is_failed() {
+            return;
+        }
+        if let Ok(mut s) = self.sock.try_lock() {
+            let _ = Msg::new(kind::GOODBYE, 0, [0; 4]).write_to(&mut *s);
+        }
+    }
+
+    fn send(&self, msg: &Msg) -> Result<(), FabricError> {
+        let sent = msg.write_to(&mut *lock(&self.sock));
+        if let Err(e) = sent {
+            self.core
+                .fail_with(format!("side channel send failed: {e}"), true);
+            return Err(self.core.error());
+        }
+        Ok(())
+    }
+
+    fn send_revoke(&self, rkey: u64) {
+        if !self.core.is_failed() {
+            let _ = self.send(&Msg::new(kind::REVOKE, 0, [rkey, 0, 0, 0]));
+        }
+    }
+
+    fn wait_revoked(&self, rkey: u64, deadline: Instant) {
+        let mut acks = lock(&self.revoked_acks);
+        loop {
+            if acks.remove(&rkey) || self.core.is_failed() {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::warn!(
+                    peer = self.core.peer,
+                    "peer did not confirm a region revocation"
+                );
+                return;
+            }
+            acks = match self.revoked_cond.wait_timeout(acks, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
+    /// A peer revoked one of its regions: discard later writes to it, let earlier ones
+    /// complete, then confirm.
+    fn on_revoke(&self, rkey: u64) {
+        let issued = {
+            let issued = lock(&self.tx);
+            if let Some(p) = lock(&self.peer_regions).get_mut(&rkey) {
+                p.revoked = true;
+            }
+            lock(&self.remote).retain(|_, r| r.key != rkey);
+            *issued
+        };
+        if issued > 0 {
+            let _ = self.core.wait_ticket(issued, Duration::from_secs(1));
+        }
+        let _ = self.send(&Msg::new(kind::REVOKED, 0, [rkey, 0, 0, 0]));
+    }
+
+    fn post(&self, req: &WriteRequest<'_>, signaled: bool) -> Result<u64, FabricError> {
+        if self.core.is_failed() {
+            return Err(self.core.error());
+        }
+        req.validate(self.core.peer)?;
+        let fabric = self.fabric.upgrade().ok_or(FabricError::Shutdown)?;
+        let src = fabric
+            .local_region(req.src.key())
+            .filter(|o| std::ptr::eq(o.region.as_ptr(), req.src.as_ptr()))
+            .ok_or_else(|| {
+                FabricError::Misaddressed(format!(
+                    "source {} is not registered with this {} fabric",
+                    req.src.id(),
+                    fabric.transport.name()
+                ))
+            })?;
+        let mut issued = lock(&self.tx);
+        if self.core.is_failed() {
+            return Err(self.core.error());
+        }
+        let target = lock(&self.peer_regions).get(&req.dst.key).copied();
+        let Some(target) = target else {
+            return Err(FabricError::Misaddressed(format!(
+                "{} (key {:#x}) was not looked up on the link to node {}",
+                req.dst.id, req.dst.key, self.core.peer
+            )));
+        };
+        if target.revoked {
+            // Deregistered by its owner: discarded, as on every backend. A signaled write
+            // completes with the writes before it.
+            return Ok(*issued);
+        }
+        let ticket = *issued + 1;
+        let mut data = u64::from(target.handle) << 32;
+        if let Some(imm) = req.imm {
+            data |= DATA_IMM | u64::from(imm);
+        }
+        if req.imm.is_some() && !fabric.transport.reports_len() {
+            let announce = Post {
+                mr: &src.reg.mr,
+                local: req.src.as_ptr(),
+                len: 0,
+                remote_addr: req.dst.addr,
+                rkey: req.dst.key,
+                data: DATA_LEN | req.len as u64,
+                ticket: 0,
+                signaled: false,
+            };
+            self.post_retrying(&fabric, &announce)?;
+        }
+        let post = Post {
+            mr: &src.reg.mr,
+            local: req.src.as_ptr().wrapping_add(req.src_offset),
+            len: req.len,
+            remote_addr: req.dst.addr + req.dst_offset as u64,
+            rkey: req.dst.key,
+            data,
+            ticket,
+            signaled,
+        };
+        self.post_retrying(&fabric, &post)?;
+        *issued = ticket;
+        Ok(ticket)
+    }
+
+    /// Posts one write, waiting (bounded by the send timeout) while the send queue is full.
+    fn post_retrying(&self, fabric: &Inner<T>, post: &Post<'_, T::Mr>) -> Result<(), FabricError> {
+        let mut waited: Option<Instant> = None;
+        loop {
+            match fabric.transport.post(&self.ep, post) {
+                Ok(()) => return Ok(()),
+                Err(PostError::Full) => {
+                    if self.core.is_failed() {
+                        return Err(self.core.error());
+                    }
+                    let since = *waited.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.send_timeout {
+                        self.core.fail_with(
+                            format!("send queue full for {:?}", self.send_timeout),
+                            true,
+                        );
+                        return Err(self.core.error());
+                    }
+                    std::thread::yield_now();
+                }
+                Err(PostError::Failed(reason)) => {
+                    self.core.fail_with(reason, true);
+                    return Err(self.core.error());
+                }
+            }
+        }
+    }
+
+    fn receive_loop(self: Arc<Self>, stream: TcpStream) {
+        let mut reader = BufReader::new(stream);
+        let outcome: Result<(), String> = loop {
+            let msg = match Msg::read_from(&mut reader) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    break Err("side channel closed by peer".to_string())
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    break Err(format!("protocol violation: {e}"))
+                }
+                Err(e) => break Err(format!("side channel receive failed: {e}")),
+            };
+            let Some(fabric) = self.fabric.upgrade() else {
+                break Ok(());
+            };
+            match msg.kind {
+                kind::QUERY => {
+                    let answer = match fabric.region_by_id(RegionId(msg.f[0])) {
+                        Some(o) => Msg::new(
+                            kind::ANSWER,
+                            msg.word,
+                            [msg.f[0], o.reg.rkey, o.reg.addr, o.region.len() as u64],
+                        )
+                        .with_flags(wire::FOUND)
+                        .with_payload(&o.handle.to_le_bytes()),
+                        None => Msg::new(kind::ANSWER, msg.word, [msg.f[0], 0, 0, 0]),
+                    };
+                    if self.send(&answer).is_err() {
+                        break Ok(());
+                    }
+                }
+                kind::ANSWER => {
+                    let found = msg.flags & wire::FOUND != 0 && msg.payload.len() >= 4;
+                    let answer = found.then(|| {
+                        let handle = u32::from_le_bytes([
+                            msg.payload[0],
+                            msg.payload[1],
+                            msg.payload[2],
+                            msg.payload[3],
+                        ]);
+                        (
+                            RemoteRegion {
+                                owner: self.core.peer,
+                                id: RegionId(msg.f[0]),
+                                len: msg.f[3] as usize,
+                                key: msg.f[1],
+                                addr: msg.f[2],
+                            },
+                            handle,
+                        )
+                    });
+                    let mut q = lock(&self.queries);
+                    if let Some(slot) = q.get_mut(&msg.word) {
+                        *slot = Some(answer);
+                    }
+                    self.query_cond.notify_all();
+                }
+                kind::REVOKE => {
+                    // Off this thread: waiting for completions must not stall lookups.
+                    let me = Arc::clone(&self);
+                    let rkey = msg.f[0];
+                    let spawned = std::thread::Builder::new()
+                        .name("rdma-revoke".into())
+                        .spawn(move || me.on_revoke(rkey));
+                    if spawned.is_err() {
+                        self.on_revoke(msg.f[0]);
+                    }
+                }
+                kind::REVOKED => {
+                    lock(&self.revoked_acks).insert(msg.f[0]);
+                    self.revoked_cond.notify_all();
+                }
+                kind::GOODBYE => break Err("peer shut down its fabric".to_string()),
+                other => break Err(format!("protocol violation: message kind {other}")),
+            }
+        };
+        if let Err(reason) = outcome {
+            self.core.fail_with(reason, true);
+        }
+        let _g = lock(&self.queries);
+        self.query_cond.notify_all();
+    }
+
+    fn query_once(&self, id: RegionId, deadline: Instant) -> Result<Answer, FabricError> {
+        let qid = self.next_query.fetch_add(1, Ordering::Relaxed);
+        lock(&self.queries).insert(qid, None);
+        if let Err(e) = self.send(&Msg::new(kind::QUERY, qid, [id.0, 0, 0, 0])) {
+            lock(&self.queries).remove(&qid);
+            return Err(e);
+        }
+        let mut q = lock(&self.queries);
+        loop {
+            if self.core.is_failed() {
+                q.remove(&qid);
+                return Err(self.core.error());
+            }
+            if let Some(Some(answer)) = q.get(&qid) {
+                let answer = *answer;
+                q.remove(&qid);
+                return Ok(answer);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                q.remove(&qid);
+                return Ok(None);
+            }
+            let wait = (deadline - now).min(Duration::from_millis(20));
+            q = match self.query_cond.wait_timeout(q, wait) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+}
+
+/// The public face of a link.
+struct LinkHandle<T: Transport>(Arc<RdmaLink<T>>);
+
+impl<T: Transport> std::fmt::Debug for LinkHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<T: Transport> Link for LinkHandle<T> {
+    fn peer(&self) -> NodeId {
+        self.0.core.peer
+    }
+
+    fn remote_region(&self, id: RegionId, timeout: Duration) -> Result<RemoteRegion, FabricError> {
+        if let Some(r) = lock(&self.0.remote).get(&id) {
+            return Ok(*r);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let attempt_deadline = (Instant::now() + Duration::from_millis(200)).min(deadline);
+            if let Some((found, handle)) = self.0.query_once(id, attempt_deadline)? {
+                lock(&self.0.peer_regions).insert(
+                    found.key,
+                    PeerRegion {
+                        handle,
+                        revoked: false,
+                    },
+                );
+                lock(&self.0.remote).insert(id, found);
+                return Ok(found);
+            }
+            if Instant::now() >= deadline {
+                return Err(FabricError::NoSuchRegion {
+                    peer: self.0.core.peer,
+                    region: id,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn write(&self, req: &WriteRequest<'_>) -> Result<(), FabricError> {
+        self.0.post(req, false).map(|_| ())
+    }
+
+    fn write_signaled(&self, req: &WriteRequest<'_>) -> Result<Completion, FabricError> {
+        let ticket = self.0.post(req, true)?;
+        Ok(Completion::new(
+            Arc::clone(&self.0.core) as Arc<dyn CompletionSource>,
+            ticket,
+        ))
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.0.core.failed.get().cloned()
+    }
+
+    fn fail(&self, reason: &str) {
+        self.0.core.fail_with(reason.to_string(), true);
+    }
+}

@@ -1,0 +1,559 @@
+//! One shm link: the write path (a copy into the peer's mapped region plus a record in the peer's
+//! inbox), the bell thread that turns records of the peer's writes into doorbell rings and
+//! notifications, and the side-channel thread (lookups, goodbye, failure detection).
+
+use std::collections::HashMap;
+use std::io::BufReader;
+use std::net::{Shutdown, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use super::mapping::{self, Entry, Inbox, Mapping, ENTRY_IMM, LIVE, REGION_HEADER};
+use super::wire::{kind, Msg, FOUND};
+use super::Inner;
+use crate::region::lock;
+use crate::{
+    Completion, CompletionSource, FabricError, Link, NodeId, Notification, Region, RegionId,
+    RegionSpec, RemoteRegion, WriteRequest,
+};
+
+/// How long the bell thread sleeps at most before looking at its inbox again (a safety net; it
+/// is woken through the futex whenever a record arrives).
+const BELL_NAP: Duration = Duration::from_secs(1);
+
+/// A peer's region, mapped into this process.
+struct PeerRegion {
+    key: u64,
+    map: Arc<Mapping>,
+    /// The peer's bytes, wrapped so that copies use the atomic discipline of [`Region`].
+    view: Region,
+    revoked: AtomicBool,
+}
+
+/// The producer side of the link: the peer's inbox and the region last written.
+struct Tx {
+    inbox: Inbox,
+    tail: u64,
+    last: Option<Arc<PeerRegion>>,
+}
+
+type Answer = Option<(RemoteRegion, String)>;
+
+/// An shm link to one peer.
+pub(crate) struct ShmLink {
+    peer: NodeId,
+    pub(crate) incarnation: u64,
+    fabric: Weak<Inner>,
+    dir: PathBuf,
+    control: TcpStream,
+    sock: Mutex<TcpStream>,
+    tx: Mutex<Tx>,
+    inbox: Inbox,
+    failed: OnceLock<String>,
+    queries: Mutex<HashMap<u32, Option<Answer>>>,
+    query_cond: Condvar,
+    next_query: AtomicU32,
+    remote: Mutex<HashMap<RegionId, RemoteRegion>>,
+    peer_regions: Mutex<HashMap<u64, Arc<PeerRegion>>>,
+    send_timeout: Duration,
+}
+
+impl std::fmt::Debug for ShmLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShmLink")
+            .field("peer", &self.peer)
+            .field("incarnation", &self.incarnation)
+            .field("failed", &self.failed.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShmLink {
+    /// Wraps a handshaken side channel and both inboxes, and starts the link's threads.
+    pub(crate) fn start(
+        fabric: &Arc<Inner>,
+        peer: NodeId,
+        incarnation: u64,
+        stream: TcpStream,
+        mine: Inbox,
+        theirs: Inbox,
+    ) -> Result<Arc<Self>, FabricError> {
+        let ctx = |what: &str| format!("{what} for shm link to node {peer}");
+        stream
+            .set_nodelay(true)
+            .and_then(|()| stream.set_read_timeout(None))
+            .and_then(|()| stream.set_write_timeout(Some(fabric.config.send_timeout)))
+            .map_err(|e| FabricError::io(ctx("configuring the side channel"), e))?;
+        let reader = stream
+            .try_clone()
+            .map_err(|e| FabricError::io(ctx("cloning socket"), e))?;
+        let control = stream
+            .try_clone()
+            .map_err(|e| FabricError::io(ctx("cloning socket"), e))?;
+        let link = Arc::new(ShmLink {
+            peer,
+            incarnation,
+            fabric: Arc::downgrade(fabric),
+            dir: fabric.config.dir.clone(),
+            control,
+            sock: Mutex::new(stream),
+            tx: Mutex::new(Tx {
+                tail: theirs.tail().load(Ordering::Acquire),
+                inbox: theirs,
+                last: None,
+            }),
+            inbox: mine,
+            failed: OnceLock::new(),
+            queries: Mutex::new(HashMap::new()),
+            query_cond: Condvar::new(),
+            next_query: AtomicU32::new(1),
+            remote: Mutex::new(HashMap::new()),
+            peer_regions: Mutex::new(HashMap::new()),
+            send_timeout: fabric.config.send_timeout,
+        });
+        let rx = Arc::clone(&link);
+        let weak = Arc::downgrade(fabric);
+        std::thread::Builder::new()
+            .name(format!("shm-rx-{peer}"))
+            .spawn(move || rx.receive_loop(reader, weak))
+            .map_err(|e| FabricError::io(ctx("spawning the side-channel thread"), e))?;
+        let bell = Arc::clone(&link);
+        let weak = Arc::downgrade(fabric);
+        let spawned = std::thread::Builder::new()
+            .name(format!("shm-bell-{peer}"))
+            .spawn(move || bell.bell_loop(weak));
+        if let Err(e) = spawned {
+            link.fail_with("cannot spawn the bell thread".into(), false);
+            return Err(FabricError::io(ctx("spawning the bell thread"), e));
+        }
+        Ok(link)
+    }
+
+    pub(crate) fn is_failed(&self) -> bool {
+        self.failed.get().is_some()
+    }
+
+    /// Marks the link failed; `report` says whether subscribers hear of it. Only the first call
+    /// has an effect.
+    pub(crate) fn fail_with(&self, reason: String, report: bool) {
+        if self.failed.set(reason.clone()).is_err() {
+            return;
+        }
+        let _ = self.control.shutdown(Shutdown::Both);
+        // Wake the bell thread so it sees the failure and exits; remove our inbox file (the
+        // peer's mapping of it stays valid until it unmaps).
+        self.inbox.armed().store(0, Ordering::SeqCst);
+        mapping::futex_wake(self.inbox.armed());
+        let _ = std::fs::remove_file(self.inbox.mapping().path());
+        {
+            let _g = lock(&self.queries);
+            self.query_cond.notify_all();
+        }
+        if let Some(fabric) = self.fabric.upgrade() {
+            if report && !fabric.is_shut_down() {
+                fabric.failures.report(self.peer, &reason);
+            }
+        }
+    }
+
+    fn link_failed_error(&self) -> FabricError {
+        FabricError::LinkFailed {
+            peer: self.peer,
+            reason: self
+                .failed
+                .get()
+                .cloned()
+                .unwrap_or_else(|| "unknown".to_string()),
+        }
+    }
+
+    /// Sends a graceful goodbye (best effort) before a local shutdown.
+    pub(crate) fn say_goodbye(&self) {
+        if self.is_failed() {
+            return;
+        }
+        if let Ok(mut s) = self.sock.try_lock() {
+            let _ = Msg::new(kind::GOODBYE, 0, 0, 0, 0).write_to(&mut *s);
+        }
+    }
+
+    fn send(&self, msg: &Msg) -> Result<(), FabricError> {
+        let sent = msg.write_to(&mut *lock(&self.sock));
+        if let Err(e) = sent {
+            self.fail_with(format!("side channel send failed: {e}"), true);
+            return Err(self.link_failed_error());
+        }
+        Ok(())
+    }
+
+    /// Applies one write: copies the bytes into the peer's mapping, then records the write in
+    /// the peer's inbox so its bell thread rings the doorbell (and queues the immediate).
+    fn post(&self, req: &WriteRequest<'_>) -> Result<(), FabricError> {
+        if self.is_failed() {
+            return Err(self.link_failed_error());
+        }
+        req.validate(self.peer)?;
+        let mut tx = lock(&self.tx);
+        if self.is_failed() {
+            return Err(self.link_failed_error());
+        }
+        let target = match &tx.last {
+            Some(p) if p.key == req.dst.key => Arc::clone(p),
+            _ => {
+                let found = lock(&self.peer_regions).get(&req.dst.key).cloned();
+                let Some(p) = found else {
+                    return Err(FabricError::Misaddressed(format!(
+                        "{} (key {:#x}) was not looked up on the link to node {}",
+                        req.dst.id, req.dst.key, self.peer
+                    )));
+                };
+                tx.last = Some(Arc::clone(&p));
+                p
+            }
+        };
+        let writers = mapping::region_writers(&target.map);
+        writers.fetch_add(1, Ordering::SeqCst);
+        let live = mapping::region_state(&target.map).load(Ordering::SeqCst) == LIVE;
+        let copied = if live {
+            req.src
+                .copy_to(req.src_offset, &target.view, req.dst_offset, req.len)
+        } else {
+            Ok(())
+        };
+        writers.fetch_sub(1, Ordering::SeqCst);
+        copied?;
+        if !live {
+            // The peer deregistered it: the write is discarded, as on every backend.
+            target.revoked.store(true, Ordering::Relaxed);
+            return Ok(());
+        }
+        let entry = Entry {
+            key: req.dst.key,
+            len: req.len as u64,
+            imm: req.imm.unwrap_or(0),
+            flags: if req.imm.is_some() { ENTRY_IMM } else { 0 },
+        };
+        self.record(&mut tx, entry)
+    }
+
+    /// Publishes a write record in the peer's inbox, waiting (bounded by the send timeout) while
+    /// the ring is full.
+    fn record(&self, tx: &mut Tx, entry: Entry) -> Result<(), FabricError> {
+        let cap = tx.inbox.capacity();
+        let mut waited: Option<Instant> = None;
+        let mut spins = 0u32;
+        while tx
+            .tail
+            .wrapping_sub(tx.inbox.head().load(Ordering::Acquire))
+            >= cap
+        {
+            if self.is_failed() {
+                return Err(self.link_failed_error());
+            }
+            let since = *waited.get_or_insert_with(Instant::now);
+            if since.elapsed() >= self.send_timeout {
+                self.fail_with(
+                    format!(
+                        "inbox full for {:?}: peer not draining notifications",
+                        self.send_timeout
+                    ),
+                    true,
+                );
+                return Err(self.link_failed_error());
+            }
+            tx.inbox.wake();
+            spins += 1;
+            if spins < 200 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+        tx.inbox.put(tx.tail, entry);
+        tx.tail += 1;
+        tx.inbox.tail().store(tx.tail, Ordering::SeqCst);
+        tx.inbox.wake();
+        Ok(())
+    }
+
+    /// Drains the records of the peer's writes: rings each target region's doorbell and queues
+    /// immediates, in order; sleeps on the inbox futex while there is nothing to do.
+    fn bell_loop(self: Arc<Self>, fabric: Weak<Inner>) {
+        let inbox = &self.inbox;
+        let cap = inbox.capacity();
+        let mut head = inbox.head().load(Ordering::Acquire);
+        let mut cached: Option<(u64, u64, Arc<Region>)> = None;
+        loop {
+            if self.is_failed() {
+                return;
+            }
+            let tail = inbox.tail().load(Ordering::Acquire);
+            if tail != head {
+                if tail.wrapping_sub(head) > cap {
+                    self.fail_with(
+                        format!("protocol violation: inbox tail {tail} ahead of head {head}"),
+                        true,
+                    );
+                    return;
+                }
+                let Some(f) = fabric.upgrade() else { return };
+                while head != tail {
+                    let e = inbox.get(head);
+                    let region = match &cached {
+                        Some((key, generation, r))
+                            if *key == e.key && *generation == f.region_generation() =>
+                        {
+                            Some(Arc::clone(r))
+                        }
+                        _ => {
+                            let found = f.region_by_key(e.key);
+                            if let Some(r) = &found {
+                                cached = Some((e.key, f.region_generation(), Arc::clone(r)));
+                            }
+                            found
+                        }
+                    };
+                    if let Some(r) = region {
+                        if e.flags & ENTRY_IMM != 0 {
+                            let n = Notification {
+                                from: self.peer,
+                                imm: e.imm,
+                                len: e.len as usize,
+                            };
+                            let me = &self;
+                            let ff = &f;
+                            if !r.push_notification(n, &|| me.is_failed() || ff.is_shut_down()) {
+                                return;
+                            }
+                        }
+                        r.ring();
+                    }
+                    head += 1;
+                    inbox.head().store(head, Ordering::Release);
+                }
+                continue;
+            }
+            inbox.armed().store(1, Ordering::SeqCst);
+            if inbox.tail().load(Ordering::SeqCst) != head || self.is_failed() {
+                inbox.armed().store(0, Ordering::SeqCst);
+                continue;
+            }
+            mapping::futex_wait(inbox.armed(), 1, BELL_NAP);
+        }
+    }
+
+    fn receive_loop(self: Arc<Self>, stream: TcpStream, fabric: Weak<Inner>) {
+        let mut reader = BufReader::new(stream);
+        let outcome: Result<(), String> = loop {
+            let msg = match Msg::read_from(&mut reader) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    break Err("side channel closed by peer".to_string())
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    break Err(format!("protocol violation: {e}"))
+                }
+                Err(e) => break Err(format!("side channel receive failed: {e}")),
+            };
+            let Some(fabric) = fabric.upgrade() else {
+                break Ok(());
+            };
+            match msg.kind {
+                kind::QUERY => {
+                    let answer = match fabric.region_file(RegionId(msg.a)) {
+                        Some((key, len, name)) => {
+                            Msg::new(kind::ANSWER, msg.word, msg.a, key, len as u64)
+                                .with_flags(FOUND)
+                                .with_name(&name)
+                        }
+                        None => Msg::new(kind::ANSWER, msg.word, msg.a, 0, 0),
+                    };
+                    if self.send(&answer).is_err() {
+                        break Ok(());
+                    }
+                }
+                kind::ANSWER => {
+                    let mut q = lock(&self.queries);
+                    if let Some(slot) = q.get_mut(&msg.word) {
+                        *slot = Some((msg.flags & FOUND != 0).then(|| {
+                            (
+                                RemoteRegion {
+                                    owner: self.peer,
+                                    id: RegionId(msg.a),
+                                    len: msg.c as usize,
+                                    key: msg.b,
+                                    addr: 0,
+                                },
+                                msg.name.clone(),
+                            )
+                        }));
+                    }
+                    self.query_cond.notify_all();
+                }
+                kind::GOODBYE => break Err("peer shut down its fabric".to_string()),
+                other => break Err(format!("protocol violation: message kind {other}")),
+            }
+        };
+        if let Err(reason) = outcome {
+            self.fail_with(reason, true);
+        }
+    }
+
+    fn query_once(&self, id: RegionId, deadline: Instant) -> Result<Answer, FabricError> {
+        let qid = self.next_query.fetch_add(1, Ordering::Relaxed);
+        lock(&self.queries).insert(qid, None);
+        if let Err(e) = self.send(&Msg::new(kind::QUERY, qid, id.0, 0, 0)) {
+            lock(&self.queries).remove(&qid);
+            return Err(e);
+        }
+        let mut q = lock(&self.queries);
+        loop {
+            if self.is_failed() {
+                q.remove(&qid);
+                return Err(self.link_failed_error());
+            }
+            if let Some(Some(answer)) = q.get(&qid) {
+                let answer = answer.clone();
+                q.remove(&qid);
+                return Ok(answer);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                q.remove(&qid);
+                return Ok(None);
+            }
+            let wait = (deadline - now).min(Duration::from_millis(20));
+            q = match self.query_cond.wait_timeout(q, wait) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
+    /// Maps the peer's region file named in a lookup answer (once per key).
+    fn map_peer_region(&self, r: &RemoteRegion, name: &str) -> Result<(), FabricError> {
+        if lock(&self.peer_regions).contains_key(&r.key) {
+            return Ok(());
+        }
+        if !mapping::valid_name(name) {
+            self.fail_with(
+                format!("protocol violation: region file name {name:?}"),
+                true,
+            );
+            return Err(self.link_failed_error());
+        }
+        let map = Arc::new(Mapping::open(&self.dir.join(name), REGION_HEADER + r.len)?);
+        mapping::check_region(&map, r.key, r.len)?;
+        let data = map.base().as_ptr().wrapping_add(REGION_HEADER);
+        let ptr = std::ptr::NonNull::new(data).ok_or_else(|| {
+            FabricError::InvalidRegion(format!("null mapping of {}", map.path().display()))
+        })?;
+        // SAFETY: `ptr` points `REGION_HEADER` (64) bytes into a page-aligned shared mapping of
+        // at least `REGION_HEADER + r.len` bytes (checked by `Mapping::open`), kept alive by the
+        // `Arc<Mapping>` handed over as backing; every process touching it uses the atomic copy
+        // discipline of `Region`.
+        let view = unsafe {
+            Region::from_external(
+                r.owner,
+                &RegionSpec::new(r.id, r.len),
+                r.key,
+                ptr,
+                Box::new(Arc::clone(&map)),
+            )
+        }?;
+        let pr = Arc::new(PeerRegion {
+            key: r.key,
+            map,
+            view,
+            revoked: AtomicBool::new(false),
+        });
+        lock(&self.peer_regions).entry(r.key).or_insert(pr);
+        Ok(())
+    }
+
+    /// Whether a cached lookup still names a live region of the peer.
+    fn still_live(&self, r: &RemoteRegion) -> bool {
+        match lock(&self.peer_regions).get(&r.key) {
+            Some(p) => {
+                !p.revoked.load(Ordering::Relaxed)
+                    && mapping::region_state(&p.map).load(Ordering::Acquire) == LIVE
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for ShmLink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.inbox.mapping().path());
+    }
+}
+
+/// Completion source of the shm backend: a write is applied when `write_signaled` returns (the
+/// copy is synchronous), so every ticket is complete.
+struct Applied;
+
+impl CompletionSource for Applied {
+    fn poll_ticket(&self, _ticket: u64) -> Option<Result<(), FabricError>> {
+        Some(Ok(()))
+    }
+
+    fn wait_ticket(&self, _ticket: u64, _timeout: Duration) -> Result<(), FabricError> {
+        Ok(())
+    }
+}
+
+/// The public face of an shm link.
+#[derive(Debug, Clone)]
+pub(crate) struct LinkHandle(pub(crate) Arc<ShmLink>);
+
+impl Link for LinkHandle {
+    fn peer(&self) -> NodeId {
+        self.0.peer
+    }
+
+    fn remote_region(&self, id: RegionId, timeout: Duration) -> Result<RemoteRegion, FabricError> {
+        let cached = lock(&self.0.remote).get(&id).copied();
+        if let Some(r) = cached {
+            if self.0.still_live(&r) {
+                return Ok(r);
+            }
+            lock(&self.0.remote).remove(&id);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let attempt_deadline = (Instant::now() + Duration::from_millis(200)).min(deadline);
+            if let Some((found, name)) = self.0.query_once(id, attempt_deadline)? {
+                self.0.map_peer_region(&found, &name)?;
+                lock(&self.0.remote).insert(id, found);
+                return Ok(found);
+            }
+            if Instant::now() >= deadline {
+                return Err(FabricError::NoSuchRegion {
+                    peer: self.0.peer,
+                    region: id,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn write(&self, req: &WriteRequest<'_>) -> Result<(), FabricError> {
+        self.0.post(req)
+    }
+
+    fn write_signaled(&self, req: &WriteRequest<'_>) -> Result<Completion, FabricError> {
+        self.0.post(req)?;
+        Ok(Completion::new(Arc::new(Applied), 0))
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.0.failed.get().cloned()
+    }
+
+    fn fail(&self, reason: &str) {
+        self.0.fail_with(reason.to_string(), true);
+    }
+}

@@ -1,0 +1,718 @@
+//! The shm backend: real one-sided writes between processes on one host, through shared memory.
+//!
+//! Every registered region is a file in a shared-memory directory (`/dev/shm`), mapped by its
+//! owner; a peer that looks the region up maps the same file and applies its writes **by copying
+//! directly into it** with the atomic word discipline of [`crate::region`]. Nothing in the
+//! owner's process runs to receive the bytes.
+//!
+//! What still needs the owner's process is done by a per-link **bell thread**: after each copy
+//! the writer appends a record (region key, length, immediate) to a small ring in the owner's
+//! *inbox* file for that link and, if the bell thread sleeps, wakes it through a futex word in
+//! the same file. The bell thread rings the region's [`crate::Doorbell`] and queues immediate
+//! values on [`Region::next_notification`], in write order and after the bytes are visible.
+//! A reader that spins on memory sees a write as soon as the copy is done; one that parks is
+//! woken by the bell thread. A full ring (the owner stopped draining its notification queue)
+//! makes the writer wait, bounded by the send timeout, like a full socket on the tcp backend.
+//!
+//! Writes on one link are copied in issue order by the posting thread (under the link's lock),
+//! each after a release fence, so "payload first, guard last" holds; a signaled write is complete
+//! when `write_signaled` returns.
+//!
+//! A TCP **side channel** per pair of nodes (the higher id dials, like tcp) carries the
+//! handshake (node ids, protocol version, the inbox file names), region lookups (the file name,
+//! key and length) and a goodbye. When it closes, the peer is gone (a killed process has its
+//! sockets closed by the kernel): the link fails and is reported once. Deregistering a region
+//! revokes it through its file header (a writer checks before copying, and deregistration waits
+//! for copies under way), then removes the file. Files are named with the creating process's id;
+//! a fabric starting up removes the files of processes that no longer exist (left by a crash).
+
+mod link;
+mod mapping;
+mod wire;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use link::{LinkHandle, ShmLink};
+use mapping::{Inbox, Mapping, REGION_HEADER};
+use wire::{kind, Msg, MAGIC, VERSION};
+
+use crate::failure::FailureHub;
+use crate::region::lock;
+use crate::{
+    Fabric, FabricError, FailureHandler, Link, NodeId, Region, RegionId, RegionSpec, SubscriptionId,
+};
+
+/// Settings of an shm fabric.
+#[derive(Clone, Debug)]
+pub struct ShmConfig {
+    /// This node's id.
+    pub local_id: NodeId,
+    /// Address of the side channel's listening socket; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Directory of the shared-memory files (default `/dev/shm`).
+    pub dir: PathBuf,
+    /// How long an incoming side-channel connection may take to complete its hello (default
+    /// 2 s).
+    pub handshake_timeout: Duration,
+    /// How long a write may wait for room in the peer's inbox, or a side-channel send may stay
+    /// blocked, before the link is declared failed (default 10 s).
+    pub send_timeout: Duration,
+    /// Records per link inbox: writes that may be outstanding before the owner's bell thread
+    /// has processed them (default 1024).
+    pub inbox_capacity: usize,
+    /// Bound on concurrent incoming handshakes (default 32).
+    pub max_handshakes: usize,
+    /// Bound on links (default 1024).
+    pub max_links: usize,
+}
+
+impl ShmConfig {
+    /// Defaults for node `local_id` with its side channel on `listen`.
+    pub fn new(local_id: NodeId, listen: SocketAddr) -> Self {
+        Self {
+            local_id,
+            listen,
+            dir: PathBuf::from("/dev/shm"),
+            handshake_timeout: Duration::from_secs(2),
+            send_timeout: Duration::from_secs(10),
+            inbox_capacity: 1024,
+            max_handshakes: 32,
+            max_links: 1024,
+        }
+    }
+
+    /// Keeps the shared-memory files in `dir` instead of `/dev/shm`.
+    pub fn with_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = dir.into();
+        self
+    }
+}
+
+/// A region this node registered, with its file.
+struct Owned {
+    region: Arc<Region>,
+    map: Arc<Mapping>,
+    name: String,
+}
+
+#[derive(Default)]
+struct Regions {
+    by_key: HashMap<u64, Owned>,
+    by_id: HashMap<RegionId, u64>,
+}
+
+/// State shared by the fabric handle, its links and its threads.
+pub(crate) struct Inner {
+    config: ShmConfig,
+    local_addr: SocketAddr,
+    pid: u32,
+    incarnation: u64,
+    start: Instant,
+    regions: RwLock<Regions>,
+    generation: AtomicU64,
+    next_key: AtomicU64,
+    next_inbox: AtomicU64,
+    links: Mutex<HashMap<NodeId, Arc<ShmLink>>>,
+    links_changed: Condvar,
+    failures: FailureHub,
+    shut_down: AtomicBool,
+    handshakes: AtomicUsize,
+}
+
+impl Inner {
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn region_generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn region_by_key(&self, key: u64) -> Option<Arc<Region>> {
+        read_lock(&self.regions)
+            .by_key
+            .get(&key)
+            .map(|o| Arc::clone(&o.region))
+    }
+
+    /// Key, length and file name of the region named `id`.
+    pub(crate) fn region_file(&self, id: RegionId) -> Option<(u64, usize, String)> {
+        let regions = read_lock(&self.regions);
+        let key = *regions.by_id.get(&id)?;
+        regions
+            .by_key
+            .get(&key)
+            .map(|o| (key, o.region.len(), o.name.clone()))
+    }
+
+    fn file_name(&self, what: &str) -> String {
+        mapping::file_name(self.pid, self.config.local_id, self.incarnation, what)
+    }
+
+    /// Creates this side's inbox for a new link to `peer`.
+    fn create_inbox(&self, peer: NodeId) -> Result<(Inbox, String), FabricError> {
+        let n = self.next_inbox.fetch_add(1, Ordering::Relaxed);
+        let name = self.file_name(&format!("in{peer}-{n}"));
+        let cap = self.config.inbox_capacity.max(1);
+        let map = Mapping::create(&self.config.dir.join(&name), mapping::inbox_len(cap))?;
+        mapping::init_inbox(&map, cap);
+        Ok((Inbox::new(map, cap), name))
+    }
+
+    /// Maps the peer's inbox named in its hello or welcome.
+    fn open_inbox(&self, name: &str) -> Result<Inbox, FabricError> {
+        if !mapping::valid_name(name) {
+            return Err(FabricError::InvalidRegion(format!(
+                "invalid inbox name {name:?}"
+            )));
+        }
+        let map = Mapping::open(&self.config.dir.join(name), 0)?;
+        let cap = mapping::check_inbox(&map)?;
+        Ok(Inbox::new(map, cap))
+    }
+
+    pub(crate) fn link_changed(&self) {
+        let _g = lock(&self.links);
+        self.links_changed.notify_all();
+    }
+
+    /// Installs a freshly handshaken link, replacing a failed one or an older incarnation. On
+    /// the accepting side `welcome` is written here, before the link becomes visible.
+    fn install(
+        self: &Arc<Self>,
+        peer: NodeId,
+        incarnation: u64,
+        mut stream: TcpStream,
+        mine: Inbox,
+        theirs: Inbox,
+        welcome: Option<Vec<u8>>,
+    ) -> Result<Arc<ShmLink>, String> {
+        let mut links = lock(&self.links);
+        let mut replaced = None;
+        if let Some(old) = links.get(&peer) {
+            if !old.is_failed() {
+                if old.incarnation == incarnation {
+                    return Err("a live link to this incarnation exists".into());
+                }
+                replaced = Some(Arc::clone(old));
+            }
+        } else if links.len() >= self.config.max_links {
+            return Err("too many links".into());
+        }
+        if let Some(w) = welcome {
+            use std::io::Write;
+            stream
+                .write_all(&w)
+                .map_err(|e| format!("sending the welcome: {e}"))?;
+        }
+        let link = ShmLink::start(self, peer, incarnation, stream, mine, theirs)
+            .map_err(|e| e.to_string())?;
+        links.insert(peer, Arc::clone(&link));
+        self.links_changed.notify_all();
+        drop(links);
+        if let Some(old) = replaced {
+            old.fail_with("replaced by a new incarnation of the peer".into(), true);
+        }
+        Ok(link)
+    }
+
+    fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+        for conn in listener.incoming() {
+            if self.is_shut_down() {
+                break;
+            }
+            let stream = match conn {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "shm side-channel accept failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            if self.handshakes.fetch_add(1, Ordering::SeqCst) >= self.config.max_handshakes {
+                self.handshakes.fetch_sub(1, Ordering::SeqCst);
+                tracing::warn!("too many concurrent shm handshakes; closing a connection");
+                continue;
+            }
+            let me = Arc::clone(&self);
+            let spawned = std::thread::Builder::new()
+                .name("shm-hello".into())
+                .spawn(move || {
+                    me.handshake_incoming(stream);
+                    me.handshakes.fetch_sub(1, Ordering::SeqCst);
+                });
+            if spawned.is_err() {
+                self.handshakes.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn welcome(&self, status: u8, inbox: &str) -> Vec<u8> {
+        Msg::new(
+            kind::WELCOME,
+            MAGIC,
+            u64::from(self.config.local_id),
+            self.incarnation,
+            u64::from(VERSION) << 32 | u64::from(self.pid),
+        )
+        .with_flags(status)
+        .with_name(inbox)
+        .encode()
+    }
+
+    fn handshake_incoming(self: &Arc<Self>, mut stream: TcpStream) {
+        use std::io::Write;
+        let from = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "?".into());
+        let _ = stream.set_read_timeout(Some(self.config.handshake_timeout));
+        let _ = stream.set_write_timeout(Some(self.config.handshake_timeout));
+        let hello = match Msg::read_from(&mut stream) {
+            Ok(m) if m.kind == kind::HELLO && m.word == MAGIC => m,
+            Ok(_) => {
+                tracing::warn!(%from, "refused shm connection: not a hello");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%from, error = %e, "shm connection closed before its hello");
+                return;
+            }
+        };
+        let (peer, to) = (hello.a as u32, (hello.a >> 32) as u32);
+        let version = (hello.c >> 32) as u32;
+        let me = self.config.local_id;
+        let refuse = |status: u8, why: String| {
+            tracing::warn!(%from, peer, "refused shm connection: {why}");
+            let mut s = &stream;
+            let _ = s.write_all(&self.welcome(status, ""));
+        };
+        if version != VERSION {
+            return refuse(
+                wire::WRONG_VERSION,
+                format!("protocol version {version}, this node speaks {VERSION}"),
+            );
+        }
+        if to != me || peer == me {
+            return refuse(
+                wire::WRONG_NODE,
+                format!("it claims node {peer} and wants node {to}, this is node {me}"),
+            );
+        }
+        let theirs = match self.open_inbox(&hello.name) {
+            Ok(i) => i,
+            Err(e) => {
+                return refuse(
+                    wire::NOT_LOCAL,
+                    format!("cannot map its inbox (is it on another host?): {e}"),
+                )
+            }
+        };
+        let (mine, name) = match self.create_inbox(peer) {
+            Ok(x) => x,
+            Err(e) => return refuse(wire::BUSY, format!("cannot create an inbox: {e}")),
+        };
+        let path = mine.mapping().path().to_path_buf();
+        let reply = match stream.try_clone() {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        let welcome = self.welcome(wire::ACCEPTED, &name);
+        match self.install(peer, hello.b, stream, mine, theirs, Some(welcome)) {
+            Ok(_) => tracing::debug!(peer, %from, "shm link accepted"),
+            Err(why) => {
+                let _ = std::fs::remove_file(&path);
+                tracing::warn!(%from, peer, "refused shm connection: {why}");
+                let mut reply = reply;
+                let _ = reply.write_all(&self.welcome(wire::BUSY, ""));
+            }
+        }
+    }
+
+    fn dial(
+        self: &Arc<Self>,
+        peer: NodeId,
+        addr: SocketAddr,
+        deadline: Instant,
+    ) -> Result<Arc<ShmLink>, FabricError> {
+        let mut last_error = String::from("no attempt made");
+        loop {
+            if self.is_shut_down() {
+                return Err(FabricError::Shutdown);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(FabricError::Connect {
+                    peer,
+                    reason: format!("gave up dialing {addr}: {last_error}"),
+                });
+            }
+            let attempt = (deadline - now).min(Duration::from_secs(1));
+            match TcpStream::connect_timeout(&addr, attempt) {
+                Ok(stream) => return self.handshake_outgoing(peer, addr, stream),
+                Err(e) => {
+                    last_error = e.to_string();
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+
+    fn handshake_outgoing(
+        self: &Arc<Self>,
+        peer: NodeId,
+        addr: SocketAddr,
+        mut stream: TcpStream,
+    ) -> Result<Arc<ShmLink>, FabricError> {
+        let refuse = |reason: String| FabricError::Connect { peer, reason };
+        let (mine, name) = self.create_inbox(peer)?;
+        let path = mine.mapping().path().to_path_buf();
+        let result = (|| {
+            let hello = Msg::new(
+                kind::HELLO,
+                MAGIC,
+                u64::from(self.config.local_id) | u64::from(peer) << 32,
+                self.incarnation,
+                u64::from(VERSION) << 32 | u64::from(self.pid),
+            )
+            .with_name(&name);
+            stream
+                .set_read_timeout(Some(self.config.handshake_timeout))
+                .and_then(|()| stream.set_write_timeout(Some(self.config.handshake_timeout)))
+                .and_then(|()| hello.write_to(&mut stream))
+                .map_err(|e| refuse(format!("sending hello to {addr}: {e}")))?;
+            let w = Msg::read_from(&mut stream)
+                .map_err(|e| refuse(format!("no welcome from {addr}: {e}")))?;
+            if w.kind != kind::WELCOME || w.word != MAGIC {
+                return Err(refuse(format!(
+                    "{addr} does not speak the shm side channel"
+                )));
+            }
+            match w.flags {
+                wire::ACCEPTED if w.a == u64::from(peer) => {}
+                wire::ACCEPTED | wire::WRONG_NODE => {
+                    return Err(refuse(format!("{addr} is node {}, not node {peer}", w.a)))
+                }
+                wire::WRONG_VERSION => {
+                    return Err(refuse(format!(
+                        "{addr} speaks shm protocol version {}, this node speaks {VERSION}",
+                        w.c >> 32
+                    )))
+                }
+                wire::NOT_LOCAL => {
+                    return Err(refuse(format!(
+                        "{addr} cannot map this node's shared memory: the shm backend only \
+                         links processes on one host ([RDMA] backend)"
+                    )))
+                }
+                other => return Err(refuse(format!("{addr} refused the link (status {other})"))),
+            }
+            let theirs = self.open_inbox(&w.name).map_err(|e| {
+                refuse(format!(
+                    "cannot map the inbox of {addr} (is it on another host?): {e}"
+                ))
+            })?;
+            Ok((w.b, theirs))
+        })();
+        let (incarnation, theirs) = match result {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        self.install(peer, incarnation, stream, mine, theirs, None)
+            .map_err(|why| {
+                let _ = std::fs::remove_file(&path);
+                refuse(format!("cannot install link: {why}"))
+            })
+    }
+
+    /// Revokes and removes every region file (shutdown).
+    fn remove_all_regions(&self) {
+        let mut regions = write_lock(&self.regions);
+        for (_, o) in regions.by_key.drain() {
+            mapping::revoke_region(&o.map, Duration::from_millis(100));
+            let _ = std::fs::remove_file(o.map.path());
+        }
+        regions.by_id.clear();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.remove_all_regions();
+    }
+}
+
+fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    match l.read() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    match l.write() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// A fabric whose regions are shared-memory files. Cheap to clone (a handle).
+#[derive(Clone)]
+pub struct ShmFabric {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ShmFabric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShmFabric")
+            .field("local_id", &self.inner.config.local_id)
+            .field("addr", &self.inner.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShmFabric {
+    /// Removes stale files of dead processes, binds the side channel and starts accepting
+    /// peers.
+    pub fn start(config: ShmConfig) -> Result<Self, FabricError> {
+        if !config.dir.is_dir() {
+            return Err(FabricError::io(
+                format!(
+                    "the shm backend needs the shared-memory directory {}",
+                    config.dir.display()
+                ),
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        }
+        let stale = mapping::remove_stale(&config.dir);
+        if stale > 0 {
+            tracing::info!(stale, dir = %config.dir.display(), "removed stale shm files");
+        }
+        let listener = TcpListener::bind(config.listen).map_err(|e| {
+            FabricError::io(format!("binding shm side channel {}", config.listen), e)
+        })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| FabricError::io("reading the side channel's bound address", e))?;
+        let incarnation = nonce(config.local_id);
+        let inner = Arc::new(Inner {
+            config,
+            local_addr,
+            pid: std::process::id(),
+            incarnation,
+            start: Instant::now(),
+            regions: RwLock::new(Regions::default()),
+            generation: AtomicU64::new(0),
+            next_key: AtomicU64::new(incarnation.rotate_left(23) | 1),
+            next_inbox: AtomicU64::new(0),
+            links: Mutex::new(HashMap::new()),
+            links_changed: Condvar::new(),
+            failures: FailureHub::default(),
+            shut_down: AtomicBool::new(false),
+            handshakes: AtomicUsize::new(0),
+        });
+        let acceptor = Arc::clone(&inner);
+        std::thread::Builder::new()
+            .name(format!("shm-accept-{}", inner.config.local_id))
+            .spawn(move || acceptor.accept_loop(listener))
+            .map_err(|e| FabricError::io("spawning the accept thread", e))?;
+        tracing::debug!(node = inner.config.local_id, %local_addr, "shm fabric listening");
+        Ok(Self { inner })
+    }
+
+    /// Closes every link without a goodbye, as a crash would (for tests of failure handling).
+    /// The region files stay, as after a crash, until the fabric is dropped.
+    pub fn abort(&self) {
+        self.stop(false);
+    }
+
+    fn stop(&self, graceful: bool) {
+        if self.inner.shut_down.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let links: Vec<Arc<ShmLink>> = lock(&self.inner.links).values().cloned().collect();
+        for l in links {
+            if graceful {
+                l.say_goodbye();
+            }
+            l.fail_with("local fabric shut down".into(), false);
+        }
+        if graceful {
+            self.inner.remove_all_regions();
+        }
+        self.inner.link_changed();
+        // Wake the accept loop so it sees the flag and exits.
+        let _ = TcpStream::connect_timeout(&self.inner.local_addr, Duration::from_millis(200));
+    }
+}
+
+fn nonce(id: NodeId) -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut x = t ^ (u64::from(std::process::id()) << 32) ^ u64::from(id).rotate_left(48);
+    x = (x ^ (x >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x = (x ^ (x >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+impl Fabric for ShmFabric {
+    fn local_id(&self) -> NodeId {
+        self.inner.config.local_id
+    }
+
+    fn backend(&self) -> &'static str {
+        "shm"
+    }
+
+    fn local_addr(&self) -> Option<SocketAddr> {
+        Some(self.inner.local_addr)
+    }
+
+    fn register(&self, spec: RegionSpec) -> Result<Arc<Region>, FabricError> {
+        if self.inner.is_shut_down() {
+            return Err(FabricError::Shutdown);
+        }
+        let mut regions = write_lock(&self.inner.regions);
+        if regions.by_id.contains_key(&spec.id) {
+            return Err(FabricError::DuplicateRegion(spec.id));
+        }
+        if spec.len > crate::region::MAX_REGION_LEN {
+            return Err(FabricError::InvalidRegion(format!(
+                "{} bytes exceeds the {}-byte limit",
+                spec.len,
+                crate::region::MAX_REGION_LEN
+            )));
+        }
+        let len = spec.len.div_ceil(8) * 8;
+        let key = self.inner.next_key.fetch_add(2, Ordering::Relaxed);
+        let name = self.inner.file_name(&format!("r{key:x}"));
+        let path = self.inner.config.dir.join(&name);
+        let map = Arc::new(Mapping::create(&path, REGION_HEADER + len.max(8))?);
+        mapping::init_region(&map, key, len);
+        let made = std::ptr::NonNull::new(map.base().as_ptr().wrapping_add(REGION_HEADER))
+            .ok_or_else(|| FabricError::InvalidRegion("null mapping".into()))
+            .and_then(|ptr| {
+                // SAFETY: `ptr` is 64 bytes into a fresh page-aligned shared mapping of
+                // `REGION_HEADER + len` bytes or more, kept alive by the `Arc<Mapping>` given as
+                // backing; every process that maps the file uses the atomic discipline of
+                // `Region` (peers copy through `Region::copy_to`).
+                unsafe {
+                    Region::from_external(
+                        self.inner.config.local_id,
+                        &spec,
+                        key,
+                        ptr,
+                        Box::new(Arc::clone(&map)),
+                    )
+                }
+            });
+        let region = match made {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        regions.by_key.insert(
+            key,
+            Owned {
+                region: Arc::clone(&region),
+                map,
+                name,
+            },
+        );
+        regions.by_id.insert(spec.id, key);
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(region)
+    }
+
+    fn deregister(&self, id: RegionId) -> Result<(), FabricError> {
+        let owned = {
+            let mut regions = write_lock(&self.inner.regions);
+            let Some(key) = regions.by_id.remove(&id) else {
+                return Ok(());
+            };
+            self.inner.generation.fetch_add(1, Ordering::AcqRel);
+            regions.by_key.remove(&key)
+        };
+        if let Some(o) = owned {
+            mapping::revoke_region(&o.map, Duration::from_millis(100));
+            let _ = std::fs::remove_file(o.map.path());
+        }
+        Ok(())
+    }
+
+    fn connect(
+        &self,
+        peer: NodeId,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<Arc<dyn Link>, FabricError> {
+        if peer == self.inner.config.local_id {
+            return Err(FabricError::Misaddressed(
+                "a node cannot link to itself".into(),
+            ));
+        }
+        let deadline = Instant::now() + timeout;
+        let mut links = lock(&self.inner.links);
+        loop {
+            if self.inner.is_shut_down() {
+                return Err(FabricError::Shutdown);
+            }
+            if let Some(l) = links.get(&peer) {
+                if !l.is_failed() {
+                    return Ok(Arc::new(LinkHandle(Arc::clone(l))));
+                }
+            }
+            if self.inner.config.local_id > peer {
+                drop(links);
+                let link = self.inner.dial(peer, addr, deadline)?;
+                return Ok(Arc::new(LinkHandle(link)));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(FabricError::Timeout {
+                    what: format!("waiting for node {peer} to connect"),
+                    after: timeout,
+                });
+            }
+            links = match self.inner.links_changed.wait_timeout(links, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
+    fn link(&self, peer: NodeId) -> Option<Arc<dyn Link>> {
+        lock(&self.inner.links)
+            .get(&peer)
+            .map(|l| Arc::new(LinkHandle(Arc::clone(l))) as Arc<dyn Link>)
+    }
+
+    fn subscribe_failures(&self, handler: FailureHandler) -> SubscriptionId {
+        self.inner.failures.subscribe(handler)
+    }
+
+    fn unsubscribe_failures(&self, id: SubscriptionId) {
+        self.inner.failures.unsubscribe(id)
+    }
+
+    fn now(&self) -> Duration {
+        self.inner.start.elapsed()
+    }
+
+    fn shutdown(&self) {
+        self.stop(true);
+    }
+}
