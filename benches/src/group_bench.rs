@@ -106,7 +106,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<BenchArgs, S
 pub fn layout(args: &BenchArgs) -> LayoutFn {
     let (n, senders, mode) = (args.nodes, args.senders.count(args.nodes), args.mode);
     let sizes = args.config.profile("DEFAULT").map(Sizes::from_profile);
-    Arc::new(move |ids: &[u32]| {
+    Arc::new(move |ids: &[u32], _previous| {
         if ids.len() < n {
             return Err(format!("waiting for {} of {n} members", ids.len()));
         }
@@ -231,6 +231,7 @@ pub fn run(args: &BenchArgs, closed_loop: bool) -> Result<Outcome, String> {
     }
     // Everyone starts sending together.
     node.multicast()
+        .map_err(|e| e.to_string())?
         .sst()
         .sync_with_members(Duration::from_secs(60))
         .map_err(|e| e.to_string())?;
@@ -292,6 +293,7 @@ pub fn run(args: &BenchArgs, closed_loop: bool) -> Result<Outcome, String> {
     let t1 = *last.lock().unwrap_or_else(|p| p.into_inner());
     // Nobody leaves before everyone has everything.
     node.multicast()
+        .map_err(|e| e.to_string())?
         .sst()
         .sync_with_members(Duration::from_secs(60))
         .map_err(|e| e.to_string())?;

@@ -4,22 +4,32 @@
 //! or joins the first view (the node whose `local_ip:gms_port` is the contact starts the
 //! group), builds the view's multicast, and from then on delivers every message of its shards
 //! to the delivery callback. Applications send raw messages with [`GroupNode::send`].
+//!
+//! When members fail, the view's change protocol ([`crate::gms::change`]) ends the view on the
+//! core loop and hands the outcome to this member's **view manager** thread, which stops the
+//! old view, builds the next one from the survivors (the layout runs again; survivors keep
+//! their order), re-sends this member's messages that the ragged trim left undelivered, and
+//! wakes senders that were waiting for the view to change. A member that is removed, or would
+//! be in a minority, stops and says why.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use derecho_fabric::tcp::{TcpConfig, TcpFabric};
 use derecho_fabric::{Fabric, FabricError};
 use derecho_sst::SstConfig;
 
 use crate::config::{Config, FabricBackend};
+use crate::gms::change::Outcome;
 use crate::gms::first_view::{self, GmsTimeouts, LayoutFn};
 use crate::gms::{GmsError, GmsService, MemberInfo, View};
 use crate::layout::{allocate, Assignment, LayoutError, LayoutPolicy};
 use crate::multicast::{
-    DeliveryHandler, MulticastConfig, MulticastError, MulticastGroup, ShardSpec, Sizes,
+    DeliveryHandler, MulticastConfig, MulticastError, MulticastGroup, Resend, ShardSpec, Sizes,
     SubgroupSpec,
 };
 use crate::NodeId;
@@ -39,22 +49,60 @@ pub enum GroupError {
     /// Multicast failed.
     #[error("multicast: {0}")]
     Multicast(#[from] MulticastError),
+    /// This member is no longer in the group (removed, in a minority, or the next view could
+    /// not be formed); it has stopped.
+    #[error("this member has left the group: {0}")]
+    Stopped(String),
+    /// A send waited for a view change longer than allowed.
+    #[error("no view to send in within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Called with every view this member installs, on the view manager's thread, before any
+/// message of that view is delivered.
+pub type ViewHandler = Box<dyn FnMut(&View) + Send>;
+
+struct Current {
+    view: View,
+    group: Option<Arc<MulticastGroup>>,
+    stopped: Option<String>,
+}
+
+/// State shared by the member's handle and its view manager thread.
+struct Inner {
+    id: NodeId,
+    fabric: Arc<dyn Fabric>,
+    layout: LayoutFn,
+    mc_config: MulticastConfig,
+    partition_safety: bool,
+    current: Mutex<Current>,
+    changed: Condvar,
+    deliver: Arc<Mutex<DeliveryHandler>>,
+    on_view: Mutex<Option<ViewHandler>>,
+    gms: Mutex<GmsService>,
+    stopping: Arc<AtomicBool>,
 }
 
 /// A running member of a group.
 pub struct GroupNode {
-    fabric: Arc<dyn Fabric>,
-    view: View,
-    multicast: MulticastGroup,
-    gms: GmsService,
+    inner: Arc<Inner>,
+    manager: Option<JoinHandle<()>>,
+    outcomes: Sender<Option<Outcome>>,
 }
 
 impl std::fmt::Debug for GroupNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GroupNode")
-            .field("id", &self.fabric.local_id())
-            .field("vid", &self.view.vid)
+            .field("id", &self.inner.id)
+            .field("vid", &self.view().vid)
             .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
     }
 }
 
@@ -65,6 +113,17 @@ impl GroupNode {
         config: &Config,
         layout: LayoutFn,
         deliver: DeliveryHandler,
+    ) -> Result<Self, GroupError> {
+        Self::start_with(config, layout, deliver, None)
+    }
+
+    /// Like [`GroupNode::start`], with a callback for every installed view (the first
+    /// included).
+    pub fn start_with(
+        config: &Config,
+        layout: LayoutFn,
+        deliver: DeliveryHandler,
+        on_view: Option<ViewHandler>,
     ) -> Result<Self, GroupError> {
         let d = &config.derecho;
         if config.rdma.backend != FabricBackend::Tcp {
@@ -102,58 +161,291 @@ impl GroupNode {
             tracing::info!(id = d.local_id, %contact, "joining a group");
             first_view::join(contact, &me, &timeouts, &stop)?
         };
-        tracing::info!(vid = view.vid, members = ?view.ids(), "view installed");
         let gms = GmsService::start(listener, d.local_id, view.clone(), timeouts.handshake)?;
-        let spec = view.multicast_spec(d.local_id).ok_or_else(|| {
-            GroupError::Config("the committed view does not contain this node".into())
-        })?;
+        let stopping = Arc::new(AtomicBool::new(false));
         let mc_config = MulticastConfig {
             setup_timeout: Duration::from_secs(30),
             sst: SstConfig::default()
                 .with_heartbeat_ms(u64::from(d.heartbeat_ms))
                 .with_poll_cq_timeout_ms(u64::from(d.sst_poll_cq_timeout_ms)),
+            cancel: Some(Arc::clone(&stopping)),
         };
-        let multicast = MulticastGroup::new(Arc::clone(&fabric), spec, mc_config, deliver)?;
-        Ok(Self {
+        let inner = Arc::new(Inner {
+            id: d.local_id,
             fabric,
-            view,
-            multicast,
-            gms,
+            layout,
+            mc_config,
+            partition_safety: !d.disable_partitioning_safety,
+            current: Mutex::new(Current {
+                view: view.clone(),
+                group: None,
+                stopped: None,
+            }),
+            changed: Condvar::new(),
+            deliver: Arc::new(Mutex::new(deliver)),
+            on_view: Mutex::new(on_view),
+            gms: Mutex::new(gms),
+            stopping,
+        });
+        let (tx, rx) = mpsc::channel();
+        inner.install(view, &tx)?;
+        let manager_inner = Arc::clone(&inner);
+        let manager_tx = tx.clone();
+        let manager = std::thread::Builder::new()
+            .name(format!("views-{}", d.local_id))
+            .spawn(move || manager_inner.manage(&rx, &manager_tx))
+            .map_err(|e| GroupError::Config(format!("cannot start the view manager: {e}")))?;
+        Ok(Self {
+            inner,
+            manager: Some(manager),
+            outcomes: tx,
         })
     }
 
     /// This node's id.
     pub fn id(&self) -> NodeId {
-        self.fabric.local_id()
+        self.inner.id
     }
 
     /// The installed view.
-    pub fn view(&self) -> &View {
-        &self.view
+    pub fn view(&self) -> View {
+        lock(&self.inner.current).view.clone()
     }
 
     /// This node's multicast in the installed view.
-    pub fn multicast(&self) -> &MulticastGroup {
-        &self.multicast
+    pub fn multicast(&self) -> Result<Arc<MulticastGroup>, GroupError> {
+        let c = lock(&self.inner.current);
+        match (&c.group, &c.stopped) {
+            (_, Some(why)) => Err(GroupError::Stopped(why.clone())),
+            (Some(g), None) => Ok(Arc::clone(g)),
+            (None, None) => Err(GroupError::Stopped("no view installed".into())),
+        }
+    }
+
+    /// Why this member stopped, if it has.
+    pub fn stopped(&self) -> Option<String> {
+        lock(&self.inner.current).stopped.clone()
+    }
+
+    /// Waits until a view with id at least `vid` is installed (or the member stops, or
+    /// `timeout` passes); returns the installed view.
+    pub fn wait_for_view(&self, vid: u64, timeout: Duration) -> Result<View, GroupError> {
+        let deadline = Instant::now() + timeout;
+        let mut c = lock(&self.inner.current);
+        loop {
+            if let Some(why) = &c.stopped {
+                return Err(GroupError::Stopped(why.clone()));
+            }
+            if c.view.vid >= vid && c.group.is_some() {
+                return Ok(c.view.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(GroupError::Timeout(timeout));
+            }
+            c = match self.inner.changed.wait_timeout(c, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
     }
 
     /// Sends `payload` in `subgroup` (this node must be one of its senders), waiting up to
-    /// `timeout` for window space. Returns the message's index.
+    /// `timeout` for window space; a send that meets a view change waits for the next view
+    /// and goes there. Returns the message's index in the view that took it.
     pub fn send(
         &self,
         subgroup: usize,
         payload: &[u8],
         timeout: Duration,
     ) -> Result<i64, GroupError> {
-        Ok(self.multicast.send(subgroup, payload, timeout)?)
+        let deadline = Instant::now() + timeout;
+        loop {
+            let group = self.multicast()?;
+            let vid = group.spec().vid;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match group.send(subgroup, payload, left) {
+                Err(MulticastError::Wedged { .. }) => {
+                    drop(group);
+                    self.wait_for_view(
+                        vid + 1,
+                        deadline.saturating_duration_since(Instant::now()),
+                    )?;
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// Drops out of the group at once, without any protocol, as a crash would: the core loop
+    /// stops and every link closes. For fault injection in tests and tools.
+    pub fn abort(&self) {
+        self.inner.stop_with("aborted".into());
     }
 
     /// Stops this member: its threads end and its links close (the others see it leave as a
     /// failure until graceful leave exists).
     pub fn shutdown(mut self) {
-        self.multicast.stop();
-        self.gms.stop();
+        self.stop_all();
+    }
+
+    fn stop_all(&mut self) {
+        // First make any view set-up in progress fail fast, then stop the manager.
+        self.inner
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.fabric.shutdown();
+        let _ = self.outcomes.send(None);
+        if let Some(m) = self.manager.take() {
+            let _ = m.join();
+        }
+        let group = {
+            let mut c = lock(&self.inner.current);
+            c.stopped.get_or_insert_with(|| "shut down".into());
+            c.group.take()
+        };
+        if let Some(g) = group {
+            g.stop();
+        }
+        lock(&self.inner.gms).stop();
+        self.inner.fabric.shutdown();
+        self.inner.changed.notify_all();
+    }
+}
+
+impl Drop for GroupNode {
+    fn drop(&mut self) {
+        if self.manager.is_some() {
+            self.stop_all();
+        }
+    }
+}
+
+impl Inner {
+    /// Builds and starts the multicast of `view` with its change protocol, and makes it
+    /// current.
+    fn install(&self, view: View, outcomes: &Sender<Option<Outcome>>) -> Result<(), GroupError> {
+        let spec = view.multicast_spec(self.id).ok_or_else(|| {
+            GroupError::Config(format!("view {} does not contain this node", view.vid))
+        })?;
+        // The view upcall comes before anything of the view can be delivered.
+        if let Some(h) = lock(&self.on_view).as_mut() {
+            h(&view);
+        }
+        let shared = Arc::clone(&self.deliver);
+        let deliver: DeliveryHandler = Box::new(move |d| (lock(&shared))(d));
+        let group = MulticastGroup::new(
+            Arc::clone(&self.fabric),
+            spec,
+            self.mc_config.clone(),
+            deliver,
+        )?;
+        let tx = outcomes.clone();
+        group.install_change_protocol(
+            self.partition_safety,
+            Box::new(move |o| {
+                let _ = tx.send(Some(o));
+            }),
+        )?;
+        tracing::info!(vid = view.vid, members = ?view.ids(), "view installed");
+        lock(&self.gms).set_view(view.clone());
+        {
+            let mut c = lock(&self.current);
+            c.view = view;
+            c.group = Some(Arc::new(group));
+        }
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    fn stop_with(&self, why: String) {
+        tracing::warn!(id = self.id, reason = %why, "this member stops");
+        let group = {
+            let mut c = lock(&self.current);
+            c.stopped = Some(why);
+            c.group.take()
+        };
+        if let Some(g) = group {
+            g.stop();
+        }
         self.fabric.shutdown();
+        self.changed.notify_all();
+    }
+
+    /// The view manager: turns each view's outcome into the next view.
+    fn manage(&self, outcomes: &Receiver<Option<Outcome>>, tx: &Sender<Option<Outcome>>) {
+        while let Ok(Some(outcome)) = outcomes.recv() {
+            match outcome {
+                Outcome::Evicted => {
+                    self.stop_with("other members suspect this one and removed it".into());
+                    return;
+                }
+                Outcome::Partitioned { suspected, members } => {
+                    self.stop_with(format!(
+                        "it suspects {suspected} of the {members} members and would be in a minority (partition safety)"
+                    ));
+                    return;
+                }
+                Outcome::Trimmed { removed, resend } => {
+                    let (old_view, old_group) = {
+                        let mut c = lock(&self.current);
+                        (c.view.clone(), c.group.take())
+                    };
+                    if let Some(g) = old_group {
+                        g.stop();
+                    }
+                    let members: Vec<MemberInfo> = old_view
+                        .members
+                        .iter()
+                        .filter(|m| !removed.contains(&m.id))
+                        .cloned()
+                        .collect();
+                    let ids: Vec<NodeId> = members.iter().map(|m| m.id).collect();
+                    let subgroups = match (self.layout)(&ids, Some(&old_view)) {
+                        Ok(s) => s,
+                        Err(why) => {
+                            self.stop_with(format!(
+                                "the next view ({ids:?}) is not adequately provisioned ({why}) and joins after start are not supported yet"
+                            ));
+                            return;
+                        }
+                    };
+                    let next = View {
+                        vid: old_view.vid + 1,
+                        members,
+                        subgroups,
+                    };
+                    if let Err(e) = self.install(next, tx) {
+                        self.stop_with(format!("installing the next view failed: {e}"));
+                        return;
+                    }
+                    let group = lock(&self.current).group.clone();
+                    if let Some(g) = group {
+                        for r in resend {
+                            if let Err(e) = resend_one(&g, &r) {
+                                tracing::warn!(error = %e, "a message of the ended view could not be sent again");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn resend_one(g: &MulticastGroup, r: &Resend) -> Result<(), MulticastError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if g.try_send_flags(r.subgroup, &r.payload, r.flags)?.is_some() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(MulticastError::WindowFull {
+                subgroup: r.subgroup,
+                after: Duration::from_secs(30),
+            });
+        }
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 
@@ -166,7 +458,9 @@ pub fn layout_from_policy(policy: LayoutPolicy, config: &Config) -> Result<Layou
         .iter()
         .map(|(name, p)| (name.clone(), Sizes::from_profile(p)))
         .collect();
-    Ok(Arc::new(move |ids: &[NodeId]| {
+    // The previous view is not used yet: allocation by rank order keeps survivors in their
+    // shards as long as no member is added ahead of them.
+    Ok(Arc::new(move |ids: &[NodeId], _previous: Option<&View>| {
         let assignment = allocate(&policy, ids, None).map_err(|e| e.to_string())?;
         specs_of(&assignment, &profiles)
     }))

@@ -769,6 +769,27 @@ impl RdmcGroup {
         }
     }
 
+    /// On the sender: copies bytes of its own message `seq` out of its buffer. Valid while the
+    /// message is not released everywhere (its slot is not reused before); used to re-send a
+    /// message whose transfer was aborted.
+    pub fn read_sent(&self, seq: u64, offset: usize, buf: &mut [u8]) -> Result<(), RdmcError> {
+        let s = &self.shared;
+        if s.me() != 0 {
+            return Err(RdmcError::NotSender);
+        }
+        let slot = (seq % s.spec.window as u64) as usize;
+        let h = s.layout.header(slot);
+        let (tag, size) = (s.region.load_u64(h), s.region.load_u64(h + 8) as usize);
+        if tag != seq + 1 || offset.checked_add(buf.len()).is_none_or(|end| end > size) {
+            return Err(RdmcError::InvalidSpec(format!(
+                "message {seq} is no longer in its slot"
+            )));
+        }
+        s.region
+            .read(s.layout.slot_data(slot) + offset, buf)
+            .map_err(|e| RdmcError::InvalidSpec(e.to_string()))
+    }
+
     /// On the sender: waits until every member has released the first `count` messages (so all
     /// of them were received everywhere), the group aborts, or `timeout` passes. Returns whether
     /// they were. (Only the sender sees every member's released count.)

@@ -30,7 +30,7 @@ fn config(id: u32, contact_port: u16, gms_port: u16) -> Config {
 
 /// One shard of exactly `n` members, all senders.
 fn exactly(n: usize) -> LayoutFn {
-    Arc::new(move |ids: &[u32]| {
+    Arc::new(move |ids: &[u32], _previous| {
         if ids.len() < n {
             return Err(format!("need {n} members, have {}", ids.len()));
         }

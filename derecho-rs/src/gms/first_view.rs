@@ -24,8 +24,11 @@ use super::GmsError;
 use crate::multicast::SubgroupSpec;
 use crate::NodeId;
 
-/// Computes the subgroups of a member list, or says why the members do not suffice yet.
-pub type LayoutFn = Arc<dyn Fn(&[NodeId]) -> Result<Vec<SubgroupSpec>, String> + Send + Sync>;
+/// Computes the subgroups of a member list (in rank order), given the previous view when
+/// there is one (so that survivors can keep their shards), or says why the members do not
+/// suffice yet.
+pub type LayoutFn =
+    Arc<dyn Fn(&[NodeId], Option<&super::View>) -> Result<Vec<SubgroupSpec>, String> + Send + Sync>;
 
 /// Time bounds of the membership protocol.
 #[derive(Clone, Debug)]
@@ -91,7 +94,7 @@ pub fn lead(
             let mut members = vec![me.clone()];
             members.extend(joiners.iter().map(|(m, _)| m.clone()));
             let ids: Vec<NodeId> = members.iter().map(|m| m.id).collect();
-            match layout(&ids) {
+            match layout(&ids, None) {
                 Ok(subgroups) => {
                     let view = View {
                         vid: 0,

@@ -6,6 +6,7 @@
 //! the leader. Changing the view once it is installed (failures, joins, leaves) builds on these
 //! messages.
 
+pub mod change;
 pub mod first_view;
 pub mod view;
 pub mod wire;

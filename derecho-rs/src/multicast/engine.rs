@@ -39,6 +39,21 @@ pub(crate) struct SenderState {
     pub published: i64,
     /// Null messages must bring `next_index` up to this.
     pub null_target: i64,
+    /// My RDMC messages not yet delivered here: (index, RDMC sequence number, length, flags).
+    pub rdmc_sent: VecDeque<(i64, u64, usize, u64)>,
+    /// The view is wedged: no new messages.
+    pub wedged: bool,
+}
+
+/// One of my messages that the ragged trim left undelivered, to send again in the next view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resend {
+    /// The subgroup.
+    pub subgroup: usize,
+    /// Header flags.
+    pub flags: u64,
+    /// The payload.
+    pub payload: Vec<u8>,
 }
 
 /// A message received but not yet delivered.
@@ -161,6 +176,8 @@ pub(crate) struct Engine {
     pub my_id: NodeId,
     /// A broken invariant stops delivery (and is logged once) rather than corrupting order.
     pub broken: Option<String>,
+    /// Wedged: keep receiving and publishing what arrived, deliver nothing more until the trim.
+    pub wedged: bool,
 }
 
 impl Engine {
@@ -184,6 +201,9 @@ impl Engine {
                 if sst.get_elem(self.cols.index, row, s.info.subgroup) > s.consumed[r] {
                     return true;
                 }
+            }
+            if self.wedged {
+                continue;
             }
             if s.info.spec.mode == Mode::Ordered && !s.pending.is_empty() {
                 let min = min_seq(sst, &self.cols, s);
@@ -234,13 +254,82 @@ impl Engine {
         sst.notify();
     }
 
+    /// Ends the view: delivers, in order, every pending message of each listed subgroup whose
+    /// index is at most its sender's entry in the trim, drops the rest, and returns my own
+    /// messages beyond the trim (in index order) to be sent again in the next view.
+    /// `read_rdmc(subgroup, rdmc_seq, len)` reads back one of my RDMC messages that never
+    /// completed here.
+    pub(crate) fn ragged_trim(
+        &mut self,
+        trims: &BTreeMap<usize, Vec<i64>>,
+        read_rdmc: &dyn Fn(usize, u64, usize) -> Option<Vec<u8>>,
+    ) -> Vec<Resend> {
+        let my_id = self.my_id;
+        let mut resend = Vec::new();
+        for s in &mut self.shards {
+            let Some(trim) = trims.get(&s.info.subgroup) else {
+                continue;
+            };
+            let mine = s.sender.as_ref().map(|x| lock(x).sender_rank);
+            let pending = std::mem::take(&mut s.pending);
+            let mut own: BTreeMap<i64, Resend> = BTreeMap::new();
+            for (seq, p) in pending {
+                let limit = trim.get(p.sender_rank).copied().unwrap_or(-1);
+                if p.index <= limit {
+                    deliver(&mut self.deliver, s, my_id, seq, -1, p);
+                } else if Some(p.sender_rank) == mine {
+                    let payload = match &p.payload {
+                        Payload::Bytes(b) => b.clone(),
+                        Payload::Rdmc(m) => {
+                            let mut v = vec![0u8; m.len().saturating_sub(HEADER_LEN)];
+                            let _ = m.read(HEADER_LEN, &mut v);
+                            v
+                        }
+                    };
+                    own.insert(
+                        p.index,
+                        Resend {
+                            subgroup: s.info.subgroup,
+                            flags: p.flags,
+                            payload,
+                        },
+                    );
+                }
+            }
+            if let (Some(snd), Some(me)) = (&s.sender, mine) {
+                let limit = trim.get(me).copied().unwrap_or(-1);
+                let st = lock(snd);
+                for &(index, rdmc_seq, len, flags) in &st.rdmc_sent {
+                    if index > limit && !own.contains_key(&index) {
+                        if let Some(payload) = read_rdmc(s.info.subgroup, rdmc_seq, len) {
+                            own.insert(
+                                index,
+                                Resend {
+                                    subgroup: s.info.subgroup,
+                                    flags,
+                                    payload,
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+            resend.extend(own.into_values());
+        }
+        resend
+    }
+
     fn run_shard(&mut self, sst: &Sst, i: usize) -> Result<(), String> {
         let cols = self.cols.clone();
         let s = &mut self.shards[i];
         // 1. Nulls owed and slots filled: write, then publish slots before the counter.
         if let Some(snd) = s.sender.clone() {
             let mut st = lock(&snd);
-            let owed = st.null_target - st.next_index;
+            let owed = if st.wedged {
+                0
+            } else {
+                st.null_target - st.next_index
+            };
             if owed > 0 && st.filled - st.published < s.info.ring.2 as i64 {
                 let k = st.filled + 1;
                 if s.info.slot_free(sst, &cols, k, st.sender_rank) {
@@ -392,7 +481,10 @@ impl Engine {
             push_elem(sst, &s.info.member_ranks, cols.seq_num, s.info.subgroup)?;
             s.shown_seq = prefix;
         }
-        // 5. Delivery.
+        // 5. Delivery (none once wedged: the ragged trim decides what is delivered).
+        if self.wedged {
+            return Ok(());
+        }
         match s.info.spec.mode {
             Mode::Ordered => {
                 let stable = min_seq(sst, &cols, s);

@@ -25,6 +25,7 @@ use derecho_sst::{
     CoreLoop, CoreLoopConfig, FailureDetector, Member, SchemaBuilder, Sst, SstConfig, SstError,
 };
 
+pub use engine::Resend;
 use engine::{Engine, Inbox, SenderState, ShardInfo, ShardRun};
 use order::RoundRobin;
 use spec::{Columns, Header};
@@ -94,6 +95,12 @@ pub enum MulticastError {
         /// How long was waited.
         after: Duration,
     },
+    /// The view is ending (wedged): send again in the next view.
+    #[error("the view is changing; no new messages in subgroup {subgroup} of this view")]
+    Wedged {
+        /// The subgroup.
+        subgroup: usize,
+    },
     /// The shared state table failed.
     #[error(transparent)]
     Sst(#[from] SstError),
@@ -122,6 +129,8 @@ pub struct MulticastConfig {
     pub setup_timeout: Duration,
     /// The SST's heartbeat and failure-detection settings.
     pub sst: SstConfig,
+    /// Set by the owner to abandon a set-up in progress (the member is shutting down).
+    pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for MulticastConfig {
@@ -129,6 +138,7 @@ impl Default for MulticastConfig {
         Self {
             setup_timeout: Duration::from_secs(30),
             sst: SstConfig::default(),
+            cancel: None,
         }
     }
 }
@@ -192,7 +202,8 @@ pub struct MulticastGroup {
     spec: MulticastSpec,
     sst: Arc<Sst>,
     cols: Columns,
-    rdmc: GroupSet,
+    rdmc: Arc<GroupSet>,
+    engine: Arc<Mutex<Engine>>,
     senders: BTreeMap<usize, SendSide>,
     core: Mutex<Option<CoreLoop>>,
     detector: Mutex<Option<FailureDetector>>,
@@ -218,12 +229,21 @@ impl MulticastGroup {
         deliver: DeliveryHandler,
     ) -> Result<Self, MulticastError> {
         let timeout = config.setup_timeout;
+        let cancel = config.cancel.clone();
         let connecting = Self::prepare(fabric, spec, config, deliver)?.connect(true)?;
         let deadline = Instant::now() + timeout;
         loop {
             let seen = connecting.sst.doorbell().epoch();
             if connecting.ready() {
                 break;
+            }
+            if cancel
+                .as_ref()
+                .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+            {
+                return Err(MulticastError::Spec(
+                    "set-up abandoned: the member is shutting down".into(),
+                ));
             }
             let now = Instant::now();
             if now >= deadline {
@@ -308,6 +328,8 @@ impl MulticastGroup {
                         filled: -1,
                         published: -1,
                         null_target: 0,
+                        rdmc_sent: VecDeque::new(),
+                        wedged: false,
                     }))
                 });
             if let Some(state) = &sender {
@@ -378,6 +400,7 @@ impl MulticastGroup {
             deliver,
             my_id: me,
             broken: None,
+            wedged: false,
         };
         Ok(Prepared {
             spec,
@@ -456,16 +479,17 @@ impl Connecting {
             ..
         } = self;
         let engine = Arc::new(Mutex::new(engine));
-        let condition = Arc::clone(&engine);
+        let (condition, runner) = (Arc::clone(&engine), Arc::clone(&engine));
         sst.predicates().recurrent(
             move |t| lock(&condition).has_work(t),
-            move |t| lock(&engine).run(t),
+            move |t| lock(&runner).run(t),
         )?;
         let group = MulticastGroup {
             spec,
             sst: Arc::clone(&sst),
             cols,
-            rdmc,
+            rdmc: Arc::new(rdmc),
+            engine,
             senders,
             core: Mutex::new(None),
             detector: Mutex::new(None),
@@ -528,6 +552,9 @@ impl MulticastGroup {
             });
         }
         let mut st = lock(&side.state);
+        if st.wedged {
+            return Err(MulticastError::Wedged { subgroup });
+        }
         let index = st.next_index;
         if !info.window_allows(&self.sst, &self.cols, index, st.sender_rank) {
             return Ok(None);
@@ -561,13 +588,23 @@ impl MulticastGroup {
         let group = self.rdmc.get(key).ok_or_else(|| {
             MulticastError::Spec(format!("no RDMC group for subgroup {subgroup}"))
         })?;
-        let sent = group.try_send_with(HEADER_LEN + payload.len(), |region, off| {
+        let sent = match group.try_send_with(HEADER_LEN + payload.len(), |region, off| {
             region.write(off, &header)?;
             region.write(off + HEADER_LEN, payload)
-        })?;
-        if sent.is_none() {
+        }) {
+            Ok(s) => s,
+            // A member of the shard failed: this view is about to end; the message goes in the
+            // next one.
+            Err(RdmcError::PeerFailed { .. } | RdmcError::Aborted(_)) => {
+                return Err(MulticastError::Wedged { subgroup });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(rdmc_seq) = sent else {
             return Ok(None);
-        }
+        };
+        st.rdmc_sent
+            .push_back((index, rdmc_seq, payload.len(), flags));
         st.next_index += 1;
         Ok(Some(index))
     }
@@ -599,6 +636,64 @@ impl MulticastGroup {
         }
     }
 
+    /// Starts the view-change protocol of this view on its core loop: suspicions, proposals,
+    /// wedging and the ragged trim (see [`crate::gms::change`]). `on_outcome` is called once,
+    /// on the core loop's thread, when the view has ended on this member; it must not block.
+    pub fn install_change_protocol(
+        &self,
+        partition_safety: bool,
+        mut on_outcome: Box<dyn FnMut(crate::gms::change::Outcome) + Send>,
+    ) -> Result<(), MulticastError> {
+        let shards = lock(&self.engine)
+            .shards
+            .iter()
+            .map(|s| crate::gms::change::TrimShard {
+                subgroup: s.info.subgroup,
+                member_ranks: s.info.member_ranks.clone(),
+                senders: s.info.sender_ranks.len(),
+                recv_off: s.info.recv_off,
+            })
+            .collect();
+        let senders = self
+            .senders
+            .values()
+            .map(|s| Arc::clone(&s.state))
+            .collect();
+        let rdmc = Arc::clone(&self.rdmc);
+        let me = self.spec.my_id();
+        let read_rdmc = Arc::new(move |subgroup: usize, seq: u64, len: usize| {
+            let key = GroupKey {
+                subgroup: subgroup as u32,
+                sender: me,
+            };
+            let mut v = vec![0u8; len];
+            rdmc.get(key)?.read_sent(seq, HEADER_LEN, &mut v).ok()?;
+            Some(v)
+        });
+        let ids = self.spec.members.iter().map(|m| m.0).collect();
+        let protocol = crate::gms::change::ChangeProtocol::new(
+            self.cols.clone(),
+            ids,
+            shards,
+            Arc::clone(&self.engine),
+            senders,
+            read_rdmc,
+            partition_safety,
+        );
+        let protocol = Arc::new(Mutex::new(protocol));
+        let (cond, trig) = (Arc::clone(&protocol), protocol);
+        self.sst.predicates().recurrent(
+            move |t| lock(&cond).active(t),
+            move |t| {
+                if let Some(outcome) = lock(&trig).step(t) {
+                    on_outcome(outcome);
+                }
+            },
+        )?;
+        self.sst.notify();
+        Ok(())
+    }
+
     /// Runs the core loop's predicates and the RDMC engines once (for callers that drive the
     /// group themselves). Returns whether anything happened.
     pub fn poll(&self) -> bool {
@@ -607,7 +702,12 @@ impl MulticastGroup {
     }
 
     /// Stops the threads (core loop, heartbeats); the view's regions go with the group.
+    /// Senders blocked in this view return [`MulticastError::Wedged`].
     pub fn stop(&self) {
+        for side in self.senders.values() {
+            lock(&side.state).wedged = true;
+        }
+        self.sst.notify();
         if let Some(core) = lock(&self.core).take() {
             core.stop();
         }

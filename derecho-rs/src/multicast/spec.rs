@@ -180,6 +180,31 @@ pub(crate) struct Columns {
     pub received_offset: Vec<usize>,
     /// Start of each subgroup's ring in `slots`, its slot length and slot count.
     pub ring: Vec<(usize, usize, usize)>,
+    /// The membership protocol's columns.
+    pub gms: GmsColumns,
+}
+
+/// The membership protocol's columns (see `crate::gms::change`).
+#[derive(Clone, Debug)]
+pub struct GmsColumns {
+    /// `suspected[j]`: this member suspects the member of rank `j`.
+    pub suspected: ArrayField<bool>,
+    /// Proposed changes, oldest first: a node id in the low 32 bits, bit 63 = end of view.
+    pub changes: ArrayField<u64>,
+    /// Number of changes proposed (leader) or copied (others).
+    pub num_changes: derecho_sst::Field<i64>,
+    /// Number of changes the leader committed.
+    pub num_committed: derecho_sst::Field<i64>,
+    /// Number of changes this member acknowledged.
+    pub num_acked: derecho_sst::Field<i64>,
+    /// This member stopped sending and delivering in this view.
+    pub wedged: derecho_sst::Field<bool>,
+    /// Per sender column: the last index every survivor delivers (ragged trim).
+    pub global_min: ArrayField<i64>,
+    /// Per subgroup: `global_min` of my shard is final on this member.
+    pub global_min_ready: ArrayField<bool>,
+    /// This member leaves on purpose.
+    pub rip: derecho_sst::Field<bool>,
 }
 
 impl Columns {
@@ -202,6 +227,18 @@ impl Columns {
             ring.push((at, slot, window));
             at += slot * window;
         }
+        let n = spec.members.len().max(1);
+        let gms = GmsColumns {
+            suspected: b.array("suspected", n),
+            changes: b.array("changes", n + 8),
+            num_changes: b.field("num_changes"),
+            num_committed: b.field("num_committed"),
+            num_acked: b.field("num_acked"),
+            wedged: b.field("wedged"),
+            global_min: b.array("global_min", r.max(1)),
+            global_min_ready: b.array("global_min_ready", s),
+            rip: b.field("rip"),
+        };
         Ok(Self {
             seq_num: b.array("seq_num", s),
             delivered_num: b.array("delivered_num", s),
@@ -211,6 +248,7 @@ impl Columns {
             slots: b.bytes("slots", at.max(8)),
             received_offset,
             ring,
+            gms,
         })
     }
 }

@@ -1,0 +1,319 @@
+//! Ending a view after failures: suspicion, proposal, acknowledgement, commit, wedge, and the
+//! ragged trim, all through the view's SST.
+//!
+//! One `ChangeProtocol` state machine runs in a recurrent predicate on the view's core loop, next to the
+//! multicast engine. Each step:
+//!
+//! 1. **Suspicion.** A row the failure detector froze, or a member another live member
+//!    suspects, becomes suspected here too (suspicions spread through the `suspected` columns),
+//!    and its row is frozen. A member that learns it is itself suspected stops
+//!    ([`Outcome::Evicted`]). With partition safety on, a member that suspects half of the view
+//!    or more stops instead of continuing as a minority ([`Outcome::Partitioned`]).
+//! 2. **Proposal.** The leader — the lowest-ranked member not suspected — appends a removal
+//!    for every suspect it has not proposed yet to its `changes`, marks the last one as the end
+//!    of the view, and publishes `changes` before `num_changes`.
+//! 3. **Acknowledgement.** Every member copies the leader's changes and acknowledges them
+//!    (`num_acked`), and **wedges** its multicast: no new sends or deliveries in this view.
+//! 4. **Commit.** The leader commits what every live member acknowledged (`num_committed`).
+//! 5. **Ragged trim.** Once the end of the view is committed and every live member has wedged,
+//!    the leader of each shard (its lowest-ranked live member) takes, for every sender, the
+//!    smallest `num_received` over the shard's live members and publishes it (`global_min`,
+//!    then `global_min_ready`); the other members echo it. When every live member of each of
+//!    my shards has it, I deliver exactly up to it, in order, drop the rest, and collect my own
+//!    undelivered messages to send again in the next view ([`Outcome::Trimmed`]).
+//!
+//! A leader that fails is handled by the same rules: the next lowest rank becomes leader and
+//! proposes its own suspicions after the changes it already acknowledged. (Joins after start
+//! and graceful leave extend the change list; they are not part of this step.)
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use derecho_sst::{Sst, Targets};
+
+use crate::multicast::engine::{Engine, Resend, SenderState};
+use crate::multicast::lock;
+use crate::multicast::spec::{Columns, GmsColumns};
+use crate::NodeId;
+
+const END_OF_VIEW: u64 = 1 << 63;
+
+/// How a view ended on this member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The view is trimmed: these members leave, and these of my messages go again.
+    Trimmed {
+        /// Node ids removed by the committed changes, in proposal order.
+        removed: Vec<NodeId>,
+        /// My messages that were not delivered in the ended view.
+        resend: Vec<Resend>,
+    },
+    /// Another live member suspects this one: it must stop.
+    Evicted,
+    /// This member would be in a minority: it stops (partition safety).
+    Partitioned {
+        /// Members it suspects.
+        suspected: usize,
+        /// Members of the view.
+        members: usize,
+    },
+}
+
+/// A shard I belong to, as the trim needs it.
+#[derive(Clone, Debug)]
+pub(crate) struct TrimShard {
+    pub subgroup: usize,
+    pub member_ranks: Vec<usize>,
+    pub senders: usize,
+    pub recv_off: usize,
+}
+
+/// The state machine of one view's end (see the module docs).
+pub(crate) struct ChangeProtocol {
+    cols: GmsColumns,
+    mc: Columns,
+    ids: Vec<NodeId>,
+    shards: Vec<TrimShard>,
+    engine: Arc<Mutex<Engine>>,
+    senders: Vec<Arc<Mutex<SenderState>>>,
+    read_rdmc: Arc<dyn Fn(usize, u64, usize) -> Option<Vec<u8>> + Send + Sync>,
+    partition_safety: bool,
+    wedged: bool,
+    done: bool,
+}
+
+impl ChangeProtocol {
+    pub(crate) fn new(
+        mc: Columns,
+        ids: Vec<NodeId>,
+        shards: Vec<TrimShard>,
+        engine: Arc<Mutex<Engine>>,
+        senders: Vec<Arc<Mutex<SenderState>>>,
+        read_rdmc: Arc<dyn Fn(usize, u64, usize) -> Option<Vec<u8>> + Send + Sync>,
+        partition_safety: bool,
+    ) -> Self {
+        Self {
+            cols: mc.gms.clone(),
+            mc,
+            ids,
+            shards,
+            engine,
+            senders,
+            read_rdmc,
+            partition_safety,
+            wedged: false,
+            done: false,
+        }
+    }
+
+    /// Whether the protocol has anything to look at: a frozen row, a suspicion, or a change
+    /// in progress. Cheap; false in a healthy, quiet view.
+    pub(crate) fn active(&self, sst: &Sst) -> bool {
+        if self.done {
+            return false;
+        }
+        let n = self.ids.len();
+        self.wedged
+            || (0..n).any(|r| sst.is_frozen(r))
+            || (0..n).any(|r| {
+                !sst.is_frozen(r) && (0..n).any(|j| sst.get_elem(self.cols.suspected, r, j))
+            })
+            || (0..n).any(|r| sst.get(self.cols.num_changes, r) > 0)
+    }
+
+    fn suspects(&self, sst: &Sst, r: usize) -> bool {
+        sst.get_elem(self.cols.suspected, sst.my_rank(), r)
+    }
+
+    /// One step; returns the outcome once the view has ended on this member.
+    pub(crate) fn step(&mut self, sst: &Sst) -> Option<Outcome> {
+        if self.done {
+            return None;
+        }
+        let me = sst.my_rank();
+        let n = self.ids.len();
+        let c = self.cols.clone();
+        // 1. Suspicion.
+        let mut changed = false;
+        for r in (0..n).filter(|&r| r != me) {
+            if sst.is_frozen(r) && !self.suspects(sst, r) {
+                sst.set_elem(c.suspected, r, true);
+                changed = true;
+            }
+        }
+        for r in (0..n).filter(|&r| r != me && !sst.is_frozen(r) && !self.suspects(sst, r)) {
+            for j in 0..n {
+                if sst.get_elem(c.suspected, r, j) && !self.suspects(sst, j) {
+                    if j == me {
+                        self.done = true;
+                        return Some(Outcome::Evicted);
+                    }
+                    sst.set_elem(c.suspected, j, true);
+                    sst.freeze(j, &format!("suspected by node {}", self.ids[r]));
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            let _ = sst.push_range(c.suspected.range(), Targets::All);
+        }
+        let suspected: Vec<usize> = (0..n).filter(|&r| self.suspects(sst, r)).collect();
+        if self.partition_safety && suspected.len() * 2 >= n && !suspected.is_empty() {
+            self.done = true;
+            return Some(Outcome::Partitioned {
+                suspected: suspected.len(),
+                members: n,
+            });
+        }
+        let leader = (0..n).find(|&r| !self.suspects(sst, r))?;
+        // 2. Proposal (leader).
+        if leader == me {
+            let count = sst.get(c.num_changes, me).max(0) as usize;
+            let proposed: BTreeSet<NodeId> = (0..count)
+                .map(|i| (sst.get_elem(c.changes, me, i) & u64::from(u32::MAX)) as NodeId)
+                .collect();
+            let fresh: Vec<NodeId> = suspected
+                .iter()
+                .map(|&r| self.ids[r])
+                .filter(|id| !proposed.contains(id))
+                .collect();
+            if !fresh.is_empty() && count + fresh.len() <= c.changes.len() {
+                for (k, id) in fresh.iter().enumerate() {
+                    let last = k + 1 == fresh.len();
+                    let word = u64::from(*id) | if last { END_OF_VIEW } else { 0 };
+                    sst.set_elem(c.changes, count + k, word);
+                }
+                sst.set(c.num_changes, (count + fresh.len()) as i64);
+                let _ = sst.push_range(c.changes.range(), Targets::All);
+                let _ = sst.push(c.num_changes);
+            }
+        }
+        // 3. Acknowledgement, and wedging.
+        let leader_changes = sst.get(c.num_changes, leader);
+        if leader_changes > sst.get(c.num_acked, me) {
+            if leader != me {
+                for i in 0..(leader_changes.max(0) as usize).min(c.changes.len()) {
+                    sst.set_elem(c.changes, i, sst.get_elem(c.changes, leader, i));
+                }
+                sst.set(c.num_changes, leader_changes);
+                let _ = sst.push_range(c.changes.range(), Targets::All);
+                let _ = sst.push(c.num_changes);
+            }
+            sst.set(c.num_acked, leader_changes);
+            let _ = sst.push(c.num_acked);
+            self.wedge(sst);
+        }
+        // 4. Commit (leader).
+        if leader == me {
+            let min_acked = (0..n)
+                .filter(|&r| !self.suspects(sst, r))
+                .map(|r| sst.get(c.num_acked, r))
+                .min()
+                .unwrap_or(0);
+            if min_acked > sst.get(c.num_committed, me) {
+                sst.set(c.num_committed, min_acked);
+                let _ = sst.push(c.num_committed);
+            }
+        }
+        // 5. Ragged trim, once the end of the view is committed and every live member wedged.
+        let committed = sst.get(c.num_committed, leader).max(0) as usize;
+        let end_committed =
+            (0..committed).any(|i| sst.get_elem(c.changes, leader, i) & END_OF_VIEW != 0);
+        if !end_committed || !self.wedged {
+            return None;
+        }
+        let live: Vec<usize> = (0..n).filter(|&r| !self.suspects(sst, r)).collect();
+        if !live.iter().all(|&r| sst.get(c.wedged, r)) {
+            return None;
+        }
+        let mut all_ready = true;
+        for sh in self.shards.clone() {
+            let live_members: Vec<usize> = sh
+                .member_ranks
+                .iter()
+                .copied()
+                .filter(|r| live.contains(r))
+                .collect();
+            let Some(&shard_leader) = live_members.first() else {
+                continue;
+            };
+            let ready = |r: usize| sst.get_elem(c.global_min_ready, r, sh.subgroup);
+            if !ready(me) {
+                if shard_leader == me {
+                    // Adopt a trim an earlier shard leader already published, if any.
+                    let source = live_members.iter().copied().find(|&r| r != me && ready(r));
+                    for s in 0..sh.senders {
+                        let col = sh.recv_off + s;
+                        let value = match source {
+                            Some(r) => sst.get_elem(c.global_min, r, col),
+                            None => live_members
+                                .iter()
+                                .map(|&r| sst.get_elem(self.mc.num_received, r, col))
+                                .min()
+                                .unwrap_or(-1),
+                        };
+                        sst.set_elem(c.global_min, col, value);
+                    }
+                } else if ready(shard_leader) {
+                    for s in 0..sh.senders {
+                        let col = sh.recv_off + s;
+                        sst.set_elem(
+                            c.global_min,
+                            col,
+                            sst.get_elem(c.global_min, shard_leader, col),
+                        );
+                    }
+                } else {
+                    all_ready = false;
+                    continue;
+                }
+                if let Some(range) = c.global_min.elems_range(sh.recv_off, sh.senders) {
+                    let _ = sst.push_range(range, Targets::All);
+                }
+                sst.set_elem(c.global_min_ready, sh.subgroup, true);
+                let _ = sst.push_elem(c.global_min_ready, sh.subgroup);
+            }
+            if !live_members.iter().all(|&r| ready(r)) {
+                all_ready = false;
+            }
+        }
+        if !all_ready {
+            return None;
+        }
+        let trims: BTreeMap<usize, Vec<i64>> = self
+            .shards
+            .iter()
+            .map(|sh| {
+                let v = (0..sh.senders)
+                    .map(|s| sst.get_elem(c.global_min, me, sh.recv_off + s))
+                    .collect();
+                (sh.subgroup, v)
+            })
+            .collect();
+        let resend = lock(&self.engine).ragged_trim(&trims, &*self.read_rdmc);
+        let removed = (0..committed)
+            .map(|i| (sst.get_elem(c.changes, leader, i) & u64::from(u32::MAX)) as NodeId)
+            .collect();
+        self.done = true;
+        Some(Outcome::Trimmed { removed, resend })
+    }
+
+    /// Stops new sends and deliveries, flushes what is already filled, and tells the others.
+    fn wedge(&mut self, sst: &Sst) {
+        if self.wedged {
+            return;
+        }
+        for s in &self.senders {
+            lock(s).wedged = true;
+        }
+        {
+            let mut e = lock(&self.engine);
+            e.wedged = true;
+            // One more pass publishes filled slots and what has been received so far.
+            e.run(sst);
+        }
+        self.wedged = true;
+        sst.set(self.cols.wedged, true);
+        let _ = sst.push(self.cols.wedged);
+    }
+}

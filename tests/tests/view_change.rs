@@ -1,0 +1,228 @@
+//! Failures end a view and the survivors continue in the next one, with virtual synchrony
+//! (in-process members over tcp; every run checked by the checker).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use derecho::config::Config;
+use derecho::gms::LayoutFn;
+use derecho::multicast::{Mode, ShardSpec, SubgroupSpec};
+use derecho::node::{GroupError, GroupNode};
+use derecho_tests::checker::{digest, Checker, Event, MemberLog, MessageId};
+use derecho_tests::cluster::test_sizes;
+use derecho_tests::ports::listen_port;
+
+fn config(id: u32, contact: u16, gms: u16) -> Config {
+    let mut c = Config::default();
+    c.derecho.local_id = id;
+    c.derecho.contact_port = contact;
+    c.derecho.gms_port = gms;
+    c.derecho.sst_port = listen_port().unwrap();
+    c.derecho.heartbeat_ms = 50;
+    c.derecho.sst_poll_cq_timeout_ms = 1000;
+    c
+}
+
+/// The first view needs `first` members; later views take whoever survives (at least 2).
+fn layout(first: usize) -> LayoutFn {
+    Arc::new(move |ids: &[u32], previous| {
+        let need = if previous.is_none() { first } else { 2 };
+        if ids.len() < need {
+            return Err(format!("need {need} members, have {}", ids.len()));
+        }
+        Ok(vec![SubgroupSpec {
+            shards: vec![ShardSpec {
+                members: ids.to_vec(),
+                senders: ids.to_vec(),
+                mode: Mode::Ordered,
+                sizes: test_sizes(8),
+            }],
+        }])
+    })
+}
+
+struct Member {
+    node: Arc<GroupNode>,
+    log: Arc<Mutex<MemberLog>>,
+}
+
+fn start(n: usize) -> Vec<Member> {
+    let contact = listen_port().unwrap();
+    let handles: Vec<_> = (0..n as u32)
+        .map(|id| {
+            let cfg = config(
+                id,
+                contact,
+                if id == 0 {
+                    contact
+                } else {
+                    listen_port().unwrap()
+                },
+            );
+            std::thread::spawn(move || {
+                let log = Arc::new(Mutex::new(MemberLog::new(id)));
+                let (l1, l2) = (Arc::clone(&log), Arc::clone(&log));
+                let node = GroupNode::start_with(
+                    &cfg,
+                    layout(n),
+                    Box::new(move |d| {
+                        l1.lock().unwrap().events.push(Event::Delivered {
+                            subgroup: d.subgroup as u32,
+                            shard: d.shard as u32,
+                            id: MessageId::read(d.payload).unwrap(),
+                            digest: digest(d.payload),
+                            seq: d.seq,
+                            stable: d.stable,
+                        });
+                    }),
+                    Some(Box::new(move |v| {
+                        l2.lock().unwrap().events.push(Event::View {
+                            vid: v.vid,
+                            members: v.ids(),
+                        });
+                    })),
+                )
+                .unwrap();
+                Member {
+                    node: Arc::new(node),
+                    log,
+                }
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+/// Streams messages from `m` until `stop`; a member that leaves the group stops sending.
+fn stream(m: &Member, stop: &AtomicBool) {
+    let id = m.node.id();
+    let mut serial = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        let len = if serial % 5 == 4 {
+            3000
+        } else {
+            64 + (serial % 200) as usize
+        };
+        let mut payload = vec![(serial as u8) ^ (id as u8); len];
+        let mid = MessageId { sender: id, serial };
+        mid.stamp(&mut payload);
+        m.log.lock().unwrap().events.push(Event::Sent {
+            subgroup: 0,
+            shard: 0,
+            id: mid,
+            digest: digest(&payload),
+        });
+        match m.node.send(0, &payload, Duration::from_secs(20)) {
+            Ok(_) => serial += 1,
+            Err(GroupError::Stopped(_)) => return,
+            Err(e) => panic!("node {id}, message {serial}: {e:?}"),
+        }
+        if serial % 50 == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+fn delivered(m: &Member) -> usize {
+    m.log
+        .lock()
+        .unwrap()
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Delivered { .. }))
+        .count()
+}
+
+fn kill_one_and_continue(victim: usize) {
+    let members = start(4);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for m in &members {
+            let stop = &stop;
+            s.spawn(move || stream(m, stop));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        // Abrupt stop: links close without a graceful leave.
+        members[victim].node.abort();
+        let victim_fabric_down = Instant::now();
+        for (i, m) in members.iter().enumerate() {
+            if i != victim {
+                let v = m
+                    .node
+                    .wait_for_view(1, Duration::from_secs(20))
+                    .unwrap_or_else(|e| panic!("node {i}: {e}"));
+                assert_eq!(v.members.len(), 3);
+                assert!(v.rank_of(victim as u32).is_none());
+            }
+        }
+        eprintln!(
+            "view 1 installed {:?} after the stop",
+            victim_fabric_down.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::SeqCst);
+    });
+    // Let the survivors drain, then compare.
+    let survivors: Vec<&Member> = members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, m)| m)
+        .collect();
+    let drain = Instant::now();
+    let deadline = drain + Duration::from_secs(10);
+    loop {
+        let counts: Vec<usize> = survivors.iter().map(|m| delivered(m)).collect();
+        if counts.windows(2).all(|w| w[0] == w[1]) || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("survivors agreed after {:?}", drain.elapsed());
+    let logs: Vec<MemberLog> = members
+        .iter()
+        .map(|m| m.log.lock().unwrap().clone())
+        .collect();
+    let report = Checker::new().check(&logs);
+    assert!(report.ok(), "{report}");
+    assert!(report.views >= 2, "{report}");
+    let after: Vec<usize> = survivors.iter().map(|m| delivered(m)).collect();
+    let sent: Vec<usize> = survivors
+        .iter()
+        .map(|m| {
+            m.log
+                .lock()
+                .unwrap()
+                .events
+                .iter()
+                .filter(|e| matches!(e, Event::Sent { .. }))
+                .count()
+        })
+        .collect();
+    assert!(
+        after.windows(2).all(|w| w[0] == w[1]),
+        "survivors delivered {after:?} (sent {sent:?})"
+    );
+    for (i, m) in members.into_iter().enumerate() {
+        let t = Instant::now();
+        drop(m);
+        eprintln!("member {i} torn down in {:?}", t.elapsed());
+    }
+}
+
+#[test]
+fn a_failed_member_is_removed_and_the_survivors_continue() {
+    kill_one_and_continue(2);
+}
+
+#[test]
+fn a_failed_leader_is_replaced_by_the_next_rank() {
+    kill_one_and_continue(0);
+}
+
+#[test]
+fn the_last_rank_failing_works_too() {
+    kill_one_and_continue(3);
+}
