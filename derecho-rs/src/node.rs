@@ -19,11 +19,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use derecho_fabric::tcp::{TcpConfig, TcpFabric};
+use derecho_fabric::backends;
 use derecho_fabric::{Fabric, FabricError};
 use derecho_sst::SstConfig;
 
-use crate::config::{Config, FabricBackend};
+use crate::config::Config;
 use crate::gms::change::Outcome;
 use crate::gms::first_view::{self, GmsTimeouts, LayoutFn};
 use crate::gms::{GmsError, GmsService, MemberInfo, View};
@@ -126,12 +126,6 @@ impl GroupNode {
         on_view: Option<ViewHandler>,
     ) -> Result<Self, GroupError> {
         let d = &config.derecho;
-        if config.rdma.backend != FabricBackend::Tcp {
-            return Err(GroupError::Config(format!(
-                "[RDMA] backend = {} is not available in this build; use backend = tcp",
-                config.rdma.backend
-            )));
-        }
         let me = MemberInfo {
             id: d.local_id,
             ip: d.local_ip,
@@ -140,10 +134,7 @@ impl GroupNode {
             state_transfer_port: d.state_transfer_port,
             external_port: d.external_port,
         };
-        let fabric: Arc<dyn Fabric> = Arc::new(TcpFabric::start(TcpConfig::new(
-            d.local_id,
-            SocketAddr::new(d.local_ip, d.sst_port),
-        ))?);
+        let fabric = start_fabric(config)?;
         let listener = TcpListener::bind(SocketAddr::new(d.local_ip, d.gms_port)).map_err(|e| {
             GmsError::io(
                 format!("binding the GMS port {}:{}", d.local_ip, d.gms_port),
@@ -431,6 +422,23 @@ impl Inner {
             }
         }
     }
+}
+
+/// Starts the fabric backend the `[RDMA]` section names, listening on `local_ip:sst_port`.
+/// A backend this build does not include is an error naming `[RDMA] backend`.
+pub fn start_fabric(config: &Config) -> Result<Arc<dyn Fabric>, GroupError> {
+    let r = &config.rdma;
+    let settings = backends::RdmaSettings {
+        backend: r.backend.as_str().to_string(),
+        provider: r.provider.clone(),
+        domain: r.domain.clone(),
+        tx_depth: r.tx_depth,
+        rx_depth: r.rx_depth,
+        shm_dir: None,
+    };
+    let listen = SocketAddr::new(config.derecho.local_ip, config.derecho.sst_port);
+    let chosen = backends::BackendConfig::from_rdma(&settings, config.derecho.local_id, listen)?;
+    Ok(backends::start(chosen)?)
 }
 
 fn resend_one(g: &MulticastGroup, r: &Resend) -> Result<(), MulticastError> {

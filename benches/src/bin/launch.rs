@@ -82,10 +82,12 @@ fn parse() -> Result<Opts, String> {
             other => return Err(format!("unknown option {other}")),
         }
     }
-    if o.transport != "tcp" {
+    let built = derecho_fabric::backends::compiled();
+    if !built.contains(&o.transport.as_str()) {
         return Err(format!(
-            "transport {} is not available in this build (tcp is)",
-            o.transport
+            "transport {} is not in this build (built: {}); libfabric and verbs need the cargo features of derecho-fabric",
+            o.transport,
+            built.join(", ")
         ));
     }
     if o.nodes == 0 {
@@ -107,6 +109,14 @@ fn configs(o: &Opts, dir: &std::path::Path) -> Result<Vec<PathBuf>, String> {
         c.derecho.contact_port = contact;
         c.derecho.gms_port = if i == 0 { contact } else { free_port()? };
         c.derecho.sst_port = free_port()?;
+        c.rdma.backend = o
+            .transport
+            .parse()
+            .map_err(|e| format!("--transport {}: {e}", o.transport))?;
+        c.rdma.backend = o
+            .transport
+            .parse()
+            .map_err(|e| format!("--transport {}: {e}", o.transport))?;
         if let Some(p) = c.subgroups.get_mut("DEFAULT") {
             p.max_payload_size = o.payload;
             p.max_smc_payload_size = o.smc.min(o.payload);
