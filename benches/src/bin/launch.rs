@@ -16,6 +16,14 @@
 //!     msgs_per_s=<n> lat_p50_us=<n> lat_p99_us=<n> cpu_s=<CPU seconds of all processes>
 //! ```
 //!
+//! `--kill RANK@MS` (repeatable) kills member RANK with SIGKILL MS milliseconds after the
+//! start; the killed members are not expected to report. With `stream_test` this reproduces a
+//! fault scenario with one command:
+//!
+//! ```text
+//! launch --nodes 4 --check --kill 2@3000 -- stream_test 4 6000
+//! ```
+//!
 //! With `--check`, every member records its views, sends and deliveries, and the checker of
 //! `derecho-tests` runs over them at the end, printing
 //! `check=ok|FAIL views=<n> delivered=<n> reason=<first violation or ->` before the result
@@ -39,6 +47,7 @@ struct Opts {
     smc: u64,
     timeout: u64,
     check: bool,
+    kills: Vec<(usize, u64)>,
     bench: String,
     bench_args: Vec<String>,
 }
@@ -58,6 +67,7 @@ fn parse() -> Result<Opts, String> {
         smc: 10240,
         timeout: 600,
         check: false,
+        kills: Vec::new(),
         bench: theirs
             .first()
             .cloned()
@@ -79,6 +89,13 @@ fn parse() -> Result<Opts, String> {
             "--window" => o.window = v.parse().map_err(|e| bad(&e))?,
             "--smc" => o.smc = v.parse().map_err(|e| bad(&e))?,
             "--timeout" => o.timeout = v.parse().map_err(|e| bad(&e))?,
+            "--kill" => {
+                let (rank, ms) = v.split_once('@').ok_or_else(|| bad(&"expected RANK@MS"))?;
+                o.kills.push((
+                    rank.parse().map_err(|e| bad(&e))?,
+                    ms.parse().map_err(|e| bad(&e))?,
+                ));
+            }
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -174,9 +191,30 @@ fn run(o: &Opts) -> Result<String, String> {
         children.push(ChildGuard::new(child));
     }
     drop(tx);
+    let started = Instant::now();
+    let children = std::sync::Arc::new(std::sync::Mutex::new(children));
+    let killer = {
+        let (children, kills) = (std::sync::Arc::clone(&children), o.kills.clone());
+        std::thread::spawn(move || {
+            let mut kills = kills;
+            kills.sort_by_key(|k| k.1);
+            for (rank, ms) in kills {
+                let at = started + Duration::from_millis(ms);
+                std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                let mut c = children.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(g) = c.get_mut(rank) {
+                    // SIGKILL: no chance to say goodbye.
+                    let _ = g.child_mut().kill();
+                    eprintln!("launch: killed member {rank} at {ms} ms");
+                }
+            }
+        })
+    };
+    let killed: std::collections::BTreeSet<usize> = o.kills.iter().map(|k| k.0).collect();
+    let expected = o.nodes - killed.iter().filter(|r| **r < o.nodes).count();
     let deadline = Instant::now() + Duration::from_secs(o.timeout);
     let mut results: HashMap<usize, HashMap<String, f64>> = HashMap::new();
-    while results.len() < o.nodes {
+    while results.len() < expected {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok((i, line)) => {
@@ -192,7 +230,12 @@ fn run(o: &Opts) -> Result<String, String> {
             Err(_) => break,
         }
     }
-    for c in &mut children {
+    let _ = killer.join();
+    for c in children
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter_mut()
+    {
         c.wait_bounded(Duration::from_secs(10));
     }
     let verdict = o.check.then(|| {
@@ -203,7 +246,7 @@ fn run(o: &Opts) -> Result<String, String> {
             })
             .collect();
         let mut checker = derecho_tests::checker::Checker::new();
-        if logs.len() == o.nodes {
+        if logs.len() == o.nodes && o.kills.is_empty() && o.bench != "stream_test" {
             checker = checker.expect_complete();
         }
         if o.bench_args.get(3).map(String::as_str) == Some("1") {
@@ -218,11 +261,10 @@ fn run(o: &Opts) -> Result<String, String> {
             return Err("the checker found a violation".into());
         }
     }
-    if results.len() < o.nodes {
+    if results.len() < expected {
         return Err(format!(
-            "only {} of {} members reported a result",
-            results.len(),
-            o.nodes
+            "only {} of {expected} members reported a result",
+            results.len()
         ));
     }
     let all = |k: &str| {

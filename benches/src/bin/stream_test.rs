@@ -1,0 +1,177 @@
+//! `stream_test`: every member sends a continuous ordered stream for a while, through
+//! failures and view changes; used with `launch --kill ... --check` to reproduce a fault
+//! scenario with one command.
+//!
+//! Arguments: `[derecho options --] <num_nodes> <duration_ms>`. Message size:
+//! `SUBGROUP/DEFAULT/max_payload_size` (at least 20 bytes). The first view needs all
+//! `num_nodes` members; later views continue with the survivors. With `DERECHO_CHECK_LOG` set,
+//! the member appends its views, sends and deliveries to that file as they happen (so a
+//! member killed with `kill -9` leaves a usable log). Prints one `result ...` line at the end.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use benches::group_bench::{cpu_seconds, CHECK_LOG_ENV};
+use derecho::config::ConfigLoader;
+use derecho::multicast::{Mode, ShardSpec, Sizes, SubgroupSpec};
+use derecho::node::{GroupError, GroupNode};
+use derecho_tests::checker::{digest, Event, MessageId};
+
+/// Appends events to the check log, one JSON line each, flushed often.
+struct LogFile {
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    since_flush: usize,
+}
+
+impl LogFile {
+    fn push(&mut self, e: &Event) {
+        if let Some(out) = &mut self.out {
+            if let Ok(line) = serde_json::to_string(e) {
+                let _ = writeln!(out, "{line}");
+                self.since_flush += 1;
+                // A send is recorded before the message leaves (write-ahead), so a member killed
+                // with kill -9 never leaves a delivered message without its send record.
+                if self.since_flush >= 64 || !matches!(e, Event::Delivered { .. }) {
+                    let _ = out.flush();
+                    self.since_flush = 0;
+                }
+            }
+        }
+    }
+}
+
+fn lock(l: &Mutex<LogFile>) -> std::sync::MutexGuard<'_, LogFile> {
+    l.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn run() -> Result<String, String> {
+    let config = ConfigLoader::new()
+        .args(std::env::args().skip(1))
+        .load()
+        .map_err(|e| e.to_string())?;
+    let rest = config.app_args().to_vec();
+    if rest.len() != 2 {
+        return Err(format!(
+            "usage: [derecho options --] <num_nodes> <duration_ms> (got {rest:?})"
+        ));
+    }
+    let nodes: usize = rest[0].parse().map_err(|e| format!("num_nodes: {e}"))?;
+    let duration = Duration::from_millis(rest[1].parse().map_err(|e| format!("duration_ms: {e}"))?);
+    let me = config.derecho.local_id;
+    let sizes = config
+        .profile("DEFAULT")
+        .map(Sizes::from_profile)
+        .ok_or("no DEFAULT profile")?;
+    let payload = sizes.max_payload.max(MessageId::LEN + 8);
+    let layout: derecho::gms::LayoutFn = Arc::new(move |ids: &[u32], previous| {
+        let need = if previous.is_none() { nodes } else { 1 };
+        if ids.len() < need {
+            return Err(format!("waiting for {} of {need} members", ids.len()));
+        }
+        Ok(vec![SubgroupSpec {
+            shards: vec![ShardSpec {
+                members: ids.to_vec(),
+                senders: ids.to_vec(),
+                mode: Mode::Ordered,
+                sizes: sizes.clone(),
+            }],
+        }])
+    });
+    let out = match std::env::var_os(CHECK_LOG_ENV) {
+        Some(path) => {
+            let mut f = std::fs::File::create(&path).map_err(|e| format!("check log: {e}"))?;
+            writeln!(f, "{me}").map_err(|e| format!("check log: {e}"))?;
+            Some(std::io::BufWriter::new(f))
+        }
+        None => None,
+    };
+    let log = Arc::new(Mutex::new(LogFile {
+        out,
+        since_flush: 0,
+    }));
+    let (l1, l2) = (Arc::clone(&log), Arc::clone(&log));
+    let delivered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let d2 = Arc::clone(&delivered);
+    let node = GroupNode::start_with(
+        &config,
+        layout,
+        Box::new(move |d| {
+            d2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let id = MessageId::read(d.payload).unwrap_or(MessageId {
+                sender: u32::MAX,
+                serial: 0,
+            });
+            lock(&l1).push(&Event::Delivered {
+                subgroup: d.subgroup as u32,
+                shard: d.shard as u32,
+                id,
+                digest: digest(d.payload),
+                seq: d.seq,
+                stable: d.stable,
+            });
+        }),
+        Some(Box::new(move |v| {
+            lock(&l2).push(&Event::View {
+                vid: v.vid,
+                members: v.ids(),
+            })
+        })),
+    )
+    .map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let mut data = vec![0u8; payload];
+    let mut serial = 0u64;
+    let mut stopped = None;
+    while start.elapsed() < duration {
+        let id = MessageId { sender: me, serial };
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = (i as u64 ^ serial) as u8;
+        }
+        id.stamp(&mut data);
+        lock(&log).push(&Event::Sent {
+            subgroup: 0,
+            shard: 0,
+            id,
+            digest: digest(&data),
+        });
+        match node.send(0, &data, Duration::from_secs(30)) {
+            Ok(_) => serial += 1,
+            Err(GroupError::Stopped(why)) => {
+                stopped = Some(why);
+                break;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    // Let the last messages settle everywhere before leaving.
+    std::thread::sleep(Duration::from_millis(1500));
+    let view = node.view();
+    if let Some(out) = &mut lock(&log).out {
+        let _ = out.flush();
+    }
+    let line = format!(
+        "result node={me} sent={serial} delivered={} vid={} members={} stopped={} cpu_s={:.3}",
+        delivered.load(std::sync::atomic::Ordering::Relaxed),
+        view.vid,
+        view.members.len(),
+        u8::from(stopped.is_some()),
+        cpu_seconds()
+    );
+    node.shutdown();
+    Ok(line)
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stream_test: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
