@@ -33,6 +33,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -193,8 +194,10 @@ fn run(o: &Opts) -> Result<String, String> {
     drop(tx);
     let started = Instant::now();
     let children = std::sync::Arc::new(std::sync::Mutex::new(children));
+    let first_kill_at = std::sync::Arc::new(AtomicU64::new(0));
     let killer = {
         let (children, kills) = (std::sync::Arc::clone(&children), o.kills.clone());
+        let first_kill = std::sync::Arc::clone(&first_kill_at);
         std::thread::spawn(move || {
             let mut kills = kills;
             kills.sort_by_key(|k| k.1);
@@ -205,6 +208,10 @@ fn run(o: &Opts) -> Result<String, String> {
                 if let Some(g) = c.get_mut(rank) {
                     // SIGKILL: no chance to say goodbye.
                     let _ = g.child_mut().kill();
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as u64);
+                    let _ = first_kill.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
                     eprintln!("launch: killed member {rank} at {ms} ms");
                 }
             }
@@ -298,6 +305,18 @@ fn run(o: &Opts) -> Result<String, String> {
     } else {
         "ordered"
     };
+    // kill -9 to view 1 on every survivor: the latest view-1 time minus the first kill.
+    let killed_at = first_kill_at.load(Ordering::SeqCst) as f64;
+    let view1: Vec<f64> = all("view1_at_ns")
+        .into_iter()
+        .filter(|t| *t > 0.0)
+        .collect();
+    let kill_to_view = if killed_at > 0.0 && !view1.is_empty() {
+        let last = view1.iter().fold(0.0_f64, |a, b| a.max(*b));
+        format!(" kill_to_view_ms={:.1}", (last - killed_at) / 1e6)
+    } else {
+        String::new()
+    };
     Ok(format!(
         "{} nodes={} senders={senders} payload={} msgs={} mode={mode} gbps={:.4} msgs_per_s={:.0} lat_p50_us={:.1} lat_p99_us={:.1} cpu_s={:.2}",
         o.bench,
@@ -309,7 +328,7 @@ fn run(o: &Opts) -> Result<String, String> {
         mean(senders_lat("lat_p50_us")),
         senders_lat("lat_p99_us").into_iter().fold(0.0, f64::max),
         all("cpu_s").iter().sum::<f64>()
-    ))
+    ) + &kill_to_view)
 }
 
 fn main() -> ExitCode {

@@ -42,6 +42,12 @@ impl LogFile {
     }
 }
 
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 fn lock(l: &Mutex<LogFile>) -> std::sync::MutexGuard<'_, LogFile> {
     l.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -94,6 +100,9 @@ fn run() -> Result<String, String> {
     let (l1, l2) = (Arc::clone(&log), Arc::clone(&log));
     let delivered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let d2 = Arc::clone(&delivered);
+    // When view 1 was installed here (Unix ns), for the launcher's kill-to-view figure.
+    let view1_at = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let v1 = Arc::clone(&view1_at);
     let node = GroupNode::start_with(
         &config,
         layout,
@@ -113,6 +122,9 @@ fn run() -> Result<String, String> {
             });
         }),
         Some(Box::new(move |v| {
+            if v.vid == 1 {
+                v1.store(unix_ns(), std::sync::atomic::Ordering::SeqCst);
+            }
             lock(&l2).push(&Event::View {
                 vid: v.vid,
                 members: v.ids(),
@@ -152,11 +164,12 @@ fn run() -> Result<String, String> {
         let _ = out.flush();
     }
     let line = format!(
-        "result node={me} sent={serial} delivered={} vid={} members={} stopped={} cpu_s={:.3}",
+        "result node={me} sent={serial} delivered={} vid={} members={} stopped={} view1_at_ns={} cpu_s={:.3}",
         delivered.load(std::sync::atomic::Ordering::Relaxed),
         view.vid,
         view.members.len(),
         u8::from(stopped.is_some()),
+        view1_at.load(std::sync::atomic::Ordering::SeqCst),
         cpu_seconds()
     );
     node.shutdown();
