@@ -86,7 +86,7 @@ struct Inner {
 /// A running member of a group.
 pub struct GroupNode {
     inner: Arc<Inner>,
-    manager: Option<JoinHandle<()>>,
+    manager: Mutex<Option<JoinHandle<()>>>,
     outcomes: Sender<Option<Outcome>>,
 }
 
@@ -188,7 +188,7 @@ impl GroupNode {
             .map_err(|e| GroupError::Config(format!("cannot start the view manager: {e}")))?;
         Ok(Self {
             inner,
-            manager: Some(manager),
+            manager: Mutex::new(Some(manager)),
             outcomes: tx,
         })
     }
@@ -268,6 +268,25 @@ impl GroupNode {
         }
     }
 
+    /// Leaves the group gracefully: tells every member (bounded by `timeout`), then stops. The
+    /// others install a view without this member; partition safety does not count it as
+    /// failed.
+    pub fn leave(&self, timeout: Duration) -> Result<(), GroupError> {
+        let told = self
+            .multicast()
+            .and_then(|g| Ok(g.announce_leave(timeout)?));
+        self.stop_all();
+        told
+    }
+
+    /// Reports that `node` has failed (the application knows better than the timeouts): its
+    /// row is frozen and the view changes without it.
+    pub fn report_failure(&self, node: NodeId) -> Result<(), GroupError> {
+        let g = self.multicast()?;
+        g.sst().report_failure(node).map_err(MulticastError::from)?;
+        Ok(())
+    }
+
     /// Drops out of the group at once, without any protocol, as a crash would: the core loop
     /// stops and every link closes. For fault injection in tests and tools.
     pub fn abort(&self) {
@@ -276,18 +295,19 @@ impl GroupNode {
 
     /// Stops this member: its threads end and its links close (the others see it leave as a
     /// failure until graceful leave exists).
-    pub fn shutdown(mut self) {
+    pub fn shutdown(self) {
         self.stop_all();
     }
 
-    fn stop_all(&mut self) {
+    fn stop_all(&self) {
         // First make any view set-up in progress fail fast, then stop the manager.
         self.inner
             .stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.inner.fabric.shutdown();
         let _ = self.outcomes.send(None);
-        if let Some(m) = self.manager.take() {
+        let manager = lock(&self.manager).take();
+        if let Some(m) = manager {
             let _ = m.join();
         }
         let group = {
@@ -306,7 +326,8 @@ impl GroupNode {
 
 impl Drop for GroupNode {
     fn drop(&mut self) {
-        if self.manager.is_some() {
+        let running = lock(&self.manager).is_some();
+        if running {
             self.stop_all();
         }
     }
@@ -409,6 +430,14 @@ impl Inner {
                     if let Err(e) = self.install(next, tx) {
                         self.stop_with(format!("installing the next view failed: {e}"));
                         return;
+                    }
+                    // A removed member that is still running (suspected wrongly, or reported by
+                    // the application) must learn it is out: cut it off, so it finds itself
+                    // alone and stops instead of waiting in the old view.
+                    for id in &removed {
+                        if let Some(link) = self.fabric.link(*id) {
+                            link.fail("removed from the group");
+                        }
                     }
                     let group = lock(&self.current).group.clone();
                     if let Some(g) = group {

@@ -226,3 +226,61 @@ fn a_failed_leader_is_replaced_by_the_next_rank() {
 fn the_last_rank_failing_works_too() {
     kill_one_and_continue(3);
 }
+
+#[test]
+fn a_member_that_leaves_gracefully_is_removed_and_two_survivors_continue() {
+    // Three members; one leaves: with partition safety on, the two others must continue,
+    // because a departure is not a failure.
+    let members = start(3);
+    let stop = AtomicBool::new(false);
+    let leaver = Arc::clone(&members[1].node);
+    std::thread::scope(|s| {
+        for m in [&members[0], &members[2]] {
+            let stop = &stop;
+            s.spawn(move || stream(m, stop));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        leaver.leave(Duration::from_secs(5)).unwrap();
+        for i in [0, 2] {
+            let v = members[i]
+                .node
+                .wait_for_view(1, Duration::from_secs(20))
+                .unwrap();
+            let mut ids = v.ids();
+            ids.sort_unstable();
+            assert_eq!(ids, vec![0, 2]);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::SeqCst);
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let logs: Vec<MemberLog> = members
+        .iter()
+        .map(|m| m.log.lock().unwrap().clone())
+        .collect();
+    let report = Checker::new().check(&logs);
+    assert!(report.ok(), "{report}");
+    assert!(members[0].node.stopped().is_none() && members[2].node.stopped().is_none());
+}
+
+#[test]
+fn a_member_reported_failed_by_the_application_is_removed_and_stops() {
+    let members = start(4);
+    members[0].node.report_failure(3).unwrap();
+    for m in &members[..3] {
+        let v = m.node.wait_for_view(1, Duration::from_secs(20)).unwrap();
+        let mut ids = v.ids();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![0, 1, 2]);
+    }
+    // Node 3 learns it is suspected and stops, saying why.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while members[3].node.stopped().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let why = members[3].node.stopped().unwrap_or_default();
+    assert!(
+        why.contains("suspect") || why.contains("removed") || why.contains("minority"),
+        "node 3: {why}"
+    );
+}

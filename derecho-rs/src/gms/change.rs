@@ -158,11 +158,15 @@ impl ChangeProtocol {
             let _ = sst.push_range(c.suspected.range(), Targets::All);
         }
         let suspected: Vec<usize> = (0..n).filter(|&r| self.suspects(sst, r)).collect();
-        if self.partition_safety && suspected.len() * 2 >= n && !suspected.is_empty() {
+        // Members that left on purpose (rip) are departures, not failures: they count for
+        // neither side of the majority.
+        let departed = suspected.iter().filter(|&&r| sst.get(c.rip, r)).count();
+        let failed = suspected.len() - departed;
+        if self.partition_safety && failed > 0 && failed * 2 >= n - departed {
             self.done = true;
             return Some(Outcome::Partitioned {
-                suspected: suspected.len(),
-                members: n,
+                suspected: failed,
+                members: n - departed,
             });
         }
         let leader = (0..n).find(|&r| !self.suspects(sst, r))?;

@@ -694,6 +694,21 @@ impl MulticastGroup {
         Ok(())
     }
 
+    /// Announces a graceful departure: sets `rip` and suspects itself, and pushes both to every
+    /// member, waiting up to `timeout` for the writes to land. The others then remove this
+    /// member as they would a failed one, without counting it against the majority.
+    pub fn announce_leave(&self, timeout: Duration) -> Result<(), MulticastError> {
+        let g = &self.cols.gms;
+        self.sst.set(g.rip, true);
+        self.sst.set_elem(g.suspected, self.sst.my_rank(), true);
+        // rip first: a member that sees the self-suspicion must already see the departure.
+        self.sst
+            .push_with_completion(g.rip, derecho_sst::Targets::All, timeout)?;
+        self.sst
+            .push_with_completion(g.suspected.range(), derecho_sst::Targets::All, timeout)?;
+        Ok(())
+    }
+
     /// Runs the core loop's predicates and the RDMC engines once (for callers that drive the
     /// group themselves). Returns whether anything happened.
     pub fn poll(&self) -> bool {
