@@ -400,3 +400,138 @@ pub fn doorbell(h: &dyn Harness) {
         assert!(woke.load(Ordering::SeqCst), "parked poller not woken");
     }
 }
+
+/// A backend whose nodes can all run as threads of one process, linked over 127.0.0.1
+/// (tcp, shm, libfabric): enough for [`Local`] to build its clusters.
+pub trait LocalBackend: Fabric + Clone + 'static {
+    /// Starts node `id` listening on an ephemeral port of 127.0.0.1.
+    fn start_local(id: crate::NodeId) -> Result<Self, FabricError>;
+    /// Closes every link without a goodbye, as a crash would.
+    fn abort_now(&self);
+}
+
+impl LocalBackend for crate::tcp::TcpFabric {
+    fn start_local(id: crate::NodeId) -> Result<Self, FabricError> {
+        crate::tcp::TcpFabric::start(crate::tcp::TcpConfig::new(id, local_any()))
+    }
+    fn abort_now(&self) {
+        self.abort();
+    }
+}
+
+impl LocalBackend for crate::shm::ShmFabric {
+    fn start_local(id: crate::NodeId) -> Result<Self, FabricError> {
+        crate::shm::ShmFabric::start(crate::shm::ShmConfig::new(id, local_any()))
+    }
+    fn abort_now(&self) {
+        self.abort();
+    }
+}
+
+#[cfg(feature = "libfabric")]
+impl LocalBackend for crate::libfabric::LibfabricFabric {
+    fn start_local(id: crate::NodeId) -> Result<Self, FabricError> {
+        crate::libfabric::LibfabricFabric::start(crate::backends::LibfabricConfig::new(
+            id,
+            local_any(),
+        ))
+    }
+    fn abort_now(&self) {
+        self.abort();
+    }
+}
+
+fn local_any() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// The harness for a [`LocalBackend`]: every node a set of threads of this process, real
+/// sockets and memory between them, real concurrency between writers and readers.
+pub struct Local<B: LocalBackend> {
+    made: Mutex<Vec<B>>,
+}
+
+impl<B: LocalBackend> Default for Local<B> {
+    fn default() -> Self {
+        Self {
+            made: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<B: LocalBackend> Local<B> {
+    /// A harness that has made no fabric yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<B: LocalBackend> Drop for Local<B> {
+    fn drop(&mut self) {
+        for f in self.made.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            f.shutdown();
+        }
+    }
+}
+
+impl<B: LocalBackend> Harness for Local<B> {
+    fn cluster(&self, n: usize) -> Vec<Arc<dyn Fabric>> {
+        let fabrics: Vec<B> = (0..n).map(|i| B::start_local(i as u32).unwrap()).collect();
+        let addrs: Vec<std::net::SocketAddr> =
+            fabrics.iter().map(|f| f.local_addr().unwrap()).collect();
+        // Every node connects to every other at once; the higher id dials.
+        std::thread::scope(|s| {
+            for (i, f) in fabrics.iter().enumerate() {
+                let addrs = &addrs;
+                s.spawn(move || {
+                    for (j, addr) in addrs.iter().enumerate() {
+                        if i != j {
+                            f.connect(j as u32, *addr, Duration::from_secs(10)).unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        self.made.lock().unwrap().extend(fabrics.iter().cloned());
+        fabrics
+            .into_iter()
+            .map(|f| Arc::new(f) as Arc<dyn Fabric>)
+            .collect()
+    }
+
+    fn drive(
+        &self,
+        _f: &[Arc<dyn Fabric>],
+        timeout: Duration,
+        cond: &mut dyn FnMut() -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if cond() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return cond();
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    fn spawn(&self, job: Box<dyn FnOnce() + Send>) -> Box<dyn FnOnce()> {
+        let t = std::thread::spawn(job);
+        Box::new(move || t.join().expect("writer thread panicked"))
+    }
+
+    fn crash(&self, fabrics: &[Arc<dyn Fabric>], i: usize) {
+        let (id, addr) = (fabrics[i].local_id(), fabrics[i].local_addr());
+        let made = self.made.lock().unwrap();
+        let f = made
+            .iter()
+            .find(|f| f.local_id() == id && f.local_addr() == addr);
+        f.expect("fabric made by this harness").abort_now();
+    }
+
+    fn concurrent(&self) -> bool {
+        true
+    }
+}
