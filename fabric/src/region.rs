@@ -203,7 +203,7 @@ impl Region {
         backing: Box<dyn Send + Sync>,
     ) -> Result<Self, FabricError> {
         let len = checked_len(spec.len)?;
-        if ptr.as_ptr() as usize % REGION_ALIGN != 0 {
+        if !(ptr.as_ptr() as usize).is_multiple_of(REGION_ALIGN) {
             return Err(FabricError::InvalidRegion(
                 "external memory is not aligned".into(),
             ));
@@ -290,7 +290,7 @@ impl Region {
 
     fn word(&self, off: usize) -> &AtomicU64 {
         assert!(
-            off % 8 == 0 && off + 8 <= self.len,
+            off.is_multiple_of(8) && off + 8 <= self.len,
             "u64 access at offset {off} outside or misaligned in {} of {} bytes",
             self.id,
             self.len
@@ -302,7 +302,7 @@ impl Region {
 
     fn word32(&self, off: usize) -> &AtomicU32 {
         assert!(
-            off % 4 == 0 && off + 4 <= self.len,
+            off.is_multiple_of(4) && off + 4 <= self.len,
             "u32 access at offset {off} outside or misaligned in {} of {} bytes",
             self.id,
             self.len

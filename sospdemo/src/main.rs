@@ -1,12 +1,231 @@
 //! sospdemo: the image-classification service built on derecho-rs.
 //!
 //! The finished program has a gRPC function tier that accepts photos and models from clients and
-//! forwards them to a sharded categorizer tier running CNN inference on the CPU; its modes are
-//! `server`, `client` and `demo` (a local cluster that installs the bundled models and classifies
-//! the bundled photos). Until those land it only says so.
+//! forwards them to a sharded categorizer tier running CNN inference on the CPU; its modes will
+//! be `server`, `client` and `demo`. Until those land, this binary offers what stands alone: the
+//! inference engine (`classify`, `bench-model`) and the training of the bundled models (`train`).
 #![forbid(unsafe_code)]
 
-fn main() {
-    eprintln!("sospdemo: the service is not built yet; see README.md for what works today");
-    std::process::exit(2);
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use clap::{Parser, Subcommand};
+use sospdemo::model::{random_weights, Architecture, Classifier, Synset};
+use sospdemo::train::{self, Task, TrainConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "sospdemo",
+    about = "Image classification on derecho-rs (engine and training; the service is not built yet)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Regenerate the bundled models and sample photos (procedural photos, seeded training).
+    Train {
+        /// Output root: models go to DIR/models/<task>, photos to DIR/photos/<task>.
+        #[arg(long, default_value_os_t = sospdemo::bundled_dir())]
+        out: PathBuf,
+        /// Seed of the photos, the initial weights and the batch order.
+        #[arg(long, default_value_t = TrainConfig::default().seed)]
+        seed: u64,
+        /// Train only this task (flowers or pets); all by default.
+        #[arg(long)]
+        task: Option<String>,
+        /// Passes over the training photos.
+        #[arg(long, default_value_t = TrainConfig::default().epochs)]
+        epochs: usize,
+        /// Training photos per class.
+        #[arg(long, default_value_t = TrainConfig::default().train_per_class)]
+        train_per_class: usize,
+        /// Held-out photos per class.
+        #[arg(long, default_value_t = TrainConfig::default().test_per_class)]
+        test_per_class: usize,
+    },
+    /// Classify photos with a model directory (synset.txt, arch.json, weights.safetensors).
+    Classify {
+        /// The model directory.
+        model: PathBuf,
+        /// JPEG or PNG photos.
+        #[arg(required = true)]
+        photos: Vec<PathBuf>,
+    },
+    /// Time the forward pass of a model directory, or of ResNet50 with random weights.
+    BenchModel {
+        /// Model directories; `resnet50` stands for an ImageNet ResNet50 with random weights.
+        #[arg(required = true)]
+        models: Vec<String>,
+        /// Timed forward passes per model.
+        #[arg(long, default_value_t = 20)]
+        iterations: usize,
+        /// Also time whole classifications (decode, preprocess, forward) of this photo.
+        #[arg(long)]
+        photo: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match Cli::parse().command {
+        Command::Train {
+            out,
+            seed,
+            task,
+            epochs,
+            train_per_class,
+            test_per_class,
+        } => run_train(out, seed, task, epochs, train_per_class, test_per_class),
+        Command::Classify { model, photos } => run_classify(model, photos),
+        Command::BenchModel {
+            models,
+            iterations,
+            photo,
+        } => run_bench(models, iterations, photo),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sospdemo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type AnyResult = Result<(), Box<dyn std::error::Error>>;
+
+fn run_train(
+    out: PathBuf,
+    seed: u64,
+    task: Option<String>,
+    epochs: usize,
+    train_per_class: usize,
+    test_per_class: usize,
+) -> AnyResult {
+    let tasks = match task {
+        None => Task::ALL.to_vec(),
+        Some(name) => {
+            vec![Task::from_name(&name).ok_or(format!("unknown task {name:?} (flowers or pets)"))?]
+        }
+    };
+    let cfg = TrainConfig {
+        out_dir: out,
+        seed,
+        tasks,
+        epochs,
+        train_per_class,
+        test_per_class,
+        ..TrainConfig::default()
+    };
+    let reports = train::train_all(&cfg)?;
+    println!(
+        "{:<8} {:>9} {:>9} {:>11} {:>8} {:>8}",
+        "task", "accuracy", "held-out", "model size", "samples", "seconds"
+    );
+    for r in &reports {
+        println!(
+            "{:<8} {:>8.2}% {:>9} {:>9} B {:>8} {:>8.1}",
+            r.task.name(),
+            100.0 * r.accuracy(),
+            r.held_out,
+            r.model_bytes,
+            r.samples.len(),
+            r.seconds
+        );
+        let classes: Vec<String> = r
+            .per_class
+            .iter()
+            .map(|(l, c, n)| format!("{l} {c}/{n}"))
+            .collect();
+        println!("         per class: {}", classes.join(", "));
+        if r.samples_skipped > 0 {
+            println!(
+                "         sample candidates passed over (misclassified): {}",
+                r.samples_skipped
+            );
+        }
+    }
+    Ok(())
+}
+
+fn run_classify(model: PathBuf, photos: Vec<PathBuf>) -> AnyResult {
+    let classifier = Classifier::load_dir(&model)?;
+    for photo in photos {
+        let bytes = std::fs::read(&photo).map_err(|e| format!("{}: {e}", photo.display()))?;
+        match classifier.classify(&bytes) {
+            Ok(g) => println!("{}: {} ({:.3})", photo.display(), g.label, g.score),
+            Err(e) => println!("{}: error: {e}", photo.display()),
+        }
+    }
+    Ok(())
+}
+
+fn median_ms(mut times: Vec<f64>) -> (f64, f64, f64) {
+    times.sort_by(f64::total_cmp);
+    let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
+    let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+    (median, mean, times.first().copied().unwrap_or(f64::NAN))
+}
+
+fn run_bench(models: Vec<String>, iterations: usize, photo: Option<PathBuf>) -> AnyResult {
+    let photo = match photo {
+        Some(p) => Some(std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?),
+        None => None,
+    };
+    for name in models {
+        let classifier = if name == "resnet50" {
+            let arch = Architecture::resnet50(1000);
+            let synset = Synset::from_labels((0..1000).map(|i| format!("class{i}")).collect());
+            let weights = random_weights(&arch, 1, false)?;
+            Classifier::from_parts(arch, synset, &weights)?
+        } else {
+            Classifier::load_dir(&PathBuf::from(&name))?
+        };
+        let side = classifier.architecture().input_size;
+        let x = Tensor::randn(0f32, 1.0, (1, 3, side, side), &Device::Cpu)?;
+        for _ in 0..2 {
+            classifier.logits(&x)?;
+        }
+        let times: Vec<f64> = (0..iterations.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                classifier
+                    .logits(&x)
+                    .map(|_| t.elapsed().as_secs_f64() * 1e3)
+            })
+            .collect::<Result<_, _>>()?;
+        let n = times.len();
+        let (median, mean, min) = median_ms(times);
+        println!(
+            "{name}: {side}x{side} input, forward median {median:.2} ms, mean {mean:.2} ms, min {min:.2} ms over {n} runs ({} threads)",
+            candle_core::utils::get_num_threads()
+        );
+        if let Some(bytes) = &photo {
+            let times: Vec<f64> = (0..iterations.max(1))
+                .map(|_| {
+                    let t = Instant::now();
+                    classifier
+                        .classify(bytes)
+                        .map(|_| t.elapsed().as_secs_f64() * 1e3)
+                })
+                .collect::<Result<_, _>>()?;
+            let (median, mean, min) = median_ms(times);
+            println!(
+                "{name}: classify photo ({} bytes) median {median:.2} ms, mean {mean:.2} ms, min {min:.2} ms",
+                bytes.len()
+            );
+        }
+    }
+    Ok(())
 }

@@ -119,7 +119,7 @@ fn stream(m: &Member, stop: &AtomicBool) {
             Err(GroupError::Stopped(_)) => return,
             Err(e) => panic!("node {id}, message {serial}: {e:?}"),
         }
-        if serial % 50 == 0 {
+        if serial.is_multiple_of(50) {
             std::thread::sleep(Duration::from_millis(1));
         }
     }

@@ -132,7 +132,7 @@ impl Mapping {
     /// The aligned word at `off` (inside the mapping, 8-aligned), accessed only atomically.
     pub(crate) fn word(&self, off: usize) -> &AtomicU64 {
         assert!(
-            off % 8 == 0 && off + 8 <= self.len(),
+            off.is_multiple_of(8) && off + 8 <= self.len(),
             "word {off} outside mapping"
         );
         // SAFETY: the mapping is page-aligned, `off` is 8-aligned and in bounds (asserted), the
@@ -143,7 +143,7 @@ impl Mapping {
     /// The aligned 32-bit word at `off`, accessed only atomically.
     pub(crate) fn word32(&self, off: usize) -> &AtomicU32 {
         assert!(
-            off % 4 == 0 && off + 4 <= self.len(),
+            off.is_multiple_of(4) && off + 4 <= self.len(),
             "word {off} outside mapping"
         );
         // SAFETY: as in `word`.

@@ -1,0 +1,31 @@
+//! sospdemo: the image-classification service built on derecho-rs.
+//!
+//! The finished program has a gRPC function tier that accepts photos and models from clients and
+//! forwards them to a sharded categorizer tier running CNN inference on the CPU. This crate now
+//! holds the parts that stand alone:
+//!
+//! * [`model`]: the inference engine (a ResNet with torchvision parameter names, run with
+//!   candle on the CPU) and the three-file model format;
+//! * [`train`]: the procedural photo generator and the training loop that produce the bundled
+//!   models under `sospdemo/models/` and the sample photos under `sospdemo/photos/`.
+#![forbid(unsafe_code)]
+
+pub mod model;
+pub mod train;
+
+use std::path::PathBuf;
+
+/// The folder holding the bundled `models/` and `photos/` (this crate's source folder).
+pub fn bundled_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The bundled model of a task: `<crate>/models/<task>/`.
+pub fn bundled_model_dir(task: train::Task) -> PathBuf {
+    train::model_dir(&bundled_dir(), task)
+}
+
+/// The bundled sample photos of a task: `<crate>/photos/<task>/`.
+pub fn bundled_photo_dir(task: train::Task) -> PathBuf {
+    bundled_dir().join("photos").join(task.name())
+}
