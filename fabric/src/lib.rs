@@ -37,6 +37,7 @@
 
 pub mod backends;
 pub mod conformance;
+mod dialing;
 mod doorbell;
 mod error;
 mod failure;

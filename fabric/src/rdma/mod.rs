@@ -406,27 +406,13 @@ impl<T: Transport> Inner<T> {
         addr: SocketAddr,
         deadline: Instant,
     ) -> Result<Arc<RdmaLink<T>>, FabricError> {
-        let mut last_error = String::from("no attempt made");
-        loop {
-            if self.is_shut_down() {
-                return Err(FabricError::Shutdown);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(FabricError::Connect {
-                    peer,
-                    reason: format!("gave up dialing {addr}: {last_error}"),
-                });
-            }
-            let attempt = (deadline - now).min(Duration::from_secs(1));
-            match TcpStream::connect_timeout(&addr, attempt) {
-                Ok(stream) => return self.handshake_outgoing(peer, addr, stream),
-                Err(e) => {
-                    last_error = e.to_string();
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        }
+        crate::dialing::dial_until(
+            peer,
+            addr,
+            deadline,
+            || self.is_shut_down(),
+            |stream| self.handshake_outgoing(peer, addr, stream),
+        )
     }
 
     fn handshake_outgoing(
@@ -631,39 +617,17 @@ impl<T: Transport> RdmaFabric<T> {
         addr: SocketAddr,
         timeout: Duration,
     ) -> Result<Arc<dyn Link>, FabricError> {
-        if peer == self.inner.common.local_id {
-            return Err(FabricError::Misaddressed(
-                "a node cannot link to itself".into(),
-            ));
-        }
-        let deadline = Instant::now() + timeout;
-        let mut links = lock(&self.inner.links);
-        loop {
-            if self.inner.is_shut_down() {
-                return Err(FabricError::Shutdown);
-            }
-            if let Some(l) = links.get(&peer) {
-                if !l.core.is_failed() {
-                    return Ok(Arc::new(LinkHandle(Arc::clone(l))));
-                }
-            }
-            if self.inner.common.local_id > peer {
-                drop(links);
-                let link = self.inner.dial(peer, addr, deadline)?;
-                return Ok(Arc::new(LinkHandle(link)));
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(FabricError::Timeout {
-                    what: format!("waiting for node {peer} to connect"),
-                    after: timeout,
-                });
-            }
-            links = match self.inner.links_changed.wait_timeout(links, deadline - now) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
-        }
+        let link = crate::dialing::connect_by_rule(
+            self.inner.common.local_id,
+            peer,
+            timeout,
+            &self.inner.links,
+            &self.inner.links_changed,
+            || self.inner.is_shut_down(),
+            |l| l.core.is_failed(),
+            |deadline| self.inner.dial(peer, addr, deadline),
+        )?;
+        Ok(Arc::new(LinkHandle(link)))
     }
 
     pub(crate) fn link(&self, peer: NodeId) -> Option<Arc<dyn Link>> {
