@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::gms::change::Outcome;
 use crate::gms::first_view::{self, GmsTimeouts, LayoutFn};
 use crate::gms::{GmsError, GmsService, MemberInfo, View};
-use crate::layout::{allocate, Assignment, LayoutError, LayoutPolicy};
+use crate::layout::{allocate, Assignment, LayoutError, LayoutPolicy, Shard};
 use crate::multicast::{
     DeliveryHandler, MulticastConfig, MulticastError, MulticastGroup, Resend, ShardSpec, Sizes,
     SubgroupSpec,
@@ -53,6 +53,9 @@ pub enum GroupError {
     /// not be formed); it has stopped.
     #[error("this member has left the group: {0}")]
     Stopped(String),
+    /// Replica state could not be transferred.
+    #[error(transparent)]
+    Transfer(#[from] crate::gms::transfer::TransferError),
     /// A send waited for a view change longer than allowed.
     #[error("no view to send in within {0:?}")]
     Timeout(Duration),
@@ -61,6 +64,29 @@ pub enum GroupError {
 /// Called with every view this member installs, on the view manager's thread, before any
 /// message of that view is delivered.
 pub type ViewHandler = Box<dyn FnMut(&View) + Send>;
+
+pub use crate::gms::transfer::StateHooks;
+
+/// Optional upcalls of a member.
+#[derive(Default)]
+pub struct Hooks {
+    /// Called with every installed view (see [`ViewHandler`]).
+    pub on_view: Option<ViewHandler>,
+    /// Saves and loads replica state when a view change moves members into shards.
+    pub state: Option<Arc<dyn StateHooks>>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("on_view", &self.on_view.is_some())
+            .field("state", &self.state.is_some())
+            .finish()
+    }
+}
+
+/// How long a view change waits for the states it transfers.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
 
 struct Current {
     view: View,
@@ -79,6 +105,9 @@ struct Inner {
     changed: Condvar,
     deliver: Arc<Mutex<DeliveryHandler>>,
     on_view: Mutex<Option<ViewHandler>>,
+    state: Option<Arc<dyn StateHooks>>,
+    transfers: TcpListener,
+    joins: crate::gms::change::JoinQueue,
     gms: Mutex<GmsService>,
     stopping: Arc<AtomicBool>,
 }
@@ -125,6 +154,26 @@ impl GroupNode {
         deliver: DeliveryHandler,
         on_view: Option<ViewHandler>,
     ) -> Result<Self, GroupError> {
+        Self::start_hooks(
+            config,
+            layout,
+            deliver,
+            Hooks {
+                on_view,
+                state: None,
+            },
+        )
+    }
+
+    /// Like [`GroupNode::start`], with the view and state-transfer upcalls of `hooks`. A node
+    /// that joins a running group receives the replica state of its shards before it delivers
+    /// anything.
+    pub fn start_hooks(
+        config: &Config,
+        layout: LayoutFn,
+        deliver: DeliveryHandler,
+        hooks: Hooks,
+    ) -> Result<Self, GroupError> {
         let d = &config.derecho;
         let me = MemberInfo {
             id: d.local_id,
@@ -141,6 +190,16 @@ impl GroupNode {
                 e,
             )
         })?;
+        let transfers = TcpListener::bind(SocketAddr::new(d.local_ip, d.state_transfer_port))
+            .map_err(|e| {
+                GmsError::io(
+                    format!(
+                        "binding the state transfer port {}:{} ([DERECHO] state_transfer_port)",
+                        d.local_ip, d.state_transfer_port
+                    ),
+                    e,
+                )
+            })?;
         let timeouts = GmsTimeouts::default();
         let stop = AtomicBool::new(false);
         let leads = d.local_ip == d.contact_ip && d.gms_port == d.contact_port;
@@ -152,7 +211,10 @@ impl GroupNode {
             tracing::info!(id = d.local_id, %contact, "joining a group");
             first_view::join(contact, &me, &timeouts, &stop)?
         };
-        let gms = GmsService::start(listener, d.local_id, view.clone(), timeouts.handshake)?;
+        // Joining a running group: the shards' state comes before anything is delivered.
+        receive_state(&transfers, d.local_id, &view, hooks.state.as_deref())?;
+        let gms = GmsService::start(listener, d.local_id, view.clone(), timeouts)?;
+        let joins = gms.joins();
         let stopping = Arc::new(AtomicBool::new(false));
         let mc_config = MulticastConfig {
             setup_timeout: Duration::from_secs(30),
@@ -174,7 +236,10 @@ impl GroupNode {
             }),
             changed: Condvar::new(),
             deliver: Arc::new(Mutex::new(deliver)),
-            on_view: Mutex::new(on_view),
+            on_view: Mutex::new(hooks.on_view),
+            state: hooks.state,
+            transfers,
+            joins,
             gms: Mutex::new(gms),
             stopping,
         });
@@ -355,6 +420,7 @@ impl Inner {
         let tx = outcomes.clone();
         group.install_change_protocol(
             self.partition_safety,
+            Some(Arc::clone(&self.joins)),
             Box::new(move |o| {
                 let _ = tx.send(Some(o));
             }),
@@ -398,7 +464,11 @@ impl Inner {
                     ));
                     return;
                 }
-                Outcome::Trimmed { removed, resend } => {
+                Outcome::Trimmed {
+                    removed,
+                    joined,
+                    resend,
+                } => {
                     let (old_view, old_group) = {
                         let mut c = lock(&self.current);
                         (c.view.clone(), c.group.take())
@@ -406,27 +476,25 @@ impl Inner {
                     if let Some(g) = old_group {
                         g.stop();
                     }
-                    let members: Vec<MemberInfo> = old_view
-                        .members
-                        .iter()
-                        .filter(|m| !removed.contains(&m.id))
-                        .cloned()
-                        .collect();
-                    let ids: Vec<NodeId> = members.iter().map(|m| m.id).collect();
-                    let subgroups = match (self.layout)(&ids, Some(&old_view)) {
-                        Ok(s) => s,
+                    let next = match old_view.next(&removed, &joined, &self.layout) {
+                        Ok(v) => v,
                         Err(why) => {
                             self.stop_with(format!(
-                                "the next view ({ids:?}) is not adequately provisioned ({why}) and joins after start are not supported yet"
+                                "the next view (without {removed:?}, with {:?}) is not adequately provisioned: {why}",
+                                joined.iter().map(|m| m.id).collect::<Vec<_>>()
                             ));
                             return;
                         }
                     };
-                    let next = View {
-                        vid: old_view.vid + 1,
-                        members,
-                        subgroups,
-                    };
+                    {
+                        let gms = lock(&self.gms);
+                        gms.set_view(next.clone());
+                        gms.welcome(&next);
+                    }
+                    if let Err(e) = self.exchange_state(&next) {
+                        self.stop_with(format!("state transfer for view {} failed: {e}", next.vid));
+                        return;
+                    }
                     if let Err(e) = self.install(next, tx) {
                         self.stop_with(format!("installing the next view failed: {e}"));
                         return;
@@ -451,6 +519,61 @@ impl Inner {
             }
         }
     }
+}
+
+impl Inner {
+    /// Sends the states this member owes the view's newcomers and receives the ones it is
+    /// owed, before the view's multicast starts.
+    fn exchange_state(&self, view: &View) -> Result<(), GroupError> {
+        let mut sends = Vec::new();
+        for t in view.transfers.iter().filter(|t| t.from == self.id) {
+            for to in &t.to {
+                let Some(m) = view.members.iter().find(|m| m.id == *to) else {
+                    continue;
+                };
+                let addr = SocketAddr::new(m.ip, m.state_transfer_port);
+                let (vid, subgroup, hooks) = (view.vid, t.subgroup, self.state.clone());
+                let to = *to;
+                sends.push(std::thread::spawn(move || {
+                    let r = crate::gms::transfer::send(
+                        addr,
+                        vid,
+                        subgroup,
+                        hooks.as_deref(),
+                        TRANSFER_TIMEOUT,
+                    );
+                    (to, r)
+                }));
+            }
+        }
+        let received = receive_state(&self.transfers, self.id, view, self.state.as_deref());
+        for s in sends {
+            match s.join() {
+                Ok((_, Ok(()))) => {}
+                // The receiver failed: the next view change removes it.
+                Ok((to, Err(e))) => tracing::warn!(to, error = %e, "a state transfer failed"),
+                Err(_) => tracing::warn!("a state transfer thread panicked"),
+            }
+        }
+        received
+    }
+}
+
+/// Receives the states `view` transfers to `me`.
+fn receive_state(
+    listener: &TcpListener,
+    me: NodeId,
+    view: &View,
+    hooks: Option<&dyn StateHooks>,
+) -> Result<(), GroupError> {
+    let expected: Vec<usize> = view
+        .transfers
+        .iter()
+        .filter(|t| t.to.contains(&me))
+        .map(|t| t.subgroup)
+        .collect();
+    crate::gms::transfer::receive(listener, me, view.vid, expected, hooks, TRANSFER_TIMEOUT)
+        .map_err(GroupError::from)
 }
 
 /// Starts the fabric backend the `[RDMA]` section names, listening on `local_ip:sst_port`.
@@ -495,12 +618,45 @@ pub fn layout_from_policy(policy: LayoutPolicy, config: &Config) -> Result<Layou
         .iter()
         .map(|(name, p)| (name.clone(), Sizes::from_profile(p)))
         .collect();
-    // The previous view is not used yet: allocation by rank order keeps survivors in their
-    // shards as long as no member is added ahead of them.
-    Ok(Arc::new(move |ids: &[NodeId], _previous: Option<&View>| {
-        let assignment = allocate(&policy, ids, None).map_err(|e| e.to_string())?;
+    // Survivors keep their shards: the previous view's shards are the previous assignment.
+    Ok(Arc::new(move |ids: &[NodeId], previous: Option<&View>| {
+        let before = previous.and_then(|v| assignment_of_view(&policy, v).map(|a| (a, v.ids())));
+        let assignment = allocate(
+            &policy,
+            ids,
+            before.as_ref().map(|(a, m)| (a, m.as_slice())),
+        )
+        .map_err(|e| e.to_string())?;
         specs_of(&assignment, &profiles)
     }))
+}
+
+/// The assignment a view was built from, recovered with the policy's type names and profiles;
+/// `None` if the view does not have the policy's shape.
+pub fn assignment_of_view(policy: &LayoutPolicy, view: &View) -> Option<Assignment> {
+    let mut flat = view.subgroups.iter();
+    let mut types = Vec::with_capacity(policy.types.len());
+    for ty in &policy.types {
+        let mut subgroups = Vec::with_capacity(ty.subgroups.len());
+        for sg in &ty.subgroups {
+            let spec = flat.next()?;
+            if spec.shards.len() != sg.shards.len() {
+                return None;
+            }
+            let shards = spec
+                .shards
+                .iter()
+                .zip(&sg.shards)
+                .map(|(s, p)| {
+                    let is_sender = s.members.iter().map(|m| s.senders.contains(m)).collect();
+                    Shard::new(s.members.clone(), is_sender, s.mode, p.profile.clone()).ok()
+                })
+                .collect::<Option<Vec<_>>>()?;
+            subgroups.push(shards);
+        }
+        types.push((ty.name.clone(), subgroups));
+    }
+    Assignment::from_parts(types).ok()
 }
 
 /// The multicast description of an assignment.

@@ -25,6 +25,7 @@ fn config(id: u32, contact_port: u16, gms_port: u16) -> Config {
     c.derecho.contact_port = contact_port;
     c.derecho.gms_port = gms_port;
     c.derecho.sst_port = free_port();
+    c.derecho.state_transfer_port = free_port();
     c
 }
 

@@ -20,6 +20,7 @@ fn config(id: u32, contact: u16, gms: u16) -> Config {
     c.derecho.contact_port = contact;
     c.derecho.gms_port = gms;
     c.derecho.sst_port = listen_port().unwrap();
+    c.derecho.state_transfer_port = listen_port().unwrap();
     c.derecho.heartbeat_ms = 50;
     c.derecho.sst_poll_cq_timeout_ms = 1000;
     c
@@ -49,8 +50,14 @@ struct Member {
 }
 
 fn start(n: usize) -> Vec<Member> {
-    let contact = listen_port().unwrap();
-    let handles: Vec<_> = (0..n as u32)
+    start_at(listen_port().unwrap(), n, 0..n as u32)
+}
+
+/// Starts members `ids` of a group whose contact (node 0) listens on `contact` and whose first
+/// view needs `first` members.
+fn start_at(contact: u16, first: usize, ids: std::ops::Range<u32>) -> Vec<Member> {
+    let n = first;
+    let handles: Vec<_> = ids
         .map(|id| {
             let cfg = config(
                 id,
@@ -283,4 +290,58 @@ fn a_member_reported_failed_by_the_application_is_removed_and_stops() {
         why.contains("suspect") || why.contains("removed") || why.contains("minority"),
         "node 3: {why}"
     );
+}
+
+#[test]
+fn nodes_join_a_running_group_one_then_two_at_once() {
+    let contact = listen_port().unwrap();
+    let members = start_at(contact, 3, 0..3);
+    let stop = AtomicBool::new(false);
+    let mut joiners = Vec::new();
+    std::thread::scope(|s| {
+        for m in &members {
+            let stop = &stop;
+            s.spawn(move || stream(m, stop));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        // One joiner (asking a non-leader would be redirected; node 0 leads).
+        let one = start_at(contact, 3, 3..4);
+        let v = one[0].node.view();
+        assert_eq!(v.ids(), vec![0, 1, 2, 3]);
+        assert_eq!(v.joined, vec![3]);
+        for m in &members {
+            let got = m
+                .node
+                .wait_for_view(v.vid, Duration::from_secs(20))
+                .unwrap();
+            assert_eq!(got.ids(), v.ids());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        // Two at once: they may arrive in one view change or two; both get in.
+        let two = start_at(contact, 3, 4..6);
+        let last = two.iter().map(|m| m.node.view().vid).max().unwrap();
+        for m in members.iter().chain(&one).chain(&two) {
+            let got = m.node.wait_for_view(last, Duration::from_secs(20)).unwrap();
+            let mut ids = got.ids();
+            ids.sort_unstable();
+            assert_eq!(ids, vec![0, 1, 2, 3, 4, 5]);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::SeqCst);
+        joiners.extend(one);
+        joiners.extend(two);
+    });
+    let members: Vec<Member> = members.into_iter().chain(joiners).collect();
+    // Let everyone drain, then compare.
+    std::thread::sleep(Duration::from_millis(500));
+    let logs: Vec<MemberLog> = members
+        .iter()
+        .map(|m| m.log.lock().unwrap().clone())
+        .collect();
+    let report = Checker::new().check(&logs);
+    assert!(report.ok(), "{report}");
+    assert!(report.views >= 3, "{report}");
+    for m in &members {
+        assert!(m.node.stopped().is_none(), "node {} stopped", m.node.id());
+    }
 }

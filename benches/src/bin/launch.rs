@@ -127,6 +127,7 @@ fn configs(o: &Opts, dir: &std::path::Path) -> Result<Vec<PathBuf>, String> {
         c.derecho.contact_port = contact;
         c.derecho.gms_port = if i == 0 { contact } else { free_port()? };
         c.derecho.sst_port = free_port()?;
+        c.derecho.state_transfer_port = free_port()?;
         c.rdma.backend = o
             .transport
             .parse()

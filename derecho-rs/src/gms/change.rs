@@ -22,21 +22,70 @@
 //!    my shards has it, I deliver exactly up to it, in order, drop the rest, and collect my own
 //!    undelivered messages to send again in the next view ([`Outcome::Trimmed`]).
 //!
+//! Joins ride on the same list: nodes waiting at the leader's GMS port ([`JoinQueue`]) are
+//! proposed after the removals, flagged as joins, with their addresses in `joiner_info`, so
+//! every member computes the same next view (survivors in rank order, then joiners).
+//!
 //! A leader that fails is handled by the same rules: the next lowest rank becomes leader and
-//! proposes its own suspicions after the changes it already acknowledged. (Joins after start
-//! and graceful leave extend the change list; they are not part of this step.)
+//! proposes its own suspicions after the changes it already acknowledged (joins included:
+//! their addresses were copied with the changes).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
 use derecho_sst::{Sst, Targets};
 
+use crate::gms::MemberInfo;
 use crate::multicast::engine::{Engine, Resend, SenderState};
 use crate::multicast::lock;
 use crate::multicast::spec::{Columns, GmsColumns};
 use crate::NodeId;
 
 const END_OF_VIEW: u64 = 1 << 63;
+const JOIN: u64 = 1 << 62;
+
+/// Nodes waiting to join, filled by the leader's GMS service and read by its change protocol.
+pub type JoinQueue = Arc<Mutex<Vec<MemberInfo>>>;
+
+/// Packs a joiner's address into the three `joiner_info` words.
+pub(crate) fn encode_member(m: &MemberInfo) -> [u64; 3] {
+    let v6 = match m.ip {
+        IpAddr::V4(a) => a.to_ipv6_mapped(),
+        IpAddr::V6(a) => a,
+    };
+    let o = v6.octets();
+    let mut hi = [0u8; 8];
+    let mut lo = [0u8; 8];
+    hi.copy_from_slice(&o[..8]);
+    lo.copy_from_slice(&o[8..]);
+    let ports = u64::from(m.gms_port)
+        | u64::from(m.fabric_port) << 16
+        | u64::from(m.state_transfer_port) << 32
+        | u64::from(m.external_port) << 48;
+    [u64::from_le_bytes(hi), u64::from_le_bytes(lo), ports]
+}
+
+/// The inverse of [`encode_member`].
+pub(crate) fn decode_member(id: NodeId, w: [u64; 3]) -> MemberInfo {
+    let mut o = [0u8; 16];
+    o[..8].copy_from_slice(&w[0].to_le_bytes());
+    o[8..].copy_from_slice(&w[1].to_le_bytes());
+    let v6 = Ipv6Addr::from(o);
+    let ip = match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    };
+    let port = |k: u32| (w[2] >> (16 * k)) as u16;
+    MemberInfo {
+        id,
+        ip,
+        gms_port: port(0),
+        fabric_port: port(1),
+        state_transfer_port: port(2),
+        external_port: port(3),
+    }
+}
 
 /// How a view ended on this member.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +94,8 @@ pub enum Outcome {
     Trimmed {
         /// Node ids removed by the committed changes, in proposal order.
         removed: Vec<NodeId>,
+        /// Nodes added by the committed changes, in proposal order.
+        joined: Vec<MemberInfo>,
         /// My messages that were not delivered in the ended view.
         resend: Vec<Resend>,
     },
@@ -78,11 +129,13 @@ pub(crate) struct ChangeProtocol {
     senders: Vec<Arc<Mutex<SenderState>>>,
     read_rdmc: Arc<dyn Fn(usize, u64, usize) -> Option<Vec<u8>> + Send + Sync>,
     partition_safety: bool,
+    joins: Option<JoinQueue>,
     wedged: bool,
     done: bool,
 }
 
 impl ChangeProtocol {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         mc: Columns,
         ids: Vec<NodeId>,
@@ -91,6 +144,7 @@ impl ChangeProtocol {
         senders: Vec<Arc<Mutex<SenderState>>>,
         read_rdmc: Arc<dyn Fn(usize, u64, usize) -> Option<Vec<u8>> + Send + Sync>,
         partition_safety: bool,
+        joins: Option<JoinQueue>,
     ) -> Self {
         Self {
             cols: mc.gms.clone(),
@@ -101,6 +155,7 @@ impl ChangeProtocol {
             senders,
             read_rdmc,
             partition_safety,
+            joins,
             wedged: false,
             done: false,
         }
@@ -114,6 +169,7 @@ impl ChangeProtocol {
         }
         let n = self.ids.len();
         self.wedged
+            || self.joins.as_ref().is_some_and(|q| !lock(q).is_empty())
             || (0..n).any(|r| sst.is_frozen(r))
             || (0..n).any(|r| {
                 !sst.is_frozen(r) && (0..n).any(|j| sst.get_elem(self.cols.suspected, r, j))
@@ -176,18 +232,36 @@ impl ChangeProtocol {
             let proposed: BTreeSet<NodeId> = (0..count)
                 .map(|i| (sst.get_elem(c.changes, me, i) & u64::from(u32::MAX)) as NodeId)
                 .collect();
-            let fresh: Vec<NodeId> = suspected
+            let mut fresh: Vec<(u64, Option<[u64; 3]>)> = suspected
                 .iter()
                 .map(|&r| self.ids[r])
                 .filter(|id| !proposed.contains(id))
+                .map(|id| (u64::from(id), None))
                 .collect();
+            if let Some(q) = &self.joins {
+                let room = c.changes.len().saturating_sub(count + fresh.len());
+                let pending = lock(q);
+                fresh.extend(
+                    pending
+                        .iter()
+                        .filter(|m| !self.ids.contains(&m.id) && !proposed.contains(&m.id))
+                        .take(room)
+                        .map(|m| (u64::from(m.id) | JOIN, Some(encode_member(m)))),
+                );
+            }
             if !fresh.is_empty() && count + fresh.len() <= c.changes.len() {
-                for (k, id) in fresh.iter().enumerate() {
+                for (k, (word, info)) in fresh.iter().enumerate() {
                     let last = k + 1 == fresh.len();
-                    let word = u64::from(*id) | if last { END_OF_VIEW } else { 0 };
+                    let word = *word | if last { END_OF_VIEW } else { 0 };
                     sst.set_elem(c.changes, count + k, word);
+                    if let Some(w) = info {
+                        for (j, x) in w.iter().enumerate() {
+                            sst.set_elem(c.joiner_info, (count + k) * 3 + j, *x);
+                        }
+                    }
                 }
                 sst.set(c.num_changes, (count + fresh.len()) as i64);
+                let _ = sst.push_range(c.joiner_info.range(), Targets::All);
                 let _ = sst.push_range(c.changes.range(), Targets::All);
                 let _ = sst.push(c.num_changes);
             }
@@ -198,7 +272,12 @@ impl ChangeProtocol {
             if leader != me {
                 for i in 0..(leader_changes.max(0) as usize).min(c.changes.len()) {
                     sst.set_elem(c.changes, i, sst.get_elem(c.changes, leader, i));
+                    for j in 0..3 {
+                        let at = i * 3 + j;
+                        sst.set_elem(c.joiner_info, at, sst.get_elem(c.joiner_info, leader, at));
+                    }
                 }
+                let _ = sst.push_range(c.joiner_info.range(), Targets::All);
                 sst.set(c.num_changes, leader_changes);
                 let _ = sst.push_range(c.changes.range(), Targets::All);
                 let _ = sst.push(c.num_changes);
@@ -295,11 +374,24 @@ impl ChangeProtocol {
             })
             .collect();
         let resend = lock(&self.engine).ragged_trim(&trims, &*self.read_rdmc);
-        let removed = (0..committed)
-            .map(|i| (sst.get_elem(c.changes, leader, i) & u64::from(u32::MAX)) as NodeId)
-            .collect();
+        let mut removed = Vec::new();
+        let mut joined = Vec::new();
+        for i in 0..committed {
+            let word = sst.get_elem(c.changes, leader, i);
+            let id = (word & u64::from(u32::MAX)) as NodeId;
+            if word & JOIN != 0 {
+                let w = [0, 1, 2].map(|j| sst.get_elem(c.joiner_info, leader, i * 3 + j));
+                joined.push(decode_member(id, w));
+            } else {
+                removed.push(id);
+            }
+        }
         self.done = true;
-        Some(Outcome::Trimmed { removed, resend })
+        Some(Outcome::Trimmed {
+            removed,
+            joined,
+            resend,
+        })
     }
 
     /// Stops new sends and deliveries, flushes what is already filled, and tells the others.

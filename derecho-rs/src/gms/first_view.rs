@@ -100,6 +100,8 @@ pub fn lead(
                         vid: 0,
                         members,
                         subgroups,
+                        joined: Vec::new(),
+                        transfers: Vec::new(),
                     };
                     let failed = prepare(&view, &mut joiners, timeouts);
                     if failed.is_empty() {

@@ -3,14 +3,15 @@
 //! Every node listens on its `gms_port`. Before the group exists, the contact node runs
 //! [`first_view::lead`] there and the others [`first_view::join`] it. Afterwards each node keeps
 //! answering on the port ([`GmsService`]): a member that is not the leader redirects joiners to
-//! the leader. Changing the view once it is installed (failures, joins, leaves) builds on these
-//! messages.
+//! the leader, and the leader queues joiners for its next view change.
 
 pub mod change;
 pub mod first_view;
+pub mod transfer;
 pub mod view;
 pub mod wire;
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use first_view::{GmsTimeouts, LayoutFn};
-pub use view::{MemberInfo, View};
+pub use view::{MemberInfo, Transfer, View};
 pub use wire::{GmsMessage, Refusal, WireError, PROTOCOL_VERSION};
 
 /// Errors of the membership protocol.
@@ -82,13 +83,29 @@ impl GmsError {
     }
 }
 
+/// Most nodes that may wait to join at once; more are told to come back later.
+pub const MAX_PENDING_JOINS: usize = 64;
+
 /// Answers the GMS port of an installed member: joiners are redirected to the leader; the
-/// leader tells them the group does not admit members after it formed.
+/// leader queues them for its change protocol, which proposes them with the next view change,
+/// and [`GmsService::welcome`] sends them that view once it is computed.
 pub struct GmsService {
     stop: Arc<AtomicBool>,
     addr: SocketAddr,
     thread: Option<JoinHandle<()>>,
-    view: Arc<Mutex<View>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    me: crate::NodeId,
+    view: Mutex<View>,
+    joins: change::JoinQueue,
+    waiting: Mutex<HashMap<crate::NodeId, TcpStream>>,
+    timeouts: GmsTimeouts,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl std::fmt::Debug for GmsService {
@@ -105,7 +122,7 @@ impl GmsService {
         listener: TcpListener,
         me: crate::NodeId,
         view: View,
-        handshake: Duration,
+        timeouts: GmsTimeouts,
     ) -> Result<Self, GmsError> {
         let addr = listener
             .local_addr()
@@ -114,23 +131,54 @@ impl GmsService {
             .set_nonblocking(false)
             .map_err(|e| GmsError::io("configuring the GMS listener", e))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let view = Arc::new(Mutex::new(view));
-        let (s, v) = (Arc::clone(&stop), Arc::clone(&view));
+        let shared = Arc::new(Shared {
+            me,
+            view: Mutex::new(view),
+            joins: Arc::new(Mutex::new(Vec::new())),
+            waiting: Mutex::new(HashMap::new()),
+            timeouts,
+        });
+        let (s, sh) = (Arc::clone(&stop), Arc::clone(&shared));
         let thread = std::thread::Builder::new()
             .name(format!("gms-{me}"))
-            .spawn(move || serve(&listener, me, &v, &s, handshake))
+            .spawn(move || serve(&listener, &sh, &s))
             .map_err(|e| GmsError::io("starting the GMS thread", e))?;
         Ok(Self {
             stop,
             addr,
             thread: Some(thread),
-            view,
+            shared,
         })
     }
 
-    /// Replaces the view the service answers from.
+    /// The queue of nodes waiting to join (filled only while this member leads).
+    pub fn joins(&self) -> change::JoinQueue {
+        Arc::clone(&self.shared.joins)
+    }
+
+    /// Replaces the view the service answers from; joiners that are now members leave the
+    /// queue.
     pub fn set_view(&self, view: View) {
-        *self.view.lock().unwrap_or_else(|p| p.into_inner()) = view;
+        lock(&self.shared.joins).retain(|m| view.rank_of(m.id).is_none());
+        *lock(&self.shared.view) = view;
+    }
+
+    /// Sends `view` to the joiners it admits whose join requests this member holds (bounded by
+    /// the acknowledgement timeout for each). A joiner that cannot be reached is logged; it
+    /// may ask again and is then sent the view it belongs to.
+    pub fn welcome(&self, view: &View) {
+        let mut waiting = lock(&self.shared.waiting);
+        for id in &view.joined {
+            if let Some(mut stream) = waiting.remove(id) {
+                if let Err(e) = send_view(&mut stream, view, &self.shared.timeouts) {
+                    tracing::warn!(node = id, error = %e, "could not send the new view to a joiner");
+                }
+            }
+        }
+        // Requests of nodes that are gone from the queue (another leader admitted them) are
+        // dropped.
+        let pending = lock(&self.shared.joins);
+        waiting.retain(|id, _| pending.iter().any(|m| m.id == *id));
     }
 
     /// Stops the service.
@@ -152,20 +200,36 @@ impl Drop for GmsService {
     }
 }
 
-fn serve(
-    listener: &TcpListener,
-    me: crate::NodeId,
-    view: &Mutex<View>,
-    stop: &AtomicBool,
-    handshake: Duration,
-) {
+/// Prepare, acknowledgement, commit: the joiner's side is [`first_view::join`].
+fn send_view(stream: &mut TcpStream, view: &View, timeouts: &GmsTimeouts) -> Result<(), GmsError> {
+    let _ = stream.set_write_timeout(Some(timeouts.handshake));
+    let _ = stream.set_read_timeout(Some(timeouts.ack));
+    wire::write_msg(stream, &GmsMessage::Prepare(view.clone()))
+        .map_err(|e| GmsError::wire("sending the view", e))?;
+    match wire::read_msg(stream) {
+        Ok(GmsMessage::Ack { vid }) if vid == view.vid => {}
+        Ok(other) => {
+            return Err(GmsError::Protocol(format!(
+                "expected an acknowledgement of view {}, got {other:?}",
+                view.vid
+            )))
+        }
+        Err(e) => return Err(GmsError::wire("waiting for the acknowledgement", e)),
+    }
+    wire::write_msg(stream, &GmsMessage::Commit { vid: view.vid })
+        .map_err(|e| GmsError::wire("committing the view", e))
+}
+
+fn serve(listener: &TcpListener, shared: &Shared, stop: &AtomicBool) {
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             break;
         }
         let Ok(mut stream) = conn else { continue };
+        let handshake = shared.timeouts.handshake;
         let _ = stream.set_read_timeout(Some(handshake));
         let _ = stream.set_write_timeout(Some(handshake));
+        let _ = stream.set_nodelay(true);
         let msg = match wire::read_msg(&mut stream) {
             Ok(m) => m,
             Err(e) => {
@@ -173,21 +237,71 @@ fn serve(
                 continue;
             }
         };
-        let GmsMessage::Join { member, .. } = msg else {
+        let GmsMessage::Join { version, member } = msg else {
             tracing::warn!("ignored a GMS message that was not a join request");
             continue;
         };
-        let v = view.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let reply = match v.leader() {
-            Some(l) if l.id != me => GmsMessage::Redirect {
-                leader: l.id,
-                addr: l.gms_addr(),
-            },
-            _ if v.rank_of(member.id).is_some() => GmsMessage::Refused(Refusal::IdInUse),
-            _ => GmsMessage::Refused(Refusal::NotNow(
-                "the group has formed; it does not admit new members into an installed view".into(),
-            )),
+        let v = lock(&shared.view).clone();
+        let refuse = |s: &mut TcpStream, r: Refusal| {
+            tracing::warn!(node = member.id, refusal = ?r, "refused a join");
+            let _ = wire::write_msg(s, &GmsMessage::Refused(r));
         };
-        let _ = wire::write_msg(&mut stream, &reply);
+        if version != PROTOCOL_VERSION {
+            refuse(
+                &mut stream,
+                Refusal::VersionMismatch {
+                    expected: PROTOCOL_VERSION,
+                },
+            );
+            continue;
+        }
+        match v.leader() {
+            Some(l) if l.id != shared.me => {
+                let _ = wire::write_msg(
+                    &mut stream,
+                    &GmsMessage::Redirect {
+                        leader: l.id,
+                        addr: l.gms_addr(),
+                    },
+                );
+                continue;
+            }
+            _ => {}
+        }
+        if v.rank_of(member.id).is_some() {
+            if v.joined.contains(&member.id) && v.members.contains(&member) {
+                // It joined with this view but never heard so (the member holding its request
+                // failed): it asks again, and gets the view it is in.
+                if let Err(e) = send_view(&mut stream, &v, &shared.timeouts) {
+                    tracing::warn!(node = member.id, error = %e, "could not resend the view");
+                }
+            } else {
+                refuse(&mut stream, Refusal::IdInUse);
+            }
+            continue;
+        }
+        let mut joins = lock(&shared.joins);
+        if let Some(m) = joins.iter_mut().find(|m| m.id == member.id) {
+            *m = member.clone();
+        } else if joins.len() >= MAX_PENDING_JOINS {
+            drop(joins);
+            refuse(
+                &mut stream,
+                Refusal::NotNow(format!(
+                    "{MAX_PENDING_JOINS} nodes are already waiting to join; try again"
+                )),
+            );
+            continue;
+        } else {
+            joins.push(member.clone());
+        }
+        drop(joins);
+        tracing::info!(
+            node = member.id,
+            "a node asks to join; it goes in the next view"
+        );
+        // The joiner waits as long as the view change takes.
+        let _ = stream.set_read_timeout(None);
+        lock(&shared.waiting).insert(member.id, stream);
     }
 }

@@ -45,6 +45,26 @@ pub struct View {
     pub members: Vec<MemberInfo>,
     /// Every subgroup of the group, by flat id, with its shards.
     pub subgroups: Vec<SubgroupSpec>,
+    /// Members that joined with this view (empty for the first view).
+    #[serde(default)]
+    pub joined: Vec<NodeId>,
+    /// Replica state this view's new shard members receive before they deliver anything.
+    #[serde(default)]
+    pub transfers: Vec<Transfer>,
+}
+
+/// One state transfer of a view change: `from`, a member that held the shard in the previous
+/// view, sends its replica of `subgroup` to every node in `to`, new to the shard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// Flat subgroup id.
+    pub subgroup: usize,
+    /// Shard index within the subgroup.
+    pub shard: usize,
+    /// The sending member.
+    pub from: NodeId,
+    /// The receiving members.
+    pub to: Vec<NodeId>,
 }
 
 impl View {
@@ -74,6 +94,63 @@ impl View {
                 .collect(),
             my_rank: self.rank_of(me)?,
             subgroups: self.subgroups.clone(),
+        })
+    }
+
+    /// The view that follows `self` when `removed` leave and `joined` join (in that order,
+    /// joiners taking the highest ranks), with subgroups from `layout`, and the state transfers
+    /// the change needs: for each shard that gains members, its lowest-ranked member that held
+    /// the shard before sends to the newcomers. Every member computes the same next view.
+    pub fn next(
+        &self,
+        removed: &[NodeId],
+        joined: &[MemberInfo],
+        layout: &crate::gms::LayoutFn,
+    ) -> Result<View, String> {
+        let mut members: Vec<MemberInfo> = self
+            .members
+            .iter()
+            .filter(|m| !removed.contains(&m.id))
+            .cloned()
+            .collect();
+        for j in joined {
+            if !members.iter().any(|m| m.id == j.id) {
+                members.push(j.clone());
+            }
+        }
+        let ids: Vec<NodeId> = members.iter().map(|m| m.id).collect();
+        let subgroups = layout(&ids, Some(self))?;
+        let mut transfers = Vec::new();
+        for (sg, spec) in subgroups.iter().enumerate() {
+            for (s, shard) in spec.shards.iter().enumerate() {
+                let before: &[NodeId] = self
+                    .subgroups
+                    .get(sg)
+                    .and_then(|x| x.shards.get(s))
+                    .map_or(&[], |x| x.members.as_slice());
+                let to: Vec<NodeId> = shard
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|m| !before.contains(m))
+                    .collect();
+                let from = shard.members.iter().copied().find(|m| before.contains(m));
+                if let (Some(from), false) = (from, to.is_empty()) {
+                    transfers.push(Transfer {
+                        subgroup: sg,
+                        shard: s,
+                        from,
+                        to,
+                    });
+                }
+            }
+        }
+        Ok(View {
+            vid: self.vid + 1,
+            members,
+            subgroups,
+            joined: joined.iter().map(|m| m.id).collect(),
+            transfers,
         })
     }
 

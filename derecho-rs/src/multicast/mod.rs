@@ -637,11 +637,13 @@ impl MulticastGroup {
     }
 
     /// Starts the view-change protocol of this view on its core loop: suspicions, proposals,
-    /// wedging and the ragged trim (see [`crate::gms::change`]). `on_outcome` is called once,
+    /// wedging and the ragged trim (see [`crate::gms::change`]); on the leader, `joins` holds
+    /// the nodes waiting to join, proposed with the next change. `on_outcome` is called once,
     /// on the core loop's thread, when the view has ended on this member; it must not block.
     pub fn install_change_protocol(
         &self,
         partition_safety: bool,
+        joins: Option<crate::gms::change::JoinQueue>,
         mut on_outcome: Box<dyn FnMut(crate::gms::change::Outcome) + Send>,
     ) -> Result<(), MulticastError> {
         let shards = lock(&self.engine)
@@ -679,6 +681,7 @@ impl MulticastGroup {
             senders,
             read_rdmc,
             partition_safety,
+            joins,
         );
         let protocol = Arc::new(Mutex::new(protocol));
         let (cond, trig) = (Arc::clone(&protocol), protocol);

@@ -205,6 +205,9 @@ pub struct GmsColumns {
     pub global_min_ready: ArrayField<bool>,
     /// This member leaves on purpose.
     pub rip: derecho_sst::Field<bool>,
+    /// For each entry of `changes` that is a join, the joiner's address: three words (the IP
+    /// as 16 bytes, IPv4 mapped into IPv6, then the four ports packed 16 bits each).
+    pub joiner_info: ArrayField<u64>,
 }
 
 impl Columns {
@@ -238,6 +241,7 @@ impl Columns {
             global_min: b.array("global_min", r.max(1)),
             global_min_ready: b.array("global_min_ready", s),
             rip: b.field("rip"),
+            joiner_info: b.array("joiner_info", (n + 8) * 3),
         };
         Ok(Self {
             seq_num: b.array("seq_num", s),
