@@ -12,7 +12,9 @@
 //! * [`multicast`] — one view's atomic multicast per shard: small messages in SST slots, large
 //!   ones through RDMC, round-robin total order, delivery on stability;
 //! * [`gms`] — views, the GMS port, and forming the first view;
-//! * [`node`] — a member process: configuration in, a running member out.
+//! * [`node`] — a member process: configuration in, a running member out;
+//! * [`rpc`] — replicated objects: ordered updates with replies, point-to-point queries,
+//!   state transfer, external clients.
 //!
 //! Follow a message from [`node::GroupNode::send`] through [`multicast`]'s module docs to the
 //! delivery callback.
@@ -23,6 +25,7 @@ pub mod gms;
 pub mod layout;
 pub mod multicast;
 pub mod node;
+pub mod rpc;
 
 /// Identifies a process in a group (the configuration's `local_id`).
 pub type NodeId = derecho_fabric::NodeId;

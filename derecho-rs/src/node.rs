@@ -278,6 +278,31 @@ impl GroupNode {
         }
     }
 
+    /// This node's multicast, waiting (until `deadline`) while a view change is installing the
+    /// next view.
+    fn wait_multicast(
+        &self,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Arc<MulticastGroup>, GroupError> {
+        let mut c = lock(&self.inner.current);
+        loop {
+            match (&c.group, &c.stopped) {
+                (_, Some(why)) => return Err(GroupError::Stopped(why.clone())),
+                (Some(g), None) => return Ok(Arc::clone(g)),
+                (None, None) => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(GroupError::Timeout(timeout));
+            }
+            c = match self.inner.changed.wait_timeout(c, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
     /// Why this member stopped, if it has.
     pub fn stopped(&self) -> Option<String> {
         lock(&self.inner.current).stopped.clone()
@@ -315,12 +340,23 @@ impl GroupNode {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<i64, GroupError> {
+        self.send_flags(subgroup, payload, 0, timeout)
+    }
+
+    /// Like [`GroupNode::send`] with header flags (bit 0 marks an ordered RPC).
+    pub fn send_flags(
+        &self,
+        subgroup: usize,
+        payload: &[u8],
+        flags: u64,
+        timeout: Duration,
+    ) -> Result<i64, GroupError> {
         let deadline = Instant::now() + timeout;
         loop {
-            let group = self.multicast()?;
+            let group = self.wait_multicast(deadline, timeout)?;
             let vid = group.spec().vid;
             let left = deadline.saturating_duration_since(Instant::now());
-            match group.send(subgroup, payload, left) {
+            match group.send_flags(subgroup, payload, flags, left) {
                 Err(MulticastError::Wedged { .. }) => {
                     drop(group);
                     self.wait_for_view(
@@ -347,7 +383,8 @@ impl GroupNode {
     /// Reports that `node` has failed (the application knows better than the timeouts): its
     /// row is frozen and the view changes without it.
     pub fn report_failure(&self, node: NodeId) -> Result<(), GroupError> {
-        let g = self.multicast()?;
+        let bound = Duration::from_secs(30);
+        let g = self.wait_multicast(Instant::now() + bound, bound)?;
         g.sst().report_failure(node).map_err(MulticastError::from)?;
         Ok(())
     }

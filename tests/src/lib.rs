@@ -8,4 +8,5 @@
 
 pub mod checker;
 pub mod cluster;
+pub mod kv;
 pub mod ports;

@@ -616,10 +616,21 @@ impl MulticastGroup {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<i64, MulticastError> {
+        self.send_flags(subgroup, payload, 0, timeout)
+    }
+
+    /// Like [`MulticastGroup::send`] with header flags.
+    pub fn send_flags(
+        &self,
+        subgroup: usize,
+        payload: &[u8],
+        flags: u64,
+        timeout: Duration,
+    ) -> Result<i64, MulticastError> {
         let deadline = Instant::now() + timeout;
         loop {
             let seen = self.sst.doorbell().epoch();
-            if let Some(index) = self.try_send(subgroup, payload)? {
+            if let Some(index) = self.try_send_flags(subgroup, payload, flags)? {
                 return Ok(index);
             }
             let now = Instant::now();

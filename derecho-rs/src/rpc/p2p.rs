@@ -1,0 +1,489 @@
+//! Point-to-point requests between members, and from external clients, over TCP.
+//!
+//! Every member listens on its `external_port`. A caller keeps one connection per peer
+//! ([`PeerConn`]) and may have at most `p2p_window_size` requests outstanding on it (the credit
+//! window); the serving side runs each connection's requests in order on a worker thread of its
+//! own, never on the core loop, so a handler may itself send an ordered update and wait for it.
+//! Requests and replies are bounded by `max_p2p_request_payload_size` and
+//! `max_p2p_reply_payload_size`; a frame over the limit, a window overrun or garbage closes that
+//! connection and nothing else.
+
+use std::collections::HashMap;
+use std::io::{BufReader, BufWriter};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::wire::{self, Frame, Kind, FRAME_SLACK};
+use super::{lock, RpcError};
+use crate::NodeId;
+
+/// Most connections a member serves at once.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// Size limits of the P2P port.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest request payload.
+    pub request: usize,
+    /// Largest reply payload.
+    pub reply: usize,
+    /// Outstanding requests per connection.
+    pub window: usize,
+}
+
+impl Limits {
+    /// The limit of frames a caller reads: replies, and relayed replies of a whole shard or a
+    /// view.
+    fn caller_frames(&self) -> usize {
+        self.reply.saturating_mul(64).saturating_add(16 << 20)
+    }
+}
+
+/// What the serving side does with requests.
+pub trait Handler: Send + Sync {
+    /// Runs a query on this member's replica of `subgroup`.
+    fn query(&self, subgroup: usize, body: &[u8]) -> Result<Vec<u8>, String>;
+    /// Sends an update in this member's shard of `subgroup` and collects every reply.
+    fn relay(&self, subgroup: usize, body: &[u8]) -> Result<Vec<u8>, String>;
+    /// Describes the current view.
+    fn get_view(&self) -> Result<Vec<u8>, String>;
+    /// Records a member's reply to an ordered request of this node.
+    fn ordered_reply(&self, id: u64, from: NodeId, result: Result<Vec<u8>, String>);
+}
+
+/// The serving side: a listener thread and a reader and a worker per connection.
+pub struct P2pServer {
+    stop: Arc<AtomicBool>,
+    addr: SocketAddr,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for P2pServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("P2pServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl P2pServer {
+    /// Serves `listener` with `handler`.
+    pub fn start(
+        listener: TcpListener,
+        me: NodeId,
+        handler: Arc<dyn Handler>,
+        limits: Limits,
+    ) -> Result<Self, RpcError> {
+        let addr = listener.local_addr().map_err(|e| RpcError::Io {
+            context: "reading the P2P address".into(),
+            source: e,
+        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name(format!("p2p-{me}"))
+            .spawn(move || accept_loop(&listener, &handler, limits, &s))
+            .map_err(|e| RpcError::Io {
+                context: "starting the P2P thread".into(),
+                source: e,
+            })?;
+        Ok(Self {
+            stop,
+            addr,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops accepting (open connections end when their peers close them or the process
+    /// exits).
+    pub fn stop(&mut self) {
+        if self.stop.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for P2pServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn accept_loop(
+    listener: &TcpListener,
+    handler: &Arc<dyn Handler>,
+    limits: Limits,
+    stop: &Arc<AtomicBool>,
+) {
+    let open = Arc::new(AtomicUsize::new(0));
+    for conn in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(stream) = conn else { continue };
+        if open.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+            tracing::warn!("refused a P2P connection: {MAX_CONNECTIONS} are open");
+            continue;
+        }
+        open.fetch_add(1, Ordering::SeqCst);
+        let (h, o, s) = (Arc::clone(handler), Arc::clone(&open), Arc::clone(stop));
+        let spawned = std::thread::Builder::new()
+            .name("p2p-conn".into())
+            .spawn(move || {
+                if let Err(e) = serve_conn(stream, &h, limits, &s) {
+                    tracing::debug!(error = %e, "a P2P connection closed");
+                }
+                o.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            open.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn serve_conn(
+    stream: TcpStream,
+    handler: &Arc<dyn Handler>,
+    limits: Limits,
+    stop: &AtomicBool,
+) -> Result<(), RpcError> {
+    let io = |context: &str| {
+        let context = context.to_string();
+        move |source| RpcError::Io { context, source }
+    };
+    let _ = stream.set_nodelay(true);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(io("configuring"))?;
+    let mut reader = BufReader::new(stream.try_clone().map_err(io("cloning"))?);
+    wire::read_hello(&mut reader).map_err(io("reading the hello"))?;
+    stream.set_read_timeout(None).map_err(io("configuring"))?;
+    let writer = stream.try_clone().map_err(io("cloning"))?;
+    let (tx, rx) = mpsc::sync_channel::<Frame>(limits.window.max(1));
+    let h = Arc::clone(handler);
+    let worker = std::thread::Builder::new()
+        .name("p2p-work".into())
+        .spawn(move || work(&rx, &h, writer))
+        .map_err(io("starting a worker"))?;
+    let limit = limits.request.saturating_add(FRAME_SLACK);
+    let result = loop {
+        if stop.load(Ordering::SeqCst) {
+            break Ok(());
+        }
+        let frame = match wire::read_frame(&mut reader, limit) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(()),
+            Err(e) => break Err(io("reading a request")(e)),
+        };
+        match frame.kind {
+            Kind::OrderedReply => match wire::take_u32(&frame.body)
+                .and_then(|(from, rest)| Ok((from, wire::parse_status(rest)?)))
+            {
+                Ok((from, result)) => handler.ordered_reply(frame.id, from, result),
+                Err(e) => break Err(e),
+            },
+            Kind::Query | Kind::Relay | Kind::GetView => match tx.try_send(frame) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    break Err(RpcError::Protocol(format!(
+                        "the caller exceeded its window of {} requests",
+                        limits.window
+                    )))
+                }
+                Err(TrySendError::Disconnected(_)) => break Ok(()),
+            },
+            Kind::Reply => break Err(RpcError::Protocol("a reply sent to the server side".into())),
+        }
+    };
+    let _ = stream.shutdown(Shutdown::Both);
+    drop(tx);
+    let _ = worker.join();
+    result
+}
+
+fn work(rx: &Receiver<Frame>, handler: &Arc<dyn Handler>, writer: TcpStream) {
+    let mut out = BufWriter::new(writer);
+    while let Ok(f) = rx.recv() {
+        let result = match f.kind {
+            Kind::GetView => handler.get_view(),
+            Kind::Query | Kind::Relay => match wire::take_u32(&f.body) {
+                Ok((subgroup, body)) if f.kind == Kind::Query => {
+                    handler.query(subgroup as usize, body)
+                }
+                Ok((subgroup, body)) => handler.relay(subgroup as usize, body),
+                Err(e) => Err(e.to_string()),
+            },
+            Kind::Reply | Kind::OrderedReply => continue,
+        };
+        let (status, body) = wire::status_parts(&result);
+        if wire::write_frame(&mut out, Kind::Reply, f.id, &[&status, body]).is_err() {
+            return;
+        }
+    }
+}
+
+type Waiter = SyncSender<Result<Result<Vec<u8>, String>, RpcError>>;
+
+/// A caller's connection to one peer.
+pub struct PeerConn {
+    node: NodeId,
+    sock: TcpStream,
+    writer: Mutex<BufWriter<TcpStream>>,
+    waiting: Mutex<HashMap<u64, Waiter>>,
+    credits: Mutex<usize>,
+    credit_freed: Condvar,
+    failed: Mutex<Option<RpcError>>,
+    next_id: AtomicU64,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for PeerConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerConn")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerConn {
+    /// Connects to `node` at `addr` (bounded by `timeout`).
+    pub fn connect(
+        node: NodeId,
+        addr: SocketAddr,
+        limits: Limits,
+        timeout: Duration,
+    ) -> Result<Arc<Self>, RpcError> {
+        let stream =
+            TcpStream::connect_timeout(&addr, timeout).map_err(|e| RpcError::PeerFailed {
+                node,
+                reason: format!("cannot connect to {addr}: {e}"),
+            })?;
+        let _ = stream.set_nodelay(true);
+        let io = |context: &str| {
+            let context = context.to_string();
+            move |source| RpcError::Io { context, source }
+        };
+        let mut w = BufWriter::new(stream.try_clone().map_err(io("cloning"))?);
+        wire::write_hello(&mut w).map_err(io("sending the hello"))?;
+        let conn = Arc::new(Self {
+            node,
+            sock: stream.try_clone().map_err(io("cloning"))?,
+            writer: Mutex::new(w),
+            waiting: Mutex::new(HashMap::new()),
+            credits: Mutex::new(limits.window.max(1)),
+            credit_freed: Condvar::new(),
+            failed: Mutex::new(None),
+            next_id: AtomicU64::new(1),
+            limits,
+        });
+        let c = Arc::clone(&conn);
+        std::thread::Builder::new()
+            .name(format!("p2p-to-{node}"))
+            .spawn(move || c.read_replies(stream))
+            .map_err(io("starting the reply reader"))?;
+        Ok(conn)
+    }
+
+    /// The peer.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// Whether the connection has failed.
+    pub fn is_failed(&self) -> bool {
+        lock(&self.failed).is_some()
+    }
+
+    fn read_replies(&self, stream: TcpStream) {
+        let mut reader = BufReader::new(stream);
+        let limit = self.limits.caller_frames();
+        let why = loop {
+            match wire::read_frame(&mut reader, limit) {
+                Ok(f) if f.kind == Kind::Reply => {
+                    let result = wire::parse_status(&f.body);
+                    if let Some(w) = lock(&self.waiting).remove(&f.id) {
+                        let _ = w.try_send(result);
+                    }
+                }
+                Ok(f) => break format!("unexpected {:?} frame from the peer", f.kind),
+                Err(e) => break e.to_string(),
+            }
+        };
+        self.fail(RpcError::PeerFailed {
+            node: self.node,
+            reason: why,
+        });
+    }
+
+    /// Fails the connection: every pending call gets `err`, later calls too.
+    pub fn fail(&self, err: RpcError) {
+        {
+            let mut f = lock(&self.failed);
+            if f.is_none() {
+                *f = Some(err);
+            }
+        }
+        let _ = self.sock.shutdown(Shutdown::Both);
+        let waiting: Vec<Waiter> = lock(&self.waiting).drain().map(|(_, w)| w).collect();
+        for w in waiting {
+            let _ = w.try_send(Err(self.failure()));
+        }
+        self.credit_freed.notify_all();
+    }
+
+    fn failure(&self) -> RpcError {
+        lock(&self.failed).as_ref().map_or(
+            RpcError::PeerFailed {
+                node: self.node,
+                reason: "connection closed".into(),
+            },
+            RpcError::same,
+        )
+    }
+
+    fn check(&self) -> Result<(), RpcError> {
+        match lock(&self.failed).as_ref() {
+            Some(e) => Err(e.same()),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends a request and waits (up to `timeout`, window wait included) for its reply.
+    pub fn call(
+        &self,
+        kind: Kind,
+        parts: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<Result<Vec<u8>, String>, RpcError> {
+        let deadline = Instant::now() + timeout;
+        {
+            let mut credits = lock(&self.credits);
+            loop {
+                self.check()?;
+                if *credits > 0 {
+                    *credits -= 1;
+                    break;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(RpcError::Timeout(timeout));
+                }
+                credits = match self.credit_freed.wait_timeout(credits, left) {
+                    Ok((g, _)) => g,
+                    Err(p) => p.into_inner().0,
+                };
+            }
+        }
+        let result = self.call_with_credit(kind, parts, deadline, timeout);
+        *lock(&self.credits) += 1;
+        self.credit_freed.notify_one();
+        result
+    }
+
+    fn call_with_credit(
+        &self,
+        kind: Kind,
+        parts: &[&[u8]],
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Result<Vec<u8>, String>, RpcError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::sync_channel(1);
+        lock(&self.waiting).insert(id, tx);
+        // A failure between the check and the insert would leave the waiter unanswered.
+        if let Err(e) = self.check() {
+            lock(&self.waiting).remove(&id);
+            return Err(e);
+        }
+        let written = wire::write_frame(&mut *lock(&self.writer), kind, id, parts);
+        if let Err(e) = written {
+            lock(&self.waiting).remove(&id);
+            self.fail(RpcError::PeerFailed {
+                node: self.node,
+                reason: e.to_string(),
+            });
+            return Err(self.failure());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(r) => r,
+            Err(_) => {
+                lock(&self.waiting).remove(&id);
+                Err(RpcError::Timeout(timeout))
+            }
+        }
+    }
+
+    /// Sends a one-way frame.
+    pub fn send_oneway(&self, kind: Kind, id: u64, parts: &[&[u8]]) -> Result<(), RpcError> {
+        self.check()?;
+        let written = wire::write_frame(&mut *lock(&self.writer), kind, id, parts);
+        written.map_err(|e| {
+            let err = RpcError::PeerFailed {
+                node: self.node,
+                reason: e.to_string(),
+            };
+            self.fail(err.same());
+            err
+        })
+    }
+}
+
+/// A caller's connections, one per peer, made on first use and replaced after a failure.
+#[derive(Debug)]
+pub struct Peers {
+    conns: Mutex<HashMap<NodeId, Arc<PeerConn>>>,
+    limits: Limits,
+}
+
+impl Peers {
+    /// No connections yet.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            conns: Mutex::new(HashMap::new()),
+            limits,
+        }
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The connection to `node` at `addr`, connecting if there is none or it failed.
+    pub fn get(&self, node: NodeId, addr: SocketAddr) -> Result<Arc<PeerConn>, RpcError> {
+        if let Some(c) = lock(&self.conns).get(&node) {
+            if !c.is_failed() {
+                return Ok(Arc::clone(c));
+            }
+        }
+        let c = PeerConn::connect(node, addr, self.limits, Duration::from_secs(2))?;
+        lock(&self.conns).insert(node, Arc::clone(&c));
+        Ok(c)
+    }
+
+    /// Fails and forgets the connections to nodes `keep` rejects, with `err(node)`.
+    pub fn retain(&self, keep: impl Fn(NodeId) -> bool, err: impl Fn(NodeId) -> RpcError) {
+        let gone: Vec<Arc<PeerConn>> = {
+            let mut conns = lock(&self.conns);
+            let gone = conns
+                .iter()
+                .filter(|(n, _)| !keep(**n))
+                .map(|(_, c)| Arc::clone(c))
+                .collect();
+            conns.retain(|n, _| keep(*n));
+            gone
+        };
+        for c in gone {
+            c.fail(err(c.node()));
+        }
+    }
+}
