@@ -90,3 +90,4 @@ impl Drop for ChildGuard {
 }
 
 pub mod group_bench;
+pub mod rpc_bench;

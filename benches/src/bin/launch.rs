@@ -128,6 +128,11 @@ fn configs(o: &Opts, dir: &std::path::Path) -> Result<Vec<PathBuf>, String> {
         c.derecho.gms_port = if i == 0 { contact } else { free_port()? };
         c.derecho.sst_port = free_port()?;
         c.derecho.state_transfer_port = free_port()?;
+        c.derecho.external_port = free_port()?;
+        // The P2P benchmarks send payload-sized queries.
+        c.derecho.max_p2p_request_payload_size =
+            c.derecho.max_p2p_request_payload_size.max(o.payload + 64);
+        c.derecho.max_p2p_reply_payload_size = c.derecho.max_p2p_reply_payload_size.max(1024);
         c.rdma.backend = o
             .transport
             .parse()
@@ -323,7 +328,11 @@ fn run(o: &Opts) -> Result<String, String> {
         o.bench,
         o.nodes,
         o.payload,
-        o.bench_args.get(2).map(String::as_str).unwrap_or("?"),
+        // The message count: third of the original's four arguments, second of two.
+        o.bench_args
+            .get(if o.bench_args.len() == 2 { 1 } else { 2 })
+            .map(String::as_str)
+            .unwrap_or("?"),
         mean(all("gbps")),
         mean(all("msgs_per_s")),
         mean(senders_lat("lat_p50_us")),
