@@ -1,16 +1,29 @@
 //! sospdemo: the image-classification service built on derecho-rs.
 //!
-//! The finished program has a gRPC function tier that accepts photos and models from clients and
-//! forwards them to a sharded categorizer tier running CNN inference on the CPU. This crate now
-//! holds the parts that stand alone:
+//! The program has a gRPC function tier that accepts photos and models from clients and
+//! forwards them to a sharded categorizer tier running CNN inference on the CPU. This crate
+//! holds:
 //!
 //! * [`model`]: the inference engine (a ResNet with torchvision parameter names, run with
 //!   candle on the CPU) and the three-file model format;
+//! * [`service`]: the function tier's gRPC front end over any [`service::Categorizers`]
+//!   implementation, and the server that runs it ([`service::serve`]);
+//! * [`tiers`]: the two replicated types (the function tier and the categorizer tier, whose
+//!   replicated state is the installed models) and the routing of requests between them;
+//! * [`server`]: `sospdemo server`, one member of the group;
+//! * [`client`]: the blocking client used by `sospdemo client` and the demo;
+//! * [`demo`]: `sospdemo demo`, which starts a local cluster and runs the bundled photos
+//!   through it;
 //! * [`train`]: the procedural photo generator and the training loop that produce the bundled
 //!   models under `sospdemo/models/` and the sample photos under `sospdemo/photos/`.
 #![forbid(unsafe_code)]
 
+pub mod client;
+pub mod demo;
 pub mod model;
+pub mod server;
+pub mod service;
+pub mod tiers;
 pub mod train;
 
 use std::path::PathBuf;

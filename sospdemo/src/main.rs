@@ -1,24 +1,28 @@
 //! sospdemo: the image-classification service built on derecho-rs.
 //!
 //! The finished program has a gRPC function tier that accepts photos and models from clients and
-//! forwards them to a sharded categorizer tier running CNN inference on the CPU; its modes will
-//! be `server`, `client` and `demo`. Until those land, this binary offers what stands alone: the
-//! inference engine (`classify`, `bench-model`) and the training of the bundled models (`train`).
+//! forwards them to a sharded categorizer tier running CNN inference on the CPU. Modes:
+//! `client` (talk to a function-tier node), `demo` (a whole local cluster, end to end), the
+//! inference engine on its own (`classify`, `bench-model`) and the training of the bundled
+//! models (`train`).
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use clap::{Parser, Subcommand};
+use sospdemo::client::{self, NodeAddr};
+use sospdemo::demo::{self, ClusterSize, DemoOptions};
 use sospdemo::model::{random_weights, Architecture, Classifier, Synset};
 use sospdemo::train::{self, Task, TrainConfig};
 
 #[derive(Parser)]
 #[command(
     name = "sospdemo",
-    about = "Image classification on derecho-rs (engine and training; the service is not built yet)"
+    about = "Image classification on derecho-rs: a gRPC function tier over a sharded categorizer tier"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -27,6 +31,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run one member of the group, configured by ./derecho.cfg; ENTER or Ctrl-C leaves.
+    Server {
+        /// Configuration overrides, `--SECTION/key=value` (after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        overrides: Vec<String>,
+    },
+    /// Talk to a function-tier node: classify a photo, install or remove a model.
+    Client {
+        /// The function-tier node: host:port, or a node id N meaning 127.0.0.1:(28000+N).
+        node: NodeAddr,
+        #[command(subcommand)]
+        action: ClientAction,
+    },
+    /// Start a local cluster, install the bundled models, classify every bundled photo, stop.
+    Demo {
+        /// Cluster size: 2, 4 or 6 nodes (the shapes of test-configs/).
+        #[arg(long, default_value = "6", value_parser = parse_cluster_size)]
+        nodes: ClusterSize,
+        /// Keep the temporary folder with the configurations and server logs.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Regenerate the bundled models and sample photos (procedural photos, seeded training).
     Train {
         /// Output root: models go to DIR/models/<task>, photos to DIR/photos/<task>.
@@ -70,6 +96,54 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ClientAction {
+    /// Ask the models of one or more tags what a photo shows.
+    Inference {
+        /// One tag, or several separated by commas: 1,2,3.
+        tags: Tags,
+        /// A JPEG or PNG photo.
+        photo: PathBuf,
+    },
+    /// Install a model under a tag.
+    #[command(name = "installmodel")]
+    InstallModel {
+        /// The tag to install the model under.
+        tag: u32,
+        /// The synset file (one label per line).
+        synset: PathBuf,
+        /// The architecture file (JSON).
+        arch: PathBuf,
+        /// The weights file (safetensors).
+        weights: PathBuf,
+    },
+    /// Remove the model of a tag.
+    #[command(name = "removemodel")]
+    RemoveModel {
+        /// The tag whose model to remove.
+        tag: u32,
+    },
+}
+
+/// A comma-separated tag list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Tags(Vec<u32>);
+
+impl FromStr for Tags {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        client::parse_tags(s).map(Tags)
+    }
+}
+
+fn parse_cluster_size(s: &str) -> Result<ClusterSize, String> {
+    s.parse::<usize>()
+        .ok()
+        .and_then(ClusterSize::from_nodes)
+        .ok_or_else(|| format!("{s:?}: the demo runs 2, 4 or 6 nodes"))
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -79,6 +153,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match Cli::parse().command {
+        Command::Server { overrides } => {
+            sospdemo::server::run(overrides).map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
+        }
+        Command::Client { node, action } => run_client(node, action),
+        Command::Demo { nodes, keep } => run_demo(nodes, keep),
         Command::Train {
             out,
             seed,
@@ -104,6 +183,44 @@ fn main() -> ExitCode {
 }
 
 type AnyResult = Result<(), Box<dyn std::error::Error>>;
+
+fn run_client(node: NodeAddr, action: ClientAction) -> AnyResult {
+    println!("Use function tier node: {node}");
+    let (code, desc) = match action {
+        ClientAction::Inference { tags, photo } => {
+            let bytes = client::read_photo(&photo)?;
+            let desc = client::inference(&node, &tags.0, &bytes)?;
+            println!("photo description:{desc}");
+            return Ok(());
+        }
+        ClientAction::InstallModel {
+            tag,
+            synset,
+            arch,
+            weights,
+        } => client::install_model_files(&node, tag, &synset, &arch, &weights)?,
+        ClientAction::RemoveModel { tag } => client::remove_model(&node, tag)?,
+    };
+    println!("return code:{code}");
+    println!("description:{desc}");
+    if code != 0 {
+        return Err(format!("the function tier refused the request (code {code}): {desc}").into());
+    }
+    Ok(())
+}
+
+fn run_demo(size: ClusterSize, keep: bool) -> AnyResult {
+    let options = DemoOptions {
+        keep_dir: keep,
+        ..DemoOptions::new(size)?
+    };
+    let summary = demo::run(&options, &mut std::io::stdout().lock())?;
+    if !summary.all_answered() {
+        let failed = summary.photos.iter().filter(|p| p.answer.is_err()).count();
+        return Err(format!("{failed} photo(s) got no answer").into());
+    }
+    Ok(())
+}
 
 fn run_train(
     out: PathBuf,
@@ -228,4 +345,84 @@ fn run_bench(models: Vec<String>, iterations: usize, photo: Option<PathBuf>) -> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("sospdemo").chain(args.iter().copied()))
+            .map(|c| c.command)
+    }
+
+    #[test]
+    fn client_node_is_an_address_or_a_node_id() {
+        let Command::Client { node, action } =
+            parse(&["client", "3", "inference", "1,2", "rose.jpg"]).unwrap()
+        else {
+            panic!("not the client command");
+        };
+        assert_eq!(node, NodeAddr::new("127.0.0.1", 28003));
+        let ClientAction::Inference { tags, photo } = action else {
+            panic!("not inference");
+        };
+        assert_eq!(tags, Tags(vec![1, 2]));
+        assert_eq!(photo, PathBuf::from("rose.jpg"));
+
+        let Command::Client { node, action } = parse(&[
+            "client",
+            "10.0.0.7:28001",
+            "installmodel",
+            "1",
+            "synset.txt",
+            "arch.json",
+            "weights.safetensors",
+        ])
+        .unwrap() else {
+            panic!("not the client command");
+        };
+        assert_eq!(node, NodeAddr::new("10.0.0.7", 28001));
+        assert!(matches!(action, ClientAction::InstallModel { tag: 1, .. }));
+
+        let Command::Client { action, .. } =
+            parse(&["client", "127.0.0.1:28000", "removemodel", "2"]).unwrap()
+        else {
+            panic!("not the client command");
+        };
+        assert!(matches!(action, ClientAction::RemoveModel { tag: 2 }));
+    }
+
+    #[test]
+    fn bad_client_arguments_are_refused() {
+        for args in [
+            &["client", "localhost", "removemodel", "1"][..],
+            &["client", "127.0.0.1:99999", "removemodel", "1"],
+            &["client", "0", "inference", "1,x", "rose.jpg"],
+            &["client", "0", "removemodel", "-1"],
+            &["client", "0", "installmodel", "1", "synset.txt"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn demo_sizes() {
+        assert!(matches!(
+            parse(&["demo"]).unwrap(),
+            Command::Demo {
+                nodes: ClusterSize::Six,
+                keep: false
+            }
+        ));
+        assert!(matches!(
+            parse(&["demo", "--nodes", "2"]).unwrap(),
+            Command::Demo {
+                nodes: ClusterSize::Two,
+                ..
+            }
+        ));
+        assert!(parse(&["demo", "--nodes", "3"]).is_err());
+    }
 }

@@ -1,0 +1,468 @@
+//! The two replicated types of the service and the routing between them.
+//!
+//! * [`FunctionTier`]: the front end. It holds no replicated state; each member serves gRPC
+//!   (see [`crate::service`]) and forwards requests to the categorizer tier.
+//! * [`CategorizerTier`]: the models, tag → the three model files, are its replicated state.
+//!   Installing and removing a model are **ordered** updates inside the tag's shard, so every
+//!   replica holds the same models and a node that joins the shard receives them by state
+//!   transfer. Inference is a point-to-point query: the replica builds (and caches) a candle
+//!   model from the files the first time a tag is used, and classifies outside the replica's
+//!   lock, so a long inference never holds up an install.
+//!
+//! [`GroupCategorizers`] is the function tier's side: tag `t` goes to shard `t % shards`; the
+//! member is chosen round-robin among the shard's members, and a member that fails or leaves is
+//! skipped for the next one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use derecho::config::Config;
+use derecho::layout::{LayoutError, LayoutPolicy, SubgroupPolicy, TypePolicy};
+use derecho::rpc::{QueryTask, Replicated, RpcError, Subgroup};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Classifier, ModelFiles};
+use crate::service::{CategorizerError, Categorizers, Guess};
+
+/// Name of the front-end type (and of its configuration profile, upper-cased).
+pub const FUNCTION_TIER: &str = "FunctionTier";
+/// Name of the categorizer type.
+pub const CATEGORIZER_TIER: &str = "CategorizerTier";
+
+/// The layout of the original demo: one subgroup per type, shards from the `FUNCTION_TIER`
+/// and `CATEGORIZER_TIER` profiles (`num_shards`, `min_nodes`, `max_nodes`).
+pub fn layout(config: &Config) -> Result<LayoutPolicy, LayoutError> {
+    Ok(LayoutPolicy {
+        types: vec![
+            TypePolicy::new(
+                FUNCTION_TIER,
+                vec![SubgroupPolicy::flexible_even_shards_from_profile(
+                    config,
+                    "FUNCTION_TIER",
+                )?],
+            ),
+            TypePolicy::new(
+                CATEGORIZER_TIER,
+                vec![SubgroupPolicy::flexible_even_shards_from_profile(
+                    config,
+                    "CATEGORIZER_TIER",
+                )?],
+            ),
+        ],
+    })
+}
+
+/// The front end: no replicated state.
+#[derive(Debug, Default)]
+pub struct FunctionTier;
+
+impl Replicated for FunctionTier {
+    type Update = ();
+    type Query = ();
+    type Reply = ();
+
+    fn apply(&mut self, (): ()) {}
+
+    fn query(&self, (): ()) {}
+
+    fn save(&self, _: &mut dyn Write) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn load(&mut self, _: &mut dyn Read) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Ordered updates of the categorizer tier.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum CategorizerUpdate {
+    /// Install a model under a tag (refused if the tag is taken).
+    Install {
+        /// The tag.
+        tag: u32,
+        /// Synset, architecture, weights.
+        model: StoredModel,
+    },
+    /// Remove the model of a tag.
+    Remove {
+        /// The tag.
+        tag: u32,
+    },
+}
+
+/// A model as the replicas store and ship it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredModel {
+    /// `synset.txt`.
+    #[serde(with = "serde_bytes")]
+    pub synset: Vec<u8>,
+    /// `arch.json`.
+    #[serde(with = "serde_bytes")]
+    pub architecture: Vec<u8>,
+    /// `weights.safetensors`.
+    #[serde(with = "serde_bytes")]
+    pub weights: Vec<u8>,
+}
+
+impl From<ModelFiles> for StoredModel {
+    fn from(m: ModelFiles) -> Self {
+        Self {
+            synset: m.synset,
+            architecture: m.architecture,
+            weights: m.weights,
+        }
+    }
+}
+
+impl StoredModel {
+    fn files(&self) -> ModelFiles {
+        ModelFiles {
+            synset: self.synset.clone(),
+            architecture: self.architecture.clone(),
+            weights: self.weights.clone(),
+        }
+    }
+}
+
+/// Point-to-point queries of the categorizer tier.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum CategorizerQuery {
+    /// Classify a photo with the model of a tag.
+    Classify {
+        /// The tag.
+        tag: u32,
+        /// JPEG or PNG bytes.
+        #[serde(with = "serde_bytes")]
+        photo: Vec<u8>,
+    },
+    /// The installed tags.
+    Tags,
+}
+
+/// Replies of the categorizer tier.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum CategorizerReply {
+    /// The update was applied.
+    Done,
+    /// The classification.
+    Guess {
+        /// Label.
+        label: String,
+        /// Class index.
+        class: u64,
+        /// Probability.
+        score: f32,
+    },
+    /// The installed tags.
+    Tags(Vec<u32>),
+    /// What went wrong.
+    Error(CategorizerError),
+}
+
+/// The categorizer's replica: the models (replicated) and the loaded engines (a local cache).
+#[derive(Default)]
+pub struct CategorizerTier {
+    models: BTreeMap<u32, Arc<StoredModel>>,
+    engines: Mutex<HashMap<u32, Arc<Classifier>>>,
+}
+
+impl std::fmt::Debug for CategorizerTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CategorizerTier")
+            .field("tags", &self.models.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CategorizerTier {
+    /// The installed tags.
+    pub fn tags(&self) -> Vec<u32> {
+        self.models.keys().copied().collect()
+    }
+
+    fn engine(&self, tag: u32) -> Result<Arc<Classifier>, CategorizerError> {
+        let mut engines = self.engines.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = engines.get(&tag) {
+            return Ok(Arc::clone(e));
+        }
+        let model = self
+            .models
+            .get(&tag)
+            .ok_or(CategorizerError::NoModel { tag })?;
+        let engine = Arc::new(Classifier::from_files(&model.files())?);
+        engines.insert(tag, Arc::clone(&engine));
+        Ok(engine)
+    }
+}
+
+fn guess_reply(r: Result<Guess, CategorizerError>) -> CategorizerReply {
+    match r {
+        Ok(g) => CategorizerReply::Guess {
+            label: g.label,
+            class: g.class as u64,
+            score: g.score,
+        },
+        Err(e) => CategorizerReply::Error(e),
+    }
+}
+
+impl Replicated for CategorizerTier {
+    type Update = CategorizerUpdate;
+    type Query = CategorizerQuery;
+    type Reply = CategorizerReply;
+
+    fn apply(&mut self, update: CategorizerUpdate) -> CategorizerReply {
+        match update {
+            CategorizerUpdate::Install { tag, model } => {
+                if self.models.contains_key(&tag) {
+                    return CategorizerReply::Error(CategorizerError::TagInUse { tag });
+                }
+                self.models.insert(tag, Arc::new(model));
+                CategorizerReply::Done
+            }
+            CategorizerUpdate::Remove { tag } => {
+                self.engines
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&tag);
+                match self.models.remove(&tag) {
+                    Some(_) => CategorizerReply::Done,
+                    None => CategorizerReply::Error(CategorizerError::NoModel { tag }),
+                }
+            }
+        }
+    }
+
+    fn query(&self, query: CategorizerQuery) -> CategorizerReply {
+        self.query_task(query)()
+    }
+
+    fn query_task(&self, query: CategorizerQuery) -> QueryTask<CategorizerReply> {
+        match query {
+            CategorizerQuery::Tags => {
+                let tags = self.tags();
+                Box::new(move || CategorizerReply::Tags(tags))
+            }
+            CategorizerQuery::Classify { tag, photo } => match self.engine(tag) {
+                // The inference itself runs after the replica is released.
+                Ok(engine) => Box::new(move || {
+                    guess_reply(engine.classify(&photo).map_err(CategorizerError::from))
+                }),
+                Err(e) => Box::new(move || CategorizerReply::Error(e)),
+            },
+        }
+    }
+
+    fn save(&self, out: &mut dyn Write) -> io::Result<()> {
+        // Model by model, so a large state streams instead of being built in memory.
+        out.write_all(&(self.models.len() as u64).to_le_bytes())?;
+        for (tag, m) in &self.models {
+            out.write_all(&tag.to_le_bytes())?;
+            for part in [&m.synset, &m.architecture, &m.weights] {
+                out.write_all(&(part.len() as u64).to_le_bytes())?;
+                out.write_all(part)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn load(&mut self, input: &mut dyn Read) -> io::Result<()> {
+        const MAX_PART: u64 = 1 << 30;
+        let mut word = [0u8; 8];
+        input.read_exact(&mut word)?;
+        let count = u64::from_le_bytes(word);
+        let mut models = BTreeMap::new();
+        for _ in 0..count {
+            let mut t = [0u8; 4];
+            input.read_exact(&mut t)?;
+            let mut parts: Vec<Vec<u8>> = Vec::with_capacity(3);
+            for _ in 0..3 {
+                input.read_exact(&mut word)?;
+                let len = u64::from_le_bytes(word);
+                if len > MAX_PART {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("a model file of {len} bytes in the transferred state"),
+                    ));
+                }
+                let mut v = vec![0u8; len as usize];
+                input.read_exact(&mut v)?;
+                parts.push(v);
+            }
+            let weights = parts.pop().unwrap_or_default();
+            let architecture = parts.pop().unwrap_or_default();
+            let synset = parts.pop().unwrap_or_default();
+            models.insert(
+                u32::from_le_bytes(t),
+                Arc::new(StoredModel {
+                    synset,
+                    architecture,
+                    weights,
+                }),
+            );
+        }
+        self.models = models;
+        self.engines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        Ok(())
+    }
+}
+
+/// The function tier's view of the categorizer tier, through the group.
+pub struct GroupCategorizers {
+    tier: Subgroup<CategorizerTier>,
+    next: AtomicUsize,
+}
+
+impl std::fmt::Debug for GroupCategorizers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCategorizers").finish_non_exhaustive()
+    }
+}
+
+/// Whether an error means "try another member".
+fn member_gone(e: &RpcError) -> bool {
+    matches!(
+        e,
+        RpcError::PeerFailed { .. }
+            | RpcError::Removed { .. }
+            | RpcError::NotInView { .. }
+            | RpcError::NotMember { .. }
+            | RpcError::Timeout(_)
+            | RpcError::Group(_)
+    )
+}
+
+impl GroupCategorizers {
+    /// Routes through `tier`.
+    pub fn new(tier: Subgroup<CategorizerTier>) -> Self {
+        Self {
+            tier,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The members of the shard serving `tag`, rotated so that successive calls start at
+    /// different members.
+    fn candidates(&self, tag: u32) -> Result<Vec<u32>, CategorizerError> {
+        let shards = self.tier.shard_members();
+        if shards.is_empty() {
+            return Err(CategorizerError::Unavailable(
+                "the categorizer tier has no shard in the current view".into(),
+            ));
+        }
+        let mut members = shards[tag as usize % shards.len()].clone();
+        if members.is_empty() {
+            return Err(CategorizerError::Unavailable(format!(
+                "shard {} of the categorizer tier is empty",
+                tag as usize % shards.len()
+            )));
+        }
+        let k = self.next.fetch_add(1, Ordering::Relaxed) % members.len();
+        members.rotate_left(k);
+        Ok(members)
+    }
+
+    /// Runs `call` on the shard's members in turn until one answers.
+    fn on_shard<R>(
+        &self,
+        tag: u32,
+        mut call: impl FnMut(u32) -> Result<R, RpcError>,
+    ) -> Result<R, CategorizerError> {
+        let mut last = String::from("no member tried");
+        // Twice round the shard: a view change may replace the member list meanwhile.
+        for round in 0..2 {
+            let members = if round == 0 {
+                self.candidates(tag)?
+            } else {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                self.candidates(tag)?
+            };
+            for m in members {
+                match call(m) {
+                    Ok(r) => return Ok(r),
+                    Err(e) if member_gone(&e) => {
+                        tracing::warn!(member = m, error = %e, "categorizer unavailable; trying another");
+                        last = e.to_string();
+                    }
+                    Err(e) => return Err(CategorizerError::Unavailable(e.to_string())),
+                }
+            }
+        }
+        Err(CategorizerError::Unavailable(last))
+    }
+
+    fn update(&self, tag: u32, update: &CategorizerUpdate) -> Result<(), CategorizerError> {
+        let replies = self.on_shard(tag, |m| self.tier.ordered_send_via(m, update))?;
+        let mut first_error = None;
+        let mut done = 0;
+        for (node, r) in replies {
+            match r {
+                Ok(CategorizerReply::Done) => done += 1,
+                Ok(CategorizerReply::Error(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Ok(other) => {
+                    first_error.get_or_insert(CategorizerError::Unavailable(format!(
+                        "node {node} answered {other:?}"
+                    )));
+                }
+                // A replica removed meanwhile does not undo the others' answers.
+                Err(RpcError::Removed { .. }) => {}
+                Err(e) => {
+                    first_error.get_or_insert(CategorizerError::Unavailable(e.to_string()));
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None if done > 0 => Ok(()),
+            None => Err(CategorizerError::Unavailable(
+                "no replica applied the update".into(),
+            )),
+        }
+    }
+}
+
+impl Categorizers for GroupCategorizers {
+    fn install_model(&self, tag: u32, model: ModelFiles) -> Result<(), CategorizerError> {
+        // Load it once here, so a corrupt or inconsistent model is refused before anything is
+        // replicated.
+        Classifier::from_files(&model)?;
+        self.update(
+            tag,
+            &CategorizerUpdate::Install {
+                tag,
+                model: model.into(),
+            },
+        )
+    }
+
+    fn remove_model(&self, tag: u32) -> Result<(), CategorizerError> {
+        self.update(tag, &CategorizerUpdate::Remove { tag })
+    }
+
+    fn classify(&self, tag: u32, photo: Vec<u8>) -> Result<Guess, CategorizerError> {
+        let query = CategorizerQuery::Classify { tag, photo };
+        match self.on_shard(tag, |m| self.tier.p2p_send(m, &query))? {
+            CategorizerReply::Guess {
+                label,
+                class,
+                score,
+            } => Ok(Guess {
+                label,
+                class: class as usize,
+                score,
+            }),
+            CategorizerReply::Error(e) => Err(e),
+            other => Err(CategorizerError::Unavailable(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+}
