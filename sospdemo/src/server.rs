@@ -89,7 +89,11 @@ pub fn run(args: Vec<String>) -> Result<(), ServerError> {
         let member = front.my_shard().is_some();
         if member && server.is_none() {
             let handle = serve(grpc_addr, categorizers.clone(), limits)?;
-            println!("FunctionTier listening on {}", handle.local_addr());
+            let rule = "/".repeat(42);
+            println!(
+                "{rule}\nFunctionTier listening on {}\n{rule}",
+                handle.local_addr()
+            );
             *server = Some(handle);
         } else if !member {
             if let Some(s) = server.take() {
