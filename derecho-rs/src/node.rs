@@ -217,7 +217,7 @@ impl GroupNode {
         let joins = gms.joins();
         let stopping = Arc::new(AtomicBool::new(false));
         let mc_config = MulticastConfig {
-            setup_timeout: Duration::from_secs(30),
+            setup_timeout: Duration::from_secs(10),
             sst: SstConfig::default()
                 .with_heartbeat_ms(u64::from(d.heartbeat_ms))
                 .with_poll_cq_timeout_ms(u64::from(d.sst_poll_cq_timeout_ms)),
@@ -532,8 +532,8 @@ impl Inner {
                         self.stop_with(format!("state transfer for view {} failed: {e}", next.vid));
                         return;
                     }
-                    if let Err(e) = self.install(next, tx) {
-                        self.stop_with(format!("installing the next view failed: {e}"));
+                    if let Err(why) = self.install_or_skip_dead(next, tx) {
+                        self.stop_with(why);
                         return;
                     }
                     // A removed member that is still running (suspected wrongly, or reported by
@@ -559,6 +559,53 @@ impl Inner {
 }
 
 impl Inner {
+    /// Installs `view`; if its set-up fails because members of it died after the view was
+    /// decided (a second failure during the view change), installs the view without the
+    /// members that no longer answer on their GMS port. Every survivor sees the same dead
+    /// members and computes the same view. Bounded to a few attempts.
+    fn install_or_skip_dead(
+        &self,
+        mut view: View,
+        tx: &Sender<Option<Outcome>>,
+    ) -> Result<(), String> {
+        for _ in 0..3 {
+            let err = match self.install(view.clone(), tx) {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(format!("installing view {} failed: {err}", view.vid));
+            }
+            let dead: Vec<NodeId> = view
+                .members
+                .iter()
+                .filter(|m| m.id != self.id)
+                .filter(|m| {
+                    std::net::TcpStream::connect_timeout(&m.gms_addr(), Duration::from_millis(500))
+                        .is_err()
+                })
+                .map(|m| m.id)
+                .collect();
+            if dead.is_empty() {
+                return Err(format!("installing view {} failed: {err}", view.vid));
+            }
+            tracing::warn!(vid = view.vid, ?dead, error = %err, "members of the new view died before it started; installing the view without them");
+            let without = view.next(&dead, &[], &self.layout).map_err(|why| {
+                format!("view {} lost members {dead:?} before it started and the rest is not adequately provisioned: {why}", view.vid)
+            })?;
+            {
+                let gms = lock(&self.gms);
+                gms.set_view(without.clone());
+            }
+            // Survivors only leave: nobody new needs state.
+            view = without;
+        }
+        Err(format!(
+            "could not install view {} after repeated member failures",
+            view.vid
+        ))
+    }
+
     /// Sends the states this member owes the view's newcomers and receives the ones it is
     /// owed, before the view's multicast starts.
     fn exchange_state(&self, view: &View) -> Result<(), GroupError> {

@@ -17,7 +17,12 @@
 //! ```
 //!
 //! `--kill RANK@MS` (repeatable) kills member RANK with SIGKILL MS milliseconds after the
-//! start; the killed members are not expected to report. With `stream_test` this reproduces a
+//! start; the killed members are not expected to report. `--leave RANK@MS` asks member RANK to
+//! leave gracefully (a `leave` line on its stdin), and `--join @MS` starts one more member
+//! (ids after the first `--nodes`) that joins the running group; with `stream_test` it streams
+//! for what is left of the run. Around the first view change the line adds the throughput dip:
+//! `stall_ms` (the longest pause in deliveries on any member) and `rate_before`/`rate_after`
+//! (deliveries per second in the second before and after it). With `stream_test` this reproduces a
 //! fault scenario with one command:
 //!
 //! ```text
@@ -30,7 +35,7 @@
 //! line (and the exit status is non-zero on FAIL).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +44,12 @@ use std::time::{Duration, Instant};
 
 use benches::ChildGuard;
 use derecho::config::Config;
+
+enum Event {
+    Kill(usize),
+    Leave(usize),
+    Join(usize),
+}
 
 struct Opts {
     nodes: usize,
@@ -49,6 +60,8 @@ struct Opts {
     timeout: u64,
     check: bool,
     kills: Vec<(usize, u64)>,
+    joins: Vec<u64>,
+    leaves: Vec<(usize, u64)>,
     bench: String,
     bench_args: Vec<String>,
 }
@@ -69,6 +82,8 @@ fn parse() -> Result<Opts, String> {
         timeout: 600,
         check: false,
         kills: Vec::new(),
+        joins: Vec::new(),
+        leaves: Vec::new(),
         bench: theirs
             .first()
             .cloned()
@@ -90,12 +105,21 @@ fn parse() -> Result<Opts, String> {
             "--window" => o.window = v.parse().map_err(|e| bad(&e))?,
             "--smc" => o.smc = v.parse().map_err(|e| bad(&e))?,
             "--timeout" => o.timeout = v.parse().map_err(|e| bad(&e))?,
-            "--kill" => {
+            "--kill" | "--leave" => {
                 let (rank, ms) = v.split_once('@').ok_or_else(|| bad(&"expected RANK@MS"))?;
-                o.kills.push((
+                let event = (
                     rank.parse().map_err(|e| bad(&e))?,
                     ms.parse().map_err(|e| bad(&e))?,
-                ));
+                );
+                if flag == "--kill" {
+                    o.kills.push(event);
+                } else {
+                    o.leaves.push(event);
+                }
+            }
+            "--join" => {
+                let ms = v.strip_prefix('@').ok_or_else(|| bad(&"expected @MS"))?;
+                o.joins.push(ms.parse().map_err(|e| bad(&e))?);
             }
             other => return Err(format!("unknown option {other}")),
         }
@@ -121,7 +145,8 @@ fn free_port() -> Result<u16, String> {
 fn configs(o: &Opts, dir: &std::path::Path) -> Result<Vec<PathBuf>, String> {
     let contact = free_port()?;
     let mut paths = Vec::new();
-    for i in 0..o.nodes {
+    // Joiners get ids after the first members, in the order of their times.
+    for i in 0..o.nodes + o.joins.len() {
         let mut c = Config::default();
         c.derecho.local_id = i as u32;
         c.derecho.contact_port = contact;
@@ -168,63 +193,124 @@ fn run(o: &Opts) -> Result<String, String> {
     let dir = std::env::temp_dir().join(format!("derecho-launch-{}", std::process::id()));
     let paths = configs(o, &dir)?;
     let (tx, rx) = mpsc::channel::<(usize, String)>();
-    let mut children = Vec::new();
-    for (i, path) in paths.iter().enumerate() {
-        let mut cmd = Command::new(&bench);
-        cmd.arg("--")
-            .args(&o.bench_args)
-            .env("DERECHO_CONF_FILE", path)
-            .env_remove("DERECHO_NODE_CONF_FILE")
-            .env_remove(benches::group_bench::CHECK_LOG_ENV)
-            .current_dir(path.parent().ok_or("no folder")?)
-            .stdout(Stdio::piped());
-        // Recording costs a digest of every delivered byte: only when checking.
-        if o.check {
-            cmd.env(
-                benches::group_bench::CHECK_LOG_ENV,
-                path.with_file_name("check.jsonl"),
-            );
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", bench.display()))?;
-        let out = child.stdout.take().ok_or("no stdout")?;
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send((i, line));
+    let spawn = {
+        let (bench, paths, check, args) =
+            (bench.clone(), paths.clone(), o.check, o.bench_args.clone());
+        let is_stream = o.bench == "stream_test";
+        move |i: usize,
+              late_ms: u64,
+              tx: &mpsc::Sender<(usize, String)>|
+              -> Result<ChildGuard, String> {
+            let path = &paths[i];
+            let mut args = args.clone();
+            // A member that starts late streams for what is left of the run.
+            if is_stream && late_ms > 0 {
+                if let Some(d) = args.get(1).and_then(|d| d.parse::<u64>().ok()) {
+                    args[1] = d.saturating_sub(late_ms).max(500).to_string();
+                }
             }
-        });
-        children.push(ChildGuard::new(child));
+            let mut cmd = Command::new(&bench);
+            cmd.arg("--")
+                .args(&args)
+                .env("DERECHO_CONF_FILE", path)
+                .env_remove("DERECHO_NODE_CONF_FILE")
+                .env_remove(benches::group_bench::CHECK_LOG_ENV)
+                .current_dir(path.parent().ok_or("no folder")?)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped());
+            // Recording costs a digest of every delivered byte: only when checking.
+            if check {
+                cmd.env(
+                    benches::group_bench::CHECK_LOG_ENV,
+                    path.with_file_name("check.jsonl"),
+                );
+            }
+            let mut child = cmd
+                .spawn()
+                .map_err(|e| format!("starting {}: {e}", bench.display()))?;
+            let out = child.stdout.take().ok_or("no stdout")?;
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    let _ = tx.send((i, line));
+                }
+            });
+            Ok(ChildGuard::new(child))
+        }
+    };
+    let mut children = Vec::new();
+    for i in 0..o.nodes {
+        children.push(spawn(i, 0, &tx)?);
     }
-    drop(tx);
     let started = Instant::now();
     let children = std::sync::Arc::new(std::sync::Mutex::new(children));
     let first_kill_at = std::sync::Arc::new(AtomicU64::new(0));
+    // Kills, leaves and joins, in time order, on one thread.
     let killer = {
-        let (children, kills) = (std::sync::Arc::clone(&children), o.kills.clone());
+        let children = std::sync::Arc::clone(&children);
         let first_kill = std::sync::Arc::clone(&first_kill_at);
+        let nodes = o.nodes;
+        let mut events: Vec<(u64, Event)> = o
+            .kills
+            .iter()
+            .map(|&(r, ms)| (ms, Event::Kill(r)))
+            .chain(o.leaves.iter().map(|&(r, ms)| (ms, Event::Leave(r))))
+            .chain(
+                o.joins
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &ms)| (ms, Event::Join(k))),
+            )
+            .collect();
+        events.sort_by_key(|e| e.0);
+        let tx = tx.clone();
         std::thread::spawn(move || {
-            let mut kills = kills;
-            kills.sort_by_key(|k| k.1);
-            for (rank, ms) in kills {
+            for (ms, event) in events {
                 let at = started + Duration::from_millis(ms);
                 std::thread::sleep(at.saturating_duration_since(Instant::now()));
                 let mut c = children.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(g) = c.get_mut(rank) {
-                    // SIGKILL: no chance to say goodbye.
-                    let _ = g.child_mut().kill();
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_nanos() as u64);
-                    let _ = first_kill.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
-                    eprintln!("launch: killed member {rank} at {ms} ms");
+                match event {
+                    Event::Kill(rank) => {
+                        if let Some(g) = c.get_mut(rank) {
+                            // SIGKILL: no chance to say goodbye.
+                            let _ = g.child_mut().kill();
+                            let now = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_nanos() as u64);
+                            let _ = first_kill.compare_exchange(
+                                0,
+                                now,
+                                Ordering::SeqCst,
+                                Ordering::SeqCst,
+                            );
+                            eprintln!("launch: killed member {rank} at {ms} ms");
+                        }
+                    }
+                    Event::Leave(rank) => {
+                        if let Some(stdin) = c.get_mut(rank).and_then(ChildGuard::stdin) {
+                            let _ = writeln!(stdin, "leave");
+                            let _ = stdin.flush();
+                            eprintln!("launch: asked member {rank} to leave at {ms} ms");
+                        }
+                    }
+                    Event::Join(k) => match spawn(nodes + k, ms, &tx) {
+                        Ok(g) => {
+                            c.push(g);
+                            eprintln!("launch: started member {} at {ms} ms to join", nodes + k);
+                        }
+                        Err(e) => eprintln!("launch: could not start a joiner: {e}"),
+                    },
                 }
             }
         })
     };
+    drop(tx);
     let killed: std::collections::BTreeSet<usize> = o.kills.iter().map(|k| k.0).collect();
-    let expected = o.nodes - killed.iter().filter(|r| **r < o.nodes).count();
+    let expected = o.nodes + o.joins.len()
+        - killed
+            .iter()
+            .filter(|r| **r < o.nodes + o.joins.len())
+            .count();
     let deadline = Instant::now() + Duration::from_secs(o.timeout);
     let mut results: HashMap<usize, HashMap<String, f64>> = HashMap::new();
     while results.len() < expected {
@@ -323,6 +409,18 @@ fn run(o: &Opts) -> Result<String, String> {
     } else {
         String::new()
     };
+    // The throughput dip around the first view change, as the members saw it.
+    let stalls = all("stall_ms");
+    let dip = if stalls.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " stall_ms={:.1} rate_before={:.0} rate_after={:.0}",
+            stalls.iter().fold(0.0_f64, |a, b| a.max(*b)),
+            mean(all("rate_before")),
+            mean(all("rate_after"))
+        )
+    };
     Ok(format!(
         "{} nodes={} senders={senders} payload={} msgs={} mode={mode} gbps={:.4} msgs_per_s={:.0} lat_p50_us={:.1} lat_p99_us={:.1} cpu_s={:.2}",
         o.bench,
@@ -338,7 +436,8 @@ fn run(o: &Opts) -> Result<String, String> {
         mean(senders_lat("lat_p50_us")),
         senders_lat("lat_p99_us").into_iter().fold(0.0, f64::max),
         all("cpu_s").iter().sum::<f64>()
-    ) + &kill_to_view)
+    ) + &kill_to_view
+        + &dip)
 }
 
 fn main() -> ExitCode {

@@ -100,6 +100,22 @@ fn run() -> Result<String, String> {
     let (l1, l2) = (Arc::clone(&log), Arc::clone(&log));
     let delivered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let d2 = Arc::clone(&delivered);
+    // Delivery times, for the throughput dip around a view change (bounded).
+    let times = Arc::new(Mutex::new(Vec::<u64>::with_capacity(1 << 16)));
+    let t2 = Arc::clone(&times);
+    // `leave` on stdin (from `launch --leave`) makes this member leave gracefully.
+    let leave = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let l3 = Arc::clone(&leave);
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while matches!(std::io::stdin().read_line(&mut line), Ok(n) if n > 0) {
+            if line.trim() == "leave" {
+                l3.store(true, std::sync::atomic::Ordering::SeqCst);
+                return;
+            }
+            line.clear();
+        }
+    });
     // When view 1 was installed here (Unix ns), for the launcher's kill-to-view figure.
     let view1_at = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let v1 = Arc::clone(&view1_at);
@@ -108,6 +124,12 @@ fn run() -> Result<String, String> {
         layout,
         Box::new(move |d| {
             d2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            {
+                let mut t = t2.lock().unwrap_or_else(|p| p.into_inner());
+                if t.len() < MAX_TIMES {
+                    t.push(unix_ns());
+                }
+            }
             let id = MessageId::read(d.payload).unwrap_or(MessageId {
                 sender: u32::MAX,
                 serial: 0,
@@ -136,7 +158,14 @@ fn run() -> Result<String, String> {
     let mut data = vec![0u8; payload];
     let mut serial = 0u64;
     let mut stopped = None;
+    let mut left = false;
     while start.elapsed() < duration {
+        if leave.load(std::sync::atomic::Ordering::SeqCst) {
+            node.leave(Duration::from_secs(5))
+                .map_err(|e| format!("leaving: {e}"))?;
+            left = true;
+            break;
+        }
         let id = MessageId { sender: me, serial };
         for (i, b) in data.iter_mut().enumerate() {
             *b = (i as u64 ^ serial) as u8;
@@ -158,22 +187,58 @@ fn run() -> Result<String, String> {
         }
     }
     // Let the last messages settle everywhere before leaving.
-    std::thread::sleep(Duration::from_millis(1500));
+    if !left {
+        std::thread::sleep(Duration::from_millis(1500));
+    }
     let view = node.view();
+    let dip = dip(
+        &times.lock().unwrap_or_else(|p| p.into_inner()),
+        view1_at.load(std::sync::atomic::Ordering::SeqCst),
+    );
     if let Some(out) = &mut lock(&log).out {
         let _ = out.flush();
     }
     let line = format!(
-        "result node={me} sent={serial} delivered={} vid={} members={} stopped={} view1_at_ns={} cpu_s={:.3}",
+        "result node={me} sent={serial} delivered={} vid={} members={} stopped={} left={} view1_at_ns={} cpu_s={:.3}{dip}",
         delivered.load(std::sync::atomic::Ordering::Relaxed),
         view.vid,
         view.members.len(),
         u8::from(stopped.is_some()),
+        u8::from(left),
         view1_at.load(std::sync::atomic::Ordering::SeqCst),
         cpu_seconds()
     );
     node.shutdown();
     Ok(line)
+}
+
+/// Most delivery times recorded.
+const MAX_TIMES: usize = 1 << 22;
+
+/// The throughput dip around view 1 (installed at `v1` Unix ns): the longest pause between
+/// deliveries within 2 s of it, and the delivery rates in the second before and after that
+/// pause. Empty if view 1 never came.
+fn dip(times: &[u64], v1: u64) -> String {
+    const S: u64 = 1_000_000_000;
+    if v1 == 0 || times.len() < 2 {
+        return String::new();
+    }
+    let (lo, hi) = (v1.saturating_sub(2 * S), v1 + 2 * S);
+    let (mut gap, mut from, mut to) = (0, 0, 0);
+    for w in times.windows(2) {
+        if w[1] >= lo && w[0] <= hi && w[1] - w[0] > gap {
+            (gap, from, to) = (w[1] - w[0], w[0], w[1]);
+        }
+    }
+    let rate = |a: u64, b: u64| {
+        times.iter().filter(|&&t| t >= a && t < b).count() as f64 * S as f64 / (b - a) as f64
+    };
+    format!(
+        " stall_ms={:.1} rate_before={:.0} rate_after={:.0}",
+        gap as f64 / 1e6,
+        rate(from.saturating_sub(S), from),
+        rate(to, to + S)
+    )
 }
 
 fn main() -> ExitCode {

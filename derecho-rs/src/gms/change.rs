@@ -226,8 +226,29 @@ impl ChangeProtocol {
             });
         }
         let leader = (0..n).find(|&r| !self.suspects(sst, r))?;
-        // 2. Proposal (leader).
+        // 2. Proposal (leader). A new leader first takes over the longest change list a live
+        // member holds (its predecessor's proposals, which some may have acknowledged), so
+        // nothing a member acted on is proposed differently.
         if leader == me {
+            let longest = (0..n)
+                .filter(|&r| r != me && !self.suspects(sst, r))
+                .max_by_key(|&r| sst.get(c.num_changes, r));
+            if let Some(r) = longest {
+                let theirs = sst.get(c.num_changes, r);
+                if theirs > sst.get(c.num_changes, me) {
+                    for i in 0..(theirs.max(0) as usize).min(c.changes.len()) {
+                        sst.set_elem(c.changes, i, sst.get_elem(c.changes, r, i));
+                        for j in 0..3 {
+                            let at = i * 3 + j;
+                            sst.set_elem(c.joiner_info, at, sst.get_elem(c.joiner_info, r, at));
+                        }
+                    }
+                    sst.set(c.num_changes, theirs);
+                    let _ = sst.push_range(c.joiner_info.range(), Targets::All);
+                    let _ = sst.push_range(c.changes.range(), Targets::All);
+                    let _ = sst.push(c.num_changes);
+                }
+            }
             let count = sst.get(c.num_changes, me).max(0) as usize;
             let proposed: BTreeSet<NodeId> = (0..count)
                 .map(|i| (sst.get_elem(c.changes, me, i) & u64::from(u32::MAX)) as NodeId)
@@ -309,6 +330,34 @@ impl ChangeProtocol {
         if !live.iter().all(|&r| sst.get(c.wedged, r)) {
             return None;
         }
+        // The changes this view change installs are fixed once, by the leader, and echoed by
+        // every member, so that all install the same next view even when more failures are
+        // committed meanwhile (those go into the view after). A new leader adopts a fixed
+        // count that any live member already echoes; it fixes its own only when nobody has.
+        let fixed = |r: usize| sst.get(c.trim_end_ready, r);
+        if !fixed(me) {
+            let value = if leader == me {
+                match live.iter().copied().find(|&r| r != me && fixed(r)) {
+                    Some(r) => sst.get(c.trim_end, r),
+                    // Everything proposed is committed first, so that a failure detected in
+                    // the meantime is not carried into the next view.
+                    None if sst.get(c.num_changes, me) > committed as i64 => return None,
+                    None => committed as i64,
+                }
+            } else if fixed(leader) {
+                sst.get(c.trim_end, leader)
+            } else {
+                return None;
+            };
+            sst.set(c.trim_end, value);
+            let _ = sst.push(c.trim_end);
+            sst.set(c.trim_end_ready, true);
+            let _ = sst.push(c.trim_end_ready);
+        }
+        if !live.iter().all(|&r| fixed(r)) {
+            return None;
+        }
+        let trim_end = (sst.get(c.trim_end, me).max(0) as usize).min(c.changes.len());
         let mut all_ready = true;
         for sh in self.shards.clone() {
             let live_members: Vec<usize> = sh
@@ -376,11 +425,11 @@ impl ChangeProtocol {
         let resend = lock(&self.engine).ragged_trim(&trims, &*self.read_rdmc);
         let mut removed = Vec::new();
         let mut joined = Vec::new();
-        for i in 0..committed {
-            let word = sst.get_elem(c.changes, leader, i);
+        for i in 0..trim_end {
+            let word = sst.get_elem(c.changes, me, i);
             let id = (word & u64::from(u32::MAX)) as NodeId;
             if word & JOIN != 0 {
-                let w = [0, 1, 2].map(|j| sst.get_elem(c.joiner_info, leader, i * 3 + j));
+                let w = [0, 1, 2].map(|j| sst.get_elem(c.joiner_info, me, i * 3 + j));
                 joined.push(decode_member(id, w));
             } else {
                 removed.push(id);

@@ -208,6 +208,10 @@ pub struct GmsColumns {
     /// For each entry of `changes` that is a join, the joiner's address: three words (the IP
     /// as 16 bytes, IPv4 mapped into IPv6, then the four ports packed 16 bits each).
     pub joiner_info: ArrayField<u64>,
+    /// The number of changes this view change installs, fixed by the leader and echoed.
+    pub trim_end: derecho_sst::Field<i64>,
+    /// `trim_end` is set on this member.
+    pub trim_end_ready: derecho_sst::Field<bool>,
 }
 
 impl Columns {
@@ -242,6 +246,8 @@ impl Columns {
             global_min_ready: b.array("global_min_ready", s),
             rip: b.field("rip"),
             joiner_info: b.array("joiner_info", (n + 8) * 3),
+            trim_end: b.field("trim_end"),
+            trim_end_ready: b.field("trim_end_ready"),
         };
         Ok(Self {
             seq_num: b.array("seq_num", s),
