@@ -244,6 +244,7 @@ impl GroupNode {
             stopping,
         });
         let (tx, rx) = mpsc::channel();
+        lock(&inner.gms).forward_installs(tx.clone());
         inner.install(view, &tx)?;
         let manager_inner = Arc::clone(&inner);
         let manager_tx = tx.clone();
@@ -491,6 +492,8 @@ impl Inner {
     fn manage(&self, outcomes: &Receiver<Option<Outcome>>, tx: &Sender<Option<Outcome>>) {
         while let Ok(Some(outcome)) = outcomes.recv() {
             match outcome {
+                // Only meaningful while waiting for joins (see `wait_for_joins`).
+                Outcome::Provisioned(_) => {}
                 Outcome::Evicted => {
                     self.stop_with("other members suspect this one and removed it".into());
                     return;
@@ -515,13 +518,15 @@ impl Inner {
                     }
                     let next = match old_view.next(&removed, &joined, &self.layout) {
                         Ok(v) => v,
-                        Err(why) => {
-                            self.stop_with(format!(
-                                "the next view (without {removed:?}, with {:?}) is not adequately provisioned: {why}",
-                                joined.iter().map(|m| m.id).collect::<Vec<_>>()
-                            ));
-                            return;
-                        }
+                        Err(why) => match self
+                            .wait_for_joins(&old_view, &removed, &joined, &why, outcomes)
+                        {
+                            Ok(v) => v,
+                            Err(e) => {
+                                self.stop_with(e);
+                                return;
+                            }
+                        },
                     };
                     {
                         let gms = lock(&self.gms);
@@ -559,6 +564,92 @@ impl Inner {
 }
 
 impl Inner {
+    /// The next view cannot provision every shard with the survivors (`why`): wait, without
+    /// a multicast and keeping the messages to send again, until enough nodes have joined.
+    /// Joiners are sent to the survivors' leader (the first survivor), which queues them; as
+    /// soon as the view with them is adequate it sends it to the other survivors (`Install`
+    /// on their GMS port) and everyone installs it as usual. Ends early when the member stops.
+    fn wait_for_joins(
+        &self,
+        old: &View,
+        removed: &[NodeId],
+        joined: &[MemberInfo],
+        why: &str,
+        outcomes: &Receiver<Option<Outcome>>,
+    ) -> Result<View, String> {
+        let mut members: Vec<MemberInfo> = old
+            .members
+            .iter()
+            .filter(|m| !removed.contains(&m.id))
+            .cloned()
+            .collect();
+        members.extend(joined.iter().cloned());
+        let waiting = View {
+            vid: old.vid + 1,
+            members,
+            subgroups: Vec::new(),
+            joined: joined.iter().map(|m| m.id).collect(),
+            transfers: Vec::new(),
+        };
+        let Some(leader) = waiting.members.first().map(|m| m.id) else {
+            return Err("no member is left".into());
+        };
+        tracing::warn!(vid = waiting.vid, members = ?waiting.ids(), leader, reason = %why,
+            "the next view is not adequately provisioned; waiting for more nodes to join");
+        lock(&self.gms).set_view(waiting.clone());
+        let stopped = || self.stopping.load(std::sync::atomic::Ordering::SeqCst);
+        if leader != self.id {
+            loop {
+                match outcomes.recv_timeout(Duration::from_millis(200)) {
+                    Ok(Some(Outcome::Provisioned(v))) if v.vid == waiting.vid => return Ok(v),
+                    Ok(None) => return Err("stopped while waiting for nodes to join".into()),
+                    Ok(Some(_)) => {}
+                    Err(mpsc::RecvTimeoutError::Timeout) if !stopped() => {}
+                    Err(_) => return Err("stopped while waiting for nodes to join".into()),
+                }
+            }
+        }
+        let queue = lock(&self.gms).joins();
+        loop {
+            if stopped() {
+                return Err("stopped while waiting for nodes to join".into());
+            }
+            let mut all: Vec<MemberInfo> = joined.to_vec();
+            all.extend(
+                lock(&queue)
+                    .iter()
+                    .filter(|m| waiting.rank_of(m.id).is_none())
+                    .cloned(),
+            );
+            if all.len() > joined.len() {
+                if let Ok(next) = old.next(removed, &all, &self.layout) {
+                    for m in next.members.iter().filter(|m| m.id != self.id) {
+                        if next.joined.contains(&m.id) {
+                            continue;
+                        }
+                        let sent = std::net::TcpStream::connect_timeout(
+                            &m.gms_addr(),
+                            Duration::from_secs(2),
+                        )
+                        .map_err(crate::gms::WireError::Io)
+                        .and_then(|mut s| {
+                            crate::gms::wire::write_msg(
+                                &mut s,
+                                &crate::gms::GmsMessage::Install(next.clone()),
+                            )
+                        });
+                        if let Err(e) = sent {
+                            // It failed meanwhile: the new view's set-up leaves it out.
+                            tracing::warn!(node = m.id, error = %e, "could not send the new view");
+                        }
+                    }
+                    return Ok(next);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Installs `view`; if its set-up fails because members of it died after the view was
     /// decided (a second failure during the view change), installs the view without the
     /// members that no longer answer on their GMS port. Every survivor sees the same dead

@@ -28,8 +28,13 @@ fn config(id: u32, contact: u16, gms: u16) -> Config {
 
 /// The first view needs `first` members; later views take whoever survives (at least 2).
 fn layout(first: usize) -> LayoutFn {
+    layout_min(first, 2)
+}
+
+/// The first view needs `first` members, later views `later`.
+fn layout_min(first: usize, later: usize) -> LayoutFn {
     Arc::new(move |ids: &[u32], previous| {
-        let need = if previous.is_none() { first } else { 2 };
+        let need = if previous.is_none() { first } else { later };
         if ids.len() < need {
             return Err(format!("need {need} members, have {}", ids.len()));
         }
@@ -56,7 +61,14 @@ fn start(n: usize) -> Vec<Member> {
 /// Starts members `ids` of a group whose contact (node 0) listens on `contact` and whose first
 /// view needs `first` members.
 fn start_at(contact: u16, first: usize, ids: std::ops::Range<u32>) -> Vec<Member> {
-    let n = first;
+    start_with_layout(contact, ids, move || layout(first))
+}
+
+fn start_with_layout(
+    contact: u16,
+    ids: std::ops::Range<u32>,
+    layout: impl Fn() -> LayoutFn + Send + Sync + Clone + 'static,
+) -> Vec<Member> {
     let handles: Vec<_> = ids
         .map(|id| {
             let cfg = config(
@@ -68,12 +80,13 @@ fn start_at(contact: u16, first: usize, ids: std::ops::Range<u32>) -> Vec<Member
                     listen_port().unwrap()
                 },
             );
+            let layout = layout.clone();
             std::thread::spawn(move || {
                 let log = Arc::new(Mutex::new(MemberLog::new(id)));
                 let (l1, l2) = (Arc::clone(&log), Arc::clone(&log));
                 let node = GroupNode::start_with(
                     &cfg,
-                    layout(n),
+                    layout(),
                     Box::new(move |d| {
                         l1.lock().unwrap().events.push(Event::Delivered {
                             subgroup: d.subgroup as u32,
@@ -100,6 +113,16 @@ fn start_at(contact: u16, first: usize, ids: std::ops::Range<u32>) -> Vec<Member
         })
         .collect();
     handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+/// Sets the stop flag when dropped, so that streaming threads end even when an assertion of
+/// the test body fails inside a thread scope (which would otherwise wait for them forever).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Streams messages from `m` until `stop`; a member that leaves the group stops sending.
@@ -146,6 +169,7 @@ fn kill_one_and_continue(victim: usize) {
     let members = start(4);
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
+        let _stop_guard = StopOnDrop(&stop);
         for m in &members {
             let stop = &stop;
             s.spawn(move || stream(m, stop));
@@ -242,6 +266,7 @@ fn a_member_that_leaves_gracefully_is_removed_and_two_survivors_continue() {
     let stop = AtomicBool::new(false);
     let leaver = Arc::clone(&members[1].node);
     std::thread::scope(|s| {
+        let _stop_guard = StopOnDrop(&stop);
         for m in [&members[0], &members[2]] {
             let stop = &stop;
             s.spawn(move || stream(m, stop));
@@ -299,6 +324,7 @@ fn nodes_join_a_running_group_one_then_two_at_once() {
     let stop = AtomicBool::new(false);
     let mut joiners = Vec::new();
     std::thread::scope(|s| {
+        let _stop_guard = StopOnDrop(&stop);
         for m in &members {
             let stop = &stop;
             s.spawn(move || stream(m, stop));
@@ -307,7 +333,11 @@ fn nodes_join_a_running_group_one_then_two_at_once() {
         // One joiner (asking a non-leader would be redirected; node 0 leads).
         let one = start_at(contact, 3, 3..4);
         let v = one[0].node.view();
-        assert_eq!(v.ids(), vec![0, 1, 2, 3]);
+        // Ranks follow join order; the joiner comes last.
+        assert_eq!(v.ids().last(), Some(&3));
+        let mut ids = v.ids();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![0, 1, 2, 3]);
         assert_eq!(v.joined, vec![3]);
         for m in &members {
             let got = m
@@ -344,4 +374,57 @@ fn nodes_join_a_running_group_one_then_two_at_once() {
     for m in &members {
         assert!(m.node.stopped().is_none(), "node {} stopped", m.node.id());
     }
+}
+
+#[test]
+fn survivors_too_few_for_the_layout_wait_for_a_joiner_and_lose_nothing() {
+    // Every view needs three members: after a failure the two survivors wait (no view, their
+    // undelivered messages kept), and continue when a third node joins.
+    let contact = listen_port().unwrap();
+    let need3 = || layout_min(3, 3);
+    let members = start_with_layout(contact, 0..3, need3);
+    let stop = AtomicBool::new(false);
+    let mut joiner = Vec::new();
+    std::thread::scope(|s| {
+        let _stop_guard = StopOnDrop(&stop);
+        for m in &members {
+            let stop = &stop;
+            s.spawn(move || stream(m, stop));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        members[2].node.abort();
+        // Nothing can be installed yet.
+        std::thread::sleep(Duration::from_millis(500));
+        for m in &members[..2] {
+            assert!(
+                m.node.stopped().is_none(),
+                "a survivor stopped: {:?}",
+                m.node.stopped()
+            );
+            assert!(
+                m.node.multicast().is_err(),
+                "a view was installed without a third member"
+            );
+        }
+        joiner = start_with_layout(contact, 3..4, need3);
+        let v = joiner[0].node.view();
+        let mut ids = v.ids();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![0, 1, 3]);
+        for m in &members[..2] {
+            m.node
+                .wait_for_view(v.vid, Duration::from_secs(20))
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::SeqCst);
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let logs: Vec<MemberLog> = members
+        .iter()
+        .chain(&joiner)
+        .map(|m| m.log.lock().unwrap().clone())
+        .collect();
+    let report = Checker::new().check(&logs);
+    assert!(report.ok(), "{report}");
 }

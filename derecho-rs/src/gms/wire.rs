@@ -71,6 +71,9 @@ pub enum GmsMessage {
         /// The abandoned view.
         vid: u64,
     },
+    /// From the leader of members waiting for joins (their next view was not adequately
+    /// provisioned): enough have joined, install this view.
+    Install(View),
 }
 
 /// Errors of GMS framing.
