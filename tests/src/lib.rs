@@ -10,3 +10,4 @@ pub mod checker;
 pub mod cluster;
 pub mod kv;
 pub mod ports;
+pub mod sim;

@@ -3,96 +3,10 @@
 //! exactly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use derecho::multicast::{
-    Mode, MulticastConfig, MulticastGroup, MulticastSpec, ShardSpec, SubgroupSpec,
-};
-use derecho_fabric::sim::{SimConfig, SimNet, SimRng};
-use derecho_fabric::Fabric;
+use derecho::multicast::Mode;
+use derecho_fabric::sim::SimRng;
 use derecho_tests::checker::{digest, Checker, Event, MemberLog, MessageId};
-use derecho_tests::cluster::test_sizes;
-
-struct Run {
-    net: Arc<SimNet>,
-    groups: Vec<MulticastGroup>,
-    logs: Vec<Arc<Mutex<MemberLog>>>,
-}
-
-fn build(seed: u64, n: usize, mode: Mode, senders: usize) -> Run {
-    let net = SimNet::new(SimConfig::new(seed));
-    let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-    let ids: Vec<u32> = (0..n as u32).collect();
-    let members: Vec<(u32, SocketAddr)> = ids.iter().map(|&i| (i, addr)).collect();
-    let fabrics: Vec<Arc<dyn Fabric>> = ids
-        .iter()
-        .map(|&i| net.add_node(i) as Arc<dyn Fabric>)
-        .collect();
-    let subgroups = vec![SubgroupSpec {
-        shards: vec![ShardSpec {
-            members: ids.clone(),
-            senders: ids[..senders].to_vec(),
-            mode,
-            sizes: test_sizes(4),
-        }],
-    }];
-    let logs: Vec<Arc<Mutex<MemberLog>>> = ids
-        .iter()
-        .map(|&id| {
-            let mut l = MemberLog::new(id);
-            l.events.push(Event::View {
-                vid: 0,
-                members: ids.clone(),
-            });
-            Arc::new(Mutex::new(l))
-        })
-        .collect();
-    // Phase by phase on every node: nobody may block under simulation.
-    let prepared: Vec<_> = (0..n)
-        .map(|rank| {
-            let log = Arc::clone(&logs[rank]);
-            let spec = MulticastSpec {
-                vid: 0,
-                members: members.clone(),
-                my_rank: rank,
-                subgroups: subgroups.clone(),
-            };
-            MulticastGroup::prepare(
-                Arc::clone(&fabrics[rank]),
-                spec,
-                MulticastConfig::default(),
-                Box::new(move |d| {
-                    log.lock().unwrap().events.push(Event::Delivered {
-                        subgroup: d.subgroup as u32,
-                        shard: d.shard as u32,
-                        id: MessageId::read(d.payload).unwrap(),
-                        digest: digest(d.payload),
-                        seq: d.seq,
-                        stable: d.stable,
-                    });
-                }),
-            )
-            .unwrap()
-        })
-        .collect();
-    let connecting: Vec<_> = prepared
-        .into_iter()
-        .map(|p| p.connect(false).unwrap())
-        .collect();
-    assert!(
-        net.run_until(Duration::from_secs(5), &mut || connecting
-            .iter()
-            .all(|c| c.ready())),
-        "seed {seed}: start barrier"
-    );
-    let groups = connecting
-        .into_iter()
-        .map(|c| c.start(false).unwrap())
-        .collect();
-    Run { net, groups, logs }
-}
+use derecho_tests::sim::{build, Run};
 
 /// Each sender sends `per_sender` messages of random sizes (across the SMC/RDMC boundary),
 /// interleaved with network events, then everything is driven to quiescence.
