@@ -85,6 +85,9 @@ impl std::fmt::Debug for Hooks {
     }
 }
 
+/// How long setting up a view after a view change may take.
+const VIEW_CHANGE_SETUP: Duration = Duration::from_secs(10);
+
 /// How long a view change waits for the states it transfers.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -217,7 +220,7 @@ impl GroupNode {
         let joins = gms.joins();
         let stopping = Arc::new(AtomicBool::new(false));
         let mc_config = MulticastConfig {
-            setup_timeout: Duration::from_secs(10),
+            setup_timeout: Duration::from_secs(30),
             sst: SstConfig::default()
                 .with_heartbeat_ms(u64::from(d.heartbeat_ms))
                 .with_poll_cq_timeout_ms(u64::from(d.sst_poll_cq_timeout_ms)),
@@ -440,6 +443,12 @@ impl Inner {
     /// Builds and starts the multicast of `view` with its change protocol, and makes it
     /// current.
     fn install(&self, view: View, outcomes: &Sender<Option<Outcome>>) -> Result<(), GroupError> {
+        // The first view may wait for slow starters (every process starts at once); a later
+        // one gives up sooner, so that members of it that died are found and left out.
+        let mut config = self.mc_config.clone();
+        if view.vid > 0 {
+            config.setup_timeout = VIEW_CHANGE_SETUP;
+        }
         let spec = view.multicast_spec(self.id).ok_or_else(|| {
             GroupError::Config(format!("view {} does not contain this node", view.vid))
         })?;
@@ -449,12 +458,7 @@ impl Inner {
         }
         let shared = Arc::clone(&self.deliver);
         let deliver: DeliveryHandler = Box::new(move |d| (lock(&shared))(d));
-        let group = MulticastGroup::new(
-            Arc::clone(&self.fabric),
-            spec,
-            self.mc_config.clone(),
-            deliver,
-        )?;
+        let group = MulticastGroup::new(Arc::clone(&self.fabric), spec, config, deliver)?;
         let tx = outcomes.clone();
         group.install_change_protocol(
             self.partition_safety,

@@ -126,20 +126,23 @@ pub fn run(args: Vec<String>) -> Result<(), ServerError> {
     }) {
         tracing::warn!(error = %e, "Ctrl-C will not leave the group cleanly");
     }
+    // A member that stops (removed, in a minority) has no view events left to send: look
+    // every half second, so that its stale replicas stop answering and the process exits.
+    let mut stopped = None;
     loop {
-        match rx.recv() {
-            Ok(Event::View) => {
-                if let Some(why) = group.node().stopped() {
-                    println!("This node has left the group: {why}");
-                    break;
-                }
-                follow_role(&mut server)?;
-            }
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(Event::View) => follow_role(&mut server)?,
             Ok(Event::Stop(what)) => {
                 tracing::info!("{what}: leaving the group");
                 break;
             }
-            Err(_) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if let Some(why) = group.node().stopped() {
+            println!("This node has left the group: {why}");
+            stopped = Some(why);
+            break;
         }
     }
     if let Some(s) = server.take() {
@@ -147,8 +150,13 @@ pub fn run(args: Vec<String>) -> Result<(), ServerError> {
             tracing::warn!(error = %e, "the gRPC front end did not stop cleanly");
         }
     }
-    if group.node().stopped().is_none() {
-        group.leave(Duration::from_secs(5))?;
+    if stopped.is_some() {
+        return Ok(());
+    }
+    // The others may all have gone already (the last one to leave finds no view to leave):
+    // that is not an error of this node.
+    if let Err(e) = group.leave(Duration::from_secs(5)) {
+        tracing::info!(error = %e, "left without announcing it");
     }
     Ok(())
 }
