@@ -1,5 +1,6 @@
 //! The end of a view under the deterministic sim backend: members crash mid-stream (one, the
-//! leader, or the leader and another during the view change), the survivors run the change
+//! leader, or the leader and another during the view change), a member is cut off from the
+//! others (it must stop as a minority), or a node asks to join; the survivors run the change
 //! protocol and the ragged trim, and every survivor must end the view the same way — the same
 //! members removed, exactly the same messages delivered in the same order. Several seeds; a
 //! failing seed is printed and replays exactly.
@@ -8,6 +9,7 @@
 use std::sync::{Arc, Mutex};
 
 use derecho::gms::change::Outcome;
+use derecho::gms::MemberInfo;
 use derecho::multicast::Mode;
 use derecho_fabric::sim::SimRng;
 use derecho_tests::checker::{digest, Checker, Event, MemberLog, MessageId};
@@ -17,14 +19,35 @@ use derecho_tests::sim::build;
 /// the first view change is under way), drives the survivors until each has ended the view,
 /// and checks them.
 fn scenario(seed: u64, n: usize, victims: &[usize]) {
+    run_scenario(seed, n, Fault::Crash(victims.to_vec()));
+}
+
+/// What happens to the view.
+enum Fault {
+    /// These ranks crash, the first at a seeded moment, the others during the view change.
+    Crash(Vec<usize>),
+    /// Every link of this rank breaks at a seeded moment: it is cut off from the others.
+    Isolate(usize),
+    /// A node asks to join (its request is in the leader's queue) at a seeded moment.
+    Join(u32),
+}
+
+fn run_scenario(seed: u64, n: usize, fault: Fault) {
+    let victims: Vec<usize> = match &fault {
+        Fault::Crash(v) => v.clone(),
+        Fault::Isolate(r) => vec![*r],
+        Fault::Join(_) => Vec::new(),
+    };
+    let victims = victims.as_slice();
     let r = build(seed, n, Mode::Ordered, n);
+    let joins: derecho::gms::change::JoinQueue = Arc::new(Mutex::new(Vec::new()));
     let outcomes: Vec<Arc<Mutex<Option<Outcome>>>> =
         (0..n).map(|_| Arc::new(Mutex::new(None))).collect();
     for (g, o) in r.groups.iter().zip(&outcomes) {
         let o = Arc::clone(o);
         g.install_change_protocol(
             true,
-            None,
+            Some(Arc::clone(&joins)),
             Box::new(move |out| *o.lock().unwrap() = Some(out)),
         )
         .unwrap();
@@ -34,8 +57,13 @@ fn scenario(seed: u64, n: usize, victims: &[usize]) {
     let mut crashed: Vec<usize> = Vec::new();
     let mut next = vec![0u64; n];
     let survivors: Vec<usize> = (0..n).filter(|r| !victims.contains(r)).collect();
+    // Everyone still running must end the view (an isolated member too: as a minority).
+    let running: Vec<usize> = match &fault {
+        Fault::Isolate(_) => (0..n).collect(),
+        _ => survivors.clone(),
+    };
     let done = |outcomes: &[Arc<Mutex<Option<Outcome>>>]| {
-        survivors
+        running
             .iter()
             .all(|&s| outcomes[s].lock().unwrap().is_some())
     };
@@ -47,17 +75,33 @@ fn scenario(seed: u64, n: usize, victims: &[usize]) {
         assert!(step < 3_000_000, "seed {seed}: the view did not end");
         // Crashes: the first at a seeded step, the others once a survivor has wedged (that
         // is, during the view change).
-        if crashed.len() < victims.len() {
-            let due = if crashed.is_empty() {
-                step == first_crash
-            } else {
-                wedged
-            };
-            if due {
-                let v = victims[crashed.len()];
-                r.net.crash(v as u32);
-                crashed.push(v);
+        match &fault {
+            Fault::Crash(_) if crashed.len() < victims.len() => {
+                let due = if crashed.is_empty() {
+                    step == first_crash
+                } else {
+                    wedged
+                };
+                if due {
+                    let v = victims[crashed.len()];
+                    r.net.crash(v as u32);
+                    crashed.push(v);
+                }
             }
+            Fault::Isolate(v) if step == first_crash => {
+                for p in (0..n as u32).filter(|p| *p != *v as u32) {
+                    r.net.break_link(*v as u32, p);
+                }
+            }
+            Fault::Join(id) if step == first_crash => joins.lock().unwrap().push(MemberInfo {
+                id: *id,
+                ip: [127, 0, 0, 1].into(),
+                gms_port: 1,
+                fabric_port: 2,
+                state_transfer_port: 3,
+                external_port: 4,
+            }),
+            _ => {}
         }
         // Live nodes keep sending.
         let s = rng.below(n as u64) as usize;
@@ -100,10 +144,21 @@ fn scenario(seed: u64, n: usize, victims: &[usize]) {
     }
     // Every survivor removed the same members and (by the checker) delivered the same
     // messages in the same order in the ended view.
+    if let Fault::Isolate(v) = &fault {
+        let o = outcomes[*v].lock().unwrap().clone();
+        assert!(
+            matches!(o, Some(Outcome::Partitioned { .. })),
+            "seed {seed}: the isolated member ended with {o:?}"
+        );
+    }
+    let mut joined_ids: Vec<Vec<u32>> = Vec::new();
     let removed: Vec<Vec<u32>> = survivors
         .iter()
         .map(|&s| match outcomes[s].lock().unwrap().clone() {
-            Some(Outcome::Trimmed { removed, .. }) => {
+            Some(Outcome::Trimmed {
+                removed, joined, ..
+            }) => {
+                joined_ids.push(joined.iter().map(|m| m.id).collect());
                 let mut v = removed;
                 v.sort_unstable();
                 v
@@ -112,10 +167,27 @@ fn scenario(seed: u64, n: usize, victims: &[usize]) {
         })
         .collect();
     assert!(
+        joined_ids.windows(2).all(|w| w[0] == w[1]),
+        "seed {seed}: survivors admitted {joined_ids:?}"
+    );
+    if let Fault::Join(id) = &fault {
+        assert_eq!(
+            joined_ids[0],
+            vec![*id],
+            "seed {seed}: the joiner was not admitted"
+        );
+        assert!(
+            removed[0].is_empty(),
+            "seed {seed}: removed {:?}",
+            removed[0]
+        );
+    }
+    assert!(
         removed.windows(2).all(|w| w[0] == w[1]),
         "seed {seed}: survivors removed {removed:?}"
     );
-    let next_members: Vec<u32> = (0..n as u32).filter(|m| !removed[0].contains(m)).collect();
+    let mut next_members: Vec<u32> = (0..n as u32).filter(|m| !removed[0].contains(m)).collect();
+    next_members.extend(&joined_ids[0]);
     let logs: Vec<MemberLog> = (0..n)
         .map(|i| {
             let mut l = r.logs[i].lock().unwrap().clone();
@@ -130,11 +202,13 @@ fn scenario(seed: u64, n: usize, victims: &[usize]) {
         .collect();
     let report = Checker::new().check(&logs);
     assert!(report.ok(), "seed {seed} victims {victims:?}: {report}");
-    assert_eq!(
-        crashed.len(),
-        victims.len(),
-        "seed {seed}: not every victim crashed"
-    );
+    if let Fault::Crash(_) = &fault {
+        assert_eq!(
+            crashed.len(),
+            victims.len(),
+            "seed {seed}: not every victim crashed"
+        );
+    }
     assert!(
         report.delivered > 200,
         "seed {seed}: too little traffic: {report}"
@@ -159,5 +233,19 @@ fn a_crashed_leader_is_replaced_and_the_view_ends_identically() {
 fn the_leader_and_another_member_crash_during_one_view_change() {
     for seed in 40..=45 {
         scenario(seed, 5, &[0, 1 + (seed as usize % 4)]);
+    }
+}
+
+#[test]
+fn a_member_cut_off_from_the_others_stops_and_the_majority_ends_the_view() {
+    for seed in 60..=64 {
+        run_scenario(seed, 3, Fault::Isolate(1 + (seed as usize % 2)));
+    }
+}
+
+#[test]
+fn a_join_request_ends_the_view_identically_on_every_member() {
+    for seed in 80..=84 {
+        run_scenario(seed, 3 + (seed as usize % 2), Fault::Join(9));
     }
 }
