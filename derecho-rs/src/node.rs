@@ -289,22 +289,7 @@ impl GroupNode {
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Arc<MulticastGroup>, GroupError> {
-        let mut c = lock(&self.inner.current);
-        loop {
-            match (&c.group, &c.stopped) {
-                (_, Some(why)) => return Err(GroupError::Stopped(why.clone())),
-                (Some(g), None) => return Ok(Arc::clone(g)),
-                (None, None) => {}
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(GroupError::Timeout(timeout));
-            }
-            c = match self.inner.changed.wait_timeout(c, deadline - now) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
-        }
+        self.wait_current(deadline, timeout, |c| c.group.clone())
     }
 
     /// Why this member stopped, if it has.
@@ -316,13 +301,26 @@ impl GroupNode {
     /// `timeout` passes); returns the installed view.
     pub fn wait_for_view(&self, vid: u64, timeout: Duration) -> Result<View, GroupError> {
         let deadline = Instant::now() + timeout;
+        self.wait_current(deadline, timeout, |c| {
+            (c.view.vid >= vid && c.group.is_some()).then(|| c.view.clone())
+        })
+    }
+
+    /// Waits (until `deadline`) for `ready` to find what it wants in the member's current
+    /// state; fails at once if the member stops.
+    fn wait_current<T>(
+        &self,
+        deadline: Instant,
+        timeout: Duration,
+        ready: impl Fn(&Current) -> Option<T>,
+    ) -> Result<T, GroupError> {
         let mut c = lock(&self.inner.current);
         loop {
             if let Some(why) = &c.stopped {
                 return Err(GroupError::Stopped(why.clone()));
             }
-            if c.view.vid >= vid && c.group.is_some() {
-                return Ok(c.view.clone());
+            if let Some(found) = ready(&c) {
+                return Ok(found);
             }
             let now = Instant::now();
             if now >= deadline {

@@ -191,14 +191,23 @@ impl GmsService {
 
     /// Stops the service.
     pub fn stop(&mut self) {
-        if self.stop.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        // Wake the blocking accept.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        stop_accepting(&self.stop, self.addr, &mut self.thread);
+    }
+}
+
+/// Stops a thread that serves a listener with blocking accepts: raises `stop`, wakes the
+/// accept with a connection of its own, and joins the thread. Does nothing the second time.
+pub(crate) fn stop_accepting(
+    stop: &AtomicBool,
+    addr: SocketAddr,
+    thread: &mut Option<JoinHandle<()>>,
+) {
+    if stop.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+    if let Some(t) = thread.take() {
+        let _ = t.join();
     }
 }
 

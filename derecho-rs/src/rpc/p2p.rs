@@ -101,13 +101,7 @@ impl P2pServer {
     /// Stops accepting (open connections end when their peers close them or the process
     /// exits).
     pub fn stop(&mut self) {
-        if self.stop.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        crate::gms::stop_accepting(&self.stop, self.addr, &mut self.thread);
     }
 }
 
