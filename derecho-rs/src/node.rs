@@ -530,6 +530,16 @@ impl Inner {
                             }
                         },
                     };
+                    // A removed member that is still running (suspected wrongly, or reported by
+                    // the application) must learn it is out: cut it off, so it finds itself
+                    // alone and stops instead of waiting in the old view. This happens before
+                    // the joiners are welcomed: a node restarted with a removed member's id
+                    // links anew after its welcome, and that new link must stay up.
+                    for id in &removed {
+                        if let Some(link) = self.fabric.link(*id) {
+                            link.fail("removed from the group");
+                        }
+                    }
                     {
                         let gms = lock(&self.gms);
                         gms.set_view(next.clone());
@@ -542,14 +552,6 @@ impl Inner {
                     if let Err(why) = self.install_or_skip_dead(next, tx) {
                         self.stop_with(why);
                         return;
-                    }
-                    // A removed member that is still running (suspected wrongly, or reported by
-                    // the application) must learn it is out: cut it off, so it finds itself
-                    // alone and stops instead of waiting in the old view.
-                    for id in &removed {
-                        if let Some(link) = self.fabric.link(*id) {
-                            link.fail("removed from the group");
-                        }
                     }
                     let group = lock(&self.current).group.clone();
                     if let Some(g) = group {

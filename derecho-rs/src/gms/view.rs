@@ -123,11 +123,17 @@ impl View {
         let mut transfers = Vec::new();
         for (sg, spec) in subgroups.iter().enumerate() {
             for (s, shard) in spec.shards.iter().enumerate() {
-                let before: &[NodeId] = self
+                // Who holds the shard's state: its members of this view that stay. A removed
+                // member that joins again (a restart with its old id) comes back empty.
+                let before: Vec<NodeId> = self
                     .subgroups
                     .get(sg)
                     .and_then(|x| x.shards.get(s))
-                    .map_or(&[], |x| x.members.as_slice());
+                    .map_or(&[][..], |x| x.members.as_slice())
+                    .iter()
+                    .copied()
+                    .filter(|m| !removed.contains(m))
+                    .collect();
                 let to: Vec<NodeId> = shard
                     .members
                     .iter()
@@ -163,5 +169,101 @@ impl View {
             .enumerate()
             .find(|(_, s)| s.members.contains(&id))
             .map(|(i, s)| (i, s.members.as_slice()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::SubgroupProfile;
+    use crate::multicast::{Mode, ShardSpec, Sizes};
+
+    fn member(id: NodeId) -> MemberInfo {
+        MemberInfo {
+            id,
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            gms_port: 1,
+            fabric_port: 2,
+            state_transfer_port: 3,
+            external_port: 4,
+        }
+    }
+
+    /// One subgroup with one shard of the members after the first (the first one stays out).
+    fn one_shard_after_the_first() -> crate::gms::LayoutFn {
+        Arc::new(|ids: &[NodeId], _: Option<&View>| {
+            let members = ids.get(1..).unwrap_or_default().to_vec();
+            Ok(vec![SubgroupSpec {
+                shards: vec![ShardSpec {
+                    senders: members.clone(),
+                    members,
+                    mode: Mode::Ordered,
+                    sizes: Sizes::from_profile(&SubgroupProfile::default()),
+                }],
+            }])
+        })
+    }
+
+    fn first_view(ids: &[NodeId], layout: &crate::gms::LayoutFn) -> View {
+        View {
+            vid: 0,
+            members: ids.iter().copied().map(member).collect(),
+            subgroups: layout(ids, None).unwrap(),
+            joined: Vec::new(),
+            transfers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_joiner_receives_its_shard_from_a_member_that_stays() {
+        let layout = one_shard_after_the_first();
+        let v0 = first_view(&[0, 1, 2], &layout);
+        let v1 = v0.next(&[], &[member(3)], &layout).unwrap();
+        assert_eq!(v1.vid, 1);
+        assert_eq!(v1.joined, vec![3]);
+        assert_eq!(
+            v1.transfers,
+            vec![Transfer {
+                subgroup: 0,
+                shard: 0,
+                from: 1,
+                to: vec![3]
+            }]
+        );
+    }
+
+    #[test]
+    fn a_removed_member_that_joins_again_comes_back_empty() {
+        let layout = one_shard_after_the_first();
+        let v0 = first_view(&[0, 1, 2], &layout);
+        // Node 1 restarted with its old id: removed and joined in the same change. Its old
+        // replica is gone, so it must receive the shard from node 2, not send it.
+        let v1 = v0.next(&[1], &[member(1)], &layout).unwrap();
+        assert_eq!(
+            v1.members.iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![0, 2, 1]
+        );
+        assert_eq!(
+            v1.transfers,
+            vec![Transfer {
+                subgroup: 0,
+                shard: 0,
+                from: 2,
+                to: vec![1]
+            }]
+        );
+    }
+
+    #[test]
+    fn a_shard_that_only_loses_members_transfers_nothing() {
+        let layout = one_shard_after_the_first();
+        let v0 = first_view(&[0, 1, 2, 3], &layout);
+        let v1 = v0.next(&[2], &[], &layout).unwrap();
+        assert!(v1.transfers.is_empty());
     }
 }

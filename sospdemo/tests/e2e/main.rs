@@ -510,9 +510,6 @@ fn a_whole_cluster_stop_exits_zero_on_every_node() {
 /// configuration) fills the seat it left empty, receives the shard's models and answers
 /// correctly.
 #[test]
-#[ignore = "not supported yet: a node restarted with the id of a failed member is dropped again \
-            at once (the survivors' fabric still holds the failed link to that id); it now exits \
-            instead of answering, and a new id joins fine"]
 fn a_categorizer_restarted_with_its_old_id_fills_its_empty_seat() {
     let Some(_ports) = take_ports("rejoin_same_id", 6, 2) else {
         return;
