@@ -1,6 +1,7 @@
 //! The end of a view under the deterministic sim backend: members crash mid-stream (one, the
 //! leader, or the leader and another during the view change), a member is cut off from the
-//! others (it must stop as a minority), or a node asks to join; the survivors run the change
+//! others (it must stop as a minority), a member leaves gracefully, or one or two nodes ask to
+//! join at once; the survivors run the change
 //! protocol and the ragged trim, and every survivor must end the view the same way — the same
 //! members removed, exactly the same messages delivered in the same order. Several seeds; a
 //! failing seed is printed and replays exactly.
@@ -28,14 +29,20 @@ enum Fault {
     Crash(Vec<usize>),
     /// Every link of this rank breaks at a seeded moment: it is cut off from the others.
     Isolate(usize),
-    /// A node asks to join (its request is in the leader's queue) at a seeded moment.
-    Join(u32),
+    /// These nodes ask to join (their requests are in the leader's queue) at one seeded moment.
+    Join(Vec<u32>),
+    /// This rank leaves gracefully at a seeded moment: it announces its departure, keeps its
+    /// links up for a while (as `leave` waits for its writes to land), then stops.
+    Leave(usize),
 }
+
+/// Steps a leaving member stays reachable after announcing its departure.
+const LEAVE_LINGER: u64 = 2_000;
 
 fn run_scenario(seed: u64, n: usize, fault: Fault) {
     let victims: Vec<usize> = match &fault {
         Fault::Crash(v) => v.clone(),
-        Fault::Isolate(r) => vec![*r],
+        Fault::Isolate(r) | Fault::Leave(r) => vec![*r],
         Fault::Join(_) => Vec::new(),
     };
     let victims = victims.as_slice();
@@ -55,6 +62,8 @@ fn run_scenario(seed: u64, n: usize, fault: Fault) {
     let mut rng = SimRng::new(seed ^ 0x5eed);
     let first_crash = 3_000 + rng.below(5_000);
     let mut crashed: Vec<usize> = Vec::new();
+    // Members that no longer send: crashed ones and one that left.
+    let mut silent: Vec<usize> = Vec::new();
     let mut next = vec![0u64; n];
     let survivors: Vec<usize> = (0..n).filter(|r| !victims.contains(r)).collect();
     // Everyone still running must end the view (an isolated member too: as a minority).
@@ -86,6 +95,7 @@ fn run_scenario(seed: u64, n: usize, fault: Fault) {
                     let v = victims[crashed.len()];
                     r.net.crash(v as u32);
                     crashed.push(v);
+                    silent.push(v);
                 }
             }
             Fault::Isolate(v) if step == first_crash => {
@@ -93,19 +103,32 @@ fn run_scenario(seed: u64, n: usize, fault: Fault) {
                     r.net.break_link(*v as u32, p);
                 }
             }
-            Fault::Join(id) if step == first_crash => joins.lock().unwrap().push(MemberInfo {
-                id: *id,
-                ip: [127, 0, 0, 1].into(),
-                gms_port: 1,
-                fabric_port: 2,
-                state_transfer_port: 3,
-                external_port: 4,
-            }),
+            Fault::Join(ids) if step == first_crash => {
+                joins
+                    .lock()
+                    .unwrap()
+                    .extend(ids.iter().map(|&id| MemberInfo {
+                        id,
+                        ip: [127, 0, 0, 1].into(),
+                        gms_port: 1,
+                        fabric_port: 2,
+                        state_transfer_port: 3,
+                        external_port: 4,
+                    }))
+            }
+            Fault::Leave(v) if step == first_crash => {
+                r.groups[*v].begin_leave().unwrap();
+                silent.push(*v);
+            }
+            Fault::Leave(v) if step == first_crash + LEAVE_LINGER => {
+                r.net.crash(*v as u32);
+                crashed.push(*v);
+            }
             _ => {}
         }
         // Live nodes keep sending.
         let s = rng.below(n as u64) as usize;
-        if !crashed.contains(&s) {
+        if !silent.contains(&s) {
             let len = if rng.below(4) == 0 {
                 1100 + rng.below(9000) as usize
             } else {
@@ -170,11 +193,10 @@ fn run_scenario(seed: u64, n: usize, fault: Fault) {
         joined_ids.windows(2).all(|w| w[0] == w[1]),
         "seed {seed}: survivors admitted {joined_ids:?}"
     );
-    if let Fault::Join(id) = &fault {
+    if let Fault::Join(ids) = &fault {
         assert_eq!(
-            joined_ids[0],
-            vec![*id],
-            "seed {seed}: the joiner was not admitted"
+            &joined_ids[0], ids,
+            "seed {seed}: the joiners were not admitted in order"
         );
         assert!(
             removed[0].is_empty(),
@@ -202,6 +224,13 @@ fn run_scenario(seed: u64, n: usize, fault: Fault) {
         .collect();
     let report = Checker::new().check(&logs);
     assert!(report.ok(), "seed {seed} victims {victims:?}: {report}");
+    if let Fault::Leave(v) = &fault {
+        assert_eq!(
+            removed[0],
+            vec![*v as u32],
+            "seed {seed}: the leaver was not removed alone"
+        );
+    }
     if let Fault::Crash(_) = &fault {
         assert_eq!(
             crashed.len(),
@@ -246,6 +275,37 @@ fn a_member_cut_off_from_the_others_stops_and_the_majority_ends_the_view() {
 #[test]
 fn a_join_request_ends_the_view_identically_on_every_member() {
     for seed in 80..=84 {
-        run_scenario(seed, 3 + (seed as usize % 2), Fault::Join(9));
+        run_scenario(seed, 3 + (seed as usize % 2), Fault::Join(vec![9]));
+    }
+}
+
+#[test]
+fn two_join_requests_at_once_end_the_view_with_both_admitted() {
+    for seed in 90..=94 {
+        run_scenario(seed, 3 + (seed as usize % 2), Fault::Join(vec![9, 7]));
+    }
+}
+
+#[test]
+fn a_member_that_leaves_is_removed_and_the_view_ends_identically() {
+    for seed in 100..=105 {
+        let n = 3 + (seed as usize % 2);
+        run_scenario(seed, n, Fault::Leave(1 + (seed as usize % (n - 1))));
+    }
+}
+
+#[test]
+fn the_leader_leaves_and_the_next_member_takes_over() {
+    for seed in 110..=113 {
+        run_scenario(seed, 3, Fault::Leave(0));
+    }
+}
+
+/// Of two members one leaves: the other is alone, yet not a minority, because a departure is
+/// not a failure.
+#[test]
+fn the_last_member_after_a_leave_is_not_a_minority() {
+    for seed in 120..=123 {
+        run_scenario(seed, 2, Fault::Leave(1));
     }
 }

@@ -713,14 +713,30 @@ impl MulticastGroup {
     /// member as they would a failed one, without counting it against the majority.
     pub fn announce_leave(&self, timeout: Duration) -> Result<(), MulticastError> {
         let g = &self.cols.gms;
-        self.sst.set(g.rip, true);
-        self.sst.set_elem(g.suspected, self.sst.my_rank(), true);
+        self.mark_leaving();
         // rip first: a member that sees the self-suspicion must already see the departure.
         self.sst
             .push_with_completion(g.rip, derecho_sst::Targets::All, timeout)?;
         self.sst
             .push_with_completion(g.suspected.range(), derecho_sst::Targets::All, timeout)?;
         Ok(())
+    }
+
+    /// Like [`Self::announce_leave`], but does not wait for the writes to land: for callers
+    /// that drive the network themselves (the sim backend), which must keep this member polling
+    /// until the others have seen the departure.
+    pub fn begin_leave(&self) -> Result<(), MulticastError> {
+        let g = &self.cols.gms;
+        self.mark_leaving();
+        self.sst.push(g.rip)?;
+        self.sst.push(g.suspected.range())?;
+        Ok(())
+    }
+
+    fn mark_leaving(&self) {
+        let g = &self.cols.gms;
+        self.sst.set(g.rip, true);
+        self.sst.set_elem(g.suspected, self.sst.my_rank(), true);
     }
 
     /// Runs the core loop's predicates and the RDMC engines once (for callers that drive the
