@@ -59,6 +59,16 @@ pub enum GroupError {
     /// A send waited for a view change longer than allowed.
     #[error("no view to send in within {0:?}")]
     Timeout(Duration),
+    /// A member of a view failed after the view was decided and before it started.
+    #[error("member {node} of view {vid} failed before the view started: {reason}")]
+    MemberLost {
+        /// The failed member.
+        node: NodeId,
+        /// The view it was to be in.
+        vid: u64,
+        /// How its failure showed.
+        reason: String,
+    },
 }
 
 /// Called with every view this member installs, on the view manager's thread, before any
@@ -453,6 +463,26 @@ impl Inner {
         // The view upcall comes before anything of the view can be delivered.
         if let Some(h) = lock(&self.on_view).as_mut() {
             h(&view);
+        }
+        // A member carried over from the previous view whose link has failed since will not
+        // take part: fail now rather than at the set-up timeout, so the caller leaves it out
+        // (the view was decided and reported; the next one follows it at once).
+        // (A joiner's link may be a failed one of an earlier process with its id; it is
+        // replaced when the joiner links.)
+        if view.vid > 0 {
+            for m in view
+                .members
+                .iter()
+                .filter(|m| m.id != self.id && !view.joined.contains(&m.id))
+            {
+                if let Some(reason) = self.fabric.link(m.id).and_then(|l| l.failure()) {
+                    return Err(GroupError::MemberLost {
+                        node: m.id,
+                        vid: view.vid,
+                        reason,
+                    });
+                }
+            }
         }
         let shared = Arc::clone(&self.deliver);
         let deliver: DeliveryHandler = Box::new(move |d| (lock(&shared))(d));

@@ -245,9 +245,22 @@ impl MulticastGroup {
                     "set-up abandoned: the member is shutting down".into(),
                 ));
             }
+            // A member that failed before reaching the barrier never will: give up at once,
+            // so the caller can leave it out instead of waiting for the deadline.
+            let missing = connecting.sst.barrier_missing(&connecting.ticket);
+            let failed: Vec<_> = connecting
+                .sst
+                .failures()
+                .into_iter()
+                .filter(|(id, _)| missing.contains(id))
+                .collect();
+            if let Some((id, why)) = failed.first() {
+                return Err(MulticastError::Spec(format!(
+                    "member {id} failed before reaching the start barrier: {why}"
+                )));
+            }
             let now = Instant::now();
             if now >= deadline {
-                let missing = connecting.sst.barrier_missing(&connecting.ticket);
                 return Err(MulticastError::Spec(format!(
                     "members {missing:?} did not reach the start barrier within {timeout:?}"
                 )));
