@@ -32,7 +32,8 @@
 //! With `--check`, every member records its views, sends and deliveries, and the checker of
 //! `derecho-tests` runs over them at the end, printing
 //! `check=ok|FAIL views=<n> delivered=<n> reason=<first violation or ->` before the result
-//! line (and the exit status is non-zero on FAIL).
+//! line (and the exit status is non-zero on FAIL, and the members' folders with their records
+//! are kept for inspection; the error names the folder).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -353,13 +354,18 @@ fn run(o: &Opts) -> Result<String, String> {
         }
         checker.check(&logs)
     });
-    let _ = std::fs::remove_dir_all(&dir);
     if let Some(v) = &verdict {
         println!("{v}");
         if !v.ok() {
-            return Err("the checker found a violation".into());
+            // Keep the evidence: every member's configuration and recorded views, sends and
+            // deliveries.
+            return Err(format!(
+                "the checker found a violation; the members' records are kept in {}",
+                dir.display()
+            ));
         }
     }
+    let _ = std::fs::remove_dir_all(&dir);
     if results.len() < expected {
         return Err(format!(
             "only {} of {expected} members reported a result",
