@@ -3,24 +3,29 @@
 //!
 //! ```text
 //! cargo run --release -p benches --bin sst_latency -- [--procs 2,3] [--rounds 5000] [--warmup 500]
+//!     [--backends tcp,shm,libfabric] [--modes spin,park,park-both,default]
 //! ```
 //!
-//! For each process count and each reader mode it starts `procs - 1` peer processes (this
-//! program in `peer` mode) over the tcp backend. First the raw figure: rank 0 pings rank 1 with
+//! For each backend (default: every backend compiled into `derecho-fabric`; `libfabric` needs
+//! `--features derecho-fabric/libfabric` and uses its `tcp` provider on `lo`), each process
+//! count and each reader mode it starts `procs - 1` peer processes (this program in `peer`
+//! mode). First the raw figure: rank 0 pings rank 1 with
 //! [`derecho_fabric::probe::ping`] (rank 1 echoes with [`derecho_fabric::probe::echo`]). Then
 //! the SST round trip: rank 0 increments a counter in its row and pushes it to everyone; in
 //! every peer a recurrent predicate on the core loop sees it, copies it into an answer counter
 //! and pushes that back to rank 0; rank 0 waits until every peer's answer arrived. Reader modes:
 //!
 //! * `spin`: the peers' core loops keep spinning (10 s spin window) and rank 0 spins on memory;
-//! * `park`: the core loops park on the table's doorbell as soon as nothing fires (spin window
-//!   0) and rank 0 parks too, so every round trip goes through the wake-up path;
+//! * `park`: the readers are parked: the peers' core loops park on the table's doorbell as soon
+//!   as nothing fires (spin window 0), so every ping goes through their wake-up path; rank 0
+//!   (the measuring side) spins;
+//! * `park-both`: as `park`, and rank 0 parks too while it waits for the answers;
 //! * `default`: the core loop's default configuration (200 µs spin window, then park), and
 //!   rank 0 spins 200 µs before parking.
 //!
 //! One line per configuration: p50/p99 in µs and the ratio of p50 to the raw p50 with both
-//! sides spinning, from the same processes; `park` and `default` lines also give the raw figure
-//! with the probe waiting the same way (`probe::Wait::SpinThenPark`) and the ratio to it.
+//! sides spinning, from the same processes; the other modes also give the raw figure with the
+//! echo and the pinger waiting the same way as the readers and rank 0, and the ratio to it.
 //!
 //! `peer` mode: prints `ADDR <addr>`, reads `PEERS <addr0> ...`, builds the table, starts the
 //! echo (rank 1, spinning) and prints `READY`; on `SWITCH` it restarts the echo in the run's
@@ -28,15 +33,14 @@
 //! it exits on `EXIT` or end of input.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
 use std::process::{ChildStdout, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use benches::{machine_line, percentile, ChildGuard};
+use derecho_fabric::backends::{self, BackendConfig, RdmaSettings};
 use derecho_fabric::probe::{self, Wait};
-use derecho_fabric::tcp::{TcpConfig, TcpFabric};
 use derecho_fabric::{Fabric, RegionId};
 use derecho_sst::{CoreLoop, CoreLoopConfig, Field, Member, SchemaBuilder, Sst};
 
@@ -70,42 +74,69 @@ fn id(rank: usize) -> u32 {
 enum Mode {
     Spin,
     Park,
+    ParkBoth,
     Default,
 }
 
 impl Mode {
+    const ALL: [Mode; 4] = [Mode::Spin, Mode::Park, Mode::ParkBoth, Mode::Default];
+
     fn parse(s: &str) -> Res<Mode> {
-        match s {
-            "spin" => Ok(Mode::Spin),
-            "park" => Ok(Mode::Park),
-            "default" => Ok(Mode::Default),
-            _ => Err(format!("unknown reader mode {s}").into()),
-        }
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                format!("unknown reader mode {s} (spin, park, park-both, default)").into()
+            })
     }
 
     fn name(self) -> &'static str {
         match self {
             Mode::Spin => "spin",
             Mode::Park => "park",
+            Mode::ParkBoth => "park-both",
             Mode::Default => "default",
         }
     }
 
-    fn wait(self) -> Wait {
+    /// How the readers (the echo, the peers' core loops) wait.
+    fn reader_wait(self) -> Wait {
         match self {
             Mode::Spin => Wait::Spin,
-            Mode::Park => Wait::SpinThenPark(Duration::ZERO),
+            Mode::Park | Mode::ParkBoth => Wait::SpinThenPark(Duration::ZERO),
             Mode::Default => Wait::SpinThenPark(DEFAULT_SPIN),
+        }
+    }
+
+    /// How rank 0 waits for the answers.
+    fn writer_wait(self) -> Wait {
+        match self {
+            Mode::Park => Wait::Spin,
+            other => other.reader_wait(),
         }
     }
 
     fn core(self) -> CoreLoopConfig {
         match self {
             Mode::Spin => CoreLoopConfig::default().with_spin(Duration::from_secs(10)),
-            Mode::Park => CoreLoopConfig::default().with_spin(Duration::ZERO),
+            Mode::Park | Mode::ParkBoth => CoreLoopConfig::default().with_spin(Duration::ZERO),
             Mode::Default => CoreLoopConfig::default(),
         }
     }
+}
+
+/// Starts a fabric of `backend` for node `rank` on a free loopback port.
+fn start_fabric(backend: &str, rank: usize) -> Res<Arc<dyn Fabric>> {
+    let settings = RdmaSettings {
+        backend: backend.to_string(),
+        provider: "tcp".to_string(),
+        domain: "lo".to_string(),
+        tx_depth: 256,
+        rx_depth: 256,
+        shm_dir: None,
+    };
+    let config = BackendConfig::from_rdma(&settings, id(rank), "127.0.0.1:0".parse()?)?;
+    Ok(backends::start(config)?)
 }
 
 fn main() -> ExitCode {
@@ -138,14 +169,25 @@ fn lead(args: &[String]) -> Res<()> {
         .split(',')
         .map(str::parse)
         .collect::<Result<_, _>>()?;
+    let compiled = backends::compiled().join(",");
+    let backends: Vec<&str> = flag(args, "--backends")
+        .unwrap_or(&compiled)
+        .split(',')
+        .collect();
+    let modes: Vec<Mode> = match flag(args, "--modes") {
+        Some(list) => list.split(',').map(Mode::parse).collect::<Res<_>>()?,
+        None => Mode::ALL.to_vec(),
+    };
     println!("# sst_latency: {}", machine_line());
     println!("# rounds={rounds} warmup={warmup}; times are round trips in microseconds");
-    for &n in &procs {
-        if n < 2 {
-            return Err("--procs values must be at least 2".into());
-        }
-        for mode in [Mode::Spin, Mode::Park, Mode::Default] {
-            run_config(n, mode, rounds, warmup)?;
+    for backend in backends {
+        for &n in &procs {
+            if n < 2 {
+                return Err("--procs values must be at least 2".into());
+            }
+            for &mode in &modes {
+                run_config(backend, n, mode, rounds, warmup)?;
+            }
         }
     }
     Ok(())
@@ -178,13 +220,13 @@ impl PeerProc {
     }
 }
 
-fn run_config(n: usize, mode: Mode, rounds: usize, warmup: usize) -> Res<()> {
+fn run_config(backend: &str, n: usize, mode: Mode, rounds: usize, warmup: usize) -> Res<()> {
     let exe = std::env::current_exe()?;
     let mut peers = Vec::new();
     for rank in 1..n {
         let mut child = Command::new(&exe)
             .args(["peer", "--rank", &rank.to_string(), "--n", &n.to_string()])
-            .args(["--mode", mode.name()])
+            .args(["--mode", mode.name(), "--backend", backend])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -195,8 +237,7 @@ fn run_config(n: usize, mode: Mode, rounds: usize, warmup: usize) -> Res<()> {
             out,
         });
     }
-    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let fabric = TcpFabric::start(TcpConfig::new(id(0), any))?;
+    let fabric = start_fabric(backend, 0)?;
     let mut addrs = vec![fabric.local_addr().ok_or("no address")?.to_string()];
     for p in &mut peers {
         let line = p.expect("ADDR ")?;
@@ -206,9 +247,8 @@ fn run_config(n: usize, mode: Mode, rounds: usize, warmup: usize) -> Res<()> {
     for p in &mut peers {
         p.send(&line)?;
     }
-    let shared: Arc<dyn Fabric> = Arc::new(fabric.clone());
-    let probe_region = probe::register(shared.as_ref(), 4096)?;
-    let (sst, row) = build_table(shared, &addrs, 0)?;
+    let probe_region = probe::register(fabric.as_ref(), 4096)?;
+    let (sst, row) = build_table(Arc::clone(&fabric), &addrs, 0)?;
     for p in &mut peers {
         p.expect("READY")?;
     }
@@ -222,8 +262,8 @@ fn run_config(n: usize, mode: Mode, rounds: usize, warmup: usize) -> Res<()> {
     let raw_same = if mode != Mode::Spin {
         peers[0].send("SWITCH")?;
         peers[0].expect("SWITCHED")?;
-        probe::ping(&probe_region, link.as_ref(), warmup, mode.wait())?;
-        let mut t = probe::ping(&probe_region, link.as_ref(), rounds, mode.wait())?;
+        probe::ping(&probe_region, link.as_ref(), warmup, mode.writer_wait())?;
+        let mut t = probe::ping(&probe_region, link.as_ref(), rounds, mode.writer_wait())?;
         Some((percentile(&mut t, 50.0), percentile(&mut t, 99.0)))
     } else {
         None
@@ -250,10 +290,9 @@ fn run_config(n: usize, mode: Mode, rounds: usize, warmup: usize) -> Res<()> {
             if Instant::now() > deadline {
                 return Err(format!("no answer to ping {next}").into());
             }
-            let spin = match mode {
-                Mode::Spin => true,
-                Mode::Park => false,
-                Mode::Default => start.elapsed() < DEFAULT_SPIN,
+            let spin = match mode.writer_wait() {
+                Wait::Spin => true,
+                Wait::SpinThenPark(window) => start.elapsed() < window,
             };
             if spin {
                 std::hint::spin_loop();
@@ -272,16 +311,18 @@ fn run_config(n: usize, mode: Mode, rounds: usize, warmup: usize) -> Res<()> {
     let p50 = percentile(&mut times, 50.0);
     let p99 = percentile(&mut times, 99.0);
 
-    println!("raw_write_rtt backend=tcp procs=2 wait=spin p50_us={raw_p50:.1} p99_us={raw_p99:.1}");
+    println!(
+        "raw_write_rtt backend={backend} procs=2 wait=spin p50_us={raw_p50:.1} p99_us={raw_p99:.1}"
+    );
     if let Some((rp50, rp99)) = raw_same {
         println!(
-            "raw_write_rtt backend=tcp procs=2 wait={} p50_us={rp50:.1} p99_us={rp99:.1}",
+            "raw_write_rtt backend={backend} procs=2 wait={} p50_us={rp50:.1} p99_us={rp99:.1}",
             mode.name()
         );
     }
     let mut line = format!(
-        "sst_push_to_visible backend=tcp procs={n} reader={} p50_us={p50:.1} p99_us={p99:.1} \
-         ratio_to_raw_spin_p50={:.2}",
+        "sst_push_to_visible backend={backend} procs={n} reader={} p50_us={p50:.1} \
+         p99_us={p99:.1} ratio_to_raw_spin_p50={:.2}",
         mode.name(),
         p50 / raw_p50
     );
@@ -334,8 +375,7 @@ fn say(line: &str) -> Res<()> {
 fn peer(args: &[String]) -> Res<()> {
     let rank: usize = flag(args, "--rank").ok_or("--rank")?.parse()?;
     let mode = Mode::parse(flag(args, "--mode").ok_or("--mode")?)?;
-    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let fabric = TcpFabric::start(TcpConfig::new(id(rank), any))?;
+    let fabric = start_fabric(flag(args, "--backend").ok_or("--backend")?, rank)?;
     say(&format!(
         "ADDR {}",
         fabric.local_addr().ok_or("no address")?
@@ -349,9 +389,8 @@ fn peer(args: &[String]) -> Res<()> {
         .split_whitespace()
         .map(str::to_string)
         .collect();
-    let shared: Arc<dyn Fabric> = Arc::new(fabric.clone());
-    let probe_region = probe::register(shared.as_ref(), 4096)?;
-    let (sst, row) = build_table(shared, &addrs, rank)?;
+    let probe_region = probe::register(fabric.as_ref(), 4096)?;
+    let (sst, row) = build_table(Arc::clone(&fabric), &addrs, rank)?;
 
     // Rank 1 echoes the raw pings, spinning, then in this run's mode after `SWITCH`, until
     // `SST`.
@@ -367,13 +406,13 @@ fn peer(args: &[String]) -> Res<()> {
         );
         let region = Arc::clone(&probe_region);
         Some(std::thread::spawn(move || {
-            let mut wait = Mode::Spin.wait();
+            let mut wait = Mode::Spin.reader_wait();
             loop {
                 let _ = probe::echo(&region, link.as_ref(), wait, &phase_over);
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                wait = mode.wait();
+                wait = mode.reader_wait();
                 phase_over.store(false, Ordering::SeqCst);
                 switched.store(true, Ordering::SeqCst);
             }
