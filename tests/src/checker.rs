@@ -16,7 +16,10 @@
 //!   delivers it twice;
 //! * **stability** — at each delivery the member attests the shard-wide received prefix it saw,
 //!   which must cover the message; and, when [`Checker::expect_complete`] is set (runs without
-//!   failures), every sent message is delivered by every member of its subgroup.
+//!   failures), every sent message is delivered by every member of its subgroup;
+//! * **liveness** — with [`Checker::resume_within`] and logs that carry clock readings
+//!   ([`Event::Clock`]), deliveries resume within the bound after each view change: from the
+//!   last delivery before the change to the first one in the new view (detection included).
 //!
 //! Records are written as JSON lines so that separate processes can write them and one checker
 //! can read them all.
@@ -111,6 +114,14 @@ pub enum Event {
         /// attestation); −1 when the mode has no such notion (unordered).
         stable: i64,
     },
+    /// A wall-clock reading (µs since the Unix epoch; members on one host share the clock),
+    /// taken right after the event before it. For [`Checker::resume_within`], writers record
+    /// one after the first delivery of each view and then after deliveries about every
+    /// millisecond.
+    Clock {
+        /// Microseconds since the Unix epoch.
+        unix_us: u64,
+    },
 }
 
 /// The records of one member.
@@ -202,6 +213,7 @@ impl fmt::Display for Report {
 pub struct Checker {
     complete: bool,
     fifo: BTreeSet<u32>,
+    resume_within: Option<std::time::Duration>,
 }
 
 type Delivery = (MessageId, u64);
@@ -218,6 +230,15 @@ impl Checker {
     /// view it was sent in and stayed to the end (for runs without failures).
     pub fn expect_complete(mut self) -> Self {
         self.complete = true;
+        self
+    }
+
+    /// Also require that, on every member whose log carries clock readings, deliveries resume
+    /// within `bound` after each view change: from the last delivery before the change to the
+    /// first one in the new view (detection of a failure included). Views after which the
+    /// member delivered nothing (the end of a run) are not judged.
+    pub fn resume_within(mut self, bound: std::time::Duration) -> Self {
+        self.resume_within = Some(bound);
         self
     }
 
@@ -281,7 +302,7 @@ impl Checker {
         for log in logs {
             for e in &log.events {
                 match e {
-                    Event::View { .. } => {}
+                    Event::View { .. } | Event::Clock { .. } => {}
                     Event::Sent {
                         subgroup,
                         shard,
@@ -331,7 +352,7 @@ impl Checker {
                         vid = Some(*v);
                         installed.entry(log.node).or_default().insert(*v);
                     }
-                    Event::Sent { .. } => {}
+                    Event::Sent { .. } | Event::Clock { .. } => {}
                     Event::Delivered {
                         subgroup,
                         shard,
@@ -460,8 +481,56 @@ impl Checker {
                 }
             }
         }
+        if let Some(bound) = self.resume_within {
+            for log in logs {
+                check_pauses(log, bound)?;
+            }
+        }
         Ok(())
     }
+}
+
+/// The liveness check of [`Checker::resume_within`] on one member's log.
+fn check_pauses(log: &MemberLog, bound: std::time::Duration) -> Result<(), String> {
+    let bound_us = u64::try_from(bound.as_micros()).unwrap_or(u64::MAX);
+    // The clock reading after the latest delivery, and whether a delivery awaits its reading.
+    let mut last_delivery: Option<u64> = None;
+    let mut unclocked = false;
+    // A view change under way: the view it led to, and when deliveries stopped.
+    let mut pending: Option<(u64, u64)> = None;
+    for e in &log.events {
+        match e {
+            Event::View { vid, .. } => {
+                // Views in a row without deliveries between them make one pause.
+                pending = match pending {
+                    Some((_, stopped)) => Some((*vid, stopped)),
+                    None => last_delivery.map(|stopped| (*vid, stopped)),
+                };
+                unclocked = false;
+            }
+            Event::Delivered { .. } => unclocked = true,
+            Event::Clock { unix_us } => {
+                if !unclocked {
+                    continue;
+                }
+                unclocked = false;
+                if let Some((vid, stopped)) = pending.take() {
+                    let pause = unix_us.saturating_sub(stopped);
+                    if pause > bound_us {
+                        return Err(format!(
+                            "node {}: deliveries paused {:.1} ms around view {vid} (bound {:.1} ms)",
+                            log.node,
+                            pause as f64 / 1000.0,
+                            bound_us as f64 / 1000.0
+                        ));
+                    }
+                }
+                last_delivery = Some(*unix_us);
+            }
+            Event::Sent { .. } => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -640,6 +709,48 @@ mod tests {
             .check(&logs)
             .violation
             .is_some());
+    }
+
+    /// One member: deliveries in view 0 until `stopped_us`, view 1, a delivery at `resumed_us`.
+    fn paused(stopped_us: u64, resumed_us: u64) -> Vec<MemberLog> {
+        let mut l = MemberLog::new(1);
+        l.events.push(view(0, &[1, 2]));
+        l.events.push(send(0, id(1, 0)));
+        l.events.push(send(0, id(1, 1)));
+        l.events.push(deliver(0, id(1, 0), 0));
+        l.events.push(Event::Clock {
+            unix_us: stopped_us,
+        });
+        l.events.push(view(1, &[1]));
+        l.events.push(Event::Clock {
+            unix_us: stopped_us + 5,
+        });
+        l.events.push(deliver(0, id(1, 1), 0));
+        l.events.push(Event::Clock {
+            unix_us: resumed_us,
+        });
+        vec![l]
+    }
+
+    #[test]
+    fn deliveries_must_resume_within_the_bound_after_a_view_change() {
+        let bound = std::time::Duration::from_millis(50);
+        let ok = Checker::new()
+            .resume_within(bound)
+            .check(&paused(1_000_000, 1_040_000));
+        assert!(ok.ok(), "{ok}");
+        let late = Checker::new()
+            .resume_within(bound)
+            .check(&paused(1_000_000, 1_060_000));
+        assert!(
+            late.violation
+                .as_deref()
+                .is_some_and(|v| v.contains("paused 60.0 ms around view 1")),
+            "{late}"
+        );
+        // Without the option, or without clock readings, no pause is judged.
+        assert!(Checker::new().check(&paused(1_000_000, 9_000_000)).ok());
+        assert!(Checker::new().resume_within(bound).check(&good()).ok());
     }
 
     #[test]

@@ -98,6 +98,11 @@ fn run() -> Result<String, String> {
         since_flush: 0,
     }));
     let (l1, l2) = (Arc::clone(&log), Arc::clone(&log));
+    // Clock readings for the checker's liveness check: after the first delivery of each view,
+    // then about every millisecond of deliveries.
+    let view_fresh = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let last_clock_us = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (fresh2, fresh3) = (Arc::clone(&view_fresh), Arc::clone(&view_fresh));
     let delivered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let d2 = Arc::clone(&delivered);
     // Delivery times, for the throughput dip around a view change (bounded).
@@ -124,17 +129,19 @@ fn run() -> Result<String, String> {
         layout,
         Box::new(move |d| {
             d2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let now = unix_ns();
             {
                 let mut t = t2.lock().unwrap_or_else(|p| p.into_inner());
                 if t.len() < MAX_TIMES {
-                    t.push(unix_ns());
+                    t.push(now);
                 }
             }
             let id = MessageId::read(d.payload).unwrap_or(MessageId {
                 sender: u32::MAX,
                 serial: 0,
             });
-            lock(&l1).push(&Event::Delivered {
+            let mut log = lock(&l1);
+            log.push(&Event::Delivered {
                 subgroup: d.subgroup as u32,
                 shard: d.shard as u32,
                 id,
@@ -142,11 +149,20 @@ fn run() -> Result<String, String> {
                 seq: d.seq,
                 stable: d.stable,
             });
+            let unix_us = now / 1000;
+            let due = unix_us
+                .saturating_sub(last_clock_us.load(std::sync::atomic::Ordering::Relaxed))
+                >= 1000;
+            if fresh2.swap(false, std::sync::atomic::Ordering::Relaxed) || due {
+                last_clock_us.store(unix_us, std::sync::atomic::Ordering::Relaxed);
+                log.push(&Event::Clock { unix_us });
+            }
         }),
         Some(Box::new(move |v| {
             if v.vid == 1 {
                 v1.store(unix_ns(), std::sync::atomic::Ordering::SeqCst);
             }
+            fresh3.store(true, std::sync::atomic::Ordering::Relaxed);
             lock(&l2).push(&Event::View {
                 vid: v.vid,
                 members: v.ids(),
