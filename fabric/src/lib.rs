@@ -80,6 +80,14 @@ pub trait Fabric: Send + Sync + fmt::Debug {
     /// Where peers reach this fabric (the listening address), if it has one.
     fn local_addr(&self) -> Option<SocketAddr>;
 
+    /// Whether a peer's write lands in this process's memory without any thread of this
+    /// process running (shared memory, RDMA hardware). Where it does not (tcp, libfabric's
+    /// `tcp` provider), a receiver or progress thread must get a CPU for writes to land, so a
+    /// thread spinning on memory should give its CPU up often. The default is `false`.
+    fn writes_land_passively(&self) -> bool {
+        false
+    }
+
     /// Registers a region that peers may write into.
     fn register(&self, spec: RegionSpec) -> Result<Arc<Region>, FabricError>;
 

@@ -140,11 +140,22 @@ impl Drop for CoreLoop {
     }
 }
 
+/// While spinning over a fabric whose writes land without this process running (shm, RDMA),
+/// the core loop yields its CPU once per this many steps that fired nothing; over the others it
+/// yields after every such step, so their receiver threads get to run.
+const YIELD_EVERY_PASSIVE: u32 = 16;
+
 fn run(sst: &Sst, config: &CoreLoopConfig, stop: &AtomicBool) -> LoopStats {
     let doorbell = Arc::clone(sst.doorbell());
     let mut stats = LoopStats::default();
     let mut last_fire = Instant::now();
     let mut hot = false;
+    let mut idle_steps = 0u32;
+    let yield_every = if sst.fabric.writes_land_passively() {
+        YIELD_EVERY_PASSIVE
+    } else {
+        1
+    };
     loop {
         let seen = doorbell.epoch();
         if stop.load(Ordering::SeqCst) {
@@ -159,9 +170,15 @@ fn run(sst: &Sst, config: &CoreLoopConfig, stop: &AtomicBool) -> LoopStats {
             continue;
         }
         if hot && last_fire.elapsed() < config.spin {
-            // Yield rather than spin on the CPU: on a machine with fewer cores than busy
-            // threads, the fabric's receiver threads must still get to run.
-            std::thread::yield_now();
+            // Spin, yielding the CPU between steps (see `YIELD_EVERY_PASSIVE`): on a machine
+            // with fewer cores than busy threads, the fabric's receiver threads must still get
+            // to run, while a write that lands in memory by itself is seen within a step.
+            idle_steps += 1;
+            if idle_steps.is_multiple_of(yield_every) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
             continue;
         }
         hot = false;

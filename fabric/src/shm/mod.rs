@@ -561,6 +561,11 @@ impl Fabric for ShmFabric {
         "shm"
     }
 
+    fn writes_land_passively(&self) -> bool {
+        // The writer copies straight into the mapped region file.
+        true
+    }
+
     fn local_addr(&self) -> Option<SocketAddr> {
         Some(self.inner.local_addr)
     }
