@@ -16,8 +16,11 @@
 //!   writes land without the target application doing anything. It turns remote completion
 //!   data (`FI_REMOTE_CQ_DATA`, on every write) into doorbell rings and notifications, and local
 //!   completions into completed tickets;
-//! * writes are `fi_writemsg` with `FI_REMOTE_CQ_DATA`, `FI_INJECT` up to the provider's inject
-//!   size, and `FI_DELIVERY_COMPLETE` when signaled.
+//! * writes are `fi_writemsg` with `FI_REMOTE_CQ_DATA` and `FI_INJECT` up to the provider's
+//!   inject size. Only signaled writes ask for a completion (`FI_COMPLETION` with
+//!   `FI_DELIVERY_COMPLETE`; the queue is bound with `FI_SELECTIVE_COMPLETION`), which covers the
+//!   writes before them: the others complete silently, sparing a queue entry and a wake-up of
+//!   the progress thread each.
 //!
 //! All `unsafe` code of the backend is in this module and `sys`.
 
@@ -383,7 +386,7 @@ impl EpInner {
                 sys::fi_ep_bind(
                     self.ep,
                     &mut (*self.cq).fid,
-                    u64::from(sys::FI_TRANSMIT | sys::FI_RECV),
+                    u64::from(sys::FI_TRANSMIT | sys::FI_RECV) | sys::FI_SELECTIVE_COMPLETION,
                 ),
             )?;
             check("fi_enable", sys::fi_enable(self.ep))?;
@@ -728,10 +731,9 @@ impl Transport for Lf {
             iov_base: w.local as *mut c_void,
             iov_len: w.len,
         };
-        let mut desc = if self.dom.mr_mode & u64::from(sys::FI_MR_LOCAL) != 0 {
-            w.mr.desc
-        } else {
-            std::ptr::null_mut()
+        let mut desc = match w.mr {
+            Some(mr) if self.dom.mr_mode & u64::from(sys::FI_MR_LOCAL) != 0 => mr.desc,
+            _ => std::ptr::null_mut(),
         };
         let mut rma = sys::fi_rma_iov {
             addr: w.remote_addr,
@@ -748,12 +750,15 @@ impl Transport for Lf {
             context: w.ticket as usize as *mut c_void,
             data: w.data,
         };
-        let mut flags = u64::from(sys::FI_COMPLETION | sys::FI_REMOTE_CQ_DATA);
+        // Only signaled writes ask for a completion (the endpoint's queue is bound with
+        // FI_SELECTIVE_COMPLETION): with delivery completion, it arrives once the target has
+        // applied the write, and so, writes being applied in order, every earlier one.
+        let mut flags = u64::from(sys::FI_REMOTE_CQ_DATA);
         if w.len <= self.dom.inject_size {
             flags |= u64::from(sys::FI_INJECT);
         }
         if w.signaled {
-            flags |= u64::from(sys::FI_DELIVERY_COMPLETE);
+            flags |= u64::from(sys::FI_COMPLETION | sys::FI_DELIVERY_COMPLETE);
         }
         // SAFETY: the endpoint is connected; `msg` and everything it points to live across the
         // call; the source bytes lie in a registered region (checked by the caller) that stays
@@ -795,5 +800,73 @@ impl LfEndpoint {
 impl Drop for LfEndpoint {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use crate::conformance::{Harness, Local};
+    use crate::{RegionId, RegionSpec, WriteRequest};
+
+    use super::LibfabricFabric;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    /// Unsignaled writes carry no completion on this backend: a revocation and a signaled write
+    /// into a revoked region still complete once the earlier writes are applied.
+    #[test]
+    fn completions_cover_unsignaled_writes() {
+        let h = Local::<LibfabricFabric>::new();
+        let f = h.cluster(2);
+        let src = f[0].register(RegionSpec::new(RegionId(1), 4096)).unwrap();
+        let gone = f[1].register(RegionSpec::new(RegionId(2), 4096)).unwrap();
+        let kept = f[1].register(RegionSpec::new(RegionId(3), 4096)).unwrap();
+        let l = f[0].link(1).unwrap();
+        let r_gone = l.remote_region(RegionId(2), WAIT).unwrap();
+        let r_kept = l.remote_region(RegionId(3), WAIT).unwrap();
+        src.fill(0, 4096, 7).unwrap();
+
+        // Unsignaled writes, then the owner revokes the region they went to: the revocation
+        // waits for them (through a fence) before it returns.
+        for i in 0..64 {
+            l.write(&WriteRequest::new(&src, 0, &r_gone, (i % 8) * 512, 512))
+                .unwrap();
+        }
+        f[1].deregister(RegionId(2)).unwrap();
+        assert_eq!(
+            gone.load_u8(4095),
+            7,
+            "revocation returned before the writes landed"
+        );
+
+        // Unsignaled writes to a live region, then a signaled write into the revoked one: it is
+        // discarded, and completes once the earlier writes are applied.
+        for i in 0..64 {
+            l.write(&WriteRequest::new(&src, 0, &r_kept, (i % 8) * 512, 512))
+                .unwrap();
+        }
+        let c = l
+            .write_signaled(&WriteRequest::mirrored(&src, &r_gone, 0, 8))
+            .unwrap();
+        c.wait(WAIT).unwrap();
+        assert_eq!(
+            kept.load_u8(4095),
+            7,
+            "completion before the earlier writes landed"
+        );
+        assert!(l.failure().is_none());
+
+        // The link still carries signaled writes.
+        kept.store_u64(0, 0);
+        src.store_u64(0, 99);
+        l.write_signaled(&WriteRequest::mirrored(&src, &r_kept, 0, 8))
+            .unwrap()
+            .wait(WAIT)
+            .unwrap();
+        assert_eq!(kept.load_u64(0), 99);
     }
 }
