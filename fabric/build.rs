@@ -47,7 +47,8 @@ mod ffi {
                         fi_ep_bind|fi_enable|fi_listen|fi_getname|fi_connect|fi_accept|\
                         fi_reject|fi_shutdown|fi_eq_read|fi_eq_sread|fi_eq_readerr|fi_cq_read|\
                         fi_cq_sread|fi_cq_readerr|fi_cq_signal|fi_mr_reg|fi_mr_key|fi_mr_desc|\
-                        fi_writemsg|fi_recv|fi_strerror|fi_version|fi_cq_strerror",
+                        fi_writemsg|fi_recv|fi_strerror|fi_version|fi_cq_strerror|fi_control|\
+                        fi_trywait",
             types: "fi_info|fi_.*_attr|fid_.*|fi_cq_data_entry|fi_cq_err_entry|\
                     fi_eq_cm_entry|fi_eq_err_entry|fi_eq_entry|fi_msg_rma|fi_rma_iov|iovec",
             vars: "FI_.*",

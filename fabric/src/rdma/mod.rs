@@ -18,6 +18,12 @@
 //!   transport does not report the length of a remote write (libfabric's `tcp` provider), a
 //!   write with an immediate is preceded by a zero-length write whose completion data carries
 //!   the length (writes complete in order on a connection).
+//! * **Completions**: a transport reports the completion of every signaled write, and a
+//!   completion covers every write posted before it on the same endpoint (writes are applied in
+//!   order, so a write known to be applied remotely implies all earlier ones were). A transport
+//!   may leave unsignaled writes without completions; where a completion of them is needed
+//!   (a revocation, a signaled write that is discarded) the link posts a *fence*: a zero-length
+//!   signaled write with no region handle, which the target ignores.
 //! * **Deregistration**: the owner sends REVOKE(key) to every peer and waits (bounded) for
 //!   REVOKED: a peer marks the key revoked under its send lock (later writes to it are
 //!   discarded locally, as the contract asks) and answers once its earlier writes have
@@ -53,6 +59,12 @@ const DATA_IMM: u64 = 1 << 63;
 const DATA_LEN: u64 = 1 << 62;
 /// Largest notification handle (30 bits).
 const MAX_HANDLE: u32 = 0x3fff_ffff;
+/// Completion data of a fence: handle 0, which no region has.
+const DATA_FENCE: u64 = 0;
+/// Yields before a poster waiting for room in a full send queue starts sleeping.
+const FULL_YIELDS: u32 = 8;
+/// Longest sleep between two attempts to post into a full send queue.
+const FULL_MAX_NAP: Duration = Duration::from_micros(500);
 
 /// A memory registration: what the transport needs locally, and what a peer needs to write.
 pub(crate) struct Registered<M> {
@@ -65,7 +77,8 @@ pub(crate) struct Registered<M> {
 
 /// One write handed to a transport.
 pub(crate) struct Post<'a, M> {
-    pub mr: &'a M,
+    /// Registration of the source bytes (`None` for a zero-length fence, which has none).
+    pub mr: Option<&'a M>,
     pub local: *const u8,
     pub len: usize,
     pub remote_addr: u64,
@@ -73,6 +86,8 @@ pub(crate) struct Post<'a, M> {
     /// 64 bits of remote completion data.
     pub data: u64,
     pub ticket: u64,
+    /// Whether the transport must report the write's completion (through [`Events::sent`])
+    /// once its bytes are applied remotely. Other writes may complete silently.
     pub signaled: bool,
 }
 
@@ -89,7 +104,8 @@ pub(crate) trait Events: Send + Sync {
     /// A peer's write landed; `data` is its completion data, `len` its length if the transport
     /// knows it.
     fn remote_write(&self, data: u64, len: Option<usize>);
-    /// The local write `ticket` completed.
+    /// The local write `ticket` completed, and with it every write posted before it on the
+    /// endpoint.
     fn sent(&self, ticket: u64);
     /// The endpoint failed.
     fn failed(&self, reason: String);
@@ -707,15 +723,6 @@ macro_rules! delegate_fabric {
 }
 pub(crate) use delegate_fabric;
 
-/// Completion bookkeeping of a link: which tickets have completed.
-#[derive(Default)]
-struct Done {
-    /// Every ticket up to this one completed.
-    upto: u64,
-    /// Completed tickets above `upto` (completions may arrive out of order).
-    ahead: BTreeSet<u64>,
-}
-
 /// The part of a link the transport's progress thread reports to (it holds no endpoint, so the
 /// progress thread and the link do not keep each other alive).
 pub(crate) struct Core {
@@ -726,7 +733,8 @@ pub(crate) struct Core {
     control: OnceLock<TcpStream>,
     /// Length announced for the next write with an immediate.
     next_len: AtomicU64,
-    done: Mutex<Done>,
+    /// Every ticket up to this one completed (a completion covers the writes before it).
+    done: Mutex<u64>,
     done_cond: Condvar,
 }
 
@@ -759,7 +767,7 @@ impl Core {
             stopped: AtomicBool::new(false),
             control: OnceLock::new(),
             next_len: AtomicU64::new(0),
-            done: Mutex::new(Done::default()),
+            done: Mutex::new(0),
             done_cond: Condvar::new(),
         })
     }
@@ -799,13 +807,15 @@ impl Core {
     }
 
     fn completed(&self, ticket: u64) -> bool {
-        let d = lock(&self.done);
-        ticket <= d.upto || d.ahead.contains(&ticket)
+        ticket <= *lock(&self.done)
     }
 }
 
 impl Events for Core {
     fn remote_write(&self, data: u64, len: Option<usize>) {
+        if data == DATA_FENCE {
+            return;
+        }
         if data & DATA_LEN != 0 {
             self.next_len
                 .store(data & (DATA_LEN - 1), Ordering::Relaxed);
@@ -837,20 +847,11 @@ impl Events for Core {
     }
 
     fn sent(&self, ticket: u64) {
-        let mut d = lock(&self.done);
-        if ticket == d.upto + 1 {
-            d.upto = ticket;
-            loop {
-                let next = d.upto + 1;
-                if !d.ahead.remove(&next) {
-                    break;
-                }
-                d.upto = next;
-            }
-        } else if ticket > d.upto {
-            d.ahead.insert(ticket);
+        let mut upto = lock(&self.done);
+        if ticket > *upto {
+            *upto = ticket;
+            self.done_cond.notify_all();
         }
-        self.done_cond.notify_all();
     }
 
     fn failed(&self, reason: String) {
@@ -877,7 +878,7 @@ impl CompletionSource for Core {
         let deadline = Instant::now() + timeout;
         let mut g = lock(&self.done);
         loop {
-            if ticket <= g.upto || g.ahead.contains(&ticket) {
+            if ticket <= *g {
                 return Ok(());
             }
             if self.is_failed() {
@@ -907,14 +908,25 @@ struct PeerRegion {
 
 type Answer = Option<(RemoteRegion, u32)>;
 
+/// A link's send state, held while posting so writes are posted in issue order.
+#[derive(Default)]
+struct Tx {
+    /// Tickets issued.
+    issued: u64,
+    /// Remote key of the latest write posted without asking for its completion, if no
+    /// signaled write or fence was posted after it (never a revoked key: a revocation fences
+    /// first).
+    unfenced: Option<u64>,
+}
+
 /// A link of an RDMA-style fabric.
 pub(crate) struct RdmaLink<T: Transport> {
     core: Arc<Core>,
     fabric: Weak<Inner<T>>,
     incarnation: u64,
     ep: T::Endpoint,
-    /// Tickets issued; held while posting so writes are posted in issue order.
-    tx: Mutex<u64>,
+    /// Held while posting so writes are posted in issue order.
+    tx: Mutex<Tx>,
     sock: Mutex<TcpStream>,
     queries: Mutex<HashMap<u32, Option<Answer>>>,
     query_cond: Condvar,
@@ -971,7 +983,7 @@ impl<T: Transport> RdmaLink<T> {
             fabric: Arc::downgrade(fabric),
             incarnation,
             ep,
-            tx: Mutex::new(0),
+            tx: Mutex::new(Tx::default()),
             sock: Mutex::new(stream),
             queries: Mutex::new(HashMap::new()),
             query_cond: Condvar::new(),
@@ -1039,18 +1051,47 @@ impl<T: Transport> RdmaLink<T> {
     /// A peer revoked one of its regions: discard later writes to it, let earlier ones
     /// complete, then confirm.
     fn on_revoke(&self, rkey: u64) {
-        let issued = {
-            let issued = lock(&self.tx);
+        let last = {
+            let mut tx = lock(&self.tx);
             if let Some(p) = lock(&self.peer_regions).get_mut(&rkey) {
                 p.revoked = true;
             }
             lock(&self.remote).retain(|_, r| r.key != rkey);
-            *issued
+            // The owner keeps the region registered until it hears back, so a fence into it
+            // (or into any other region written since the last completion) is still valid.
+            match self.fabric.upgrade() {
+                Some(fabric) => self.fence(&fabric, &mut tx),
+                None => Ok(tx.issued),
+            }
         };
-        if issued > 0 {
-            let _ = self.core.wait_ticket(issued, Duration::from_secs(1));
+        if let Ok(last) = last {
+            if last > 0 {
+                let _ = self.core.wait_ticket(last, Duration::from_secs(1));
+            }
         }
         let _ = self.send(&Msg::new(kind::REVOKED, 0, [rkey, 0, 0, 0]));
+    }
+
+    /// Makes sure a completion will cover every write posted so far: posts a fence into the
+    /// region of the latest write that asked for none, if any. Returns the ticket to wait for.
+    fn fence(&self, fabric: &Inner<T>, tx: &mut Tx) -> Result<u64, FabricError> {
+        let Some(rkey) = tx.unfenced else {
+            return Ok(tx.issued);
+        };
+        let fence = Post {
+            mr: None,
+            local: std::ptr::null(),
+            len: 0,
+            remote_addr: 0,
+            rkey,
+            data: DATA_FENCE,
+            ticket: tx.issued + 1,
+            signaled: true,
+        };
+        self.post_retrying(fabric, &fence)?;
+        tx.issued = fence.ticket;
+        tx.unfenced = None;
+        Ok(fence.ticket)
     }
 
     fn post(&self, req: &WriteRequest<'_>, signaled: bool) -> Result<u64, FabricError> {
@@ -1069,7 +1110,7 @@ impl<T: Transport> RdmaLink<T> {
                     fabric.transport.name()
                 ))
             })?;
-        let mut issued = lock(&self.tx);
+        let mut tx = lock(&self.tx);
         if self.core.is_failed() {
             return Err(self.core.error());
         }
@@ -1083,16 +1124,20 @@ impl<T: Transport> RdmaLink<T> {
         if target.revoked {
             // Deregistered by its owner: discarded, as on every backend. A signaled write
             // completes with the writes before it.
-            return Ok(*issued);
+            return if signaled {
+                self.fence(&fabric, &mut tx)
+            } else {
+                Ok(tx.issued)
+            };
         }
-        let ticket = *issued + 1;
+        let ticket = tx.issued + 1;
         let mut data = u64::from(target.handle) << 32;
         if let Some(imm) = req.imm {
             data |= DATA_IMM | u64::from(imm);
         }
         if req.imm.is_some() && !fabric.transport.reports_len() {
             let announce = Post {
-                mr: &src.reg.mr,
+                mr: Some(&src.reg.mr),
                 local: req.src.as_ptr(),
                 len: 0,
                 remote_addr: req.dst.addr,
@@ -1104,7 +1149,7 @@ impl<T: Transport> RdmaLink<T> {
             self.post_retrying(&fabric, &announce)?;
         }
         let post = Post {
-            mr: &src.reg.mr,
+            mr: Some(&src.reg.mr),
             local: req.src.as_ptr().wrapping_add(req.src_offset),
             len: req.len,
             remote_addr: req.dst.addr + req.dst_offset as u64,
@@ -1114,13 +1159,18 @@ impl<T: Transport> RdmaLink<T> {
             signaled,
         };
         self.post_retrying(&fabric, &post)?;
-        *issued = ticket;
+        tx.issued = ticket;
+        tx.unfenced = (!signaled).then_some(req.dst.key);
         Ok(ticket)
     }
 
-    /// Posts one write, waiting (bounded by the send timeout) while the send queue is full.
+    /// Posts one write, waiting (bounded by the send timeout) while the send queue is full:
+    /// a few yields, then naps that double up to [`FULL_MAX_NAP`], so a poster waiting for a
+    /// stream of large writes to drain leaves the cores to the threads that move the bytes.
     fn post_retrying(&self, fabric: &Inner<T>, post: &Post<'_, T::Mr>) -> Result<(), FabricError> {
         let mut waited: Option<Instant> = None;
+        let mut attempts = 0u32;
+        let mut nap = Duration::from_micros(10);
         loop {
             match fabric.transport.post(&self.ep, post) {
                 Ok(()) => return Ok(()),
@@ -1136,7 +1186,13 @@ impl<T: Transport> RdmaLink<T> {
                         );
                         return Err(self.core.error());
                     }
-                    std::thread::yield_now();
+                    attempts += 1;
+                    if attempts <= FULL_YIELDS {
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(nap);
+                        nap = (nap * 2).min(FULL_MAX_NAP);
+                    }
                 }
                 Err(PostError::Failed(reason)) => {
                     self.core.fail_with(reason, true);

@@ -703,7 +703,7 @@ impl Transport for Verbs {
             let mut data_sge = sys::ibv_sge {
                 addr: w.local as u64,
                 length: w.len as u32,
-                lkey: w.mr.lkey,
+                lkey: w.mr.map_or(0, |mr| mr.lkey),
             };
             let mut write = sys::ibv_send_wr {
                 wr_id: 0,
