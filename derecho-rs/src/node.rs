@@ -541,6 +541,13 @@ impl Inner {
                     joined,
                     resend,
                 } => {
+                    let ended = Instant::now();
+                    tracing::debug!(
+                        ?removed,
+                        joined = joined.len(),
+                        resend = resend.len(),
+                        "view ended"
+                    );
                     let (old_view, old_group) = {
                         let mut c = lock(&self.current);
                         (c.view.clone(), c.group.take())
@@ -579,10 +586,12 @@ impl Inner {
                         self.stop_with(format!("state transfer for view {} failed: {e}", next.vid));
                         return;
                     }
+                    tracing::debug!(vid = next.vid, after = ?ended.elapsed(), "states exchanged");
                     if let Err(why) = self.install_or_skip_dead(next, tx) {
                         self.stop_with(why);
                         return;
                     }
+                    tracing::debug!(after = ?ended.elapsed(), "next view running");
                     let group = lock(&self.current).group.clone();
                     if let Some(g) = group {
                         for r in resend {

@@ -144,6 +144,10 @@ impl Drop for CoreLoop {
 /// the core loop yields its CPU once per this many steps that fired nothing; over the others it
 /// yields after every such step, so their receiver threads get to run.
 const YIELD_EVERY_PASSIVE: u32 = 16;
+/// Consecutive steps that fired after which the core loop gives its CPU up once.
+const BREATHE_AFTER: u32 = 64;
+/// How long the core loop gives its CPU up at most (a doorbell ring ends it sooner).
+const BREATHER: Duration = Duration::from_micros(20);
 
 fn run(sst: &Sst, config: &CoreLoopConfig, stop: &AtomicBool) -> LoopStats {
     let doorbell = Arc::clone(sst.doorbell());
@@ -151,6 +155,7 @@ fn run(sst: &Sst, config: &CoreLoopConfig, stop: &AtomicBool) -> LoopStats {
     let mut last_fire = Instant::now();
     let mut hot = false;
     let mut idle_steps = 0u32;
+    let mut busy_steps = 0u32;
     let yield_every = if sst.fabric.writes_land_passively() {
         YIELD_EVERY_PASSIVE
     } else {
@@ -167,8 +172,18 @@ fn run(sst: &Sst, config: &CoreLoopConfig, stop: &AtomicBool) -> LoopStats {
             stats.fired += fired as u64;
             last_fire = Instant::now();
             hot = true;
+            // A predicate that stays true while it waits for others (the view-change protocol
+            // does) would keep this thread on its CPU for a whole scheduler tick; let others
+            // run now and then. A ring since the step ends the breather at once, so a loop
+            // with real work pays nothing.
+            busy_steps += 1;
+            if busy_steps >= BREATHE_AFTER {
+                busy_steps = 0;
+                doorbell.wait(seen, BREATHER);
+            }
             continue;
         }
+        busy_steps = 0;
         if hot && last_fire.elapsed() < config.spin {
             // Spin, yielding the CPU between steps (see `YIELD_EVERY_PASSIVE`): on a machine
             // with fewer cores than busy threads, the fabric's receiver threads must still get

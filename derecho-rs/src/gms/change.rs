@@ -287,6 +287,11 @@ impl ChangeProtocol {
                 let _ = sst.push_range(c.joiner_info.range(), Targets::All);
                 let _ = sst.push_range(c.changes.range(), Targets::All);
                 let _ = sst.push(c.num_changes);
+                tracing::debug!(
+                    node = self.ids[me],
+                    changes = count + fresh.len(),
+                    "leader proposed changes"
+                );
             }
         }
         // 3. Acknowledgement, and wedging.
@@ -308,6 +313,11 @@ impl ChangeProtocol {
             sst.set(c.num_acked, leader_changes);
             let _ = sst.push(c.num_acked);
             self.wedge(sst);
+            tracing::debug!(
+                node = self.ids[me],
+                changes = leader_changes,
+                "acknowledged changes and wedged"
+            );
         }
         // 4. Commit (leader).
         if leader == me {
@@ -319,6 +329,11 @@ impl ChangeProtocol {
             if min_acked > sst.get(c.num_committed, me) {
                 sst.set(c.num_committed, min_acked);
                 let _ = sst.push(c.num_committed);
+                tracing::debug!(
+                    node = self.ids[me],
+                    changes = min_acked,
+                    "leader committed changes"
+                );
             }
         }
         // 5. Ragged trim, once the end of the view is committed and every live member wedged.
@@ -355,6 +370,11 @@ impl ChangeProtocol {
             let _ = sst.push(c.trim_end);
             sst.set(c.trim_end_ready, true);
             let _ = sst.push(c.trim_end_ready);
+            tracing::debug!(
+                node = self.ids[me],
+                changes = value,
+                "fixed the changes of this view change"
+            );
         }
         if !live.iter().all(|&r| fixed(r)) {
             return None;
@@ -406,6 +426,11 @@ impl ChangeProtocol {
                 }
                 sst.set_elem(c.global_min_ready, sh.subgroup, true);
                 let _ = sst.push_elem(c.global_min_ready, sh.subgroup);
+                tracing::debug!(
+                    node = self.ids[me],
+                    subgroup = sh.subgroup,
+                    "published the ragged trim"
+                );
             }
             if !live_members.iter().all(|&r| ready(r)) {
                 all_ready = false;
