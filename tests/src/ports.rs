@@ -20,10 +20,15 @@ pub fn listen_port() -> Result<u16, String> {
         (high + 1, 65535)
     };
     let span = to.saturating_sub(from).max(1);
-    let seed = std::process::id().wrapping_mul(2_654_435_761)
-        ^ (std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos()));
+    // One seed per process: with a fresh one per call, two calls could land on the same
+    // port (both free when checked, then bound by two children).
+    static SEED: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        std::process::id().wrapping_mul(2_654_435_761)
+            ^ (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos()))
+    });
     for _ in 0..1000 {
         let k = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = from + (seed.wrapping_add(k.wrapping_mul(7919)) % span);
@@ -34,4 +39,16 @@ pub fn listen_port() -> Result<u16, String> {
         }
     }
     Err("no free port found below the ephemeral range".into())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn calls_in_one_process_return_distinct_ports() {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..300 {
+            let port = super::listen_port().unwrap_or(0);
+            assert!(port != 0 && seen.insert(port), "port {port} returned twice");
+        }
+    }
 }
