@@ -10,6 +10,8 @@
 //!   and view ids go up by one;
 //! * **total order** — within one view and subgroup, any two members' delivery sequences are
 //!   prefixes of one another;
+//! * **counters** — within a view, a member's delivery sequence numbers only go up and its
+//!   attested stable prefix never goes back;
 //! * **virtual synchrony** — two members that both install view v+1 delivered the same messages
 //!   in view v, in the same order;
 //! * **integrity** — a delivered message was sent, with exactly these bytes, and no member
@@ -334,6 +336,9 @@ impl Checker {
             let mut vid: Option<u64> = None;
             let mut seen: BTreeSet<(u32, MessageId)> = BTreeSet::new();
             let mut current: BTreeMap<(u32, u32), Vec<Delivery>> = BTreeMap::new();
+            // Per (subgroup, shard) in the current view: the last delivered seq and the last
+            // attested stable prefix; neither may go backwards.
+            let mut counters: BTreeMap<(u32, u32), (i64, i64)> = BTreeMap::new();
             let flush = |vid: Option<u64>,
                          current: &mut BTreeMap<(u32, u32), Vec<Delivery>>,
                          seqs: &mut Sequences| {
@@ -349,6 +354,7 @@ impl Checker {
                 match e {
                     Event::View { vid: v, .. } => {
                         flush(vid, &mut current, &mut seqs);
+                        counters.clear();
                         vid = Some(*v);
                         installed.entry(log.node).or_default().insert(*v);
                     }
@@ -385,6 +391,22 @@ impl Checker {
                                 "node {} delivered before installing a view",
                                 log.node
                             ));
+                        }
+                        if !self.fifo.contains(subgroup) {
+                            let last = counters.entry((*subgroup, *shard)).or_insert((-1, -1));
+                            if *seq <= last.0 {
+                                return Err(format!(
+                                    "node {}: delivery seq of subgroup {subgroup} went from {} to {seq}",
+                                    log.node, last.0
+                                ));
+                            }
+                            if *stable >= 0 && *stable < last.1 {
+                                return Err(format!(
+                                    "node {}: stable prefix of subgroup {subgroup} went back from {} to {stable}",
+                                    log.node, last.1
+                                ));
+                            }
+                            *last = (*seq, (*stable).max(last.1));
                         }
                         current
                             .entry((*subgroup, *shard))
@@ -598,6 +620,12 @@ mod tests {
     fn reordering_is_caught() {
         let mut logs = good();
         logs[1].events.swap(3, 4);
+        // Renumber, so that only the order differs (not the counters).
+        for (k, e) in logs[1].events.iter_mut().skip(3).enumerate() {
+            if let Event::Delivered { seq, stable, .. } = e {
+                (*seq, *stable) = (k as i64, k as i64);
+            }
+        }
         let r = Checker::new().check(&logs);
         assert!(
             r.violation.as_deref().is_some_and(|v| v.contains("differ")),
@@ -730,6 +758,36 @@ mod tests {
             unix_us: resumed_us,
         });
         vec![l]
+    }
+
+    #[test]
+    fn counters_that_go_backwards_are_caught() {
+        // Node 2 reports its deliveries with seqs 0, 1, 3, 2: the order matches node 1's, but
+        // its counter went back.
+        let mut logs = good();
+        if let Event::Delivered { seq, stable, .. } = &mut logs[1].events[6] {
+            *seq = 1;
+            *stable = 3;
+        }
+        let r = Checker::new().check(&logs);
+        assert!(
+            r.violation
+                .as_deref()
+                .is_some_and(|v| v.contains("went from")),
+            "{r}"
+        );
+        // A stable prefix attested lower than before is caught too.
+        let mut logs = good();
+        if let Event::Delivered { stable, .. } = &mut logs[0].events[4] {
+            *stable = 3;
+        }
+        let r = Checker::new().check(&logs);
+        assert!(
+            r.violation
+                .as_deref()
+                .is_some_and(|v| v.contains("went back")),
+            "{r}"
+        );
     }
 
     #[test]
