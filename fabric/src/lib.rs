@@ -146,6 +146,18 @@ pub trait Link: Send + Sync + fmt::Debug {
     /// Declares the link failed (for example after a completion timed out). The failure is
     /// reported to subscribers once; later calls do nothing.
     fn fail(&self, reason: &str);
+
+    /// Drives the backend's progress for this link on the calling thread, without blocking.
+    ///
+    /// On backends whose writes land only while this process makes progress (libfabric's
+    /// `tcp` provider, see [`Fabric::writes_land_passively`]), a thread that spins on memory
+    /// calls this between looks, so that the peer's writes land at once instead of when the
+    /// backend's own thread next gets a CPU. Returns whether anything happened (a write landed
+    /// or a completion arrived). Never call it in a loop without a bound or a park: it does not
+    /// wait. The default does nothing and returns `false`.
+    fn poll_progress(&self) -> bool {
+        false
+    }
 }
 
 /// A one-sided write: `len` bytes from `src` at `src_offset` into `dst` at `dst_offset`,

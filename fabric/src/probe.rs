@@ -36,8 +36,13 @@ pub fn register(fabric: &dyn Fabric, len: usize) -> Result<std::sync::Arc<Region
 }
 
 /// Waits until the word at `off` differs from `old`, or `stop` is set, or `limit` passes.
+///
+/// While it spins it drives `link`'s progress between looks ([`Link::poll_progress`]), so on
+/// backends whose writes land only while this process makes progress the awaited write lands
+/// without waiting for the backend's thread; parked, it leaves that to the backend.
 pub fn wait_change(
     region: &Region,
+    link: &dyn Link,
     off: usize,
     old: u64,
     wait: Wait,
@@ -55,16 +60,15 @@ pub fn wait_change(
         if stop.load(Ordering::Relaxed) || start.elapsed() >= limit {
             return None;
         }
-        match wait {
-            Wait::Spin => std::hint::spin_loop(),
-            Wait::SpinThenPark(spin) => {
-                if last_change.elapsed() >= spin {
-                    region.doorbell().wait(seen, Duration::from_millis(100));
-                    last_change = Instant::now();
-                } else {
-                    std::hint::spin_loop();
-                }
-            }
+        let spin = match wait {
+            Wait::Spin => true,
+            Wait::SpinThenPark(spin) => last_change.elapsed() < spin,
+        };
+        if !spin {
+            region.doorbell().wait(seen, Duration::from_millis(100));
+            last_change = Instant::now();
+        } else if !link.poll_progress() {
+            std::hint::spin_loop();
         }
     }
 }
@@ -90,6 +94,7 @@ pub fn echo(
         }
         let Some(v) = wait_change(
             region,
+            link,
             PING_OFFSET,
             last,
             wait,
@@ -126,6 +131,7 @@ pub fn ping(
         while seen != value {
             seen = wait_change(
                 region,
+                link,
                 ECHO_OFFSET,
                 seen,
                 wait,

@@ -327,6 +327,23 @@ impl Sst {
         self.peers.get().map_or(&[], Vec::as_slice)
     }
 
+    /// Drives the fabric's progress, without blocking, on the link to every peer whose row is
+    /// not frozen ([`derecho_fabric::Link::poll_progress`]); returns whether any link did
+    /// something. A thread that spins on the table calls it between looks, so that on backends
+    /// whose writes land only while this process makes progress the peers' pushes land at
+    /// once. It does nothing on the other backends, and a parked thread needs no call.
+    pub fn poll_links(&self) -> bool {
+        let mut any = false;
+        for (rank, p) in self.peer_slots().iter().enumerate() {
+            if let Some(p) = p {
+                if !self.is_frozen(rank) {
+                    any |= p.link.poll_progress();
+                }
+            }
+        }
+        any
+    }
+
     pub(crate) fn peer(&self, rank: usize) -> Option<&Peer> {
         self.peer_slots().get(rank).and_then(Option::as_ref)
     }

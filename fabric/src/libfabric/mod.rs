@@ -20,6 +20,14 @@
 //!   wait object is a poll set) this cut the 8-byte round trip by about a third. The thread
 //!   turns remote completion data (`FI_REMOTE_CQ_DATA`, on every write) into doorbell rings and
 //!   notifications, and local completions into completed tickets;
+//! * **polling threads**: a thread spinning on memory may drive a link's progress itself
+//!   (`Link::poll_progress`): it reads the queue without blocking and handles the entries with
+//!   the same code, one reader at a time (a per-link lock, which a polling thread only tries),
+//!   so a write lands as soon as it arrives instead of after a thread wake-up. While such
+//!   threads poll, the progress thread naps (100 µs) instead of waking for every write, and
+//!   returns to blocking on the queue once a nap passes without a poll. A polling thread never
+//!   waits: entries it cannot handle without waiting (a full notification queue) are left,
+//!   in order, to the progress thread;
 //! * writes are `fi_writemsg` with `FI_REMOTE_CQ_DATA` and `FI_INJECT` up to the provider's
 //!   inject size. Only signaled writes ask for a completion (`FI_COMPLETION` with
 //!   `FI_DELIVERY_COMPLETE`; the queue is bound with `FI_SELECTIVE_COMPLETION`), which covers the
@@ -33,7 +41,7 @@ pub(crate) mod sys;
 
 use std::ffi::{c_void, CStr, CString};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -48,6 +56,10 @@ const API_VERSION: u32 = sys::fi_version_of(1, 12);
 const CQ_BATCH: usize = 16;
 /// Longest a progress thread blocks before checking whether its link is finished.
 const PROGRESS_NAP_MS: i32 = 200;
+/// While threads drive a link's progress through `poll_progress`, its progress thread sleeps
+/// this long between looks instead of waking for every arriving write; it goes back to blocking
+/// on the queue once a nap passes without a poll.
+const POLLED_NAP: Duration = Duration::from_micros(100);
 
 /// A fabric over libfabric. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -309,6 +321,16 @@ pub(crate) struct EpInner {
     /// the progress thread then reads the queue without blocking and blocks in `poll` on
     /// this, outside the provider.
     wait_fd: Option<libc::c_int>,
+    /// Held while reading the completion queue and handling what was read, by the progress
+    /// thread or by a thread driving progress through `Link::poll_progress`, so the entries of
+    /// one link are handled one reader at a time, in queue order. It holds the entries read
+    /// but not handled: those a polling thread could not handle without waiting (for room in a
+    /// notification queue). Only the progress thread handles them, before reading more.
+    drain: Mutex<Vec<sys::fi_cq_data_entry>>,
+    /// Set while `drain` holds entries, so the progress thread does not block on the queue.
+    backlogged: AtomicBool,
+    /// Counts `poll_progress` calls, so the progress thread sees that threads drive progress.
+    polls: AtomicU64,
     stop: AtomicBool,
     dom: Arc<Domain>,
 }
@@ -347,6 +369,9 @@ impl EpInner {
             eq: std::ptr::null_mut(),
             pep: std::ptr::null_mut(),
             wait_fd: None,
+            drain: Mutex::new(Vec::new()),
+            backlogged: AtomicBool::new(false),
+            polls: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             dom: Arc::clone(dom),
         };
@@ -404,34 +429,29 @@ impl EpInner {
         Ok(me)
     }
 
-    /// Reads up to `entries.len()` completions without blocking (which drives the provider's
-    /// progress: incoming writes land in memory here).
-    fn read_cq(&self, entries: &mut [sys::fi_cq_data_entry]) -> isize {
-        // SAFETY: the completion queue is open while `self` lives; `entries` has room for
-        // `entries.len()` entries of the queue's format (FI_CQ_FORMAT_DATA).
+    /// Reads up to `entries.len()` completions (which drives the provider's progress:
+    /// incoming writes land in memory here): without blocking, or with `block` (for queues
+    /// without a wait descriptor) waiting in the provider until one arrives or
+    /// [`PROGRESS_NAP_MS`] pass.
+    fn read_cq(&self, entries: &mut [sys::fi_cq_data_entry], block: bool) -> isize {
+        let (buf, count) = (entries.as_mut_ptr().cast::<c_void>(), entries.len());
+        // SAFETY: the completion queue is open while `self` lives; `buf` has room for `count`
+        // entries of the queue's format (FI_CQ_FORMAT_DATA); a blocking read waits at most
+        // PROGRESS_NAP_MS.
         unsafe {
-            sys::fi_cq_read(
-                self.cq,
-                entries.as_mut_ptr().cast::<c_void>(),
-                entries.len(),
-            )
+            if block {
+                sys::fi_cq_sread(self.cq, buf, count, std::ptr::null(), PROGRESS_NAP_MS)
+            } else {
+                sys::fi_cq_read(self.cq, buf, count)
+            }
         }
     }
 
-    /// Blocks until the completion queue may have something (or [`PROGRESS_NAP_MS`] pass);
-    /// returns what a blocking read returned if the queue has no wait descriptor.
-    fn block(&self, entries: &mut [sys::fi_cq_data_entry]) -> isize {
+    /// Blocks on the queue's wait descriptor until the queue may have something (or
+    /// [`PROGRESS_NAP_MS`] pass); returns at once if there is no descriptor.
+    fn wait_ready(&self) {
         let Some(fd) = self.wait_fd else {
-            // SAFETY: as in `read_cq`; the call blocks at most PROGRESS_NAP_MS.
-            return unsafe {
-                sys::fi_cq_sread(
-                    self.cq,
-                    entries.as_mut_ptr().cast::<c_void>(),
-                    entries.len(),
-                    std::ptr::null(),
-                    PROGRESS_NAP_MS,
-                )
-            };
+            return;
         };
         // SAFETY: the queue is open while `self` lives.
         let mut cq_fid: *mut sys::fid = unsafe { &mut (*self.cq).fid };
@@ -439,8 +459,10 @@ impl EpInner {
         // across the call.
         let ready = unsafe { sys::fi_trywait(self.dom.fabric, &mut cq_fid, 1) };
         // -FI_EAGAIN: something arrived meanwhile, read again. Any other answer is no promise
-        // that blocking is safe, so block only as long as a nap.
-        if ready != -(sys::FI_EAGAIN as i32) {
+        // that blocking is safe, so block only as long as a nap. A polling thread that left
+        // entries sets `backlogged` before it signals the queue, so entries left before the
+        // trywait are seen here and those left after it wake the poll.
+        if ready != -(sys::FI_EAGAIN as i32) && !self.backlogged.load(Ordering::SeqCst) {
             let mut pfd = libc::pollfd {
                 fd,
                 events: libc::POLLIN,
@@ -449,7 +471,6 @@ impl EpInner {
             // SAFETY: `pfd` is one valid pollfd for the length of the call.
             let _ = unsafe { libc::poll(&mut pfd, 1, PROGRESS_NAP_MS) };
         }
-        -(sys::FI_EAGAIN as isize)
     }
 
     /// Creates the endpoint from `info`, binds it to the queues, enables it and posts the
@@ -570,6 +591,8 @@ impl EpInner {
 /// A connected endpoint and its progress thread.
 pub(crate) struct LfEndpoint {
     inner: Arc<EpInner>,
+    /// Where completions go (shared with the progress thread), for `poll_progress`.
+    events: Arc<dyn Events>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -587,52 +610,147 @@ unsafe impl Send for LfPending {}
 
 /// What a link's progress thread does until its link is finished: read completions without
 /// blocking while there are some, handle them, and block on the queue's wait object when there
-/// are none.
+/// are none. It reads as the queue's only reader (holding `drain`), but blocks on a wait
+/// descriptor without holding it, so spinning threads can drive progress meanwhile.
 fn progress_loop(ep: Arc<EpInner>, events: Arc<dyn Events>) {
     let mut entries = [sys::fi_cq_data_entry::default(); CQ_BATCH];
+    let mut polls_seen = 0;
     loop {
         if ep.stop.load(Ordering::SeqCst) || events.stopped() {
             return;
         }
-        let mut n = ep.read_cq(&mut entries);
-        if n == -(sys::FI_EAGAIN as isize) {
-            n = ep.block(&mut entries);
-        }
-        if n > 0 {
-            if !handle(&ep, events.as_ref(), &entries[..n as usize]) {
+        let drained = {
+            let mut backlog = match ep.drain.try_lock() {
+                Ok(g) => g,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                // A thread is polling: it handles what arrives. Waiting for the lock would
+                // only make its unlock a system call.
+                Err(TryLockError::WouldBlock) => {
+                    std::thread::sleep(POLLED_NAP);
+                    continue;
+                }
+            };
+            if backlog.is_empty() {
+                match drain_once(&ep, events.as_ref(), &mut entries, &mut backlog) {
+                    // Without a descriptor to block on outside the provider, block inside it.
+                    Drained::Empty if ep.wait_fd.is_none() => {
+                        let n = ep.read_cq(&mut entries, true);
+                        dispatch(&ep, events.as_ref(), &entries, n, &mut backlog)
+                    }
+                    other => other,
+                }
+            } else {
+                // Entries a polling thread left: handle them first, waiting where needed.
+                let held = std::mem::take(&mut *backlog);
+                ep.backlogged.store(false, Ordering::SeqCst);
+                match handle(&ep, events.as_ref(), &held, None) {
+                    Ok(()) => Drained::Some,
+                    Err(reason) => Drained::Failed(reason),
+                }
+            }
+        };
+        match drained {
+            Drained::Some => {}
+            Drained::Empty => {
+                // While other threads poll, waking for every write would only take a CPU from
+                // them: nap instead, and block again once they stop.
+                let polls = ep.polls.load(Ordering::Relaxed);
+                if polls != polls_seen {
+                    polls_seen = polls;
+                    std::thread::sleep(POLLED_NAP);
+                } else {
+                    ep.wait_ready();
+                }
+            }
+            Drained::Failed(reason) => {
+                if !(ep.stop.load(Ordering::SeqCst) || events.stopped()) {
+                    events.failed(reason);
+                }
                 return;
             }
-            continue;
         }
-        if n == -(sys::FI_EAGAIN as isize) || n == -(libc::EINTR as isize) {
-            continue;
-        }
-        if ep.stop.load(Ordering::SeqCst) || events.stopped() {
-            return;
-        }
-        events.failed(cq_failure(&ep, n));
-        return;
     }
 }
 
-/// Turns completions into doorbell rings, notifications and completed tickets. Returns false
-/// if the link failed.
-fn handle(ep: &EpInner, events: &dyn Events, entries: &[sys::fi_cq_data_entry]) -> bool {
+/// What one read of a completion queue found.
+enum Drained {
+    /// Entries, now handled (or left in the backlog).
+    Some,
+    /// Nothing.
+    Empty,
+    /// The queue or the endpoint failed; the link must be failed with this reason.
+    Failed(String),
+}
+
+/// Reads the completion queue once without blocking and handles what it read. The caller
+/// holds `ep.drain` (whose entries are `backlog`), and fails the link on [`Drained::Failed`]
+/// only after releasing it (failure handlers may close the endpoint, which joins the progress
+/// thread). The progress thread passes `backlog` only when it is empty, and handles every
+/// entry, waiting where it must; see [`handle`].
+fn drain_once(
+    ep: &EpInner,
+    events: &dyn Events,
+    entries: &mut [sys::fi_cq_data_entry],
+    backlog: &mut Vec<sys::fi_cq_data_entry>,
+) -> Drained {
+    let n = ep.read_cq(entries, false);
+    dispatch(ep, events, entries, n, backlog)
+}
+
+/// Handles the outcome `n` of a read into `entries` (see [`drain_once`]). Only a polling
+/// thread leaves entries in `backlog`.
+fn dispatch(
+    ep: &EpInner,
+    events: &dyn Events,
+    entries: &[sys::fi_cq_data_entry],
+    n: isize,
+    backlog: &mut Vec<sys::fi_cq_data_entry>,
+) -> Drained {
+    if n > 0 {
+        let read = &entries[..(n as usize).min(entries.len())];
+        return match handle(ep, events, read, Some(backlog)) {
+            Ok(()) => Drained::Some,
+            Err(reason) => Drained::Failed(reason),
+        };
+    }
+    if n == 0 || n == -(sys::FI_EAGAIN as isize) || n == -(libc::EINTR as isize) {
+        return Drained::Empty;
+    }
+    Drained::Failed(cq_failure(ep, n))
+}
+
+/// Turns completions into doorbell rings, notifications and completed tickets, in order. With
+/// a `backlog` (a polling thread, which must not wait), a write whose notification finds its
+/// queue full is left there with every entry after it, for the progress thread; without one,
+/// it waits for room. Fails if a receive could not be reposted.
+fn handle(
+    ep: &EpInner,
+    events: &dyn Events,
+    entries: &[sys::fi_cq_data_entry],
+    mut backlog: Option<&mut Vec<sys::fi_cq_data_entry>>,
+) -> Result<(), String> {
     let remote = u64::from(sys::FI_REMOTE_CQ_DATA);
-    for e in entries {
+    for (i, e) in entries.iter().enumerate() {
         if e.flags & remote != 0 {
-            events.remote_write(e.data, (e.len > 0).then_some(e.len));
-            if ep.dom.rx_cq_data {
-                if let Err(err) = ep.post_recv() {
-                    events.failed(format!("reposting a receive: {err}"));
-                    return false;
+            let len = (e.len > 0).then_some(e.len);
+            match backlog.as_deref_mut() {
+                None => events.remote_write(e.data, len),
+                Some(held) => {
+                    if !events.try_remote_write(e.data, len) {
+                        held.extend_from_slice(&entries[i..]);
+                        return Ok(());
+                    }
                 }
+            }
+            if ep.dom.rx_cq_data {
+                ep.post_recv()
+                    .map_err(|err| format!("reposting a receive: {err}"))?;
             }
         } else if !e.op_context.is_null() {
             events.sent(e.op_context as u64);
         }
     }
-    true
+    Ok(())
 }
 
 /// Describes why reading the completion queue returned `n` (an error).
@@ -679,6 +797,16 @@ impl Transport for Lf {
     fn reports_len(&self) -> bool {
         // The CQ entry's `len` is only defined for receives (fi_cq(3)); `tcp` leaves it 0.
         false
+    }
+
+    fn writes_land_passively(&self) -> bool {
+        // On `verbs` the NIC writes memory by itself; software providers such as `tcp` apply
+        // a write only while this process drives their progress.
+        self.dom.provider.split(';').next() == Some("verbs")
+    }
+
+    fn poll_progress(ep: &LfEndpoint) -> bool {
+        ep.poll_progress()
     }
 
     fn register(&self, region: &Region) -> Result<Registered<LfMr>, FabricError> {
@@ -806,12 +934,14 @@ impl Transport for Lf {
         };
         let inner = Arc::new(ep);
         let for_thread = Arc::clone(&inner);
+        let for_events = Arc::clone(&events);
         let thread = std::thread::Builder::new()
             .name("libfabric-progress".into())
             .spawn(move || progress_loop(for_thread, events))
             .map_err(|e| FabricError::io("spawning the progress thread", e))?;
         Ok(LfEndpoint {
             inner,
+            events: for_events,
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -871,6 +1001,55 @@ impl Transport for Lf {
 }
 
 impl LfEndpoint {
+    /// Reads the completion queue once without blocking and handles what it read, unless
+    /// another thread is reading it (then that thread handles what arrived). Returns whether it
+    /// handled anything.
+    fn poll_progress(&self) -> bool {
+        if self.inner.stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.inner.polls.fetch_add(1, Ordering::Relaxed);
+        let mut entries = [sys::fi_cq_data_entry::default(); CQ_BATCH];
+        let (drained, left) = {
+            let mut backlog = match self.inner.drain.try_lock() {
+                Ok(g) => g,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                // The progress thread is reading; it handles what arrived.
+                Err(TryLockError::WouldBlock) => return false,
+            };
+            if !backlog.is_empty() {
+                // Entries are waiting for the progress thread; later ones must wait behind.
+                return false;
+            }
+            let drained = drain_once(
+                &self.inner,
+                self.events.as_ref(),
+                &mut entries,
+                &mut backlog,
+            );
+            let left = !backlog.is_empty();
+            if left {
+                self.inner.backlogged.store(true, Ordering::SeqCst);
+            }
+            (drained, left)
+        };
+        if left {
+            // SAFETY: the completion queue is open while `inner` lives; signaling wakes the
+            // progress thread if it blocks on the queue, so it handles the entries left.
+            unsafe { sys::fi_cq_signal(self.inner.cq) };
+        }
+        match drained {
+            Drained::Some => true,
+            Drained::Empty => false,
+            Drained::Failed(reason) => {
+                if !self.events.stopped() {
+                    self.events.failed(reason);
+                }
+                true
+            }
+        }
+    }
+
     fn close(&self) {
         if self.inner.stop.swap(true, Ordering::SeqCst) {
             return;
@@ -905,6 +1084,54 @@ mod tests {
     use super::LibfabricFabric;
 
     const WAIT: Duration = Duration::from_secs(5);
+
+    /// A thread driving progress through `poll_progress`, next to the progress thread, sees a
+    /// link's writes land and their notifications queued in issue order, also when a full
+    /// notification queue makes it leave entries to the progress thread.
+    #[test]
+    fn polling_threads_drive_progress_in_order() {
+        const N: u64 = 20_000;
+        let h = Local::<LibfabricFabric>::new();
+        let f = h.cluster(2);
+        let src = f[0].register(RegionSpec::new(RegionId(1), 64)).unwrap();
+        let dst = f[1]
+            .register(RegionSpec::new(RegionId(1), 64).with_notify_capacity(4))
+            .unwrap();
+        let out = f[0].link(1).unwrap();
+        let back = f[1].link(0).unwrap();
+        let remote = out.remote_region(RegionId(1), WAIT).unwrap();
+        let writer = std::thread::spawn(move || {
+            for i in 1..=N {
+                src.store_u64(0, i);
+                out.write(&WriteRequest::mirrored(&src, &remote, 0, 8).with_imm(i as u32))
+                    .unwrap();
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let (mut last, mut next_imm, mut polled, mut spins) = (0u64, 1u64, false, 0u64);
+        while next_imm <= N {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "stuck at {last}/{next_imm}"
+            );
+            polled |= back.poll_progress();
+            let v = dst.load_u64(0);
+            assert!(v >= last, "write {v} landed after {last}");
+            last = v;
+            spins += 1;
+            // Consume notifications slowly, so the queue is often full.
+            if spins % 4 == 0 {
+                if let Some(n) = dst.next_notification() {
+                    assert_eq!((n.from, u64::from(n.imm), n.len), (0, next_imm, 8));
+                    next_imm += 1;
+                }
+            }
+        }
+        writer.join().unwrap();
+        assert_eq!(dst.load_u64(0), N);
+        assert!(polled, "poll_progress never handled anything");
+        assert!(back.failure().is_none());
+    }
 
     /// Unsignaled writes carry no completion on this backend: a revocation and a signaled write
     /// into a revoked region still complete once the earlier writes are applied.

@@ -104,6 +104,10 @@ pub(crate) trait Events: Send + Sync {
     /// A peer's write landed; `data` is its completion data, `len` its length if the transport
     /// knows it.
     fn remote_write(&self, data: u64, len: Option<usize>);
+    /// As [`Events::remote_write`], but without waiting: if the write carries an immediate
+    /// and the target region's notification queue is full, does nothing and returns false
+    /// (the caller hands the write to a thread that may wait).
+    fn try_remote_write(&self, data: u64, len: Option<usize>) -> bool;
     /// The local write `ticket` completed, and with it every write posted before it on the
     /// endpoint.
     fn sent(&self, ticket: u64);
@@ -126,6 +130,15 @@ pub(crate) trait Transport: Send + Sync + Sized + 'static {
     fn name(&self) -> &'static str;
     /// Whether remote-write completions report the write's length.
     fn reports_len(&self) -> bool;
+    /// Whether a peer's write lands in registered memory without any thread of this process
+    /// running (an RDMA NIC writes it by itself), see [`crate::Fabric::writes_land_passively`].
+    fn writes_land_passively(&self) -> bool;
+    /// Drives the endpoint's progress on the calling thread without blocking (see
+    /// [`crate::Link::poll_progress`]); returns whether anything happened. The default, for
+    /// transports whose writes land by themselves, does nothing.
+    fn poll_progress(_ep: &Self::Endpoint) -> bool {
+        false
+    }
     /// Registers `region` for local use and remote writes.
     fn register(&self, region: &Region) -> Result<Registered<Self::Mr>, FabricError>;
     /// Dialing side: prepares an endpoint; returns the data for the hello.
@@ -683,6 +696,9 @@ macro_rules! delegate_fabric {
             fn local_addr(&self) -> Option<std::net::SocketAddr> {
                 Some(self.0.local_addr())
             }
+            fn writes_land_passively(&self) -> bool {
+                $crate::rdma::Transport::writes_land_passively(self.0.transport())
+            }
             fn register(
                 &self,
                 spec: $crate::RegionSpec,
@@ -811,18 +827,21 @@ impl Core {
     }
 }
 
-impl Events for Core {
-    fn remote_write(&self, data: u64, len: Option<usize>) {
+impl Core {
+    /// Applies the effects of a peer's write: queues its notification (waiting for room if
+    /// `wait`, else giving up and returning false when the queue is full) and rings the
+    /// region's doorbell.
+    fn landed(&self, data: u64, len: Option<usize>, wait: bool) -> bool {
         if data == DATA_FENCE {
-            return;
+            return true;
         }
         if data & DATA_LEN != 0 {
             self.next_len
                 .store(data & (DATA_LEN - 1), Ordering::Relaxed);
-            return;
+            return true;
         }
         let Some(f) = self.fabric.upgrade() else {
-            return;
+            return true;
         };
         let handle = ((data >> 32) as u32) & MAX_HANDLE;
         let Some(region) = f.region_by_handle(handle) else {
@@ -831,7 +850,7 @@ impl Events for Core {
                 handle,
                 "discarded a write to an unregistered region"
             );
-            return;
+            return true;
         };
         if data & DATA_IMM != 0 {
             let n = Notification {
@@ -839,11 +858,36 @@ impl Events for Core {
                 imm: data as u32,
                 len: len.unwrap_or_else(|| self.next_len.swap(0, Ordering::Relaxed) as usize),
             };
-            if !region.push_notification(n, &|| self.is_failed() || f.is_shut_down()) {
-                return;
+            let announced = n.len;
+            let queued = if wait {
+                region.push_notification(n, &|| self.is_failed() || f.is_shut_down())
+            } else {
+                region.push_notification(n, &|| true)
+            };
+            if !queued {
+                if wait {
+                    // Gave up: the link failed or the fabric is shutting down.
+                    return true;
+                }
+                // Full: leave the write as it was, length included, for a thread that waits.
+                if len.is_none() {
+                    self.next_len.store(announced as u64, Ordering::Relaxed);
+                }
+                return false;
             }
         }
         region.ring();
+        true
+    }
+}
+
+impl Events for Core {
+    fn remote_write(&self, data: u64, len: Option<usize>) {
+        self.landed(data, len, true);
+    }
+
+    fn try_remote_write(&self, data: u64, len: Option<usize>) -> bool {
+        self.landed(data, len, false)
     }
 
     fn sent(&self, ticket: u64) {
@@ -1378,5 +1422,12 @@ impl<T: Transport> Link for LinkHandle<T> {
 
     fn fail(&self, reason: &str) {
         self.0.core.fail_with(reason.to_string(), true);
+    }
+
+    fn poll_progress(&self) -> bool {
+        if self.0.core.stopped.load(Ordering::Relaxed) {
+            return false;
+        }
+        T::poll_progress(&self.0.ep)
     }
 }

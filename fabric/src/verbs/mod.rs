@@ -598,6 +598,11 @@ impl Transport for Verbs {
         true
     }
 
+    fn writes_land_passively(&self) -> bool {
+        // The NIC writes registered memory by itself.
+        true
+    }
+
     fn register(&self, region: &Region) -> Result<Registered<VMr>, FabricError> {
         let access = sys::IBV_ACCESS_LOCAL_WRITE | sys::IBV_ACCESS_REMOTE_WRITE;
         // SAFETY: the region's memory is valid for at least `max(len, 8)` bytes and outlives
