@@ -295,7 +295,11 @@ fn run_config(backend: &str, n: usize, mode: Mode, rounds: usize, warmup: usize)
                 Wait::SpinThenPark(window) => start.elapsed() < window,
             };
             if spin {
-                std::hint::spin_loop();
+                // Like the core loop: a spinning waiter drives the links' progress where the
+                // backend needs it (libfabric's tcp provider).
+                if !sst.poll_links() {
+                    std::hint::spin_loop();
+                }
             } else {
                 sst.doorbell().wait(seen, Duration::from_millis(100));
             }
