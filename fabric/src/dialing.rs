@@ -91,3 +91,25 @@ pub(crate) fn dial_until<L>(
         }
     }
 }
+
+/// Pauses between repeated region lookups: a peer that has not registered the region yet
+/// (members of a new view build their tables at slightly different moments) is asked again
+/// soon, then less and less often: 100 µs, doubling up to 10 ms.
+pub(crate) struct LookupBackoff {
+    next: Duration,
+}
+
+impl LookupBackoff {
+    /// The first pause is the shortest.
+    pub(crate) fn new() -> Self {
+        Self {
+            next: Duration::from_micros(100),
+        }
+    }
+
+    /// Sleeps for the current pause and lengthens the next one.
+    pub(crate) fn pause(&mut self) {
+        std::thread::sleep(self.next);
+        self.next = (self.next * 2).min(Duration::from_millis(10));
+    }
+}

@@ -1381,6 +1381,7 @@ impl<T: Transport> Link for LinkHandle<T> {
             return Ok(*r);
         }
         let deadline = Instant::now() + timeout;
+        let mut backoff = crate::dialing::LookupBackoff::new();
         loop {
             let attempt_deadline = (Instant::now() + Duration::from_millis(200)).min(deadline);
             if let Some((found, handle)) = self.0.query_once(id, attempt_deadline)? {
@@ -1400,7 +1401,7 @@ impl<T: Transport> Link for LinkHandle<T> {
                     region: id,
                 });
             }
-            std::thread::sleep(Duration::from_millis(10));
+            backoff.pause();
         }
     }
 

@@ -523,6 +523,7 @@ impl Link for LinkHandle {
             lock(&self.0.remote).remove(&id);
         }
         let deadline = Instant::now() + timeout;
+        let mut backoff = crate::dialing::LookupBackoff::new();
         loop {
             let attempt_deadline = (Instant::now() + Duration::from_millis(200)).min(deadline);
             if let Some((found, name)) = self.0.query_once(id, attempt_deadline)? {
@@ -536,7 +537,7 @@ impl Link for LinkHandle {
                     region: id,
                 });
             }
-            std::thread::sleep(Duration::from_millis(10));
+            backoff.pause();
         }
     }
 

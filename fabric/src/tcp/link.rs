@@ -599,6 +599,7 @@ impl Link for LinkHandle {
             return Ok(*r);
         }
         let deadline = Instant::now() + timeout;
+        let mut backoff = crate::dialing::LookupBackoff::new();
         loop {
             let attempt_deadline = (Instant::now() + Duration::from_millis(200)).min(deadline);
             if let Some(found) = self.0.query_once(id, attempt_deadline)? {
@@ -611,7 +612,7 @@ impl Link for LinkHandle {
                     region: id,
                 });
             }
-            std::thread::sleep(Duration::from_millis(10));
+            backoff.pause();
         }
     }
 
