@@ -93,9 +93,40 @@ fn digest(map: &BTreeMap<String, String>) -> u64 {
     h
 }
 
-fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+/// `count` distinct ports on 127.0.0.1 that are free now, taken below the kernel's ephemeral
+/// range (outgoing connections draw from that range, so a port from it may be taken again
+/// before a member binds it). The listeners that prove them free stay open until all are
+/// chosen, so no port is handed out twice.
+fn free_ports(count: usize) -> Result<Vec<u16>, String> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (from, span) = if low > 12_000 {
+        (10_000, low - 10_000)
+    } else {
+        (61_000, 4_000)
+    };
+    let seed = std::process::id().wrapping_mul(2_654_435_761);
+    let mut held = Vec::with_capacity(count);
+    let mut ports = Vec::with_capacity(count);
+    for k in 0..span {
+        if ports.len() == count {
+            break;
+        }
+        let candidate = from + seed.wrapping_add(k.wrapping_mul(7919)) % span;
+        let Ok(port) = u16::try_from(candidate) else {
+            continue;
+        };
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+            ports.push(port);
+        }
+    }
+    if ports.len() < count {
+        return Err(format!("found only {} of {count} free ports", ports.len()));
+    }
+    Ok(ports)
 }
 
 /// Kills the children that are still running when the launcher returns.
@@ -119,15 +150,11 @@ fn launch(n: usize) -> Result<(), String> {
         );
     }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let contact = free_port()?;
+    // Four ports per member: GMS (member 0's is the contact), fabric, state transfer, P2P.
+    let all = free_ports(4 * n)?;
+    let contact = all[0];
     let mut children = Children(Vec::new());
-    for id in 0..n {
-        let ports = [
-            if id == 0 { contact } else { free_port()? },
-            free_port()?,
-            free_port()?,
-            free_port()?,
-        ];
+    for (id, ports) in all.chunks(4).enumerate() {
         let child = Command::new(&exe)
             .args([
                 "--member".to_string(),
@@ -157,10 +184,20 @@ fn launch(n: usize) -> Result<(), String> {
     let mut by_shard: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut replicas = 0;
     while replicas < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .map_err(|_| format!("only {replicas} of {n} replicas reported within 120 s"))?;
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "only {replicas} of {n} replicas reported within 120 s"
+            ));
+        }
+        // A member that exits before reporting (it could not start, or failed) ends the run.
+        for (id, c) in children.0.iter_mut().enumerate() {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Err(format!("member {id} exited ({status}) before reporting"));
+            }
+        }
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
         println!("{line}");
         if let Some(rest) = line.strip_prefix("replica ") {
             let field = |name: &str| {
