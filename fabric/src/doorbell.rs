@@ -6,19 +6,39 @@
 //! write they apply. Ringing costs one atomic increment when nobody sleeps; the mutex and condvar
 //! are only touched when a poller is parked.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::region::lock;
 
+/// Told when a poller parks on a doorbell and when it wakes: a backend whose rings need a
+/// thread of its own (the shm bell thread) uses it to wake that thread only while someone
+/// sleeps.
+pub(crate) trait ParkListener: Send + Sync {
+    /// A poller is about to sleep (`true`) or has woken (`false`).
+    fn parking(&self, parked: bool);
+}
+
 /// A wake-up signal shared between the backend that applies writes and the threads that poll.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Doorbell {
     epoch: AtomicU64,
     sleepers: AtomicUsize,
     mutex: Mutex<()>,
     cond: Condvar,
+    /// Listeners by an id of their owner (one per fabric), with a fast check for none.
+    listeners: Mutex<Vec<(u64, Weak<dyn ParkListener>)>>,
+    has_listeners: AtomicBool,
+}
+
+impl std::fmt::Debug for Doorbell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Doorbell")
+            .field("epoch", &self.epoch)
+            .field("sleepers", &self.sleepers)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Doorbell {
@@ -43,6 +63,29 @@ impl Doorbell {
         }
     }
 
+    /// Adds `listener` (once per `owner` id) to be told when pollers park and wake.
+    pub(crate) fn add_park_listener(&self, owner: u64, listener: Weak<dyn ParkListener>) {
+        let mut l = lock(&self.listeners);
+        l.retain(|(_, w)| w.strong_count() > 0);
+        if !l.iter().any(|(id, _)| *id == owner) {
+            l.push((owner, listener));
+        }
+        self.has_listeners.store(true, Ordering::SeqCst);
+    }
+
+    fn tell_listeners(&self, parked: bool) {
+        if !self.has_listeners.load(Ordering::SeqCst) {
+            return;
+        }
+        let listeners: Vec<_> = lock(&self.listeners)
+            .iter()
+            .filter_map(|(_, w)| w.upgrade())
+            .collect();
+        for l in listeners {
+            l.parking(parked);
+        }
+    }
+
     /// Parks until the epoch moves past `seen` or `timeout` passes. Returns true if it moved.
     pub fn wait(&self, seen: u64, timeout: Duration) -> bool {
         if self.epoch() != seen {
@@ -50,6 +93,9 @@ impl Doorbell {
         }
         let deadline = Instant::now() + timeout;
         self.sleepers.fetch_add(1, Ordering::SeqCst);
+        // Before the epoch is checked under the lock: a listener that has a ring pending
+        // delivers it now.
+        self.tell_listeners(true);
         let mut guard = lock(&self.mutex);
         let moved = loop {
             if self.epoch.load(Ordering::SeqCst) != seen {
@@ -66,6 +112,7 @@ impl Doorbell {
         };
         drop(guard);
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        self.tell_listeners(false);
         moved
     }
 }

@@ -135,6 +135,11 @@ impl ShmLink {
         self.failed.get().is_some()
     }
 
+    /// Our inbox (the peer writes its records into it).
+    pub(crate) fn own_inbox(&self) -> &Inbox {
+        &self.inbox
+    }
+
     /// Marks the link failed; `report` says whether subscribers hear of it. Only the first call
     /// has an effect.
     pub(crate) fn fail_with(&self, reason: String, report: bool) {
@@ -271,10 +276,25 @@ impl ShmLink {
                 std::thread::sleep(Duration::from_micros(50));
             }
         }
+        let urgent = entry.flags & ENTRY_IMM != 0;
         tx.inbox.put(tx.tail, entry);
         tx.tail += 1;
         tx.inbox.tail().store(tx.tail, Ordering::SeqCst);
-        tx.inbox.wake();
+        // The bell thread rings doorbells (for parked pollers) and queues immediates; a poller
+        // that spins sees the bytes without it. Waking it costs a system call here and a
+        // context switch there, so only when it matters: an immediate, a parked poller, or a
+        // ring half full (so a stream of writes never waits for room). The owner publishes
+        // `parked` before it checks for pending records (see `Inner::parking`): one side sees
+        // the other.
+        let outstanding = tx
+            .tail
+            .wrapping_sub(tx.inbox.head().load(Ordering::Acquire));
+        if urgent
+            || outstanding.saturating_mul(2) >= cap
+            || tx.inbox.parked().load(Ordering::SeqCst) != 0
+        {
+            tx.inbox.wake();
+        }
         Ok(())
     }
 

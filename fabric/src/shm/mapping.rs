@@ -23,6 +23,8 @@
 //! ```text
 //! 0    u64 magic INBOX_MAGIC   8 u64 capacity (entries)
 //! 64   u32 armed: 1 while the bell thread sleeps or is about to (futex word)
+//! 72   u32 parked: nonzero while a poller of the owner may be parked; a writer wakes the bell
+//!      thread after a write only then, or when the write carries an immediate
 //! 128  u64 tail (producer: entries published)
 //! 192  u64 head (consumer: entries taken)
 //! 256  entries, 32 bytes each: u64 key, u64 len, u32 imm, u32 flags, u64 reserved
@@ -276,6 +278,10 @@ impl Inbox {
 
     pub(crate) fn armed(&self) -> &AtomicU32 {
         self.map.word32(64)
+    }
+
+    pub(crate) fn parked(&self) -> &AtomicU32 {
+        self.map.word32(72)
     }
 
     pub(crate) fn tail(&self) -> &AtomicU64 {

@@ -122,6 +122,32 @@ pub(crate) struct Inner {
     failures: FailureHub,
     shut_down: AtomicBool,
     handshakes: AtomicUsize,
+    /// Pollers of this process parked on a doorbell of its regions (changed under `links`).
+    parked: AtomicUsize,
+}
+
+impl crate::doorbell::ParkListener for Inner {
+    /// Publishes in every inbox whether a poller here may be parked, so that writers wake the
+    /// bell thread only then; on parking, also wakes it for records already pending, which a
+    /// writer that did not see the flag yet left unannounced.
+    fn parking(&self, parked: bool) {
+        let links = lock(&self.links);
+        let before = self.parked.load(Ordering::SeqCst);
+        let now = if parked {
+            before + 1
+        } else {
+            before.saturating_sub(1)
+        };
+        self.parked.store(now, Ordering::SeqCst);
+        for link in links.values() {
+            let inbox = link.own_inbox();
+            inbox.parked().store(u32::from(now > 0), Ordering::SeqCst);
+            if parked && inbox.tail().load(Ordering::SeqCst) != inbox.head().load(Ordering::SeqCst)
+            {
+                inbox.wake();
+            }
+        }
+    }
 }
 
 impl Inner {
@@ -212,6 +238,10 @@ impl Inner {
         }
         let link = ShmLink::start(self, peer, incarnation, stream, mine, theirs)
             .map_err(|e| e.to_string())?;
+        link.own_inbox().parked().store(
+            u32::from(self.parked.load(Ordering::SeqCst) > 0),
+            Ordering::SeqCst,
+        );
         links.insert(peer, Arc::clone(&link));
         self.links_changed.notify_all();
         drop(links);
@@ -505,6 +535,7 @@ impl ShmFabric {
             failures: FailureHub::default(),
             shut_down: AtomicBool::new(false),
             handshakes: AtomicUsize::new(0),
+            parked: AtomicUsize::new(0),
         });
         let acceptor = Arc::clone(&inner);
         std::thread::Builder::new()
@@ -625,6 +656,12 @@ impl Fabric for ShmFabric {
         );
         regions.by_id.insert(spec.id, key);
         self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        // Pollers parking on this region's doorbell must get the bell thread woken.
+        let listener: std::sync::Weak<dyn crate::doorbell::ParkListener> =
+            Arc::downgrade(&self.inner) as std::sync::Weak<Inner>;
+        region
+            .doorbell()
+            .add_park_listener(self.inner.incarnation, listener);
         Ok(region)
     }
 
