@@ -238,17 +238,7 @@ impl ChangeProtocol {
             if let Some(r) = longest {
                 let theirs = sst.get(c.num_changes, r);
                 if theirs > sst.get(c.num_changes, me) {
-                    for i in 0..(theirs.max(0) as usize).min(c.changes.len()) {
-                        sst.set_elem(c.changes, i, sst.get_elem(c.changes, r, i));
-                        for j in 0..3 {
-                            let at = i * 3 + j;
-                            sst.set_elem(c.joiner_info, at, sst.get_elem(c.joiner_info, r, at));
-                        }
-                    }
-                    sst.set(c.num_changes, theirs);
-                    let _ = sst.push_range(c.joiner_info.range(), Targets::All);
-                    let _ = sst.push_range(c.changes.range(), Targets::All);
-                    let _ = sst.push(c.num_changes);
+                    copy_changes(sst, &c, r, theirs);
                 }
             }
             let count = sst.get(c.num_changes, me).max(0) as usize;
@@ -298,17 +288,7 @@ impl ChangeProtocol {
         let leader_changes = sst.get(c.num_changes, leader);
         if leader_changes > sst.get(c.num_acked, me) {
             if leader != me {
-                for i in 0..(leader_changes.max(0) as usize).min(c.changes.len()) {
-                    sst.set_elem(c.changes, i, sst.get_elem(c.changes, leader, i));
-                    for j in 0..3 {
-                        let at = i * 3 + j;
-                        sst.set_elem(c.joiner_info, at, sst.get_elem(c.joiner_info, leader, at));
-                    }
-                }
-                let _ = sst.push_range(c.joiner_info.range(), Targets::All);
-                sst.set(c.num_changes, leader_changes);
-                let _ = sst.push_range(c.changes.range(), Targets::All);
-                let _ = sst.push(c.num_changes);
+                copy_changes(sst, &c, leader, leader_changes);
             }
             sst.set(c.num_acked, leader_changes);
             let _ = sst.push(c.num_acked);
@@ -488,4 +468,20 @@ impl ChangeProtocol {
         sst.set(self.cols.wedged, true);
         let _ = sst.push(self.cols.wedged);
     }
+}
+
+/// Takes over the first `count` changes of rank `from`'s list (with the joiners' addresses) as
+/// this member's own, and publishes them: the list first, then its length.
+fn copy_changes(sst: &Sst, c: &GmsColumns, from: usize, count: i64) {
+    for i in 0..(count.max(0) as usize).min(c.changes.len()) {
+        sst.set_elem(c.changes, i, sst.get_elem(c.changes, from, i));
+        for j in 0..3 {
+            let at = i * 3 + j;
+            sst.set_elem(c.joiner_info, at, sst.get_elem(c.joiner_info, from, at));
+        }
+    }
+    sst.set(c.num_changes, count);
+    let _ = sst.push_range(c.joiner_info.range(), Targets::All);
+    let _ = sst.push_range(c.changes.range(), Targets::All);
+    let _ = sst.push(c.num_changes);
 }
