@@ -620,16 +620,9 @@ impl Inner {
         why: &str,
         outcomes: &Receiver<Option<Outcome>>,
     ) -> Result<View, String> {
-        let mut members: Vec<MemberInfo> = old
-            .members
-            .iter()
-            .filter(|m| !removed.contains(&m.id))
-            .cloned()
-            .collect();
-        members.extend(joined.iter().cloned());
         let waiting = View {
             vid: old.vid + 1,
-            members,
+            members: old.members_after(removed, joined),
             subgroups: Vec::new(),
             joined: joined.iter().map(|m| m.id).collect(),
             transfers: Vec::new(),

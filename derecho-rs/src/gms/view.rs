@@ -97,16 +97,9 @@ impl View {
         })
     }
 
-    /// The view that follows `self` when `removed` leave and `joined` join (in that order,
-    /// joiners taking the highest ranks), with subgroups from `layout`, and the state transfers
-    /// the change needs: for each shard that gains members, its lowest-ranked member that held
-    /// the shard before sends to the newcomers. Every member computes the same next view.
-    pub fn next(
-        &self,
-        removed: &[NodeId],
-        joined: &[MemberInfo],
-        layout: &crate::gms::LayoutFn,
-    ) -> Result<View, String> {
+    /// The members, in rank order, once `removed` have left and `joined` have joined (in that
+    /// order, joiners taking the highest ranks).
+    pub fn members_after(&self, removed: &[NodeId], joined: &[MemberInfo]) -> Vec<MemberInfo> {
         let mut members: Vec<MemberInfo> = self
             .members
             .iter()
@@ -118,6 +111,20 @@ impl View {
                 members.push(j.clone());
             }
         }
+        members
+    }
+
+    /// The view that follows `self` when `removed` leave and `joined` join (in that order,
+    /// joiners taking the highest ranks), with subgroups from `layout`, and the state transfers
+    /// the change needs: for each shard that gains members, its lowest-ranked member that held
+    /// the shard before sends to the newcomers. Every member computes the same next view.
+    pub fn next(
+        &self,
+        removed: &[NodeId],
+        joined: &[MemberInfo],
+        layout: &crate::gms::LayoutFn,
+    ) -> Result<View, String> {
+        let members = self.members_after(removed, joined);
         let ids: Vec<NodeId> = members.iter().map(|m| m.id).collect();
         let subgroups = layout(&ids, Some(self))?;
         let mut transfers = Vec::new();
