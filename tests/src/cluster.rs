@@ -63,17 +63,7 @@ impl Cluster {
             .collect();
         let ids: Vec<u32> = members.iter().map(|m| m.0).collect();
         let subgroups = subgroups(&ids);
-        let logs: Vec<Arc<Mutex<MemberLog>>> = ids
-            .iter()
-            .map(|&id| {
-                let mut l = MemberLog::new(id);
-                l.events.push(Event::View {
-                    vid: 0,
-                    members: ids.clone(),
-                });
-                Arc::new(Mutex::new(l))
-            })
-            .collect();
+        let logs = first_view_logs(&ids);
         let groups = std::thread::scope(|s| {
             let joins: Vec<_> = (0..n)
                 .map(|rank| {
@@ -244,4 +234,18 @@ pub fn single_shard(
             }],
         }]
     }
+}
+
+/// One log per member of `ids`, each starting with the first view (vid 0, these members).
+pub fn first_view_logs(ids: &[u32]) -> Vec<Arc<Mutex<MemberLog>>> {
+    ids.iter()
+        .map(|&id| {
+            let mut l = MemberLog::new(id);
+            l.events.push(Event::View {
+                vid: 0,
+                members: ids.to_vec(),
+            });
+            Arc::new(Mutex::new(l))
+        })
+        .collect()
 }

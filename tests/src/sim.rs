@@ -44,17 +44,7 @@ pub fn build(seed: u64, n: usize, mode: Mode, senders: usize) -> Run {
             sizes: test_sizes(4),
         }],
     }];
-    let logs: Vec<Arc<Mutex<MemberLog>>> = ids
-        .iter()
-        .map(|&id| {
-            let mut l = MemberLog::new(id);
-            l.events.push(Event::View {
-                vid: 0,
-                members: ids.clone(),
-            });
-            Arc::new(Mutex::new(l))
-        })
-        .collect();
+    let logs = crate::cluster::first_view_logs(&ids);
     // Phase by phase on every node: nobody may block under simulation.
     let prepared: Vec<_> = (0..n)
         .map(|rank| {
