@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use derecho::gms::change::Outcome;
 use derecho::gms::MemberInfo;
@@ -34,6 +35,15 @@ enum Fault {
     /// This rank leaves gracefully at a seeded moment: it announces its departure, keeps its
     /// links up for a while (as `leave` waits for its writes to land), then stops.
     Leave(usize),
+    /// This node asks the leader (rank 0) to join; the leader proposes it and crashes at
+    /// once. Its proposal reaches rank 2 quickly but rank 1 (the next leader) never, and rank
+    /// 2's acknowledgement reaches rank 1 late: rank 1 must not propose its own list beside the
+    /// one rank 2 acknowledged.
+    JoinThenLeaderCrash(u32),
+    /// This node asks to join (a view change without a failure) while the links have these
+    /// one-way delays (from rank, to rank, microseconds; the others keep the default), and
+    /// only the first `senders` ranks send.
+    JoinWithDelays(u32, Vec<(u32, u32, u64)>, usize),
 }
 
 /// Steps a leaving member stays reachable after announcing its departure.
@@ -43,22 +53,39 @@ fn run_scenario(seed: u64, n: usize, fault: Fault) {
     let victims: Vec<usize> = match &fault {
         Fault::Crash(v) => v.clone(),
         Fault::Isolate(r) | Fault::Leave(r) => vec![*r],
-        Fault::Join(_) => Vec::new(),
+        Fault::JoinThenLeaderCrash(_) => vec![0],
+        Fault::Join(_) | Fault::JoinWithDelays(..) => Vec::new(),
+    };
+    let senders = match &fault {
+        Fault::JoinWithDelays(_, _, k) => *k,
+        _ => n,
     };
     let victims = victims.as_slice();
-    let r = build(seed, n, Mode::Ordered, n);
-    let joins: derecho::gms::change::JoinQueue = Arc::new(Mutex::new(Vec::new()));
+    let r = build(seed, n, Mode::Ordered, senders);
+    // Each member has its own queue, as each has its own GMS port; join requests reach the
+    // leader's (rank 0) only.
+    let queues: Vec<derecho::gms::change::JoinQueue> =
+        (0..n).map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
+    let joins = Arc::clone(&queues[0]);
     let outcomes: Vec<Arc<Mutex<Option<Outcome>>>> =
         (0..n).map(|_| Arc::new(Mutex::new(None))).collect();
-    for (g, o) in r.groups.iter().zip(&outcomes) {
+    for ((g, o), q) in r.groups.iter().zip(&outcomes).zip(&queues) {
         let o = Arc::clone(o);
         g.install_change_protocol(
             true,
-            Some(Arc::clone(&joins)),
+            Some(Arc::clone(q)),
             Box::new(move |out| *o.lock().unwrap() = Some(out)),
         )
         .unwrap();
     }
+    let joiner = |id: u32| MemberInfo {
+        id,
+        ip: [127, 0, 0, 1].into(),
+        gms_port: 1,
+        fabric_port: 2,
+        state_transfer_port: 3,
+        external_port: 4,
+    };
     let mut rng = SimRng::new(seed ^ 0x5eed);
     let first_crash = 3_000 + rng.below(5_000);
     let mut crashed: Vec<usize> = Vec::new();
@@ -103,18 +130,30 @@ fn run_scenario(seed: u64, n: usize, fault: Fault) {
                     r.net.break_link(*v as u32, p);
                 }
             }
-            Fault::Join(ids) if step == first_crash => {
-                joins
-                    .lock()
-                    .unwrap()
-                    .extend(ids.iter().map(|&id| MemberInfo {
-                        id,
-                        ip: [127, 0, 0, 1].into(),
-                        gms_port: 1,
-                        fabric_port: 2,
-                        state_transfer_port: 3,
-                        external_port: 4,
-                    }))
+            Fault::Join(ids) if step == first_crash => joins
+                .lock()
+                .unwrap()
+                .extend(ids.iter().map(|&id| joiner(id))),
+            Fault::JoinThenLeaderCrash(id) if step == first_crash => {
+                // Rank 0's writes to rank 1 arrive after its crash is detected (so never), and
+                // rank 2's writes to rank 1 take longer than the detection.
+                r.net.set_delay(0, 1, Duration::from_millis(5));
+                r.net.set_delay(2, 1, Duration::from_millis(3));
+                joins.lock().unwrap().push(joiner(*id));
+            }
+            // Rank 2 took the leader's proposal (and wedged): the leader crashes.
+            Fault::JoinThenLeaderCrash(_)
+                if step > first_crash && crashed.is_empty() && r.groups[2].wedged() =>
+            {
+                r.net.crash(0);
+                crashed.push(0);
+                silent.push(0);
+            }
+            Fault::JoinWithDelays(id, delays, _) if step == first_crash => {
+                for &(from, to, us) in delays {
+                    r.net.set_delay(from, to, Duration::from_micros(us));
+                }
+                joins.lock().unwrap().push(joiner(*id));
             }
             Fault::Leave(v) if step == first_crash => {
                 r.groups[*v].begin_leave().unwrap();
@@ -127,7 +166,7 @@ fn run_scenario(seed: u64, n: usize, fault: Fault) {
             _ => {}
         }
         // Live nodes keep sending.
-        let s = rng.below(n as u64) as usize;
+        let s = rng.below(senders as u64) as usize;
         if !silent.contains(&s) {
             let len = if rng.below(4) == 0 {
                 1100 + rng.below(9000) as usize
@@ -193,6 +232,20 @@ fn run_scenario(seed: u64, n: usize, fault: Fault) {
         joined_ids.windows(2).all(|w| w[0] == w[1]),
         "seed {seed}: survivors admitted {joined_ids:?}"
     );
+    if let Fault::JoinThenLeaderCrash(id) = &fault {
+        assert_eq!(
+            (&removed[0], &joined_ids[0]),
+            (&vec![0], &vec![*id]),
+            "seed {seed}: the next leader dropped or reordered the changes"
+        );
+    }
+    if let Fault::JoinWithDelays(id, _, _) = &fault {
+        assert_eq!(
+            &joined_ids[0],
+            &vec![*id],
+            "seed {seed}: the joiner was not admitted"
+        );
+    }
     if let Fault::Join(ids) = &fault {
         assert_eq!(
             &joined_ids[0], ids,
@@ -307,5 +360,32 @@ fn the_leader_leaves_and_the_next_member_takes_over() {
 fn the_last_member_after_a_leave_is_not_a_minority() {
     for seed in 120..=123 {
         run_scenario(seed, 2, Fault::Leave(1));
+    }
+}
+
+/// Issue #14, hole 2: the leader proposes a join and crashes; one member acknowledged the
+/// proposal, the next leader never saw it. The next leader must take that list over before
+/// proposing the leader's removal, so both survivors install the same next view.
+#[test]
+fn a_new_leader_takes_over_a_proposal_it_never_saw() {
+    for seed in 130..=135 {
+        run_scenario(seed, 3, Fault::JoinThenLeaderCrash(9));
+    }
+}
+
+/// Issue #14, hole 3: a wedged member (rank 2, which does not send) keeps receiving messages
+/// from rank 1 (they reach it late); rank 1 has not wedged yet (the leader's proposal reaches
+/// it late) and may deliver on rank 2's counters, while the leader hears from rank 2 late.
+/// The trim must still cover everything rank 1 delivered. (This holds even with counters that
+/// keep moving after the wedge, because the trim waits for every member's echo of the fixed
+/// change count; wedged counters now stop moving as well.)
+#[test]
+fn a_member_that_has_not_wedged_delivers_nothing_past_the_trim() {
+    for seed in 140..=159 {
+        run_scenario(
+            seed,
+            3,
+            Fault::JoinWithDelays(9, vec![(0, 1, 1_000), (2, 0, 10_000), (1, 2, 50)], 2),
+        );
     }
 }

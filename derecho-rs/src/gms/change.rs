@@ -228,12 +228,23 @@ impl ChangeProtocol {
             });
         }
         let leader = (0..n).find(|&r| !self.suspects(sst, r))?;
+        let live: Vec<usize> = (0..n).filter(|&r| !self.suspects(sst, r)).collect();
+        // A member that becomes leader because the ranks below it are suspected acts only once
+        // every live member suspects them too. A member stops copying an old leader's list the
+        // moment it suspects it, and its copies were pushed before that suspicion, so from
+        // then on the lists this leader sees are final: each a prefix of what the old leaders
+        // proposed. Proposing earlier could put a different list of the same length beside one
+        // a member already acknowledged, and the two would install different next views.
+        let established =
+            leader == me && (0..me).all(|j| live.iter().all(|&r| sst.get_elem(c.suspected, r, j)));
         // 2. Proposal (leader). A new leader first takes over the longest change list a live
-        // member holds (its predecessor's proposals, which some may have acknowledged), so
+        // member holds (its predecessors' proposals, which some may have acknowledged), so
         // nothing a member acted on is proposed differently.
-        if leader == me {
-            let longest = (0..n)
-                .filter(|&r| r != me && !self.suspects(sst, r))
+        if established {
+            let longest = live
+                .iter()
+                .copied()
+                .filter(|&r| r != me)
                 .max_by_key(|&r| sst.get(c.num_changes, r));
             if let Some(r) = longest {
                 let theirs = sst.get(c.num_changes, r);
@@ -252,7 +263,16 @@ impl ChangeProtocol {
                 .map(|id| (u64::from(id), None))
                 .collect();
             if let Some(q) = &self.joins {
-                let room = c.changes.len().saturating_sub(count + fresh.len());
+                // Joins never take the places a removal may still need in this view: every
+                // member not yet proposed for removal could fail before the view ends.
+                let removals = (0..count)
+                    .filter(|&i| sst.get_elem(c.changes, me, i) & JOIN == 0)
+                    .count();
+                let reserve = n.saturating_sub(removals + fresh.len());
+                let room = c
+                    .changes
+                    .len()
+                    .saturating_sub(count + fresh.len() + reserve);
                 let pending = lock(q);
                 fresh.extend(
                     pending
@@ -299,11 +319,11 @@ impl ChangeProtocol {
                 "acknowledged changes and wedged"
             );
         }
-        // 4. Commit (leader).
-        if leader == me {
-            let min_acked = (0..n)
-                .filter(|&r| !self.suspects(sst, r))
-                .map(|r| sst.get(c.num_acked, r))
+        // 4. Commit (leader, once established).
+        if established {
+            let min_acked = live
+                .iter()
+                .map(|&r| sst.get(c.num_acked, r))
                 .min()
                 .unwrap_or(0);
             if min_acked > sst.get(c.num_committed, me) {
@@ -323,7 +343,6 @@ impl ChangeProtocol {
         if !end_committed || !self.wedged {
             return None;
         }
-        let live: Vec<usize> = (0..n).filter(|&r| !self.suspects(sst, r)).collect();
         if !live.iter().all(|&r| sst.get(c.wedged, r)) {
             return None;
         }
@@ -333,7 +352,7 @@ impl ChangeProtocol {
         // count that any live member already echoes; it fixes its own only when nobody has.
         let fixed = |r: usize| sst.get(c.trim_end_ready, r);
         if !fixed(me) {
-            let value = if leader == me {
+            let value = if established {
                 match live.iter().copied().find(|&r| r != me && fixed(r)) {
                     Some(r) => sst.get(c.trim_end, r),
                     // Everything proposed is committed first, so that a failure detected in
@@ -341,7 +360,7 @@ impl ChangeProtocol {
                     None if sst.get(c.num_changes, me) > committed as i64 => return None,
                     None => committed as i64,
                 }
-            } else if fixed(leader) {
+            } else if leader != me && fixed(leader) {
                 sst.get(c.trim_end, leader)
             } else {
                 return None;
@@ -461,8 +480,10 @@ impl ChangeProtocol {
         {
             let mut e = lock(&self.engine);
             e.wedged = true;
-            // One more pass publishes filled slots and what has been received so far.
+            // One more pass publishes filled slots and what has been received so far; after
+            // it this member's counters stop moving, before `wedged` is pushed behind them.
             e.run(sst);
+            e.frozen = true;
         }
         self.wedged = true;
         sst.set(self.cols.wedged, true);
@@ -473,6 +494,13 @@ impl ChangeProtocol {
 /// Takes over the first `count` changes of rank `from`'s list (with the joiners' addresses) as
 /// this member's own, and publishes them: the list first, then its length.
 fn copy_changes(sst: &Sst, c: &GmsColumns, from: usize, count: i64) {
+    let mine = (sst.get(c.num_changes, sst.my_rank()).max(0) as usize).min(c.changes.len());
+    debug_assert!(
+        (0..mine.min(count.max(0) as usize))
+            .all(|i| sst.get_elem(c.changes, from, i) == sst.get_elem(c.changes, sst.my_rank(), i)),
+        "a change list taken over disagrees with the one this member holds"
+    );
+    debug_assert!(count as usize >= mine, "a change list went back");
     for i in 0..(count.max(0) as usize).min(c.changes.len()) {
         sst.set_elem(c.changes, i, sst.get_elem(c.changes, from, i));
         for j in 0..3 {

@@ -176,8 +176,17 @@ pub(crate) struct Engine {
     pub my_id: NodeId,
     /// A broken invariant stops delivery (and is logged once) rather than corrupting order.
     pub broken: Option<String>,
-    /// Wedged: keep receiving and publishing what arrived, deliver nothing more until the trim.
+    /// Wedged: deliver nothing more until the trim.
     pub wedged: bool,
+    /// Set after the pass that follows the wedge: from then on this member's published
+    /// counters (`num_received`, `seq_num`, `num_received_sst`) stay where they are, as in
+    /// Derecho. A member that has not wedged yet may deliver on the counters it sees in this
+    /// row while a shard leader computes the ragged trim from this row; the trim must cover
+    /// every such delivery. The change protocol's extra round (every member echoes the fixed
+    /// change count after the leader saw everyone wedged, and the trim waits for all echoes)
+    /// already orders every counter push a delivery could have used before the trim's read;
+    /// final counters make the rule hold without depending on that round.
+    pub frozen: bool,
 }
 
 impl Engine {
@@ -442,6 +451,12 @@ impl Engine {
         let cols = self.cols.clone();
         let my_id = self.my_id;
         let s = &mut self.shards[i];
+        // Wedged and announced: the counters are final for this view (see `frozen`), and
+        // nothing is delivered outside the trim.
+        if self.frozen {
+            debug_assert!(self.wedged, "counters frozen in a view that is not wedged");
+            return Ok(());
+        }
         // 4. Counters, changed ones only.
         let mut changed = false;
         for r in 0..s.info.sender_ranks.len() {
@@ -451,6 +466,10 @@ impl Engine {
                 changed = true;
             }
             let c = s.received[r].contiguous();
+            debug_assert!(
+                c >= s.shown_received[r] && s.consumed[r] >= s.shown_consumed[r],
+                "a received counter went back"
+            );
             if c != s.shown_received[r] {
                 sst.set_elem(cols.num_received, s.info.recv_off + r, c);
                 s.shown_received[r] = c;
@@ -476,6 +495,7 @@ impl Engine {
         }
         let contiguous: Vec<i64> = s.received.iter().map(Received::contiguous).collect();
         let prefix = s.info.rr.complete_prefix(&contiguous);
+        debug_assert!(prefix >= s.shown_seq, "seq_num went back");
         if prefix != s.shown_seq {
             sst.set_elem(cols.seq_num, s.info.subgroup, prefix);
             push_elem(sst, &s.info.member_ranks, cols.seq_num, s.info.subgroup)?;

@@ -414,6 +414,7 @@ impl MulticastGroup {
             my_id: me,
             broken: None,
             wedged: false,
+            frozen: false,
         };
         Ok(Prepared {
             spec,
@@ -750,6 +751,12 @@ impl MulticastGroup {
         let g = &self.cols.gms;
         self.sst.set(g.rip, true);
         self.sst.set_elem(g.suspected, self.sst.my_rank(), true);
+    }
+
+    /// Whether this member has wedged the view (a view change is under way here: it sends and
+    /// delivers nothing more in this view until the ragged trim).
+    pub fn wedged(&self) -> bool {
+        lock(&self.engine).wedged
     }
 
     /// Runs the core loop's predicates and the RDMC engines once (for callers that drive the
