@@ -19,6 +19,11 @@
 //! * **stability** — at each delivery the member attests the shard-wide received prefix it saw,
 //!   which must cover the message; and, when [`Checker::expect_complete`] is set (runs without
 //!   failures), every sent message is delivered by every member of its subgroup;
+//! * **per-sender FIFO** — with [`Checker::expect_sender_fifo`], every member delivers each
+//!   sender's messages in the order they were sent, across views (a message the ragged trim
+//!   left undelivered is sent again before anything newer);
+//! * **completeness after faults** — with [`Checker::complete_for`], every message sent by a
+//!   member that did not fail is delivered by every member that stayed in the group;
 //! * **liveness** — with [`Checker::resume_within`] and logs that carry clock readings
 //!   ([`Event::Clock`]), deliveries resume within the bound after each view change: from the
 //!   last delivery before the change to the first one in the new view (detection included).
@@ -214,6 +219,8 @@ impl fmt::Display for Report {
 #[derive(Clone, Debug, Default)]
 pub struct Checker {
     complete: bool,
+    sender_fifo: bool,
+    complete_for: Option<(BTreeSet<NodeId>, BTreeSet<NodeId>)>,
     fifo: BTreeSet<u32>,
     resume_within: Option<std::time::Duration>,
 }
@@ -232,6 +239,22 @@ impl Checker {
     /// view it was sent in and stayed to the end (for runs without failures).
     pub fn expect_complete(mut self) -> Self {
         self.complete = true;
+        self
+    }
+
+    /// Also require that every member delivers each sender's messages (per subgroup) in the
+    /// order of their serial numbers, across views: the sender numbers them as it sends.
+    pub fn expect_sender_fifo(mut self) -> Self {
+        self.sender_fifo = true;
+        self
+    }
+
+    /// Also require, after faults, that every message sent by a node not in `failed` is
+    /// delivered by every node in `stayed` (the members of the last view), except by a node
+    /// that joined after the view in which the message was delivered (it has the message's
+    /// effect through state transfer).
+    pub fn complete_for(mut self, stayed: BTreeSet<NodeId>, failed: BTreeSet<NodeId>) -> Self {
+        self.complete_for = Some((stayed, failed));
         self
     }
 
@@ -503,6 +526,55 @@ impl Checker {
                 }
             }
         }
+        if self.sender_fifo {
+            for log in logs {
+                let mut last: BTreeMap<(u32, NodeId), u64> = BTreeMap::new();
+                for e in &log.events {
+                    if let Event::Delivered { subgroup, id, .. } = e {
+                        if let Some(prev) = last.insert((*subgroup, id.sender), id.serial) {
+                            if id.serial <= prev {
+                                return Err(format!(
+                                    "node {} delivered message {} of sender {} after message {prev} (per-sender FIFO)",
+                                    log.node, id.serial, id.sender
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some((stayed, failed)) = &self.complete_for {
+            let first_delivered = first_delivery_views(logs);
+            for log in logs.iter().filter(|l| stayed.contains(&l.node)) {
+                let joined = log.events.iter().find_map(|e| match e {
+                    Event::View { vid, .. } => Some(*vid),
+                    _ => None,
+                });
+                let got: BTreeSet<(u32, MessageId)> = log
+                    .events
+                    .iter()
+                    .filter_map(|e| match e {
+                        Event::Delivered { subgroup, id, .. } => Some((*subgroup, *id)),
+                        _ => None,
+                    })
+                    .collect();
+                // Messages delivered before this member joined reached it as state, not as
+                // deliveries.
+                let owed = |sg: u32, id: &MessageId| {
+                    first_delivered
+                        .get(&(sg, *id))
+                        .is_none_or(|&v| joined.is_some_and(|j| v >= j))
+                };
+                if let Some((sg, _, id)) = sent_in.iter().find(|(sg, _, id)| {
+                    !failed.contains(&id.sender) && owed(*sg, id) && !got.contains(&(*sg, *id))
+                }) {
+                    return Err(format!(
+                        "node {} stayed in the group but never delivered {id:?} of subgroup {sg}, whose sender did not fail (completeness)",
+                        log.node
+                    ));
+                }
+            }
+        }
         if let Some(bound) = self.resume_within {
             for log in logs {
                 check_pauses(log, bound)?;
@@ -510,6 +582,25 @@ impl Checker {
         }
         Ok(())
     }
+}
+
+/// For every delivered message, the first view in which any member delivered it.
+pub fn first_delivery_views(logs: &[MemberLog]) -> BTreeMap<(u32, MessageId), u64> {
+    let mut first: BTreeMap<(u32, MessageId), u64> = BTreeMap::new();
+    for log in logs {
+        let mut vid = 0;
+        for e in &log.events {
+            match e {
+                Event::View { vid: v, .. } => vid = *v,
+                Event::Delivered { subgroup, id, .. } => {
+                    let at = first.entry((*subgroup, *id)).or_insert(vid);
+                    *at = (*at).min(vid);
+                }
+                _ => {}
+            }
+        }
+    }
+    first
 }
 
 /// The liveness check of [`Checker::resume_within`] on one member's log.
@@ -828,5 +919,53 @@ mod tests {
         assert_eq!(MessageId::read(&p), Some(id(5, 77)));
         assert!(!id(5, 77).stamp(&mut [0u8; 4]));
         assert_eq!(MessageId::read(&[1, 2]), None);
+    }
+
+    /// A member that delivers a sender's later message before its earlier one (as when a
+    /// trimmed message is sent again after a newer one) breaks per-sender FIFO.
+    #[test]
+    fn a_resent_message_after_a_newer_one_breaks_sender_fifo() {
+        let mut logs = good();
+        for l in &mut logs {
+            l.events.retain(|e| !matches!(e, Event::Delivered { .. }));
+        }
+        // Node 1's first message is trimmed in view 0 and goes again in view 1 after its next.
+        logs[0].events.push(view(1, &[1, 2]));
+        logs[1].events.push(view(1, &[1, 2]));
+        for l in &mut logs {
+            l.events.push(deliver(0, id(1, 1), 0));
+            l.events.push(deliver(0, id(1, 0), 1));
+        }
+        assert!(Checker::new().check(&logs).ok(), "total order alone holds");
+        let r = Checker::new().expect_sender_fifo().check(&logs);
+        assert!(
+            r.violation.as_deref().is_some_and(|v| v.contains("FIFO")),
+            "{r}"
+        );
+    }
+
+    /// A message whose sender stayed is lost by a member that stayed: completeness fails; the
+    /// same loss from a failed sender is allowed.
+    #[test]
+    fn a_lost_message_of_a_live_sender_breaks_completeness() {
+        let mut logs = good();
+        logs[1]
+            .events
+            .retain(|e| !matches!(e, Event::Delivered { id: m, .. } if *m == id(1, 1)));
+        logs[0]
+            .events
+            .retain(|e| !matches!(e, Event::Delivered { id: m, .. } if *m == id(1, 1)));
+        let both: BTreeSet<NodeId> = [1, 2].into();
+        let r = Checker::new()
+            .complete_for(both.clone(), BTreeSet::new())
+            .check(&logs);
+        assert!(
+            r.violation
+                .as_deref()
+                .is_some_and(|v| v.contains("completeness")),
+            "{r}"
+        );
+        let r = Checker::new().complete_for(both, [1].into()).check(&logs);
+        assert!(r.ok(), "{r}");
     }
 }
