@@ -59,16 +59,6 @@ pub enum GroupError {
     /// A send waited for a view change longer than allowed.
     #[error("no view to send in within {0:?}")]
     Timeout(Duration),
-    /// A member of a view failed after the view was decided and before it started.
-    #[error("member {node} of view {vid} failed before the view started: {reason}")]
-    MemberLost {
-        /// The failed member.
-        node: NodeId,
-        /// The view it was to be in.
-        vid: u64,
-        /// How its failure showed.
-        reason: String,
-    },
 }
 
 /// Called with every view this member installs, on the view manager's thread, before any
@@ -123,6 +113,11 @@ struct Inner {
     joins: crate::gms::change::JoinQueue,
     gms: Mutex<GmsService>,
     stopping: Arc<AtomicBool>,
+    /// This member's messages that a ragged trim left undelivered and that no view has taken
+    /// yet, oldest first. Each view takes them before the application may send in it, so a
+    /// sender's messages keep their order across views; a view that wedges before taking
+    /// them all leaves the rest to the next.
+    owed: Mutex<Vec<Resend>>,
 }
 
 /// A running member of a group.
@@ -255,6 +250,7 @@ impl GroupNode {
             joins,
             gms: Mutex::new(gms),
             stopping,
+            owed: Mutex::new(Vec::new()),
         });
         let (tx, rx) = mpsc::channel();
         lock(&inner.gms).forward_installs(tx.clone());
@@ -464,26 +460,6 @@ impl Inner {
         if let Some(h) = lock(&self.on_view).as_mut() {
             h(&view);
         }
-        // A member carried over from the previous view whose link has failed since will not
-        // take part: fail now rather than at the set-up timeout, so the caller leaves it out
-        // (the view was decided and reported; the next one follows it at once).
-        // (A joiner's link may be a failed one of an earlier process with its id; it is
-        // replaced when the joiner links.)
-        if view.vid > 0 {
-            for m in view
-                .members
-                .iter()
-                .filter(|m| m.id != self.id && !view.joined.contains(&m.id))
-            {
-                if let Some(reason) = self.fabric.link(m.id).and_then(|l| l.failure()) {
-                    return Err(GroupError::MemberLost {
-                        node: m.id,
-                        vid: view.vid,
-                        reason,
-                    });
-                }
-            }
-        }
         let shared = Arc::clone(&self.deliver);
         let deliver: DeliveryHandler = Box::new(move |d| (lock(&shared))(d));
         let group = MulticastGroup::new(Arc::clone(&self.fabric), spec, config, deliver)?;
@@ -496,6 +472,7 @@ impl Inner {
             }),
         )?;
         tracing::info!(vid = view.vid, members = ?view.ids(), "view installed");
+        self.send_owed(&group, view.vid);
         lock(&self.gms).set_view(view.clone());
         {
             let mut c = lock(&self.current);
@@ -542,6 +519,14 @@ impl Inner {
                     resend,
                 } => {
                     let ended = Instant::now();
+                    {
+                        // The trimmed messages were sent before any still owed from earlier
+                        // views was taken (those wait only when the view wedged first).
+                        let mut owed = lock(&self.owed);
+                        let earlier = std::mem::take(&mut *owed);
+                        owed.extend(resend.iter().cloned());
+                        owed.extend(earlier);
+                    }
                     tracing::debug!(
                         ?removed,
                         joined = joined.len(),
@@ -587,21 +572,46 @@ impl Inner {
                         return;
                     }
                     tracing::debug!(vid = next.vid, after = ?ended.elapsed(), "states exchanged");
-                    if let Err(why) = self.install_or_skip_dead(next, tx) {
-                        self.stop_with(why);
+                    // Members of the next view that died since it was decided do not stop its
+                    // set-up: their rows start frozen, and the view's change protocol removes
+                    // them with the agreement of the others (never by a local guess).
+                    let vid = next.vid;
+                    if let Err(e) = self.install(next, tx) {
+                        self.stop_with(format!("installing view {vid} failed: {e}"));
                         return;
                     }
                     tracing::debug!(after = ?ended.elapsed(), "next view running");
-                    let group = lock(&self.current).group.clone();
-                    if let Some(g) = group {
-                        for r in resend {
-                            if let Err(e) = resend_one(&g, &r) {
-                                tracing::warn!(error = %e, "a message of the ended view could not be sent again");
-                            }
-                        }
-                    }
                 }
             }
+        }
+    }
+
+    /// Sends the owed messages in a view that is not yet current (the application cannot
+    /// send in it yet), oldest first. Stops at the first one the view does not take: if the
+    /// view has wedged, that one and the rest wait for the next view.
+    fn send_owed(&self, group: &MulticastGroup, vid: u64) {
+        let mut owed = lock(&self.owed);
+        let mut sent = 0;
+        for r in owed.iter() {
+            match resend_one(group, r) {
+                Ok(()) => sent += 1,
+                Err(MulticastError::Wedged { .. }) => break,
+                Err(e) => {
+                    // Not taken and not because of a view change (the window stayed full for
+                    // the whole bound): keep it and the rest for the next view, which the
+                    // stall will bring.
+                    tracing::warn!(vid, error = %e, "a message of an ended view waits for the next view");
+                    break;
+                }
+            }
+        }
+        owed.drain(..sent);
+        if !owed.is_empty() {
+            tracing::debug!(
+                vid,
+                left = owed.len(),
+                "messages of ended views wait for the next view"
+            );
         }
     }
 }
@@ -684,53 +694,6 @@ impl Inner {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-
-    /// Installs `view`; if its set-up fails because members of it died after the view was
-    /// decided (a second failure during the view change), installs the view without the
-    /// members that no longer answer on their GMS port. Every survivor sees the same dead
-    /// members and computes the same view. Bounded to a few attempts.
-    fn install_or_skip_dead(
-        &self,
-        mut view: View,
-        tx: &Sender<Option<Outcome>>,
-    ) -> Result<(), String> {
-        for _ in 0..3 {
-            let err = match self.install(view.clone(), tx) {
-                Ok(()) => return Ok(()),
-                Err(e) => e,
-            };
-            if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(format!("installing view {} failed: {err}", view.vid));
-            }
-            let dead: Vec<NodeId> = view
-                .members
-                .iter()
-                .filter(|m| m.id != self.id)
-                .filter(|m| {
-                    std::net::TcpStream::connect_timeout(&m.gms_addr(), Duration::from_millis(500))
-                        .is_err()
-                })
-                .map(|m| m.id)
-                .collect();
-            if dead.is_empty() {
-                return Err(format!("installing view {} failed: {err}", view.vid));
-            }
-            tracing::warn!(vid = view.vid, ?dead, error = %err, "members of the new view died before it started; installing the view without them");
-            let without = view.next(&dead, &[], &self.layout).map_err(|why| {
-                format!("view {} lost members {dead:?} before it started and the rest is not adequately provisioned: {why}", view.vid)
-            })?;
-            {
-                let gms = lock(&self.gms);
-                gms.set_view(without.clone());
-            }
-            // Survivors only leave: nobody new needs state.
-            view = without;
-        }
-        Err(format!(
-            "could not install view {} after repeated member failures",
-            view.vid
-        ))
     }
 
     /// Sends the states this member owes the view's newcomers and receives the ones it is

@@ -76,6 +76,12 @@ impl Sst {
         self.barrier_missing_inner(ticket, true)
     }
 
+    /// The live members that have not reached the barrier of `ticket` yet: like
+    /// [`Sst::barrier_missing`] without the frozen members, which are not waited for.
+    pub fn barrier_waiting(&self, ticket: &BarrierTicket) -> Vec<NodeId> {
+        self.barrier_missing_inner(ticket, false)
+    }
+
     fn barrier_missing_inner(&self, ticket: &BarrierTicket, with_frozen: bool) -> Vec<NodeId> {
         (0..self.members.len())
             .filter(|r| *r != self.my_rank)

@@ -280,23 +280,58 @@ impl Sst {
     /// and looks up each peer's table and barrier regions, waiting up to `timeout` in all. The
     /// peers' regions must have the same size as this node's (same schema, same members).
     pub fn connect(&self, timeout: Duration) -> Result<(), SstError> {
+        self.connect_inner(timeout, false).map(|_| ())
+    }
+
+    /// Like [`Sst::connect`], but a member that cannot be reached (its link fails, or its
+    /// table does not appear within the bound) does not fail the call: its row is frozen and
+    /// reported, as if it had failed right after connecting, and the members that failed are
+    /// returned. This is how a view whose members died after it was decided still starts, so
+    /// that its change protocol removes them with the agreement of the others, instead of each
+    /// member guessing alone. Each member gets at least `min(timeout, 1 s)` even when an
+    /// earlier one used up the bound. Disagreeing schemas are still an error.
+    pub fn connect_or_freeze(&self, timeout: Duration) -> Result<Vec<NodeId>, SstError> {
+        self.connect_inner(timeout, true)
+    }
+
+    fn connect_inner(&self, timeout: Duration, tolerate: bool) -> Result<Vec<NodeId>, SstError> {
         if self.peers.get().is_some() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let deadline = Instant::now() + timeout;
-        let left = || deadline.saturating_duration_since(Instant::now());
+        let floor = if tolerate {
+            timeout.min(Duration::from_secs(1))
+        } else {
+            Duration::ZERO
+        };
+        let left = || {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(floor)
+        };
         let mut peers = Vec::with_capacity(self.members.len());
+        let mut unreachable = Vec::new();
         for (rank, m) in self.members.iter().enumerate() {
             if rank == self.my_rank {
                 peers.push(None);
                 continue;
             }
             let setup = |source| SstError::Setup { peer: m.id, source };
-            let link = self.fabric.connect(m.id, m.addr, left()).map_err(setup)?;
-            let table = link.remote_region(self.region_id, left()).map_err(setup)?;
-            let barrier = link
-                .remote_region(Self::barrier_region_id(self.region_id), left())
-                .map_err(setup)?;
+            let found = self.fabric.connect(m.id, m.addr, left()).and_then(|link| {
+                let table = link.remote_region(self.region_id, left())?;
+                let barrier =
+                    link.remote_region(Self::barrier_region_id(self.region_id), left())?;
+                Ok((link, table, barrier))
+            });
+            let (link, table, barrier) = match found {
+                Ok(f) => f,
+                Err(e) if tolerate => {
+                    unreachable.push((rank, e.to_string()));
+                    peers.push(None);
+                    continue;
+                }
+                Err(e) => return Err(setup(e)),
+            };
             if table.len != self.table.len() || barrier.len != self.barrier.len() {
                 return Err(SstError::Members(format!(
                     "node {}'s table has {} bytes, this node's {}: different schema or members",
@@ -313,14 +348,21 @@ impl Sst {
         }
         // A concurrent `connect` may have won; either result describes the same peers.
         let _ = self.peers.set(peers);
+        let mut failed = Vec::new();
+        for (rank, why) in unreachable {
+            self.freeze(rank, &format!("unreachable while the view started: {why}"));
+            failed.push(self.members[rank].id);
+        }
         // Links that failed before the subscription saw them.
         for (rank, p) in self.peer_slots().iter().enumerate() {
             if let Some(reason) = p.as_ref().and_then(|p| p.link.failure()) {
-                self.freeze(rank, &reason);
+                if self.freeze(rank, &reason) {
+                    failed.push(self.members[rank].id);
+                }
             }
         }
-        tracing::debug!(region = %self.region_id, my_rank = self.my_rank, "sst connected");
-        Ok(())
+        tracing::debug!(region = %self.region_id, my_rank = self.my_rank, ?failed, "sst connected");
+        Ok(failed)
     }
 
     pub(crate) fn peer_slots(&self) -> &[Option<Peer>] {
@@ -454,6 +496,21 @@ impl Sst {
             self.at(self.my_rank, array.offset() + i * WORD),
             value.to_word(),
         );
+    }
+
+    /// Overwrites row `rank` of this node's copy of the table with this node's own row. For a
+    /// member frozen before it ever pushed its row (it failed, hung or was cut off while the
+    /// table was being set up): its row then reads like a member that has done nothing yet,
+    /// instead of as zeros, which would be taken for real values. Call it before the table's
+    /// predicates run. Does nothing for my own rank or a rank out of range.
+    pub fn reset_row_to_mine(&self, rank: usize) -> Result<(), SstError> {
+        if rank == self.my_rank || rank >= self.members.len() {
+            return Ok(());
+        }
+        let mut row = vec![0u8; self.row_len];
+        self.table.read(self.at(self.my_rank, 0), &mut row)?;
+        self.table.write(self.at(rank, 0), &row)?;
+        Ok(())
     }
 
     /// Copies `src` into my row's byte area `area` at `at` (behind a release fence).

@@ -245,25 +245,12 @@ impl MulticastGroup {
                     "set-up abandoned: the member is shutting down".into(),
                 ));
             }
-            // A member that failed before reaching the barrier never will: give up at once,
-            // so the caller can leave it out instead of waiting for the deadline.
-            let missing = connecting.sst.barrier_missing(&connecting.ticket);
-            let failed: Vec<_> = connecting
-                .sst
-                .failures()
-                .into_iter()
-                .filter(|(id, _)| missing.contains(id))
-                .collect();
-            if let Some((id, why)) = failed.first() {
-                return Err(MulticastError::Spec(format!(
-                    "member {id} failed before reaching the start barrier: {why}"
-                )));
-            }
+            // A member that fails before reaching the barrier is frozen and no longer waited
+            // for (`ready`); the view starts without it and changes at once.
             let now = Instant::now();
             if now >= deadline {
-                return Err(MulticastError::Spec(format!(
-                    "members {missing:?} did not reach the start barrier within {timeout:?}"
-                )));
+                connecting.give_up_on_missing(timeout);
+                break;
             }
             connecting
                 .sst
@@ -449,11 +436,45 @@ impl Prepared {
             engine,
             senders,
         } = self;
-        if let Err(e) = sst.connect(config.setup_timeout) {
+        // A member that cannot be reached is frozen instead of failing the set-up: the view
+        // starts without it and its change protocol removes it, with the agreement of the
+        // others (the same way as a failure after the start).
+        let unreachable = match sst.connect_or_freeze(config.setup_timeout) {
+            Ok(failed) => failed,
+            Err(e) => {
+                rdmc.cancel();
+                return Err(e.into());
+            }
+        };
+        let rdmc = if unreachable.is_empty() {
+            match rdmc.connect(threads) {
+                Ok(set) => Some(set),
+                Err(RdmcError::Setup { node, reason }) if node != spec.my_id() => {
+                    if let Some(rank) = sst.rank_of(node) {
+                        sst.freeze(rank, &format!("RDMC set-up failed: {reason}"));
+                    }
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
             rdmc.cancel();
-            return Err(e.into());
-        }
-        let rdmc = rdmc.connect(threads)?;
+            None
+        };
+        // Without every member this view can only end: no sends (the RDMC groups are not
+        // there), and nothing is delivered before the trim, since the frozen rows never
+        // receive anything.
+        let rdmc = rdmc.unwrap_or_else(|| {
+            tracing::warn!(
+                vid = spec.vid,
+                ?unreachable,
+                "members of the view failed before it started; it will change at once"
+            );
+            for side in senders.values() {
+                lock(&side.state).wedged = true;
+            }
+            GroupSet::default()
+        });
         sst.push_row()?;
         let ticket = sst.barrier_enter()?;
         Ok(Connecting {
@@ -469,9 +490,28 @@ impl Prepared {
 }
 
 impl Connecting {
-    /// Whether every member has reached the start barrier (so every row is initialised).
+    /// Whether every live member has reached the start barrier (so every live row is
+    /// initialised). Frozen members are not waited for: the view's change protocol removes
+    /// them.
     pub fn ready(&self) -> bool {
-        self.sst.barrier_missing(&self.ticket).is_empty()
+        self.sst.barrier_waiting(&self.ticket).is_empty()
+    }
+
+    /// Stops waiting at the start barrier for the live members that have not reached it after
+    /// `waited`: they are alive but not taking part (stopped, stuck, or cut off), so their rows
+    /// are frozen as failed, and the view starts and its change protocol removes them with the
+    /// others' agreement. Returns them.
+    pub fn give_up_on_missing(&self, waited: Duration) -> Vec<NodeId> {
+        let missing = self.sst.barrier_waiting(&self.ticket);
+        for id in &missing {
+            if let Some(rank) = self.sst.rank_of(*id) {
+                self.sst.freeze(
+                    rank,
+                    &format!("did not reach the start barrier within {waited:?}"),
+                );
+            }
+        }
+        missing
     }
 
     /// The view's SST (a simulation steps it while waiting for [`Connecting::ready`]).
@@ -490,8 +530,24 @@ impl Connecting {
             rdmc,
             engine,
             senders,
-            ..
+            ticket,
         } = self;
+        // Members that did not reach the start barrier are frozen; their rows may never have
+        // been pushed (zeros would read as "received message 0"), so they read as members that
+        // did nothing. Such a view can only end: nobody sends in it.
+        let absent = sst.barrier_missing(&ticket);
+        for id in &absent {
+            if let Some(rank) = sst.rank_of(*id) {
+                debug_assert!(sst.is_frozen(rank), "started without a live member");
+                sst.reset_row_to_mine(rank)?;
+            }
+        }
+        if !absent.is_empty() {
+            tracing::warn!(vid = spec.vid, ?absent, "the view starts without members that failed during its set-up; it will change at once");
+            for side in senders.values() {
+                lock(&side.state).wedged = true;
+            }
+        }
         let engine = Arc::new(Mutex::new(engine));
         let (condition, runner) = (Arc::clone(&engine), Arc::clone(&engine));
         sst.predicates().recurrent(
