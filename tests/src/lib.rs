@@ -11,3 +11,4 @@ pub mod cluster;
 pub mod kv;
 pub mod ports;
 pub mod sim;
+pub mod simulate;

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use derecho::gms::change::Outcome;
-use derecho::gms::MemberInfo;
 use derecho::multicast::Mode;
 use derecho_fabric::sim::SimRng;
 use derecho_tests::checker::{digest, Checker, Event, MemberLog, MessageId};
@@ -78,14 +77,7 @@ fn run_scenario(seed: u64, n: usize, fault: Fault) {
         )
         .unwrap();
     }
-    let joiner = |id: u32| MemberInfo {
-        id,
-        ip: [127, 0, 0, 1].into(),
-        gms_port: 1,
-        fabric_port: 2,
-        state_transfer_port: 3,
-        external_port: 4,
-    };
+    let joiner = derecho_tests::simulate::joiner_info;
     let mut rng = SimRng::new(seed ^ 0x5eed);
     let first_crash = 3_000 + rng.below(5_000);
     let mut crashed: Vec<usize> = Vec::new();

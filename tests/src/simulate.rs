@@ -1,0 +1,902 @@
+//! A seeded simulation of a group through several view changes, on one thread.
+//!
+//! Every member runs the real multicast engine, SST, RDMC engines and change protocol over the
+//! sim fabric and virtual time; the driver here plays the view manager (it turns each member's
+//! outcome into the next view, sends the member's trimmed messages first in that view, and
+//! builds the view's multicast phase by phase) and the application (random senders). One
+//! `u64` seed draws everything:
+//!
+//! * the **shape**: members (2–9), how many of them send, the window, the SMC slot size and the
+//!   RDMC block size (messages travel both ways), and how many view changes the run makes;
+//! * the **network**: per-link one-way delays (asymmetric, some longer than failure detection),
+//!   which reorder writes across links and never within one;
+//! * the **faults**, one per view change: a crash (of the leader or another member), a second
+//!   crash during the change, a member cut off from the others, a graceful leave, one or two
+//!   joins at the leader, and a join whose proposing leader crashes at once.
+//!
+//! Each run has a safety phase (traffic and faults) and a liveness phase (the faults stop, the
+//! senders stop, and every message a member still in the group sent must be delivered by every
+//! member still in the group within a bound). The members' records then go through the
+//! [`Checker`] with every property on: one membership per view id, total order, virtual
+//! synchrony, integrity, stability, completeness and per-sender FIFO across views.
+//!
+//! A run is a pure function of its seed: [`run_seed`] returns a hash of everything that
+//! happened, and running a seed twice must give the same hash.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use derecho::gms::change::{JoinQueue, Outcome};
+use derecho::gms::MemberInfo;
+use derecho::multicast::{
+    Mode, MulticastConfig, MulticastError, MulticastGroup, MulticastSpec, Resend, ShardSpec, Sizes,
+    SubgroupSpec,
+};
+use derecho_fabric::sim::{SimConfig, SimFabric, SimNet, SimRng};
+use derecho_fabric::Fabric;
+
+use crate::checker::{digest, first_delivery_views, Checker, Event, MemberLog, MessageId, Report};
+
+/// Node ids given to joiners start here.
+const FIRST_JOINER: u32 = 100;
+
+/// Steps one view may take to end once its fault struck, before the run counts as stuck.
+const VIEW_END_STEPS: u64 = 400_000;
+
+/// Steps the liveness phase may take to deliver everything.
+const DRAIN_STEPS: u64 = 400_000;
+
+/// What a seed draws for the group.
+#[derive(Clone, Debug)]
+pub struct Shape {
+    /// Members of the first view.
+    pub members: usize,
+    /// Senders among them (the first ones); joiners always send.
+    pub senders: usize,
+    /// Message sizes and window.
+    pub sizes: Sizes,
+    /// View changes the run makes (fewer if too few members are left).
+    pub changes: usize,
+    /// Whether links get drawn one-way delays.
+    pub skewed_links: bool,
+}
+
+impl Shape {
+    /// The shape seed `seed` draws.
+    pub fn draw(rng: &mut SimRng) -> Self {
+        let members = 2 + rng.below(8) as usize;
+        let senders = 1 + rng.below(members as u64) as usize;
+        let window = 2 + rng.below(11) as usize;
+        let smc = 128 << rng.below(4);
+        let block = 1024 << rng.below(3);
+        let sizes = Sizes::from_profile(&derecho::config::SubgroupProfile {
+            max_payload_size: 32 * 1024,
+            max_smc_payload_size: smc as u64,
+            block_size: block as u64,
+            window_size: window as u32,
+            ..derecho::config::SubgroupProfile::default()
+        });
+        Self {
+            members,
+            senders,
+            sizes,
+            changes: 1 + rng.below(3) as usize,
+            skewed_links: rng.below(2) == 0,
+        }
+    }
+}
+
+/// A fault that ends a view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// These ranks crash: the first at the drawn moment, the others once the change is under
+    /// way on some member.
+    Crash(Vec<usize>),
+    /// Every link of this rank breaks: it is cut off from the others.
+    Isolate(usize),
+    /// This rank leaves gracefully.
+    Leave(usize),
+    /// These new nodes ask the leader to join.
+    Join(Vec<u32>),
+    /// This new node asks the leader to join; the leader crashes as soon as another member has
+    /// taken its proposal.
+    JoinThenLeaderCrash(u32),
+    /// This member of a decided view crashes before the view is set up; the view must start
+    /// without it and its change protocol remove it.
+    CrashBeforeSetup(u32),
+    /// The network splits the members of a decided view into these two sides before the view
+    /// is set up (the links between them silently drop everything): a minority side must stop,
+    /// a majority side must go on alone.
+    PartitionBeforeSetup(Vec<u32>, Vec<u32>),
+}
+
+/// What one seed did.
+#[derive(Clone, Debug)]
+pub struct SeedResult {
+    /// The seed.
+    pub seed: u64,
+    /// The shape it drew.
+    pub shape: String,
+    /// The faults, one per view change.
+    pub faults: Vec<Fault>,
+    /// Views installed by the longest-lived member.
+    pub views: usize,
+    /// Deliveries checked.
+    pub delivered: usize,
+    /// Members in the group at the end (none when the faults left no majority: partition
+    /// safety then stops every member).
+    pub stayed: usize,
+    /// The first violation, if any.
+    pub failure: Option<String>,
+    /// A hash of every event of the run, the same whenever the seed runs.
+    pub trace: u64,
+}
+
+/// One member while it runs.
+struct Member {
+    id: u32,
+    fabric: Arc<SimFabric>,
+    log: Arc<Mutex<MemberLog>>,
+    joins: JoinQueue,
+    outcome: Arc<Mutex<Option<Outcome>>>,
+    group: Option<MulticastGroup>,
+    /// Trimmed messages the next view must take first, oldest first.
+    owed: Vec<Resend>,
+    next_serial: u64,
+    sends: bool,
+}
+
+impl Member {
+    fn new(id: u32, fabric: Arc<SimFabric>, log: Arc<Mutex<MemberLog>>, sends: bool) -> Self {
+        Self {
+            id,
+            fabric,
+            log,
+            joins: Arc::new(Mutex::new(Vec::new())),
+            outcome: Arc::new(Mutex::new(None)),
+            group: None,
+            owed: Vec::new(),
+            next_serial: 0,
+            sends,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// FNV-1a over a stream of words: the run's trace hash.
+struct Trace(u64);
+
+impl Trace {
+    fn add(&mut self, word: u64) {
+        for b in word.to_le_bytes() {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// Runs one seed and checks it.
+pub fn run_seed(seed: u64) -> SeedResult {
+    let mut rng = SimRng::new(seed);
+    let shape = Shape::draw(&mut rng);
+    let mut sim = Sim::new(seed, shape.clone(), rng);
+    let failure = sim.run().err();
+    let logs: Vec<MemberLog> = sim.all.iter().map(|m| lock(&m.log).clone()).collect();
+    let mut trace = Trace(0xcbf2_9ce4_8422_2325);
+    for l in &logs {
+        trace.add(u64::from(l.node));
+        for e in &l.events {
+            trace.add(digest(format!("{e:?}").as_bytes()));
+        }
+    }
+    trace.add(u64::try_from(sim.net.now().as_nanos()).unwrap_or(u64::MAX));
+    let report = match &failure {
+        Some(_) => None,
+        None => Some(
+            Checker::new()
+                .expect_sender_fifo()
+                .complete_for(sim.stayed.clone(), sim.failed.clone())
+                .check(&logs),
+        ),
+    };
+    let (views, delivered) = report.as_ref().map_or((0, 0), |r| (r.views, r.delivered));
+    let failure = failure.or_else(|| report.and_then(|r: Report| r.violation));
+    SeedResult {
+        seed,
+        shape: format!(
+            "members={} senders={} window={} smc={} block={} changes={} skewed={}",
+            shape.members,
+            shape.senders,
+            shape.sizes.window,
+            shape.sizes.max_smc_payload,
+            shape.sizes.block_size,
+            shape.changes,
+            shape.skewed_links
+        ),
+        faults: sim.faults,
+        views,
+        delivered,
+        stayed: sim.stayed.len(),
+        failure,
+        trace: trace.0,
+    }
+}
+
+/// The state of one simulated run.
+struct Sim {
+    seed: u64,
+    shape: Shape,
+    rng: SimRng,
+    net: Arc<SimNet>,
+    /// Every member that ever existed, by join order.
+    all: Vec<Member>,
+    /// Indexes into `all` of the current view's members, in rank order.
+    view: Vec<usize>,
+    vid: u64,
+    faults: Vec<Fault>,
+    /// Members still in the group at the end.
+    stayed: BTreeSet<u32>,
+    /// Members that crashed, left, or were cut off (their messages may be lost).
+    failed: BTreeSet<u32>,
+    /// Nodes that crashed.
+    dead: BTreeSet<u32>,
+    /// How members that stopped ended their last view, for reports.
+    stops: Vec<(u32, u64, String)>,
+    next_joiner: u32,
+}
+
+impl Sim {
+    fn new(seed: u64, shape: Shape, rng: SimRng) -> Self {
+        let net = SimNet::new(SimConfig::new(seed));
+        let ids: Vec<u32> = (0..shape.members as u32).collect();
+        let logs = crate::cluster::first_view_logs(&ids);
+        let all = ids
+            .iter()
+            .zip(logs)
+            .map(|(&id, log)| Member::new(id, net.add_node(id), log, (id as usize) < shape.senders))
+            .collect();
+        Self {
+            seed,
+            view: (0..shape.members).collect(),
+            shape,
+            rng,
+            net,
+            all,
+            vid: 0,
+            faults: Vec::new(),
+            stayed: BTreeSet::new(),
+            failed: BTreeSet::new(),
+            dead: BTreeSet::new(),
+            stops: Vec::new(),
+            next_joiner: FIRST_JOINER,
+        }
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        if self.shape.skewed_links {
+            self.skew_links();
+        }
+        self.build_view()?;
+        let mut changes = 0;
+        while self.view.len() >= 2 {
+            // A view set up without some of its members ends by itself.
+            let fault = if self.view_starts_short() {
+                None
+            } else if changes < self.shape.changes {
+                changes += 1;
+                let f = self.draw_fault();
+                self.faults.push(f.clone());
+                Some(f)
+            } else {
+                break;
+            };
+            if !self.end_view(fault.as_ref())? {
+                break;
+            }
+        }
+        self.drain()?;
+        self.stayed = self.view.iter().map(|&i| self.all[i].id).collect();
+        Ok(())
+    }
+
+    /// Draws one-way delays: most links keep the default, some get up to several times the
+    /// failure-detection delay.
+    fn skew_links(&mut self) {
+        let ids: Vec<u32> = self.all.iter().map(|m| m.id).collect();
+        for &a in &ids {
+            for &b in &ids {
+                if a != b && self.rng.below(3) == 0 {
+                    let us = [20, 100, 500, 2_000, 5_000][self.rng.below(5) as usize];
+                    self.net.set_delay(a, b, Duration::from_micros(us));
+                }
+            }
+        }
+    }
+
+    fn draw_fault(&mut self) -> Fault {
+        let n = self.view.len();
+        let other = |rng: &mut SimRng| 1 + rng.below(n as u64 - 1) as usize;
+        match self.rng.below(8) {
+            0 => Fault::Crash(vec![0]),
+            1 | 2 => Fault::Crash(vec![other(&mut self.rng)]),
+            3 if n >= 3 => {
+                let a = self.rng.below(n as u64) as usize;
+                let b = (a + 1 + self.rng.below(n as u64 - 1) as usize) % n;
+                Fault::Crash(vec![a, b])
+            }
+            4 => Fault::Isolate(self.rng.below(n as u64) as usize),
+            5 => Fault::Leave(self.rng.below(n as u64) as usize),
+            6 if n >= 3 => Fault::JoinThenLeaderCrash(self.joiner_id()),
+            _ => {
+                let k = 1 + self.rng.below(2) as usize;
+                Fault::Join((0..k).map(|_| self.joiner_id()).collect())
+            }
+        }
+    }
+
+    /// Whether the current view was set up with members missing (crashed, or cut off).
+    fn view_starts_short(&self) -> bool {
+        self.view.iter().any(|&i| {
+            self.all[i]
+                .group
+                .as_ref()
+                .is_none_or(|g| !g.sst().frozen_ranks().is_empty())
+        })
+    }
+
+    fn joiner_id(&mut self) -> u32 {
+        self.next_joiner += 1;
+        self.next_joiner - 1
+    }
+
+    /// Builds the multicast of view `self.vid` on every member of `self.view`, phase by phase
+    /// (nobody may block under simulation), with its change protocol, and has each member send
+    /// what it owes first.
+    fn build_view(&mut self) -> Result<(), String> {
+        let addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 1));
+        let ids: Vec<u32> = self.view.iter().map(|&i| self.all[i].id).collect();
+        // A shard needs a sender: when the last one is gone, the first member takes over.
+        if !self.view.iter().any(|&i| self.all[i].sends) {
+            if let Some(&i) = self.view.first() {
+                self.all[i].sends = true;
+            }
+        }
+        let senders: Vec<u32> = self
+            .view
+            .iter()
+            .filter(|&&i| self.all[i].sends)
+            .map(|&i| self.all[i].id)
+            .collect();
+        let subgroups = vec![SubgroupSpec {
+            shards: vec![ShardSpec {
+                members: ids.clone(),
+                senders,
+                mode: Mode::Ordered,
+                sizes: self.shape.sizes.clone(),
+            }],
+        }];
+        let members: Vec<(u32, SocketAddr)> = ids.iter().map(|&i| (i, addr)).collect();
+        let mut prepared = Vec::new();
+        let running: Vec<usize> = self
+            .view
+            .iter()
+            .copied()
+            .filter(|&i| !self.dead.contains(&self.all[i].id))
+            .collect();
+        for (rank, &i) in self.view.iter().enumerate() {
+            let m = &self.all[i];
+            if self.dead.contains(&m.id) {
+                continue;
+            }
+            let spec = MulticastSpec {
+                vid: self.vid,
+                members: members.clone(),
+                my_rank: rank,
+                subgroups: subgroups.clone(),
+            };
+            let log = Arc::clone(&m.log);
+            let p = MulticastGroup::prepare(
+                Arc::clone(&m.fabric) as Arc<dyn Fabric>,
+                spec,
+                MulticastConfig::default(),
+                Box::new(move |d| {
+                    lock(&log).events.push(Event::delivered(&d));
+                }),
+            )
+            .map_err(|e| format!("view {}: preparing node {}: {e}", self.vid, m.id))?;
+            prepared.push(p);
+        }
+        let mut connecting = Vec::new();
+        for (p, &i) in prepared.into_iter().zip(&running) {
+            let c = p.connect(false).map_err(|e| {
+                format!("view {}: connecting node {}: {e}", self.vid, self.all[i].id)
+            })?;
+            connecting.push(c);
+        }
+        let bound = Duration::from_secs(5);
+        if !self
+            .net
+            .run_until(bound, &mut || connecting.iter().all(|c| c.ready()))
+        {
+            // Members cut off from some others: each side freezes who did not arrive, as
+            // a member does after its set-up bound.
+            for c in &connecting {
+                c.give_up_on_missing(bound);
+            }
+        }
+        for (c, &i) in connecting.into_iter().zip(&running) {
+            let g = c
+                .start(false)
+                .map_err(|e| format!("view {}: starting node {}: {e}", self.vid, self.all[i].id))?;
+            let m = &mut self.all[i];
+            *lock(&m.outcome) = None;
+            let o = Arc::clone(&m.outcome);
+            g.install_change_protocol(
+                true,
+                Some(Arc::clone(&m.joins)),
+                Box::new(move |out| *lock(&o) = Some(out)),
+            )
+            .map_err(|e| format!("view {}: change protocol on node {}: {e}", self.vid, m.id))?;
+            m.group = Some(g);
+        }
+        // Trimmed messages go first, before the application sends anything in this view.
+        let mut owing: Vec<usize> = self
+            .view
+            .iter()
+            .copied()
+            .filter(|&i| !self.all[i].owed.is_empty())
+            .collect();
+        let mut steps = 0u64;
+        while !owing.is_empty() {
+            steps += 1;
+            if steps > VIEW_END_STEPS {
+                return Err(format!(
+                    "view {}: trimmed messages were not taken within {VIEW_END_STEPS} steps",
+                    self.vid
+                ));
+            }
+            owing.retain(|&i| {
+                let m = &mut self.all[i];
+                let Some(g) = &m.group else { return false };
+                while let Some(r) = m.owed.first() {
+                    match g.try_send_flags(r.subgroup, &r.payload, r.flags) {
+                        Ok(Some(_)) => {
+                            m.owed.remove(0);
+                        }
+                        Ok(None) => return true,
+                        // The view wedged already: the rest waits for the next one.
+                        Err(_) => return false,
+                    }
+                }
+                false
+            });
+            self.poll_all();
+            self.net.step();
+        }
+        Ok(())
+    }
+
+    fn poll_all(&self) {
+        for &i in &self.view {
+            if let Some(g) = &self.all[i].group {
+                g.poll();
+            }
+        }
+    }
+
+    /// One random member of the view sends one message, if it may.
+    fn send_one(&mut self, silent: &BTreeSet<usize>) -> bool {
+        let rank = self.rng.below(self.view.len() as u64) as usize;
+        let i = self.view[rank];
+        if silent.contains(&rank) || !self.all[i].sends {
+            return false;
+        }
+        let big = self.rng.below(5) == 0;
+        let len = if big {
+            self.shape.sizes.max_smc_payload + 1 + self.rng.below(4096) as usize
+        } else {
+            MessageId::LEN + self.rng.below(self.shape.sizes.max_smc_payload as u64 - 12) as usize
+        };
+        let m = &mut self.all[i];
+        let Some(g) = &m.group else { return false };
+        let id = MessageId {
+            sender: m.id,
+            serial: m.next_serial,
+        };
+        let mut payload = vec![(self.seed as u8) ^ (m.id as u8) ^ (id.serial as u8); len];
+        id.stamp(&mut payload);
+        // Log the send first: a message may be delivered before try_send returns.
+        lock(&m.log).events.push(Event::Sent {
+            subgroup: 0,
+            shard: 0,
+            id,
+            digest: digest(&payload),
+        });
+        match g.try_send(0, &payload) {
+            Ok(Some(_)) => {
+                m.next_serial += 1;
+                true
+            }
+            other => {
+                lock(&m.log).events.pop();
+                matches!(other, Err(MulticastError::Wedged { .. }))
+            }
+        }
+    }
+
+    /// Runs the view with traffic until `fault` ends it (or, with no fault, until it ends by
+    /// itself: it was set up without some members); builds the next view from the outcomes.
+    /// Returns false when no view follows.
+    fn end_view(&mut self, fault: Option<&Fault>) -> Result<bool, String> {
+        let strike = if fault.is_some() {
+            500 + self.rng.below(4_000)
+        } else {
+            1
+        };
+        // Ranks that send nothing more (crashed, cut off or leaving).
+        let mut silent: BTreeSet<usize> = (0..self.view.len())
+            .filter(|&r| self.all[self.view[r]].group.is_none())
+            .collect();
+        let leave_linger = 2_000;
+        let victims: Vec<usize> = match fault {
+            Some(Fault::Crash(v)) => v.clone(),
+            Some(Fault::Isolate(r) | Fault::Leave(r)) => vec![*r],
+            Some(Fault::JoinThenLeaderCrash(_)) => vec![0],
+            _ => Vec::new(),
+        };
+        let mut step = 0u64;
+        let mut wedged_seen = false;
+        let mut taken = false;
+        loop {
+            step += 1;
+            let running = |s: &Sim| -> Vec<usize> {
+                s.view
+                    .iter()
+                    .copied()
+                    .filter(|&i| s.all[i].group.is_some() && !s.dead.contains(&s.all[i].id))
+                    .collect()
+            };
+            let ended = running(self)
+                .iter()
+                .all(|&i| lock(&self.all[i].outcome).is_some());
+            if ended && step > strike {
+                break;
+            }
+            if step > strike + VIEW_END_STEPS {
+                let waiting: Vec<u32> = running(self)
+                    .iter()
+                    .filter(|&&i| lock(&self.all[i].outcome).is_none())
+                    .map(|&i| self.all[i].id)
+                    .collect();
+                return Err(format!(
+                    "view {}: members {waiting:?} did not end the view within {VIEW_END_STEPS} steps of the fault",
+                    self.vid
+                ));
+            }
+            if step == strike {
+                match fault {
+                    Some(Fault::Crash(v)) => {
+                        self.crash(v[0]);
+                        silent.insert(v[0]);
+                    }
+                    Some(Fault::Isolate(r)) => {
+                        let me = self.all[self.view[*r]].id;
+                        for &j in &self.view {
+                            let p = self.all[j].id;
+                            if p != me {
+                                self.net.break_link(me, p);
+                            }
+                        }
+                        silent.insert(*r);
+                    }
+                    Some(Fault::Leave(r)) => {
+                        if let Some(g) = &self.all[self.view[*r]].group {
+                            g.begin_leave().map_err(|e| format!("leave: {e}"))?;
+                        }
+                        silent.insert(*r);
+                    }
+                    Some(Fault::Join(ids)) => {
+                        let q = &self.all[self.view[0]].joins;
+                        lock(q).extend(ids.iter().map(|&id| joiner_info(id)));
+                    }
+                    Some(Fault::JoinThenLeaderCrash(id)) => {
+                        let q = &self.all[self.view[0]].joins;
+                        lock(q).push(joiner_info(*id));
+                    }
+                    _ => {}
+                }
+            }
+            if step > strike {
+                match fault {
+                    Some(Fault::Crash(v)) if v.len() > 1 && wedged_seen => {
+                        if let Some(&r) = v.iter().find(|&&r| !silent.contains(&r)) {
+                            self.crash(r);
+                            silent.insert(r);
+                        }
+                    }
+                    Some(Fault::Leave(r)) if step == strike + leave_linger => self.crash(*r),
+                    Some(Fault::JoinThenLeaderCrash(_)) if !taken => {
+                        taken = self.view.iter().skip(1).any(|&i| {
+                            self.all[i]
+                                .group
+                                .as_ref()
+                                .is_some_and(MulticastGroup::wedged)
+                        });
+                        if taken {
+                            self.crash(0);
+                            silent.insert(0);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            wedged_seen |= self.send_one(&silent);
+            for &i in &self.view {
+                if self.dead.contains(&self.all[i].id) {
+                    continue;
+                }
+                if let Some(g) = &self.all[i].group {
+                    g.poll();
+                }
+            }
+            self.net.step();
+        }
+        for &r in &victims {
+            self.failed.insert(self.all[self.view[r]].id);
+        }
+        self.next_view()
+    }
+
+    fn crash(&mut self, rank: usize) {
+        let id = self.all[self.view[rank]].id;
+        self.net.crash(id);
+        self.dead.insert(id);
+        self.failed.insert(id);
+    }
+
+    /// Turns the outcomes into the next view. Every member that trimmed must have computed the
+    /// same membership (one membership per view id). Sometimes a member of the next view
+    /// crashes, or the network splits its members, before it is set up.
+    fn next_view(&mut self) -> Result<bool, String> {
+        let mut next: Option<(u32, Vec<u32>, Vec<u32>)> = None;
+        let ids: Vec<u32> = self.view.iter().map(|&k| self.all[k].id).collect();
+        for &i in &self.view.clone() {
+            let m = &mut self.all[i];
+            let Some(g) = m.group.take() else { continue };
+            g.stop();
+            if self.dead.contains(&m.id) {
+                continue;
+            }
+            let outcome = lock(&m.outcome).take();
+            match outcome {
+                Some(Outcome::Trimmed {
+                    removed,
+                    joined,
+                    resend,
+                }) => {
+                    let joined: Vec<u32> = joined.iter().map(|j| j.id).collect();
+                    let mut members: Vec<u32> = ids
+                        .iter()
+                        .copied()
+                        .filter(|x| !removed.contains(x))
+                        .collect();
+                    members.extend(&joined);
+                    if let Some((who, theirs, _)) = &next {
+                        if *theirs != members {
+                            return Err(format!(
+                                "view {}: node {} installs {members:?}, node {who} installs {theirs:?}",
+                                self.vid + 1,
+                                m.id
+                            ));
+                        }
+                    } else {
+                        next = Some((m.id, members.clone(), joined.clone()));
+                    }
+                    let earlier = std::mem::take(&mut m.owed);
+                    m.owed = resend;
+                    m.owed.extend(earlier);
+                    if !members.contains(&m.id) {
+                        self.failed.insert(m.id);
+                    }
+                }
+                Some(Outcome::Evicted | Outcome::Partitioned { .. }) | None => {
+                    self.failed.insert(m.id);
+                    self.stops.push((m.id, self.vid, format!("{outcome:?}")));
+                }
+                Some(Outcome::Provisioned(_)) => {
+                    return Err(format!(
+                        "view {}: unexpected provisioning outcome",
+                        self.vid
+                    ));
+                }
+            }
+        }
+        let Some((_, members, joined)) = next else {
+            self.view.clear();
+            return Ok(false);
+        };
+        // A member that stopped (removed, or in a minority) shuts its fabric down, as a
+        // stopping process does; if the others' next view still holds it (its removal came
+        // after the view's changes were fixed), that view starts with its row frozen.
+        let stopped: Vec<u32> = self
+            .failed
+            .iter()
+            .copied()
+            .filter(|id| !self.dead.contains(id) && self.all.iter().any(|m| m.id == *id))
+            .collect();
+        for id in stopped {
+            self.net.crash(id);
+            self.dead.insert(id);
+        }
+        // Each GMS queue drops the nodes the new view holds, as the GMS service does.
+        for m in &self.all {
+            lock(&m.joins).retain(|j| !members.contains(&j.id));
+        }
+        // Joiners get a node and a log that starts with the view they join.
+        for &id in &joined {
+            let log = Arc::new(Mutex::new(MemberLog::new(id)));
+            self.all
+                .push(Member::new(id, self.net.add_node(id), log, true));
+        }
+        self.vid += 1;
+        self.view = members
+            .iter()
+            .filter_map(|id| self.all.iter().position(|m| m.id == *id))
+            .collect();
+        // Set-up faults: one in five decided views loses a member or splits before it starts.
+        let live: Vec<u32> = members
+            .iter()
+            .copied()
+            .filter(|id| !self.dead.contains(id))
+            .collect();
+        if live.len() >= 2 && self.rng.below(5) == 0 {
+            let fault = if self.rng.below(2) == 0 {
+                let id = live[self.rng.below(live.len() as u64) as usize];
+                self.net.crash(id);
+                self.dead.insert(id);
+                self.failed.insert(id);
+                Fault::CrashBeforeSetup(id)
+            } else {
+                let k = 1 + self.rng.below(live.len() as u64 - 1) as usize;
+                let (a, b) = (live[..k].to_vec(), live[k..].to_vec());
+                for &x in &a {
+                    for &y in &b {
+                        self.net.cut(x, y);
+                    }
+                }
+                // Whichever side stops, its members' messages may be lost.
+                Fault::PartitionBeforeSetup(a, b)
+            };
+            self.faults.push(fault);
+        }
+        for &i in &self.view {
+            if !self.dead.contains(&self.all[i].id) {
+                lock(&self.all[i].log).events.push(Event::View {
+                    vid: self.vid,
+                    members: members.clone(),
+                });
+            }
+        }
+        self.build_view()?;
+        Ok(true)
+    }
+
+    /// The liveness phase: no more faults or sends; everything sent by a member still in the
+    /// group must be delivered by every member still in the group.
+    fn drain(&mut self) -> Result<(), String> {
+        if self.view.is_empty() {
+            return Ok(());
+        }
+        let wanted = |s: &Sim| -> bool { s.first_missing().is_none() };
+        let mut steps = 0u64;
+        while !wanted(self) {
+            for _ in 0..512 {
+                self.poll_all();
+                self.net.step();
+            }
+            steps += 512;
+            if steps > DRAIN_STEPS {
+                let missing = self.first_missing().unwrap_or_default();
+                return Err(format!(
+                    "view {}: messages of members still in the group were not delivered within {DRAIN_STEPS} steps after the faults stopped ({missing})",
+                    self.vid
+                ));
+            }
+        }
+        for &i in &self.view {
+            if let Some(g) = self.all[i].group.take() {
+                g.stop();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sim {
+    /// The first message that a member of the view still owes a delivery of: one sent by a
+    /// member of the view and not delivered by this member, unless the member joined after
+    /// the view in which the others delivered it.
+    fn first_missing(&self) -> Option<String> {
+        let logs: Vec<MemberLog> = self
+            .view
+            .iter()
+            .map(|&i| lock(&self.all[i].log).clone())
+            .collect();
+        let first = first_delivery_views(&logs);
+        for log in &logs {
+            let joined = log.events.iter().find_map(|e| match e {
+                Event::View { vid, .. } => Some(*vid),
+                _ => None,
+            });
+            let got: BTreeSet<MessageId> = log
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Delivered { id, .. } => Some(*id),
+                    _ => None,
+                })
+                .collect();
+            for sender in &logs {
+                let lacking = sender.events.iter().find_map(|e| match e {
+                    Event::Sent { id, .. }
+                        if !got.contains(id)
+                            && first
+                                .get(&(0, *id))
+                                .is_none_or(|&v| joined.is_some_and(|j| v >= j)) =>
+                    {
+                        Some(*id)
+                    }
+                    _ => None,
+                });
+                if let Some(id) = lacking {
+                    let owes = self
+                        .all
+                        .iter()
+                        .find(|m| m.id == sender.node)
+                        .map_or(0, |m| m.owed.len());
+                    return Some(format!(
+                        "node {} lacks {id:?}; its sender owes {owes} messages",
+                        log.node
+                    ));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The address record of a simulated joiner (the sim fabric ignores addresses).
+pub fn joiner_info(id: u32) -> MemberInfo {
+    MemberInfo {
+        id,
+        ip: [127, 0, 0, 1].into(),
+        gms_port: 1,
+        fabric_port: 2,
+        state_transfer_port: 3,
+        external_port: 4,
+    }
+}
+
+/// Parses a `--seed`/`--seeds` argument list into the seeds to run.
+pub fn seeds(first: u64, count: u64) -> impl Iterator<Item = u64> {
+    (0..count).map(move |k| first.wrapping_add(k))
+}
+
+/// Summary line of a batch of seeds.
+pub fn summary(results: &[SeedResult]) -> String {
+    let failed = results.iter().filter(|r| r.failure.is_some()).count();
+    format!(
+        "simulated {} seeds: {} ok, {} failed",
+        results.len(),
+        results.len() - failed,
+        failed
+    )
+}
