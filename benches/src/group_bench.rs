@@ -189,21 +189,10 @@ pub fn run(args: &BenchArgs, closed_loop: bool) -> Result<Outcome, String> {
                 .get_or_insert(now);
             *last.lock().unwrap_or_else(|p| p.into_inner()) = now;
             if let Some(log) = &check {
-                let id = MessageId::read(d.payload).unwrap_or(MessageId {
-                    sender: u32::MAX,
-                    serial: 0,
-                });
                 log.lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .events
-                    .push(Event::Delivered {
-                        subgroup: d.subgroup as u32,
-                        shard: d.shard as u32,
-                        id,
-                        digest: digest(d.payload),
-                        seq: d.seq,
-                        stable: d.stable,
-                    });
+                    .push(Event::delivered(&d));
             }
             if d.sender == me {
                 let tail = d.payload.len().saturating_sub(8);

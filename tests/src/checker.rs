@@ -131,6 +131,25 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The record of a delivery. A payload too short to carry a [`MessageId`] is recorded as
+    /// sent by node `u32::MAX`, which sent nothing, so the checker reports it.
+    pub fn delivered(d: &derecho::multicast::Delivery<'_>) -> Self {
+        let id = MessageId::read(d.payload).unwrap_or(MessageId {
+            sender: u32::MAX,
+            serial: 0,
+        });
+        Event::Delivered {
+            subgroup: d.subgroup as u32,
+            shard: d.shard as u32,
+            id,
+            digest: digest(d.payload),
+            seq: d.seq,
+            stable: d.stable,
+        }
+    }
+}
+
 /// The records of one member.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberLog {

@@ -85,19 +85,8 @@ impl Cluster {
                             spec,
                             config,
                             Box::new(move |d| {
-                                let id = MessageId::read(d.payload).unwrap_or(MessageId {
-                                    sender: u32::MAX,
-                                    serial: 0,
-                                });
                                 let mut l = log.lock().unwrap_or_else(|p| p.into_inner());
-                                l.events.push(Event::Delivered {
-                                    subgroup: d.subgroup as u32,
-                                    shard: d.shard as u32,
-                                    id,
-                                    digest: digest(d.payload),
-                                    seq: d.seq,
-                                    stable: d.stable,
-                                });
+                                l.events.push(Event::delivered(&d));
                             }),
                         )
                         .map(Arc::new)

@@ -12,7 +12,7 @@ use derecho::multicast::{
 use derecho_fabric::sim::{SimConfig, SimNet};
 use derecho_fabric::Fabric;
 
-use crate::checker::{digest, Event, MemberLog, MessageId};
+use crate::checker::{Event, MemberLog};
 use crate::cluster::test_sizes;
 
 /// A cluster of multicast groups over one simulated network.
@@ -63,14 +63,7 @@ pub fn build(seed: u64, n: usize, mode: Mode, senders: usize) -> Run {
                     log.lock()
                         .expect("sim set-up")
                         .events
-                        .push(Event::Delivered {
-                            subgroup: d.subgroup as u32,
-                            shard: d.shard as u32,
-                            id: MessageId::read(d.payload).expect("sim set-up"),
-                            digest: digest(d.payload),
-                            seq: d.seq,
-                            stable: d.stable,
-                        });
+                        .push(Event::delivered(&d));
                 }),
             )
             .expect("sim set-up")

@@ -165,6 +165,16 @@ fn delivered(m: &Member) -> usize {
         .count()
 }
 
+fn sent(m: &Member) -> usize {
+    m.log
+        .lock()
+        .unwrap()
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Sent { .. }))
+        .count()
+}
+
 fn kill_one_and_continue(victim: usize) {
     let members = start(4);
     let stop = AtomicBool::new(false);
@@ -205,18 +215,7 @@ fn kill_one_and_continue(victim: usize) {
     let drain = Instant::now();
     let deadline = drain + Duration::from_secs(10);
     // Until every survivor has delivered every message a survivor sent (or the deadline).
-    let sent_by_survivors: usize = survivors
-        .iter()
-        .map(|m| {
-            m.log
-                .lock()
-                .unwrap()
-                .events
-                .iter()
-                .filter(|e| matches!(e, Event::Sent { .. }))
-                .count()
-        })
-        .sum();
+    let sent_by_survivors: usize = survivors.iter().map(|m| sent(m)).sum();
     let from_survivors = |m: &Member| {
         m.log
             .lock()
@@ -253,18 +252,7 @@ fn kill_one_and_continue(victim: usize) {
     assert!(report.ok(), "{report}");
     assert!(report.views >= 2, "{report}");
     let after: Vec<usize> = survivors.iter().map(|m| delivered(m)).collect();
-    let sent: Vec<usize> = survivors
-        .iter()
-        .map(|m| {
-            m.log
-                .lock()
-                .unwrap()
-                .events
-                .iter()
-                .filter(|e| matches!(e, Event::Sent { .. }))
-                .count()
-        })
-        .collect();
+    let sent: Vec<usize> = survivors.iter().map(|m| sent(m)).collect();
     assert!(
         after.windows(2).all(|w| w[0] == w[1]),
         "survivors delivered {after:?} (sent {sent:?})"

@@ -136,19 +136,8 @@ fn run() -> Result<String, String> {
                     t.push(now);
                 }
             }
-            let id = MessageId::read(d.payload).unwrap_or(MessageId {
-                sender: u32::MAX,
-                serial: 0,
-            });
             let mut log = lock(&l1);
-            log.push(&Event::Delivered {
-                subgroup: d.subgroup as u32,
-                shard: d.shard as u32,
-                id,
-                digest: digest(d.payload),
-                seq: d.seq,
-                stable: d.stable,
-            });
+            log.push(&Event::delivered(&d));
             let unix_us = now / 1000;
             let due = unix_us
                 .saturating_sub(last_clock_us.load(std::sync::atomic::Ordering::Relaxed))
