@@ -91,6 +91,10 @@ const VIEW_CHANGE_SETUP: Duration = Duration::from_secs(10);
 /// How long a view change waits for the states it transfers.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How long [`GroupNode::shutdown`] (and dropping a member) waits for its departure to reach
+/// the others.
+pub const SHUTDOWN_LEAVE: Duration = Duration::from_secs(2);
+
 struct Current {
     view: View,
     group: Option<Arc<MulticastGroup>>,
@@ -403,10 +407,22 @@ impl GroupNode {
         self.inner.stop_with("aborted".into());
     }
 
-    /// Stops this member: its threads end and its links close (the others see it leave as a
-    /// failure until graceful leave exists).
+    /// Stops this member after a graceful leave (bounded by [`SHUTDOWN_LEAVE`]): the others
+    /// install a view without it and do not count it as failed. [`GroupNode::abort`] stops
+    /// without telling anyone.
     pub fn shutdown(self) {
-        self.stop_all();
+        self.leave_quietly();
+    }
+
+    /// Leaves gracefully if this member is still in a view (bounded by [`SHUTDOWN_LEAVE`]),
+    /// then stops: the others remove it as a departure, not a failure, so partition safety does
+    /// not count it against them.
+    fn leave_quietly(&self) {
+        if let Err(e) = self.leave(SHUTDOWN_LEAVE) {
+            // Stopped already, or the others did not take the announcement in time: they see
+            // the links close instead, as after a crash.
+            tracing::debug!(id = self.inner.id, error = %e, "stopping without a graceful leave");
+        }
     }
 
     fn stop_all(&self) {
@@ -435,10 +451,11 @@ impl GroupNode {
 }
 
 impl Drop for GroupNode {
+    /// Dropping a running member leaves the group gracefully, like [`GroupNode::shutdown`].
     fn drop(&mut self) {
         let running = lock(&self.manager).is_some();
         if running {
-            self.stop_all();
+            self.leave_quietly();
         }
     }
 }

@@ -449,3 +449,26 @@ fn survivors_too_few_for_the_layout_wait_for_a_joiner_and_lose_nothing() {
     let report = Checker::new().check(&logs);
     assert!(report.ok(), "{report}");
 }
+
+/// Issue #14: shutting a member down (or dropping it) used to look like a crash to the others,
+/// so the survivor of a 2-member group stopped as a minority. It is a graceful leave now.
+#[test]
+fn a_member_shut_down_leaves_and_the_last_member_goes_on() {
+    for drop_it in [false, true] {
+        let contact = listen_port().unwrap();
+        let mut members = start_with_layout(contact, 0..2, || layout_min(2, 1));
+        let leaver = members.pop().unwrap();
+        let node = Arc::try_unwrap(leaver.node).unwrap_or_else(|_| panic!("node shared"));
+        if drop_it {
+            drop(node);
+        } else {
+            node.shutdown();
+        }
+        let v = members[0]
+            .node
+            .wait_for_view(1, Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("drop={drop_it}: the survivor: {e}"));
+        assert_eq!(v.ids(), vec![0], "drop={drop_it}");
+        assert!(members[0].node.stopped().is_none(), "drop={drop_it}");
+    }
+}
