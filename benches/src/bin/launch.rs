@@ -358,11 +358,13 @@ fn run(o: &Opts) -> Result<String, String> {
         }
         if o.bench_args.get(3).map(String::as_str) == Some("1") {
             checker = checker.fifo_subgroups([0]);
+        } else {
+            checker = checker.expect_sender_fifo();
         }
-        checker.check(&logs)
+        (checker.check(&logs), removed_members(&logs))
     });
-    if let Some(v) = &verdict {
-        println!("{v}");
+    if let Some((v, removed)) = &verdict {
+        println!("{v} removed={removed:?}");
         if !v.ok() {
             // Keep the evidence: every member's configuration and recorded views, sends and
             // deliveries.
@@ -464,4 +466,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The members that some view held and the last view (the highest vid any member installed)
+/// does not: the members a run's view changes removed.
+fn removed_members(logs: &[derecho_tests::checker::MemberLog]) -> Vec<u32> {
+    use derecho_tests::checker::Event;
+    let mut ever = std::collections::BTreeSet::new();
+    let mut last: Option<(u64, Vec<u32>)> = None;
+    for e in logs.iter().flat_map(|l| &l.events) {
+        if let Event::View { vid, members } = e {
+            ever.extend(members.iter().copied());
+            if last.as_ref().is_none_or(|(v, _)| vid > v) {
+                last = Some((*vid, members.clone()));
+            }
+        }
+    }
+    let kept = last.map(|(_, m)| m).unwrap_or_default();
+    ever.into_iter().filter(|id| !kept.contains(id)).collect()
 }
