@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
-use derecho_sst::{Sst, Targets};
+use derecho_sst::{ArrayField, Field, RowRange, Sst, Targets, Word};
 
 use crate::gms::MemberInfo;
 use crate::multicast::engine::{Engine, Resend, SenderState};
@@ -127,9 +127,6 @@ pub(crate) struct ChangeProtocol {
     mc: Columns,
     ids: Vec<NodeId>,
     shards: Vec<TrimShard>,
-    engine: Arc<Mutex<Engine>>,
-    senders: Vec<Arc<Mutex<SenderState>>>,
-    read_rdmc: Arc<dyn Fn(usize, u64, usize) -> Option<Vec<u8>> + Send + Sync>,
     partition_safety: bool,
     joins: Option<JoinQueue>,
     wedged: bool,
@@ -137,14 +134,10 @@ pub(crate) struct ChangeProtocol {
 }
 
 impl ChangeProtocol {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         mc: Columns,
         ids: Vec<NodeId>,
         shards: Vec<TrimShard>,
-        engine: Arc<Mutex<Engine>>,
-        senders: Vec<Arc<Mutex<SenderState>>>,
-        read_rdmc: Arc<dyn Fn(usize, u64, usize) -> Option<Vec<u8>> + Send + Sync>,
         partition_safety: bool,
         joins: Option<JoinQueue>,
     ) -> Self {
@@ -153,9 +146,6 @@ impl ChangeProtocol {
             mc,
             ids,
             shards,
-            engine,
-            senders,
-            read_rdmc,
             partition_safety,
             joins,
             wedged: false,
@@ -165,7 +155,7 @@ impl ChangeProtocol {
 
     /// Whether the protocol has anything to look at: a frozen row, a suspicion, or a change
     /// in progress. Cheap; false in a healthy, quiet view.
-    pub(crate) fn active(&self, sst: &Sst) -> bool {
+    pub(crate) fn active<T: ChangeTable>(&self, sst: &T) -> bool {
         if self.done {
             return false;
         }
@@ -179,12 +169,17 @@ impl ChangeProtocol {
             || (0..n).any(|r| sst.get(self.cols.num_changes, r) > 0)
     }
 
-    fn suspects(&self, sst: &Sst, r: usize) -> bool {
+    fn suspects<T: ChangeTable>(&self, sst: &T, r: usize) -> bool {
         sst.get_elem(self.cols.suspected, sst.my_rank(), r)
     }
 
-    /// One step; returns the outcome once the view has ended on this member.
-    pub(crate) fn step(&mut self, sst: &Sst) -> Option<Outcome> {
+    /// One step over the table `sst`, acting on the view's multicast through `end`; returns
+    /// the outcome once the view has ended on this member.
+    pub(crate) fn step<T: ChangeTable, E: ViewEnd<T>>(
+        &mut self,
+        sst: &T,
+        end: &mut E,
+    ) -> Option<Outcome> {
         if self.done {
             return None;
         }
@@ -213,7 +208,7 @@ impl ChangeProtocol {
             }
         }
         if changed {
-            let _ = sst.push_range(c.suspected.range(), Targets::All);
+            sst.publish(c.suspected.range());
         }
         let suspected: Vec<usize> = (0..n).filter(|&r| self.suspects(sst, r)).collect();
         // Members that left on purpose (rip) are departures, not failures: they count for
@@ -294,9 +289,9 @@ impl ChangeProtocol {
                     }
                 }
                 sst.set(c.num_changes, (count + fresh.len()) as i64);
-                let _ = sst.push_range(c.joiner_info.range(), Targets::All);
-                let _ = sst.push_range(c.changes.range(), Targets::All);
-                let _ = sst.push(c.num_changes);
+                sst.publish(c.joiner_info.range());
+                sst.publish(c.changes.range());
+                sst.publish(c.num_changes.range());
                 tracing::debug!(
                     node = self.ids[me],
                     changes = count + fresh.len(),
@@ -311,8 +306,8 @@ impl ChangeProtocol {
                 copy_changes(sst, &c, leader, leader_changes);
             }
             sst.set(c.num_acked, leader_changes);
-            let _ = sst.push(c.num_acked);
-            self.wedge(sst);
+            sst.publish(c.num_acked.range());
+            self.wedge(sst, end);
             tracing::debug!(
                 node = self.ids[me],
                 changes = leader_changes,
@@ -328,7 +323,7 @@ impl ChangeProtocol {
                 .unwrap_or(0);
             if min_acked > sst.get(c.num_committed, me) {
                 sst.set(c.num_committed, min_acked);
-                let _ = sst.push(c.num_committed);
+                sst.publish(c.num_committed.range());
                 tracing::debug!(
                     node = self.ids[me],
                     changes = min_acked,
@@ -366,9 +361,9 @@ impl ChangeProtocol {
                 return None;
             };
             sst.set(c.trim_end, value);
-            let _ = sst.push(c.trim_end);
+            sst.publish(c.trim_end.range());
             sst.set(c.trim_end_ready, true);
-            let _ = sst.push(c.trim_end_ready);
+            sst.publish(c.trim_end_ready.range());
             tracing::debug!(
                 node = self.ids[me],
                 changes = value,
@@ -421,10 +416,12 @@ impl ChangeProtocol {
                     continue;
                 }
                 if let Some(range) = c.global_min.elems_range(sh.recv_off, sh.senders) {
-                    let _ = sst.push_range(range, Targets::All);
+                    sst.publish(range);
                 }
                 sst.set_elem(c.global_min_ready, sh.subgroup, true);
-                let _ = sst.push_elem(c.global_min_ready, sh.subgroup);
+                if let Some(range) = c.global_min_ready.elems_range(sh.subgroup, 1) {
+                    sst.publish(range);
+                }
                 tracing::debug!(
                     node = self.ids[me],
                     subgroup = sh.subgroup,
@@ -448,7 +445,7 @@ impl ChangeProtocol {
                 (sh.subgroup, v)
             })
             .collect();
-        let resend = lock(&self.engine).ragged_trim(&trims, &*self.read_rdmc);
+        let resend = end.trim(&trims);
         let mut removed = Vec::new();
         let mut joined = Vec::new();
         for i in 0..trim_end {
@@ -469,31 +466,111 @@ impl ChangeProtocol {
         })
     }
 
-    /// Stops new sends and deliveries, flushes what is already filled, and tells the others.
-    fn wedge(&mut self, sst: &Sst) {
+    /// Stops new sends and deliveries, flushes what is already filled (after which this
+    /// member's counters stop moving), and tells the others, behind those counters.
+    fn wedge<T: ChangeTable, E: ViewEnd<T>>(&mut self, sst: &T, end: &mut E) {
         if self.wedged {
             return;
         }
+        end.wedge(sst);
+        self.wedged = true;
+        sst.set(self.cols.wedged, true);
+        sst.publish(self.cols.wedged.range());
+    }
+}
+
+/// What the change protocol reads and writes of its view's table: every row, its own row's
+/// fields, pushes of parts of its own row to the other members, and the frozen (failed)
+/// flags. The SST is the real one; the protocol does nothing else that a test cannot see.
+pub(crate) trait ChangeTable {
+    /// This member's rank.
+    fn my_rank(&self) -> usize;
+    /// Reads `field` of row `rank`.
+    fn get<W: Word>(&self, field: Field<W>, rank: usize) -> W;
+    /// Reads element `i` of `array` in row `rank`.
+    fn get_elem<W: Word>(&self, array: ArrayField<W>, rank: usize, i: usize) -> W;
+    /// Writes `field` of my row.
+    fn set<W: Word>(&self, field: Field<W>, value: W);
+    /// Writes element `i` of `array` in my row.
+    fn set_elem<W: Word>(&self, array: ArrayField<W>, i: usize, value: W);
+    /// Pushes `range` of my row to every member whose row is not frozen, in order after
+    /// everything pushed before on each link.
+    fn publish(&self, range: RowRange);
+    /// Whether row `rank` is frozen.
+    fn is_frozen(&self, rank: usize) -> bool;
+    /// Freezes row `rank` (its member is suspected).
+    fn freeze(&self, rank: usize, reason: &str);
+}
+
+impl ChangeTable for Sst {
+    fn my_rank(&self) -> usize {
+        Sst::my_rank(self)
+    }
+    fn get<W: Word>(&self, field: Field<W>, rank: usize) -> W {
+        Sst::get(self, field, rank)
+    }
+    fn get_elem<W: Word>(&self, array: ArrayField<W>, rank: usize, i: usize) -> W {
+        Sst::get_elem(self, array, rank, i)
+    }
+    fn set<W: Word>(&self, field: Field<W>, value: W) {
+        Sst::set(self, field, value);
+    }
+    fn set_elem<W: Word>(&self, array: ArrayField<W>, i: usize, value: W) {
+        Sst::set_elem(self, array, i, value);
+    }
+    fn publish(&self, range: RowRange) {
+        // A push that fails on some link freezes that member's row and reports it; the
+        // protocol then sees it as suspected. Nothing else can fail here.
+        if let Err(e) = self.push_range(range, Targets::All) {
+            tracing::debug!(error = %e, "a push of the change protocol failed on some link");
+        }
+    }
+    fn is_frozen(&self, rank: usize) -> bool {
+        Sst::is_frozen(self, rank)
+    }
+    fn freeze(&self, rank: usize, reason: &str) {
+        Sst::freeze(self, rank, reason);
+    }
+}
+
+/// What the change protocol does to its view's multicast.
+pub(crate) trait ViewEnd<T> {
+    /// Stops new sends and deliveries and publishes, one last time, what was received.
+    fn wedge(&mut self, table: &T);
+    /// Delivers, in order, exactly the messages each trim (subgroup → last index per sender)
+    /// covers, drops the rest, and returns this member's own messages beyond the trims.
+    fn trim(&mut self, trims: &BTreeMap<usize, Vec<i64>>) -> Vec<Resend>;
+}
+
+/// The multicast engine of a view, as the change protocol ends it.
+pub(crate) struct EngineEnd {
+    pub engine: Arc<Mutex<Engine>>,
+    pub senders: Vec<Arc<Mutex<SenderState>>>,
+    /// Reads back one of my RDMC messages that never completed here.
+    pub read_rdmc: Arc<dyn Fn(usize, u64, usize) -> Option<Vec<u8>> + Send + Sync>,
+}
+
+impl ViewEnd<Sst> for EngineEnd {
+    fn wedge(&mut self, table: &Sst) {
         for s in &self.senders {
             lock(s).wedged = true;
         }
-        {
-            let mut e = lock(&self.engine);
-            e.wedged = true;
-            // One more pass publishes filled slots and what has been received so far; after
-            // it this member's counters stop moving, before `wedged` is pushed behind them.
-            e.run(sst);
-            e.frozen = true;
-        }
-        self.wedged = true;
-        sst.set(self.cols.wedged, true);
-        let _ = sst.push(self.cols.wedged);
+        let mut e = lock(&self.engine);
+        e.wedged = true;
+        // One more pass publishes filled slots and what has been received so far; after it
+        // this member's counters stop moving, before `wedged` is pushed behind them.
+        e.run(table);
+        e.frozen = true;
+    }
+
+    fn trim(&mut self, trims: &BTreeMap<usize, Vec<i64>>) -> Vec<Resend> {
+        lock(&self.engine).ragged_trim(trims, &*self.read_rdmc)
     }
 }
 
 /// Takes over the first `count` changes of rank `from`'s list (with the joiners' addresses) as
 /// this member's own, and publishes them: the list first, then its length.
-fn copy_changes(sst: &Sst, c: &GmsColumns, from: usize, count: i64) {
+fn copy_changes<T: ChangeTable>(sst: &T, c: &GmsColumns, from: usize, count: i64) {
     let mine = (sst.get(c.num_changes, sst.my_rank()).max(0) as usize).min(c.changes.len());
     debug_assert!(
         (0..mine.min(count.max(0) as usize))
@@ -509,7 +586,337 @@ fn copy_changes(sst: &Sst, c: &GmsColumns, from: usize, count: i64) {
         }
     }
     sst.set(c.num_changes, count);
-    let _ = sst.push_range(c.joiner_info.range(), Targets::All);
-    let _ = sst.push_range(c.changes.range(), Targets::All);
-    let _ = sst.push(c.num_changes);
+    sst.publish(c.joiner_info.range());
+    sst.publish(c.changes.range());
+    sst.publish(c.num_changes.range());
+}
+
+#[cfg(test)]
+mod tests {
+    //! The change protocol as a state machine: each test sets up what one member sees of the
+    //! table, runs one step, and checks what it wrote, pushed and did to its multicast. Each
+    //! is named after the protocol rule it checks.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::cell::RefCell;
+    use std::net::SocketAddr;
+
+    use derecho_sst::SchemaBuilder;
+
+    use super::*;
+    use crate::config::SubgroupProfile;
+    use crate::multicast::spec::{Mode, MulticastSpec, ShardSpec, Sizes, SubgroupSpec};
+
+    /// One member's copy of the table, in memory.
+    struct MemTable {
+        me: usize,
+        rows: RefCell<Vec<Vec<u64>>>,
+        frozen: RefCell<Vec<bool>>,
+        published: RefCell<Vec<RowRange>>,
+    }
+
+    impl MemTable {
+        /// Another member's value, as if it had pushed it.
+        fn put<W: Word>(&self, field: Field<W>, rank: usize, v: W) {
+            self.rows.borrow_mut()[rank][field.offset() / 8] = v.to_word();
+        }
+        fn put_elem<W: Word>(&self, a: ArrayField<W>, rank: usize, i: usize, v: W) {
+            self.rows.borrow_mut()[rank][a.offset() / 8 + i] = v.to_word();
+        }
+        fn pushed(&self, range: RowRange) -> bool {
+            self.published.borrow().contains(&range)
+        }
+    }
+
+    impl ChangeTable for MemTable {
+        fn my_rank(&self) -> usize {
+            self.me
+        }
+        fn get<W: Word>(&self, field: Field<W>, rank: usize) -> W {
+            W::from_word(self.rows.borrow()[rank][field.offset() / 8])
+        }
+        fn get_elem<W: Word>(&self, array: ArrayField<W>, rank: usize, i: usize) -> W {
+            assert!(i < array.len());
+            W::from_word(self.rows.borrow()[rank][array.offset() / 8 + i])
+        }
+        fn set<W: Word>(&self, field: Field<W>, value: W) {
+            self.put(field, self.me, value);
+        }
+        fn set_elem<W: Word>(&self, array: ArrayField<W>, i: usize, value: W) {
+            assert!(i < array.len());
+            self.put_elem(array, self.me, i, value);
+        }
+        fn publish(&self, range: RowRange) {
+            self.published.borrow_mut().push(range);
+        }
+        fn is_frozen(&self, rank: usize) -> bool {
+            self.frozen.borrow()[rank]
+        }
+        fn freeze(&self, rank: usize, _reason: &str) {
+            self.frozen.borrow_mut()[rank] = true;
+        }
+    }
+
+    /// Records what the protocol did to the multicast.
+    #[derive(Default)]
+    struct Recorder {
+        wedges: usize,
+        trims: Vec<BTreeMap<usize, Vec<i64>>>,
+    }
+
+    impl ViewEnd<MemTable> for Recorder {
+        fn wedge(&mut self, _table: &MemTable) {
+            self.wedges += 1;
+        }
+        fn trim(&mut self, trims: &BTreeMap<usize, Vec<i64>>) -> Vec<Resend> {
+            self.trims.push(trims.clone());
+            Vec::new()
+        }
+    }
+
+    /// Member `me` of an `n`-member view with one shard in which everyone sends; node ids are
+    /// the ranks.
+    fn setup(n: usize, me: usize, joins: Option<JoinQueue>) -> (ChangeProtocol, MemTable) {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let ids: Vec<NodeId> = (0..n as NodeId).collect();
+        let sizes = Sizes::from_profile(&SubgroupProfile::default());
+        let spec = MulticastSpec {
+            vid: 0,
+            members: ids.iter().map(|&i| (i, addr)).collect(),
+            my_rank: me,
+            subgroups: vec![SubgroupSpec {
+                shards: vec![ShardSpec {
+                    members: ids.clone(),
+                    senders: ids.clone(),
+                    mode: Mode::Ordered,
+                    sizes,
+                }],
+            }],
+        };
+        let mut b = SchemaBuilder::new();
+        let cols = Columns::declare(&spec, &mut b).unwrap();
+        let words = b.build().unwrap().row_len() / 8;
+        let shards = vec![TrimShard {
+            subgroup: 0,
+            member_ranks: (0..n).collect(),
+            senders: n,
+            recv_off: cols.received_offset[0],
+        }];
+        let table = MemTable {
+            me,
+            rows: RefCell::new(vec![vec![0; words]; n]),
+            frozen: RefCell::new(vec![false; n]),
+            published: RefCell::new(Vec::new()),
+        };
+        for r in 0..n {
+            for s in 0..n {
+                table.put_elem(cols.num_received, r, cols.received_offset[0] + s, -1);
+            }
+        }
+        (ChangeProtocol::new(cols, ids, shards, true, joins), table)
+    }
+
+    fn changes(p: &ChangeProtocol, t: &MemTable, rank: usize) -> Vec<u64> {
+        let c = &p.cols;
+        (0..t.get(c.num_changes, rank) as usize)
+            .map(|i| t.get_elem(c.changes, rank, i))
+            .collect()
+    }
+
+    #[test]
+    fn the_leader_proposes_a_failed_member_and_marks_the_end_of_the_view() {
+        let (mut p, t) = setup(3, 0, None);
+        let mut end = Recorder::default();
+        t.freeze(2, "crashed");
+        assert!(p.active(&t));
+        assert_eq!(p.step(&t, &mut end), None);
+        let c = p.cols.clone();
+        assert!(t.get_elem(c.suspected, 0, 2));
+        assert_eq!(changes(&p, &t, 0), vec![2 | END_OF_VIEW]);
+        // The leader acknowledges its own proposal and wedges, and publishes the list before
+        // its length.
+        assert_eq!((t.get(c.num_acked, 0), end.wedges), (1, 1));
+        let pushed = t.published.borrow().clone();
+        let at = |r: RowRange| pushed.iter().position(|x| *x == r).unwrap();
+        assert!(at(c.changes.range()) < at(c.num_changes.range()));
+        assert!(t.get(c.wedged, 0));
+    }
+
+    #[test]
+    fn a_member_acknowledges_the_leaders_longer_list_and_wedges_once() {
+        let (mut p, t) = setup(3, 1, None);
+        let mut end = Recorder::default();
+        let c = p.cols.clone();
+        t.put_elem(c.changes, 0, 0, 2 | END_OF_VIEW);
+        t.put(c.num_changes, 0, 1);
+        p.step(&t, &mut end);
+        assert_eq!(changes(&p, &t, 1), vec![2 | END_OF_VIEW]);
+        assert_eq!(t.get(c.num_acked, 1), 1);
+        p.step(&t, &mut end);
+        assert_eq!(end.wedges, 1);
+        assert!(t.pushed(c.num_acked.range()) && t.pushed(c.wedged.range()));
+    }
+
+    /// Derecho §4.7: a new leader acts only once the ranks below it are suspected by every
+    /// live member; then it takes over the longest list before adding its own changes.
+    #[test]
+    fn a_new_leader_waits_for_every_live_member_to_suspect_the_old_one_then_takes_over() {
+        let (mut p, t) = setup(3, 1, None);
+        let mut end = Recorder::default();
+        let c = p.cols.clone();
+        t.freeze(0, "crashed");
+        // Rank 2 took the old leader's [join 9] and does not suspect it yet.
+        t.put_elem(c.changes, 2, 0, 9 | JOIN | END_OF_VIEW);
+        t.put(c.num_changes, 2, 1);
+        t.put(c.num_acked, 2, 1);
+        p.step(&t, &mut end);
+        assert_eq!(
+            t.get(c.num_changes, 1),
+            0,
+            "proposed before rank 2 suspected rank 0"
+        );
+        assert_eq!(t.get(c.num_committed, 1), 0);
+        t.put_elem(c.suspected, 2, 0, true);
+        p.step(&t, &mut end);
+        assert_eq!(
+            changes(&p, &t, 1),
+            vec![9 | JOIN | END_OF_VIEW, END_OF_VIEW],
+            "the old leader's join, then its removal"
+        );
+    }
+
+    #[test]
+    fn the_leader_commits_what_every_live_member_acknowledged() {
+        let (mut p, t) = setup(3, 0, None);
+        let mut end = Recorder::default();
+        let c = p.cols.clone();
+        t.freeze(2, "crashed");
+        p.step(&t, &mut end);
+        assert_eq!(t.get(c.num_committed, 0), 0, "rank 1 has not acknowledged");
+        t.put(c.num_acked, 1, 1);
+        p.step(&t, &mut end);
+        assert_eq!(t.get(c.num_committed, 0), 1);
+    }
+
+    #[test]
+    fn a_member_another_live_member_suspects_is_evicted() {
+        let (mut p, t) = setup(3, 2, None);
+        t.put_elem(p.cols.suspected, 0, 2, true);
+        assert_eq!(p.step(&t, &mut Recorder::default()), Some(Outcome::Evicted));
+        assert!(!p.active(&t), "the protocol is done");
+    }
+
+    #[test]
+    fn a_member_that_suspects_half_the_view_stops_as_a_minority() {
+        let (mut p, t) = setup(4, 0, None);
+        t.freeze(2, "cut off");
+        t.freeze(3, "cut off");
+        assert_eq!(
+            p.step(&t, &mut Recorder::default()),
+            Some(Outcome::Partitioned {
+                suspected: 2,
+                members: 4
+            })
+        );
+    }
+
+    #[test]
+    fn a_departure_does_not_count_against_the_majority() {
+        let (mut p, t) = setup(2, 0, None);
+        t.put(p.cols.rip, 1, true);
+        t.put_elem(p.cols.suspected, 1, 1, true);
+        t.freeze(1, "left");
+        // Alone and live, it proposes, commits and trims in one step.
+        let out = p.step(&t, &mut Recorder::default());
+        assert_eq!(changes(&p, &t, 0), vec![1 | END_OF_VIEW]);
+        assert!(
+            matches!(out, Some(Outcome::Trimmed { ref removed, .. }) if *removed == vec![1]),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn queued_joins_leave_room_for_every_removal_the_view_may_still_need() {
+        let queue: JoinQueue = Arc::new(Mutex::new(
+            (100..120)
+                .map(|id| crate::gms::MemberInfo {
+                    id,
+                    ip: [127, 0, 0, 1].into(),
+                    gms_port: 1,
+                    fabric_port: 2,
+                    state_transfer_port: 3,
+                    external_port: 4,
+                })
+                .collect(),
+        ));
+        let (mut p, t) = setup(3, 0, Some(queue));
+        let mut end = Recorder::default();
+        let c = p.cols.clone();
+        p.step(&t, &mut end);
+        let room = c.changes.len();
+        assert_eq!(
+            changes(&p, &t, 0).len(),
+            room - 3,
+            "three places kept for removals"
+        );
+        t.freeze(1, "crashed");
+        t.freeze(2, "crashed");
+        t.put(c.rip, 1, true);
+        t.put(c.rip, 2, true);
+        p.step(&t, &mut end);
+        let list = changes(&p, &t, 0);
+        assert_eq!(list.len(), room - 1);
+        assert_eq!(list[room - 3] & u64::from(u32::MAX), 1);
+        assert_eq!(list[room - 2] & u64::from(u32::MAX), 2);
+    }
+
+    /// The ragged trim: once every live member wedged and echoed the fixed change count, the
+    /// shard leader publishes, per sender, the smallest received count over the live members,
+    /// and each member delivers exactly up to it.
+    #[test]
+    fn the_shard_leader_trims_at_the_smallest_count_received_by_the_live_members() {
+        let (mut p, t) = setup(3, 0, None);
+        let mut end = Recorder::default();
+        let c = p.cols.clone();
+        let mc = p.mc.clone();
+        let off = mc.received_offset[0];
+        t.freeze(2, "crashed");
+        for (r, got) in [(0, [5, 7, 3]), (1, [4, 9, 3]), (2, [1, 1, 1])] {
+            for (s, v) in got.into_iter().enumerate() {
+                t.put_elem(mc.num_received, r, off + s, v);
+            }
+        }
+        p.step(&t, &mut end);
+        // Rank 1 acknowledges, wedges and echoes the fixed count.
+        t.put(c.num_acked, 1, 1);
+        t.put(c.wedged, 1, true);
+        p.step(&t, &mut end);
+        p.step(&t, &mut end);
+        assert!(t.get(c.trim_end_ready, 0));
+        assert!(
+            end.trims.is_empty(),
+            "rank 1 has not echoed the fixed count"
+        );
+        t.put(c.trim_end, 1, 1);
+        t.put(c.trim_end_ready, 1, true);
+        p.step(&t, &mut end);
+        // The crashed rank 2 is not counted.
+        assert_eq!(
+            (0..3)
+                .map(|s| t.get_elem(c.global_min, 0, off + s))
+                .collect::<Vec<_>>(),
+            vec![4, 7, 3]
+        );
+        t.put_elem(c.global_min_ready, 1, 0, true);
+        let out = p.step(&t, &mut end);
+        assert_eq!(end.trims, vec![BTreeMap::from([(0, vec![4, 7, 3])])]);
+        assert_eq!(
+            out,
+            Some(Outcome::Trimmed {
+                removed: vec![2],
+                joined: vec![],
+                resend: vec![]
+            })
+        );
+    }
 }

@@ -758,18 +758,20 @@ impl MulticastGroup {
             self.cols.clone(),
             ids,
             shards,
-            Arc::clone(&self.engine),
-            senders,
-            read_rdmc,
             partition_safety,
             joins,
         );
+        let mut end = crate::gms::change::EngineEnd {
+            engine: Arc::clone(&self.engine),
+            senders,
+            read_rdmc,
+        };
         let protocol = Arc::new(Mutex::new(protocol));
         let (cond, trig) = (Arc::clone(&protocol), protocol);
         self.sst.predicates().recurrent(
             move |t| lock(&cond).active(t),
             move |t| {
-                if let Some(outcome) = lock(&trig).step(t) {
+                if let Some(outcome) = lock(&trig).step(t, &mut end) {
                     on_outcome(outcome);
                 }
             },
