@@ -1,8 +1,8 @@
 //! Ending a view after failures: suspicion, proposal, acknowledgement, commit, wedge, and the
 //! ragged trim, all through the view's SST.
 //!
-//! One `ChangeProtocol` state machine runs in a recurrent predicate on the view's core loop, next to the
-//! multicast engine. Each step:
+//! One `ChangeProtocol` state machine runs in a recurrent predicate on the view's core loop,
+//! next to the multicast engine. Each step:
 //!
 //! 1. **Suspicion.** A row the failure detector froze, or a member another live member
 //!    suspects, becomes suspected here too (suspicions spread through the `suspected` columns),
@@ -26,9 +26,15 @@
 //! proposed after the removals, flagged as joins, with their addresses in `joiner_info`, so
 //! every member computes the same next view (survivors in rank order, then joiners).
 //!
-//! A leader that fails is handled by the same rules: the next lowest rank becomes leader and
-//! proposes its own suspicions after the changes it already acknowledged (joins included:
-//! their addresses were copied with the changes).
+//! A leader that fails is handled by the same rules: the next lowest rank becomes leader, but
+//! acts (proposes, commits, fixes the change count) only once every live member suspects the
+//! ranks below it. Members stop copying a leader's list when they suspect it, so from then on
+//! every live member's list is a prefix of what the old leaders proposed: the new leader takes
+//! over the longest (joins included: their addresses travel with the changes) and appends its
+//! own suspicions, and no member ever holds a list that disagrees with the leader's.
+//!
+//! The protocol sees the table only through `ChangeTable` and acts on the multicast only
+//! through `ViewEnd`, so its unit tests run it on a table in memory.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv6Addr};
