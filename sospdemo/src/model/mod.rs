@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use arch::{Architecture, BlockKind, ParamRole, ParamSpec, BN_EPS};
 pub(crate) use arch::{ConvSpec, Layout};
-pub use photo::{decode_photo, Preprocess, MAX_PHOTO_SIDE};
+pub use photo::{decode_photo, Preprocess, ResizeStyle, MAX_PHOTO_SIDE};
 pub use resnet::FoldedResNet;
 pub(crate) use resnet::{forward, LayerOps};
 pub use weights::{load_weights, random_weights, save_weights, Weights};
