@@ -12,6 +12,7 @@
 //! `Send + Sync` and can be shared between request handlers.
 
 mod arch;
+pub mod mxnet;
 mod photo;
 mod resnet;
 pub(crate) mod rng;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use arch::{Architecture, BlockKind, ParamRole, ParamSpec, BN_EPS};
 pub(crate) use arch::{ConvSpec, Layout};
+pub use mxnet::{MxNetError, MxNetModel};
 pub use photo::{decode_photo, Preprocess, ResizeStyle, MAX_PHOTO_SIDE};
 pub use resnet::FoldedResNet;
 pub(crate) use resnet::{forward, LayerOps};
