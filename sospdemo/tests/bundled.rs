@@ -20,7 +20,7 @@ fn bundled_photos_are_classified_correctly() {
         );
         let model = Classifier::from_files(&files).unwrap();
         assert_eq!(model.labels(), task.labels());
-        assert_eq!(model.architecture(), &bundled_architecture(task));
+        assert_eq!(model.architecture(), Some(&bundled_architecture(task)));
 
         let mut photos: Vec<_> = std::fs::read_dir(sospdemo::bundled_photo_dir(task))
             .unwrap()
