@@ -391,6 +391,12 @@ impl GroupCategorizers {
                         tracing::warn!(member = m, error = %e, "categorizer unavailable; trying another");
                         last = e.to_string();
                     }
+                    Err(e @ RpcError::TooLarge { .. }) => {
+                        return Err(CategorizerError::Model(format!(
+                            "the request is too large for this group: {e}; raise that limit in \
+                             every node's derecho.cfg and restart the group"
+                        )))
+                    }
                     Err(e) => return Err(CategorizerError::Unavailable(e.to_string())),
                 }
             }
