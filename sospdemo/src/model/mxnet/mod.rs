@@ -5,7 +5,7 @@
 //! * [`params`] reads the `.params` NDArray-list format;
 //! * [`symbol`] reads the graph JSON and its string attributes;
 //! * [`graph`] binds the two into a runnable network, folding batch normalisations into the
-//!   convolutions before them.
+//!   convolutions before them; `ops` and `pool` say what each operator computes.
 //!
 //! Supported operators: `Convolution`, `BatchNorm`, `Activation` (relu, sigmoid, tanh,
 //! softrelu), `relu`, `sigmoid`, `tanh`, `Pooling` (max/avg/sum, global, `valid`/`full`,
@@ -26,7 +26,9 @@
 //! suggests; every failure is an [`MxNetError`].
 
 pub mod graph;
+mod ops;
 pub mod params;
+mod pool;
 pub mod symbol;
 
 use candle_core::{DType, Device, Tensor, D};
