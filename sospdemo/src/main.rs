@@ -268,12 +268,12 @@ fn run_train(
             .map(|(l, c, n)| format!("{l} {c}/{n}"))
             .collect();
         println!("         per class: {}", classes.join(", "));
-        if r.samples_skipped > 0 {
-            println!(
-                "         sample candidates passed over (misclassified): {}",
-                r.samples_skipped
-            );
-        }
+        println!(
+            "         sample photos (first {} per class, chosen before training): {}/{} classified correctly",
+            r.samples.len() / r.task.labels().len().max(1),
+            r.samples_correct,
+            r.samples.len()
+        );
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use sospdemo::service::{
     serve, CategorizerError, Categorizers, Guess, ServerHandle, ServiceLimits, INSTALL_OK,
     REMOVE_OK,
 };
-use sospdemo::train::Task;
+use sospdemo::train::{HeldOutEvaluation, Task};
 use sospdemo_proto::function_tier_service_client::FunctionTierServiceClient;
 use sospdemo_proto::photo_request::PhotoChunk;
 use sospdemo_proto::{PhotoMetadata, PhotoRequest};
@@ -441,10 +441,30 @@ fn the_demo_workload_runs_against_two_function_tier_nodes() {
     let n = summary.photos.len();
     assert!(summary.all_answered(), "{out}");
     assert_eq!(summary.correct(), n, "{out}");
-    assert_eq!(
-        out.lines().last(),
-        Some(format!("correct {n}/{n}").as_str())
-    );
+    let lines: Vec<&str> = out.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| *l == format!("correct {n}/{n}"))
+        .unwrap_or_else(|| panic!("no `correct` line: {out}"));
+    // Then each model's held-out accuracy, as training recorded it.
+    assert_eq!(lines.len(), at + 3, "{out}");
+    for (line, task) in lines[at + 1..].iter().zip([Task::Flowers, Task::Pets]) {
+        let e = HeldOutEvaluation::read(&sospdemo::bundled_model_dir(task))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            *line,
+            format!(
+                "held-out accuracy of the {} model: {:.1}% ({}/{} photos not seen in training)",
+                task.name(),
+                100.0 * e.accuracy(),
+                e.correct,
+                e.held_out
+            )
+        );
+    }
+    assert_eq!(summary.held_out.len(), 2);
+    assert!(summary.held_out.iter().all(|(_, e)| e.is_some()));
     assert!(out.contains("install model successfully."), "{out}");
     for addr in [&addr0, &addr1] {
         assert!(
