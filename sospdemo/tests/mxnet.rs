@@ -430,6 +430,50 @@ fn pooling_follows_mxnet_conventions() {
 }
 
 #[test]
+fn hostile_attributes_are_refused_without_huge_allocations() {
+    // A stride larger than the kernel with the `full` convention leaves a window outside the
+    // input: an empty window, not a panic.
+    let s = graph(vec![
+        var("data"),
+        json!({"op": "Pooling", "name": "p", "attrs": {"kernel": "(1, 1)", "stride": "(3, 3)",
+               "pool_type": "max", "pooling_convention": "full"}, "inputs": [[0, 0, 0]]}),
+    ]);
+    let v = run(&s, &Params::default(), ramp(1, 5));
+    assert_eq!(v, vec![1.0, 4.0, 0.0, 16.0, 19.0, 0.0, 0.0, 0.0, 0.0]);
+    // Absurd windows are refused when the graph is bound.
+    let s = graph(vec![
+        var("data"),
+        json!({"op": "Pooling", "name": "p", "attrs": {"kernel": "(3, 3)", "pad": "(100000, 1)"},
+               "inputs": [[0, 0, 0]]}),
+    ]);
+    let err = Graph::build(&s, &Params::default(), BuildOptions::default()).unwrap_err();
+    assert!(matches!(err, MxNetError::Unsupported { .. }), "{err:?}");
+    // Padding within bounds that would still blow a tensor up is refused when it runs:
+    // (4 + 2·4096)² cells.
+    let s = graph(vec![
+        var("data"),
+        var("w"),
+        json!({"op": "Convolution", "name": "c", "attrs": {"kernel": "(1, 1)", "num_filter": "1",
+               "no_bias": "True", "pad": "(4096, 4096)"}, "inputs": [[0, 0, 0], [1, 0, 0]]}),
+    ]);
+    let p = params_of(&[dense("arg:w", &[1, 1, 1, 1], &[1.0])]);
+    let g = Graph::build(&s, &p, BuildOptions::default()).unwrap();
+    let err = g.forward(&ramp(1, 4)).unwrap_err();
+    assert!(err.to_string().contains("elements"), "{err}");
+    // A broadcast of a [n, 1] parameter against a [1, n] input.
+    let s = graph(vec![
+        var("data"),
+        var("col"),
+        json!({"op": "broadcast_add", "name": "b", "inputs": [[0, 0, 0], [1, 0, 0]]}),
+    ]);
+    let p = params_of(&[("arg:col".into(), vec![1 << 15, 1], vec![0.0; 1 << 15])]);
+    let g = Graph::build(&s, &p, BuildOptions::default()).unwrap();
+    let x = Tensor::zeros((1, 1 << 15), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let err = g.forward(&x).unwrap_err();
+    assert!(err.to_string().contains("elements"), "{err}");
+}
+
+#[test]
 fn batch_norm_honours_fix_gamma_and_eps() {
     let bn = |fix_gamma: Option<&str>| {
         let mut attrs = json!({"eps": "0.5"});

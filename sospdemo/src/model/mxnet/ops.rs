@@ -133,6 +133,17 @@ fn data_inputs(node: &Node, n: usize) -> Result<Vec<(usize, usize)>, MxNetError>
     Ok(node.inputs[..n].to_vec())
 }
 
+/// Refuses kernels, strides, dilations and paddings above [`MAX_WINDOW`].
+fn check_window(node: &Node, sizes: &[&Vec<usize>]) -> Result<(), MxNetError> {
+    if sizes.iter().any(|v| v.iter().any(|&d| d > MAX_WINDOW)) {
+        return Err(unsupported(
+            node,
+            format!("a kernel, stride, dilation or padding above {MAX_WINDOW}"),
+        ));
+    }
+    Ok(())
+}
+
 fn unsupported(node: &Node, what: impl Into<String>) -> MxNetError {
     MxNetError::Unsupported {
         node: node.name.clone(),
@@ -156,6 +167,7 @@ pub(super) fn parse_node(node: &Node, steps: &[Step]) -> Result<Step, MxNetError
             let stride = node.sizes_attr("stride", 2, 1)?;
             let dilate = node.sizes_attr("dilate", 2, 1)?;
             let pad = node.sizes_attr("pad", 2, 0)?;
+            check_window(node, &[&kernel, &stride, &dilate, &pad])?;
             if stride[0] != stride[1] || dilate[0] != dilate[1] {
                 return Err(unsupported(
                     node,
@@ -265,6 +277,7 @@ pub(super) fn parse_node(node: &Node, steps: &[Step]) -> Result<Step, MxNetError
             }
             let stride = node.sizes_attr("stride", 2, 1)?;
             let pad = node.sizes_attr("pad", 2, 0)?;
+            check_window(node, &[&kernel, &stride, &pad])?;
             let full = match node.str_attr("pooling_convention", "valid") {
                 "valid" => false,
                 "full" => true,
@@ -435,6 +448,47 @@ fn arg(args: &[Tensor], i: usize) -> candle_core::Result<&Tensor> {
         .ok_or_else(|| candle_core::Error::Msg(format!("missing input {i}")))
 }
 
+/// Most elements an intermediate tensor may have (256 MiB of f32; ResNet50's largest activation
+/// at 224×224 has 0.8 M per photo): a graph whose attributes or parameters would make one
+/// larger is refused instead of exhausting memory.
+pub(super) const MAX_ELEMENTS: usize = 1 << 26;
+/// Largest kernel, stride, dilation or padding accepted from an attribute.
+const MAX_WINDOW: usize = 4096;
+
+/// Refuses a tensor of `elems` elements (`None`: the count overflowed) above [`MAX_ELEMENTS`].
+pub(super) fn guard_elements(what: &str, elems: Option<usize>) -> candle_core::Result<()> {
+    match elems {
+        Some(n) if n <= MAX_ELEMENTS => Ok(()),
+        _ => Err(candle_core::Error::Msg(format!(
+            "{what} would have more than {MAX_ELEMENTS} elements"
+        ))),
+    }
+}
+
+fn product(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}
+
+/// The shape two operands broadcast to, if they do.
+fn broadcast_dims(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let at = |d: &[usize], i: usize| {
+        let off = rank - d.len();
+        if i < off {
+            1
+        } else {
+            d[i - off]
+        }
+    };
+    (0..rank)
+        .map(|i| match (at(a, i), at(b, i)) {
+            (x, y) if x == y || y == 1 => Some(x),
+            (1, y) => Some(y),
+            _ => None,
+        })
+        .collect()
+}
+
 pub(super) fn run(op: &Op, args: &[Tensor]) -> candle_core::Result<Tensor> {
     let x = arg(args, 0)?;
     match op {
@@ -446,6 +500,13 @@ pub(super) fn run(op: &Op, args: &[Tensor]) -> candle_core::Result<Tensor> {
             dilate,
             groups,
         } => {
+            // Neither the padded input nor the output (at most as large per channel) may be huge.
+            if let (Ok((n, c, h, w)), Some(&filters)) = (x.dims4(), weight.dims().first()) {
+                let (ph, pw) = (h.checked_add(2 * pad[0]), w.checked_add(2 * pad[1]));
+                let plane = ph.zip(pw).and_then(|(a, b)| a.checked_mul(b));
+                let wide = plane.and_then(|p| p.checked_mul(n)?.checked_mul(c.max(filters)));
+                guard_elements("a padded convolution", wide)?;
+            }
             let y = if pad[0] == pad[1] {
                 x.conv2d(weight, pad[0], *stride, *dilate, *groups)?
             } else {
@@ -475,6 +536,14 @@ pub(super) fn run(op: &Op, args: &[Tensor]) -> candle_core::Result<Tensor> {
         Op::Pool(spec) => pool2d(x, spec),
         Op::Binary(b) => {
             let y = arg(args, 1)?;
+            let dims = broadcast_dims(x.dims(), y.dims()).ok_or_else(|| {
+                candle_core::Error::Msg(format!(
+                    "shapes {:?} and {:?} do not broadcast",
+                    x.dims(),
+                    y.dims()
+                ))
+            })?;
+            guard_elements("a broadcast result", product(&dims))?;
             match b {
                 Binary::Add => x.broadcast_add(y),
                 Binary::Sub => x.broadcast_sub(y),

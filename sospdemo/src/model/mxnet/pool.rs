@@ -30,6 +30,8 @@ fn pooled_side(len: usize, k: usize, s: usize, p: usize, full: bool) -> Option<u
 
 /// 2-D pooling with MXNet's semantics: windows start at `o·stride − pad`; max ignores padding;
 /// avg divides by the window clipped to the padded input (`count_include_pad`) or to the input.
+/// A window that covers no input cell (possible with the `full` convention and a stride larger
+/// than the kernel) gives 0.
 pub(super) fn pool2d(x: &Tensor, spec: &PoolSpec) -> candle_core::Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let (k, s, p) = if spec.global {
@@ -46,6 +48,10 @@ pub(super) fn pool2d(x: &Tensor, spec: &PoolSpec) -> candle_core::Result<Tensor>
             k[0], k[1]
         )));
     };
+    let elems = [n, c, oh, ow]
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d));
+    super::ops::guard_elements("a pooling output", elems)?;
     let data = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     let mut out = vec![0f32; n * c * oh * ow];
     let (hi, wi) = (h as i64, w as i64);
@@ -55,11 +61,11 @@ pub(super) fn pool2d(x: &Tensor, spec: &PoolSpec) -> candle_core::Result<Tensor>
         for oy in 0..oh {
             let y0 = (oy * s[0]) as i64 - p[0] as i64;
             let y1_padded = (y0 + k[0] as i64).min(hi + p[0] as i64);
-            let (ya, yb) = (y0.max(0), (y0 + k[0] as i64).min(hi));
+            let (ya, yb) = (y0.clamp(0, hi), (y0 + k[0] as i64).clamp(0, hi));
             for ox in 0..ow {
                 let x0 = (ox * s[1]) as i64 - p[1] as i64;
                 let x1_padded = (x0 + k[1] as i64).min(wi + p[1] as i64);
-                let (xa, xb) = (x0.max(0), (x0 + k[1] as i64).min(wi));
+                let (xa, xb) = (x0.clamp(0, wi), (x0 + k[1] as i64).clamp(0, wi));
                 let mut acc = match spec.kind {
                     PoolKind::Max => f32::NEG_INFINITY,
                     _ => 0.0,
