@@ -4,8 +4,8 @@
 //! forwards them to a sharded categorizer tier running CNN inference on the CPU. This crate
 //! holds:
 //!
-//! * [`model`]: the inference engine (a ResNet with torchvision parameter names, run with
-//!   candle on the CPU) and the three-file model format;
+//! * [`model`]: the inference engine (run with candle on the CPU) and the three-file model
+//!   format: our ResNets (torchvision parameter names) or MXNet exports loaded unchanged;
 //! * [`service`]: the function tier's gRPC front end over any [`service::Categorizers`]
 //!   implementation, and the server that runs it ([`service::serve`]);
 //! * [`tiers`]: the two replicated types (the function tier and the categorizer tier, whose

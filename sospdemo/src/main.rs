@@ -105,16 +105,18 @@ enum ClientAction {
         /// A JPEG or PNG photo.
         photo: PathBuf,
     },
-    /// Install a model under a tag.
+    /// Install a model under a tag: ours (synset.txt arch.json weights.safetensors) or an
+    /// MXNet export (synset.txt model-symbol.json model-0000.params); the format is recognised
+    /// from the files' contents.
     #[command(name = "installmodel")]
     InstallModel {
         /// The tag to install the model under.
         tag: u32,
         /// The synset file (one label per line).
         synset: PathBuf,
-        /// The architecture file (JSON).
+        /// The architecture: arch.json, or an MXNet symbol file (*-symbol.json).
         arch: PathBuf,
-        /// The weights file (safetensors).
+        /// The weights: weights.safetensors, or an MXNet .params file.
         weights: PathBuf,
     },
     /// Remove the model of a tag.
@@ -266,12 +268,12 @@ fn run_train(
             .map(|(l, c, n)| format!("{l} {c}/{n}"))
             .collect();
         println!("         per class: {}", classes.join(", "));
-        if r.samples_skipped > 0 {
-            println!(
-                "         sample candidates passed over (misclassified): {}",
-                r.samples_skipped
-            );
-        }
+        println!(
+            "         sample photos (first {} per class, chosen before training): {}/{} classified correctly",
+            r.samples.len() / r.task.labels().len().max(1),
+            r.samples_correct,
+            r.samples.len()
+        );
     }
     Ok(())
 }
@@ -309,7 +311,7 @@ fn run_bench(models: Vec<String>, iterations: usize, photo: Option<PathBuf>) -> 
         } else {
             Classifier::load_dir(&PathBuf::from(&name))?
         };
-        let side = classifier.architecture().input_size;
+        let side = classifier.preprocess().crop as usize;
         let x = Tensor::randn(0f32, 1.0, (1, 3, side, side), &Device::Cpu)?;
         for _ in 0..2 {
             classifier.logits(&x)?;

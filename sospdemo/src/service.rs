@@ -32,7 +32,7 @@ use sospdemo_proto::function_tier_service_server::{
 };
 use sospdemo_proto::{
     InstallModelRequest, ModelAssembler, ModelReply, PhotoAssembler, PhotoReply, PhotoRequest,
-    RemoveModelRequest,
+    RemoveModelRequest, StreamError,
 };
 use tokio::sync::oneshot;
 use tonic::transport::server::TcpIncoming;
@@ -280,6 +280,21 @@ impl FunctionTier {
     }
 }
 
+/// A model stream's error as a status; a model over the size bound gets advice on the
+/// configuration that sets the bound.
+fn model_too_large(e: StreamError) -> Status {
+    match e {
+        StreamError::TooLarge { declared, limit } => Status::invalid_argument(format!(
+            "the model is {declared} bytes, which exceeds the limit of {limit} bytes that this \
+             group accepts (DERECHO/max_p2p_request_payload_size); to install it, raise \
+             max_p2p_request_payload_size in the [DERECHO] section and max_payload_size in the \
+             [SUBGROUP/CATEGORIZER_TIER] section of every node's derecho.cfg to at least \
+             {declared} bytes and restart the group"
+        )),
+        other => other.into(),
+    }
+}
+
 /// `tags` without repeats, in first-seen order.
 fn distinct(tags: Vec<u32>) -> Vec<u32> {
     let mut seen = std::collections::HashSet::with_capacity(tags.len());
@@ -340,7 +355,7 @@ impl FunctionTierService for FunctionTier {
         let mut stream = request.into_inner();
         let mut assembler = ModelAssembler::new(self.limits.max_model_bytes);
         while let Some(msg) = stream.message().await? {
-            assembler.push(msg)?;
+            assembler.push(msg).map_err(model_too_large)?;
         }
         let model = assembler.finish()?;
         let tag = model.tag;

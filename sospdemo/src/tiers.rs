@@ -93,16 +93,17 @@ pub enum CategorizerUpdate {
     },
 }
 
-/// A model as the replicas store and ship it.
+/// A model as the replicas store and ship it: the three files as uploaded, whatever their
+/// format (ours or MXNet's; the engine recognises it from the contents when it loads them).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredModel {
     /// `synset.txt`.
     #[serde(with = "serde_bytes")]
     pub synset: Vec<u8>,
-    /// `arch.json`.
+    /// `arch.json`, or an MXNet `*-symbol.json`.
     #[serde(with = "serde_bytes")]
     pub architecture: Vec<u8>,
-    /// `weights.safetensors`.
+    /// `weights.safetensors`, or an MXNet `*.params`.
     #[serde(with = "serde_bytes")]
     pub weights: Vec<u8>,
 }
@@ -389,6 +390,12 @@ impl GroupCategorizers {
                     Err(e) if member_gone(&e) => {
                         tracing::warn!(member = m, error = %e, "categorizer unavailable; trying another");
                         last = e.to_string();
+                    }
+                    Err(e @ RpcError::TooLarge { .. }) => {
+                        return Err(CategorizerError::Model(format!(
+                            "the request is too large for this group: {e}; raise that limit in \
+                             every node's derecho.cfg and restart the group"
+                        )))
                     }
                     Err(e) => return Err(CategorizerError::Unavailable(e.to_string())),
                 }

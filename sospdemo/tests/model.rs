@@ -85,7 +85,7 @@ fn save_load_round_trip() {
     let a = Classifier::from_files(&files).unwrap();
     let b = Classifier::load_dir(&dir).unwrap();
     assert_eq!(a.labels(), ["label0", "label1", "label2"]);
-    assert_eq!(b.architecture(), &tiny_arch(3));
+    assert_eq!(b.architecture(), Some(&tiny_arch(3)));
 
     let photo = png(&test_photo(40, 30));
     let (ga, gb) = (a.classify(&photo).unwrap(), b.classify(&photo).unwrap());

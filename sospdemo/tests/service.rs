@@ -15,7 +15,7 @@ use sospdemo::service::{
     serve, CategorizerError, Categorizers, Guess, ServerHandle, ServiceLimits, INSTALL_OK,
     REMOVE_OK,
 };
-use sospdemo::train::Task;
+use sospdemo::train::{HeldOutEvaluation, Task};
 use sospdemo_proto::function_tier_service_client::FunctionTierServiceClient;
 use sospdemo_proto::photo_request::PhotoChunk;
 use sospdemo_proto::{PhotoMetadata, PhotoRequest};
@@ -441,10 +441,30 @@ fn the_demo_workload_runs_against_two_function_tier_nodes() {
     let n = summary.photos.len();
     assert!(summary.all_answered(), "{out}");
     assert_eq!(summary.correct(), n, "{out}");
-    assert_eq!(
-        out.lines().last(),
-        Some(format!("correct {n}/{n}").as_str())
-    );
+    let lines: Vec<&str> = out.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| *l == format!("correct {n}/{n}"))
+        .unwrap_or_else(|| panic!("no `correct` line: {out}"));
+    // Then each model's held-out accuracy, as training recorded it.
+    assert_eq!(lines.len(), at + 3, "{out}");
+    for (line, task) in lines[at + 1..].iter().zip([Task::Flowers, Task::Pets]) {
+        let e = HeldOutEvaluation::read(&sospdemo::bundled_model_dir(task))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            *line,
+            format!(
+                "held-out accuracy of the {} model: {:.1}% ({}/{} photos not seen in training)",
+                task.name(),
+                100.0 * e.accuracy(),
+                e.correct,
+                e.held_out
+            )
+        );
+    }
+    assert_eq!(summary.held_out.len(), 2);
+    assert!(summary.held_out.iter().all(|(_, e)| e.is_some()));
     assert!(out.contains("install model successfully."), "{out}");
     for addr in [&addr0, &addr1] {
         assert!(
@@ -461,4 +481,60 @@ fn the_demo_workload_runs_against_two_function_tier_nodes() {
     print!("{out}");
     first.shutdown().unwrap();
     second.shutdown().unwrap();
+}
+
+fn mxnet_fixture(net: &str) -> ModelFiles {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/mxnet");
+    ModelFiles::read(
+        &dir.join("synset.txt"),
+        &dir.join(format!("{net}-symbol.json")),
+        &dir.join(format!("{net}-0000.params")),
+    )
+    .unwrap()
+}
+
+#[test]
+fn mxnet_model_installs_and_answers_through_the_service() {
+    let (server, addr) = start_default();
+    let model = mxnet_fixture("resnet50_v1");
+    let local = Classifier::from_files(&model).unwrap();
+    let (code, desc) = client::install_model(&addr, 3, &model).unwrap();
+    assert_eq!((code, desc.as_str()), (0, INSTALL_OK));
+    let mut client = connect(&addr);
+    for (_, photo) in bundled_photos(Task::Pets).into_iter().take(3) {
+        let answer = client.inference(&[3], &photo).unwrap();
+        assert_eq!(answer, local.classify(&photo).unwrap().label);
+    }
+    // A photo that is not an image, sent to an MXNet model.
+    let e = client.inference(&[3], b"not an image at all").unwrap_err();
+    assert_eq!(e.rpc_code(), Some(tonic::Code::InvalidArgument), "{e}");
+    assert!(e.to_string().contains("send a JPEG or PNG"), "{e}");
+    // Mixed-up files are refused before anything is installed, with advice.
+    let mut mixed = mxnet_fixture("resnet18_v1");
+    mixed.weights = bundled_model(Task::Flowers).weights;
+    let (code, desc) = client.install_model(4, &mixed).unwrap();
+    assert_eq!(code, -2, "{desc}");
+    assert!(desc.contains(".params file exported with it"), "{desc}");
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn too_large_model_says_which_setting_to_raise() {
+    let limits = ServiceLimits {
+        max_model_bytes: 100_000,
+        ..ServiceLimits::default()
+    };
+    let (server, addr) = start(Arc::new(InProcessCategorizersDouble::default()), limits);
+    let model = mxnet_fixture("resnet18_v1");
+    assert!(model.len() > 100_000);
+    let e = client::install_model(&addr, 1, &model).unwrap_err();
+    assert_eq!(e.rpc_code(), Some(tonic::Code::InvalidArgument), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("the model is {} bytes", model.len())),
+        "{text}"
+    );
+    assert!(text.contains("max_p2p_request_payload_size"), "{text}");
+    assert!(text.contains("derecho.cfg"), "{text}");
+    server.shutdown().unwrap();
 }

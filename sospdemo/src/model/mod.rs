@@ -1,17 +1,25 @@
-//! The inference engine: a ResNet classifier on the CPU with candle.
+//! The inference engine: CNN classifiers on the CPU with candle.
 //!
 //! A model is three files, like the original sospdemo's: a **synset** (one label per line, line
-//! `i` naming class `i`), an **architecture** (JSON, [`Architecture`]) and **weights**
-//! (safetensors, with torchvision's parameter names, so an ImageNet ResNet50 exported from
-//! torchvision loads unchanged). [`ModelFiles`] holds the three as bytes, which is the form a
-//! model travels and is replicated in; [`Classifier::from_files`] checks them and builds the
-//! network; [`Classifier::classify`] turns a JPEG or PNG photo into a [`Guess`].
+//! `i` naming class `i`), an **architecture** and **weights**, in one of two formats:
+//!
+//! * ours: `arch.json` ([`Architecture`], a ResNet's depth and widths) and
+//!   `weights.safetensors` (torchvision's parameter names, so an ImageNet ResNet50 exported
+//!   from torchvision loads unchanged);
+//! * MXNet's, unchanged ([`mxnet`]): the `*-symbol.json` graph and the `*.params` arrays that
+//!   Gluon's `export()` writes, as in the original tutorial.
+//!
+//! The format is recognised from the files' contents ([`FileKind::sniff`]), never from their
+//! names, so either kind travels and is replicated as the same three byte strings
+//! ([`ModelFiles`]). [`Classifier::from_files`] checks them and builds the network;
+//! [`Classifier::classify`] turns a JPEG or PNG photo into a [`Guess`].
 //!
 //! Nothing here panics on bad input: every way a file can be wrong is a [`ModelError`].
 //! This module owns no threads and no state beyond the loaded tensors; a [`Classifier`] is
 //! `Send + Sync` and can be shared between request handlers.
 
 mod arch;
+pub mod mxnet;
 mod photo;
 mod resnet;
 pub(crate) mod rng;
@@ -24,7 +32,8 @@ use serde::{Deserialize, Serialize};
 
 pub use arch::{Architecture, BlockKind, ParamRole, ParamSpec, BN_EPS};
 pub(crate) use arch::{ConvSpec, Layout};
-pub use photo::{decode_photo, Preprocess, MAX_PHOTO_SIDE};
+pub use mxnet::{MxNetError, MxNetModel};
+pub use photo::{decode_photo, Preprocess, ResizeStyle, MAX_PHOTO_SIDE};
 pub use resnet::FoldedResNet;
 pub(crate) use resnet::{forward, LayerOps};
 pub use weights::{load_weights, random_weights, save_weights, Weights};
@@ -88,7 +97,10 @@ pub enum ModelError {
         dtype: String,
     },
     /// The network's class count differs from the number of synset labels.
-    #[error("the architecture has {classes} classes but the synset has {labels} labels")]
+    #[error(
+        "the network's output layer has {classes} classes but the synset has {labels} labels; \
+         the synset needs one line per class, in class order (is it this model's synset.txt?)"
+    )]
     ClassCountMismatch {
         /// Classes of the architecture (rows of `fc.weight`).
         classes: usize,
@@ -96,8 +108,22 @@ pub enum ModelError {
         labels: usize,
     },
     /// The photo is not a decodable JPEG or PNG file (wrong format, corrupt or truncated).
-    #[error("the photo cannot be decoded: {0}")]
+    #[error("the photo cannot be decoded: {0}; send a JPEG or PNG image file")]
     NotAPhoto(String),
+    /// A model file is of the wrong kind for its place (files swapped, or an architecture of
+    /// one format with weights of the other).
+    #[error("the {role} file is {found}; {advice}")]
+    WrongFile {
+        /// Which of the three files: `synset`, `architecture` or `weights`.
+        role: &'static str,
+        /// What it actually is.
+        found: FileKind,
+        /// What to give instead.
+        advice: String,
+    },
+    /// The MXNet model (symbol and `.params`) cannot be loaded.
+    #[error("the MXNet model cannot be loaded: {0}")]
+    MxNet(#[source] Box<MxNetError>),
     /// The photo's dimensions cannot be classified (empty or absurdly elongated).
     #[error("the photo is {width}×{height} pixels: too elongated or empty to classify")]
     PhotoShape {
@@ -109,6 +135,163 @@ pub enum ModelError {
     /// A tensor operation failed (a bug rather than bad input).
     #[error("tensor computation failed: {0}")]
     Tensor(#[from] candle_core::Error),
+}
+
+impl From<MxNetError> for ModelError {
+    fn from(e: MxNetError) -> Self {
+        Self::MxNet(Box::new(e))
+    }
+}
+
+/// What a model file looks like, judged from its contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// An MXNet `.params` file (NDArray-list magic).
+    MxNetParams,
+    /// A safetensors file (a length-prefixed JSON header).
+    Safetensors,
+    /// An MXNet symbol file (JSON with `nodes` and `heads`).
+    MxNetSymbol,
+    /// Any other JSON object, such as our `arch.json`.
+    Json,
+    /// A JPEG or PNG image.
+    Image,
+    /// UTF-8 text that is none of the above (a synset, for instance).
+    Text,
+    /// Anything else.
+    Binary,
+}
+
+impl FileKind {
+    /// Classifies a file by its first bytes and, for JSON, its top-level keys.
+    pub fn sniff(bytes: &[u8]) -> Self {
+        if mxnet::looks_like_params(bytes) {
+            return Self::MxNetParams;
+        }
+        if looks_like_safetensors(bytes) {
+            return Self::Safetensors;
+        }
+        if bytes.starts_with(&[0xFF, 0xD8]) || bytes.starts_with(b"\x89PNG") {
+            return Self::Image;
+        }
+        let text = bytes.trim_ascii_start();
+        if text.starts_with(b"{") {
+            if mxnet::looks_like_symbol(bytes) {
+                return Self::MxNetSymbol;
+            }
+            if serde_json::from_slice::<serde_json::Value>(bytes).is_ok() {
+                return Self::Json;
+            }
+        }
+        if std::str::from_utf8(bytes).is_ok() {
+            Self::Text
+        } else {
+            Self::Binary
+        }
+    }
+}
+
+impl std::fmt::Display for FileKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::MxNetParams => "an MXNet .params file",
+            Self::Safetensors => "a safetensors weights file",
+            Self::MxNetSymbol => "an MXNet symbol file (*-symbol.json)",
+            Self::Json => "a JSON architecture file (arch.json)",
+            Self::Image => "an image",
+            Self::Text => "a text file",
+            Self::Binary => "a binary file of unknown format",
+        })
+    }
+}
+
+/// Whether `bytes` start with a safetensors header: a little-endian length and a JSON object
+/// of that length.
+fn looks_like_safetensors(bytes: &[u8]) -> bool {
+    let Some(head) = bytes.get(..8) else {
+        return false;
+    };
+    let mut word = [0u8; 8];
+    word.copy_from_slice(head);
+    let n = u64::from_le_bytes(word);
+    n >= 2 && n <= (bytes.len() - 8) as u64 && bytes.get(8) == Some(&b'{')
+}
+
+/// The argument order of `installmodel`, for error messages.
+const FILE_ORDER: &str = "installmodel takes <synset.txt> then <arch.json> <weights.safetensors> \
+                          for our models or <model-symbol.json> <model-0000.params> for MXNet's";
+
+/// The two model formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFormat {
+    /// `arch.json` and `weights.safetensors`.
+    ResNet,
+    /// MXNet's symbol JSON and `.params`.
+    MxNet,
+}
+
+impl ModelFormat {
+    /// Decides the format of a model from its three files, or says which file is out of place
+    /// and what to give instead.
+    pub fn detect(synset: &[u8], architecture: &[u8], weights: &[u8]) -> Result<Self, ModelError> {
+        let wrong = |role, found, advice: String| {
+            Err(ModelError::WrongFile {
+                role,
+                found,
+                advice,
+            })
+        };
+        let s = FileKind::sniff(synset);
+        if matches!(
+            s,
+            FileKind::MxNetParams
+                | FileKind::Safetensors
+                | FileKind::MxNetSymbol
+                | FileKind::Json
+                | FileKind::Image
+        ) {
+            return wrong(
+                "synset",
+                s,
+                format!("it must be a text file with one label per line ({FILE_ORDER})"),
+            );
+        }
+        let a = FileKind::sniff(architecture);
+        let w = FileKind::sniff(weights);
+        match (a, w) {
+            (FileKind::MxNetSymbol, FileKind::MxNetParams) => Ok(Self::MxNet),
+            (FileKind::Json, FileKind::Safetensors) => Ok(Self::ResNet),
+            (FileKind::MxNetSymbol, FileKind::Safetensors) => wrong(
+                "weights",
+                w,
+                "the architecture is an MXNet symbol file, so the weights must be the .params \
+                 file exported with it"
+                    .into(),
+            ),
+            (FileKind::Json, FileKind::MxNetParams) => wrong(
+                "weights",
+                w,
+                "the architecture is an arch.json, which goes with weights.safetensors; for an \
+                 MXNet model give its *-symbol.json instead of arch.json"
+                    .into(),
+            ),
+            (FileKind::MxNetParams | FileKind::Safetensors, _) => wrong(
+                "architecture",
+                a,
+                format!("the files seem to be out of order: {FILE_ORDER}"),
+            ),
+            (_, FileKind::MxNetSymbol | FileKind::Json) => wrong(
+                "weights",
+                w,
+                format!("the files seem to be out of order: {FILE_ORDER}"),
+            ),
+            // An MXNet symbol with unreadable params, or anything with unreadable weights:
+            // let the format's own loader say what is wrong.
+            (FileKind::MxNetSymbol, _) => Ok(Self::MxNet),
+            (_, FileKind::MxNetParams) => Ok(Self::MxNet),
+            _ => Ok(Self::ResNet),
+        }
+    }
 }
 
 /// The labels of a model's classes.
@@ -163,9 +346,9 @@ impl Synset {
 pub struct ModelFiles {
     /// The synset: one label per line.
     pub synset: Vec<u8>,
-    /// The architecture: JSON.
+    /// The architecture: our `arch.json` or an MXNet symbol file.
     pub architecture: Vec<u8>,
-    /// The weights: safetensors.
+    /// The weights: safetensors, or an MXNet `.params` file.
     pub weights: Vec<u8>,
 }
 
@@ -276,13 +459,24 @@ pub struct Guess {
     pub score: f32,
 }
 
+/// The network of a loaded model.
+#[derive(Debug, Clone)]
+enum Network {
+    /// One of ours: a ResNet described by an [`Architecture`].
+    ResNet {
+        arch: Box<Architecture>,
+        net: FoldedResNet,
+    },
+    /// An MXNet graph.
+    MxNet(MxNetModel),
+}
+
 /// A loaded model, ready to classify photos.
 #[derive(Debug, Clone)]
 pub struct Classifier {
-    arch: Architecture,
     synset: Synset,
     preprocess: Preprocess,
-    net: FoldedResNet,
+    network: Network,
 }
 
 impl Classifier {
@@ -291,17 +485,47 @@ impl Classifier {
         Self::from_bytes(&files.synset, &files.architecture, &files.weights)
     }
 
-    /// Same as [`from_files`](Self::from_files) for borrowed bytes.
+    /// Same as [`from_files`](Self::from_files) for borrowed bytes. The format (ours or
+    /// MXNet's) is recognised from the contents ([`ModelFormat::detect`]).
     pub fn from_bytes(
         synset: &[u8],
         architecture: &[u8],
         weights: &[u8],
     ) -> Result<Self, ModelError> {
+        let format = ModelFormat::detect(synset, architecture, weights)?;
         let synset = Synset::parse(synset)?;
-        let arch = Architecture::from_json(architecture)?;
-        check_class_count(&arch, &synset)?;
-        let weights = load_weights(&arch, weights)?;
-        Self::from_parts(arch, synset, &weights)
+        match format {
+            ModelFormat::ResNet => {
+                let arch = Architecture::from_json(architecture)?;
+                check_class_count(&arch, &synset)?;
+                let weights = load_weights(&arch, weights)?;
+                Self::from_parts(arch, synset, &weights)
+            }
+            ModelFormat::MxNet => {
+                Self::from_mxnet(synset, MxNetModel::from_bytes(architecture, weights)?)
+            }
+        }
+    }
+
+    /// A classifier over a loaded MXNet network; its class count must match the synset.
+    pub fn from_mxnet(synset: Synset, model: MxNetModel) -> Result<Self, ModelError> {
+        if model.num_classes() != synset.labels().len() {
+            return Err(ModelError::ClassCountMismatch {
+                classes: model.num_classes(),
+                labels: synset.labels().len(),
+            });
+        }
+        let preprocess = Preprocess::mxnet(model.input_side());
+        tracing::debug!(
+            classes = model.num_classes(),
+            side = model.input_side(),
+            "MXNet model loaded"
+        );
+        Ok(Self {
+            synset,
+            preprocess,
+            network: Network::MxNet(model),
+        })
     }
 
     /// Loads the model in a directory holding `synset.txt`, `arch.json` and
@@ -323,10 +547,12 @@ impl Classifier {
         let preprocess = Preprocess::for_architecture(&arch);
         tracing::debug!(classes = arch.num_classes, blocks = ?arch.layers, "model loaded");
         Ok(Self {
-            arch,
             synset,
             preprocess,
-            net,
+            network: Network::ResNet {
+                arch: Box::new(arch),
+                net,
+            },
         })
     }
 
@@ -342,7 +568,7 @@ impl Classifier {
     /// Classifies a batch of preprocessed inputs `[n, 3, side, side]` (see
     /// [`preprocess`](Self::preprocess)); one guess per input, in order.
     pub fn classify_batch(&self, batch: &Tensor) -> Result<Vec<Guess>, ModelError> {
-        let probs = resnet::softmax(&self.net.forward(batch)?)?;
+        let probs = self.probabilities(batch)?;
         let best = probs.argmax(D::Minus1)?.to_vec1::<u32>()?;
         let rows = probs.to_vec2::<f32>()?;
         best.into_iter()
@@ -363,9 +589,21 @@ impl Classifier {
             .collect()
     }
 
-    /// Logits `[n, classes]` of a batch of preprocessed inputs.
+    /// Class probabilities `[n, classes]` of a batch of preprocessed inputs.
+    pub fn probabilities(&self, batch: &Tensor) -> Result<Tensor, ModelError> {
+        match &self.network {
+            Network::ResNet { net, .. } => Ok(resnet::softmax(&net.forward(batch)?)?),
+            Network::MxNet(m) => Ok(m.probabilities(batch)?),
+        }
+    }
+
+    /// The network's output `[n, classes]` for a batch of preprocessed inputs: logits, except
+    /// for an MXNet graph that ends in a softmax, whose output is already probabilities.
     pub fn logits(&self, batch: &Tensor) -> Result<Tensor, ModelError> {
-        self.net.forward(batch)
+        match &self.network {
+            Network::ResNet { net, .. } => net.forward(batch),
+            Network::MxNet(m) => Ok(m.forward(batch)?),
+        }
     }
 
     /// The photo transform this model expects.
@@ -373,9 +611,20 @@ impl Classifier {
         &self.preprocess
     }
 
-    /// The architecture.
-    pub fn architecture(&self) -> &Architecture {
-        &self.arch
+    /// The format the model was given in.
+    pub fn format(&self) -> ModelFormat {
+        match self.network {
+            Network::ResNet { .. } => ModelFormat::ResNet,
+            Network::MxNet(_) => ModelFormat::MxNet,
+        }
+    }
+
+    /// The architecture, for one of our models (`None` for an MXNet model).
+    pub fn architecture(&self) -> Option<&Architecture> {
+        match &self.network {
+            Network::ResNet { arch, .. } => Some(arch),
+            Network::MxNet(_) => None,
+        }
     }
 
     /// The class labels.

@@ -1,7 +1,11 @@
 //! Making the bundled models: procedural photos ([`generate_photo`]), a seeded training loop on
-//! the CPU with candle, a held-out evaluation through the real inference path (JPEG bytes in,
-//! [`Classifier`] loaded from the saved files), and sample photos whose names start with their
-//! true label.
+//! the CPU with candle, a held-out evaluation through the real inference path ([`Classifier`]
+//! loaded from the saved files; recorded next to the model as [`EVALUATION_FILE`]), and sample
+//! photos whose names start with their true label.
+//!
+//! The sample photos are chosen by a fixed rule before the model sees them: the first
+//! `samples_per_class` photos of each class in the sample stream. The model is not consulted,
+//! so how many of them it gets right is a measurement, not a consequence of the choice.
 //!
 //! Everything is a function of [`TrainConfig::seed`]: photo `i` of a split is drawn from its own
 //! random stream, so the data does not depend on how many threads draw it. This module writes
@@ -113,8 +117,8 @@ pub struct TrainReport {
     pub model_dir: PathBuf,
     /// Sample photos written.
     pub samples: Vec<PathBuf>,
-    /// Candidate sample photos passed over because the model got them wrong.
-    pub samples_skipped: usize,
+    /// Sample photos the model classifies correctly (measured after they were chosen).
+    pub samples_correct: usize,
     /// Wall-clock seconds spent (data, training, evaluation).
     pub seconds: f64,
     /// Mean training loss of the last epoch.
@@ -125,6 +129,55 @@ impl TrainReport {
     /// Held-out accuracy in [0, 1].
     pub fn accuracy(&self) -> f64 {
         self.correct as f64 / self.held_out.max(1) as f64
+    }
+}
+
+/// File name, inside a model's directory, of its held-out evaluation ([`HeldOutEvaluation`]).
+pub const EVALUATION_FILE: &str = "evaluation.json";
+
+/// How a model did on held-out photos, as recorded next to it by training.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HeldOutEvaluation {
+    /// Seed of the photo streams (the held-out photos are `0..held_out` of their split).
+    pub seed: u64,
+    /// Held-out photos classified.
+    pub held_out: usize,
+    /// Of which classified correctly.
+    pub correct: usize,
+    /// Per class: label, correct, total.
+    pub per_class: Vec<(String, usize, usize)>,
+}
+
+impl HeldOutEvaluation {
+    /// Held-out accuracy in [0, 1].
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.held_out.max(1) as f64
+    }
+
+    /// Reads `<model_dir>/evaluation.json`; `None` if the model has no recorded evaluation.
+    pub fn read(model_dir: &Path) -> Result<Option<Self>, TrainError> {
+        let path = model_dir.join(EVALUATION_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| TrainError::Io {
+                    path,
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(TrainError::Io { path, source }),
+        }
+    }
+
+    /// Writes `<model_dir>/evaluation.json`.
+    pub fn write(&self, model_dir: &Path) -> Result<(), TrainError> {
+        let path = model_dir.join(EVALUATION_FILE);
+        let mut json = serde_json::to_vec_pretty(self).map_err(|e| TrainError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        json.push(b'\n');
+        std::fs::write(&path, json).map_err(|source| TrainError::Io { path, source })
     }
 }
 
@@ -319,8 +372,54 @@ pub fn train_task(task: Task, cfg: &TrainConfig) -> Result<TrainReport, TrainErr
     files.write_dir(&model_dir)?;
     let classifier = Classifier::from_files(&ModelFiles::read_dir(&model_dir)?)?;
 
+    let evaluation = evaluate_held_out(task, cfg, &classifier)?;
+    evaluation.write(&model_dir)?;
+    let samples = write_samples(task, cfg)?;
+    let mut samples_correct = 0;
+    for path in &samples {
+        let jpeg = std::fs::read(path).map_err(|source| TrainError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let truth = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split('-').next())
+            .unwrap_or_default();
+        if classifier.classify(&jpeg)?.label == truth {
+            samples_correct += 1;
+        }
+    }
+    let report = TrainReport {
+        task,
+        correct: evaluation.correct,
+        held_out: evaluation.held_out,
+        per_class: evaluation.per_class,
+        model_bytes: files.len(),
+        model_dir,
+        samples,
+        samples_correct,
+        seconds: start.elapsed().as_secs_f64(),
+        final_loss,
+    };
+    tracing::info!(
+        task = task.name(),
+        accuracy = report.accuracy(),
+        held_out = report.held_out,
+        "model measured"
+    );
+    Ok(report)
+}
+
+/// Classifies held-out photos `0..test_per_class × classes` of the task with `classifier`.
+pub fn evaluate_held_out(
+    task: Task,
+    cfg: &TrainConfig,
+    classifier: &Classifier,
+) -> Result<HeldOutEvaluation, TrainError> {
+    let labels = task.labels();
     let n_test = cfg.test_per_class * labels.len();
-    let (test_x, test_y) = dataset(task, Split::HeldOut, n_test, cfg, &pre)?;
+    let (test_x, test_y) = dataset(task, Split::HeldOut, n_test, cfg, classifier.preprocess())?;
     let truth = test_y.to_vec1::<u32>()?;
     let mut per_class: Vec<(String, usize, usize)> =
         labels.iter().map(|l| (l.to_string(), 0, 0)).collect();
@@ -337,36 +436,18 @@ pub fn train_task(task: Task, cfg: &TrainConfig) -> Result<TrainReport, TrainErr
             }
         }
     }
-
-    let (samples, samples_skipped) = write_samples(task, cfg, &classifier)?;
-    let report = TrainReport {
-        task,
-        correct,
+    Ok(HeldOutEvaluation {
+        seed: cfg.seed,
         held_out: n_test,
+        correct,
         per_class,
-        model_bytes: files.len(),
-        model_dir,
-        samples,
-        samples_skipped,
-        seconds: start.elapsed().as_secs_f64(),
-        final_loss,
-    };
-    tracing::info!(
-        task = task.name(),
-        accuracy = report.accuracy(),
-        held_out = n_test,
-        "model measured"
-    );
-    Ok(report)
+    })
 }
 
-/// Writes `samples_per_class` photos per class named `<label>-<k>.jpg`, taken in order from
-/// the sample stream; a candidate the model gets wrong is passed over (and counted).
-fn write_samples(
-    task: Task,
-    cfg: &TrainConfig,
-    classifier: &Classifier,
-) -> Result<(Vec<PathBuf>, usize), TrainError> {
+/// Writes `samples_per_class` photos per class named `<label>-<k>.jpg`: photos
+/// `0..samples_per_class × classes` of the sample stream (photo `i` is of class
+/// `i % classes`). The rule is fixed before any model exists; no photo is passed over.
+pub fn write_samples(task: Task, cfg: &TrainConfig) -> Result<Vec<PathBuf>, TrainError> {
     let dir = cfg.out_dir.join("photos").join(task.name());
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|source| TrainError::Io {
@@ -379,28 +460,18 @@ fn write_samples(
         source,
     })?;
     let labels = task.labels();
-    let mut written = vec![0usize; labels.len()];
-    let (mut paths, mut skipped) = (Vec::new(), 0);
-    let mut index = 0;
-    while written.iter().any(|&w| w < cfg.samples_per_class) && index < 1000 * labels.len() {
+    let mut paths = Vec::new();
+    for index in 0..cfg.samples_per_class * labels.len() {
         let (class, jpeg) = generate_photo(task, Split::Sample, index, cfg.seed, cfg.photo_size)?;
-        index += 1;
-        if written[class] >= cfg.samples_per_class {
-            continue;
-        }
-        if classifier.classify(&jpeg)?.class != class {
-            skipped += 1;
-            continue;
-        }
-        written[class] += 1;
-        let path = dir.join(format!("{}-{}.jpg", labels[class], written[class]));
+        let k = index / labels.len() + 1;
+        let path = dir.join(format!("{}-{k}.jpg", labels[class]));
         std::fs::write(&path, &jpeg).map_err(|source| TrainError::Io {
             path: path.clone(),
             source,
         })?;
         paths.push(path);
     }
-    Ok((paths, skipped))
+    Ok(paths)
 }
 
 /// Trains every task of the configuration in turn.
