@@ -103,6 +103,9 @@ pub enum Fault {
     /// This new node asks the leader to join; the leader crashes as soon as another member has
     /// taken its proposal.
     JoinThenLeaderCrash(u32),
+    /// The first member suspects the second, which is alive (a false suspicion, as after a
+    /// long pause): the second must stop and the others go on without it.
+    FalseSuspicion(usize, usize),
     /// This member of a decided view crashes before the view is set up; the view must start
     /// without it and its change protocol remove it.
     CrashBeforeSetup(u32),
@@ -141,7 +144,7 @@ struct Member {
     log: Arc<Mutex<MemberLog>>,
     joins: JoinQueue,
     outcome: Arc<Mutex<Option<Outcome>>>,
-    group: Option<MulticastGroup>,
+    group: Option<Arc<MulticastGroup>>,
     /// Trimmed messages the next view must take first, oldest first.
     owed: Vec<Resend>,
     next_serial: u64,
@@ -189,6 +192,8 @@ pub fn run_seed(seed: u64) -> SeedResult {
     let shape = Shape::draw(&mut rng);
     let mut sim = Sim::new(seed, shape.clone(), rng);
     let failure = sim.run().err();
+    lock(&sim.registry).clear();
+    let failure = failure.or_else(|| lock(&sim.unstable).take());
     let logs: Vec<MemberLog> = sim.all.iter().map(|m| lock(&m.log).clone()).collect();
     let mut trace = Trace(0xcbf2_9ce4_8422_2325);
     for l in &logs {
@@ -250,6 +255,10 @@ struct Sim {
     dead: BTreeSet<u32>,
     /// How members that stopped ended their last view, for reports.
     stops: Vec<(u32, u64, String)>,
+    /// The current view's groups, for the stability check in the delivery upcalls.
+    registry: Arc<Mutex<Vec<Arc<MulticastGroup>>>>,
+    /// The first stability violation seen.
+    unstable: Arc<Mutex<Option<String>>>,
     next_joiner: u32,
 }
 
@@ -276,6 +285,8 @@ impl Sim {
             failed: BTreeSet::new(),
             dead: BTreeSet::new(),
             stops: Vec::new(),
+            registry: Arc::new(Mutex::new(Vec::new())),
+            unstable: Arc::new(Mutex::new(None)),
             next_joiner: FIRST_JOINER,
         }
     }
@@ -324,7 +335,12 @@ impl Sim {
     fn draw_fault(&mut self) -> Fault {
         let n = self.view.len();
         let other = |rng: &mut SimRng| 1 + rng.below(n as u64 - 1) as usize;
-        match self.rng.below(8) {
+        match self.rng.below(9) {
+            8 => {
+                let a = self.rng.below(n as u64) as usize;
+                let b = (a + 1 + self.rng.below(n as u64 - 1) as usize) % n;
+                Fault::FalseSuspicion(a, b)
+            }
             0 => Fault::Crash(vec![0]),
             1 | 2 => Fault::Crash(vec![other(&mut self.rng)]),
             3 if n >= 3 => {
@@ -384,6 +400,7 @@ impl Sim {
             }],
         }];
         let members: Vec<(u32, SocketAddr)> = ids.iter().map(|&i| (i, addr)).collect();
+        lock(&self.registry).clear();
         let mut prepared = Vec::new();
         let running: Vec<usize> = self
             .view
@@ -403,12 +420,35 @@ impl Sim {
                 subgroups: subgroups.clone(),
             };
             let log = Arc::clone(&m.log);
+            let (registry, unstable, vid) = (
+                Arc::clone(&self.registry),
+                Arc::clone(&self.unstable),
+                self.vid,
+            );
             let p = MulticastGroup::prepare(
                 Arc::clone(&m.fabric) as Arc<dyn Fabric>,
                 spec,
                 MulticastConfig::default(),
                 Box::new(move |d| {
                     lock(&log).events.push(Event::delivered(&d));
+                    // Stability, from the outside: every member of the view has really
+                    // received what is delivered (its own published count), not only in
+                    // the deliverer's copy of the table. Trim deliveries (no stable prefix)
+                    // cover only the members that stay, which virtual synchrony checks.
+                    if d.stable < 0 {
+                        return;
+                    }
+                    for g in lock(&registry).iter() {
+                        let got = g.received_from(d.subgroup, d.sender);
+                        if got.is_some_and(|c| c <= d.index) {
+                            lock(&unstable).get_or_insert_with(|| {
+                                format!(
+                                    "view {vid}: a member delivered message {} of node {} while node {} had received only {:?} of that sender's messages (stability)",
+                                    d.index, d.sender, g.spec().my_id(), got
+                                )
+                            });
+                        }
+                    }
                 }),
             )
             .map_err(|e| format!("view {}: preparing node {}: {e}", self.vid, m.id))?;
@@ -445,6 +485,8 @@ impl Sim {
                 Box::new(move |out| *lock(&o) = Some(out)),
             )
             .map_err(|e| format!("view {}: change protocol on node {}: {e}", self.vid, m.id))?;
+            let g = Arc::new(g);
+            lock(&self.registry).push(Arc::clone(&g));
             m.group = Some(g);
         }
         // Trimmed messages go first, before the application sends anything in this view.
@@ -549,6 +591,7 @@ impl Sim {
         let victims: Vec<usize> = match fault {
             Some(Fault::Crash(v)) => v.clone(),
             Some(Fault::Isolate(r) | Fault::Leave(r)) => vec![*r],
+            Some(Fault::FalseSuspicion(_, b)) => vec![*b],
             Some(Fault::JoinThenLeaderCrash(_)) => vec![0],
             _ => Vec::new(),
         };
@@ -564,8 +607,15 @@ impl Sim {
                     .filter(|&i| s.all[i].group.is_some() && !s.dead.contains(&s.all[i].id))
                     .collect()
             };
+            // A member suspected while alive learns it is out only when the others cut it
+            // off after installing the next view (as the view manager does): not waited for.
+            let cut_later = match fault {
+                Some(Fault::FalseSuspicion(_, b)) => Some(self.view[*b]),
+                _ => None,
+            };
             let ended = running(self)
                 .iter()
+                .filter(|&&i| Some(i) != cut_later)
                 .all(|&i| lock(&self.all[i].outcome).is_some());
             if ended && step > strike {
                 break;
@@ -603,6 +653,15 @@ impl Sim {
                         }
                         silent.insert(*r);
                     }
+                    Some(Fault::FalseSuspicion(a, b)) => {
+                        let suspect = self.all[self.view[*b]].id;
+                        if let Some(g) = &self.all[self.view[*a]].group {
+                            g.sst()
+                                .report_failure(suspect)
+                                .map_err(|e| format!("false suspicion: {e}"))?;
+                        }
+                        silent.insert(*b);
+                    }
                     Some(Fault::Join(ids)) => {
                         let q = &self.all[self.view[0]].joins;
                         lock(q).extend(ids.iter().map(|&id| joiner_info(id)));
@@ -624,12 +683,11 @@ impl Sim {
                     }
                     Some(Fault::Leave(r)) if step == strike + leave_linger => self.crash(*r),
                     Some(Fault::JoinThenLeaderCrash(_)) if !taken => {
-                        taken = self.view.iter().skip(1).any(|&i| {
-                            self.all[i]
-                                .group
-                                .as_ref()
-                                .is_some_and(MulticastGroup::wedged)
-                        });
+                        taken = self
+                            .view
+                            .iter()
+                            .skip(1)
+                            .any(|&i| self.all[i].group.as_ref().is_some_and(|g| g.wedged()));
                         if taken {
                             self.crash(0);
                             silent.insert(0);
@@ -723,6 +781,17 @@ impl Sim {
             self.view.clear();
             return Ok(false);
         };
+        // The others cut off members they removed that still run (suspected while alive), as
+        // the view manager does, so that these learn they are out and stop.
+        for &i in &self.view {
+            let id = self.all[i].id;
+            if !members.contains(&id) && !self.dead.contains(&id) {
+                for &other in &members {
+                    self.net.break_link(other, id);
+                }
+                self.failed.insert(id);
+            }
+        }
         // A member that stopped (removed, or in a minority) shuts its fabric down, as a
         // stopping process does; if the others' next view still holds it (its removal came
         // after the view's changes were fixed), that view starts with its row frozen.

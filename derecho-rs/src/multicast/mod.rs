@@ -811,6 +811,22 @@ impl MulticastGroup {
         self.sst.set_elem(g.suspected, self.sst.my_rank(), true);
     }
 
+    /// How many messages of `sender` (a node id) in `subgroup` have arrived here without a
+    /// gap in this view, as this member publishes it (`num_received` + 1); `None` if this
+    /// member is not in that subgroup or `sender` does not send in its shard. A monitoring
+    /// and testing aid: a message is delivered only once this count covers it on every live
+    /// member of the shard.
+    pub fn received_from(&self, subgroup: usize, sender: NodeId) -> Option<i64> {
+        let (_, shard) = self.spec.my_shard(subgroup)?;
+        let rank = shard.senders.iter().position(|s| *s == sender)?;
+        let col = self.cols.received_offset.get(subgroup)? + rank;
+        Some(
+            self.sst
+                .get_elem(self.cols.num_received, self.sst.my_rank(), col)
+                + 1,
+        )
+    }
+
     /// Whether this member has wedged the view (a view change is under way here: it sends and
     /// delivers nothing more in this view until the ragged trim).
     pub fn wedged(&self) -> bool {
