@@ -22,7 +22,9 @@
 //! leave gracefully (a `leave` line on its stdin), and `--join @MS` starts one more member
 //! (ids after the first `--nodes`) that joins the running group; with `stream_test` it streams
 //! for what is left of the run. Around the first view change the line adds the throughput dip:
-//! `stall_ms` (the longest pause in deliveries on any member) and `rate_before`/`rate_after`
+//! `stall_ms` (the longest pause in deliveries on any member), `members_at_end` (the view size
+//! the first member to finish saw: what the faults left, before members leave at the end of
+//! the run) and `rate_before`/`rate_after`
 //! (deliveries per second in the second before and after it). With `stream_test` this reproduces a
 //! fault scenario with one command:
 //!
@@ -320,6 +322,9 @@ fn run(o: &Opts) -> Result<String, String> {
             .count();
     let deadline = Instant::now() + Duration::from_secs(o.timeout);
     let mut results: HashMap<usize, HashMap<String, f64>> = HashMap::new();
+    // The view size the first member to finish saw: members leave at the end of a run, but
+    // none before the first one finishes, so this counts what the faults removed.
+    let mut first_report_members: Option<f64> = None;
     while results.len() < expected {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
@@ -329,7 +334,11 @@ fn run(o: &Opts) -> Result<String, String> {
                         .split_whitespace()
                         .filter_map(|p| p.split_once('='))
                         .filter_map(|(k, v)| v.parse::<f64>().ok().map(|v| (k.to_string(), v)))
-                        .collect();
+                        .collect::<HashMap<String, f64>>();
+                    // A member that was removed and stopped reports the view it was cut from.
+                    if first_report_members.is_none() && kv.get("stopped") == Some(&0.0) {
+                        first_report_members = kv.get("members").copied();
+                    }
                     results.insert(i, kv);
                 }
             }
@@ -361,10 +370,10 @@ fn run(o: &Opts) -> Result<String, String> {
         } else {
             checker = checker.expect_sender_fifo();
         }
-        (checker.check(&logs), removed_members(&logs))
+        checker.check(&logs)
     });
-    if let Some((v, removed)) = &verdict {
-        println!("{v} removed={removed:?}");
+    if let Some(v) = &verdict {
+        println!("{v}");
         if !v.ok() {
             // Keep the evidence: every member's configuration and recorded views, sends and
             // deliveries.
@@ -424,6 +433,10 @@ fn run(o: &Opts) -> Result<String, String> {
     } else {
         String::new()
     };
+    let kill_to_view = match first_report_members {
+        Some(m) if killed_at > 0.0 => format!("{kill_to_view} members_at_end={m:.0}"),
+        _ => kill_to_view,
+    };
     // The throughput dip around the first view change, as the members saw it.
     let stalls = all("stall_ms");
     let dip = if stalls.is_empty() {
@@ -466,22 +479,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The members that some view held and the last view (the highest vid any member installed)
-/// does not: the members a run's view changes removed.
-fn removed_members(logs: &[derecho_tests::checker::MemberLog]) -> Vec<u32> {
-    use derecho_tests::checker::Event;
-    let mut ever = std::collections::BTreeSet::new();
-    let mut last: Option<(u64, Vec<u32>)> = None;
-    for e in logs.iter().flat_map(|l| &l.events) {
-        if let Event::View { vid, members } = e {
-            ever.extend(members.iter().copied());
-            if last.as_ref().is_none_or(|(v, _)| vid > v) {
-                last = Some((*vid, members.clone()));
-            }
-        }
-    }
-    let kept = last.map(|(_, m)| m).unwrap_or_default();
-    ever.into_iter().filter(|id| !kept.contains(id)).collect()
 }
