@@ -34,11 +34,12 @@ fn a_sample_of_seeds_holds_every_property() {
 
 /// Seeds whose decided view lost members to a partition before it started: the absent
 /// members' rows were never pushed and read as zeros ("received message 0"), so each side
-/// delivered different messages in that view. Absent members' rows now read as members that
-/// did nothing.
+/// delivered different messages in that view (with the rows left as zeros these seeds fail
+/// the stability check: "delivered message 0 of node 1 while node 1 had received only 0").
+/// Absent members' rows now read as members that did nothing.
 #[test]
 fn members_cut_off_before_the_view_starts_deliver_nothing_there() {
-    for seed in [227, 957] {
+    for seed in [32, 66] {
         let r = run_seed(seed);
         assert!(
             r.faults

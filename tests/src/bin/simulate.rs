@@ -10,6 +10,7 @@
 //! the command that replays it; exits non-zero when any seed failed.
 #![forbid(unsafe_code)]
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -80,7 +81,7 @@ fn main() -> ExitCode {
             }
         }
         if args.verbose || r.failure.is_some() {
-            println!(
+            say(&format!(
                 "seed {seed}: {} faults={:?} views={} delivered={} trace={:016x} {}",
                 r.shape,
                 r.faults,
@@ -88,29 +89,34 @@ fn main() -> ExitCode {
                 r.delivered,
                 r.trace,
                 r.failure.as_deref().unwrap_or("ok")
-            );
+            ));
         }
         results.push(r);
     }
     let secs = started.elapsed().as_secs_f64();
-    println!(
+    say(&format!(
         "{:.1} s, {:.1} seeds/s",
         secs,
         results.len() as f64 / secs.max(1e-9)
-    );
-    println!("{}", summary(&results));
+    ));
+    say(&summary(&results));
     let failed: Vec<&SeedResult> = results.iter().filter(|r| r.failure.is_some()).collect();
     for r in &failed {
-        println!(
+        say(&format!(
             "FAILED seed {}: {} — replay: cargo run --release -p derecho-tests --bin simulate -- --seed {}",
             r.seed,
             r.failure.as_deref().unwrap_or(""),
             r.seed
-        );
+        ));
     }
     if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Prints a line; a closed stdout (the output piped into `head`) is not an error worth a panic.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
