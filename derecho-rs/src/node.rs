@@ -464,6 +464,19 @@ impl Inner {
     /// Builds and starts the multicast of `view` with its change protocol, and makes it
     /// current.
     fn install(&self, view: View, outcomes: &Sender<Option<Outcome>>) -> Result<(), GroupError> {
+        {
+            // Views follow one another by one, and a view id has one membership.
+            let c = lock(&self.current);
+            debug_assert!(
+                view.vid == c.view.vid + 1
+                    || (view.vid == c.view.vid && view.ids() == c.view.ids()),
+                "installing view {} {:?} after view {} {:?}",
+                view.vid,
+                view.ids(),
+                c.view.vid,
+                c.view.ids()
+            );
+        }
         // The first view may wait for slow starters (every process starts at once); a later
         // one gives up sooner, so that members of it that died are found and left out.
         let mut config = self.mc_config.clone();
