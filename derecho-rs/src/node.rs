@@ -234,6 +234,7 @@ impl GroupNode {
                 .with_heartbeat_ms(u64::from(d.heartbeat_ms))
                 .with_poll_cq_timeout_ms(u64::from(d.sst_poll_cq_timeout_ms)),
             cancel: Some(Arc::clone(&stopping)),
+            failed_before_start: Vec::new(),
         };
         let inner = Arc::new(Inner {
             id: d.local_id,
@@ -482,6 +483,21 @@ impl Inner {
         let mut config = self.mc_config.clone();
         if view.vid > 0 {
             config.setup_timeout = VIEW_CHANGE_SETUP;
+            // A member carried over from the previous view whose link has failed since is
+            // gone: its row starts frozen at once (the view's change protocol removes it)
+            // rather than after the set-up bound. A joiner's link may be a failed one of an
+            // earlier process with its id; the joiner replaces it when it links.
+            config.failed_before_start = view
+                .members
+                .iter()
+                .filter(|m| m.id != self.id && !view.joined.contains(&m.id))
+                .filter(|m| {
+                    self.fabric
+                        .link(m.id)
+                        .is_some_and(|l| l.failure().is_some())
+                })
+                .map(|m| m.id)
+                .collect();
         }
         let spec = view.multicast_spec(self.id).ok_or_else(|| {
             GroupError::Config(format!("view {} does not contain this node", view.vid))

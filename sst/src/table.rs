@@ -280,7 +280,7 @@ impl Sst {
     /// and looks up each peer's table and barrier regions, waiting up to `timeout` in all. The
     /// peers' regions must have the same size as this node's (same schema, same members).
     pub fn connect(&self, timeout: Duration) -> Result<(), SstError> {
-        self.connect_inner(timeout, false).map(|_| ())
+        self.connect_inner(timeout, None).map(|_| ())
     }
 
     /// Like [`Sst::connect`], but a member that cannot be reached (its link fails, or its
@@ -289,12 +289,22 @@ impl Sst {
     /// returned. This is how a view whose members died after it was decided still starts, so
     /// that its change protocol removes them with the agreement of the others, instead of each
     /// member guessing alone. Each member gets at least `min(timeout, 1 s)` even when an
-    /// earlier one used up the bound. Disagreeing schemas are still an error.
-    pub fn connect_or_freeze(&self, timeout: Duration) -> Result<Vec<NodeId>, SstError> {
-        self.connect_inner(timeout, true)
+    /// earlier one used up the bound; members in `known_failed` are not tried at all.
+    /// Disagreeing schemas are still an error.
+    pub fn connect_or_freeze(
+        &self,
+        timeout: Duration,
+        known_failed: &[NodeId],
+    ) -> Result<Vec<NodeId>, SstError> {
+        self.connect_inner(timeout, Some(known_failed))
     }
 
-    fn connect_inner(&self, timeout: Duration, tolerate: bool) -> Result<Vec<NodeId>, SstError> {
+    fn connect_inner(
+        &self,
+        timeout: Duration,
+        known_failed: Option<&[NodeId]>,
+    ) -> Result<Vec<NodeId>, SstError> {
+        let tolerate = known_failed.is_some();
         if self.peers.get().is_some() {
             return Ok(Vec::new());
         }
@@ -317,6 +327,11 @@ impl Sst {
                 continue;
             }
             let setup = |source| SstError::Setup { peer: m.id, source };
+            if known_failed.is_some_and(|f| f.contains(&m.id)) {
+                unreachable.push((rank, "it failed after the view was decided".to_string()));
+                peers.push(None);
+                continue;
+            }
             let found = self.fabric.connect(m.id, m.addr, left()).and_then(|link| {
                 let table = link.remote_region(self.region_id, left())?;
                 let barrier =

@@ -131,6 +131,10 @@ pub struct MulticastConfig {
     pub sst: SstConfig,
     /// Set by the owner to abandon a set-up in progress (the member is shutting down).
     pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Members known to have failed since the view was decided: the view starts with their
+    /// rows frozen, without waiting for them up to `setup_timeout` (its change protocol then
+    /// removes them).
+    pub failed_before_start: Vec<NodeId>,
 }
 
 impl Default for MulticastConfig {
@@ -139,6 +143,7 @@ impl Default for MulticastConfig {
             setup_timeout: Duration::from_secs(30),
             sst: SstConfig::default(),
             cancel: None,
+            failed_before_start: Vec::new(),
         }
     }
 }
@@ -439,13 +444,14 @@ impl Prepared {
         // A member that cannot be reached is frozen instead of failing the set-up: the view
         // starts without it and its change protocol removes it, with the agreement of the
         // others (the same way as a failure after the start).
-        let unreachable = match sst.connect_or_freeze(config.setup_timeout) {
-            Ok(failed) => failed,
-            Err(e) => {
-                rdmc.cancel();
-                return Err(e.into());
-            }
-        };
+        let unreachable =
+            match sst.connect_or_freeze(config.setup_timeout, &config.failed_before_start) {
+                Ok(failed) => failed,
+                Err(e) => {
+                    rdmc.cancel();
+                    return Err(e.into());
+                }
+            };
         let rdmc = if unreachable.is_empty() {
             match rdmc.connect(threads) {
                 Ok(set) => Some(set),
