@@ -17,6 +17,8 @@
 //!     msgs_per_s=<n> lat_p50_us=<n> lat_p99_us=<n> cpu_s=<CPU seconds of all processes>
 //! ```
 //!
+//! `--stop RANK@MS` (repeatable) freezes member RANK with SIGSTOP instead (a hung process:
+//! its sockets stay open, so only timeouts reveal it; it is killed at the end of the run).
 //! `--kill RANK@MS` (repeatable) kills member RANK with SIGKILL MS milliseconds after the
 //! start; the killed members are not expected to report. `--leave RANK@MS` asks member RANK to
 //! leave gracefully (a `leave` line on its stdin), and `--join @MS` starts one more member
@@ -53,6 +55,7 @@ use derecho::config::Config;
 
 enum Event {
     Kill(usize),
+    Stop(usize),
     Leave(usize),
     Join(usize),
 }
@@ -69,6 +72,8 @@ struct Opts {
     kills: Vec<(usize, u64)>,
     joins: Vec<u64>,
     leaves: Vec<(usize, u64)>,
+    /// Ranks of `kills` that get SIGSTOP instead of SIGKILL.
+    stops: Vec<usize>,
     bench: String,
     bench_args: Vec<String>,
 }
@@ -92,6 +97,7 @@ fn parse() -> Result<Opts, String> {
         kills: Vec::new(),
         joins: Vec::new(),
         leaves: Vec::new(),
+        stops: Vec::new(),
         bench: theirs
             .first()
             .cloned()
@@ -114,7 +120,7 @@ fn parse() -> Result<Opts, String> {
             "--smc" => o.smc = v.parse().map_err(|e| bad(&e))?,
             "--timeout" => o.timeout = v.parse().map_err(|e| bad(&e))?,
             "--max-pause" => o.max_pause_ms = v.parse().map_err(|e| bad(&e))?,
-            "--kill" | "--leave" => {
+            "--kill" | "--leave" | "--stop" => {
                 let (rank, ms) = v.split_once('@').ok_or_else(|| bad(&"expected RANK@MS"))?;
                 let event = (
                     rank.parse().map_err(|e| bad(&e))?,
@@ -122,6 +128,9 @@ fn parse() -> Result<Opts, String> {
                 );
                 if flag == "--kill" {
                     o.kills.push(event);
+                } else if flag == "--stop" {
+                    o.kills.push(event);
+                    o.stops.push(event.0);
                 } else {
                     o.leaves.push(event);
                 }
@@ -262,7 +271,13 @@ fn run(o: &Opts) -> Result<String, String> {
         let mut events: Vec<(u64, Event)> = o
             .kills
             .iter()
-            .map(|&(r, ms)| (ms, Event::Kill(r)))
+            .map(|&(r, ms)| {
+                if o.stops.contains(&r) {
+                    (ms, Event::Stop(r))
+                } else {
+                    (ms, Event::Kill(r))
+                }
+            })
             .chain(o.leaves.iter().map(|&(r, ms)| (ms, Event::Leave(r))))
             .chain(
                 o.joins
@@ -293,6 +308,25 @@ fn run(o: &Opts) -> Result<String, String> {
                                 Ordering::SeqCst,
                             );
                             eprintln!("launch: killed member {rank} at {ms} ms");
+                        }
+                    }
+                    Event::Stop(rank) => {
+                        if let Some(g) = c.get_mut(rank) {
+                            let pid = g.child_mut().id().to_string();
+                            let stopped = std::process::Command::new("kill")
+                                .args(["-STOP", &pid])
+                                .status()
+                                .is_ok_and(|st| st.success());
+                            let now = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_nanos() as u64);
+                            let _ = first_kill.compare_exchange(
+                                0,
+                                now,
+                                Ordering::SeqCst,
+                                Ordering::SeqCst,
+                            );
+                            eprintln!("launch: stopped member {rank} at {ms} ms (SIGSTOP sent: {stopped})");
                         }
                     }
                     Event::Leave(rank) => {
