@@ -16,6 +16,7 @@ use std::time::Duration;
 use derecho::config::ConfigLoader;
 use derecho::rpc::{GroupBuilder, RpcError};
 
+use crate::batch::BatchConfig;
 use crate::service::{serve, ServerHandle, ServiceError, ServiceLimits};
 use crate::tiers::{
     layout, CategorizerTier, FunctionTier, GroupCategorizers, CATEGORIZER_TIER, FUNCTION_TIER,
@@ -60,11 +61,14 @@ pub fn run(args: Vec<String>) -> Result<(), ServerError> {
         tracing::warn!("{w}");
     }
     let policy = layout(&config).map_err(|e| ServerError::Config(e.to_string()))?;
+    let batching =
+        BatchConfig::from_config(&config).map_err(|e| ServerError::Config(e.to_string()))?;
+    tracing::info!(?batching, "categorizer batching");
     let (tx, rx) = mpsc::channel::<Event>();
     let on_view = tx.clone();
     let group = GroupBuilder::new(&config)
         .replicated::<FunctionTier>(FUNCTION_TIER, |_| FunctionTier)
-        .replicated::<CategorizerTier>(CATEGORIZER_TIER, |_| CategorizerTier::default())
+        .replicated::<CategorizerTier>(CATEGORIZER_TIER, move |_| CategorizerTier::new(batching))
         .layout(policy)
         .timeout(Duration::from_secs(300))
         .on_view(move |_| {

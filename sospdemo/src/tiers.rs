@@ -7,7 +7,9 @@
 //!   replica holds the same models and a node that joins the shard receives them by state
 //!   transfer. Inference is a point-to-point query: the replica builds (and caches) a candle
 //!   model from the files the first time a tag is used, and classifies outside the replica's
-//!   lock, so a long inference never holds up an install.
+//!   lock, so a long inference never holds up an install. Each loaded model has a
+//!   [`BatchedClassifier`]: photos that reach the replica at the same time (from several front
+//!   ends, or several photos of one [`CategorizerQuery::ClassifyBatch`]) share forward passes.
 //!
 //! [`GroupCategorizers`] is the function tier's side: tag `t` goes to shard `t % shards`; the
 //! member is chosen round-robin among the shard's members, and a member that fails or leaves is
@@ -23,6 +25,7 @@ use derecho::layout::{LayoutError, LayoutPolicy, SubgroupPolicy, TypePolicy};
 use derecho::rpc::{QueryTask, Replicated, RpcError, Subgroup};
 use serde::{Deserialize, Serialize};
 
+use crate::batch::{BatchConfig, BatchedClassifier};
 use crate::model::{Classifier, ModelFiles};
 use crate::service::{CategorizerError, Categorizers, Guess};
 
@@ -139,6 +142,14 @@ pub enum CategorizerQuery {
         #[serde(with = "serde_bytes")]
         photo: Vec<u8>,
     },
+    /// Classify several photos with the model of a tag; the reply is
+    /// [`CategorizerReply::Guesses`], one answer per photo.
+    ClassifyBatch {
+        /// The tag.
+        tag: u32,
+        /// JPEG or PNG files.
+        photos: Vec<serde_bytes::ByteBuf>,
+    },
     /// The installed tags.
     Tags,
 }
@@ -159,15 +170,20 @@ pub enum CategorizerReply {
     },
     /// The installed tags.
     Tags(Vec<u32>),
+    /// One answer ([`Guess`](Self::Guess) or [`Error`](Self::Error)) per photo of a
+    /// [`CategorizerQuery::ClassifyBatch`], in order.
+    Guesses(Vec<CategorizerReply>),
     /// What went wrong.
     Error(CategorizerError),
 }
 
-/// The categorizer's replica: the models (replicated) and the loaded engines (a local cache).
+/// The categorizer's replica: the models (replicated) and the loaded engines with their batch
+/// workers (a local cache).
 #[derive(Default)]
 pub struct CategorizerTier {
     models: BTreeMap<u32, Arc<StoredModel>>,
-    engines: Mutex<HashMap<u32, Arc<Classifier>>>,
+    engines: Mutex<HashMap<u32, Arc<BatchedClassifier>>>,
+    batching: BatchConfig,
 }
 
 impl std::fmt::Debug for CategorizerTier {
@@ -179,12 +195,20 @@ impl std::fmt::Debug for CategorizerTier {
 }
 
 impl CategorizerTier {
+    /// An empty replica whose models batch concurrent photos within `batching`.
+    pub fn new(batching: BatchConfig) -> Self {
+        Self {
+            batching,
+            ..Self::default()
+        }
+    }
+
     /// The installed tags.
     pub fn tags(&self) -> Vec<u32> {
         self.models.keys().copied().collect()
     }
 
-    fn engine(&self, tag: u32) -> Result<Arc<Classifier>, CategorizerError> {
+    fn engine(&self, tag: u32) -> Result<Arc<BatchedClassifier>, CategorizerError> {
         let mut engines = self.engines.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = engines.get(&tag) {
             return Ok(Arc::clone(e));
@@ -193,9 +217,23 @@ impl CategorizerTier {
             .models
             .get(&tag)
             .ok_or(CategorizerError::NoModel { tag })?;
-        let engine = Arc::new(Classifier::from_files(&model.files())?);
+        let classifier = Arc::new(Classifier::from_files(&model.files())?);
+        let engine = BatchedClassifier::new(&format!("tag{tag}"), classifier, self.batching)
+            .map_err(|e| {
+                CategorizerError::Unavailable(format!("cannot start the batch worker: {e}"))
+            })?;
+        let engine = Arc::new(engine);
         engines.insert(tag, Arc::clone(&engine));
         Ok(engine)
+    }
+}
+
+impl From<crate::batch::BatchClassifyError> for CategorizerError {
+    fn from(e: crate::batch::BatchClassifyError) -> Self {
+        match e {
+            crate::batch::BatchClassifyError::Model(e) => e.into(),
+            crate::batch::BatchClassifyError::Batch(e) => Self::Unavailable(e.to_string()),
+        }
     }
 }
 
@@ -251,6 +289,19 @@ impl Replicated for CategorizerTier {
                 // The inference itself runs after the replica is released.
                 Ok(engine) => Box::new(move || {
                     guess_reply(engine.classify(&photo).map_err(CategorizerError::from))
+                }),
+                Err(e) => Box::new(move || CategorizerReply::Error(e)),
+            },
+            CategorizerQuery::ClassifyBatch { tag, photos } => match self.engine(tag) {
+                Ok(engine) => Box::new(move || {
+                    let photos: Vec<Vec<u8>> = photos.into_iter().map(|p| p.into_vec()).collect();
+                    CategorizerReply::Guesses(
+                        engine
+                            .classify_many(&photos)
+                            .into_iter()
+                            .map(|r| guess_reply(r.map_err(CategorizerError::from)))
+                            .collect(),
+                    )
                 }),
                 Err(e) => Box::new(move || CategorizerReply::Error(e)),
             },
