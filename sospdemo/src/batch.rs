@@ -1,6 +1,6 @@
 //! Runs concurrent requests for one model as batches.
 //!
-//! A [`Batcher`] owns one worker thread and a bounded queue. Callers block in
+//! A [`Batcher`] owns a few worker threads ([`BatchConfig::workers`]) and a bounded queue. Callers block in
 //! [`Batcher::call`] until their own answer comes back. The worker takes the oldest request,
 //! adds whatever else is already queued (up to [`BatchConfig::max_batch`]), and, only when the
 //! queue shows concurrent load, lingers up to [`BatchConfig::max_wait`] for more before it runs
@@ -11,12 +11,13 @@
 //! the caller's thread (so a bad photo fails only its own request, before it is queued), and
 //! the worker stacks the tensors of a batch and runs one forward pass.
 //!
-//! Bounds: at most `max_queue` requests wait, at most `max_batch` run together, and a caller
+//! Bounds: at most `max_queue` requests wait, at most `max_batch` run together in each of at
+//! most `workers` batches, and a caller
 //! whose request cannot be queued gets [`BatchError::Busy`] at once. This module owns no state
 //! beyond its queue; it knows nothing about the group or the replicas.
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use candle_core::Tensor;
@@ -25,6 +26,8 @@ use crate::model::{Classifier, Guess, ModelError};
 
 /// Largest batch size a configuration may ask for.
 pub const MAX_BATCH: usize = 64;
+/// Most worker threads a configuration may ask for, per model.
+pub const MAX_WORKERS: usize = 8;
 /// Largest queue a configuration may ask for (the queue's slots are allocated up front).
 pub const MAX_QUEUE: usize = 4096;
 
@@ -36,8 +39,11 @@ pub struct BatchConfig {
     /// Longest a batch waits for more requests after its first one, and only under concurrent
     /// load (a request alone never waits). Default 2 ms.
     pub max_wait: Duration,
-    /// Most requests queued behind the running batch. Default 64.
+    /// Most requests queued behind the running batches. Default 64.
     pub max_queue: usize,
+    /// Batches that may run at once (worker threads). Default 2: while one batch runs, the
+    /// next one gathers, and small models keep both cores of a small machine busy.
+    pub workers: usize,
 }
 
 impl Default for BatchConfig {
@@ -46,6 +52,7 @@ impl Default for BatchConfig {
             max_batch: 8,
             max_wait: Duration::from_millis(2),
             max_queue: 64,
+            workers: 2,
         }
     }
 }
@@ -72,6 +79,12 @@ impl BatchConfig {
         self
     }
 
+    /// Sets [`workers`](Self::workers) (clamped to 1..=[`MAX_WORKERS`]).
+    pub fn with_workers(mut self, n: usize) -> Self {
+        self.workers = n.clamp(1, MAX_WORKERS);
+        self
+    }
+
     /// Sets [`max_queue`](Self::max_queue) (clamped to 1..=[`MAX_QUEUE`]).
     pub fn with_max_queue(mut self, n: usize) -> Self {
         self.max_queue = n.clamp(1, MAX_QUEUE);
@@ -91,7 +104,8 @@ pub struct BatchConfigError {
 
 impl BatchConfig {
     /// The limits from the `[SOSPDEMO]` section of a node's configuration: `batch_max_size`,
-    /// `batch_max_wait_us` and `batch_max_queue`; an unset key keeps its default.
+    /// `batch_max_wait_us`, `batch_max_queue` and `batch_workers`; an unset key keeps its
+    /// default.
     pub fn from_config(config: &derecho::config::Config) -> Result<Self, BatchConfigError> {
         let number = |key: &'static str| -> Result<Option<u64>, BatchConfigError> {
             match config.raw(&format!("SOSPDEMO/{key}")) {
@@ -111,6 +125,9 @@ impl BatchConfig {
         }
         if let Some(n) = number("batch_max_queue")? {
             c = c.with_max_queue(usize::try_from(n).unwrap_or(usize::MAX));
+        }
+        if let Some(n) = number("batch_workers")? {
+            c = c.with_workers(usize::try_from(n).unwrap_or(usize::MAX));
         }
         Ok(c)
     }
@@ -157,17 +174,23 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     /// empty.
     pub fn start<F>(name: &str, config: BatchConfig, run: F) -> std::io::Result<Self>
     where
-        F: FnMut(Vec<I>) -> Vec<O> + Send + 'static,
+        F: Fn(Vec<I>) -> Vec<O> + Send + Sync + 'static,
     {
         let config = BatchConfig {
             max_batch: config.max_batch.clamp(1, MAX_BATCH),
             max_queue: config.max_queue.clamp(1, MAX_QUEUE),
+            workers: config.workers.clamp(1, MAX_WORKERS),
             ..config
         };
         let (queue, jobs) = mpsc::sync_channel(config.max_queue);
-        std::thread::Builder::new()
-            .name(format!("batch-{name}"))
-            .spawn(move || work(&jobs, config, run))?;
+        let jobs = Arc::new(Mutex::new(jobs));
+        let run = Arc::new(run);
+        for i in 0..config.workers {
+            let (jobs, run) = (Arc::clone(&jobs), Arc::clone(&run));
+            std::thread::Builder::new()
+                .name(format!("batch-{name}-{i}"))
+                .spawn(move || work(&jobs, config, run.as_ref()))?;
+        }
         Ok(Self {
             queue,
             max_queue: config.max_queue,
@@ -202,31 +225,23 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     }
 }
 
-/// The worker loop: gather a batch, run it, answer each caller.
-fn work<I, O, F>(jobs: &Receiver<Job<I, O>>, config: BatchConfig, mut run: F)
+/// A worker's loop: gather a batch (holding the queue, so that workers take turns), run it,
+/// answer each caller.
+fn work<I, O, F>(jobs: &Mutex<Receiver<Job<I, O>>>, config: BatchConfig, run: &F)
 where
-    F: FnMut(Vec<I>) -> Vec<O>,
+    F: Fn(Vec<I>) -> Vec<O>,
 {
-    // Whether the previous batch had company: only then is lingering worth its delay.
+    // Whether this worker's previous batch had company: only then is lingering worth its
+    // delay.
     let mut busy = false;
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < config.max_batch {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        if (busy || batch.len() > 1) && !config.max_wait.is_zero() {
-            let deadline = Instant::now() + config.max_wait;
-            while batch.len() < config.max_batch {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match jobs.recv_timeout(left) {
-                    Ok(job) => batch.push(job),
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                }
-            }
-        }
+    loop {
+        let gathered = {
+            let jobs = jobs.lock().unwrap_or_else(|p| p.into_inner());
+            gather(&jobs, config, busy)
+        };
+        let Some(batch) = gathered else {
+            return;
+        };
         busy = batch.len() > 1;
         let (inputs, replies): (Vec<I>, Vec<SyncSender<O>>) =
             batch.into_iter().map(|j| (j.input, j.reply)).unzip();
@@ -238,6 +253,35 @@ where
             let _ = reply.try_send(output);
         }
     }
+}
+
+/// The next batch: the oldest request, whatever else is queued, and, under concurrent load
+/// (`busy`, or company already waiting), what arrives within `max_wait`. `None` once the
+/// batcher is gone.
+fn gather<I, O>(
+    jobs: &Receiver<Job<I, O>>,
+    config: BatchConfig,
+    busy: bool,
+) -> Option<Vec<Job<I, O>>> {
+    let first = jobs.recv().ok()?;
+    let mut batch = vec![first];
+    while batch.len() < config.max_batch {
+        match jobs.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    if (busy || batch.len() > 1) && !config.max_wait.is_zero() {
+        let deadline = Instant::now() + config.max_wait;
+        while batch.len() < config.max_batch {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match jobs.recv_timeout(left) {
+                Ok(job) => batch.push(job),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    }
+    Some(batch)
 }
 
 /// A [`Classifier`] behind a [`Batcher`]: concurrent photos share forward passes.
@@ -366,9 +410,9 @@ mod tests {
     fn held_batcher(config: BatchConfig, gate: Arc<Barrier>) -> (Arc<Batcher<u32, u32>>, Sizes) {
         let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = Arc::clone(&sizes);
-        let mut first = true;
+        let first = std::sync::atomic::AtomicBool::new(true);
         let b = Batcher::start("t", config, move |xs: Vec<u32>| {
-            if std::mem::take(&mut first) {
+            if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
                 gate.wait();
             }
             seen.lock().unwrap().push(xs.len());
@@ -381,7 +425,7 @@ mod tests {
     #[test]
     fn concurrent_requests_share_batches_within_the_bound() {
         let gate = Arc::new(Barrier::new(2));
-        let config = BatchConfig::default().with_max_batch(4);
+        let config = BatchConfig::default().with_max_batch(4).with_workers(1);
         let (b, sizes) = held_batcher(config, Arc::clone(&gate));
         let ready = Arc::new(Barrier::new(10));
         let callers: Vec<_> = (0..9)
@@ -416,7 +460,10 @@ mod tests {
     #[test]
     fn a_full_queue_refuses_at_once() {
         let gate = Arc::new(Barrier::new(2));
-        let config = BatchConfig::default().with_max_queue(1).with_max_batch(1);
+        let config = BatchConfig::default()
+            .with_max_queue(1)
+            .with_max_batch(1)
+            .with_workers(1);
         let (b, _) = held_batcher(config, Arc::clone(&gate));
         // Request 1 is taken by the worker and held at the gate; request 2 then fills the one
         // slot of the queue (it fits once the worker has taken request 1).

@@ -93,6 +93,9 @@ enum Command {
         /// Also time whole classifications (decode, preprocess, forward) of this photo.
         #[arg(long)]
         photo: Option<PathBuf>,
+        /// Images per forward pass; the time printed is per image.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
     },
 }
 
@@ -173,7 +176,8 @@ fn main() -> ExitCode {
             models,
             iterations,
             photo,
-        } => run_bench(models, iterations, photo),
+            batch,
+        } => run_bench(models, iterations, photo, batch),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -297,7 +301,13 @@ fn median_ms(mut times: Vec<f64>) -> (f64, f64, f64) {
     (median, mean, times.first().copied().unwrap_or(f64::NAN))
 }
 
-fn run_bench(models: Vec<String>, iterations: usize, photo: Option<PathBuf>) -> AnyResult {
+fn run_bench(
+    models: Vec<String>,
+    iterations: usize,
+    photo: Option<PathBuf>,
+    batch: usize,
+) -> AnyResult {
+    let batch = batch.clamp(1, 256);
     let photo = match photo {
         Some(p) => Some(std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?),
         None => None,
@@ -312,7 +322,7 @@ fn run_bench(models: Vec<String>, iterations: usize, photo: Option<PathBuf>) -> 
             Classifier::load_dir(&PathBuf::from(&name))?
         };
         let side = classifier.preprocess().crop as usize;
-        let x = Tensor::randn(0f32, 1.0, (1, 3, side, side), &Device::Cpu)?;
+        let x = Tensor::randn(0f32, 1.0, (batch, 3, side, side), &Device::Cpu)?;
         for _ in 0..2 {
             classifier.logits(&x)?;
         }
@@ -321,13 +331,14 @@ fn run_bench(models: Vec<String>, iterations: usize, photo: Option<PathBuf>) -> 
                 let t = Instant::now();
                 classifier
                     .logits(&x)
-                    .map(|_| t.elapsed().as_secs_f64() * 1e3)
+                    .map(|_| t.elapsed().as_secs_f64() * 1e3 / batch as f64)
             })
             .collect::<Result<_, _>>()?;
         let n = times.len();
+        let max = times.iter().copied().fold(f64::NAN, f64::max);
         let (median, mean, min) = median_ms(times);
         println!(
-            "{name}: {side}x{side} input, forward median {median:.2} ms, mean {mean:.2} ms, min {min:.2} ms over {n} runs ({} threads)",
+            "{name}: {side}x{side} input, batch {batch}, forward per image median {median:.2} ms, mean {mean:.2} ms, min–max {min:.2}–{max:.2} ms over {n} runs ({} threads)",
             candle_core::utils::get_num_threads()
         );
         if let Some(bytes) = &photo {

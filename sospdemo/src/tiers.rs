@@ -25,7 +25,7 @@ use derecho::layout::{LayoutError, LayoutPolicy, SubgroupPolicy, TypePolicy};
 use derecho::rpc::{QueryTask, Replicated, RpcError, Subgroup};
 use serde::{Deserialize, Serialize};
 
-use crate::batch::{BatchConfig, BatchedClassifier};
+use crate::batch::{BatchConfig, BatchedClassifier, Batcher};
 use crate::model::{Classifier, ModelFiles};
 use crate::service::{CategorizerError, Categorizers, Guess};
 
@@ -365,16 +365,38 @@ impl Replicated for CategorizerTier {
     }
 }
 
+/// Batch workers of the function tier: tag `t` is gathered by lane `t % FRONT_LANES`, so a
+/// slow model holds up at most the tags that share its lane, and the thread count is fixed
+/// whatever tags clients ask for.
+const FRONT_LANES: usize = 4;
+
+/// One answer per photo, in order.
+type Answers = Vec<Result<Guess, CategorizerError>>;
+
+/// A lane's job: a photo for a tag.
+type FrontBatcher = Batcher<(u32, Vec<u8>), Result<Guess, CategorizerError>>;
+
 /// The function tier's view of the categorizer tier, through the group.
+///
+/// Concurrent classifications of one tag are gathered (by a [`Batcher`] per lane, within the
+/// node's [`BatchConfig`]) and travel as one [`CategorizerQuery::ClassifyBatch`], split so that
+/// no request exceeds the group's P2P request size; a photo alone goes as a plain
+/// [`CategorizerQuery::Classify`] at once.
 pub struct GroupCategorizers {
-    tier: Subgroup<CategorizerTier>,
-    next: AtomicUsize,
+    router: Arc<Router>,
+    lanes: Vec<FrontBatcher>,
 }
 
 impl std::fmt::Debug for GroupCategorizers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GroupCategorizers").finish_non_exhaustive()
     }
+}
+
+/// Picks the member of a tag's shard and retries on another one.
+struct Router {
+    tier: Subgroup<CategorizerTier>,
+    next: AtomicUsize,
 }
 
 /// Whether an error means "try another member".
@@ -391,12 +413,138 @@ fn member_gone(e: &RpcError) -> bool {
 }
 
 impl GroupCategorizers {
-    /// Routes through `tier`.
-    pub fn new(tier: Subgroup<CategorizerTier>) -> Self {
-        Self {
+    /// Routes through `tier`, gathering concurrent photos of a tag within `batching`; a
+    /// request carries at most `max_request_bytes` of photos (a larger photo travels alone).
+    pub fn new(
+        tier: Subgroup<CategorizerTier>,
+        batching: BatchConfig,
+        max_request_bytes: u64,
+    ) -> std::io::Result<Self> {
+        let router = Arc::new(Router {
             tier,
             next: AtomicUsize::new(0),
+        });
+        let limit = usize::try_from(max_request_bytes).unwrap_or(usize::MAX);
+        let lanes = (0..FRONT_LANES)
+            .map(|i| {
+                let r = Arc::clone(&router);
+                Batcher::start(&format!("front{i}"), batching, move |jobs| {
+                    r.classify_gathered(jobs, limit)
+                })
+            })
+            .collect::<std::io::Result<_>>()?;
+        Ok(Self { router, lanes })
+    }
+}
+
+impl Router {
+    /// Answers gathered photos, in order: grouped by tag, each group split into requests of
+    /// at most `limit` bytes of photos, the requests sent concurrently.
+    fn classify_gathered(&self, jobs: Vec<(u32, Vec<u8>)>, limit: usize) -> Answers {
+        // Requests: (tag, indices of the jobs it carries).
+        let mut requests: Vec<(u32, Vec<usize>, usize)> = Vec::new();
+        for (i, (tag, photo)) in jobs.iter().enumerate() {
+            let fits = |(t, _, bytes): &&mut (u32, Vec<usize>, usize)| {
+                *t == *tag && bytes.saturating_add(photo.len()) <= limit
+            };
+            match requests.iter_mut().find(fits) {
+                Some((_, members, bytes)) => {
+                    members.push(i);
+                    *bytes += photo.len();
+                }
+                None => requests.push((*tag, vec![i], photo.len())),
+            }
         }
+        let mut photos: Vec<Option<Vec<u8>>> = jobs.into_iter().map(|(_, p)| Some(p)).collect();
+        let mut work = Vec::with_capacity(requests.len());
+        for (tag, members, _) in requests {
+            let carried: Vec<Vec<u8>> = members
+                .iter()
+                .map(|&i| photos.get_mut(i).and_then(Option::take).unwrap_or_default())
+                .collect();
+            work.push((tag, members, carried));
+        }
+        let mut out: Vec<Option<Result<Guess, CategorizerError>>> =
+            (0..photos.len()).map(|_| None).collect();
+        let answers: Vec<(Vec<usize>, Answers)> = if work.len() == 1 {
+            work.into_iter()
+                .map(|(tag, members, carried)| (members, self.classify_many(tag, carried)))
+                .collect()
+        } else {
+            std::thread::scope(|scope| {
+                let running: Vec<_> = work
+                    .into_iter()
+                    .map(|(tag, members, carried)| {
+                        let h = std::thread::Builder::new()
+                            .spawn_scoped(scope, move || self.classify_many(tag, carried));
+                        (members, h)
+                    })
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|(members, h)| {
+                        let why = match h {
+                            Ok(h) => match h.join() {
+                                Ok(answers) => return (members, answers),
+                                Err(_) => "the request to the categorizer failed".to_owned(),
+                            },
+                            Err(e) => format!("cannot start a thread for the request: {e}"),
+                        };
+                        let answers = members
+                            .iter()
+                            .map(|_| Err(CategorizerError::Unavailable(why.clone())))
+                            .collect();
+                        (members, answers)
+                    })
+                    .collect()
+            })
+        };
+        for (members, answers) in answers {
+            for (i, a) in members.into_iter().zip(answers) {
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = Some(a);
+                }
+            }
+        }
+        out.into_iter()
+            .map(|a| {
+                a.unwrap_or_else(|| {
+                    Err(CategorizerError::Unavailable(
+                        "the categorizer gave no answer for this photo".into(),
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// Classifies photos of one tag with one request: a plain `Classify` for one photo, a
+    /// `ClassifyBatch` for several.
+    fn classify_many(&self, tag: u32, mut photos: Vec<Vec<u8>>) -> Answers {
+        let n = photos.len();
+        if n == 1 {
+            let photo = photos.pop().unwrap_or_default();
+            return vec![self.classify(tag, photo)];
+        }
+        let query = CategorizerQuery::ClassifyBatch {
+            tag,
+            photos: photos.into_iter().map(serde_bytes::ByteBuf::from).collect(),
+        };
+        let reply = self.on_shard(tag, |m| self.tier.p2p_send(m, &query));
+        let every = |e: CategorizerError| (0..n).map(|_| Err(e.clone())).collect();
+        match reply {
+            Ok(CategorizerReply::Guesses(answers)) if answers.len() == n => {
+                answers.into_iter().map(guess_of).collect()
+            }
+            Ok(CategorizerReply::Error(e)) | Err(e) => every(e),
+            Ok(other) => every(CategorizerError::Unavailable(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+
+    fn classify(&self, tag: u32, photo: Vec<u8>) -> Result<Guess, CategorizerError> {
+        let query = CategorizerQuery::Classify { tag, photo };
+        guess_of(self.on_shard(tag, |m| self.tier.p2p_send(m, &query))?)
     }
 
     /// The members of the shard serving `tag`, rotated so that successive calls start at
@@ -487,12 +635,31 @@ impl GroupCategorizers {
     }
 }
 
+/// The guess of a `Classify` reply.
+fn guess_of(reply: CategorizerReply) -> Result<Guess, CategorizerError> {
+    match reply {
+        CategorizerReply::Guess {
+            label,
+            class,
+            score,
+        } => Ok(Guess {
+            label,
+            class: class as usize,
+            score,
+        }),
+        CategorizerReply::Error(e) => Err(e),
+        other => Err(CategorizerError::Unavailable(format!(
+            "unexpected answer {other:?}"
+        ))),
+    }
+}
+
 impl Categorizers for GroupCategorizers {
     fn install_model(&self, tag: u32, model: ModelFiles) -> Result<(), CategorizerError> {
         // Load it once here, so a corrupt or inconsistent model is refused before anything is
         // replicated.
         Classifier::from_files(&model)?;
-        self.update(
+        self.router.update(
             tag,
             &CategorizerUpdate::Install {
                 tag,
@@ -502,25 +669,15 @@ impl Categorizers for GroupCategorizers {
     }
 
     fn remove_model(&self, tag: u32) -> Result<(), CategorizerError> {
-        self.update(tag, &CategorizerUpdate::Remove { tag })
+        self.router.update(tag, &CategorizerUpdate::Remove { tag })
     }
 
     fn classify(&self, tag: u32, photo: Vec<u8>) -> Result<Guess, CategorizerError> {
-        let query = CategorizerQuery::Classify { tag, photo };
-        match self.on_shard(tag, |m| self.tier.p2p_send(m, &query))? {
-            CategorizerReply::Guess {
-                label,
-                class,
-                score,
-            } => Ok(Guess {
-                label,
-                class: class as usize,
-                score,
-            }),
-            CategorizerReply::Error(e) => Err(e),
-            other => Err(CategorizerError::Unavailable(format!(
-                "unexpected answer {other:?}"
-            ))),
-        }
+        let lane = self
+            .lanes
+            .get(tag as usize % FRONT_LANES)
+            .ok_or_else(|| CategorizerError::Unavailable("no batch lane".into()))?;
+        lane.call((tag, photo))
+            .map_err(|e| CategorizerError::Unavailable(e.to_string()))?
     }
 }
