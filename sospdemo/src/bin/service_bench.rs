@@ -42,7 +42,8 @@ use tonic::transport::{Channel, Endpoint};
 const CALL_LIMIT: Duration = Duration::from_secs(30);
 /// Bound on forming the group.
 const STARTUP_LIMIT: Duration = Duration::from_secs(90);
-/// Calls per client before measuring (the first call of a tag builds its engine).
+/// Calls per client before measuring (the first call of a tag builds its engine), unless
+/// `--warm-up` says otherwise.
 const WARM_UP_CALLS: usize = 3;
 
 type BenchResult<T> = Result<T, String>;
@@ -52,6 +53,7 @@ struct Options {
     seconds: f64,
     clients: usize,
     runs: usize,
+    warm_up: usize,
     in_process_only: bool,
     /// `--model SYNSET ARCH WEIGHTS`: one model for every client instead of the bundled two.
     model: Option<[PathBuf; 3]>,
@@ -63,6 +65,7 @@ fn parse_options() -> BenchResult<Options> {
         seconds: 6.0,
         clients: 4,
         runs: 1,
+        warm_up: WARM_UP_CALLS,
         in_process_only: false,
         model: None,
         server: std::env::current_exe()
@@ -89,6 +92,11 @@ fn parse_options() -> BenchResult<Options> {
                     .map_err(|e| format!("--runs: {e}"))?
             }
             "--in-process" => options.in_process_only = true,
+            "--warm-up" => {
+                options.warm_up = value("--warm-up")?
+                    .parse()
+                    .map_err(|e| format!("--warm-up: {e}"))?
+            }
             "--model" => {
                 options.model = Some([
                     PathBuf::from(value("--model")?),
@@ -100,7 +108,8 @@ fn parse_options() -> BenchResult<Options> {
             "--server" => options.server = PathBuf::from(value("--server")?),
             "-h" | "--help" => {
                 println!(
-                    "service_bench [--seconds S] [--clients N] [--runs R] [--in-process] \
+                    "service_bench [--seconds S] [--clients N] [--runs R] [--warm-up CALLS] \
+                     [--in-process] \
                      [--model SYNSET ARCH WEIGHTS] [--server PATH-TO-sospdemo]"
                 );
                 std::process::exit(0);
@@ -189,9 +198,11 @@ impl Run {
 /// Runs `clients` workers for `seconds` after a common start; worker `i` asks
 /// `asks[i % asks.len()]` in turn with `call`, which answers the label or an error. The CPU time
 /// of this process (`self_name`) and of `servers` is sampled over the same window.
+#[allow(clippy::too_many_arguments)]
 fn measure<C>(
     clients: usize,
     seconds: f64,
+    warm_up: usize,
     asks: &[Vec<Question>],
     make_caller: impl Fn(usize) -> BenchResult<C>,
     self_name: &str,
@@ -207,7 +218,7 @@ where
         let mine = asks[i % asks.len()].clone();
         let start = Arc::clone(&start);
         workers.push(std::thread::spawn(move || {
-            for q in mine.iter().cycle().take(WARM_UP_CALLS) {
+            for q in mine.iter().cycle().take(warm_up) {
                 let _ = call(q);
             }
             start.wait();
@@ -623,7 +634,15 @@ fn run() -> BenchResult<()> {
                     })
                 };
                 let asks = if clients == 1 { &asks[..1] } else { &asks[..] };
-                let run = measure(clients, options.seconds, asks, caller, "this process", &[])?;
+                let run = measure(
+                    clients,
+                    options.seconds,
+                    options.warm_up,
+                    asks,
+                    caller,
+                    "this process",
+                    &[],
+                )?;
                 eprintln!("{}", row(name, clients, std::slice::from_ref(&run)));
                 runs.push(run);
             }
@@ -676,6 +695,7 @@ fn run() -> BenchResult<()> {
                     let run = measure(
                         clients,
                         options.seconds,
+                        options.warm_up,
                         asks,
                         |_| grpc_caller(0),
                         "clients",
