@@ -285,9 +285,12 @@ fn gather<I, O>(
 }
 
 /// A [`Classifier`] behind a [`Batcher`]: concurrent photos share forward passes.
+///
+/// With batching off (`max_batch` 1) there is no worker: each photo runs on its caller's
+/// thread, exactly as a plain [`Classifier::classify`].
 pub struct BatchedClassifier {
     classifier: Arc<Classifier>,
-    batcher: Batcher<Tensor, Result<Guess, ModelError>>,
+    batcher: Option<Batcher<Tensor, Result<Guess, ModelError>>>,
 }
 
 impl std::fmt::Debug for BatchedClassifier {
@@ -308,16 +311,20 @@ pub enum BatchClassifyError {
 }
 
 impl BatchedClassifier {
-    /// Starts the batch worker of `classifier`.
+    /// Starts the batch workers of `classifier` (none if `config.max_batch` is 1).
     pub fn new(
         name: &str,
         classifier: Arc<Classifier>,
         config: BatchConfig,
     ) -> std::io::Result<Self> {
         let engine = Arc::clone(&classifier);
-        let batcher = Batcher::start(name, config, move |inputs: Vec<Tensor>| {
-            run_batch(&engine, inputs)
-        })?;
+        let batcher = if config.max_batch > 1 {
+            Some(Batcher::start(name, config, move |inputs: Vec<Tensor>| {
+                run_batch(&engine, inputs)
+            })?)
+        } else {
+            None
+        };
         Ok(Self {
             classifier,
             batcher,
@@ -326,13 +333,19 @@ impl BatchedClassifier {
 
     /// Classifies a JPEG or PNG photo, in a batch with whatever other photos are waiting.
     pub fn classify(&self, photo: &[u8]) -> Result<Guess, BatchClassifyError> {
+        let Some(batcher) = &self.batcher else {
+            return Ok(self.classifier.classify(photo)?);
+        };
         let x = self.classifier.preprocess().photo_to_tensor(photo)?;
-        Ok(self.batcher.call(x)??)
+        Ok(batcher.call(x)??)
     }
 
     /// Classifies several photos, sharing batches with each other and with other callers;
     /// one answer per photo, in order. A photo that cannot be decoded fails alone.
     pub fn classify_many(&self, photos: &[Vec<u8>]) -> Vec<Result<Guess, BatchClassifyError>> {
+        let Some(batcher) = &self.batcher else {
+            return photos.iter().map(|p| self.classify(p)).collect();
+        };
         let prepared: Vec<Result<Tensor, ModelError>> = photos
             .iter()
             .map(|p| self.classifier.preprocess().photo_to_tensor(p))
@@ -341,7 +354,7 @@ impl BatchedClassifier {
             .iter()
             .filter_map(|x| x.as_ref().ok().cloned())
             .collect();
-        let mut answers = self.batcher.call_many(good).into_iter();
+        let mut answers = batcher.call_many(good).into_iter();
         prepared
             .into_iter()
             .map(|x| match x {

@@ -425,7 +425,9 @@ impl GroupCategorizers {
             next: AtomicUsize::new(0),
         });
         let limit = usize::try_from(max_request_bytes).unwrap_or(usize::MAX);
+        // Batching off: no lanes, each photo is sent from its caller's thread.
         let lanes = (0..FRONT_LANES)
+            .filter(|_| batching.max_batch > 1)
             .map(|i| {
                 let r = Arc::clone(&router);
                 Batcher::start(&format!("front{i}"), batching, move |jobs| {
@@ -673,10 +675,9 @@ impl Categorizers for GroupCategorizers {
     }
 
     fn classify(&self, tag: u32, photo: Vec<u8>) -> Result<Guess, CategorizerError> {
-        let lane = self
-            .lanes
-            .get(tag as usize % FRONT_LANES)
-            .ok_or_else(|| CategorizerError::Unavailable("no batch lane".into()))?;
+        let Some(lane) = self.lanes.get(tag as usize % FRONT_LANES) else {
+            return self.router.classify(tag, photo);
+        };
         lane.call((tag, photo))
             .map_err(|e| CategorizerError::Unavailable(e.to_string()))?
     }
