@@ -4,8 +4,8 @@
 //! [`Batcher::call`] until their own answer comes back. The worker takes the oldest request,
 //! adds whatever else is already queued (up to [`BatchConfig::max_batch`]), and, only when the
 //! queue shows concurrent load, lingers up to [`BatchConfig::max_wait`] for more before it runs
-//! the batch. A request that arrives alone therefore runs at once, as it would without a
-//! batcher.
+//! the batch. A request that arrives while nothing else is queued or running is run by its
+//! caller's own thread at once, as it would be without a batcher.
 //!
 //! [`BatchedClassifier`] is the categorizer's use of it: photos are decoded and preprocessed on
 //! the caller's thread (so a bad photo fails only its own request, before it is queued), and
@@ -16,6 +16,7 @@
 //! whose request cannot be queued gets [`BatchError::Busy`] at once. This module owns no state
 //! beyond its queue; it knows nothing about the group or the replicas.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -157,7 +158,13 @@ struct Job<I, O> {
 pub struct Batcher<I, O> {
     queue: SyncSender<Job<I, O>>,
     max_queue: usize,
+    /// Requests accepted and not yet answered (queued, gathering or running).
+    pending: Arc<AtomicUsize>,
+    run: RunFn<I, O>,
 }
+
+/// The function a [`Batcher`] runs on each batch.
+type RunFn<I, O> = Arc<dyn Fn(Vec<I>) -> Vec<O> + Send + Sync>;
 
 impl<I, O> std::fmt::Debug for Batcher<I, O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -184,21 +191,35 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
         };
         let (queue, jobs) = mpsc::sync_channel(config.max_queue);
         let jobs = Arc::new(Mutex::new(jobs));
-        let run = Arc::new(run);
+        let run: RunFn<I, O> = Arc::new(run);
+        let pending = Arc::new(AtomicUsize::new(0));
         for i in 0..config.workers {
-            let (jobs, run) = (Arc::clone(&jobs), Arc::clone(&run));
+            let (jobs, run, pending) = (Arc::clone(&jobs), Arc::clone(&run), Arc::clone(&pending));
             std::thread::Builder::new()
                 .name(format!("batch-{name}-{i}"))
-                .spawn(move || work(&jobs, config, run.as_ref()))?;
+                .spawn(move || work(&jobs, config, run.as_ref(), &pending))?;
         }
         Ok(Self {
             queue,
             max_queue: config.max_queue,
+            pending,
+            run,
         })
     }
 
-    /// Queues `input` and waits for its output.
+    /// Runs `input` and waits for its output: on this thread at once if nothing else is
+    /// queued or running (no hand-over to a worker, so a lone request costs what it would
+    /// without a batcher), otherwise in the next batch.
     pub fn call(&self, input: I) -> Result<O, BatchError> {
+        if self
+            .pending
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            let output = (self.run)(vec![input]).pop();
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            return output.ok_or(BatchError::Stopped);
+        }
         self.enqueue(input)?.recv().map_err(|_| BatchError::Stopped)
     }
 
@@ -215,21 +236,28 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
 
     fn enqueue(&self, input: I) -> Result<Receiver<O>, BatchError> {
         let (reply, answer) = mpsc::sync_channel(1);
-        match self.queue.try_send(Job { input, reply }) {
-            Ok(()) => Ok(answer),
-            Err(TrySendError::Full(_)) => Err(BatchError::Busy {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        let refused = match self.queue.try_send(Job { input, reply }) {
+            Ok(()) => return Ok(answer),
+            Err(TrySendError::Full(_)) => BatchError::Busy {
                 queued: self.max_queue,
-            }),
-            Err(TrySendError::Disconnected(_)) => Err(BatchError::Stopped),
-        }
+            },
+            Err(TrySendError::Disconnected(_)) => BatchError::Stopped,
+        };
+        self.pending.fetch_sub(1, Ordering::AcqRel);
+        Err(refused)
     }
 }
 
 /// A worker's loop: gather a batch (holding the queue, so that workers take turns), run it,
 /// answer each caller.
-fn work<I, O, F>(jobs: &Mutex<Receiver<Job<I, O>>>, config: BatchConfig, run: &F)
-where
-    F: Fn(Vec<I>) -> Vec<O>,
+fn work<I, O, F>(
+    jobs: &Mutex<Receiver<Job<I, O>>>,
+    config: BatchConfig,
+    run: &F,
+    pending: &AtomicUsize,
+) where
+    F: Fn(Vec<I>) -> Vec<O> + ?Sized,
 {
     // Whether this worker's previous batch had company: only then is lingering worth its
     // delay.
@@ -243,15 +271,17 @@ where
             return;
         };
         busy = batch.len() > 1;
+        let size = batch.len();
         let (inputs, replies): (Vec<I>, Vec<SyncSender<O>>) =
             batch.into_iter().map(|j| (j.input, j.reply)).unzip();
-        tracing::trace!(size = inputs.len(), "running a batch");
+        tracing::trace!(size, "running a batch");
         let outputs = run(inputs);
         // A caller that gave up is no reason to stop; a missing output drops its sender, which
         // its caller sees as `Stopped`.
         for (reply, output) in replies.into_iter().zip(outputs) {
             let _ = reply.try_send(output);
         }
+        pending.fetch_sub(size, Ordering::AcqRel);
     }
 }
 
@@ -450,13 +480,13 @@ mod tests {
                 })
             })
             .collect();
-        let b0 = Arc::clone(&b);
-        let head = std::thread::spawn(move || b0.call(1000).unwrap());
+        // Queued rather than called, so that the worker (not this thread) holds it.
+        let head = b.enqueue(1000).unwrap();
         ready.wait();
         // Give the callers a moment to queue behind the held batch, then release it.
         std::thread::sleep(Duration::from_millis(100));
         gate.wait();
-        head.join().unwrap();
+        assert_eq!(head.recv().unwrap(), 1100);
         for c in callers {
             let (i, out) = c.join().unwrap();
             assert_eq!(out, i + 100, "each caller gets its own answer");

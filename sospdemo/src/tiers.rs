@@ -25,7 +25,7 @@ use derecho::layout::{LayoutError, LayoutPolicy, SubgroupPolicy, TypePolicy};
 use derecho::rpc::{QueryTask, Replicated, RpcError, Subgroup};
 use serde::{Deserialize, Serialize};
 
-use crate::batch::{BatchConfig, BatchedClassifier, Batcher};
+use crate::batch::{BatchConfig, BatchedClassifier, Batcher, MAX_BATCH};
 use crate::model::{Classifier, ModelFiles};
 use crate::service::{CategorizerError, Categorizers, Guess};
 
@@ -292,6 +292,16 @@ impl Replicated for CategorizerTier {
                 }),
                 Err(e) => Box::new(move || CategorizerReply::Error(e)),
             },
+            // Each photo becomes a tensor before it is queued: bound the count, not just the
+            // bytes, so that many tiny images cannot blow up memory.
+            CategorizerQuery::ClassifyBatch { photos, .. } if photos.len() > MAX_BATCH => {
+                let n = photos.len();
+                Box::new(move || {
+                    CategorizerReply::Error(CategorizerError::Model(format!(
+                        "a batch of {n} photos; at most {MAX_BATCH} are classified together"
+                    )))
+                })
+            }
             CategorizerQuery::ClassifyBatch { tag, photos } => match self.engine(tag) {
                 Ok(engine) => Box::new(move || {
                     let photos: Vec<Vec<u8>> = photos.into_iter().map(|p| p.into_vec()).collect();

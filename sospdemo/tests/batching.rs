@@ -165,3 +165,59 @@ fn batching_off_still_answers() {
         assert_same(&name, &batched.classify(p).unwrap(), e);
     }
 }
+
+/// The categorizer's replica answers a `ClassifyBatch` photo by photo (a bad photo fails
+/// alone) and refuses a batch larger than `MAX_BATCH` as a whole.
+#[test]
+fn the_categorizer_answers_a_batch_photo_by_photo() {
+    use derecho::rpc::Replicated;
+    use sospdemo::batch::MAX_BATCH;
+    use sospdemo::tiers::{CategorizerQuery, CategorizerReply, CategorizerTier, CategorizerUpdate};
+
+    let mut tier = CategorizerTier::new(BatchConfig::default());
+    let files = ModelFiles::read_dir(&sospdemo::bundled_model_dir(Task::Pets)).unwrap();
+    let expected = alone(
+        &Classifier::from_files(&files).unwrap(),
+        &photos_in(sospdemo::bundled_photo_dir(Task::Pets)),
+    );
+    assert!(matches!(
+        tier.apply(CategorizerUpdate::Install {
+            tag: 2,
+            model: files.into(),
+        }),
+        CategorizerReply::Done
+    ));
+    let mut photos: Vec<serde_bytes::ByteBuf> = photos_in(sospdemo::bundled_photo_dir(Task::Pets))
+        .into_iter()
+        .map(serde_bytes::ByteBuf::from)
+        .collect();
+    photos.insert(2, serde_bytes::ByteBuf::from(b"garbage".to_vec()));
+    let CategorizerReply::Guesses(answers) =
+        tier.query(CategorizerQuery::ClassifyBatch { tag: 2, photos })
+    else {
+        panic!("not a batch answer");
+    };
+    assert_eq!(answers.len(), expected.len() + 1);
+    let mut expected = expected.iter();
+    for (i, a) in answers.iter().enumerate() {
+        match a {
+            CategorizerReply::Error(e) if i == 2 => {
+                assert!(e.to_string().contains("cannot be decoded"), "{e}")
+            }
+            CategorizerReply::Guess { label, class, .. } => {
+                let e = expected.next().unwrap();
+                assert_eq!((label, *class as usize), (&e.label, e.class), "photo {i}");
+            }
+            other => panic!("photo {i}: {other:?}"),
+        }
+    }
+
+    let too_many = vec![serde_bytes::ByteBuf::from(b"x".to_vec()); MAX_BATCH + 1];
+    assert!(matches!(
+        tier.query(CategorizerQuery::ClassifyBatch {
+            tag: 2,
+            photos: too_many
+        }),
+        CategorizerReply::Error(_)
+    ));
+}
