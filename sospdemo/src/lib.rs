@@ -6,6 +6,8 @@
 //!
 //! * [`model`]: the inference engine (run with candle on the CPU) and the three-file model
 //!   format: our ResNets (torchvision parameter names) or MXNet exports loaded unchanged;
+//! * [`batch`]: the categorizer's batching of concurrent photos for one model into one
+//!   forward pass;
 //! * [`service`]: the function tier's gRPC front end over any [`service::Categorizers`]
 //!   implementation, and the server that runs it ([`service::serve`]);
 //! * [`tiers`]: the two replicated types (the function tier and the categorizer tier, whose
@@ -18,6 +20,7 @@
 //!   models under `sospdemo/models/` and the sample photos under `sospdemo/photos/`.
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod client;
 pub mod demo;
 pub mod model;

@@ -16,7 +16,7 @@ use candle_core::{Device, Tensor};
 use clap::{Parser, Subcommand};
 use sospdemo::client::{self, NodeAddr};
 use sospdemo::demo::{self, ClusterSize, DemoOptions};
-use sospdemo::model::{random_weights, Architecture, Classifier, Synset};
+use sospdemo::model::{random_weights, Architecture, Classifier, ModelFiles, ModelFormat, Synset};
 use sospdemo::train::{self, Task, TrainConfig};
 
 #[derive(Parser)]
@@ -93,6 +93,13 @@ enum Command {
         /// Also time whole classifications (decode, preprocess, forward) of this photo.
         #[arg(long)]
         photo: Option<PathBuf>,
+        /// Images per forward pass; the time printed is per image.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// A Python with onnxruntime, onnx and numpy: also time onnxruntime on the same
+        /// weights in this run (`sospdemo/bench/onnx_compare.py`; our model format only).
+        #[arg(long)]
+        onnx_python: Option<PathBuf>,
     },
 }
 
@@ -173,7 +180,9 @@ fn main() -> ExitCode {
             models,
             iterations,
             photo,
-        } => run_bench(models, iterations, photo),
+            batch,
+            onnx_python,
+        } => run_bench(models, iterations, photo, batch, onnx_python),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -290,6 +299,33 @@ fn run_classify(model: PathBuf, photos: Vec<PathBuf>) -> AnyResult {
     Ok(())
 }
 
+/// Runs `bench/onnx_compare.py` on a model directory with `python` and prints its line.
+fn onnx_compare(python: &std::path::Path, dir: &std::path::Path, iterations: usize) -> AnyResult {
+    let script = sospdemo::bundled_dir()
+        .join("bench")
+        .join("onnx_compare.py");
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .arg(dir)
+        .args(["--iterations", &iterations.max(1).to_string()])
+        .args([
+            "--threads",
+            &candle_core::utils::get_num_threads().to_string(),
+        ])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+        .into());
+    }
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    Ok(())
+}
+
 fn median_ms(mut times: Vec<f64>) -> (f64, f64, f64) {
     times.sort_by(f64::total_cmp);
     let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
@@ -297,22 +333,41 @@ fn median_ms(mut times: Vec<f64>) -> (f64, f64, f64) {
     (median, mean, times.first().copied().unwrap_or(f64::NAN))
 }
 
-fn run_bench(models: Vec<String>, iterations: usize, photo: Option<PathBuf>) -> AnyResult {
+fn run_bench(
+    models: Vec<String>,
+    iterations: usize,
+    photo: Option<PathBuf>,
+    batch: usize,
+    onnx_python: Option<PathBuf>,
+) -> AnyResult {
+    let batch = batch.clamp(1, 256);
     let photo = match photo {
         Some(p) => Some(std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?),
         None => None,
     };
     for name in models {
-        let classifier = if name == "resnet50" {
+        // For `resnet50`, the random weights are written out so that onnxruntime gets them too.
+        let mut scratch = None;
+        let (classifier, dir) = if name == "resnet50" {
             let arch = Architecture::resnet50(1000);
             let synset = Synset::from_labels((0..1000).map(|i| format!("class{i}")).collect());
             let weights = random_weights(&arch, 1, false)?;
-            Classifier::from_parts(arch, synset, &weights)?
+            let dir = if onnx_python.is_some() {
+                let tmp = tempfile::tempdir()?;
+                ModelFiles::from_parts(&synset, &arch, &weights)?.write_dir(tmp.path())?;
+                let path = tmp.path().to_owned();
+                scratch = Some(tmp);
+                Some(path)
+            } else {
+                None
+            };
+            (Classifier::from_parts(arch, synset, &weights)?, dir)
         } else {
-            Classifier::load_dir(&PathBuf::from(&name))?
+            let dir = PathBuf::from(&name);
+            (Classifier::load_dir(&dir)?, Some(dir))
         };
         let side = classifier.preprocess().crop as usize;
-        let x = Tensor::randn(0f32, 1.0, (1, 3, side, side), &Device::Cpu)?;
+        let x = Tensor::randn(0f32, 1.0, (batch, 3, side, side), &Device::Cpu)?;
         for _ in 0..2 {
             classifier.logits(&x)?;
         }
@@ -321,15 +376,24 @@ fn run_bench(models: Vec<String>, iterations: usize, photo: Option<PathBuf>) -> 
                 let t = Instant::now();
                 classifier
                     .logits(&x)
-                    .map(|_| t.elapsed().as_secs_f64() * 1e3)
+                    .map(|_| t.elapsed().as_secs_f64() * 1e3 / batch as f64)
             })
             .collect::<Result<_, _>>()?;
         let n = times.len();
+        let max = times.iter().copied().fold(f64::NAN, f64::max);
         let (median, mean, min) = median_ms(times);
         println!(
-            "{name}: {side}x{side} input, forward median {median:.2} ms, mean {mean:.2} ms, min {min:.2} ms over {n} runs ({} threads)",
+            "{name}: {side}x{side} input, batch {batch}, forward per image median {median:.2} ms, mean {mean:.2} ms, min–max {min:.2}–{max:.2} ms over {n} runs ({} threads)",
             candle_core::utils::get_num_threads()
         );
+        match (&onnx_python, &dir, classifier.format()) {
+            (Some(python), Some(dir), ModelFormat::ResNet) => {
+                onnx_compare(python, dir, iterations)?;
+            }
+            (Some(_), _, _) => println!("{name}: onnxruntime comparison only for arch.json models"),
+            (None, _, _) => {}
+        }
+        drop(scratch);
         if let Some(bytes) = &photo {
             let times: Vec<f64> = (0..iterations.max(1))
                 .map(|_| {

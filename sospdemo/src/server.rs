@@ -6,6 +6,10 @@
 //! prints what the original printed — `FunctionTier listening on <ip>:<port>` on function-tier
 //! members, then `Finished constructing derecho group.` and `Press ENTER to stop.` — and
 //! leaves the group cleanly on ENTER or Ctrl-C.
+//!
+//! The `[SOSPDEMO]` section (or `--SOSPDEMO/key=value`) sets the batching of concurrent photos
+//! ([`BatchConfig::from_config`]): `batch_max_size` (default 8, 1 turns batching off),
+//! `batch_max_wait_us` (default 2000) and `batch_max_queue` (default 64).
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
@@ -16,6 +20,7 @@ use std::time::Duration;
 use derecho::config::ConfigLoader;
 use derecho::rpc::{GroupBuilder, RpcError};
 
+use crate::batch::BatchConfig;
 use crate::service::{serve, ServerHandle, ServiceError, ServiceLimits};
 use crate::tiers::{
     layout, CategorizerTier, FunctionTier, GroupCategorizers, CATEGORIZER_TIER, FUNCTION_TIER,
@@ -53,6 +58,7 @@ enum Event {
 /// Runs a member until ENTER or Ctrl-C; `args` are Derecho overrides (`--SECTION/key=value`).
 pub fn run(args: Vec<String>) -> Result<(), ServerError> {
     let config = ConfigLoader::new()
+        .extra_sections(["SOSPDEMO"])
         .args(args)
         .load()
         .map_err(|e| ServerError::Config(e.to_string()))?;
@@ -60,11 +66,14 @@ pub fn run(args: Vec<String>) -> Result<(), ServerError> {
         tracing::warn!("{w}");
     }
     let policy = layout(&config).map_err(|e| ServerError::Config(e.to_string()))?;
+    let batching =
+        BatchConfig::from_config(&config).map_err(|e| ServerError::Config(e.to_string()))?;
+    tracing::info!(?batching, "categorizer batching");
     let (tx, rx) = mpsc::channel::<Event>();
     let on_view = tx.clone();
     let group = GroupBuilder::new(&config)
         .replicated::<FunctionTier>(FUNCTION_TIER, |_| FunctionTier)
-        .replicated::<CategorizerTier>(CATEGORIZER_TIER, |_| CategorizerTier::default())
+        .replicated::<CategorizerTier>(CATEGORIZER_TIER, move |_| CategorizerTier::new(batching))
         .layout(policy)
         .timeout(Duration::from_secs(300))
         .on_view(move |_| {
@@ -80,9 +89,18 @@ pub fn run(args: Vec<String>) -> Result<(), ServerError> {
     limits.max_photo_bytes = limits.max_photo_bytes.saturating_sub(ENVELOPE);
     limits.max_model_bytes = limits.max_model_bytes.saturating_sub(ENVELOPE);
     let front = group.subgroup::<FunctionTier>(0)?;
-    let categorizers = Arc::new(GroupCategorizers::new(
-        group.subgroup::<CategorizerTier>(0)?,
-    ));
+    // A batch's envelope (a length per photo, at most `MAX_BATCH` of them) fits in ENVELOPE.
+    let categorizers = Arc::new(
+        GroupCategorizers::new(
+            group.subgroup::<CategorizerTier>(0)?,
+            batching,
+            config
+                .derecho
+                .max_p2p_request_payload_size
+                .saturating_sub(ENVELOPE),
+        )
+        .map_err(|e| ServerError::Config(format!("cannot start the batch workers: {e}")))?,
+    );
     let mut server: Option<ServerHandle> = None;
     // Starts or stops the front end as this node enters or leaves the function tier.
     let follow_role = |server: &mut Option<ServerHandle>| -> Result<(), ServerError> {

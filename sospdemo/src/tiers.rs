@@ -7,7 +7,9 @@
 //!   replica holds the same models and a node that joins the shard receives them by state
 //!   transfer. Inference is a point-to-point query: the replica builds (and caches) a candle
 //!   model from the files the first time a tag is used, and classifies outside the replica's
-//!   lock, so a long inference never holds up an install.
+//!   lock, so a long inference never holds up an install. Each loaded model has a
+//!   [`BatchedClassifier`]: photos that reach the replica at the same time (from several front
+//!   ends, or several photos of one [`CategorizerQuery::ClassifyBatch`]) share forward passes.
 //!
 //! [`GroupCategorizers`] is the function tier's side: tag `t` goes to shard `t % shards`; the
 //! member is chosen round-robin among the shard's members, and a member that fails or leaves is
@@ -23,6 +25,7 @@ use derecho::layout::{LayoutError, LayoutPolicy, SubgroupPolicy, TypePolicy};
 use derecho::rpc::{QueryTask, Replicated, RpcError, Subgroup};
 use serde::{Deserialize, Serialize};
 
+use crate::batch::{BatchConfig, BatchedClassifier, Batcher, MAX_BATCH};
 use crate::model::{Classifier, ModelFiles};
 use crate::service::{CategorizerError, Categorizers, Guess};
 
@@ -139,6 +142,14 @@ pub enum CategorizerQuery {
         #[serde(with = "serde_bytes")]
         photo: Vec<u8>,
     },
+    /// Classify several photos with the model of a tag; the reply is
+    /// [`CategorizerReply::Guesses`], one answer per photo.
+    ClassifyBatch {
+        /// The tag.
+        tag: u32,
+        /// JPEG or PNG files.
+        photos: Vec<serde_bytes::ByteBuf>,
+    },
     /// The installed tags.
     Tags,
 }
@@ -159,15 +170,20 @@ pub enum CategorizerReply {
     },
     /// The installed tags.
     Tags(Vec<u32>),
+    /// One answer ([`Guess`](Self::Guess) or [`Error`](Self::Error)) per photo of a
+    /// [`CategorizerQuery::ClassifyBatch`], in order.
+    Guesses(Vec<CategorizerReply>),
     /// What went wrong.
     Error(CategorizerError),
 }
 
-/// The categorizer's replica: the models (replicated) and the loaded engines (a local cache).
+/// The categorizer's replica: the models (replicated) and the loaded engines with their batch
+/// workers (a local cache).
 #[derive(Default)]
 pub struct CategorizerTier {
     models: BTreeMap<u32, Arc<StoredModel>>,
-    engines: Mutex<HashMap<u32, Arc<Classifier>>>,
+    engines: Mutex<HashMap<u32, Arc<BatchedClassifier>>>,
+    batching: BatchConfig,
 }
 
 impl std::fmt::Debug for CategorizerTier {
@@ -179,12 +195,20 @@ impl std::fmt::Debug for CategorizerTier {
 }
 
 impl CategorizerTier {
+    /// An empty replica whose models batch concurrent photos within `batching`.
+    pub fn new(batching: BatchConfig) -> Self {
+        Self {
+            batching,
+            ..Self::default()
+        }
+    }
+
     /// The installed tags.
     pub fn tags(&self) -> Vec<u32> {
         self.models.keys().copied().collect()
     }
 
-    fn engine(&self, tag: u32) -> Result<Arc<Classifier>, CategorizerError> {
+    fn engine(&self, tag: u32) -> Result<Arc<BatchedClassifier>, CategorizerError> {
         let mut engines = self.engines.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = engines.get(&tag) {
             return Ok(Arc::clone(e));
@@ -193,9 +217,23 @@ impl CategorizerTier {
             .models
             .get(&tag)
             .ok_or(CategorizerError::NoModel { tag })?;
-        let engine = Arc::new(Classifier::from_files(&model.files())?);
+        let classifier = Arc::new(Classifier::from_files(&model.files())?);
+        let engine = BatchedClassifier::new(&format!("tag{tag}"), classifier, self.batching)
+            .map_err(|e| {
+                CategorizerError::Unavailable(format!("cannot start the batch worker: {e}"))
+            })?;
+        let engine = Arc::new(engine);
         engines.insert(tag, Arc::clone(&engine));
         Ok(engine)
+    }
+}
+
+impl From<crate::batch::BatchClassifyError> for CategorizerError {
+    fn from(e: crate::batch::BatchClassifyError) -> Self {
+        match e {
+            crate::batch::BatchClassifyError::Model(e) => e.into(),
+            crate::batch::BatchClassifyError::Batch(e) => Self::Unavailable(e.to_string()),
+        }
     }
 }
 
@@ -251,6 +289,29 @@ impl Replicated for CategorizerTier {
                 // The inference itself runs after the replica is released.
                 Ok(engine) => Box::new(move || {
                     guess_reply(engine.classify(&photo).map_err(CategorizerError::from))
+                }),
+                Err(e) => Box::new(move || CategorizerReply::Error(e)),
+            },
+            // Each photo becomes a tensor before it is queued: bound the count, not just the
+            // bytes, so that many tiny images cannot blow up memory.
+            CategorizerQuery::ClassifyBatch { photos, .. } if photos.len() > MAX_BATCH => {
+                let n = photos.len();
+                Box::new(move || {
+                    CategorizerReply::Error(CategorizerError::Model(format!(
+                        "a batch of {n} photos; at most {MAX_BATCH} are classified together"
+                    )))
+                })
+            }
+            CategorizerQuery::ClassifyBatch { tag, photos } => match self.engine(tag) {
+                Ok(engine) => Box::new(move || {
+                    let photos: Vec<Vec<u8>> = photos.into_iter().map(|p| p.into_vec()).collect();
+                    CategorizerReply::Guesses(
+                        engine
+                            .classify_many(&photos)
+                            .into_iter()
+                            .map(|r| guess_reply(r.map_err(CategorizerError::from)))
+                            .collect(),
+                    )
                 }),
                 Err(e) => Box::new(move || CategorizerReply::Error(e)),
             },
@@ -314,16 +375,38 @@ impl Replicated for CategorizerTier {
     }
 }
 
+/// Batch workers of the function tier: tag `t` is gathered by lane `t % FRONT_LANES`, so a
+/// slow model holds up at most the tags that share its lane, and the thread count is fixed
+/// whatever tags clients ask for.
+const FRONT_LANES: usize = 4;
+
+/// One answer per photo, in order.
+type Answers = Vec<Result<Guess, CategorizerError>>;
+
+/// A lane's job: a photo for a tag.
+type FrontBatcher = Batcher<(u32, Vec<u8>), Result<Guess, CategorizerError>>;
+
 /// The function tier's view of the categorizer tier, through the group.
+///
+/// Concurrent classifications of one tag are gathered (by a [`Batcher`] per lane, within the
+/// node's [`BatchConfig`]) and travel as one [`CategorizerQuery::ClassifyBatch`], split so that
+/// no request exceeds the group's P2P request size; a photo alone goes as a plain
+/// [`CategorizerQuery::Classify`] at once.
 pub struct GroupCategorizers {
-    tier: Subgroup<CategorizerTier>,
-    next: AtomicUsize,
+    router: Arc<Router>,
+    lanes: Vec<FrontBatcher>,
 }
 
 impl std::fmt::Debug for GroupCategorizers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GroupCategorizers").finish_non_exhaustive()
     }
+}
+
+/// Picks the member of a tag's shard and retries on another one.
+struct Router {
+    tier: Subgroup<CategorizerTier>,
+    next: AtomicUsize,
 }
 
 /// Whether an error means "try another member".
@@ -340,12 +423,140 @@ fn member_gone(e: &RpcError) -> bool {
 }
 
 impl GroupCategorizers {
-    /// Routes through `tier`.
-    pub fn new(tier: Subgroup<CategorizerTier>) -> Self {
-        Self {
+    /// Routes through `tier`, gathering concurrent photos of a tag within `batching`; a
+    /// request carries at most `max_request_bytes` of photos (a larger photo travels alone).
+    pub fn new(
+        tier: Subgroup<CategorizerTier>,
+        batching: BatchConfig,
+        max_request_bytes: u64,
+    ) -> std::io::Result<Self> {
+        let router = Arc::new(Router {
             tier,
             next: AtomicUsize::new(0),
+        });
+        let limit = usize::try_from(max_request_bytes).unwrap_or(usize::MAX);
+        // Batching off: no lanes, each photo is sent from its caller's thread.
+        let lanes = (0..FRONT_LANES)
+            .filter(|_| batching.max_batch > 1)
+            .map(|i| {
+                let r = Arc::clone(&router);
+                Batcher::start(&format!("front{i}"), batching, move |jobs| {
+                    r.classify_gathered(jobs, limit)
+                })
+            })
+            .collect::<std::io::Result<_>>()?;
+        Ok(Self { router, lanes })
+    }
+}
+
+impl Router {
+    /// Answers gathered photos, in order: grouped by tag, each group split into requests of
+    /// at most `limit` bytes of photos, the requests sent concurrently.
+    fn classify_gathered(&self, jobs: Vec<(u32, Vec<u8>)>, limit: usize) -> Answers {
+        // Requests: (tag, indices of the jobs it carries).
+        let mut requests: Vec<(u32, Vec<usize>, usize)> = Vec::new();
+        for (i, (tag, photo)) in jobs.iter().enumerate() {
+            let fits = |(t, _, bytes): &&mut (u32, Vec<usize>, usize)| {
+                *t == *tag && bytes.saturating_add(photo.len()) <= limit
+            };
+            match requests.iter_mut().find(fits) {
+                Some((_, members, bytes)) => {
+                    members.push(i);
+                    *bytes += photo.len();
+                }
+                None => requests.push((*tag, vec![i], photo.len())),
+            }
         }
+        let mut photos: Vec<Option<Vec<u8>>> = jobs.into_iter().map(|(_, p)| Some(p)).collect();
+        let mut work = Vec::with_capacity(requests.len());
+        for (tag, members, _) in requests {
+            let carried: Vec<Vec<u8>> = members
+                .iter()
+                .map(|&i| photos.get_mut(i).and_then(Option::take).unwrap_or_default())
+                .collect();
+            work.push((tag, members, carried));
+        }
+        let mut out: Vec<Option<Result<Guess, CategorizerError>>> =
+            (0..photos.len()).map(|_| None).collect();
+        let answers: Vec<(Vec<usize>, Answers)> = if work.len() == 1 {
+            work.into_iter()
+                .map(|(tag, members, carried)| (members, self.classify_many(tag, carried)))
+                .collect()
+        } else {
+            std::thread::scope(|scope| {
+                let running: Vec<_> = work
+                    .into_iter()
+                    .map(|(tag, members, carried)| {
+                        let h = std::thread::Builder::new()
+                            .spawn_scoped(scope, move || self.classify_many(tag, carried));
+                        (members, h)
+                    })
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|(members, h)| {
+                        let why = match h {
+                            Ok(h) => match h.join() {
+                                Ok(answers) => return (members, answers),
+                                Err(_) => "the request to the categorizer failed".to_owned(),
+                            },
+                            Err(e) => format!("cannot start a thread for the request: {e}"),
+                        };
+                        let answers = members
+                            .iter()
+                            .map(|_| Err(CategorizerError::Unavailable(why.clone())))
+                            .collect();
+                        (members, answers)
+                    })
+                    .collect()
+            })
+        };
+        for (members, answers) in answers {
+            for (i, a) in members.into_iter().zip(answers) {
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = Some(a);
+                }
+            }
+        }
+        out.into_iter()
+            .map(|a| {
+                a.unwrap_or_else(|| {
+                    Err(CategorizerError::Unavailable(
+                        "the categorizer gave no answer for this photo".into(),
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// Classifies photos of one tag with one request: a plain `Classify` for one photo, a
+    /// `ClassifyBatch` for several.
+    fn classify_many(&self, tag: u32, mut photos: Vec<Vec<u8>>) -> Answers {
+        let n = photos.len();
+        if n == 1 {
+            let photo = photos.pop().unwrap_or_default();
+            return vec![self.classify(tag, photo)];
+        }
+        let query = CategorizerQuery::ClassifyBatch {
+            tag,
+            photos: photos.into_iter().map(serde_bytes::ByteBuf::from).collect(),
+        };
+        let reply = self.on_shard(tag, |m| self.tier.p2p_send(m, &query));
+        let every = |e: CategorizerError| (0..n).map(|_| Err(e.clone())).collect();
+        match reply {
+            Ok(CategorizerReply::Guesses(answers)) if answers.len() == n => {
+                answers.into_iter().map(guess_of).collect()
+            }
+            Ok(CategorizerReply::Error(e)) | Err(e) => every(e),
+            Ok(other) => every(CategorizerError::Unavailable(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+
+    fn classify(&self, tag: u32, photo: Vec<u8>) -> Result<Guess, CategorizerError> {
+        let query = CategorizerQuery::Classify { tag, photo };
+        guess_of(self.on_shard(tag, |m| self.tier.p2p_send(m, &query))?)
     }
 
     /// The members of the shard serving `tag`, rotated so that successive calls start at
@@ -436,12 +647,31 @@ impl GroupCategorizers {
     }
 }
 
+/// The guess of a `Classify` reply.
+fn guess_of(reply: CategorizerReply) -> Result<Guess, CategorizerError> {
+    match reply {
+        CategorizerReply::Guess {
+            label,
+            class,
+            score,
+        } => Ok(Guess {
+            label,
+            class: class as usize,
+            score,
+        }),
+        CategorizerReply::Error(e) => Err(e),
+        other => Err(CategorizerError::Unavailable(format!(
+            "unexpected answer {other:?}"
+        ))),
+    }
+}
+
 impl Categorizers for GroupCategorizers {
     fn install_model(&self, tag: u32, model: ModelFiles) -> Result<(), CategorizerError> {
         // Load it once here, so a corrupt or inconsistent model is refused before anything is
         // replicated.
         Classifier::from_files(&model)?;
-        self.update(
+        self.router.update(
             tag,
             &CategorizerUpdate::Install {
                 tag,
@@ -451,25 +681,14 @@ impl Categorizers for GroupCategorizers {
     }
 
     fn remove_model(&self, tag: u32) -> Result<(), CategorizerError> {
-        self.update(tag, &CategorizerUpdate::Remove { tag })
+        self.router.update(tag, &CategorizerUpdate::Remove { tag })
     }
 
     fn classify(&self, tag: u32, photo: Vec<u8>) -> Result<Guess, CategorizerError> {
-        let query = CategorizerQuery::Classify { tag, photo };
-        match self.on_shard(tag, |m| self.tier.p2p_send(m, &query))? {
-            CategorizerReply::Guess {
-                label,
-                class,
-                score,
-            } => Ok(Guess {
-                label,
-                class: class as usize,
-                score,
-            }),
-            CategorizerReply::Error(e) => Err(e),
-            other => Err(CategorizerError::Unavailable(format!(
-                "unexpected answer {other:?}"
-            ))),
-        }
+        let Some(lane) = self.lanes.get(tag as usize % FRONT_LANES) else {
+            return self.router.classify(tag, photo);
+        };
+        lane.call((tag, photo))
+            .map_err(|e| CategorizerError::Unavailable(e.to_string()))?
     }
 }

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use sospdemo::batch::{BatchConfig, BatchedClassifier};
 use sospdemo::demo::{node_config, Cluster, ClusterSize, ServerCommand, FLOWERS_TAG, PETS_TAG};
 use sospdemo::model::{Classifier, ModelFiles};
 use sospdemo::service::INSTALL_OK;
@@ -41,7 +42,8 @@ use tonic::transport::{Channel, Endpoint};
 const CALL_LIMIT: Duration = Duration::from_secs(30);
 /// Bound on forming the group.
 const STARTUP_LIMIT: Duration = Duration::from_secs(90);
-/// Calls per client before measuring (the first call of a tag builds its engine).
+/// Calls per client before measuring (the first call of a tag builds its engine), unless
+/// `--warm-up` says otherwise.
 const WARM_UP_CALLS: usize = 3;
 
 type BenchResult<T> = Result<T, String>;
@@ -50,6 +52,11 @@ type BenchResult<T> = Result<T, String>;
 struct Options {
     seconds: f64,
     clients: usize,
+    runs: usize,
+    warm_up: usize,
+    in_process_only: bool,
+    /// `--model SYNSET ARCH WEIGHTS`: one model for every client instead of the bundled two.
+    model: Option<[PathBuf; 3]>,
     server: PathBuf,
 }
 
@@ -57,6 +64,10 @@ fn parse_options() -> BenchResult<Options> {
     let mut options = Options {
         seconds: 6.0,
         clients: 4,
+        runs: 1,
+        warm_up: WARM_UP_CALLS,
+        in_process_only: false,
+        model: None,
         server: std::env::current_exe()
             .map_err(|e| format!("cannot find this program's path: {e}"))?
             .with_file_name("sospdemo"),
@@ -75,9 +86,32 @@ fn parse_options() -> BenchResult<Options> {
                     .parse()
                     .map_err(|e| format!("--clients: {e}"))?
             }
+            "--runs" => {
+                options.runs = value("--runs")?
+                    .parse()
+                    .map_err(|e| format!("--runs: {e}"))?
+            }
+            "--in-process" => options.in_process_only = true,
+            "--warm-up" => {
+                options.warm_up = value("--warm-up")?
+                    .parse()
+                    .map_err(|e| format!("--warm-up: {e}"))?
+            }
+            "--model" => {
+                options.model = Some([
+                    PathBuf::from(value("--model")?),
+                    PathBuf::from(value("--model")?),
+                    PathBuf::from(value("--model")?),
+                ]);
+                options.in_process_only = true;
+            }
             "--server" => options.server = PathBuf::from(value("--server")?),
             "-h" | "--help" => {
-                println!("service_bench [--seconds S] [--clients N] [--server PATH-TO-sospdemo]");
+                println!(
+                    "service_bench [--seconds S] [--clients N] [--runs R] [--warm-up CALLS] \
+                     [--in-process] \
+                     [--model SYNSET ARCH WEIGHTS] [--server PATH-TO-sospdemo]"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}")),
@@ -86,10 +120,13 @@ fn parse_options() -> BenchResult<Options> {
     if options.clients < 2 || !options.clients.is_multiple_of(2) {
         return Err("--clients must be even and at least 2 (half per tag)".into());
     }
+    if options.runs == 0 {
+        return Err("--runs must be at least 1".into());
+    }
     if options.seconds.is_nan() || options.seconds <= 0.0 {
         return Err("--seconds must be positive".into());
     }
-    if !options.server.is_file() {
+    if !options.in_process_only && !options.server.is_file() {
         return Err(format!(
             "{} not found: build it with `cargo build --release -p sospdemo`, or pass --server",
             options.server.display()
@@ -102,7 +139,8 @@ fn parse_options() -> BenchResult<Options> {
 #[derive(Clone)]
 struct Question {
     tag: u32,
-    truth: String,
+    /// The label the photo should get (`None`: not checked).
+    truth: Option<String>,
     photo: Arc<Vec<u8>>,
 }
 
@@ -123,7 +161,7 @@ fn questions(task: Task, tag: u32) -> BenchResult<Vec<Question>> {
                 .unwrap_or_default();
             Ok(Question {
                 tag,
-                truth: name.split('-').next().unwrap_or_default().to_owned(),
+                truth: Some(name.split('-').next().unwrap_or_default().to_owned()),
                 photo: Arc::new(std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?),
             })
         })
@@ -160,9 +198,11 @@ impl Run {
 /// Runs `clients` workers for `seconds` after a common start; worker `i` asks
 /// `asks[i % asks.len()]` in turn with `call`, which answers the label or an error. The CPU time
 /// of this process (`self_name`) and of `servers` is sampled over the same window.
+#[allow(clippy::too_many_arguments)]
 fn measure<C>(
     clients: usize,
     seconds: f64,
+    warm_up: usize,
     asks: &[Vec<Question>],
     make_caller: impl Fn(usize) -> BenchResult<C>,
     self_name: &str,
@@ -178,7 +218,7 @@ where
         let mine = asks[i % asks.len()].clone();
         let start = Arc::clone(&start);
         workers.push(std::thread::spawn(move || {
-            for q in mine.iter().cycle().take(WARM_UP_CALLS) {
+            for q in mine.iter().cycle().take(warm_up) {
                 let _ = call(q);
             }
             start.wait();
@@ -196,7 +236,7 @@ where
                 match answer {
                     Ok(label) => {
                         latencies.push((last - now).as_secs_f64() * 1e3);
-                        if label != q.truth {
+                        if q.truth.as_ref().is_some_and(|t| *t != label) {
                             wrong += 1;
                         }
                     }
@@ -409,11 +449,16 @@ fn check_ports(nodes: u16) -> BenchResult<()> {
 
 /// Starts `configs` (node `i` gets `configs[i]`) in `dir`, one second apart, and waits for the
 /// group.
-fn start_cluster(dir: &Path, configs: &[String], server: &Path) -> BenchResult<Cluster> {
+fn start_cluster(
+    dir: &Path,
+    configs: &[String],
+    server: &Path,
+    args: Vec<String>,
+) -> BenchResult<Cluster> {
     check_ports(configs.len() as u16)?;
     let command = ServerCommand {
         program: server.to_owned(),
-        args: vec!["server".into()],
+        args: args.into_iter().map(Into::into).collect(),
     };
     let mut cluster = Cluster::new();
     for (id, cfg) in configs.iter().enumerate() {
@@ -433,27 +478,38 @@ fn start_cluster(dir: &Path, configs: &[String], server: &Path) -> BenchResult<C
     Ok(cluster)
 }
 
-fn row(setup: &str, clients: usize, run: &Run) -> String {
+/// Median and range of `values`, as `median (min–max)`.
+fn spread(mut values: Vec<f64>, decimals: usize) -> String {
+    values.sort_by(f64::total_cmp);
+    match (values.first(), values.get(values.len() / 2), values.last()) {
+        (Some(lo), Some(mid), Some(hi)) if values.len() > 1 => {
+            format!("{mid:.decimals$} ({lo:.decimals$}–{hi:.decimals$})")
+        }
+        (_, Some(mid), _) => format!("{mid:.decimals$}"),
+        _ => "-".into(),
+    }
+}
+
+/// A table row over the runs of one setup: medians and ranges of photos/s, p50 and p99.
+fn row(setup: &str, clients: usize, runs: &[Run]) -> String {
     let mut flags = String::new();
-    if run.errors > 0 {
-        flags.push_str(&format!(" ({} errors)", run.errors));
+    let errors: usize = runs.iter().map(|r| r.errors).sum();
+    let wrong: usize = runs.iter().map(|r| r.wrong).sum();
+    if errors > 0 {
+        flags.push_str(&format!(" ({errors} errors)"));
     }
-    if run.wrong > 0 {
-        flags.push_str(&format!(" ({} wrong)", run.wrong));
+    if wrong > 0 {
+        flags.push_str(&format!(" ({wrong} wrong)"));
     }
-    let total: f64 = run.cpu.iter().map(|(_, c)| c).sum();
-    let parts: Vec<String> = run
-        .cpu
-        .iter()
-        .map(|(name, c)| format!("{name} {c:.2}"))
-        .collect();
+    let photos: usize = runs.iter().map(|r| r.latencies_ms.len()).sum();
+    let cpu = |run: &Run| run.cpu.iter().map(|(_, c)| c).sum::<f64>();
     format!(
-        "| {setup} | {clients} | {} | {:.2} | {:.2} | {:.1}{flags} | {total:.2} ({}) |",
-        run.latencies_ms.len(),
-        run.percentile(50.0),
-        run.percentile(99.0),
-        run.per_second(),
-        parts.join(", ")
+        "| {setup} | {clients} | {} | {photos} | {} | {} | {}{flags} | {} |",
+        runs.len(),
+        spread(runs.iter().map(|r| r.percentile(50.0)).collect(), 2),
+        spread(runs.iter().map(|r| r.percentile(99.0)).collect(), 2),
+        spread(runs.iter().map(Run::per_second).collect(), 1),
+        spread(runs.iter().map(cpu).collect(), 2),
     )
 }
 
@@ -467,6 +523,46 @@ fn cpu_model() -> String {
                 .map(|(_, m)| m.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// The models to ask and, per model, the photos its clients send.
+type Workload = (Vec<(u32, ModelFiles)>, Vec<Vec<Question>>);
+
+/// The bundled flowers and pets models, or the one model of `--model` (asked with the bundled
+/// photos of both tasks, labels not checked).
+fn workload(options: &Options) -> BenchResult<Workload> {
+    let flowers = questions(Task::Flowers, FLOWERS_TAG)?;
+    let pets = questions(Task::Pets, PETS_TAG)?;
+    if let Some([synset, arch, weights]) = &options.model {
+        let files = ModelFiles::read(synset, arch, weights).map_err(|e| e.to_string())?;
+        let mut photos: Vec<Question> = flowers.into_iter().chain(pets).collect();
+        for q in &mut photos {
+            q.tag = FLOWERS_TAG;
+            q.truth = None;
+        }
+        return Ok((vec![(FLOWERS_TAG, files)], vec![photos]));
+    }
+    let model = |task: Task| {
+        ModelFiles::read_dir(&sospdemo::bundled_model_dir(task)).map_err(|e| e.to_string())
+    };
+    Ok((
+        vec![
+            (FLOWERS_TAG, model(Task::Flowers)?),
+            (PETS_TAG, model(Task::Pets)?),
+        ],
+        vec![flowers, pets],
+    ))
+}
+
+/// The engine of each tag, shared by the clients.
+type Engines = Arc<Vec<(u32, Engine)>>;
+
+/// How an in-process client calls the engine.
+enum Engine {
+    /// `Classifier::classify` on the client's thread.
+    Direct(Box<Classifier>),
+    /// Through a batch worker.
+    Batched(BatchedClassifier),
 }
 
 fn run() -> BenchResult<()> {
@@ -483,55 +579,82 @@ fn run() -> BenchResult<()> {
             .join(" ")
     );
     println!(
-        "command: {} --seconds {} --clients {}",
-        std::env::args().next().unwrap_or_default(),
-        options.seconds,
-        options.clients
+        "command: {}",
+        std::env::args().collect::<Vec<_>>().join(" ")
     );
-    let flowers = questions(Task::Flowers, FLOWERS_TAG)?;
-    let pets = questions(Task::Pets, PETS_TAG)?;
-    let both = [flowers.clone(), pets.clone()];
-    let model = |task: Task| {
-        ModelFiles::read_dir(&sospdemo::bundled_model_dir(task)).map_err(|e| e.to_string())
-    };
-    let models = [
-        (FLOWERS_TAG, model(Task::Flowers)?),
-        (PETS_TAG, model(Task::Pets)?),
-    ];
-
+    let (models, asks) = workload(&options)?;
+    let batching = BatchConfig::default();
     let mut rows = Vec::new();
-    // In-process: the engine alone.
-    let classifiers: Arc<Vec<(u32, Classifier)>> = Arc::new(
-        models
-            .iter()
-            .map(|(tag, m)| Ok((*tag, Classifier::from_files(m).map_err(|e| e.to_string())?)))
-            .collect::<BenchResult<_>>()?,
-    );
-    for clients in [1, options.clients] {
-        let asks: &[Vec<Question>] = if clients == 1 {
-            std::slice::from_ref(&flowers)
-        } else {
-            &both
-        };
-        let caller = |_: usize| {
-            let classifiers = Arc::clone(&classifiers);
-            Ok(move |q: &Question| {
-                let c = classifiers
-                    .iter()
-                    .find(|(t, _)| *t == q.tag)
-                    .map(|(_, c)| c)
-                    .ok_or("no classifier")?;
-                c.classify(&q.photo)
-                    .map(|g| g.label)
-                    .map_err(|e| e.to_string())
-            })
-        };
-        let run = measure(clients, options.seconds, asks, caller, "this process", &[])?;
-        rows.push(row("in-process `Classifier::classify`", clients, &run));
-        eprintln!("{}", rows.last().map_or("", |r| r.as_str()));
-    }
 
-    // Through the service.
+    // In-process: the engine alone, called directly or through a batch worker. The runs of the
+    // two ways alternate, so that a change in the machine's load hits both alike.
+    let mut engines: Vec<(String, Engines)> = Vec::new();
+    for batched in [false, true] {
+        let mut list = Vec::new();
+        for (tag, m) in &models {
+            let c = Classifier::from_files(m).map_err(|e| e.to_string())?;
+            let engine = if batched {
+                Engine::Batched(
+                    BatchedClassifier::new(&format!("tag{tag}"), Arc::new(c), batching)
+                        .map_err(|e| e.to_string())?,
+                )
+            } else {
+                Engine::Direct(Box::new(c))
+            };
+            list.push((*tag, engine));
+        }
+        let name = if batched {
+            format!(
+                "in-process `BatchedClassifier` (≤ {}, ≤ {} µs)",
+                batching.max_batch,
+                batching.max_wait.as_micros()
+            )
+        } else {
+            "in-process `Classifier::classify`".to_owned()
+        };
+        engines.push((name, Arc::new(list)));
+    }
+    for clients in [1, options.clients] {
+        let mut runs: Vec<Vec<Run>> = engines.iter().map(|_| Vec::new()).collect();
+        for _ in 0..options.runs {
+            for ((name, list), runs) in engines.iter().zip(&mut runs) {
+                let caller = |_: usize| {
+                    let list = Arc::clone(list);
+                    Ok(move |q: &Question| {
+                        let e = list
+                            .iter()
+                            .find(|(t, _)| *t == q.tag)
+                            .map(|(_, e)| e)
+                            .ok_or("no classifier")?;
+                        match e {
+                            Engine::Direct(c) => c.classify(&q.photo).map_err(|e| e.to_string()),
+                            Engine::Batched(b) => b.classify(&q.photo).map_err(|e| e.to_string()),
+                        }
+                        .map(|g| g.label)
+                    })
+                };
+                let asks = if clients == 1 { &asks[..1] } else { &asks[..] };
+                let run = measure(
+                    clients,
+                    options.seconds,
+                    options.warm_up,
+                    asks,
+                    caller,
+                    "this process",
+                    &[],
+                )?;
+                eprintln!("{}", row(name, clients, std::slice::from_ref(&run)));
+                runs.push(run);
+            }
+        }
+        for ((name, _), runs) in engines.iter().zip(&runs) {
+            rows.push(row(name, clients, runs));
+        }
+    }
+    drop(engines);
+
+    // Through the service, with the servers' batching off (`batch_max_size = 1`) and on (the
+    // defaults).
     type ConfigFn = fn(u16) -> BenchResult<String>;
     let setups: [(&str, u16, ConfigFn); 2] = [
         ("service, 1 shard (n1 holds tags 1 and 2)", 2, |id| {
@@ -543,43 +666,57 @@ fn run() -> BenchResult<()> {
             two_shard_config,
         ),
     ];
+    let setups: &[(&str, u16, ConfigFn)] = if options.in_process_only {
+        &[]
+    } else {
+        &setups
+    };
     for (setup, nodes, config) in setups {
-        let dir = tempfile::Builder::new()
-            .prefix("sospdemo-bench-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
-        let configs = (0..nodes).map(config).collect::<BenchResult<Vec<_>>>()?;
-        let mut cluster = start_cluster(dir.path(), &configs, &options.server)?;
-        for (tag, m) in &models {
-            install(0, *tag, m)?;
+        for batched in [false, true] {
+            let name = format!("{setup}, batching {}", if batched { "on" } else { "off" });
+            let dir = tempfile::Builder::new()
+                .prefix("sospdemo-bench-")
+                .tempdir()
+                .map_err(|e| e.to_string())?;
+            let configs = (0..*nodes).map(config).collect::<BenchResult<Vec<_>>>()?;
+            let mut args = vec!["server".to_owned()];
+            if !batched {
+                args.push("--SOSPDEMO/batch_max_size=1".into());
+            }
+            let mut cluster = start_cluster(dir.path(), &configs, &options.server, args)?;
+            for (tag, m) in &models {
+                install(0, *tag, m)?;
+            }
+            for clients in [1, options.clients] {
+                let asks = if clients == 1 { &asks[..1] } else { &asks[..] };
+                let servers = server_pids(dir.path());
+                let mut runs = Vec::new();
+                for _ in 0..options.runs {
+                    let run = measure(
+                        clients,
+                        options.seconds,
+                        options.warm_up,
+                        asks,
+                        |_| grpc_caller(0),
+                        "clients",
+                        &servers,
+                    )?;
+                    eprintln!("{}", row(&name, clients, std::slice::from_ref(&run)));
+                    runs.push(run);
+                }
+                rows.push(row(&name, clients, &runs));
+            }
+            cluster.stop(Duration::from_secs(20));
         }
-        for clients in [1, options.clients] {
-            let asks: &[Vec<Question>] = if clients == 1 {
-                std::slice::from_ref(&flowers)
-            } else {
-                &both
-            };
-            let servers = server_pids(dir.path());
-            let run = measure(
-                clients,
-                options.seconds,
-                asks,
-                |_| grpc_caller(0),
-                "clients",
-                &servers,
-            )?;
-            rows.push(row(setup, clients, &run));
-            eprintln!("{}", rows.last().map_or("", |r| r.as_str()));
-        }
-        cluster.stop(Duration::from_secs(20));
     }
 
     println!();
-    println!("| setup | clients | photos | p50 ms | p99 ms | photos/s | CPU busy, cores |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| setup | clients | runs | photos | p50 ms | p99 ms | photos/s | CPU busy, cores |");
+    println!("|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }
+    println!("(median of the runs, min–max in brackets)");
     Ok(())
 }
 

@@ -100,6 +100,54 @@ fn two_nodes_install_classify_several_tags_and_remove() {
     cluster.stop_cleanly();
 }
 
+/// `test-2-nodes` under concurrent load: twelve clients at once, asking both tags, share
+/// batches in the function tier and the categorizer; every photo still gets its own right
+/// answer, and a photo that is not an image, sent in the middle of the load, fails alone.
+#[test]
+fn two_nodes_concurrent_clients_share_batches_and_keep_their_answers() {
+    let Some(_ports) = take_ports("two_nodes_concurrent", 2, 1) else {
+        return;
+    };
+    let mut cluster = LocalCluster::new("two-nodes-concurrent");
+    cluster.start_in_order(0..2, |id| node_config(ClusterSize::Two, id).unwrap());
+    cluster.wait_ready(&[0, 1]);
+    let mut front = FrontDoor::connect(0);
+    install_ok(&mut front, FLOWERS_TAG, Task::Flowers);
+    install_ok(&mut front, PETS_TAG, Task::Pets);
+
+    let clients: Vec<_> = (0..12)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let (task, tag) = if i % 2 == 0 {
+                    (Task::Flowers, FLOWERS_TAG)
+                } else {
+                    (Task::Pets, PETS_TAG)
+                };
+                let mut front = FrontDoor::connect(0);
+                for round in 0..3 {
+                    for p in bundled_photos(task) {
+                        if i == 5 && round == 1 {
+                            expect_status(
+                                front.infer(&[tag], b"this is not a photo at all"),
+                                Code::InvalidArgument,
+                                "the photo cannot be decoded",
+                            );
+                        }
+                        let answer = front
+                            .infer(&[tag], &p.bytes)
+                            .unwrap_or_else(|s| panic!("client {i}, {}: {s:?}", p.name));
+                        assert_eq!(answer, p.truth, "client {i}, {}", p.name);
+                    }
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    cluster.stop_cleanly();
+}
+
 /// `test-6-nodes`: the two models land on different shards (tag % 2) and every photo is
 /// answered correctly through each of the two function-tier nodes.
 #[test]
