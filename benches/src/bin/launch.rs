@@ -298,15 +298,7 @@ fn run(o: &Opts) -> Result<String, String> {
                         if let Some(g) = c.get_mut(rank) {
                             // SIGKILL: no chance to say goodbye.
                             let _ = g.child_mut().kill();
-                            let now = std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .map_or(0, |d| d.as_nanos() as u64);
-                            let _ = first_kill.compare_exchange(
-                                0,
-                                now,
-                                Ordering::SeqCst,
-                                Ordering::SeqCst,
-                            );
+                            note_first_fault(&first_kill);
                             eprintln!("launch: killed member {rank} at {ms} ms");
                         }
                     }
@@ -317,15 +309,7 @@ fn run(o: &Opts) -> Result<String, String> {
                                 .args(["-STOP", &pid])
                                 .status()
                                 .is_ok_and(|st| st.success());
-                            let now = std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .map_or(0, |d| d.as_nanos() as u64);
-                            let _ = first_kill.compare_exchange(
-                                0,
-                                now,
-                                Ordering::SeqCst,
-                                Ordering::SeqCst,
-                            );
+                            note_first_fault(&first_kill);
                             eprintln!("launch: stopped member {rank} at {ms} ms (SIGSTOP sent: {stopped})");
                         }
                     }
@@ -513,4 +497,12 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Records now (Unix ns) as the time of the first kill or stop, unless one came before.
+fn note_first_fault(first: &AtomicU64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let _ = first.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
 }
