@@ -467,20 +467,9 @@ impl Prepared {
             rdmc.cancel();
             None
         };
-        // Without every member this view can only end: no sends (the RDMC groups are not
-        // there), and nothing is delivered before the trim, since the frozen rows never
-        // receive anything.
-        let rdmc = rdmc.unwrap_or_else(|| {
-            tracing::warn!(
-                vid = spec.vid,
-                ?unreachable,
-                "members of the view failed before it started; it will change at once"
-            );
-            for side in senders.values() {
-                lock(&side.state).wedged = true;
-            }
-            GroupSet::default()
-        });
+        // Without RDMC groups (a member is frozen) the view can only end; `start` stops its
+        // senders.
+        let rdmc = rdmc.unwrap_or_default();
         sst.push_row()?;
         let ticket = sst.barrier_enter()?;
         Ok(Connecting {
@@ -540,16 +529,17 @@ impl Connecting {
         } = self;
         // Members that did not reach the start barrier are frozen; their rows may never have
         // been pushed (zeros would read as "received message 0"), so they read as members that
-        // did nothing. Such a view can only end: nobody sends in it.
-        let absent = sst.barrier_missing(&ticket);
-        for id in &absent {
-            if let Some(rank) = sst.rank_of(*id) {
+        // did nothing. A view that starts with a frozen member (absent, or its RDMC set-up
+        // failed) can only end: nobody sends in it.
+        for id in sst.barrier_missing(&ticket) {
+            if let Some(rank) = sst.rank_of(id) {
                 debug_assert!(sst.is_frozen(rank), "started without a live member");
                 sst.reset_row_to_mine(rank)?;
             }
         }
-        if !absent.is_empty() {
-            tracing::warn!(vid = spec.vid, ?absent, "the view starts without members that failed during its set-up; it will change at once");
+        let frozen = sst.frozen_ranks();
+        if !frozen.is_empty() {
+            tracing::warn!(vid = spec.vid, ?frozen, "the view starts without members that failed during its set-up; it will change at once");
             for side in senders.values() {
                 lock(&side.state).wedged = true;
             }
