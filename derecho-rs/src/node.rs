@@ -565,20 +565,19 @@ impl Inner {
                     resend,
                 } => {
                     let ended = Instant::now();
-                    {
-                        // The trimmed messages were sent before any still owed from earlier
-                        // views was taken (those wait only when the view wedged first).
-                        let mut owed = lock(&self.owed);
-                        let earlier = std::mem::take(&mut *owed);
-                        owed.extend(resend.iter().cloned());
-                        owed.extend(earlier);
-                    }
                     tracing::debug!(
                         ?removed,
                         joined = joined.len(),
                         resend = resend.len(),
                         "view ended"
                     );
+                    {
+                        // The trimmed messages were sent before any still owed from earlier
+                        // views was taken (those wait only when the view wedged first).
+                        let mut owed = lock(&self.owed);
+                        let earlier = std::mem::replace(&mut *owed, resend);
+                        owed.extend(earlier);
+                    }
                     let (old_view, old_group) = {
                         let mut c = lock(&self.current);
                         (c.view.clone(), c.group.take())
