@@ -10,7 +10,9 @@
 //! old view, builds the next one from the survivors (the layout runs again; survivors keep
 //! their order), re-sends this member's messages that the ragged trim left undelivered, and
 //! wakes senders that were waiting for the view to change. A member that is removed, or would
-//! be in a minority, stops and says why.
+//! be in a minority, stops and says why. A next view the layout cannot provision is installed
+//! without subgroups ([`View::inadequate`]): it runs the change protocol only, so failures and
+//! joins go on being handled, and sends wait until a later view is adequate.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicBool;
@@ -59,6 +61,10 @@ pub enum GroupError {
     /// A send waited for a view change longer than allowed.
     #[error("no view to send in within {0:?}")]
     Timeout(Duration),
+    /// The current view cannot provision every shard (the layout's reason); the members wait
+    /// for nodes to join.
+    #[error("the current view is not adequately provisioned ({0}); waiting for nodes to join")]
+    Inadequate(String),
 }
 
 /// Called with every view this member installs, on the view manager's thread, before any
@@ -258,7 +264,6 @@ impl GroupNode {
             owed: Mutex::new(Vec::new()),
         });
         let (tx, rx) = mpsc::channel();
-        lock(&inner.gms).forward_installs(tx.clone());
         inner.install(view, &tx)?;
         let manager_inner = Arc::clone(&inner);
         let manager_tx = tx.clone();
@@ -283,8 +288,20 @@ impl GroupNode {
         lock(&self.inner.current).view.clone()
     }
 
-    /// This node's multicast in the installed view.
+    /// This node's multicast in the installed view, if that view is adequately provisioned.
     pub fn multicast(&self) -> Result<Arc<MulticastGroup>, GroupError> {
+        let c = lock(&self.inner.current);
+        match (&c.group, &c.stopped, &c.view.inadequate) {
+            (_, Some(why), _) => Err(GroupError::Stopped(why.clone())),
+            (Some(_), None, Some(why)) => Err(GroupError::Inadequate(why.clone())),
+            (Some(g), None, None) => Ok(Arc::clone(g)),
+            (None, None, _) => Err(GroupError::Stopped("no view installed".into())),
+        }
+    }
+
+    /// The installed view's multicast, adequate or not (an inadequate view runs only the
+    /// membership protocol).
+    fn membership_group(&self) -> Result<Arc<MulticastGroup>, GroupError> {
         let c = lock(&self.inner.current);
         match (&c.group, &c.stopped) {
             (_, Some(why)) => Err(GroupError::Stopped(why.clone())),
@@ -294,13 +311,15 @@ impl GroupNode {
     }
 
     /// This node's multicast, waiting (until `deadline`) while a view change is installing the
-    /// next view.
+    /// next view or while the installed view is not adequately provisioned.
     fn wait_multicast(
         &self,
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Arc<MulticastGroup>, GroupError> {
-        self.wait_current(deadline, timeout, |c| c.group.clone())
+        self.wait_current(deadline, timeout, |c| {
+            c.group.clone().filter(|_| c.view.is_adequate())
+        })
     }
 
     /// Why this member stopped, if it has.
@@ -308,8 +327,8 @@ impl GroupNode {
         lock(&self.inner.current).stopped.clone()
     }
 
-    /// Waits until a view with id at least `vid` is installed (or the member stops, or
-    /// `timeout` passes); returns the installed view.
+    /// Waits until a view with id at least `vid` is installed, adequate or not (or the member
+    /// stops, or `timeout` passes); returns the installed view.
     pub fn wait_for_view(&self, vid: u64, timeout: Duration) -> Result<View, GroupError> {
         let deadline = Instant::now() + timeout;
         self.wait_current(deadline, timeout, |c| {
@@ -387,7 +406,7 @@ impl GroupNode {
     /// failed.
     pub fn leave(&self, timeout: Duration) -> Result<(), GroupError> {
         let told = self
-            .multicast()
+            .membership_group()
             .and_then(|g| Ok(g.announce_leave(timeout)?));
         self.stop_all();
         told
@@ -397,7 +416,7 @@ impl GroupNode {
     /// row is frozen and the view changes without it.
     pub fn report_failure(&self, node: NodeId) -> Result<(), GroupError> {
         let bound = Duration::from_secs(30);
-        let g = self.wait_multicast(Instant::now() + bound, bound)?;
+        let g = self.wait_current(Instant::now() + bound, bound, |c| c.group.clone())?;
         g.sst().report_failure(node).map_err(MulticastError::from)?;
         Ok(())
     }
@@ -517,8 +536,15 @@ impl Inner {
                 let _ = tx.send(Some(o));
             }),
         )?;
-        tracing::info!(vid = view.vid, members = ?view.ids(), "view installed");
-        self.send_owed(&group, view.vid);
+        match &view.inadequate {
+            None => {
+                tracing::info!(vid = view.vid, members = ?view.ids(), "view installed");
+                self.send_owed(&group, view.vid);
+            }
+            // Nothing is sent in it: the owed messages wait for an adequate view.
+            Some(why) => tracing::warn!(vid = view.vid, members = ?view.ids(), reason = %why,
+                "inadequate view installed: every shard waits for more nodes to join"),
+        }
         lock(&self.gms).set_view(view.clone());
         {
             let mut c = lock(&self.current);
@@ -547,8 +573,6 @@ impl Inner {
     fn manage(&self, outcomes: &Receiver<Option<Outcome>>, tx: &Sender<Option<Outcome>>) {
         while let Ok(Some(outcome)) = outcomes.recv() {
             match outcome {
-                // Only meaningful while waiting for joins (see `wait_for_joins`).
-                Outcome::Provisioned(_) => {}
                 Outcome::Evicted => {
                     self.stop_with("other members suspect this one and removed it".into());
                     return;
@@ -585,18 +609,10 @@ impl Inner {
                     if let Some(g) = old_group {
                         g.stop();
                     }
-                    let next = match old_view.next(&removed, &joined, &self.layout) {
-                        Ok(v) => v,
-                        Err(why) => match self
-                            .wait_for_joins(&old_view, &removed, &joined, &why, outcomes)
-                        {
-                            Ok(v) => v,
-                            Err(e) => {
-                                self.stop_with(e);
-                                return;
-                            }
-                        },
-                    };
+                    // A next view that the layout cannot provision is installed all the same,
+                    // without subgroups: its members keep detecting failures and admit joiners
+                    // through the same protocol until a later view is adequate.
+                    let next = old_view.next(&removed, &joined, &self.layout);
                     // A removed member that is still running (suspected wrongly, or reported by
                     // the application) must learn it is out: cut it off, so it finds itself
                     // alone and stops instead of waiting in the old view. This happens before
@@ -662,85 +678,6 @@ impl Inner {
 }
 
 impl Inner {
-    /// The next view cannot provision every shard with the survivors (`why`): wait, without
-    /// a multicast and keeping the messages to send again, until enough nodes have joined.
-    /// Joiners are sent to the survivors' leader (the first survivor), which queues them; as
-    /// soon as the view with them is adequate it sends it to the other survivors (`Install`
-    /// on their GMS port) and everyone installs it as usual. Ends early when the member stops.
-    fn wait_for_joins(
-        &self,
-        old: &View,
-        removed: &[NodeId],
-        joined: &[MemberInfo],
-        why: &str,
-        outcomes: &Receiver<Option<Outcome>>,
-    ) -> Result<View, String> {
-        let waiting = View {
-            vid: old.vid + 1,
-            members: old.members_after(removed, joined),
-            subgroups: Vec::new(),
-            joined: joined.iter().map(|m| m.id).collect(),
-            transfers: Vec::new(),
-        };
-        let Some(leader) = waiting.members.first().map(|m| m.id) else {
-            return Err("no member is left".into());
-        };
-        tracing::warn!(vid = waiting.vid, members = ?waiting.ids(), leader, reason = %why,
-            "the next view is not adequately provisioned; waiting for more nodes to join");
-        lock(&self.gms).set_view(waiting.clone());
-        let stopped = || self.stopping.load(std::sync::atomic::Ordering::SeqCst);
-        if leader != self.id {
-            loop {
-                match outcomes.recv_timeout(Duration::from_millis(200)) {
-                    Ok(Some(Outcome::Provisioned(v))) if v.vid == waiting.vid => return Ok(v),
-                    Ok(None) => return Err("stopped while waiting for nodes to join".into()),
-                    Ok(Some(_)) => {}
-                    Err(mpsc::RecvTimeoutError::Timeout) if !stopped() => {}
-                    Err(_) => return Err("stopped while waiting for nodes to join".into()),
-                }
-            }
-        }
-        let queue = lock(&self.gms).joins();
-        loop {
-            if stopped() {
-                return Err("stopped while waiting for nodes to join".into());
-            }
-            let mut all: Vec<MemberInfo> = joined.to_vec();
-            all.extend(
-                lock(&queue)
-                    .iter()
-                    .filter(|m| waiting.rank_of(m.id).is_none())
-                    .cloned(),
-            );
-            if all.len() > joined.len() {
-                if let Ok(next) = old.next(removed, &all, &self.layout) {
-                    for m in next.members.iter().filter(|m| m.id != self.id) {
-                        if next.joined.contains(&m.id) {
-                            continue;
-                        }
-                        let sent = std::net::TcpStream::connect_timeout(
-                            &m.gms_addr(),
-                            Duration::from_secs(2),
-                        )
-                        .map_err(crate::gms::WireError::Io)
-                        .and_then(|mut s| {
-                            crate::gms::wire::write_msg(
-                                &mut s,
-                                &crate::gms::GmsMessage::Install(next.clone()),
-                            )
-                        });
-                        if let Err(e) = sent {
-                            // It failed meanwhile: the new view's set-up leaves it out.
-                            tracing::warn!(node = m.id, error = %e, "could not send the new view");
-                        }
-                    }
-                    return Ok(next);
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
     /// Sends the states this member owes the view's newcomers and receives the ones it is
     /// owed, before the view's multicast starts.
     fn exchange_state(&self, view: &View) -> Result<(), GroupError> {

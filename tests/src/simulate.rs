@@ -769,12 +769,6 @@ impl Sim {
                     self.failed.insert(m.id);
                     self.stops.push((m.id, self.vid, format!("{outcome:?}")));
                 }
-                Some(Outcome::Provisioned(_)) => {
-                    return Err(format!(
-                        "view {}: unexpected provisioning outcome",
-                        self.vid
-                    ));
-                }
             }
         }
         let Some((_, members, joined)) = next else {

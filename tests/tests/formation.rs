@@ -133,13 +133,13 @@ fn three_nodes_form_a_view_and_multicast() {
     write_msg(
         &mut s,
         &GmsMessage::Join {
-            version: 1,
+            version: derecho::gms::PROTOCOL_VERSION,
             member: me,
         },
     )
     .unwrap();
     match read_msg(&mut s).unwrap() {
-        GmsMessage::Redirect { leader, addr } => {
+        GmsMessage::Redirect { leader, addr, .. } => {
             assert_eq!(leader, ids[0]);
             assert_eq!(addr.port(), contact);
         }
@@ -182,7 +182,8 @@ fn an_id_in_use_and_another_version_are_refused_and_garbage_is_ignored() {
     )
     .unwrap();
     match read_msg(&mut v).unwrap() {
-        GmsMessage::Refused(Refusal::VersionMismatch { expected: 1 }) => {}
+        GmsMessage::Refused(Refusal::VersionMismatch { expected })
+            if expected == derecho::gms::PROTOCOL_VERSION => {}
         other => panic!("expected a version refusal, got {other:?}"),
     }
     // The leader's own id.

@@ -74,6 +74,17 @@ fn state(r: &KvReply) -> (u64, u64) {
     }
 }
 
+/// An ordered put of `key`; every replica's state after it, by node.
+fn put_and_collect_states(h: &derecho::rpc::Subgroup<Kv>, key: &str) -> BTreeMap<u32, (u64, u64)> {
+    h.ordered_send(&KvUpdate::Put(key.into(), vec![9]))
+        .unwrap()
+        .wait()
+        .unwrap()
+        .iter()
+        .map(|(n, r)| (*n, state(r.as_ref().unwrap())))
+        .collect()
+}
+
 #[test]
 fn ordered_updates_queries_state_transfer_and_bad_input() {
     let contact = listen_port().unwrap();
@@ -234,15 +245,7 @@ fn ordered_updates_queries_state_transfer_and_bad_input() {
     assert_eq!(j1.shard_members(), vec![vec![c, 3]]);
     assert_eq!(j1.with_local(|kv| (kv.digest, kv.applied)).unwrap(), before);
     // Subsequent updates reach both replicas in the same order.
-    let replies = j1
-        .ordered_send(&KvUpdate::Put("after-join".into(), vec![9]))
-        .unwrap()
-        .wait()
-        .unwrap();
-    let states: BTreeMap<u32, (u64, u64)> = replies
-        .iter()
-        .map(|(n, r)| (*n, state(r.as_ref().unwrap())))
-        .collect();
+    let states = put_and_collect_states(&j1, "after-join");
     assert_eq!(states.len(), 2);
     assert_eq!(states[&c], states[&3]);
     // The external client follows the view change.
@@ -306,4 +309,60 @@ fn a_member_removed_while_its_reply_is_pending_yields_removed_and_the_others_rep
 
 fn nodes_keepalive(groups: Vec<Group>) -> Vec<Group> {
     groups
+}
+
+/// Issue #14, hole 6: replicas survive a stretch of inadequate views (no shards at all) and
+/// the joiner that makes the group adequate again receives the state of a member that held it
+/// before.
+#[test]
+fn replica_state_crosses_an_inadequate_view_to_the_joiner_that_ends_it() {
+    let contact = listen_port().unwrap();
+    let need3 = || LayoutPolicy {
+        types: vec![TypePolicy::new(
+            "Kv",
+            vec![SubgroupPolicy::flexible_even(1, 3, 3)],
+        )],
+    };
+    let begin = |ids: std::ops::Range<u32>| -> Vec<Group> {
+        let handles: Vec<_> = ids
+            .map(|id| {
+                let cfg = config(id, contact);
+                std::thread::spawn(move || {
+                    GroupBuilder::new(&cfg)
+                        .replicated::<Kv>("Kv", |_| Kv::default())
+                        .layout(need3())
+                        .timeout(Duration::from_secs(20))
+                        .start()
+                        .unwrap_or_else(|e| panic!("node {id}: {e}"))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    };
+    let groups = begin(0..3);
+    let h0 = groups[0].subgroup::<Kv>(0).unwrap();
+    for i in 0..20u8 {
+        h0.ordered_send(&KvUpdate::Put(format!("k{i}"), vec![i]))
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    let before = h0.with_local(|kv| (kv.digest, kv.applied)).unwrap();
+    groups[2].node().abort();
+    let v1 = groups[0]
+        .node()
+        .wait_for_view(1, Duration::from_secs(20))
+        .unwrap();
+    assert!(!v1.is_adequate(), "{v1:?}");
+    assert_eq!(v1.ids(), vec![0, 1]);
+    let joiner = begin(3..4).pop().unwrap();
+    let j = joiner.subgroup::<Kv>(0).unwrap();
+    let mut members = j.shard_members().concat();
+    members.sort_unstable();
+    assert_eq!(members, vec![0, 1, 3]);
+    assert_eq!(j.with_local(|kv| (kv.digest, kv.applied)).unwrap(), before);
+    let states = put_and_collect_states(&j, "after");
+    assert_eq!(states.len(), 3);
+    assert!(states.values().all(|s| *s == states[&0]), "{states:?}");
+    drop(nodes_keepalive(groups));
 }

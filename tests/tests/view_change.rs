@@ -125,6 +125,23 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
+/// Asserts that `members` run but offer the application no view (theirs is inadequate).
+fn assert_waiting(members: &[Member]) {
+    for m in members {
+        assert!(
+            m.node.stopped().is_none(),
+            "node {} stopped: {:?}",
+            m.node.id(),
+            m.node.stopped()
+        );
+        assert!(
+            matches!(m.node.multicast(), Err(GroupError::Inadequate(_))),
+            "node {}: an inadequate view was offered to the application",
+            m.node.id()
+        );
+    }
+}
+
 /// Streams messages from `m` until `stop`; a member that leaves the group stops sending.
 fn stream(m: &Member, stop: &AtomicBool) {
     let id = m.node.id();
@@ -416,17 +433,7 @@ fn survivors_too_few_for_the_layout_wait_for_a_joiner_and_lose_nothing() {
         members[2].node.abort();
         // Nothing can be installed yet.
         std::thread::sleep(Duration::from_millis(500));
-        for m in &members[..2] {
-            assert!(
-                m.node.stopped().is_none(),
-                "a survivor stopped: {:?}",
-                m.node.stopped()
-            );
-            assert!(
-                m.node.multicast().is_err(),
-                "a view was installed without a third member"
-            );
-        }
+        assert_waiting(&members[..2]);
         joiner = start_with_layout(contact, 3..4, need3);
         let v = joiner[0].node.view();
         let mut ids = v.ids();
@@ -471,4 +478,69 @@ fn a_member_shut_down_leaves_and_the_last_member_goes_on() {
         assert_eq!(v.ids(), vec![0], "drop={drop_it}");
         assert!(members[0].node.stopped().is_none(), "drop={drop_it}");
     }
+}
+
+/// Issue #14, hole 6: members whose next view the layout could not provision used to wait
+/// outside any view, where nothing detected failures and only the first survivor could admit
+/// joiners. When that survivor failed too, the others waited forever and joiners were sent to
+/// a dead leader. The survivors now install the inadequate view, with failure detection: the
+/// leader's failure is another view change, and the new leader admits the joiners.
+#[test]
+fn waiting_members_replace_a_failed_leader_and_admit_joiners_through_the_new_one() {
+    let contact = listen_port().unwrap();
+    let need4 = || layout_min(4, 4);
+    let members = start_with_layout(contact, 0..4, need4);
+    let stop = AtomicBool::new(false);
+    let (joined_tx, joined_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let _stop_guard = StopOnDrop(&stop);
+        for m in &members {
+            let stop = &stop;
+            s.spawn(move || stream(m, stop));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        members[3].node.abort();
+        // Three cannot provision the shard; then the leader of the three fails as well.
+        std::thread::sleep(Duration::from_millis(500));
+        members[0].node.abort();
+        std::thread::sleep(Duration::from_millis(500));
+        assert_waiting(&members[1..3]);
+        // Two nodes join through a survivor (the old contact is dead). Started on their own
+        // thread: on the old code they are sent to the dead leader and never return.
+        let view = members[1].node.view();
+        let via = view.members[view.rank_of(1).unwrap()].gms_port;
+        std::thread::spawn(move || {
+            let _ = joined_tx.send(start_with_layout(via, 4..6, need4));
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let adequate = |m: &Member| m.node.multicast().is_ok() && m.node.view().members.len() == 4;
+        while !members[1..3].iter().all(adequate) {
+            assert!(
+                Instant::now() < deadline,
+                "no adequate view with the joiners within 30 s: node 1 is in view {} {:?}",
+                members[1].node.view().vid,
+                members[1].node.view().ids()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut ids = members[1].node.view().ids();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![1, 2, 4, 5]);
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::SeqCst);
+    });
+    let joiners = joined_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the joiners started");
+    std::thread::sleep(Duration::from_millis(500));
+    let logs: Vec<MemberLog> = members
+        .iter()
+        .chain(&joiners)
+        .map(|m| m.log.lock().unwrap().clone())
+        .collect();
+    let report = Checker::new()
+        .expect_sender_fifo()
+        .complete_for([1, 2, 4, 5].into(), [0, 3].into())
+        .check(&logs);
+    assert!(report.ok(), "{report}");
 }

@@ -107,8 +107,6 @@ pub enum Outcome {
     },
     /// Another live member suspects this one: it must stop.
     Evicted,
-    /// While the members wait for joins, their leader says the next view is ready.
-    Provisioned(crate::gms::View),
     /// This member would be in a minority: it stops (partition safety).
     Partitioned {
         /// Members it suspects.

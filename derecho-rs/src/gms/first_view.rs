@@ -102,6 +102,8 @@ pub fn lead(
                         subgroups,
                         joined: Vec::new(),
                         transfers: Vec::new(),
+                        inadequate: None,
+                        held: Vec::new(),
                     };
                     let failed = prepare(&view, &mut joiners, timeouts);
                     if failed.is_empty() {
@@ -225,9 +227,12 @@ pub fn join(
 ) -> Result<View, GmsError> {
     let deadline = Instant::now() + timeouts.join;
     let mut addr = contact;
-    let mut redirects = 0;
+    let mut redirects = 0u32;
+    // Where to ask again when the node asked fails: the contact, then every member a redirect
+    // named (the contact may be the node that failed).
+    let mut known: Vec<SocketAddr> = vec![contact];
     loop {
-        let mut stream = connect_until(addr, deadline, stop)?;
+        let mut stream = connect_until(addr, &known, deadline, stop)?;
         let _ = stream.set_nodelay(true);
         let remaining = |d: Instant| {
             d.saturating_duration_since(Instant::now())
@@ -266,6 +271,17 @@ pub fn join(
                     }
                     continue;
                 }
+                // The node holding the request failed (or closed): ask again, from the
+                // contact. If the view with this node was committed meanwhile, the new leader
+                // sends it; otherwise the request is queued anew.
+                Err(WireError::Io(e)) => {
+                    tracing::warn!(%addr, error = %e,
+                        "lost the connection while waiting to be admitted; asking again");
+                    std::thread::sleep(Duration::from_millis(100));
+                    addr = contact;
+                    redirects = 0;
+                    break;
+                }
                 Err(e) => {
                     return Err(GmsError::wire(
                         format!("waiting for the view from {addr}"),
@@ -274,12 +290,23 @@ pub fn join(
                 }
             };
             match msg {
-                GmsMessage::Redirect { leader, addr: to } => {
+                GmsMessage::Redirect {
+                    leader,
+                    addr: to,
+                    members,
+                } => {
+                    // Members may name a leader that has just failed until their view changes:
+                    // after a few redirects, slow down (the join deadline bounds the whole).
                     redirects += 1;
                     if redirects > 8 {
-                        return Err(GmsError::Protocol("more than 8 leader redirects".into()));
+                        std::thread::sleep(Duration::from_millis(200));
                     }
                     tracing::info!(leader, %to, "redirected to the leader");
+                    for m in members.into_iter().chain([to]) {
+                        if !known.contains(&m) && known.len() < MAX_KNOWN {
+                            known.push(m);
+                        }
+                    }
                     addr = to;
                     break;
                 }
@@ -320,28 +347,120 @@ pub fn join(
     }
 }
 
+/// Most GMS addresses a joiner remembers from redirects.
+const MAX_KNOWN: usize = 1024;
+
+/// Connects to `addr`, or when it cannot be reached to the first of `others` that can, trying
+/// again until `deadline`.
 fn connect_until(
     addr: SocketAddr,
+    others: &[SocketAddr],
     deadline: Instant,
     stop: &AtomicBool,
 ) -> Result<TcpStream, GmsError> {
     let mut last = String::new();
     loop {
-        if stop.load(Ordering::SeqCst) {
-            return Err(GmsError::Stopped);
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(GmsError::Timeout(format!(
-                "could not reach the contact {addr}: {last}"
-            )));
-        }
-        match TcpStream::connect_timeout(&addr, (deadline - now).min(Duration::from_secs(1))) {
-            Ok(s) => return Ok(s),
-            Err(e) => {
-                last = e.to_string();
-                std::thread::sleep(Duration::from_millis(50));
+        for a in std::iter::once(&addr).chain(others.iter().filter(|a| **a != addr)) {
+            if stop.load(Ordering::SeqCst) {
+                return Err(GmsError::Stopped);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(GmsError::Timeout(format!(
+                    "could not reach the contact {addr} (nor any other known member): {last}"
+                )));
+            }
+            match TcpStream::connect_timeout(a, (deadline - now).min(Duration::from_secs(1))) {
+                Ok(s) => return Ok(s),
+                Err(e) => last = format!("{a}: {e}"),
             }
         }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+
+    fn member(id: NodeId, gms: SocketAddr) -> MemberInfo {
+        MemberInfo {
+            id,
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            gms_port: gms.port(),
+            fabric_port: 1,
+            state_transfer_port: 2,
+            external_port: 3,
+        }
+    }
+
+    fn listen() -> (TcpListener, SocketAddr) {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let a = l.local_addr().unwrap();
+        (l, a)
+    }
+
+    /// Accepts one connection and reads its join request.
+    fn accept_join(l: &TcpListener) -> (TcpStream, MemberInfo) {
+        let (mut s, _) = l.accept().unwrap();
+        match read_msg(&mut s).unwrap() {
+            GmsMessage::Join { member, .. } => (s, member),
+            other => panic!("expected a join request, got {other:?}"),
+        }
+    }
+
+    /// Issue #14, hole 6: a joiner whose request was held by a leader that then failed used
+    /// to give up with an error (or wait at a dead contact). It asks again, through the members
+    /// the redirect named, and is admitted by the new leader.
+    #[test]
+    fn a_joiner_whose_leader_fails_asks_again_and_is_admitted_by_the_next_leader() {
+        let (contact, contact_addr) = listen();
+        let (leader, leader_addr) = listen();
+        let (next, next_addr) = listen();
+        let peers = vec![leader_addr, contact_addr, next_addr];
+        let servers = std::thread::spawn(move || {
+            // The contact redirects to the leader, then fails.
+            let (mut s, _) = accept_join(&contact);
+            write_msg(
+                &mut s,
+                &GmsMessage::Redirect {
+                    leader: 0,
+                    addr: leader_addr,
+                    members: peers,
+                },
+            )
+            .unwrap();
+            drop((s, contact));
+            // The leader queues the request, then fails.
+            let (s, _) = accept_join(&leader);
+            drop((s, leader));
+            // The next leader admits the joiner.
+            let (mut s, joiner) = accept_join(&next);
+            let view = View {
+                vid: 3,
+                members: vec![member(2, next_addr), joiner],
+                joined: vec![9],
+                ..View::default()
+            };
+            write_msg(&mut s, &GmsMessage::Prepare(view.clone())).unwrap();
+            assert!(matches!(
+                read_msg(&mut s).unwrap(),
+                GmsMessage::Ack { vid: 3 }
+            ));
+            write_msg(&mut s, &GmsMessage::Commit { vid: 3 }).unwrap();
+            view
+        });
+        let timeouts = GmsTimeouts {
+            join: Duration::from_secs(20),
+            ..GmsTimeouts::default()
+        };
+        let me = member(9, SocketAddr::from(([127, 0, 0, 1], 9)));
+        let view = join(contact_addr, &me, &timeouts, &AtomicBool::new(false))
+            .expect("the joiner is admitted by the next leader");
+        assert_eq!(view, servers.join().unwrap());
     }
 }

@@ -102,7 +102,6 @@ struct Shared {
     joins: change::JoinQueue,
     waiting: Mutex<HashMap<crate::NodeId, TcpStream>>,
     timeouts: GmsTimeouts,
-    installs: Mutex<Option<std::sync::mpsc::Sender<Option<change::Outcome>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -138,7 +137,6 @@ impl GmsService {
             joins: Arc::new(Mutex::new(Vec::new())),
             waiting: Mutex::new(HashMap::new()),
             timeouts,
-            installs: Mutex::new(None),
         });
         let (s, sh) = (Arc::clone(&stop), Arc::clone(&shared));
         let thread = std::thread::Builder::new()
@@ -151,12 +149,6 @@ impl GmsService {
             thread: Some(thread),
             shared,
         })
-    }
-
-    /// Where `Install` messages from the leader of a group waiting for joins go (the member's
-    /// view manager).
-    pub fn forward_installs(&self, to: std::sync::mpsc::Sender<Option<change::Outcome>>) {
-        *lock(&self.shared.installs) = Some(to);
     }
 
     /// The queue of nodes waiting to join (filled only while this member leads).
@@ -256,30 +248,6 @@ fn serve(listener: &TcpListener, shared: &Shared, stop: &AtomicBool) {
         };
         let (version, member) = match msg {
             GmsMessage::Join { version, member } => (version, member),
-            GmsMessage::Install(view) => {
-                let current = lock(&shared.view).clone();
-                // Only from the new view's leader, for a view after the current one (the
-                // current one may still be the ended view, or already the waiting one).
-                let from_leader = view
-                    .members
-                    .first()
-                    .is_some_and(|l| stream.peer_addr().is_ok_and(|a| a.ip() == l.ip));
-                if view.vid >= current.vid
-                    && view.vid <= current.vid + 1
-                    && from_leader
-                    && view.rank_of(shared.me).is_some()
-                {
-                    if let Some(tx) = lock(&shared.installs).as_ref() {
-                        let _ = tx.send(Some(change::Outcome::Provisioned(view)));
-                    }
-                } else {
-                    tracing::warn!(
-                        vid = view.vid,
-                        "ignored a view installation that was not for this member"
-                    );
-                }
-                continue;
-            }
             _ => {
                 tracing::warn!("ignored a GMS message that was not a join request");
                 continue;
@@ -306,6 +274,7 @@ fn serve(listener: &TcpListener, shared: &Shared, stop: &AtomicBool) {
                     &GmsMessage::Redirect {
                         leader: l.id,
                         addr: l.gms_addr(),
+                        members: v.members.iter().map(MemberInfo::gms_addr).collect(),
                     },
                 );
                 continue;

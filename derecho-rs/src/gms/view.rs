@@ -37,7 +37,7 @@ impl MemberInfo {
 }
 
 /// One membership epoch.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct View {
     /// View id: 0 for the first view, then one more per change.
     pub vid: u64,
@@ -51,6 +51,17 @@ pub struct View {
     /// Replica state this view's new shard members receive before they deliver anything.
     #[serde(default)]
     pub transfers: Vec<Transfer>,
+    /// Why the layout could not provision every shard with these members, or `None` for an
+    /// adequate view. An inadequate view has no subgroups: its members run the membership
+    /// protocol (failure detection, joins, leaves) and deliver nothing until a later view is
+    /// adequate. Sends wait for that view.
+    #[serde(default)]
+    pub inadequate: Option<String>,
+    /// In an inadequate view: the shards of the last adequate view, less every member removed
+    /// since, that is, who still holds each shard's replica state (empty in an adequate view).
+    /// The next adequate view's state transfers come from these members.
+    #[serde(default)]
+    pub held: Vec<SubgroupSpec>,
 }
 
 /// One state transfer of a view change: `from`, a member that held the shard in the previous
@@ -76,6 +87,21 @@ impl View {
     /// Member ids in rank order.
     pub fn ids(&self) -> Vec<NodeId> {
         self.members.iter().map(|m| m.id).collect()
+    }
+
+    /// Whether every shard is provisioned (see [`View::inadequate`]).
+    pub fn is_adequate(&self) -> bool {
+        self.inadequate.is_none()
+    }
+
+    /// Who holds each shard's replica state: this view's shards if it is adequate, otherwise
+    /// those of the last adequate view less the members removed since.
+    pub fn holders(&self) -> &[SubgroupSpec] {
+        if self.is_adequate() {
+            &self.subgroups
+        } else {
+            &self.held
+        }
     }
 
     /// The leader: the member with the lowest rank.
@@ -116,31 +142,68 @@ impl View {
 
     /// The view that follows `self` when `removed` leave and `joined` join (in that order,
     /// joiners taking the highest ranks), with subgroups from `layout`, and the state transfers
-    /// the change needs: for each shard that gains members, its lowest-ranked member that held
-    /// the shard before sends to the newcomers. Every member computes the same next view.
+    /// the change needs: for each shard that gains members, its lowest-ranked member that still
+    /// holds the shard's state sends to the newcomers. If the layout cannot provision the
+    /// members, the next view is inadequate (no subgroups) and carries the holders forward.
+    /// Every member computes the same next view.
     pub fn next(
         &self,
         removed: &[NodeId],
         joined: &[MemberInfo],
         layout: &crate::gms::LayoutFn,
-    ) -> Result<View, String> {
+    ) -> View {
         let members = self.members_after(removed, joined);
         let ids: Vec<NodeId> = members.iter().map(|m| m.id).collect();
-        let subgroups = layout(&ids, Some(self))?;
+        // Who holds each shard's state: its holders of this view that stay. A removed member
+        // that joins again (a restart with its old id) comes back empty.
+        let held: Vec<SubgroupSpec> = self
+            .holders()
+            .iter()
+            .map(|sg| SubgroupSpec {
+                shards: sg
+                    .shards
+                    .iter()
+                    .map(|shard| {
+                        let mut shard = shard.clone();
+                        shard.members.retain(|m| !removed.contains(m));
+                        shard.senders.retain(|m| !removed.contains(m));
+                        shard
+                    })
+                    .collect(),
+            })
+            .collect();
+        // The layout keeps survivors in their shards; after an inadequate view it sees the
+        // shards of the last adequate one.
+        let previous = if self.is_adequate() {
+            std::borrow::Cow::Borrowed(self)
+        } else {
+            std::borrow::Cow::Owned(View {
+                subgroups: self.held.clone(),
+                ..self.clone()
+            })
+        };
+        let joined_ids: Vec<NodeId> = joined.iter().map(|m| m.id).collect();
+        let subgroups = match layout(&ids, Some(&previous)) {
+            Ok(s) => s,
+            Err(why) => {
+                return View {
+                    vid: self.vid + 1,
+                    members,
+                    subgroups: Vec::new(),
+                    joined: joined_ids,
+                    transfers: Vec::new(),
+                    inadequate: Some(why),
+                    held,
+                }
+            }
+        };
         let mut transfers = Vec::new();
         for (sg, spec) in subgroups.iter().enumerate() {
             for (s, shard) in spec.shards.iter().enumerate() {
-                // Who holds the shard's state: its members of this view that stay. A removed
-                // member that joins again (a restart with its old id) comes back empty.
-                let before: Vec<NodeId> = self
-                    .subgroups
+                let before: &[NodeId] = held
                     .get(sg)
                     .and_then(|x| x.shards.get(s))
-                    .map_or(&[][..], |x| x.members.as_slice())
-                    .iter()
-                    .copied()
-                    .filter(|m| !removed.contains(m))
-                    .collect();
+                    .map_or(&[][..], |x| x.members.as_slice());
                 let to: Vec<NodeId> = shard
                     .members
                     .iter()
@@ -158,13 +221,15 @@ impl View {
                 }
             }
         }
-        Ok(View {
+        View {
             vid: self.vid + 1,
             members,
             subgroups,
-            joined: joined.iter().map(|m| m.id).collect(),
+            joined: joined_ids,
             transfers,
-        })
+            inadequate: None,
+            held: Vec::new(),
+        }
     }
 
     /// The shard of `subgroup` that `id` belongs to, with the shard's members.
@@ -223,6 +288,8 @@ mod tests {
             subgroups: layout(ids, None).unwrap(),
             joined: Vec::new(),
             transfers: Vec::new(),
+            inadequate: None,
+            held: Vec::new(),
         }
     }
 
@@ -230,7 +297,7 @@ mod tests {
     fn a_joiner_receives_its_shard_from_a_member_that_stays() {
         let layout = one_shard_after_the_first();
         let v0 = first_view(&[0, 1, 2], &layout);
-        let v1 = v0.next(&[], &[member(3)], &layout).unwrap();
+        let v1 = v0.next(&[], &[member(3)], &layout);
         assert_eq!(v1.vid, 1);
         assert_eq!(v1.joined, vec![3]);
         assert_eq!(
@@ -250,7 +317,7 @@ mod tests {
         let v0 = first_view(&[0, 1, 2], &layout);
         // Node 1 restarted with its old id: removed and joined in the same change. Its old
         // replica is gone, so it must receive the shard from node 2, not send it.
-        let v1 = v0.next(&[1], &[member(1)], &layout).unwrap();
+        let v1 = v0.next(&[1], &[member(1)], &layout);
         assert_eq!(
             v1.members.iter().map(|m| m.id).collect::<Vec<_>>(),
             vec![0, 2, 1]
@@ -266,11 +333,76 @@ mod tests {
         );
     }
 
+    /// One shard of every member; fewer than `n` members do not suffice.
+    fn one_shard_of_at_least(n: usize) -> crate::gms::LayoutFn {
+        Arc::new(move |ids: &[NodeId], _: Option<&View>| {
+            if ids.len() < n {
+                return Err(format!("need {n} members"));
+            }
+            Ok(vec![SubgroupSpec {
+                shards: vec![ShardSpec {
+                    senders: ids.to_vec(),
+                    members: ids.to_vec(),
+                    mode: Mode::Ordered,
+                    sizes: Sizes::from_profile(&SubgroupProfile::default()),
+                }],
+            }])
+        })
+    }
+
+    #[test]
+    fn inadequate_views_carry_the_state_holders_to_the_next_adequate_view() {
+        let layout = one_shard_of_at_least(3);
+        let v0 = first_view(&[0, 1, 2], &layout);
+        let v1 = v0.next(&[2], &[], &layout);
+        assert!(!v1.is_adequate());
+        assert!(v1.subgroups.is_empty());
+        assert_eq!(v1.held[0].shards[0].members, vec![0, 1]);
+        // Another failure while inadequate: the holders shrink with the members.
+        let v2 = v1.next(&[0], &[], &layout);
+        assert!(!v2.is_adequate());
+        assert_eq!(v2.vid, 2);
+        assert_eq!(v2.held[0].shards[0].members, vec![1]);
+        // Two joiners make it adequate: the last holder sends them the shard.
+        let v3 = v2.next(&[], &[member(3), member(4)], &layout);
+        assert!(v3.is_adequate());
+        assert!(v3.held.is_empty());
+        assert_eq!(v3.ids(), vec![1, 3, 4]);
+        assert_eq!(
+            v3.transfers,
+            vec![Transfer {
+                subgroup: 0,
+                shard: 0,
+                from: 1,
+                to: vec![3, 4]
+            }]
+        );
+    }
+
+    #[test]
+    fn a_member_removed_while_inadequate_comes_back_empty() {
+        let layout = one_shard_of_at_least(3);
+        let v0 = first_view(&[0, 1, 2], &layout);
+        let v1 = v0.next(&[2], &[], &layout);
+        // Node 2 restarts with its old id: it joins an inadequate view as a newcomer.
+        let v2 = v1.next(&[], &[member(2)], &layout);
+        assert!(v2.is_adequate());
+        assert_eq!(
+            v2.transfers,
+            vec![Transfer {
+                subgroup: 0,
+                shard: 0,
+                from: 0,
+                to: vec![2]
+            }]
+        );
+    }
+
     #[test]
     fn a_shard_that_only_loses_members_transfers_nothing() {
         let layout = one_shard_after_the_first();
         let v0 = first_view(&[0, 1, 2, 3], &layout);
-        let v1 = v0.next(&[2], &[], &layout).unwrap();
+        let v1 = v0.next(&[2], &[], &layout);
         assert!(v1.transfers.is_empty());
     }
 }

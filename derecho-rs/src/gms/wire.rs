@@ -17,7 +17,7 @@ use crate::NodeId;
 /// First bytes of every GMS frame.
 pub const MAGIC: [u8; 4] = *b"DRGM";
 /// Version of the GMS protocol; a joiner with another version is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest accepted frame body (a view of a thousand members fits easily).
 pub const MAX_FRAME: usize = 4 << 20;
 
@@ -51,6 +51,10 @@ pub enum GmsMessage {
         leader: NodeId,
         /// The leader's GMS address.
         addr: SocketAddr,
+        /// The GMS addresses of the view's members: where a joiner asks again if the leader
+        /// fails before it admits the joiner.
+        #[serde(default)]
+        members: Vec<SocketAddr>,
     },
     /// The join is refused.
     Refused(Refusal),
@@ -71,9 +75,6 @@ pub enum GmsMessage {
         /// The abandoned view.
         vid: u64,
     },
-    /// From the leader of members waiting for joins (their next view was not adequately
-    /// provisioned): enough have joined, install this view.
-    Install(View),
 }
 
 /// Errors of GMS framing.

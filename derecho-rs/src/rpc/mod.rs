@@ -440,7 +440,9 @@ impl Inner {
     /// Called for every installed view before anything of it is delivered.
     fn view_installed(&self, v: &View) {
         *write(&self.view) = v.clone();
-        {
+        // An inadequate view has no shards: the replicas stay as they are (their state is what
+        // the next adequate view transfers to newcomers).
+        if v.is_adequate() {
             let mut replicas = write(&self.replicas);
             for t in &self.types {
                 for sg in t.first..t.first + t.count {
@@ -903,13 +905,7 @@ impl GroupBuilder {
             me: d.local_id,
             types,
             replicas: RwLock::new(HashMap::new()),
-            view: RwLock::new(View {
-                vid: 0,
-                members: Vec::new(),
-                subgroups: Vec::new(),
-                joined: Vec::new(),
-                transfers: Vec::new(),
-            }),
+            view: RwLock::new(View::default()),
             pending: Mutex::new(HashMap::new()),
             replied: Condvar::new(),
             next_id: AtomicU64::new(1),
