@@ -27,7 +27,7 @@ use derecho_sst::SstConfig;
 
 use crate::config::Config;
 use crate::gms::change::Outcome;
-use crate::gms::first_view::{self, GmsTimeouts, LayoutFn};
+use crate::gms::first_view::{self, LayoutFn};
 use crate::gms::{GmsError, GmsService, MemberInfo, View};
 use crate::layout::{allocate, Assignment, LayoutError, LayoutPolicy, Shard};
 use crate::multicast::{
@@ -91,15 +91,33 @@ impl std::fmt::Debug for Hooks {
     }
 }
 
-/// How long setting up a view after a view change may take.
-const VIEW_CHANGE_SETUP: Duration = Duration::from_secs(10);
+/// The view manager's bounds, from `[DERECHO]` (each key's doc gives its meaning and default).
+#[derive(Clone, Copy, Debug)]
+struct Bounds {
+    /// `view_change_setup_timeout_ms`.
+    view_change_setup: Duration,
+    /// `state_transfer_timeout_ms`.
+    transfer: Duration,
+    /// `resend_timeout_ms`.
+    resend: Duration,
+    /// `report_failure_timeout_ms`.
+    report_failure: Duration,
+    /// `leave_timeout_ms`.
+    leave: Duration,
+}
 
-/// How long a view change waits for the states it transfers.
-const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// How long [`GroupNode::shutdown`] (and dropping a member) waits for its departure to reach
-/// the others.
-pub const SHUTDOWN_LEAVE: Duration = Duration::from_secs(2);
+impl Bounds {
+    fn of(d: &crate::config::DerechoSection) -> Self {
+        use crate::config::ms;
+        Bounds {
+            view_change_setup: ms(d.view_change_setup_timeout_ms),
+            transfer: ms(d.state_transfer_timeout_ms),
+            resend: ms(d.resend_timeout_ms),
+            report_failure: ms(d.report_failure_timeout_ms),
+            leave: ms(d.leave_timeout_ms),
+        }
+    }
+}
 
 struct Current {
     view: View,
@@ -128,6 +146,7 @@ struct Inner {
     /// sender's messages keep their order across views; a view that wedges before taking
     /// them all leaves the rest to the next.
     owed: Mutex<Vec<Resend>>,
+    bounds: Bounds,
 }
 
 /// A running member of a group.
@@ -218,7 +237,8 @@ impl GroupNode {
                     e,
                 )
             })?;
-        let timeouts = GmsTimeouts::default();
+        let timeouts = d.gms_timeouts();
+        let bounds = Bounds::of(d);
         let stop = AtomicBool::new(false);
         let leads = d.local_ip == d.contact_ip && d.gms_port == d.contact_port;
         let view = if leads {
@@ -230,12 +250,18 @@ impl GroupNode {
             first_view::join(contact, &me, &timeouts, &stop)?
         };
         // Joining a running group: the shards' state comes before anything is delivered.
-        receive_state(&transfers, d.local_id, &view, hooks.state.as_deref())?;
+        receive_state(
+            &transfers,
+            d.local_id,
+            &view,
+            hooks.state.as_deref(),
+            bounds.transfer,
+        )?;
         let gms = GmsService::start(listener, d.local_id, view.clone(), timeouts)?;
         let joins = gms.joins();
         let stopping = Arc::new(AtomicBool::new(false));
         let mc_config = MulticastConfig {
-            setup_timeout: Duration::from_secs(30),
+            setup_timeout: crate::config::ms(d.first_view_setup_timeout_ms),
             sst: SstConfig::default()
                 .with_heartbeat_ms(u64::from(d.heartbeat_ms))
                 .with_poll_cq_timeout_ms(u64::from(d.sst_poll_cq_timeout_ms)),
@@ -262,6 +288,7 @@ impl GroupNode {
             gms: Mutex::new(gms),
             stopping,
             owed: Mutex::new(Vec::new()),
+            bounds,
         });
         let (tx, rx) = mpsc::channel();
         inner.install(view, &tx)?;
@@ -415,7 +442,7 @@ impl GroupNode {
     /// Reports that `node` has failed (the application knows better than the timeouts): its
     /// row is frozen and the view changes without it.
     pub fn report_failure(&self, node: NodeId) -> Result<(), GroupError> {
-        let bound = Duration::from_secs(30);
+        let bound = self.inner.bounds.report_failure;
         let g = self.wait_current(Instant::now() + bound, bound, |c| c.group.clone())?;
         g.sst().report_failure(node).map_err(MulticastError::from)?;
         Ok(())
@@ -427,18 +454,19 @@ impl GroupNode {
         self.inner.stop_with("aborted".into());
     }
 
-    /// Stops this member after a graceful leave (bounded by [`SHUTDOWN_LEAVE`]): the others
+    /// Stops this member after a graceful leave (bounded by `[DERECHO] leave_timeout_ms`): the
+    /// others
     /// install a view without it and do not count it as failed. [`GroupNode::abort`] stops
     /// without telling anyone.
     pub fn shutdown(self) {
         self.leave_quietly();
     }
 
-    /// Leaves gracefully if this member is still in a view (bounded by [`SHUTDOWN_LEAVE`]),
+    /// Leaves gracefully if this member is still in a view (bounded by `leave_timeout_ms`),
     /// then stops: the others remove it as a departure, not a failure, so partition safety does
     /// not count it against them.
     fn leave_quietly(&self) {
-        if let Err(e) = self.leave(SHUTDOWN_LEAVE) {
+        if let Err(e) = self.leave(self.inner.bounds.leave) {
             // Stopped already, or the others did not take the announcement in time: they see
             // the links close instead, as after a crash.
             tracing::debug!(id = self.inner.id, error = %e, "stopping without a graceful leave");
@@ -501,7 +529,7 @@ impl Inner {
         // one gives up sooner, so that members of it that died are found and left out.
         let mut config = self.mc_config.clone();
         if view.vid > 0 {
-            config.setup_timeout = VIEW_CHANGE_SETUP;
+            config.setup_timeout = self.bounds.view_change_setup;
             // A member carried over from the previous view whose link has failed since is
             // gone: its row starts frozen at once (the view's change protocol removes it)
             // rather than after the set-up bound. A joiner's link may be a failed one of an
@@ -654,7 +682,7 @@ impl Inner {
         let mut owed = lock(&self.owed);
         let mut sent = 0;
         for r in owed.iter() {
-            match resend_one(group, r) {
+            match resend_one(group, r, self.bounds.resend) {
                 Ok(()) => sent += 1,
                 Err(MulticastError::Wedged { .. }) => break,
                 Err(e) => {
@@ -689,20 +717,22 @@ impl Inner {
                 };
                 let addr = SocketAddr::new(m.ip, m.state_transfer_port);
                 let (vid, subgroup, hooks) = (view.vid, t.subgroup, self.state.clone());
+                let bound = self.bounds.transfer;
                 let to = *to;
                 sends.push(std::thread::spawn(move || {
-                    let r = crate::gms::transfer::send(
-                        addr,
-                        vid,
-                        subgroup,
-                        hooks.as_deref(),
-                        TRANSFER_TIMEOUT,
-                    );
+                    let r =
+                        crate::gms::transfer::send(addr, vid, subgroup, hooks.as_deref(), bound);
                     (to, r)
                 }));
             }
         }
-        let received = receive_state(&self.transfers, self.id, view, self.state.as_deref());
+        let received = receive_state(
+            &self.transfers,
+            self.id,
+            view,
+            self.state.as_deref(),
+            self.bounds.transfer,
+        );
         for s in sends {
             match s.join() {
                 Ok((_, Ok(()))) => {}
@@ -715,12 +745,13 @@ impl Inner {
     }
 }
 
-/// Receives the states `view` transfers to `me`.
+/// Receives the states `view` transfers to `me`, waiting up to `bound` for them.
 fn receive_state(
     listener: &TcpListener,
     me: NodeId,
     view: &View,
     hooks: Option<&dyn StateHooks>,
+    bound: Duration,
 ) -> Result<(), GroupError> {
     let expected: Vec<usize> = view
         .transfers
@@ -728,7 +759,7 @@ fn receive_state(
         .filter(|t| t.to.contains(&me))
         .map(|t| t.subgroup)
         .collect();
-    crate::gms::transfer::receive(listener, me, view.vid, expected, hooks, TRANSFER_TIMEOUT)
+    crate::gms::transfer::receive(listener, me, view.vid, expected, hooks, bound)
         .map_err(GroupError::from)
 }
 
@@ -749,8 +780,9 @@ pub fn start_fabric(config: &Config) -> Result<Arc<dyn Fabric>, GroupError> {
     Ok(backends::start(chosen)?)
 }
 
-fn resend_one(g: &MulticastGroup, r: &Resend) -> Result<(), MulticastError> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+/// Sends one owed message in `g`, waiting up to `bound` for window space.
+fn resend_one(g: &MulticastGroup, r: &Resend, bound: Duration) -> Result<(), MulticastError> {
+    let deadline = Instant::now() + bound;
     loop {
         if g.try_send_flags(r.subgroup, &r.payload, r.flags)?.is_some() {
             return Ok(());
@@ -758,7 +790,7 @@ fn resend_one(g: &MulticastGroup, r: &Resend) -> Result<(), MulticastError> {
         if Instant::now() >= deadline {
             return Err(MulticastError::WindowFull {
                 subgroup: r.subgroup,
-                after: Duration::from_secs(30),
+                after: bound,
             });
         }
         std::thread::sleep(Duration::from_micros(200));

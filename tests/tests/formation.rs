@@ -205,3 +205,23 @@ fn an_id_in_use_and_another_version_are_refused_and_garbage_is_ignored() {
     joiner.shutdown();
     leader.shutdown();
 }
+
+/// The membership bounds come from the configuration: a joiner whose contact never answers
+/// gives up after `join_timeout_ms`, with an error that says so.
+#[test]
+fn a_joiner_gives_up_after_the_configured_join_timeout() {
+    // Bound and never accepted: connections are queued by the kernel but never answered.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let contact = silent.local_addr().unwrap().port();
+    let mut cfg = config(1, contact, free_port());
+    cfg.derecho.join_timeout_ms = 700;
+    let (_c, deliver) = counter();
+    let started = std::time::Instant::now();
+    let r = GroupNode::start(&cfg, exactly(2), deliver);
+    let took = started.elapsed();
+    match r {
+        Err(GroupError::Gms(e)) => assert!(e.to_string().contains("timed out"), "{e}"),
+        other => panic!("expected a join timeout, got {:?}", other.map(|n| n.id())),
+    }
+    assert!(took < Duration::from_secs(10), "gave up after {took:?}");
+}

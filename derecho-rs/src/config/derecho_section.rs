@@ -64,6 +64,24 @@ pub struct DerechoSection {
     pub max_p2p_reply_payload_size: u64,
     /// `p2p_window_size`: outstanding P2P requests per peer; at least 1. Default 16.
     pub p2p_window_size: u32,
+    /// `join_timeout_ms` (ours, not in the original): how long a joining node waits for a view that admits it (the first view forms only once enough nodes have joined). Default 600000.
+    pub join_timeout_ms: u32,
+    /// `join_ack_timeout_ms` (ours, not in the original): how long a leader waits for each joiner to acknowledge a prepared view before leaving it out. Default 10000.
+    pub join_ack_timeout_ms: u32,
+    /// `gms_handshake_timeout_ms` (ours, not in the original): bound on reading the first message of a connection to the GMS port. Default 5000.
+    pub gms_handshake_timeout_ms: u32,
+    /// `first_view_setup_timeout_ms` (ours, not in the original): how long setting up the first view may wait for its members to connect (processes start at once, some slowly). Default 30000.
+    pub first_view_setup_timeout_ms: u32,
+    /// `view_change_setup_timeout_ms` (ours, not in the original): how long setting up a later view waits for a member that has not connected before starting with its row frozen (the view's change protocol then removes it). Default 10000.
+    pub view_change_setup_timeout_ms: u32,
+    /// `state_transfer_timeout_ms` (ours, not in the original): how long a view change waits for the replica state it transfers to newcomers. Default 120000.
+    pub state_transfer_timeout_ms: u32,
+    /// `resend_timeout_ms` (ours, not in the original): how long a message trimmed from an ended view may wait for window space in the next view before it waits for the view after. Default 30000.
+    pub resend_timeout_ms: u32,
+    /// `report_failure_timeout_ms` (ours, not in the original): how long `report_failure` waits for a view to report in. Default 30000.
+    pub report_failure_timeout_ms: u32,
+    /// `leave_timeout_ms` (ours, not in the original): how long shutting a member down (or dropping it) waits for its graceful leave to reach the others. Default 2000.
+    pub leave_timeout_ms: u32,
 }
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -92,8 +110,34 @@ impl Default for DerechoSection {
             max_p2p_request_payload_size: 10240,
             max_p2p_reply_payload_size: 10240,
             p2p_window_size: 16,
+            join_timeout_ms: 600000,
+            join_ack_timeout_ms: 10000,
+            gms_handshake_timeout_ms: 5000,
+            first_view_setup_timeout_ms: 30000,
+            view_change_setup_timeout_ms: 10000,
+            state_transfer_timeout_ms: 120000,
+            resend_timeout_ms: 30000,
+            report_failure_timeout_ms: 30000,
+            leave_timeout_ms: 2000,
         }
     }
+}
+
+impl DerechoSection {
+    /// `join_timeout_ms`, `join_ack_timeout_ms` and `gms_handshake_timeout_ms` as the GMS
+    /// bounds.
+    pub fn gms_timeouts(&self) -> crate::gms::GmsTimeouts {
+        crate::gms::GmsTimeouts {
+            join: ms(self.join_timeout_ms),
+            ack: ms(self.join_ack_timeout_ms),
+            handshake: ms(self.gms_handshake_timeout_ms),
+        }
+    }
+}
+
+/// A duration of `n` milliseconds.
+pub(crate) fn ms(n: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(u64::from(n))
 }
 
 impl Section for DerechoSection {
@@ -120,6 +164,15 @@ impl Section for DerechoSection {
         "max_p2p_request_payload_size",
         "max_p2p_reply_payload_size",
         "p2p_window_size",
+        "join_timeout_ms",
+        "join_ack_timeout_ms",
+        "gms_handshake_timeout_ms",
+        "first_view_setup_timeout_ms",
+        "view_change_setup_timeout_ms",
+        "state_transfer_timeout_ms",
+        "resend_timeout_ms",
+        "report_failure_timeout_ms",
+        "leave_timeout_ms",
     ];
 
     fn set(&mut self, name: &str, v: &str) -> Result<(), Problem> {
@@ -157,6 +210,28 @@ impl Section for DerechoSection {
                 self.max_p2p_reply_payload_size = n;
             }
             "p2p_window_size" => self.p2p_window_size = nonzero_u32(v, "the P2P window")?,
+            "join_timeout_ms" => self.join_timeout_ms = nonzero_u32(v, "join_timeout_ms")?,
+            "join_ack_timeout_ms" => {
+                self.join_ack_timeout_ms = nonzero_u32(v, "join_ack_timeout_ms")?
+            }
+            "gms_handshake_timeout_ms" => {
+                self.gms_handshake_timeout_ms = nonzero_u32(v, "gms_handshake_timeout_ms")?
+            }
+            "first_view_setup_timeout_ms" => {
+                self.first_view_setup_timeout_ms = nonzero_u32(v, "first_view_setup_timeout_ms")?
+            }
+            "view_change_setup_timeout_ms" => {
+                self.view_change_setup_timeout_ms = nonzero_u32(v, "view_change_setup_timeout_ms")?
+            }
+            "state_transfer_timeout_ms" => {
+                self.state_transfer_timeout_ms = nonzero_u32(v, "state_transfer_timeout_ms")?
+            }
+            "resend_timeout_ms" => self.resend_timeout_ms = nonzero_u32(v, "resend_timeout_ms")?,
+            "report_failure_timeout_ms" => {
+                self.report_failure_timeout_ms = nonzero_u32(v, "report_failure_timeout_ms")?
+            }
+            "leave_timeout_ms" => self.leave_timeout_ms = nonzero_u32(v, "leave_timeout_ms")?,
+
             other => return Err(unknown(other)),
         }
         Ok(())
@@ -206,6 +281,30 @@ impl Section for DerechoSection {
                 self.max_p2p_reply_payload_size.to_string(),
             ),
             ("p2p_window_size", self.p2p_window_size.to_string()),
+            ("join_timeout_ms", self.join_timeout_ms.to_string()),
+            ("join_ack_timeout_ms", self.join_ack_timeout_ms.to_string()),
+            (
+                "gms_handshake_timeout_ms",
+                self.gms_handshake_timeout_ms.to_string(),
+            ),
+            (
+                "first_view_setup_timeout_ms",
+                self.first_view_setup_timeout_ms.to_string(),
+            ),
+            (
+                "view_change_setup_timeout_ms",
+                self.view_change_setup_timeout_ms.to_string(),
+            ),
+            (
+                "state_transfer_timeout_ms",
+                self.state_transfer_timeout_ms.to_string(),
+            ),
+            ("resend_timeout_ms", self.resend_timeout_ms.to_string()),
+            (
+                "report_failure_timeout_ms",
+                self.report_failure_timeout_ms.to_string(),
+            ),
+            ("leave_timeout_ms", self.leave_timeout_ms.to_string()),
         ]
     }
 }

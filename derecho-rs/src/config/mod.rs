@@ -24,6 +24,7 @@
 
 mod build;
 mod derecho_section;
+pub(crate) use derecho_section::ms;
 mod error;
 mod ini;
 mod layer;

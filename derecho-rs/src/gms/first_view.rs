@@ -33,22 +33,22 @@ pub type LayoutFn =
 /// Time bounds of the membership protocol.
 #[derive(Clone, Debug)]
 pub struct GmsTimeouts {
-    /// How long a joiner waits for a committed view (default 10 minutes: the group forms only
-    /// when enough nodes have joined).
+    /// How long a joiner waits for a committed view (`join_timeout_ms`, default 10 minutes:
+    /// the group forms only when enough nodes have joined).
     pub join: Duration,
-    /// How long the leader waits for each joiner's acknowledgement (default 10 s).
+    /// How long the leader waits for each joiner's acknowledgement (`join_ack_timeout_ms`,
+    /// default 10 s).
     pub ack: Duration,
-    /// Bound on reading one message from a new connection (default 5 s).
+    /// Bound on reading one message from a new connection (`gms_handshake_timeout_ms`,
+    /// default 5 s).
     pub handshake: Duration,
 }
 
 impl Default for GmsTimeouts {
+    /// The defaults of `[DERECHO] join_timeout_ms`, `join_ack_timeout_ms` and
+    /// `gms_handshake_timeout_ms`.
     fn default() -> Self {
-        Self {
-            join: Duration::from_secs(600),
-            ack: Duration::from_secs(10),
-            handshake: Duration::from_secs(5),
-        }
+        crate::config::DerechoSection::default().gms_timeouts()
     }
 }
 

@@ -191,6 +191,10 @@ fn zero_windows_and_blocks() {
             "[DERECHO]\nwindow_size = 0\n",
             "SUBGROUP/DEFAULT/window_size",
         ),
+        (
+            "[DERECHO]\nview_change_setup_timeout_ms = 0\n",
+            "DERECHO/view_change_setup_timeout_ms",
+        ),
     ] {
         let e = fail(text);
         assert!(

@@ -41,6 +41,22 @@ fn documented_defaults() {
     assert!(!c.derecho.disable_partitioning_safety);
     assert_eq!(c.derecho.restart_leader_ports, vec![23580]);
     assert_eq!(c.derecho.max_node_id, 1024);
+    // The membership bounds keep the values they had before they were configurable.
+    let d = &c.derecho;
+    assert_eq!(
+        [
+            d.join_timeout_ms,
+            d.join_ack_timeout_ms,
+            d.gms_handshake_timeout_ms,
+            d.first_view_setup_timeout_ms,
+            d.view_change_setup_timeout_ms,
+            d.state_transfer_timeout_ms,
+            d.resend_timeout_ms,
+            d.report_failure_timeout_ms,
+            d.leave_timeout_ms,
+        ],
+        [600_000, 10_000, 5_000, 30_000, 10_000, 120_000, 30_000, 30_000, 2_000]
+    );
     assert_eq!(c.rdma.backend, FabricBackend::Tcp);
     assert_eq!(c.rdma.provider, "tcp");
     assert_eq!(c.rdma.domain, "lo");
