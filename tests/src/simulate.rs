@@ -61,11 +61,15 @@ pub struct Shape {
     pub changes: usize,
     /// Whether links get drawn one-way delays.
     pub skewed_links: bool,
+    /// Fewest members that provision the shard (0: any number does). A view with fewer is
+    /// inadequate: it has no subgroups and runs only the change protocol until joins make a
+    /// later view adequate.
+    pub need: usize,
 }
 
 impl Shape {
-    /// The shape seed `seed` draws.
-    pub fn draw(rng: &mut SimRng) -> Self {
+    /// The shape seed `seed` draws from `rng` (a generator seeded with it).
+    pub fn draw(seed: u64, rng: &mut SimRng) -> Self {
         let members = 2 + rng.below(8) as usize;
         let senders = 1 + rng.below(members as u64) as usize;
         let window = 2 + rng.below(11) as usize;
@@ -78,15 +82,28 @@ impl Shape {
             window_size: window as u32,
             ..derecho::config::SubgroupProfile::default()
         });
+        let changes = 1 + rng.below(3) as usize;
+        let skewed_links = rng.below(2) == 0;
+        // Drawn from a stream of its own, so that adding it changed no other draw of a seed.
+        let mut own = SimRng::new(seed ^ NEED_STREAM);
+        let need = if members >= 3 && own.below(3) == 0 {
+            members - own.below(2) as usize
+        } else {
+            0
+        };
         Self {
             members,
             senders,
             sizes,
-            changes: 1 + rng.below(3) as usize,
-            skewed_links: rng.below(2) == 0,
+            changes,
+            skewed_links,
+            need,
         }
     }
 }
+
+/// Mixed into the seed for the stream that draws [`Shape::need`].
+const NEED_STREAM: u64 = 0x6e65_6564_5f73_6861;
 
 /// A fault that ends a view.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -189,7 +206,7 @@ impl Trace {
 /// Runs one seed and checks it.
 pub fn run_seed(seed: u64) -> SeedResult {
     let mut rng = SimRng::new(seed);
-    let shape = Shape::draw(&mut rng);
+    let shape = Shape::draw(seed, &mut rng);
     let mut sim = Sim::new(seed, shape.clone(), rng);
     let failure = sim.run().err();
     lock(&sim.registry).clear();
@@ -217,14 +234,15 @@ pub fn run_seed(seed: u64) -> SeedResult {
     SeedResult {
         seed,
         shape: format!(
-            "members={} senders={} window={} smc={} block={} changes={} skewed={}",
+            "members={} senders={} window={} smc={} block={} changes={} skewed={} need={}",
             shape.members,
             shape.senders,
             shape.sizes.window,
             shape.sizes.max_smc_payload,
             shape.sizes.block_size,
             shape.changes,
-            shape.skewed_links
+            shape.skewed_links,
+            shape.need
         ),
         faults: sim.faults,
         views,
@@ -313,6 +331,35 @@ impl Sim {
                 break;
             }
         }
+        // Liveness needs an adequate view: nodes join until there is one (each attempt is a
+        // view change; a set-up fault may spoil one, so a few are allowed).
+        // A view set up without some of its members ends by itself first.
+        let mut attempts = 0;
+        while !self.view.is_empty()
+            && (!self.adequate() || self.view_starts_short())
+            && attempts < 8
+        {
+            attempts += 1;
+            let k = self.shape.need - self.view.len().min(self.shape.need);
+            let fault = if k == 0 || self.view_starts_short() {
+                None
+            } else {
+                let f = Fault::Join((0..k).map(|_| self.joiner_id()).collect());
+                self.faults.push(f.clone());
+                Some(f)
+            };
+            if !self.end_view(fault.as_ref())? {
+                break;
+            }
+        }
+        if !self.view.is_empty() && !self.adequate() {
+            return Err(format!(
+                "view {}: still inadequate ({} members, {} needed) after {attempts} rounds of joins",
+                self.vid,
+                self.view.len(),
+                self.shape.need
+            ));
+        }
         self.drain()?;
         self.stayed = self.view.iter().map(|&i| self.all[i].id).collect();
         Ok(())
@@ -368,6 +415,11 @@ impl Sim {
         })
     }
 
+    /// Whether the current view provisions the shard.
+    fn adequate(&self) -> bool {
+        self.view.len() >= self.shape.need
+    }
+
     fn joiner_id(&mut self) -> u32 {
         self.next_joiner += 1;
         self.next_joiner - 1
@@ -391,14 +443,19 @@ impl Sim {
             .filter(|&&i| self.all[i].sends)
             .map(|&i| self.all[i].id)
             .collect();
-        let subgroups = vec![SubgroupSpec {
-            shards: vec![ShardSpec {
-                members: ids.clone(),
-                senders,
-                mode: Mode::Ordered,
-                sizes: self.shape.sizes.clone(),
-            }],
-        }];
+        // An inadequate view has no subgroups, as the view manager installs it.
+        let subgroups = if self.adequate() {
+            vec![SubgroupSpec {
+                shards: vec![ShardSpec {
+                    members: ids.clone(),
+                    senders,
+                    mode: Mode::Ordered,
+                    sizes: self.shape.sizes.clone(),
+                }],
+            }]
+        } else {
+            Vec::new()
+        };
         let members: Vec<(u32, SocketAddr)> = ids.iter().map(|&i| (i, addr)).collect();
         lock(&self.registry).clear();
         let mut prepared = Vec::new();
@@ -489,12 +546,13 @@ impl Sim {
             lock(&self.registry).push(Arc::clone(&g));
             m.group = Some(g);
         }
-        // Trimmed messages go first, before the application sends anything in this view.
+        // Trimmed messages go first, before the application sends anything in this view (an
+        // inadequate view takes none: they wait for an adequate one).
         let mut owing: Vec<usize> = self
             .view
             .iter()
             .copied()
-            .filter(|&i| !self.all[i].owed.is_empty())
+            .filter(|&i| !self.all[i].owed.is_empty() && self.adequate())
             .collect();
         let mut steps = 0u64;
         while !owing.is_empty() {
@@ -538,7 +596,7 @@ impl Sim {
     fn send_one(&mut self, silent: &BTreeSet<usize>) -> bool {
         let rank = self.rng.below(self.view.len() as u64) as usize;
         let i = self.view[rank];
-        if silent.contains(&rank) || !self.all[i].sends {
+        if silent.contains(&rank) || !self.all[i].sends || !self.adequate() {
             return false;
         }
         let big = self.rng.below(5) == 0;

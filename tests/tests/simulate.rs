@@ -60,3 +60,25 @@ fn a_seed_replays_exactly() {
     assert_eq!(a.trace, b.trace, "seed 7 ran differently twice");
     assert_eq!(a.delivered, b.delivered);
 }
+
+/// A group of five that needs all five: a crash makes the next view inadequate (no
+/// subgroups), its leader crashes there as well, a joiner's leader crashes after proposing it,
+/// and joins finally make a view adequate; the messages owed since the first crash are then
+/// delivered by everyone who stayed.
+#[test]
+fn an_inadequate_view_replaces_its_leader_and_recovers_through_joins() {
+    let r = run_seed(12);
+    assert!(r.shape.contains("need=5"), "seed 12 drew {}", r.shape);
+    assert!(
+        matches!(
+            r.faults.get(..2),
+            Some([
+                derecho_tests::simulate::Fault::Crash(_),
+                derecho_tests::simulate::Fault::Crash(_)
+            ])
+        ),
+        "seed 12 drew {:?}",
+        r.faults
+    );
+    check(&r);
+}
