@@ -28,7 +28,7 @@ use derecho_sst::SstConfig;
 use crate::config::Config;
 use crate::gms::change::Outcome;
 use crate::gms::first_view::{self, LayoutFn};
-use crate::gms::{GmsError, GmsService, MemberInfo, View};
+use crate::gms::{manager, GmsError, GmsService, MemberInfo, View};
 use crate::layout::{allocate, Assignment, LayoutError, LayoutPolicy, Shard};
 use crate::multicast::{
     DeliveryHandler, MulticastConfig, MulticastError, MulticastGroup, Resend, ShardSpec, Sizes,
@@ -597,81 +597,59 @@ impl Inner {
         self.changed.notify_all();
     }
 
-    /// The view manager: turns each view's outcome into the next view.
+    /// The view manager: turns each view's outcome into the next view
+    /// ([`crate::gms::manager::after`] decides; this carries it out).
     fn manage(&self, outcomes: &Receiver<Option<Outcome>>, tx: &Sender<Option<Outcome>>) {
         while let Ok(Some(outcome)) = outcomes.recv() {
-            match outcome {
-                Outcome::Evicted => {
-                    self.stop_with("other members suspect this one and removed it".into());
+            let ended = Instant::now();
+            let old_view = lock(&self.current).view.clone();
+            let step = manager::after(&old_view, self.id, &outcome, &self.layout);
+            let (next, removed) = match step {
+                manager::Step::Stop(why) => {
+                    self.stop_with(why);
                     return;
                 }
-                Outcome::Partitioned { suspected, members } => {
-                    self.stop_with(format!(
-                        "it suspects {suspected} of the {members} members and would be in a minority (partition safety)"
-                    ));
-                    return;
-                }
-                Outcome::Trimmed {
-                    removed,
-                    joined,
-                    resend,
-                } => {
-                    let ended = Instant::now();
-                    tracing::debug!(
-                        ?removed,
-                        joined = joined.len(),
-                        resend = resend.len(),
-                        "view ended"
-                    );
-                    {
-                        // The trimmed messages were sent before any still owed from earlier
-                        // views was taken (those wait only when the view wedged first).
-                        let mut owed = lock(&self.owed);
-                        let earlier = std::mem::replace(&mut *owed, resend);
-                        owed.extend(earlier);
-                    }
-                    let (old_view, old_group) = {
-                        let mut c = lock(&self.current);
-                        (c.view.clone(), c.group.take())
-                    };
-                    if let Some(g) = old_group {
-                        g.stop();
-                    }
-                    // A next view that the layout cannot provision is installed all the same,
-                    // without subgroups: its members keep detecting failures and admit joiners
-                    // through the same protocol until a later view is adequate.
-                    let next = old_view.next(&removed, &joined, &self.layout);
-                    // A removed member that is still running (suspected wrongly, or reported by
-                    // the application) must learn it is out: cut it off, so it finds itself
-                    // alone and stops instead of waiting in the old view. This happens before
-                    // the joiners are welcomed: a node restarted with a removed member's id
-                    // links anew after its welcome, and that new link must stay up.
-                    for id in &removed {
-                        if let Some(link) = self.fabric.link(*id) {
-                            link.fail("removed from the group");
-                        }
-                    }
-                    {
-                        let gms = lock(&self.gms);
-                        gms.set_view(next.clone());
-                        gms.welcome(&next);
-                    }
-                    if let Err(e) = self.exchange_state(&next) {
-                        self.stop_with(format!("state transfer for view {} failed: {e}", next.vid));
-                        return;
-                    }
-                    tracing::debug!(vid = next.vid, after = ?ended.elapsed(), "states exchanged");
-                    // Members of the next view that died since it was decided do not stop its
-                    // set-up: their rows start frozen, and the view's change protocol removes
-                    // them with the agreement of the others (never by a local guess).
-                    let vid = next.vid;
-                    if let Err(e) = self.install(next, tx) {
-                        self.stop_with(format!("installing view {vid} failed: {e}"));
-                        return;
-                    }
-                    tracing::debug!(after = ?ended.elapsed(), "next view running");
+                manager::Step::Next { view, cut_off } => (view, cut_off),
+            };
+            if let Outcome::Trimmed { resend, .. } = outcome {
+                tracing::debug!(?removed, resend = resend.len(), "view ended");
+                let mut owed = lock(&self.owed);
+                let earlier = std::mem::take(&mut *owed);
+                *owed = manager::owed_after_trim(resend, earlier);
+            }
+            let old_group = lock(&self.current).group.take();
+            if let Some(g) = old_group {
+                g.stop();
+            }
+            // A removed member that is still running (suspected wrongly, or reported by the
+            // application) must learn it is out: cut it off, so it finds itself alone and
+            // stops instead of waiting in the old view. This happens before the joiners are
+            // welcomed: a node restarted with a removed member's id links anew after its
+            // welcome, and that new link must stay up.
+            for id in &removed {
+                if let Some(link) = self.fabric.link(*id) {
+                    link.fail("removed from the group");
                 }
             }
+            {
+                let gms = lock(&self.gms);
+                gms.set_view(next.clone());
+                gms.welcome(&next);
+            }
+            if let Err(e) = self.exchange_state(&next) {
+                self.stop_with(format!("state transfer for view {} failed: {e}", next.vid));
+                return;
+            }
+            tracing::debug!(vid = next.vid, after = ?ended.elapsed(), "states exchanged");
+            // Members of the next view that died since it was decided do not stop its set-up:
+            // their rows start frozen, and the view's change protocol removes them with the
+            // agreement of the others (never by a local guess).
+            let vid = next.vid;
+            if let Err(e) = self.install(next, tx) {
+                self.stop_with(format!("installing view {vid} failed: {e}"));
+                return;
+            }
+            tracing::debug!(after = ?ended.elapsed(), "next view running");
         }
     }
 

@@ -5,8 +5,10 @@
 //! answering on the port ([`GmsService`]): a member that is not the leader redirects joiners to
 //! the leader, and the leader queues joiners for its next view change.
 
+pub mod admission;
 pub mod change;
 pub mod first_view;
+pub mod manager;
 pub mod transfer;
 pub mod view;
 pub mod wire;
@@ -18,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub use admission::Admission;
 pub use first_view::{GmsTimeouts, LayoutFn};
 pub use view::{MemberInfo, Transfer, View};
 pub use wire::{GmsMessage, Refusal, WireError, PROTOCOL_VERSION};
@@ -254,61 +257,41 @@ fn serve(listener: &TcpListener, shared: &Shared, stop: &AtomicBool) {
             }
         };
         let v = lock(&shared.view).clone();
-        let refuse = |s: &mut TcpStream, r: Refusal| {
-            tracing::warn!(node = member.id, refusal = ?r, "refused a join");
-            let _ = wire::write_msg(s, &GmsMessage::Refused(r));
+        let decision = {
+            let queued = lock(&shared.joins);
+            admission::admit(&v, shared.me, version, &member, &queued, MAX_PENDING_JOINS)
         };
-        if version != PROTOCOL_VERSION {
-            refuse(
-                &mut stream,
-                Refusal::VersionMismatch {
-                    expected: PROTOCOL_VERSION,
-                },
-            );
-            continue;
-        }
-        match v.leader() {
-            Some(l) if l.id != shared.me => {
+        match decision {
+            Admission::Refuse(r) => {
+                tracing::warn!(node = member.id, refusal = ?r, "refused a join");
+                let _ = wire::write_msg(&mut stream, &GmsMessage::Refused(r));
+                continue;
+            }
+            Admission::Redirect { leader, members } => {
                 let _ = wire::write_msg(
                     &mut stream,
                     &GmsMessage::Redirect {
-                        leader: l.id,
-                        addr: l.gms_addr(),
-                        members: v.members.iter().map(MemberInfo::gms_addr).collect(),
+                        leader: leader.id,
+                        addr: leader.gms_addr(),
+                        members,
                     },
                 );
                 continue;
             }
-            _ => {}
-        }
-        if v.rank_of(member.id).is_some() {
-            if v.joined.contains(&member.id) && v.members.contains(&member) {
-                // It joined with this view but never heard so (the member holding its request
-                // failed): it asks again, and gets the view it is in.
+            Admission::SendView => {
                 if let Err(e) = send_view(&mut stream, &v, &shared.timeouts) {
                     tracing::warn!(node = member.id, error = %e, "could not resend the view");
                 }
-            } else {
-                refuse(&mut stream, Refusal::IdInUse);
+                continue;
             }
-            continue;
+            Admission::Queue => {
+                let mut joins = lock(&shared.joins);
+                match joins.iter_mut().find(|m| m.id == member.id) {
+                    Some(m) => *m = member.clone(),
+                    None => joins.push(member.clone()),
+                }
+            }
         }
-        let mut joins = lock(&shared.joins);
-        if let Some(m) = joins.iter_mut().find(|m| m.id == member.id) {
-            *m = member.clone();
-        } else if joins.len() >= MAX_PENDING_JOINS {
-            drop(joins);
-            refuse(
-                &mut stream,
-                Refusal::NotNow(format!(
-                    "{MAX_PENDING_JOINS} nodes are already waiting to join; try again"
-                )),
-            );
-            continue;
-        } else {
-            joins.push(member.clone());
-        }
-        drop(joins);
         tracing::info!(
             node = member.id,
             "a node asks to join; it goes in the next view"
