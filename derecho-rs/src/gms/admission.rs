@@ -73,20 +73,8 @@ pub fn admit(
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::net::{IpAddr, Ipv4Addr};
-
     use super::*;
-
-    fn member(id: NodeId) -> MemberInfo {
-        MemberInfo {
-            id,
-            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            gms_port: 1000 + id as u16,
-            fabric_port: 2,
-            state_transfer_port: 3,
-            external_port: 4,
-        }
-    }
+    use crate::gms::testing::member;
 
     fn view(ids: &[NodeId], joined: &[NodeId]) -> View {
         View {

@@ -71,48 +71,11 @@ pub fn owed_after_trim(trimmed: Vec<Resend>, earlier: Vec<Resend>) -> Vec<Resend
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::net::{IpAddr, Ipv4Addr};
-    use std::sync::Arc;
-
     use super::*;
-    use crate::config::SubgroupProfile;
-    use crate::gms::MemberInfo;
-    use crate::multicast::{Mode, ShardSpec, Sizes, SubgroupSpec};
-
-    fn member(id: NodeId) -> MemberInfo {
-        MemberInfo {
-            id,
-            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            gms_port: 1,
-            fabric_port: 2,
-            state_transfer_port: 3,
-            external_port: 4,
-        }
-    }
-
-    fn need(n: usize) -> LayoutFn {
-        Arc::new(move |ids: &[NodeId], _: Option<&View>| {
-            if ids.len() < n {
-                return Err(format!("need {n}"));
-            }
-            Ok(vec![SubgroupSpec {
-                shards: vec![ShardSpec {
-                    members: ids.to_vec(),
-                    senders: ids.to_vec(),
-                    mode: Mode::Ordered,
-                    sizes: Sizes::from_profile(&SubgroupProfile::default()),
-                }],
-            }])
-        })
-    }
+    use crate::gms::testing::{member, one_shard_of_at_least as need, view_of};
 
     fn view(ids: &[NodeId], layout: &LayoutFn) -> View {
-        View {
-            vid: 7,
-            members: ids.iter().copied().map(member).collect(),
-            subgroups: layout(ids, None).unwrap(),
-            ..View::default()
-        }
+        view_of(7, ids, layout)
     }
 
     fn trimmed(removed: &[NodeId], joined: &[NodeId]) -> Outcome {

@@ -9,6 +9,8 @@ pub mod admission;
 pub mod change;
 pub mod first_view;
 pub mod manager;
+#[cfg(test)]
+mod testing;
 pub mod transfer;
 pub mod view;
 pub mod wire;

@@ -248,49 +248,18 @@ impl View {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::net::Ipv4Addr;
     use std::sync::Arc;
 
     use super::*;
-    use crate::config::SubgroupProfile;
-    use crate::multicast::{Mode, ShardSpec, Sizes};
-
-    fn member(id: NodeId) -> MemberInfo {
-        MemberInfo {
-            id,
-            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            gms_port: 1,
-            fabric_port: 2,
-            state_transfer_port: 3,
-            external_port: 4,
-        }
-    }
+    use crate::gms::testing::{member, one_shard, one_shard_of_at_least, view_of};
 
     /// One subgroup with one shard of the members after the first (the first one stays out).
     fn one_shard_after_the_first() -> crate::gms::LayoutFn {
-        Arc::new(|ids: &[NodeId], _: Option<&View>| {
-            let members = ids.get(1..).unwrap_or_default().to_vec();
-            Ok(vec![SubgroupSpec {
-                shards: vec![ShardSpec {
-                    senders: members.clone(),
-                    members,
-                    mode: Mode::Ordered,
-                    sizes: Sizes::from_profile(&SubgroupProfile::default()),
-                }],
-            }])
-        })
+        Arc::new(|ids: &[NodeId], _: Option<&View>| Ok(one_shard(ids.get(1..).unwrap_or_default())))
     }
 
     fn first_view(ids: &[NodeId], layout: &crate::gms::LayoutFn) -> View {
-        View {
-            vid: 0,
-            members: ids.iter().copied().map(member).collect(),
-            subgroups: layout(ids, None).unwrap(),
-            joined: Vec::new(),
-            transfers: Vec::new(),
-            inadequate: None,
-            held: Vec::new(),
-        }
+        view_of(0, ids, layout)
     }
 
     #[test]
@@ -331,23 +300,6 @@ mod tests {
                 to: vec![1]
             }]
         );
-    }
-
-    /// One shard of every member; fewer than `n` members do not suffice.
-    fn one_shard_of_at_least(n: usize) -> crate::gms::LayoutFn {
-        Arc::new(move |ids: &[NodeId], _: Option<&View>| {
-            if ids.len() < n {
-                return Err(format!("need {n} members"));
-            }
-            Ok(vec![SubgroupSpec {
-                shards: vec![ShardSpec {
-                    senders: ids.to_vec(),
-                    members: ids.to_vec(),
-                    mode: Mode::Ordered,
-                    sizes: Sizes::from_profile(&SubgroupProfile::default()),
-                }],
-            }])
-        })
     }
 
     #[test]
