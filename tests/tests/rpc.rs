@@ -366,3 +366,18 @@ fn replica_state_crosses_an_inadequate_view_to_the_joiner_that_ends_it() {
     assert!(states.values().all(|s| *s == states[&0]), "{states:?}");
     drop(nodes_keepalive(groups));
 }
+
+/// The replicated type these tests use passes the library's own check for user types.
+#[test]
+fn the_test_type_passes_check_replicated() {
+    let updates: Vec<KvUpdate> = (0..20u8)
+        .map(|i| KvUpdate::Put(format!("k{}", i % 7), vec![i; usize::from(i)]))
+        .chain([KvUpdate::Echo(16)])
+        .collect();
+    let queries = [
+        KvQuery::Get("k3".into()),
+        KvQuery::Get("absent".into()),
+        KvQuery::Digest,
+    ];
+    derecho::testing::check_replicated(Kv::default, &updates, &queries).unwrap();
+}
