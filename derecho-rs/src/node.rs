@@ -38,6 +38,7 @@ use crate::NodeId;
 
 /// Errors of starting or running a member.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum GroupError {
     /// The configuration asks for something this build cannot do.
     #[error("configuration: {0}")]

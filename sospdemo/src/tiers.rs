@@ -411,15 +411,7 @@ struct Router {
 
 /// Whether an error means "try another member".
 fn member_gone(e: &RpcError) -> bool {
-    matches!(
-        e,
-        RpcError::PeerFailed { .. }
-            | RpcError::Removed { .. }
-            | RpcError::NotInView { .. }
-            | RpcError::NotMember { .. }
-            | RpcError::Timeout(_)
-            | RpcError::Group(_)
-    )
+    e.is_transient()
 }
 
 impl GroupCategorizers {

@@ -53,6 +53,7 @@ impl fmt::Display for Origin {
 /// Every variant names where the offending value came from ([`Origin`]) and, when there is one,
 /// the flat key (`SECTION/key` or `SUBGROUP/NAME/key`). Loading stops at the first error.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// A line of a configuration file is not valid INI syntax (no `=`, an unterminated quote, a
     /// key before any section header, an empty key, a malformed header).

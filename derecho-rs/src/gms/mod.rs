@@ -29,6 +29,7 @@ pub use wire::{GmsMessage, Refusal, WireError, PROTOCOL_VERSION};
 
 /// Errors of the membership protocol.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum GmsError {
     /// A socket operation failed.
     #[error("{context}: {source}")]

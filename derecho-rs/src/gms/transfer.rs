@@ -33,6 +33,7 @@ pub trait StateHooks: Send + Sync {
 
 /// Errors of a state transfer.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TransferError {
     /// A socket operation failed.
     #[error("state transfer {context}: {source}")]

@@ -79,6 +79,7 @@ pub enum GmsMessage {
 
 /// Errors of GMS framing.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WireError {
     /// The connection failed or closed.
     #[error("{0}")]

@@ -70,6 +70,7 @@ impl fmt::Display for PolicyLocation {
 /// caller waits for more members. Every other variant is a mistake in the policy, the config or
 /// the caller's bookkeeping, and retrying cannot fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum LayoutError {
     /// The view has too few members to give some shard its minimum. Recoverable: keep the
     /// previous assignment and allocate again when more members have joined.

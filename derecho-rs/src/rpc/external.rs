@@ -90,7 +90,7 @@ impl ExternalClient {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| RpcError::Group("no member to ask for the view".into())))
+        Err(last.unwrap_or(RpcError::NoMember))
     }
 
     fn request(
@@ -143,7 +143,7 @@ impl ExternalClient {
 fn fetch_info(addr: SocketAddr, limits: Limits, timeout: Duration) -> Result<GroupInfo, RpcError> {
     let conn = PeerConn::connect(CONTACT, addr, limits, timeout)?;
     let r = conn.call(Kind::GetView, &[], timeout)?;
-    conn.fail(RpcError::Group("done".into()));
+    conn.fail(RpcError::ShutDown);
     let bytes = r.map_err(|message| RpcError::Remote {
         node: CONTACT,
         message,

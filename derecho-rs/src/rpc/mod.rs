@@ -117,8 +117,10 @@ pub trait Replicated: Send + Sync + 'static {
 /// [`Replicated::query_task`]).
 pub type QueryTask<R> = Box<dyn FnOnce() -> R + Send>;
 
-/// Errors of the replicated-object API.
-#[derive(Debug, thiserror::Error)]
+/// Errors of the replicated-object API. Cloning is cheap (OS and group errors are shared), so
+/// one failure can be handed to every caller waiting on it.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RpcError {
     /// No type of this group is registered under the name or Rust type.
     #[error("the group has no replicated type {0}")]
@@ -200,11 +202,31 @@ pub enum RpcError {
         context: String,
         /// The OS error.
         #[source]
-        source: io::Error,
+        source: Arc<io::Error>,
     },
     /// The group layer failed (start-up, membership, this member stopped).
     #[error("group: {0}")]
-    Group(String),
+    Group(#[source] Arc<GroupError>),
+    /// This member (or this client) has shut down, or closed the connection the call used.
+    #[error("shut down")]
+    ShutDown,
+    /// No member could be asked (an external client with no address that answers).
+    #[error("no member answered")]
+    NoMember,
+    /// The types registered with the builder do not match the layout's.
+    #[error("the layout declares types {declared:?} but the group registers {registered:?}")]
+    TypesMismatch {
+        /// The layout's types, in order.
+        declared: Vec<String>,
+        /// The registered types, in order.
+        registered: Vec<String>,
+    },
+    /// One Rust type was registered under two names.
+    #[error("type `{name}` is registered twice; give each replicated type its own Rust type")]
+    DuplicateType {
+        /// The second name.
+        name: String,
+    },
     /// The layout policy does not fit the registered types.
     #[error("layout: {0}")]
     Layout(#[from] LayoutError),
@@ -212,59 +234,37 @@ pub enum RpcError {
 
 impl From<GroupError> for RpcError {
     fn from(e: GroupError) -> Self {
-        RpcError::Group(e.to_string())
+        RpcError::Group(Arc::new(e))
     }
 }
 
 impl RpcError {
-    /// An equal error (errors carrying an OS error keep its kind and text).
-    pub fn same(&self) -> RpcError {
+    /// Whether the call may succeed if made again, possibly to another member: the member it
+    /// went to failed, was removed or is not (or no longer) where the caller thought, no
+    /// answer came in time, or the group was between views. Errors of the request itself
+    /// (too large, unknown type, malformed), a remote error and this member having stopped
+    /// are not transient.
+    pub fn is_transient(&self) -> bool {
         match self {
-            RpcError::UnknownType(s) => RpcError::UnknownType(s.clone()),
-            RpcError::NoSuchSubgroup {
-                type_name,
-                index,
-                count,
-            } => RpcError::NoSuchSubgroup {
-                type_name: type_name.clone(),
-                index: *index,
-                count: *count,
-            },
-            RpcError::NotMember { node, subgroup } => RpcError::NotMember {
-                node: *node,
-                subgroup: *subgroup,
-            },
-            RpcError::NotInView { node } => RpcError::NotInView { node: *node },
-            RpcError::Removed { node } => RpcError::Removed { node: *node },
-            RpcError::PeerFailed { node, reason } => RpcError::PeerFailed {
-                node: *node,
-                reason: reason.clone(),
-            },
-            RpcError::TooLarge {
-                what,
-                len,
-                limit,
-                max,
-            } => RpcError::TooLarge {
-                what,
-                len: *len,
-                limit,
-                max: *max,
-            },
-            RpcError::Remote { node, message } => RpcError::Remote {
-                node: *node,
-                message: message.clone(),
-            },
-            RpcError::Timeout(d) => RpcError::Timeout(*d),
-            RpcError::Busy(s) => RpcError::Busy(s.clone()),
-            RpcError::Encode(s) => RpcError::Encode(s.clone()),
-            RpcError::Protocol(s) => RpcError::Protocol(s.clone()),
-            RpcError::Io { context, source } => RpcError::Io {
-                context: context.clone(),
-                source: io::Error::new(source.kind(), source.to_string()),
-            },
-            RpcError::Group(s) => RpcError::Group(s.clone()),
-            RpcError::Layout(e) => RpcError::Group(e.to_string()),
+            RpcError::PeerFailed { .. }
+            | RpcError::Removed { .. }
+            | RpcError::NotInView { .. }
+            | RpcError::NotMember { .. }
+            | RpcError::Timeout(_)
+            | RpcError::Busy(_) => true,
+            RpcError::Group(e) => matches!(
+                **e,
+                GroupError::Timeout(_) | GroupError::Inadequate(_) | GroupError::Multicast(_)
+            ),
+            _ => false,
+        }
+    }
+
+    /// A socket error while doing `context`.
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        RpcError::Io {
+            context: context.into(),
+            source: Arc::new(source),
         }
     }
 }
@@ -408,7 +408,7 @@ impl Inner {
         self.node
             .get()
             .and_then(Weak::upgrade)
-            .ok_or_else(|| RpcError::Group("this member has shut down".into()))
+            .ok_or(RpcError::ShutDown)
     }
 
     fn type_of_subgroup(&self, subgroup: usize) -> Option<&TypeEntry> {
@@ -661,7 +661,7 @@ impl Inner {
             };
             if self.node().is_err() {
                 pending.remove(&id);
-                return Err(RpcError::Group("this member has shut down".into()));
+                return Err(RpcError::ShutDown);
             }
         }
     }
@@ -848,16 +848,14 @@ impl GroupBuilder {
         };
         let declared: Vec<&str> = policy.types.iter().map(|t| t.name.as_str()).collect();
         if declared != names {
-            return Err(RpcError::Group(format!(
-                "the layout declares types {declared:?} but the group registers {names:?}"
-            )));
+            return Err(RpcError::TypesMismatch {
+                declared: declared.iter().map(|d| d.to_string()).collect(),
+                registered: names.iter().map(|n| n.to_string()).collect(),
+            });
         }
         for (i, t) in self.types.iter().enumerate() {
             if self.types[..i].iter().any(|u| u.1 == t.1) {
-                return Err(RpcError::Group(format!(
-                    "type `{}` is registered twice; give each replicated type its own Rust type",
-                    t.0
-                )));
+                return Err(RpcError::DuplicateType { name: t.0.clone() });
             }
         }
         let mut first = 0;
@@ -892,13 +890,13 @@ impl GroupBuilder {
         };
         let listener =
             TcpListener::bind(SocketAddr::new(d.local_ip, d.external_port)).map_err(|e| {
-                RpcError::Io {
-                    context: format!(
+                RpcError::io(
+                    format!(
                         "binding the P2P port {}:{} ([DERECHO] external_port)",
                         d.local_ip, d.external_port
                     ),
-                    source: e,
-                }
+                    e,
+                )
             })?;
         let (tx, rx) = mpsc::sync_channel(REPLY_QUEUE);
         let inner = Arc::new(Inner {
@@ -926,10 +924,7 @@ impl GroupBuilder {
         std::thread::Builder::new()
             .name(format!("rpc-replies-{}", d.local_id))
             .spawn(move || reply_sender(&w, &rx))
-            .map_err(|e| RpcError::Io {
-                context: "starting the reply sender".into(),
-                source: e,
-            })?;
+            .map_err(|e| RpcError::io("starting the reply sender", e))?;
         let layout = layout_from_policy(policy, &self.config)?;
         let (on_deliver, on_view) = (Arc::downgrade(&inner), Arc::downgrade(&inner));
         let node = GroupNode::start_hooks(
@@ -1285,3 +1280,29 @@ impl<R> Drop for ReplyMap<R> {
 
 /// Bytes of the multicast header an ordered update travels behind (for sizing profiles).
 pub const ORDERED_OVERHEAD: usize = HEADER_LEN + wire::ORDERED_HEADER;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_clone_with_their_cause_and_say_whether_to_retry() {
+        let io = RpcError::io(
+            "connecting",
+            io::Error::new(io::ErrorKind::ConnectionRefused, "refused"),
+        );
+        let copy = io.clone();
+        assert_eq!(copy.to_string(), io.to_string());
+        assert!(std::error::Error::source(&copy).is_some());
+        assert!(RpcError::Removed { node: 3 }.is_transient());
+        assert!(RpcError::from(GroupError::Timeout(Duration::from_secs(1))).is_transient());
+        assert!(!RpcError::from(GroupError::Stopped("removed".into())).is_transient());
+        assert!(!RpcError::TooLarge {
+            what: "update",
+            len: 2,
+            limit: "max_payload_size",
+            max: 1
+        }
+        .is_transient());
+    }
+}

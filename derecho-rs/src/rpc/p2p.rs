@@ -78,19 +78,15 @@ impl P2pServer {
         handler: Arc<dyn Handler>,
         limits: Limits,
     ) -> Result<Self, RpcError> {
-        let addr = listener.local_addr().map_err(|e| RpcError::Io {
-            context: "reading the P2P address".into(),
-            source: e,
-        })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| RpcError::io("reading the P2P address", e))?;
         let stop = Arc::new(AtomicBool::new(false));
         let s = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name(format!("p2p-{me}"))
             .spawn(move || accept_loop(&listener, &handler, limits, &s))
-            .map_err(|e| RpcError::Io {
-                context: "starting the P2P thread".into(),
-                source: e,
-            })?;
+            .map_err(|e| RpcError::io("starting the P2P thread", e))?;
         Ok(Self {
             stop,
             addr,
@@ -151,7 +147,7 @@ fn serve_conn(
 ) -> Result<(), RpcError> {
     let io = |context: &str| {
         let context = context.to_string();
-        move |source| RpcError::Io { context, source }
+        move |source| RpcError::io(context, source)
     };
     let _ = stream.set_nodelay(true);
     stream
@@ -263,7 +259,7 @@ impl PeerConn {
         let _ = stream.set_nodelay(true);
         let io = |context: &str| {
             let context = context.to_string();
-            move |source| RpcError::Io { context, source }
+            move |source| RpcError::io(context, source)
         };
         let mut w = BufWriter::new(stream.try_clone().map_err(io("cloning"))?);
         wire::write_hello(&mut w).map_err(io("sending the hello"))?;
@@ -339,13 +335,13 @@ impl PeerConn {
                 node: self.node,
                 reason: "connection closed".into(),
             },
-            RpcError::same,
+            RpcError::clone,
         )
     }
 
     fn check(&self) -> Result<(), RpcError> {
         match lock(&self.failed).as_ref() {
-            Some(e) => Err(e.same()),
+            Some(e) => Err(e.clone()),
             None => Ok(()),
         }
     }
@@ -425,7 +421,7 @@ impl PeerConn {
                 node: self.node,
                 reason: e.to_string(),
             };
-            self.fail(err.same());
+            self.fail(err.clone());
             err
         })
     }
