@@ -1,10 +1,12 @@
 //! A seeded simulation of a group through several view changes, on one thread.
 //!
 //! Every member runs the real multicast engine, SST, RDMC engines and change protocol over the
-//! sim fabric and virtual time; the driver here plays the view manager (it turns each member's
-//! outcome into the next view, sends the member's trimmed messages first in that view, and
-//! builds the view's multicast phase by phase) and the application (random senders). One
-//! `u64` seed draws everything:
+//! sim fabric and virtual time, and the view manager's real decisions: each member turns its
+//! outcome into the next view with [`derecho::gms::manager::after`] (which runs the layout,
+//! adequate or not), and joiners are admitted by [`derecho::gms::admission::admit`]. The driver
+//! here carries those decisions out (sends the member's trimmed messages first in the next
+//! view, builds the view's multicast phase by phase) and plays the application (random
+//! senders). One `u64` seed draws everything:
 //!
 //! * the **shape**: members (2–9), how many of them send, the window, the SMC slot size and the
 //!   RDMC block size (messages travel both ways), and how many view changes the run makes;
@@ -24,15 +26,15 @@
 //! happened, and running a seed twice must give the same hash.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use derecho::gms::admission::{admit, Admission};
 use derecho::gms::change::{JoinQueue, Outcome};
-use derecho::gms::MemberInfo;
+use derecho::gms::manager::{self, Step};
+use derecho::gms::{LayoutFn, MemberInfo, View, PROTOCOL_VERSION};
 use derecho::multicast::{
-    Mode, MulticastConfig, MulticastError, MulticastGroup, MulticastSpec, Resend, ShardSpec, Sizes,
-    SubgroupSpec,
+    Mode, MulticastConfig, MulticastError, MulticastGroup, Resend, ShardSpec, Sizes, SubgroupSpec,
 };
 use derecho_fabric::sim::{SimConfig, SimFabric, SimNet, SimRng};
 use derecho_fabric::Fabric;
@@ -165,11 +167,10 @@ struct Member {
     /// Trimmed messages the next view must take first, oldest first.
     owed: Vec<Resend>,
     next_serial: u64,
-    sends: bool,
 }
 
 impl Member {
-    fn new(id: u32, fabric: Arc<SimFabric>, log: Arc<Mutex<MemberLog>>, sends: bool) -> Self {
+    fn new(id: u32, fabric: Arc<SimFabric>, log: Arc<Mutex<MemberLog>>) -> Self {
         Self {
             id,
             fabric,
@@ -179,7 +180,6 @@ impl Member {
             group: None,
             owed: Vec::new(),
             next_serial: 0,
-            sends,
         }
     }
 }
@@ -264,6 +264,10 @@ struct Sim {
     /// Indexes into `all` of the current view's members, in rank order.
     view: Vec<usize>,
     vid: u64,
+    /// The current view, as every member of it computed it.
+    current: View,
+    /// Divides a membership into the one shard (see [`layout`]).
+    layout: LayoutFn,
     faults: Vec<Fault>,
     /// Members still in the group at the end.
     stayed: BTreeSet<u32>,
@@ -278,6 +282,8 @@ struct Sim {
     /// The first stability violation seen.
     unstable: Arc<Mutex<Option<String>>>,
     next_joiner: u32,
+    /// The liveness phase has begun: no more faults, set-up faults included.
+    calm: bool,
 }
 
 impl Sim {
@@ -288,11 +294,21 @@ impl Sim {
         let all = ids
             .iter()
             .zip(logs)
-            .map(|(&id, log)| Member::new(id, net.add_node(id), log, (id as usize) < shape.senders))
+            .map(|(&id, log)| Member::new(id, net.add_node(id), log))
             .collect();
+        let layout = layout(&shape);
+        // The shape never needs more members than the first view has.
+        let current = View {
+            vid: 0,
+            members: ids.iter().map(|&id| joiner_info(id)).collect(),
+            subgroups: layout(&ids, None).unwrap_or_default(),
+            ..View::default()
+        };
         Self {
             seed,
             view: (0..shape.members).collect(),
+            current,
+            layout,
             shape,
             rng,
             net,
@@ -306,6 +322,7 @@ impl Sim {
             registry: Arc::new(Mutex::new(Vec::new())),
             unstable: Arc::new(Mutex::new(None)),
             next_joiner: FIRST_JOINER,
+            calm: false,
         }
     }
 
@@ -334,6 +351,7 @@ impl Sim {
         // Liveness needs an adequate view: nodes join until there is one (each attempt is a
         // view change; a set-up fault may spoil one, so a few are allowed).
         // A view set up without some of its members ends by itself first.
+        self.calm = true;
         let mut attempts = 0;
         while !self.view.is_empty()
             && (!self.adequate() || self.view_starts_short())
@@ -417,7 +435,16 @@ impl Sim {
 
     /// Whether the current view provisions the shard.
     fn adequate(&self) -> bool {
-        self.view.len() >= self.shape.need
+        self.current.is_adequate()
+    }
+
+    /// Whether node `id` sends in the current view.
+    fn sends(&self, id: u32) -> bool {
+        self.current
+            .subgroups
+            .iter()
+            .flat_map(|s| &s.shards)
+            .any(|shard| shard.senders.contains(&id))
     }
 
     fn joiner_id(&mut self) -> u32 {
@@ -429,34 +456,6 @@ impl Sim {
     /// (nobody may block under simulation), with its change protocol, and has each member send
     /// what it owes first.
     fn build_view(&mut self) -> Result<(), String> {
-        let addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 1));
-        let ids: Vec<u32> = self.view.iter().map(|&i| self.all[i].id).collect();
-        // A shard needs a sender: when the last one is gone, the first member takes over.
-        if !self.view.iter().any(|&i| self.all[i].sends) {
-            if let Some(&i) = self.view.first() {
-                self.all[i].sends = true;
-            }
-        }
-        let senders: Vec<u32> = self
-            .view
-            .iter()
-            .filter(|&&i| self.all[i].sends)
-            .map(|&i| self.all[i].id)
-            .collect();
-        // An inadequate view has no subgroups, as the view manager installs it.
-        let subgroups = if self.adequate() {
-            vec![SubgroupSpec {
-                shards: vec![ShardSpec {
-                    members: ids.clone(),
-                    senders,
-                    mode: Mode::Ordered,
-                    sizes: self.shape.sizes.clone(),
-                }],
-            }]
-        } else {
-            Vec::new()
-        };
-        let members: Vec<(u32, SocketAddr)> = ids.iter().map(|&i| (i, addr)).collect();
         lock(&self.registry).clear();
         let mut prepared = Vec::new();
         let running: Vec<usize> = self
@@ -470,12 +469,11 @@ impl Sim {
             if self.dead.contains(&m.id) {
                 continue;
             }
-            let spec = MulticastSpec {
-                vid: self.vid,
-                members: members.clone(),
-                my_rank: rank,
-                subgroups: subgroups.clone(),
-            };
+            let spec = self
+                .current
+                .multicast_spec(m.id)
+                .ok_or_else(|| format!("view {}: node {} is not in it", self.vid, m.id))?;
+            debug_assert_eq!(spec.my_rank, rank);
             let log = Arc::clone(&m.log);
             let (registry, unstable, vid) = (
                 Arc::clone(&self.registry),
@@ -596,7 +594,7 @@ impl Sim {
     fn send_one(&mut self, silent: &BTreeSet<usize>) -> bool {
         let rank = self.rng.below(self.view.len() as u64) as usize;
         let i = self.view[rank];
-        if silent.contains(&rank) || !self.all[i].sends || !self.adequate() {
+        if silent.contains(&rank) || !self.sends(self.all[i].id) {
             return false;
         }
         let big = self.rng.below(5) == 0;
@@ -721,13 +719,11 @@ impl Sim {
                         silent.insert(*b);
                     }
                     Some(Fault::Join(ids)) => {
-                        let q = &self.all[self.view[0]].joins;
-                        lock(q).extend(ids.iter().map(|&id| joiner_info(id)));
+                        for &id in ids {
+                            self.ask_to_join(id)?;
+                        }
                     }
-                    Some(Fault::JoinThenLeaderCrash(id)) => {
-                        let q = &self.all[self.view[0]].joins;
-                        lock(q).push(joiner_info(*id));
-                    }
+                    Some(Fault::JoinThenLeaderCrash(id)) => self.ask_to_join(*id)?,
                     _ => {}
                 }
             }
@@ -771,6 +767,39 @@ impl Sim {
         self.next_view()
     }
 
+    /// Node `id` asks the highest-ranked member to join, follows its redirect to the leader,
+    /// and is queued there: the GMS port's own admission rules decide each step.
+    fn ask_to_join(&mut self, id: u32) -> Result<(), String> {
+        let joiner = joiner_info(id);
+        let mut asked = self.view.len() - 1;
+        for _ in 0..2 {
+            let me = self.all[self.view[asked]].id;
+            let queue = Arc::clone(&self.all[self.view[asked]].joins);
+            let decision = admit(
+                &self.current,
+                me,
+                PROTOCOL_VERSION,
+                &joiner,
+                &lock(&queue),
+                derecho::gms::MAX_PENDING_JOINS,
+            );
+            match decision {
+                Admission::Queue => {
+                    lock(&queue).push(joiner);
+                    return Ok(());
+                }
+                Admission::Redirect { leader, .. } => {
+                    asked = self
+                        .current
+                        .rank_of(leader.id)
+                        .ok_or("redirected to a node outside the view")?;
+                }
+                other => return Err(format!("node {id} was not admitted: {other:?}")),
+            }
+        }
+        Err(format!("node {id}: redirected twice"))
+    }
+
     fn crash(&mut self, rank: usize) {
         let id = self.all[self.view[rank]].id;
         self.net.crash(id);
@@ -778,12 +807,12 @@ impl Sim {
         self.failed.insert(id);
     }
 
-    /// Turns the outcomes into the next view. Every member that trimmed must have computed the
-    /// same membership (one membership per view id). Sometimes a member of the next view
-    /// crashes, or the network splits its members, before it is set up.
+    /// Turns the outcomes into the next view: each member decides with the view manager's own
+    /// rules, and every member that goes on must have computed the same next view (one
+    /// membership, and one layout, per view id). Sometimes a member of the next view crashes,
+    /// or the network splits its members, before it is set up.
     fn next_view(&mut self) -> Result<bool, String> {
-        let mut next: Option<(u32, Vec<u32>, Vec<u32>)> = None;
-        let ids: Vec<u32> = self.view.iter().map(|&k| self.all[k].id).collect();
+        let mut next: Option<(u32, View)> = None;
         for &i in &self.view.clone() {
             let m = &mut self.all[i];
             let Some(g) = m.group.take() else { continue };
@@ -792,47 +821,44 @@ impl Sim {
                 continue;
             }
             let outcome = lock(&m.outcome).take();
-            match outcome {
-                Some(Outcome::Trimmed {
-                    removed,
-                    joined,
-                    resend,
-                }) => {
-                    let joined: Vec<u32> = joined.iter().map(|j| j.id).collect();
-                    let mut members: Vec<u32> = ids
-                        .iter()
-                        .copied()
-                        .filter(|x| !removed.contains(x))
-                        .collect();
-                    members.extend(&joined);
-                    if let Some((who, theirs, _)) = &next {
-                        if *theirs != members {
+            let step = outcome
+                .as_ref()
+                .map(|o| manager::after(&self.current, m.id, o, &self.layout));
+            match (step, outcome) {
+                (Some(Step::Next { view, .. }), Some(Outcome::Trimmed { resend, .. })) => {
+                    if let Some((who, theirs)) = &next {
+                        if *theirs != view {
                             return Err(format!(
-                                "view {}: node {} installs {members:?}, node {who} installs {theirs:?}",
+                                "view {}: node {} installs {:?} ({}), node {who} installs {:?} ({})",
                                 self.vid + 1,
-                                m.id
+                                m.id,
+                                view.ids(),
+                                view.inadequate.as_deref().unwrap_or("adequate"),
+                                theirs.ids(),
+                                theirs.inadequate.as_deref().unwrap_or("adequate"),
                             ));
                         }
                     } else {
-                        next = Some((m.id, members.clone(), joined.clone()));
+                        next = Some((m.id, view));
                     }
-                    let earlier = std::mem::take(&mut m.owed);
-                    m.owed = resend;
-                    m.owed.extend(earlier);
-                    if !members.contains(&m.id) {
-                        self.failed.insert(m.id);
-                    }
+                    m.owed = manager::owed_after_trim(resend, std::mem::take(&mut m.owed));
                 }
-                Some(Outcome::Evicted | Outcome::Partitioned { .. }) | None => {
+                (step, outcome) => {
                     self.failed.insert(m.id);
-                    self.stops.push((m.id, self.vid, format!("{outcome:?}")));
+                    let why = match step {
+                        Some(Step::Stop(why)) => why,
+                        _ => format!("{outcome:?}"),
+                    };
+                    self.stops.push((m.id, self.vid, why));
                 }
             }
         }
-        let Some((_, members, joined)) = next else {
+        let Some((_, view)) = next else {
             self.view.clear();
             return Ok(false);
         };
+        let members = view.ids();
+        let joined = view.joined.clone();
         // The others cut off members they removed that still run (suspected while alive), as
         // the view manager does, so that these learn they are out and stop.
         for &i in &self.view {
@@ -864,10 +890,11 @@ impl Sim {
         // Joiners get a node and a log that starts with the view they join.
         for &id in &joined {
             let log = Arc::new(Mutex::new(MemberLog::new(id)));
-            self.all
-                .push(Member::new(id, self.net.add_node(id), log, true));
+            self.all.push(Member::new(id, self.net.add_node(id), log));
         }
         self.vid += 1;
+        assert_eq!(view.vid, self.vid, "views follow one another by one");
+        self.current = view;
         self.view = members
             .iter()
             .filter_map(|id| self.all.iter().position(|m| m.id == *id))
@@ -878,7 +905,7 @@ impl Sim {
             .copied()
             .filter(|id| !self.dead.contains(id))
             .collect();
-        if live.len() >= 2 && self.rng.below(5) == 0 {
+        if live.len() >= 2 && !self.calm && self.rng.below(5) == 0 {
             let fault = if self.rng.below(2) == 0 {
                 let id = live[self.rng.below(live.len() as u64) as usize];
                 self.net.crash(id);
@@ -992,6 +1019,40 @@ impl Sim {
         }
         None
     }
+}
+
+/// The layout of a shape: one ordered shard of every member, adequate with at least
+/// [`Shape::need`] members. The first `senders` nodes and every joiner send, and so does any
+/// member that sent in the previous view; if none would, the first member does.
+fn layout(shape: &Shape) -> LayoutFn {
+    let (need, natural, sizes) = (shape.need, shape.senders as u32, shape.sizes.clone());
+    Arc::new(move |ids: &[u32], previous: Option<&View>| {
+        if ids.len() < need {
+            return Err(format!("{} members, {need} needed", ids.len()));
+        }
+        let sent_before = |id: u32| {
+            previous
+                .and_then(|v| v.subgroups.first())
+                .and_then(|s| s.shards.first())
+                .is_some_and(|shard| shard.senders.contains(&id))
+        };
+        let mut senders: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|&id| id < natural || id >= FIRST_JOINER || sent_before(id))
+            .collect();
+        if senders.is_empty() {
+            senders = ids.iter().copied().take(1).collect();
+        }
+        Ok(vec![SubgroupSpec {
+            shards: vec![ShardSpec {
+                members: ids.to_vec(),
+                senders,
+                mode: Mode::Ordered,
+                sizes: sizes.clone(),
+            }],
+        }])
+    })
 }
 
 /// The address record of a simulated joiner (the sim fabric ignores addresses).
