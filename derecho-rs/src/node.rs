@@ -242,7 +242,26 @@ impl GroupNode {
         let bounds = Bounds::of(d);
         let stop = AtomicBool::new(false);
         let leads = d.local_ip == d.contact_ip && d.gms_port == d.contact_port;
-        let view = if leads {
+        // A contact node that restarts must not found a second group: it first asks the other
+        // nodes of `restart_leaders` whether a group runs, and joins it if one does.
+        let running = if leads {
+            let me_addr = SocketAddr::new(d.local_ip, d.gms_port);
+            let peers: Vec<SocketAddr> = d
+                .restart_leaders
+                .iter()
+                .zip(&d.restart_leader_ports)
+                .map(|(ip, port)| SocketAddr::new(*ip, *port))
+                .filter(|a| *a != me_addr)
+                .collect();
+            first_view::find_running(&peers)
+        } else {
+            None
+        };
+        let view = if let Some((leader, vid)) = running {
+            tracing::info!(id = d.local_id, %leader, vid,
+                "this contact node finds its group running and joins it");
+            first_view::join(leader, &me, &timeouts, &stop)?
+        } else if leads {
             tracing::info!(id = d.local_id, "starting a new group as its first leader");
             first_view::lead(&listener, me.clone(), &layout, &timeouts, &stop)?.view
         } else {

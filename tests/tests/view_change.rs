@@ -81,38 +81,42 @@ fn start_with_layout(
                 },
             );
             let layout = layout.clone();
-            std::thread::spawn(move || {
-                let log = Arc::new(Mutex::new(MemberLog::new(id)));
-                let (l1, l2) = (Arc::clone(&log), Arc::clone(&log));
-                let node = GroupNode::start_with(
-                    &cfg,
-                    layout(),
-                    Box::new(move |d| {
-                        l1.lock().unwrap().events.push(Event::Delivered {
-                            subgroup: d.subgroup as u32,
-                            shard: d.shard as u32,
-                            id: MessageId::read(d.payload).unwrap(),
-                            digest: digest(d.payload),
-                            seq: d.seq,
-                            stable: d.stable,
-                        });
-                    }),
-                    Some(Box::new(move |v| {
-                        l2.lock().unwrap().events.push(Event::View {
-                            vid: v.vid,
-                            members: v.ids(),
-                        });
-                    })),
-                )
-                .unwrap();
-                Member {
-                    node: Arc::new(node),
-                    log,
-                }
-            })
+            std::thread::spawn(move || start_member(&cfg, layout()))
         })
         .collect();
     handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+/// Starts one member from `cfg`, recording its views and deliveries.
+fn start_member(cfg: &Config, layout: LayoutFn) -> Member {
+    let id = cfg.derecho.local_id;
+    let log = Arc::new(Mutex::new(MemberLog::new(id)));
+    let (l1, l2) = (Arc::clone(&log), Arc::clone(&log));
+    let node = GroupNode::start_with(
+        cfg,
+        layout,
+        Box::new(move |d| {
+            l1.lock().unwrap().events.push(Event::Delivered {
+                subgroup: d.subgroup as u32,
+                shard: d.shard as u32,
+                id: MessageId::read(d.payload).unwrap(),
+                digest: digest(d.payload),
+                seq: d.seq,
+                stable: d.stable,
+            });
+        }),
+        Some(Box::new(move |v| {
+            l2.lock().unwrap().events.push(Event::View {
+                vid: v.vid,
+                members: v.ids(),
+            });
+        })),
+    )
+    .unwrap();
+    Member {
+        node: Arc::new(node),
+        log,
+    }
 }
 
 /// Sets the stop flag when dropped, so that streaming threads end even when an assertion of
@@ -543,4 +547,51 @@ fn waiting_members_replace_a_failed_leader_and_admit_joiners_through_the_new_one
         .complete_for([1, 2, 4, 5].into(), [0, 3].into())
         .check(&logs);
     assert!(report.ok(), "{report}");
+}
+
+/// Issue #14, hole 6: a contact node that crashed and restarted founded a new group (view 0)
+/// beside the one that went on without it. Told of another node of the group
+/// (`restart_leaders`), it now finds the group running and rejoins it.
+#[test]
+fn a_restarted_contact_node_rejoins_its_group_instead_of_founding_another() {
+    let contact = listen_port().unwrap();
+    let mut members = start_with_layout(contact, 0..3, || layout_min(3, 2));
+    members.sort_by_key(|m| m.node.id());
+    let first = members.remove(0);
+    first.node.abort();
+    drop(first);
+    for m in &members {
+        let v = m.node.wait_for_view(1, Duration::from_secs(20)).unwrap();
+        let mut ids = v.ids();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![1, 2]);
+    }
+    let view = members[0].node.view();
+    let peer = view.members[view.rank_of(1).unwrap()].gms_port;
+    let mut cfg = config(0, contact, contact);
+    cfg.derecho.restart_leaders = vec![cfg.derecho.local_ip; 2];
+    cfg.derecho.restart_leader_ports = vec![contact, peer];
+    // On its own thread: on the old code the node founds a group that needs three members and
+    // waits for joiners forever.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(start_member(&cfg, layout_min(3, 2)));
+    });
+    let restarted = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the restarted contact node did not join within 30 s");
+    let v = restarted.node.view();
+    assert!(v.vid >= 2, "it founded view {}", v.vid);
+    let mut ids = v.ids();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![0, 1, 2]);
+    for m in &members {
+        assert_eq!(
+            m.node
+                .wait_for_view(v.vid, Duration::from_secs(20))
+                .unwrap()
+                .ids(),
+            v.ids()
+        );
+    }
 }

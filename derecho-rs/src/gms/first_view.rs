@@ -217,6 +217,55 @@ fn prepare(
     failed
 }
 
+/// How long a contact node waits for an answer when it asks whether a group already runs.
+pub const PROBE_BOUND: Duration = Duration::from_secs(1);
+
+/// Asks each of `peers` (in parallel, bounded by [`PROBE_BOUND`]) whether a group is running
+/// there, and returns the GMS address of the running group's leader, if one answered. A contact
+/// node that restarts asks its configured peers first, so that it rejoins the group that went
+/// on without it instead of founding a second one. Peers that are still forming a group (or
+/// are down) do not answer and are not waited for longer than the bound.
+pub fn find_running(peers: &[SocketAddr]) -> Option<(SocketAddr, u64)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    for &peer in peers {
+        let tx = tx.clone();
+        // Detached on purpose: a probe that outlives the bound ends at its own timeouts.
+        std::thread::spawn(move || {
+            if let Some(found) = probe(peer) {
+                let _ = tx.send(found);
+            }
+        });
+    }
+    drop(tx);
+    let deadline = Instant::now() + PROBE_BOUND;
+    let mut best: Option<(SocketAddr, u64)> = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            // The most advanced view wins (a member that has not seen a change yet may name
+            // an old leader; its redirect still leads to the group).
+            Ok(found) => {
+                if best.is_none_or(|b| found.1 > b.1) {
+                    best = Some(found);
+                }
+            }
+            Err(_) => return best,
+        }
+    }
+}
+
+/// One probe: the leader's address and the view id, if `peer` runs a group.
+fn probe(peer: SocketAddr) -> Option<(SocketAddr, u64)> {
+    let mut s = TcpStream::connect_timeout(&peer, PROBE_BOUND).ok()?;
+    let _ = s.set_read_timeout(Some(PROBE_BOUND));
+    let _ = s.set_write_timeout(Some(PROBE_BOUND));
+    write_msg(&mut s, &GmsMessage::Probe).ok()?;
+    match read_msg(&mut s).ok()? {
+        GmsMessage::Running { vid, leader } => Some((leader, vid)),
+        _ => None,
+    }
+}
+
 /// Runs a joiner's side: asks `contact` (following redirects) to join and waits for a view
 /// that contains `me` to be committed.
 pub fn join(

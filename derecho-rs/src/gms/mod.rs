@@ -254,6 +254,17 @@ fn serve(listener: &TcpListener, shared: &Shared, stop: &AtomicBool) {
         };
         let (version, member) = match msg {
             GmsMessage::Join { version, member } => (version, member),
+            GmsMessage::Probe => {
+                let v = lock(&shared.view).clone();
+                if let Some(l) = v.leader() {
+                    let running = GmsMessage::Running {
+                        vid: v.vid,
+                        leader: l.gms_addr(),
+                    };
+                    let _ = wire::write_msg(&mut stream, &running);
+                }
+                continue;
+            }
             _ => {
                 tracing::warn!("ignored a GMS message that was not a join request");
                 continue;

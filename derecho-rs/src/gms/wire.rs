@@ -70,6 +70,15 @@ pub enum GmsMessage {
         /// The view to install.
         vid: u64,
     },
+    /// Is a group running here? (Asked by a contact node at start, before it founds one.)
+    Probe,
+    /// The answer of a running member to [`GmsMessage::Probe`].
+    Running {
+        /// Its view id.
+        vid: u64,
+        /// Where its leader's GMS port is.
+        leader: SocketAddr,
+    },
     /// Forget the prepared view; a new one follows (a joiner failed meanwhile).
     Abort {
         /// The abandoned view.
