@@ -37,11 +37,11 @@ pub(crate) struct RawSetting {
 /// Collects warnings: each one goes out through `tracing::warn!` and is kept for
 /// [`Config::warnings`](super::Config::warnings).
 #[derive(Debug, Default)]
-pub(crate) struct Warnings(pub Vec<String>);
+pub(crate) struct Warnings(pub(crate) Vec<String>);
 
 impl Warnings {
     /// Records and logs one warning.
-    pub fn push(&mut self, message: String) {
+    pub(crate) fn push(&mut self, message: String) {
         tracing::warn!(target: "derecho::config", "{message}");
         self.0.push(message);
     }

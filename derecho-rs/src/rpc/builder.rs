@@ -1,0 +1,181 @@
+//! [`GroupBuilder`]: registers replicated types and starts a member.
+
+use super::*;
+
+/// Builds a [`Group`]: the replicated types, the layout, the callbacks.
+pub struct GroupBuilder {
+    pub(super) config: Config,
+    pub(super) types: Vec<(String, TypeId, Factory)>,
+    pub(super) policy: Option<LayoutPolicy>,
+    pub(super) on_view: Option<ViewHandler>,
+    pub(super) timeout: Duration,
+}
+
+impl std::fmt::Debug for GroupBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupBuilder")
+            .field(
+                "types",
+                &self.types.iter().map(|t| &t.0).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl GroupBuilder {
+    /// A group of this node, configured by `config`.
+    pub fn new(config: &Config) -> Self {
+        Self {
+            config: config.clone(),
+            types: Vec::new(),
+            policy: None,
+            on_view: None,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Registers replicated type `T` under `name` (the layout's type name); `factory` makes a
+    /// fresh replica for subgroup `index` of the type.
+    pub fn replicated<T: Replicated>(
+        mut self,
+        name: &str,
+        factory: impl Fn(usize) -> T + Send + Sync + 'static,
+    ) -> Self {
+        let f: Factory = Box::new(move |i| Arc::new(Holder(RwLock::new(factory(i)))));
+        self.types.push((name.to_string(), TypeId::of::<T>(), f));
+        self
+    }
+
+    /// The layout (default: the configuration's `[LAYOUT]` JSON layout applied to the types
+    /// in registration order). Its types must be the registered ones, in the same order.
+    pub fn layout(mut self, policy: LayoutPolicy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// A callback for every installed view.
+    pub fn on_view(mut self, h: impl FnMut(&View) + Send + 'static) -> Self {
+        self.on_view = Some(Box::new(h));
+        self
+    }
+
+    /// How long calls wait for answers (default 60 s).
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    /// Joins or starts the group and returns once this node is in an installed view.
+    pub fn start(self) -> Result<Group, RpcError> {
+        let names: Vec<&str> = self.types.iter().map(|t| t.0.as_str()).collect();
+        let policy = match self.policy {
+            Some(p) => p,
+            None => LayoutPolicy::from_config(&self.config, &names)?,
+        };
+        let declared: Vec<&str> = policy.types.iter().map(|t| t.name.as_str()).collect();
+        if declared != names {
+            return Err(RpcError::TypesMismatch {
+                declared: declared.iter().map(|d| d.to_string()).collect(),
+                registered: names.iter().map(|n| n.to_string()).collect(),
+            });
+        }
+        for (i, t) in self.types.iter().enumerate() {
+            if self.types[..i].iter().any(|u| u.1 == t.1) {
+                return Err(RpcError::DuplicateType { name: t.0.clone() });
+            }
+        }
+        let mut first = 0;
+        let mut max_reply = Vec::new();
+        let mut types = Vec::with_capacity(self.types.len());
+        for ((name, type_id, factory), ty) in self.types.into_iter().zip(&policy.types) {
+            let count = ty.subgroups.len();
+            for sg in &ty.subgroups {
+                let m = sg
+                    .shards
+                    .iter()
+                    .filter_map(|s| self.config.profile(&s.profile))
+                    .map(|p| usize::try_from(p.max_reply_payload_size).unwrap_or(usize::MAX))
+                    .max()
+                    .unwrap_or(usize::MAX);
+                max_reply.push(m);
+            }
+            types.push(TypeEntry {
+                name,
+                type_id,
+                factory,
+                first,
+                count,
+            });
+            first += count;
+        }
+        let d = &self.config.derecho;
+        let limits = Limits {
+            request: usize::try_from(d.max_p2p_request_payload_size).unwrap_or(usize::MAX),
+            reply: usize::try_from(d.max_p2p_reply_payload_size).unwrap_or(usize::MAX),
+            window: d.p2p_window_size.max(1) as usize,
+        };
+        let listener =
+            TcpListener::bind(SocketAddr::new(d.local_ip, d.external_port)).map_err(|e| {
+                RpcError::io(
+                    format!(
+                        "binding the P2P port {}:{} ([DERECHO] external_port)",
+                        d.local_ip, d.external_port
+                    ),
+                    e,
+                )
+            })?;
+        let (tx, rx) = mpsc::sync_channel(REPLY_QUEUE);
+        let inner = Arc::new(Inner {
+            me: d.local_id,
+            types,
+            replicas: RwLock::new(HashMap::new()),
+            view: RwLock::new(View::default()),
+            pending: Mutex::new(HashMap::new()),
+            replied: Condvar::new(),
+            next_id: AtomicU64::new(1),
+            peers: Peers::new(limits),
+            replies_out: tx,
+            max_reply,
+            timeout: self.timeout,
+            node: OnceLock::new(),
+            on_view: Mutex::new(self.on_view),
+        });
+        let server = P2pServer::start(
+            listener,
+            d.local_id,
+            Arc::new(Served(Arc::downgrade(&inner))),
+            limits,
+        )?;
+        let w = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name(format!("rpc-replies-{}", d.local_id))
+            .spawn(move || reply_sender(&w, &rx))
+            .map_err(|e| RpcError::io("starting the reply sender", e))?;
+        let layout = layout_from_policy(policy, &self.config)?;
+        let (on_deliver, on_view) = (Arc::downgrade(&inner), Arc::downgrade(&inner));
+        let node = GroupNode::start_hooks(
+            &self.config,
+            layout,
+            Box::new(move |d| {
+                if let Some(i) = on_deliver.upgrade() {
+                    i.delivered(&d);
+                }
+            }),
+            Hooks {
+                on_view: Some(Box::new(move |v| {
+                    if let Some(i) = on_view.upgrade() {
+                        i.view_installed(v);
+                    }
+                })),
+                state: Some(Arc::new(States(Arc::downgrade(&inner)))),
+            },
+        )?;
+        let node = Arc::new(node);
+        let _ = inner.node.set(Arc::downgrade(&node));
+        Ok(Group {
+            inner,
+            node,
+            server: Mutex::new(server),
+        })
+    }
+}

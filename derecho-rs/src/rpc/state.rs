@@ -1,0 +1,425 @@
+//! What a member's replicated-object layer shares between its threads: the replicas, the
+//! calls waiting for replies, the view upcall, delivery, P2P serving and state transfer.
+
+use super::*;
+
+pub(super) struct TypeEntry {
+    pub(super) name: String,
+    pub(super) type_id: TypeId,
+    pub(super) factory: Factory,
+    pub(super) first: usize,
+    pub(super) count: usize,
+}
+
+pub(super) struct Replica {
+    pub(super) obj: Arc<dyn Erased>,
+    pub(super) shard: Option<usize>,
+    pub(super) loaded: bool,
+}
+
+/// One member's replies to an ordered request, as they arrive.
+pub(super) struct Pending {
+    pub(super) expected: Option<Vec<NodeId>>,
+    pub(super) replies: BTreeMap<NodeId, Result<Vec<u8>, RpcError>>,
+}
+
+/// A reply this member owes a caller.
+pub(super) struct OutReply {
+    pub(super) caller: NodeId,
+    pub(super) id: u64,
+    pub(super) result: Result<Vec<u8>, String>,
+}
+
+/// Most ordered requests of one member waiting for replies.
+pub const MAX_PENDING: usize = 1 << 16;
+/// Most replies queued for sending.
+pub(super) const REPLY_QUEUE: usize = 4096;
+
+pub(super) struct Inner {
+    pub(super) me: NodeId,
+    pub(super) types: Vec<TypeEntry>,
+    pub(super) replicas: RwLock<HashMap<usize, Replica>>,
+    pub(super) view: RwLock<View>,
+    pub(super) pending: Mutex<HashMap<u64, Pending>>,
+    pub(super) replied: Condvar,
+    pub(super) next_id: AtomicU64,
+    pub(super) peers: Peers,
+    pub(super) replies_out: SyncSender<OutReply>,
+    pub(super) max_reply: Vec<usize>,
+    pub(super) timeout: Duration,
+    pub(super) node: OnceLock<Weak<GroupNode>>,
+    pub(super) on_view: Mutex<Option<ViewHandler>>,
+}
+
+impl Inner {
+    pub(super) fn node(&self) -> Result<Arc<GroupNode>, RpcError> {
+        self.node
+            .get()
+            .and_then(Weak::upgrade)
+            .ok_or(RpcError::ShutDown)
+    }
+
+    pub(super) fn type_of_subgroup(&self, subgroup: usize) -> Option<&TypeEntry> {
+        self.types
+            .iter()
+            .find(|t| (t.first..t.first + t.count).contains(&subgroup))
+    }
+
+    pub(super) fn create(&self, subgroup: usize) -> Option<Arc<dyn Erased>> {
+        let t = self.type_of_subgroup(subgroup)?;
+        Some((t.factory)(subgroup - t.first))
+    }
+
+    pub(super) fn info(&self) -> GroupInfo {
+        GroupInfo {
+            view: read(&self.view).clone(),
+            types: self
+                .types
+                .iter()
+                .map(|t| TypeInfo {
+                    name: t.name.clone(),
+                    first_subgroup: t.first,
+                    subgroups: t.count,
+                })
+                .collect(),
+        }
+    }
+
+    /// Called for every installed view before anything of it is delivered.
+    pub(super) fn view_installed(&self, v: &View) {
+        *write(&self.view) = v.clone();
+        // An inadequate view has no shards: the replicas stay as they are (their state is what
+        // the next adequate view transfers to newcomers).
+        if v.is_adequate() {
+            let mut replicas = write(&self.replicas);
+            for t in &self.types {
+                for sg in t.first..t.first + t.count {
+                    match v.shard_of(sg, self.me) {
+                        Some((shard, _)) => {
+                            let keep = replicas
+                                .get(&sg)
+                                .is_some_and(|r| r.loaded || r.shard.is_none_or(|s| s == shard));
+                            if !keep {
+                                if let Some(obj) = self.create(sg) {
+                                    replicas.insert(
+                                        sg,
+                                        Replica {
+                                            obj,
+                                            shard: None,
+                                            loaded: false,
+                                        },
+                                    );
+                                }
+                            }
+                            if let Some(r) = replicas.get_mut(&sg) {
+                                r.shard = Some(shard);
+                                r.loaded = false;
+                            }
+                        }
+                        None => {
+                            replicas.remove(&sg);
+                        }
+                    }
+                }
+            }
+        }
+        {
+            let mut pending = lock(&self.pending);
+            for p in pending.values_mut() {
+                if let Some(expected) = &p.expected {
+                    for &m in expected {
+                        if v.rank_of(m).is_none() && !p.replies.contains_key(&m) {
+                            p.replies.insert(m, Err(RpcError::Removed { node: m }));
+                        }
+                    }
+                }
+            }
+        }
+        self.replied.notify_all();
+        self.peers.retain(
+            |n| v.rank_of(n).is_some(),
+            |n| RpcError::Removed { node: n },
+        );
+        if let Some(h) = lock(&self.on_view).as_mut() {
+            h(v);
+        }
+    }
+
+    /// Called on the core loop for every delivered message.
+    pub(super) fn delivered(&self, d: &Delivery<'_>) {
+        if d.flags & wire::RPC_FLAG == 0 {
+            return;
+        }
+        let Some((id, caller, body)) = wire::parse_ordered(d.payload) else {
+            tracing::warn!(
+                subgroup = d.subgroup,
+                sender = d.sender,
+                "ignored a malformed ordered RPC"
+            );
+            return;
+        };
+        let replica = read(&self.replicas)
+            .get(&d.subgroup)
+            .map(|r| Arc::clone(&r.obj));
+        let mut result = match replica {
+            Some(obj) => obj.apply(body),
+            None => Err(format!(
+                "node {} holds no replica of subgroup {}",
+                self.me, d.subgroup
+            )),
+        };
+        let max = self
+            .max_reply
+            .get(d.subgroup)
+            .copied()
+            .unwrap_or(usize::MAX);
+        if let Ok(r) = &result {
+            if r.len() > max {
+                result = Err(format!(
+                    "the reply of {} bytes exceeds max_reply_payload_size = {max} bytes",
+                    r.len()
+                ));
+            }
+        }
+        if caller == self.me {
+            let members = read(&self.view)
+                .subgroups
+                .get(d.subgroup)
+                .and_then(|s| s.shards.get(d.shard))
+                .map(|s| s.members.clone())
+                .unwrap_or_default();
+            let mut pending = lock(&self.pending);
+            if let Some(p) = pending.get_mut(&id) {
+                p.expected = Some(members);
+                p.replies.insert(
+                    self.me,
+                    result.map_err(|message| RpcError::Remote {
+                        node: self.me,
+                        message,
+                    }),
+                );
+            }
+            drop(pending);
+            self.replied.notify_all();
+        } else {
+            match self.replies_out.try_send(OutReply { caller, id, result }) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    tracing::warn!(caller, "dropped an RPC reply: {REPLY_QUEUE} are queued")
+                }
+                Err(TrySendError::Disconnected(_)) => {}
+            }
+        }
+    }
+
+    pub(super) fn record_reply(&self, id: u64, from: NodeId, result: Result<Vec<u8>, String>) {
+        let mut pending = lock(&self.pending);
+        if let Some(p) = pending.get_mut(&id) {
+            p.replies.insert(
+                from,
+                result.map_err(|message| RpcError::Remote {
+                    node: from,
+                    message,
+                }),
+            );
+        }
+        drop(pending);
+        self.replied.notify_all();
+    }
+
+    /// Multicasts an encoded update in `subgroup`; returns the request id to wait on.
+    pub(super) fn ordered_send_raw(&self, subgroup: usize, body: &[u8]) -> Result<u64, RpcError> {
+        let max_payload = {
+            let v = read(&self.view);
+            let (shard, _) = v.shard_of(subgroup, self.me).ok_or(RpcError::NotMember {
+                node: self.me,
+                subgroup,
+            })?;
+            v.subgroups[subgroup].shards[shard].sizes.max_payload
+        };
+        let len = wire::ORDERED_HEADER + body.len();
+        if len > max_payload {
+            return Err(RpcError::TooLarge {
+                what: "an ordered update",
+                len,
+                limit: "max_payload_size",
+                max: max_payload,
+            });
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut pending = lock(&self.pending);
+            if pending.len() >= MAX_PENDING {
+                return Err(RpcError::Busy(format!(
+                    "{MAX_PENDING} ordered requests wait for replies"
+                )));
+            }
+            pending.insert(
+                id,
+                Pending {
+                    expected: None,
+                    replies: BTreeMap::new(),
+                },
+            );
+        }
+        let mut payload = Vec::with_capacity(len);
+        payload.extend_from_slice(&wire::ordered_header(id, self.me));
+        payload.extend_from_slice(body);
+        let sent = self
+            .node()
+            .and_then(|n| Ok(n.send_flags(subgroup, &payload, wire::RPC_FLAG, self.timeout)?));
+        if let Err(e) = sent {
+            lock(&self.pending).remove(&id);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Waits until every member the request went to has replied or was removed.
+    pub(super) fn wait_replies(
+        &self,
+        id: u64,
+        timeout: Duration,
+    ) -> Result<BTreeMap<NodeId, Result<Vec<u8>, RpcError>>, RpcError> {
+        let deadline = Instant::now() + timeout;
+        let mut pending = lock(&self.pending);
+        loop {
+            let done = match pending.get(&id) {
+                None => return Err(RpcError::Protocol("unknown request".into())),
+                Some(p) => p
+                    .expected
+                    .as_ref()
+                    .is_some_and(|e| e.iter().all(|m| p.replies.contains_key(m))),
+            };
+            if done {
+                let p = pending.remove(&id).map(|p| p.replies).unwrap_or_default();
+                return Ok(p);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                pending.remove(&id);
+                return Err(RpcError::Timeout(timeout));
+            }
+            pending = match self
+                .replied
+                .wait_timeout(pending, left.min(Duration::from_millis(500)))
+            {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+            if self.node().is_err() {
+                pending.remove(&id);
+                return Err(RpcError::ShutDown);
+            }
+        }
+    }
+
+    pub(super) fn query_local(&self, subgroup: usize, body: &[u8]) -> Result<Vec<u8>, String> {
+        let replica = read(&self.replicas)
+            .get(&subgroup)
+            .map(|r| Arc::clone(&r.obj));
+        match replica {
+            Some(obj) => obj.query(body),
+            None => Err(format!(
+                "node {} holds no replica of subgroup {subgroup}",
+                self.me
+            )),
+        }
+    }
+}
+
+pub(super) struct Served(pub(super) Weak<Inner>);
+
+impl Served {
+    pub(super) fn inner(&self) -> Result<Arc<Inner>, String> {
+        self.0
+            .upgrade()
+            .ok_or_else(|| "the member is shutting down".to_string())
+    }
+}
+
+impl Handler for Served {
+    fn query(&self, subgroup: usize, body: &[u8]) -> Result<Vec<u8>, String> {
+        self.inner()?.query_local(subgroup, body)
+    }
+
+    fn relay(&self, subgroup: usize, body: &[u8]) -> Result<Vec<u8>, String> {
+        let inner = self.inner()?;
+        let id = inner
+            .ordered_send_raw(subgroup, body)
+            .map_err(|e| e.to_string())?;
+        let replies = inner
+            .wait_replies(id, inner.timeout)
+            .map_err(|e| e.to_string())?;
+        let flat: Vec<(NodeId, Result<Vec<u8>, String>)> = replies
+            .into_iter()
+            .map(|(n, r)| (n, r.map_err(|e| e.to_string())))
+            .collect();
+        wire::encode(&flat).map_err(|e| e.to_string())
+    }
+
+    fn get_view(&self) -> Result<Vec<u8>, String> {
+        serde_json::to_vec(&self.inner()?.info()).map_err(|e| e.to_string())
+    }
+
+    fn ordered_reply(&self, id: u64, from: NodeId, result: Result<Vec<u8>, String>) {
+        if let Ok(i) = self.inner() {
+            i.record_reply(id, from, result);
+        }
+    }
+}
+
+pub(super) struct States(pub(super) Weak<Inner>);
+
+impl StateHooks for States {
+    fn save_state(&self, subgroup: usize, out: &mut dyn Write) -> io::Result<()> {
+        let inner = self.0.upgrade().ok_or(io::ErrorKind::BrokenPipe)?;
+        let replica = read(&inner.replicas)
+            .get(&subgroup)
+            .map(|r| Arc::clone(&r.obj));
+        match replica {
+            Some(obj) => obj.save(out),
+            None => Err(io::Error::other(format!(
+                "no replica of subgroup {subgroup} to send"
+            ))),
+        }
+    }
+
+    fn load_state(&self, subgroup: usize, input: &mut dyn Read) -> io::Result<()> {
+        let inner = self.0.upgrade().ok_or(io::ErrorKind::BrokenPipe)?;
+        let obj = inner
+            .create(subgroup)
+            .ok_or_else(|| io::Error::other(format!("subgroup {subgroup} has no type")))?;
+        obj.load(input)?;
+        write(&inner.replicas).insert(
+            subgroup,
+            Replica {
+                obj,
+                shard: None,
+                loaded: true,
+            },
+        );
+        Ok(())
+    }
+}
+
+pub(super) fn reply_sender(inner: &Weak<Inner>, rx: &Receiver<OutReply>) {
+    while let Ok(r) = rx.recv() {
+        let Some(i) = inner.upgrade() else { return };
+        let addr = read(&i.view)
+            .members
+            .iter()
+            .find(|m| m.id == r.caller)
+            .map(|m| SocketAddr::new(m.ip, m.external_port));
+        let Some(addr) = addr else { continue };
+        let (status, body) = wire::status_parts(&r.result);
+        let me = i.me.to_le_bytes();
+        let sent = i
+            .peers
+            .get(r.caller, addr)
+            .and_then(|c| c.send_oneway(Kind::OrderedReply, r.id, &[&me, &status, body]));
+        if let Err(e) = sent {
+            tracing::warn!(caller = r.caller, error = %e, "an RPC reply could not be sent");
+        }
+    }
+}
