@@ -312,3 +312,92 @@ pub fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((p / 100.0) * (v.len() - 1) as f64).round() as usize]
 }
+
+/// First bytes of a result line sent to rank 0 (see [`report`]).
+const GATHER_MAGIC: &[u8; 4] = b"DRGA";
+
+/// How long rank 0 waits for every rank's line, and a rank for rank 0 to take it.
+const GATHER_BOUND: Duration = Duration::from_secs(120);
+
+/// Prints this member's result line. When a cluster launcher started the members
+/// (`DERECHO/launcher`), rank 0 gathers every rank's line instead, once its own member has
+/// left the group, on its GMS port (free by then), and prints them in rank order followed by
+/// `gathered=<n> of <size>`; the other ranks send theirs there and print nothing.
+pub fn report(config: &derecho::config::Config, line: &str) -> Result<(), String> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    let Some(l) = config.launched else {
+        println!("{line}");
+        return Ok(());
+    };
+    let d = &config.derecho;
+    let at = SocketAddr::new(d.contact_ip, d.contact_port);
+    let deadline = Instant::now() + GATHER_BOUND;
+    if l.rank != 0 {
+        // Rank 0's GMS service may still run and drop the line unanswered: only its "ok"
+        // means the line arrived.
+        loop {
+            let sent = TcpStream::connect_timeout(&at, Duration::from_secs(1)).and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                s.write_all(GATHER_MAGIC)?;
+                s.write_all(format!("{} {line}\n", l.rank).as_bytes())?;
+                let mut ok = [0u8; 2];
+                s.read_exact(&mut ok)?;
+                Ok(&ok == b"ok")
+            });
+            if matches!(sent, Ok(true)) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "rank 0 at {at} did not take the result within {GATHER_BOUND:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let listener = TcpListener::bind(SocketAddr::new(d.local_ip, d.contact_port))
+        .map_err(|e| format!("gathering results on {at}: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("gathering results: {e}"))?;
+    let mut lines = vec![None; l.size as usize];
+    lines[0] = Some(line.to_string());
+    while lines.iter().any(Option::is_none) && Instant::now() < deadline {
+        let mut s = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+        };
+        let _ = s.set_nonblocking(false);
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut magic = [0u8; 4];
+        let mut text = String::new();
+        let got = s.read_exact(&mut magic).is_ok()
+            && &magic == GATHER_MAGIC
+            && BufReader::new((&s).take(4096)).read_line(&mut text).is_ok();
+        let parsed = text
+            .trim_end()
+            .split_once(' ')
+            .and_then(|(r, rest)| Some((r.parse::<usize>().ok()?, rest.to_string())));
+        if let (true, Some((rank, rest))) = (got, parsed) {
+            if let Some(slot) = lines.get_mut(rank) {
+                *slot = Some(rest);
+                let _ = s.write_all(b"ok");
+            }
+        }
+    }
+    let gathered = lines.iter().filter(|x| x.is_some()).count();
+    for (rank, text) in lines.iter().enumerate() {
+        if let Some(text) = text {
+            println!("rank={rank} {text}");
+        }
+    }
+    println!("gathered={gathered} of {}", l.size);
+    if gathered < lines.len() {
+        return Err(format!("{} ranks sent no result", lines.len() - gathered));
+    }
+    Ok(())
+}

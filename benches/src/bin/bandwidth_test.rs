@@ -6,13 +6,13 @@
 
 use std::process::ExitCode;
 
-use benches::group_bench::{cpu_seconds, parse_args, run};
+use benches::group_bench::{cpu_seconds, parse_args, report, run};
 
 fn main() -> ExitCode {
     let outcome = parse_args(std::env::args().skip(1)).and_then(|a| run(&a, false).map(|o| (a, o)));
     match outcome {
         Ok((a, o)) => {
-            println!(
+            let line = format!(
                 "result node={} delivered={} bytes={} secs={:.6} gbps={:.4} msgs_per_s={:.0} cpu_s={:.3}",
                 a.config.derecho.local_id,
                 o.delivered,
@@ -22,6 +22,10 @@ fn main() -> ExitCode {
                 o.delivered as f64 / o.secs,
                 cpu_seconds()
             );
+            if let Err(e) = report(&a.config, &line) {
+                eprintln!("bandwidth_test: {e}");
+                return ExitCode::FAILURE;
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use benches::group_bench::{cpu_seconds, parse_args, pct, run};
+use benches::group_bench::{cpu_seconds, parse_args, pct, report, run};
 
 fn main() -> ExitCode {
     let outcome = parse_args(std::env::args().skip(1)).and_then(|a| run(&a, true).map(|o| (a, o)));
@@ -15,7 +15,7 @@ fn main() -> ExitCode {
             } else {
                 o.latencies.iter().sum::<f64>() / o.latencies.len() as f64
             };
-            println!(
+            let line = format!(
                 "result node={} delivered={} bytes={} secs={:.6} samples={} lat_mean_us={:.1} lat_p50_us={:.1} lat_p99_us={:.1} cpu_s={:.3}",
                 a.config.derecho.local_id,
                 o.delivered,
@@ -27,6 +27,10 @@ fn main() -> ExitCode {
                 pct(&mut o.latencies, 99.0),
                 cpu_seconds()
             );
+            if let Err(e) = report(&a.config, &line) {
+                eprintln!("latency_test: {e}");
+                return ExitCode::FAILURE;
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

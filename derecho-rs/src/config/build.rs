@@ -110,6 +110,7 @@ pub(crate) fn build(
         logger,
         layout,
         subgroups,
+        launched: None,
         raw: known,
         extra,
         warnings: warnings.0,

@@ -7,7 +7,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::sections::{nonzero_u32, unknown, Section, MIN_REPLY_PAYLOAD_SIZE};
 use super::value::{
-    join_list, parse_bool, parse_ip, parse_list, parse_port, parse_u32, parse_u64, Problem,
+    join_list, parse_bool, parse_enum, parse_ip, parse_list, parse_port, parse_u32, parse_u64,
+    Launcher, Problem,
 };
 
 /// `[DERECHO]`: identity, addresses, ports, timing and P2P limits of this node.
@@ -67,6 +68,13 @@ pub struct DerechoSection {
     pub max_p2p_reply_payload_size: u64,
     /// `p2p_window_size`: outstanding P2P requests per peer; at least 1. Default 16.
     pub p2p_window_size: u32,
+    /// `launcher` (ours, not in the original): `none|mpi|slurm`. With `mpi` or `slurm` the
+    /// node id, the ports and (for Slurm) the contact come from the launcher's environment
+    /// when the configuration is loaded: `local_id` becomes the rank, every port of this node
+    /// (`gms_port`, `sst_port`, `rdmc_port`, `state_transfer_port`, `external_port`) is
+    /// offset by the rank on this host, so that several ranks can share one host, and Slurm's
+    /// first host becomes `contact_ip`. Default `none`.
+    pub launcher: Launcher,
     /// `join_timeout_ms` (ours, not in the original): how long a joining node waits for a view that admits it (the first view forms only once enough nodes have joined). Default 600000.
     pub join_timeout_ms: u32,
     /// `join_ack_timeout_ms` (ours, not in the original): how long a leader waits for each joiner to acknowledge a prepared view before leaving it out. Default 10000.
@@ -113,6 +121,7 @@ impl Default for DerechoSection {
             max_p2p_request_payload_size: 10240,
             max_p2p_reply_payload_size: 10240,
             p2p_window_size: 16,
+            launcher: Launcher::None,
             join_timeout_ms: 600000,
             join_ack_timeout_ms: 10000,
             gms_handshake_timeout_ms: 5000,
@@ -167,6 +176,7 @@ impl Section for DerechoSection {
         "max_p2p_request_payload_size",
         "max_p2p_reply_payload_size",
         "p2p_window_size",
+        "launcher",
         "join_timeout_ms",
         "join_ack_timeout_ms",
         "gms_handshake_timeout_ms",
@@ -213,6 +223,7 @@ impl Section for DerechoSection {
                 self.max_p2p_reply_payload_size = n;
             }
             "p2p_window_size" => self.p2p_window_size = nonzero_u32(v, "the P2P window")?,
+            "launcher" => self.launcher = parse_enum(v)?,
             "join_timeout_ms" => self.join_timeout_ms = nonzero_u32(v, "join_timeout_ms")?,
             "join_ack_timeout_ms" => {
                 self.join_ack_timeout_ms = nonzero_u32(v, "join_ack_timeout_ms")?
@@ -284,6 +295,7 @@ impl Section for DerechoSection {
                 self.max_p2p_reply_payload_size.to_string(),
             ),
             ("p2p_window_size", self.p2p_window_size.to_string()),
+            ("launcher", self.launcher.to_string()),
             ("join_timeout_ms", self.join_timeout_ms.to_string()),
             ("join_ack_timeout_ms", self.join_ack_timeout_ms.to_string()),
             (

@@ -155,6 +155,16 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// `DERECHO/launcher` names a launcher whose environment is missing or malformed.
+    #[error("key `DERECHO/launcher` = {launcher}: environment variable {variable}: {reason}")]
+    Launcher {
+        /// The launcher named.
+        launcher: &'static str,
+        /// The variable that is missing or malformed.
+        variable: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A configuration file that was named explicitly (by the caller or by an environment
     /// variable) does not exist or cannot be read.
     #[error("cannot read {role} `{}` ({named_by}): {source}", .path.display())]
@@ -191,7 +201,7 @@ impl ConfigError {
             | ConfigError::AliasConflict { at, .. }
             | ConfigError::InvalidJson { at, .. }
             | ConfigError::LayoutFileUnreadable { at, .. } => Some(at),
-            ConfigError::FileUnreadable { .. } => None,
+            ConfigError::FileUnreadable { .. } | ConfigError::Launcher { .. } => None,
         }
     }
 }

@@ -187,7 +187,9 @@ impl ConfigLoader {
             )?);
         }
         merged.extend(normalize(overrides, &self.extra_sections, &mut warnings)?);
-        build(merged, warnings, &self.cwd, app_args)
+        let mut config = build(merged, warnings, &self.cwd, app_args)?;
+        super::launcher::apply(&mut config, &*self.env)?;
+        Ok(config)
     }
 
     /// Picks a file: explicit, else from the environment, else the implicit one if it exists.

@@ -24,6 +24,7 @@
 
 mod build;
 mod derecho_section;
+mod launcher;
 pub(crate) use derecho_section::ms;
 mod error;
 mod ini;
@@ -38,6 +39,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 pub use error::{ConfigError, Origin};
+pub use launcher::Launched;
 pub use loader::{
     ConfigLoader, DEFAULT_GROUP_FILE, DEFAULT_NODE_FILE, GROUP_FILE_ENV, NODE_FILE_ENV,
 };
@@ -45,7 +47,7 @@ pub use profile::{SubgroupProfile, DEFAULT_PROFILE};
 pub use sections::{
     DerechoSection, LayoutSection, LoggerSection, PersSection, RdmaSection, MIN_REPLY_PAYLOAD_SIZE,
 };
-pub use value::{FabricBackend, LogLevel, ParseEnumError, RdmcSendAlgorithm};
+pub use value::{FabricBackend, Launcher, LogLevel, ParseEnumError, RdmcSendAlgorithm};
 
 use layer::{Settings, Warnings};
 
@@ -71,6 +73,9 @@ pub struct Config {
     pub layout: LayoutSection,
     /// `[SUBGROUP/<NAME>]` profiles by name; `DEFAULT` is always present.
     pub subgroups: BTreeMap<String, SubgroupProfile>,
+    /// This process's place among the processes a cluster launcher started, when
+    /// `DERECHO/launcher` names one.
+    pub launched: Option<Launched>,
     /// Loaded (or canonical default) text of every known key.
     raw: Settings,
     /// Settings of the application's extra sections.
@@ -108,6 +113,7 @@ impl Default for Config {
             logger: LoggerSection::default(),
             layout: LayoutSection::default(),
             subgroups: BTreeMap::from([(DEFAULT_PROFILE.to_string(), SubgroupProfile::default())]),
+            launched: None,
             raw: Settings::new(),
             extra: Settings::new(),
             warnings: Vec::new(),

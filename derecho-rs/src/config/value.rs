@@ -207,6 +207,21 @@ config_enum! {
     }
 }
 
+config_enum! {
+    /// Who started this process (`DERECHO/launcher`, our key): with a cluster launcher the
+    /// node id is the process's rank and ports are offset by its rank on the host.
+    pub enum Launcher {
+        /// Started by hand or by our `launch`: every setting as configured (the default).
+        None => "none",
+        /// Open MPI's `mpirun`: `OMPI_COMM_WORLD_RANK`, `OMPI_COMM_WORLD_LOCAL_RANK`,
+        /// `OMPI_COMM_WORLD_SIZE`.
+        Mpi => "mpi",
+        /// Slurm's `srun`: `SLURM_PROCID`, `SLURM_LOCALID`, `SLURM_NTASKS`, and the contact is
+        /// the first host of `SLURM_JOB_NODELIST`.
+        Slurm => "slurm",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
