@@ -82,8 +82,9 @@ pub trait Handler: Send + Sync {
 /// Describes a group from one member's point of view.
 #[derive(Clone, Debug)]
 pub struct GroupSpec {
-    /// Identifies the group among the groups of these members (names its regions).
-    pub group_id: u32,
+    /// Identifies the group among the groups of these members (names its regions); at most
+    /// [`MAX_GROUP_ID`](crate::layout::MAX_GROUP_ID).
+    pub group_id: u64,
     /// The members in rank order with their fabric addresses; rank 0 is the sender.
     pub members: Vec<(NodeId, SocketAddr)>,
     /// This member's rank.
@@ -108,7 +109,7 @@ pub struct GroupSpec {
 impl GroupSpec {
     /// A spec with the defaults for the optional fields.
     pub fn new(
-        group_id: u32,
+        group_id: u64,
         members: Vec<(NodeId, SocketAddr)>,
         my_rank: usize,
         block_size: usize,
@@ -140,6 +141,13 @@ impl GroupSpec {
         ids.dedup();
         if ids.len() != n {
             return bad("a node appears twice in the member list".into());
+        }
+        if self.group_id > layout::MAX_GROUP_ID {
+            return bad(format!(
+                "group id {} is above {}",
+                self.group_id,
+                layout::MAX_GROUP_ID
+            ));
         }
         if self.block_size == 0 {
             return bad("block_size is 0".into());

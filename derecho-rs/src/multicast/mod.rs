@@ -14,6 +14,8 @@
 pub(crate) mod engine;
 pub mod order;
 pub mod spec;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -172,11 +174,23 @@ fn sst_region(vid: u64) -> RegionId {
     RegionId(0x5353_5400_0000_0000 | (vid & 0xffff_ffff))
 }
 
-/// RDMC group ids are unique per (view, subgroup, sender rank) on a node.
-fn rdmc_group_id(vid: u64, subgroup: usize, sender_rank: usize) -> u32 {
-    (((vid & 0xfff) as u32) << 20)
-        | (((subgroup & 0xfff) as u32) << 8)
-        | (sender_rank & 0xff) as u32
+/// Bits of an RDMC group id that tell the groups of one view apart.
+const RDMC_COLUMN_BITS: u32 = 24;
+
+/// The RDMC group id of the sender whose per-sender SST column is `column` in view `vid`.
+/// Columns are unique among the subgroups a node belongs to (see [`spec`]), so ids are unique
+/// within a view; the view's low 32 bits sit above them (as in the SST's region id), so no two
+/// views closer than 2^32 apart share an id. The result fits [`derecho_rdmc::MAX_GROUP_ID`].
+fn rdmc_group_id(vid: u64, column: usize) -> Result<u64, MulticastError> {
+    let column = u64::try_from(column)
+        .ok()
+        .filter(|c| *c < 1 << RDMC_COLUMN_BITS)
+        .ok_or_else(|| {
+            MulticastError::Spec(format!(
+                "sender column {column} leaves no room for an RDMC group id"
+            ))
+        })?;
+    Ok(((vid & 0xffff_ffff) << RDMC_COLUMN_BITS) | column)
 }
 
 /// A view's multicast after [`MulticastGroup::prepare`]: regions registered, nobody contacted.
@@ -371,7 +385,7 @@ impl MulticastGroup {
                         subgroup: sg as u32,
                         sender: *sender_id,
                     };
-                    let id = rdmc_group_id(spec.vid, sg, sender_rank);
+                    let id = rdmc_group_id(spec.vid, cols.received_offset[sg] + sender_rank)?;
                     plans.push(GroupPlan::for_sender(
                         key,
                         id,
