@@ -39,10 +39,22 @@ pub(crate) struct SenderState {
     pub published: i64,
     /// Null messages must bring `next_index` up to this.
     pub null_target: i64,
-    /// My RDMC messages not yet delivered here: (index, RDMC sequence number, length, flags).
+    /// My RDMC messages not yet delivered here: (index, RDMC sequence number, length, flags),
+    /// in index order. Delivering one of my messages drops every entry up to its index, so
+    /// this holds at most a window of messages.
     pub rdmc_sent: VecDeque<(i64, u64, usize, u64)>,
     /// The view is wedged: no new messages.
     pub wedged: bool,
+}
+
+impl SenderState {
+    /// Forgets my RDMC messages up to `index` once it is delivered here: the ragged trim covers
+    /// every delivered message, so none of them can be owed to the next view.
+    fn delivered_own(&mut self, index: i64) {
+        while self.rdmc_sent.front().is_some_and(|e| e.0 <= index) {
+            self.rdmc_sent.pop_front();
+        }
+    }
 }
 
 /// One of my messages that the ragged trim left undelivered, to send again in the next view.
@@ -142,6 +154,8 @@ pub(crate) struct ShardRun {
     /// Raw: next index to deliver per sender.
     pub raw_next: Vec<i64>,
     pub sender: Option<Arc<Mutex<SenderState>>>,
+    /// My sender rank in this shard, if I send in it.
+    pub my_sender_rank: Option<usize>,
     /// What was last published, to push only changes.
     pub shown_seq: i64,
     pub shown_received: Vec<i64>,
@@ -152,6 +166,7 @@ impl ShardRun {
     /// Fresh receive state for a shard.
     pub(crate) fn new(info: Arc<ShardInfo>, sender: Option<Arc<Mutex<SenderState>>>) -> Self {
         let n = info.sender_ranks.len();
+        let my_sender_rank = sender.as_ref().map(|s| lock(s).sender_rank);
         Self {
             info,
             received: (0..n).map(|_| Received::new()).collect(),
@@ -160,6 +175,7 @@ impl ShardRun {
             delivered_seq: -1,
             raw_next: vec![0; n],
             sender,
+            my_sender_rank,
             shown_seq: -1,
             shown_received: vec![-1; n],
             shown_consumed: vec![-1; n],
@@ -279,7 +295,7 @@ impl Engine {
             let Some(trim) = trims.get(&s.info.subgroup) else {
                 continue;
             };
-            let mine = s.sender.as_ref().map(|x| lock(x).sender_rank);
+            let mine = s.my_sender_rank;
             let pending = std::mem::take(&mut s.pending);
             let mut own: BTreeMap<i64, Resend> = BTreeMap::new();
             for (seq, p) in pending {
@@ -575,6 +591,12 @@ fn deliver(
         flags: p.flags,
         payload,
     });
+    // After the handler, which may itself send and so take the sender lock.
+    if let (Some(snd), Some(me)) = (&s.sender, s.my_sender_rank) {
+        if p.sender_rank == me {
+            lock(snd).delivered_own(p.index);
+        }
+    }
 }
 
 /// After receiving index `last` from sender rank `from`, raise my null target so the round
