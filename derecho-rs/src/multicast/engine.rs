@@ -106,6 +106,8 @@ pub(crate) struct ShardInfo {
 
 impl ShardInfo {
     pub(crate) fn slot_at(&self, k: i64) -> usize {
+        // Rule: slot numbers count from 0.
+        debug_assert!(k >= 0, "slot {k}");
         let (at, len, window) = self.ring;
         at + (k.rem_euclid(window as i64) as usize) * len
     }
@@ -296,6 +298,19 @@ impl Engine {
                 continue;
             };
             let mine = s.my_sender_rank;
+            // Rule: the trim covers every message any survivor delivered, this one included.
+            for r in 0..s.info.sender_ranks.len() {
+                let delivered = match s.info.spec.mode {
+                    Mode::Ordered => s.info.rr.last_index_in_prefix(s.delivered_seq, r),
+                    Mode::Raw => s.raw_next[r] - 1,
+                };
+                let limit = trim.get(r).copied().unwrap_or(-1);
+                assert!(
+                    delivered <= limit,
+                    "subgroup {}: sender rank {r} delivered up to {delivered}, trimmed at {limit}",
+                    s.info.subgroup
+                );
+            }
             let pending = std::mem::take(&mut s.pending);
             let mut own: BTreeMap<i64, Resend> = BTreeMap::new();
             for (seq, p) in pending {
@@ -382,6 +397,14 @@ impl Engine {
         for r in 0..s.info.sender_ranks.len() {
             let row = s.info.sender_ranks[r];
             let committed = sst.get_elem(cols.index, row, s.info.subgroup);
+            // Rule: a sender fills slot k only once every member consumed slot k − window, so
+            // at most a window of its slots is ever unconsumed here.
+            if committed - s.consumed[r] > s.info.ring.2 as i64 {
+                return Err(format!(
+                    "sender rank {r} committed slot {committed} with only {} consumed here",
+                    s.consumed[r]
+                ));
+            }
             while s.consumed[r] < committed {
                 let k = s.consumed[r] + 1;
                 let at = s.info.slot_at(k);
@@ -395,8 +418,18 @@ impl Engine {
                         h.len
                     ));
                 }
+                // Rule: a slot holds one message or a batch of nulls at non-negative indices.
+                let count = i64::try_from(h.nulls.max(1))
+                    .ok()
+                    .filter(|n| h.index >= 0 && h.index.checked_add(*n).is_some())
+                    .ok_or_else(|| {
+                        format!(
+                            "slot {k} of sender rank {r} claims index {} and {} nulls",
+                            h.index, h.nulls
+                        )
+                    })?;
                 if h.nulls > 0 {
-                    if !s.received[r].record(h.index, h.nulls as i64) {
+                    if !s.received[r].record(h.index, count) {
                         return Err(format!(
                             "duplicate nulls from sender rank {r} at index {}",
                             h.index
@@ -423,8 +456,7 @@ impl Engine {
                     );
                 }
                 s.consumed[r] = k;
-                let last = h.index + h.nulls.max(1) as i64 - 1;
-                owe_nulls(s, r, last);
+                owe_nulls(s, r, h.index + count - 1);
             }
         }
         Ok(())
@@ -441,7 +473,7 @@ impl Engine {
         let mut hb = [0u8; HEADER_LEN];
         msg.read(0, &mut hb).map_err(|e| e.to_string())?;
         let h = Header::decode(&hb).ok_or("short RDMC header")?;
-        if h.len + HEADER_LEN != msg.len() || h.nulls != 0 {
+        if h.len + HEADER_LEN != msg.len() || h.nulls != 0 || h.index < 0 {
             return Err(format!("RDMC message of sender rank {r} has a bad header"));
         }
         if !s.received[r].record(h.index, 1) {
@@ -524,11 +556,20 @@ impl Engine {
         match s.info.spec.mode {
             Mode::Ordered => {
                 let stable = min_seq(sst, &cols, s);
+                // Rule: every member's seq_num only grows, so the shard's stable prefix does.
+                debug_assert!(stable >= s.delivered_seq, "the stable prefix went back");
                 while let Some(entry) = s.pending.first_entry() {
                     if *entry.key() > stable {
                         break;
                     }
                     let (seq, p) = entry.remove_entry();
+                    // Rule: delivery only moves forward; nothing at or below the delivered
+                    // prefix can still be pending.
+                    assert!(
+                        seq > s.delivered_seq,
+                        "message {seq} pending below the delivered prefix {}",
+                        s.delivered_seq
+                    );
                     deliver(&mut self.deliver, s, my_id, seq, stable, p);
                 }
                 if stable > s.delivered_seq {
@@ -674,7 +715,13 @@ fn publish_slots(
     }
     let (at, len, window) = s.info.ring;
     let w = window as i64;
-    let count = (to - from + 1).min(w);
+    let count = to - from + 1;
+    // Rule: a filled slot is published before it is filled again (`slot_free` holds a sender
+    // back until every member, this one included, consumed the slot a window earlier).
+    assert!(
+        (1..=w).contains(&count),
+        "publishing slots {from}..={to} of a ring of {window}"
+    );
     let first = from.rem_euclid(w) as usize;
     let head = (count as usize).min(window - first);
     let mut pieces = vec![(at + first * len, head * len)];
