@@ -296,7 +296,9 @@ impl Shared {
     fn release(&self, seq: u64) {
         let count = {
             let mut r = lock(&self.released);
-            r.done.insert(seq);
+            let fresh = seq >= r.upto && r.done.insert(seq);
+            // Rule: each message is released once (one `Message` per completed message).
+            debug_assert!(fresh, "message {seq} released twice");
             let before = r.upto;
             let r = &mut *r;
             while r.done.remove(&r.upto) {
@@ -427,6 +429,8 @@ impl Shared {
                         run.seq, e.slots[run.slot].count, run.blocks
                     )));
                 }
+                // Rule: messages complete one by one, in number order.
+                assert_eq!(run.seq, e.next_seq, "a message completed out of order");
                 e.slots[run.slot].clear();
                 e.next_seq += 1;
                 done.push(Message {
@@ -598,6 +602,8 @@ impl Shared {
                 .map_err(fail)?;
             run.header_to[peer] = true;
         }
+        // Rule: the schedule only names blocks of the message it moves.
+        debug_assert!(block < run.blocks, "block {block} of {}", run.blocks);
         let bs = self.spec.block_size;
         let start = block * bs;
         let len = run.size.saturating_sub(start).min(bs);
@@ -745,6 +751,12 @@ impl RdmcGroup {
             return Ok(None);
         }
         let slot = (seq % s.spec.window as u64) as usize;
+        // Rule: a slot is free everywhere before it is written (checked just above), so the
+        // slot's previous message was released and no engine still reads its header.
+        debug_assert!(
+            q.ready.len() < s.spec.window,
+            "more queued messages than slots"
+        );
         fill(&s.region, s.layout.slot_data(slot))
             .map_err(|e| RdmcError::InvalidSpec(e.to_string()))?;
         let h = s.layout.header(slot);
