@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use crate::region::lock;
+use crate::sync::lock;
 
 /// Told when a poller parks on a doorbell and when it wakes: a backend whose rings need a
 /// thread of its own (the shm bell thread) uses it to wake that thread only while someone
@@ -105,10 +105,7 @@ impl Doorbell {
             if now >= deadline {
                 break false;
             }
-            guard = match self.cond.wait_timeout(guard, deadline - now) {
-                Ok((g, _)) => g,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
+            guard = crate::sync::wait_timeout(&self.cond, guard, deadline - now);
         };
         drop(guard);
         self.sleepers.fetch_sub(1, Ordering::SeqCst);

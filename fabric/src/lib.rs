@@ -49,6 +49,7 @@ mod rdma;
 pub mod region;
 pub mod shm;
 pub mod sim;
+pub mod sync;
 pub mod tcp;
 #[cfg(feature = "verbs")]
 pub mod verbs;

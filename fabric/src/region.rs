@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use crate::doorbell::Doorbell;
 use crate::error::FabricError;
+use crate::sync::{lock, wait_timeout};
 use crate::NodeId;
 
 /// Alignment of every region: one cache line.
@@ -464,13 +465,7 @@ impl Region {
             if give_up() {
                 return false;
             }
-            queue = match self
-                .notify_space
-                .wait_timeout(queue, Duration::from_millis(50))
-            {
-                Ok((q, _)) => q,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
+            queue = wait_timeout(&self.notify_space, queue, Duration::from_millis(50));
         }
         queue.push_back(n);
         true
@@ -515,15 +510,6 @@ fn checked_len(len: usize) -> Result<usize, FabricError> {
         )));
     }
     Ok(len.div_ceil(8) * 8)
-}
-
-/// Locks a mutex, recovering the data if a panicking thread poisoned it (the guarded state here
-/// is always left consistent between operations).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
 }
 
 /// Copies out of shared memory with relaxed atomic loads: whole aligned words in the middle,

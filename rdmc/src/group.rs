@@ -14,10 +14,11 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use derecho_fabric::sync::lock;
 use derecho_fabric::{
     Completion, Doorbell, Fabric, FabricError, Link, NodeId, Region, RegionSpec, RemoteRegion,
     SubscriptionId, WriteRequest,
@@ -264,13 +265,6 @@ struct Shared {
     released: Mutex<Released>,
     engine: Mutex<Engine>,
     subscription: Mutex<Option<SubscriptionId>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
 }
 
 impl Shared {

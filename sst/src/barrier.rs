@@ -15,6 +15,7 @@
 
 use std::time::{Duration, Instant};
 
+use derecho_fabric::sync::lock;
 use derecho_fabric::{NodeId, WriteRequest};
 
 use crate::error::SstError;
@@ -43,10 +44,7 @@ impl Sst {
         }
         let slot = self.my_rank * WORD;
         let epoch = {
-            let mut e = match self.barrier_epoch.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
+            let mut e = lock(&self.barrier_epoch);
             *e += 1;
             // Rule: barrier slots only grow, and only this node writes its own slot here (under
             // this lock, so two callers cannot store out of order).

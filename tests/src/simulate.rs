@@ -35,6 +35,7 @@ use derecho::multicast::{
     SubgroupSpec,
 };
 use derecho_fabric::sim::{SimConfig, SimFabric, SimNet, SimRng};
+use derecho_fabric::sync::lock;
 use derecho_fabric::Fabric;
 
 use crate::checker::{digest, first_delivery_views, Checker, Event, MemberLog, MessageId, Report};
@@ -164,13 +165,6 @@ impl Member {
             next_serial: 0,
             sends,
         }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 

@@ -18,9 +18,10 @@ pub mod spec;
 mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub(crate) use derecho_fabric::sync::lock;
 use derecho_fabric::{Fabric, NodeId, RegionId};
 use derecho_rdmc::{GroupKey, GroupPlan, GroupSet, GroupSpec, Handler, PreparedSet, RdmcError};
 use derecho_sst::{
@@ -109,13 +110,6 @@ pub enum MulticastError {
     /// An RDMC group failed.
     #[error(transparent)]
     Rdmc(#[from] RdmcError),
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
 }
 
 /// What an application thread needs to send in one subgroup.

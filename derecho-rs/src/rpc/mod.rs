@@ -68,9 +68,11 @@ use std::marker::PhantomData;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+pub(crate) use derecho_fabric::sync::lock;
+use derecho_fabric::sync::{read_lock, wait_timeout, write_lock};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -269,18 +271,6 @@ impl RpcError {
     }
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|p| p.into_inner())
-}
-
 /// A replica behind its type.
 trait Erased: Send + Sync {
     fn apply(&self, update: &[u8]) -> Result<Vec<u8>, String>;
@@ -295,19 +285,19 @@ struct Holder<T: Replicated>(RwLock<T>);
 impl<T: Replicated> Erased for Holder<T> {
     fn apply(&self, update: &[u8]) -> Result<Vec<u8>, String> {
         let u: T::Update = wire::decode(update)?;
-        let r = write(&self.0).apply(u);
+        let r = write_lock(&self.0).apply(u);
         wire::encode(&r).map_err(|e| e.to_string())
     }
     fn query(&self, query: &[u8]) -> Result<Vec<u8>, String> {
         let q: T::Query = wire::decode(query)?;
-        let task = read(&self.0).query_task(q);
+        let task = read_lock(&self.0).query_task(q);
         wire::encode(&task()).map_err(|e| e.to_string())
     }
     fn save(&self, out: &mut dyn Write) -> io::Result<()> {
-        read(&self.0).save(out)
+        read_lock(&self.0).save(out)
     }
     fn load(&self, input: &mut dyn Read) -> io::Result<()> {
-        write(&self.0).load(input)
+        write_lock(&self.0).load(input)
     }
     fn as_any(&self) -> &dyn Any {
         self
@@ -424,7 +414,7 @@ impl Inner {
 
     fn info(&self) -> GroupInfo {
         GroupInfo {
-            view: read(&self.view).clone(),
+            view: read_lock(&self.view).clone(),
             types: self
                 .types
                 .iter()
@@ -439,9 +429,9 @@ impl Inner {
 
     /// Called for every installed view before anything of it is delivered.
     fn view_installed(&self, v: &View) {
-        *write(&self.view) = v.clone();
+        *write_lock(&self.view) = v.clone();
         {
-            let mut replicas = write(&self.replicas);
+            let mut replicas = write_lock(&self.replicas);
             for t in &self.types {
                 for sg in t.first..t.first + t.count {
                     match v.shard_of(sg, self.me) {
@@ -508,7 +498,7 @@ impl Inner {
             );
             return;
         };
-        let replica = read(&self.replicas)
+        let replica = read_lock(&self.replicas)
             .get(&d.subgroup)
             .map(|r| Arc::clone(&r.obj));
         let mut result = match replica {
@@ -532,7 +522,7 @@ impl Inner {
             }
         }
         if caller == self.me {
-            let members = read(&self.view)
+            let members = read_lock(&self.view)
                 .subgroups
                 .get(d.subgroup)
                 .and_then(|s| s.shards.get(d.shard))
@@ -580,7 +570,7 @@ impl Inner {
     /// Multicasts an encoded update in `subgroup`; returns the request id to wait on.
     fn ordered_send_raw(&self, subgroup: usize, body: &[u8]) -> Result<u64, RpcError> {
         let max_payload = {
-            let v = read(&self.view);
+            let v = read_lock(&self.view);
             let (shard, _) = v.shard_of(subgroup, self.me).ok_or(RpcError::NotMember {
                 node: self.me,
                 subgroup,
@@ -650,13 +640,7 @@ impl Inner {
                 pending.remove(&id);
                 return Err(RpcError::Timeout(timeout));
             }
-            pending = match self
-                .replied
-                .wait_timeout(pending, left.min(Duration::from_millis(500)))
-            {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
+            pending = wait_timeout(&self.replied, pending, left.min(Duration::from_millis(500)));
             if self.node().is_err() {
                 pending.remove(&id);
                 return Err(RpcError::Group("this member has shut down".into()));
@@ -665,7 +649,7 @@ impl Inner {
     }
 
     fn query_local(&self, subgroup: usize, body: &[u8]) -> Result<Vec<u8>, String> {
-        let replica = read(&self.replicas)
+        let replica = read_lock(&self.replicas)
             .get(&subgroup)
             .map(|r| Arc::clone(&r.obj));
         match replica {
@@ -724,7 +708,7 @@ struct States(Weak<Inner>);
 impl StateHooks for States {
     fn save_state(&self, subgroup: usize, out: &mut dyn Write) -> io::Result<()> {
         let inner = self.0.upgrade().ok_or(io::ErrorKind::BrokenPipe)?;
-        let replica = read(&inner.replicas)
+        let replica = read_lock(&inner.replicas)
             .get(&subgroup)
             .map(|r| Arc::clone(&r.obj));
         match replica {
@@ -741,7 +725,7 @@ impl StateHooks for States {
             .create(subgroup)
             .ok_or_else(|| io::Error::other(format!("subgroup {subgroup} has no type")))?;
         obj.load(input)?;
-        write(&inner.replicas).insert(
+        write_lock(&inner.replicas).insert(
             subgroup,
             Replica {
                 obj,
@@ -756,7 +740,7 @@ impl StateHooks for States {
 fn reply_sender(inner: &Weak<Inner>, rx: &Receiver<OutReply>) {
     while let Ok(r) = rx.recv() {
         let Some(i) = inner.upgrade() else { return };
-        let addr = read(&i.view)
+        let addr = read_lock(&i.view)
             .members
             .iter()
             .find(|m| m.id == r.caller)
@@ -986,7 +970,7 @@ impl Group {
 
     /// The installed view.
     pub fn view(&self) -> View {
-        read(&self.inner.view).clone()
+        read_lock(&self.inner.view).clone()
     }
 
     /// This node's rank in the installed view.
@@ -1076,7 +1060,7 @@ impl<T: Replicated> Subgroup<T> {
 
     /// The members of each shard in the installed view.
     pub fn shard_members(&self) -> Vec<Vec<NodeId>> {
-        read(&self.inner.view)
+        read_lock(&self.inner.view)
             .subgroups
             .get(self.id)
             .map(|s| s.shards.iter().map(|x| x.members.clone()).collect())
@@ -1090,18 +1074,18 @@ impl<T: Replicated> Subgroup<T> {
 
     /// This node's shard, if it is a member.
     pub fn my_shard(&self) -> Option<usize> {
-        read(&self.inner.view)
+        read_lock(&self.inner.view)
             .shard_of(self.id, self.inner.me)
             .map(|(s, _)| s)
     }
 
     /// Runs `f` on this node's replica (if it holds one).
     pub fn with_local<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
-        let obj = read(&self.inner.replicas)
+        let obj = read_lock(&self.inner.replicas)
             .get(&self.id)
             .map(|r| Arc::clone(&r.obj))?;
         let h = obj.as_any().downcast_ref::<Holder<T>>()?;
-        let state = read(&h.0);
+        let state = read_lock(&h.0);
         let r = f(&state);
         drop(state);
         Some(r)
@@ -1123,7 +1107,7 @@ impl<T: Replicated> Subgroup<T> {
     /// Asks `node`, a member of this subgroup, to run `query` on its replica.
     pub fn p2p_send(&self, node: NodeId, query: &T::Query) -> Result<T::Reply, RpcError> {
         let body = wire::encode(query)?;
-        let v = read(&self.inner.view).clone();
+        let v = read_lock(&self.inner.view).clone();
         let addr = target(&v, self.id, node)?;
         if node == self.inner.me {
             let r = self
@@ -1157,7 +1141,7 @@ impl<T: Replicated> Subgroup<T> {
             let replies = self.inner.wait_replies(id, self.inner.timeout)?;
             return Ok(decode_replies::<T::Reply>(replies));
         }
-        let v = read(&self.inner.view).clone();
+        let v = read_lock(&self.inner.view).clone();
         let addr = target(&v, self.id, node)?;
         let r = call(
             &self.inner.peers,

@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use crate::backends::LibfabricConfig;
 use crate::rdma::{self, Common, Events, Post, PostError, RdmaFabric, Registered, Transport};
-use crate::region::lock;
+use crate::sync::lock;
 use crate::{FabricError, NodeId, Region};
 
 /// The libfabric API version requested (1.12, the oldest supported).

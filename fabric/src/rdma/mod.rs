@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use wire::{kind, Msg, MAGIC, VERSION};
 
 use crate::failure::FailureHub;
-use crate::region::lock;
+use crate::sync::{lock, read_lock, write_lock};
 use crate::{
     Completion, CompletionSource, FabricError, FailureHandler, Link, NodeId, Notification, Region,
     RegionId, RegionSpec, RemoteRegion, SubscriptionId, WriteRequest,
@@ -234,20 +234,6 @@ impl<T: Transport> std::fmt::Debug for RdmaFabric<T> {
             .field("local_id", &self.inner.common.local_id)
             .field("addr", &self.inner.local_addr)
             .finish_non_exhaustive()
-    }
-}
-
-fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    match l.read() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
-
-fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    match l.write() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 
@@ -935,10 +921,7 @@ impl CompletionSource for Core {
                     after: timeout,
                 });
             }
-            g = match self.done_cond.wait_timeout(g, deadline - now) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
+            g = crate::sync::wait_timeout(&self.done_cond, g, deadline - now);
         }
     }
 }
@@ -1085,10 +1068,7 @@ impl<T: Transport> RdmaLink<T> {
                 );
                 return;
             }
-            acks = match self.revoked_cond.wait_timeout(acks, deadline - now) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
+            acks = crate::sync::wait_timeout(&self.revoked_cond, acks, deadline - now);
         }
     }
 
@@ -1354,10 +1334,7 @@ impl<T: Transport> RdmaLink<T> {
                 return Ok(None);
             }
             let wait = (deadline - now).min(Duration::from_millis(20));
-            q = match self.query_cond.wait_timeout(q, wait) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
+            q = crate::sync::wait_timeout(&self.query_cond, q, wait);
         }
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::mapping::{self, Entry, Inbox, Mapping, ENTRY_IMM, LIVE, REGION_HEADER};
 use super::wire::{kind, Msg, FOUND};
 use super::Inner;
-use crate::region::lock;
+use crate::sync::lock;
 use crate::{
     Completion, CompletionSource, FabricError, Link, NodeId, Notification, Region, RegionId,
     RegionSpec, RemoteRegion, WriteRequest,
@@ -445,10 +445,7 @@ impl ShmLink {
                 return Ok(None);
             }
             let wait = (deadline - now).min(Duration::from_millis(20));
-            q = match self.query_cond.wait_timeout(q, wait) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
+            q = crate::sync::wait_timeout(&self.query_cond, q, wait);
         }
     }
 

@@ -42,7 +42,7 @@ use mapping::{Inbox, Mapping, REGION_HEADER};
 use wire::{kind, Msg, MAGIC, VERSION};
 
 use crate::failure::FailureHub;
-use crate::region::lock;
+use crate::sync::{lock, read_lock, write_lock};
 use crate::{
     Fabric, FabricError, FailureHandler, Link, NodeId, Region, RegionId, RegionSpec, SubscriptionId,
 };
@@ -464,20 +464,6 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.remove_all_regions();
-    }
-}
-
-fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    match l.read() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
-
-fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    match l.write() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 

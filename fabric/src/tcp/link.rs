@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::wire::{self, kind, Header, HEADER_LEN};
 use super::Inner;
-use crate::region::lock;
+use crate::sync::lock;
 use crate::NodeId;
 use crate::{
     Completion, CompletionSource, FabricError, Link, Notification, Region, RegionId, RemoteRegion,
@@ -490,10 +490,7 @@ impl TcpLink {
                 return Ok(None);
             }
             let wait = (deadline - now).min(Duration::from_millis(20));
-            q = match self.query_cond.wait_timeout(q, wait) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
+            q = crate::sync::wait_timeout(&self.query_cond, q, wait);
         }
     }
 }
@@ -577,10 +574,7 @@ impl CompletionSource for TcpLink {
                     after: timeout,
                 });
             }
-            g = match self.ack_cond.wait_timeout(g, deadline - now) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
+            g = crate::sync::wait_timeout(&self.ack_cond, g, deadline - now);
         }
     }
 }

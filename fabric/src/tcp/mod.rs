@@ -27,7 +27,7 @@ use link::{LinkHandle, TcpLink};
 use wire::{Answer, Hello, Status, HEADER_LEN, VERSION};
 
 use crate::failure::FailureHub;
-use crate::region::lock;
+use crate::sync::{lock, read_lock, write_lock};
 use crate::{
     Fabric, FabricError, FailureHandler, Link, NodeId, Region, RegionId, RegionSpec, SubscriptionId,
 };
@@ -308,20 +308,6 @@ impl Inner {
         }
         self.install(peer, answer.incarnation, stream, None)
             .map_err(|s| refuse(format!("cannot install link ({s:?})")))
-    }
-}
-
-fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    match l.read() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
-
-fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    match l.write() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use crate::backends::VerbsConfig;
 use crate::rdma::{self, Common, Events, Post, PostError, RdmaFabric, Registered, Transport};
-use crate::region::lock;
+use crate::sync::lock;
 use crate::{FabricError, NodeId, Region};
 
 /// Bytes of one notice (completion data and length) sent after each write.
