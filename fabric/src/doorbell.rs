@@ -86,6 +86,30 @@ impl Doorbell {
         }
     }
 
+    /// Calls `attempt` until it yields a value or `timeout` passes (then `Ok(None)`), parking
+    /// on this doorbell between attempts, at most `nap` at a time for progress that does not
+    /// ring it. An error from `attempt` ends the wait at once. The bounded retry loop of every
+    /// sender that waits for window space.
+    pub fn retry<T, E>(
+        &self,
+        timeout: Duration,
+        nap: Duration,
+        mut attempt: impl FnMut() -> Result<Option<T>, E>,
+    ) -> Result<Option<T>, E> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.epoch();
+            if let Some(value) = attempt()? {
+                return Ok(Some(value));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            self.wait(seen, (deadline - now).min(nap));
+        }
+    }
+
     /// Parks until the epoch moves past `seen` or `timeout` passes. Returns true if it moved.
     pub fn wait(&self, seen: u64, timeout: Duration) -> bool {
         if self.epoch() != seen {

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use derecho_fabric::sync::lock;
 use derecho_fabric::{
@@ -766,21 +766,11 @@ impl RdmcGroup {
     /// Queues `data`, waiting up to `timeout` for a free slot. Needs a running engine thread
     /// (or another thread calling [`RdmcGroup::poll`]) to make progress.
     pub fn send(&self, data: &[u8], timeout: Duration) -> Result<u64, RdmcError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let seen = self.shared.region.doorbell().epoch();
-            if let Some(seq) = self.try_send(data)? {
-                return Ok(seq);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(RdmcError::WindowFull(timeout));
-            }
-            self.shared
-                .region
-                .doorbell()
-                .wait(seen, (deadline - now).min(Duration::from_millis(50)));
-        }
+        self.shared
+            .region
+            .doorbell()
+            .retry(timeout, Duration::from_millis(50), || self.try_send(data))?
+            .ok_or(RdmcError::WindowFull(timeout))
     }
 
     /// On the sender: copies bytes of its own message `seq` out of its buffer. Valid while the
@@ -812,23 +802,16 @@ impl RdmcGroup {
         if s.me() != 0 {
             return Err(RdmcError::NotSender);
         }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let seen = s.region.doorbell().epoch();
-            s.check()?;
-            let all =
-                (0..s.spec.members.len()).all(|r| s.region.load_u64(s.layout.released(r)) >= count);
-            if all {
-                return Ok(true);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(false);
-            }
-            s.region
-                .doorbell()
-                .wait(seen, (deadline - now).min(Duration::from_millis(50)));
-        }
+        let released = s
+            .region
+            .doorbell()
+            .retry(timeout, Duration::from_millis(50), || {
+                s.check()?;
+                let all = (0..s.spec.members.len())
+                    .all(|r| s.region.load_u64(s.layout.released(r)) >= count);
+                Ok::<_, RdmcError>(all.then_some(()))
+            })?;
+        Ok(released.is_some())
     }
 
     /// Aborts the group on this member (for example when the layer above sees a member fail).

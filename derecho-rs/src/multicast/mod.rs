@@ -701,24 +701,16 @@ impl MulticastGroup {
         flags: u64,
         timeout: Duration,
     ) -> Result<i64, MulticastError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let seen = self.sst.doorbell().epoch();
-            if let Some(index) = self.try_send_flags(subgroup, payload, flags)? {
-                return Ok(index);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(MulticastError::WindowFull {
-                    subgroup,
-                    after: timeout,
-                });
-            }
-            // Remote progress rings the SST doorbell; RDMC credits do not, hence the short wait.
-            self.sst
-                .doorbell()
-                .wait(seen, (deadline - now).min(Duration::from_millis(2)));
-        }
+        // Remote progress rings the SST doorbell; RDMC credits do not, hence the short naps.
+        self.sst
+            .doorbell()
+            .retry(timeout, Duration::from_millis(2), || {
+                self.try_send_flags(subgroup, payload, flags)
+            })?
+            .ok_or(MulticastError::WindowFull {
+                subgroup,
+                after: timeout,
+            })
     }
 
     /// Starts the view-change protocol of this view on its core loop: suspicions, proposals,
