@@ -38,15 +38,17 @@ pub(crate) mod wire;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::BufReader;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, Weak};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use wire::{kind, Msg, MAGIC, VERSION};
 
-use crate::failure::FailureHub;
-use crate::sync::{lock, read_lock, write_lock};
+use crate::side_channel::link::{look_up, read_failure, LinkState, Queries};
+use crate::side_channel::regions::RegionTable;
+use crate::side_channel::{self, HelloRefusal, Hub, HubConfig, SideLink, Welcome};
+use crate::sync::{lock, read_lock, wait_timeout, write_lock};
 use crate::{
     Completion, CompletionSource, FabricError, FailureHandler, Link, NodeId, Notification, Region,
     RegionId, RegionSpec, RemoteRegion, SubscriptionId, WriteRequest,
@@ -182,36 +184,17 @@ struct Owned<M> {
 }
 
 struct Regions<M> {
-    by_key: HashMap<u64, Arc<Owned<M>>>,
-    by_id: HashMap<RegionId, u64>,
+    table: RegionTable<Arc<Owned<M>>>,
     by_handle: HashMap<u32, u64>,
-}
-
-impl<M> Default for Regions<M> {
-    fn default() -> Self {
-        Self {
-            by_key: HashMap::new(),
-            by_id: HashMap::new(),
-            by_handle: HashMap::new(),
-        }
-    }
 }
 
 /// State shared by a fabric, its links and its threads.
 pub(crate) struct Inner<T: Transport> {
     pub(crate) transport: T,
     common: Common,
-    local_addr: SocketAddr,
-    incarnation: u64,
-    start: Instant,
+    hub: Hub<RdmaLink<T>>,
     regions: RwLock<Regions<T::Mr>>,
-    next_key: AtomicU64,
     next_handle: AtomicU32,
-    links: Mutex<HashMap<NodeId, Arc<RdmaLink<T>>>>,
-    links_changed: Condvar,
-    failures: FailureHub,
-    shut_down: AtomicBool,
-    handshakes: AtomicUsize,
 }
 
 /// An RDMA-style fabric over transport `T`. Cheap to clone.
@@ -232,43 +215,35 @@ impl<T: Transport> std::fmt::Debug for RdmaFabric<T> {
         f.debug_struct("RdmaFabric")
             .field("backend", &self.inner.transport.name())
             .field("local_id", &self.inner.common.local_id)
-            .field("addr", &self.inner.local_addr)
+            .field("addr", &self.inner.hub.local_addr())
             .finish_non_exhaustive()
     }
 }
 
-fn nonce(id: NodeId) -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mut x = t ^ (u64::from(std::process::id()) << 32) ^ u64::from(id).rotate_left(40);
-    x = (x ^ (x >> 31)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^ (x >> 32)
-}
-
 impl<T: Transport> Inner<T> {
     fn is_shut_down(&self) -> bool {
-        self.shut_down.load(Ordering::SeqCst)
+        self.hub.is_shut_down()
     }
 
     fn local_region(&self, key: u64) -> Option<Arc<Owned<T::Mr>>> {
-        read_lock(&self.regions).by_key.get(&key).cloned()
+        read_lock(&self.regions).table.get(key).cloned()
     }
 
     fn region_by_handle(&self, handle: u32) -> Option<Arc<Region>> {
         let r = read_lock(&self.regions);
         let key = r.by_handle.get(&handle)?;
-        r.by_key.get(key).map(|o| Arc::clone(&o.region))
+        r.table.get(*key).map(|o| Arc::clone(&o.region))
     }
 
     fn region_by_id(&self, id: RegionId) -> Option<Arc<Owned<T::Mr>>> {
-        let r = read_lock(&self.regions);
-        let key = r.by_id.get(&id)?;
-        r.by_key.get(key).cloned()
+        read_lock(&self.regions)
+            .table
+            .find(id)
+            .map(|(_, o)| Arc::clone(o))
     }
 
+    /// Installs a freshly connected link, replacing a failed one or an older incarnation; a
+    /// refused endpoint is closed.
     fn install(
         self: &Arc<Self>,
         peer: NodeId,
@@ -277,61 +252,17 @@ impl<T: Transport> Inner<T> {
         core: Arc<Core>,
         ep: T::Endpoint,
     ) -> Result<Arc<RdmaLink<T>>, String> {
-        let mut links = lock(&self.links);
-        let mut replaced = None;
-        if let Some(old) = links.get(&peer) {
-            if !old.core.is_failed() {
-                if old.incarnation == incarnation {
-                    self.transport.close(&ep);
-                    return Err("a live link to this incarnation exists".into());
-                }
-                replaced = Some(Arc::clone(old));
-            }
-        } else if links.len() >= self.common.max_links {
-            self.transport.close(&ep);
-            return Err("too many links".into());
-        }
-        let link = RdmaLink::start(self, peer, incarnation, stream, core, ep)
-            .map_err(|e| e.to_string())?;
-        links.insert(peer, Arc::clone(&link));
-        self.links_changed.notify_all();
-        drop(links);
-        if let Some(old) = replaced {
-            old.core
-                .fail_with("replaced by a new incarnation of the peer".into(), true);
-        }
-        Ok(link)
-    }
-
-    fn accept_loop(self: Arc<Self>, listener: TcpListener) {
-        for conn in listener.incoming() {
-            if self.is_shut_down() {
-                break;
-            }
-            let stream = match conn {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "side-channel accept failed");
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
+        let mut ep = Some(ep);
+        let installed = self.hub.install(peer, incarnation, || {
+            let Some(ep) = ep.take() else {
+                return Err("no endpoint".to_string());
             };
-            if self.handshakes.fetch_add(1, Ordering::SeqCst) >= self.common.max_handshakes {
-                self.handshakes.fetch_sub(1, Ordering::SeqCst);
-                tracing::warn!("too many concurrent handshakes; closing a connection");
-                continue;
-            }
-            let me = Arc::clone(&self);
-            let spawned = std::thread::Builder::new()
-                .name(format!("{}-hello", self.transport.name()))
-                .spawn(move || {
-                    me.handshake_incoming(stream);
-                    me.handshakes.fetch_sub(1, Ordering::SeqCst);
-                });
-            if spawned.is_err() {
-                self.handshakes.fetch_sub(1, Ordering::SeqCst);
-            }
+            RdmaLink::start(self, peer, incarnation, stream, core, ep).map_err(|e| e.to_string())
+        });
+        if let Some(ep) = ep {
+            self.transport.close(&ep);
         }
+        installed.map_err(|refused| refused.to_string())
     }
 
     fn welcome(&self, status: u8, payload: &[u8]) -> Msg {
@@ -340,7 +271,7 @@ impl<T: Transport> Inner<T> {
             MAGIC,
             [
                 u64::from(self.common.local_id),
-                self.incarnation,
+                self.hub.incarnation(),
                 VERSION,
                 0,
             ],
@@ -350,12 +281,8 @@ impl<T: Transport> Inner<T> {
     }
 
     fn handshake_incoming(self: &Arc<Self>, mut stream: TcpStream) {
-        let from = stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| "?".into());
-        let _ = stream.set_read_timeout(Some(self.common.handshake_timeout));
-        let _ = stream.set_write_timeout(Some(self.common.handshake_timeout));
+        let from = side_channel::peer_label(&stream);
+        let _ = side_channel::bound_handshake(&stream, self.common.handshake_timeout);
         let hello = match Msg::read_from(&mut stream) {
             Ok(m) if m.kind == kind::HELLO && m.word == MAGIC => m,
             Ok(_) => {
@@ -373,16 +300,12 @@ impl<T: Transport> Inner<T> {
             tracing::warn!(%from, peer, "refused {} connection: {why}", self.transport.name());
             let _ = self.welcome(status, why.as_bytes()).write_to(stream);
         };
-        if hello.f[2] != VERSION {
-            let why = format!(
-                "protocol version {}, this node speaks {VERSION}",
-                hello.f[2]
-            );
-            return refuse(&mut stream, wire::WRONG_VERSION, why);
-        }
-        if to != me || peer == me {
-            let why = format!("it claims node {peer} and wants node {to}, this is node {me}");
-            return refuse(&mut stream, wire::WRONG_NODE, why);
+        match side_channel::check_hello(me, peer, to, hello.f[2], VERSION) {
+            Ok(()) => {}
+            Err(HelloRefusal::Version(why)) => {
+                return refuse(&mut stream, wire::WRONG_VERSION, why)
+            }
+            Err(HelloRefusal::Node(why)) => return refuse(&mut stream, wire::WRONG_NODE, why),
         }
         let (pending, payload) = match self.transport.accept_prepare(peer, &hello.payload) {
             Ok(x) => x,
@@ -415,21 +338,6 @@ impl<T: Transport> Inner<T> {
         }
     }
 
-    fn dial(
-        self: &Arc<Self>,
-        peer: NodeId,
-        addr: SocketAddr,
-        deadline: Instant,
-    ) -> Result<Arc<RdmaLink<T>>, FabricError> {
-        crate::dialing::dial_until(
-            peer,
-            addr,
-            deadline,
-            || self.is_shut_down(),
-            |stream| self.handshake_outgoing(peer, addr, stream),
-        )
-    }
-
     fn handshake_outgoing(
         self: &Arc<Self>,
         peer: NodeId,
@@ -443,15 +351,13 @@ impl<T: Transport> Inner<T> {
             MAGIC,
             [
                 u64::from(self.common.local_id) | u64::from(peer) << 32,
-                self.incarnation,
+                self.hub.incarnation(),
                 VERSION,
                 0,
             ],
         )
         .with_payload(&payload);
-        stream
-            .set_read_timeout(Some(self.common.handshake_timeout))
-            .and_then(|()| stream.set_write_timeout(Some(self.common.handshake_timeout)))
+        side_channel::bound_handshake(&stream, self.common.handshake_timeout)
             .and_then(|()| hello.write_to(&mut stream))
             .map_err(|e| refuse(format!("sending hello to {addr}: {e}")))?;
         let w = Msg::read_from(&mut stream)
@@ -460,14 +366,13 @@ impl<T: Transport> Inner<T> {
             return Err(refuse(format!("{addr} does not speak this side channel")));
         }
         let said = String::from_utf8_lossy(&w.payload).into_owned();
+        let welcome = match w.flags {
+            wire::ACCEPTED => Welcome::Accepted { node: w.f[0] },
+            wire::WRONG_NODE => Welcome::WrongNode { node: w.f[0] },
+            _ => Welcome::Other,
+        };
         match w.flags {
-            wire::ACCEPTED if w.f[0] == u64::from(peer) => {}
-            wire::ACCEPTED | wire::WRONG_NODE => {
-                return Err(refuse(format!(
-                    "{addr} is node {}, not node {peer}",
-                    w.f[0]
-                )))
-            }
+            _ if welcome.check(peer, addr).map_err(refuse)? => {}
             wire::WRONG_VERSION => return Err(refuse(format!("{addr}: {said}"))),
             wire::TRANSPORT => {
                 return Err(refuse(format!(
@@ -499,37 +404,32 @@ impl<T: Transport> Inner<T> {
 impl<T: Transport> RdmaFabric<T> {
     /// Binds the side channel and starts accepting peers.
     pub(crate) fn start(transport: T, common: Common) -> Result<Self, FabricError> {
-        let listener = TcpListener::bind(common.listen).map_err(|e| {
-            FabricError::io(format!("binding the side channel {}", common.listen), e)
-        })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| FabricError::io("reading the side channel's bound address", e))?;
-        let incarnation = nonce(common.local_id);
+        let hub_config = HubConfig {
+            local_id: common.local_id,
+            listen: common.listen,
+            max_handshakes: common.max_handshakes,
+            max_links: common.max_links,
+        };
+        let (hub, listener) = Hub::bind(hub_config, "side channel")?;
+        let first_key = hub.incarnation().rotate_left(11);
         let inner = Arc::new(Inner {
             transport,
             common,
-            local_addr,
-            incarnation,
-            start: Instant::now(),
-            regions: RwLock::new(Regions::default()),
-            next_key: AtomicU64::new(incarnation.rotate_left(11) | 1),
+            hub,
+            regions: RwLock::new(Regions {
+                table: RegionTable::new(first_key),
+                by_handle: HashMap::new(),
+            }),
             next_handle: AtomicU32::new(1),
-            links: Mutex::new(HashMap::new()),
-            links_changed: Condvar::new(),
-            failures: FailureHub::default(),
-            shut_down: AtomicBool::new(false),
-            handshakes: AtomicUsize::new(0),
         });
         let acceptor = Arc::clone(&inner);
-        std::thread::Builder::new()
-            .name(format!(
-                "{}-accept-{}",
-                inner.transport.name(),
-                inner.common.local_id
-            ))
-            .spawn(move || acceptor.accept_loop(listener))
-            .map_err(|e| FabricError::io("spawning the accept thread", e))?;
+        let name = inner.transport.name();
+        inner.hub.serve(
+            listener,
+            format!("{name}-accept-{}", inner.common.local_id),
+            "rdma-hello",
+            move |stream| acceptor.handshake_incoming(stream),
+        )?;
         Ok(Self { inner })
     }
 
@@ -543,22 +443,9 @@ impl<T: Transport> RdmaFabric<T> {
     }
 
     fn stop(&self, graceful: bool) {
-        if self.inner.shut_down.swap(true, Ordering::SeqCst) {
-            return;
+        if self.inner.hub.shut_down(graceful).is_some() {
+            self.inner.hub.finish_shutdown();
         }
-        let links: Vec<Arc<RdmaLink<T>>> = lock(&self.inner.links).values().cloned().collect();
-        for l in links {
-            if graceful {
-                l.say_goodbye();
-            }
-            l.core.fail_with("local fabric shut down".into(), false);
-            self.inner.transport.close(&l.ep);
-        }
-        {
-            let _g = lock(&self.inner.links);
-            self.inner.links_changed.notify_all();
-        }
-        let _ = TcpStream::connect_timeout(&self.inner.local_addr, Duration::from_millis(200));
     }
 
     pub(crate) fn local_id(&self) -> NodeId {
@@ -566,7 +453,7 @@ impl<T: Transport> RdmaFabric<T> {
     }
 
     pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.inner.local_addr
+        self.inner.hub.local_addr()
     }
 
     pub(crate) fn register(&self, spec: RegionSpec) -> Result<Arc<Region>, FabricError> {
@@ -574,10 +461,7 @@ impl<T: Transport> RdmaFabric<T> {
             return Err(FabricError::Shutdown);
         }
         let mut regions = write_lock(&self.inner.regions);
-        if regions.by_id.contains_key(&spec.id) {
-            return Err(FabricError::DuplicateRegion(spec.id));
-        }
-        let key = self.inner.next_key.fetch_add(2, Ordering::Relaxed);
+        let key = regions.table.reserve(spec.id)?;
         let region = Arc::new(Region::allocate(self.inner.common.local_id, &spec, key)?);
         let reg = self.inner.transport.register(&region)?;
         let handle = loop {
@@ -586,7 +470,8 @@ impl<T: Transport> RdmaFabric<T> {
                 break h;
             }
         };
-        regions.by_key.insert(
+        regions.table.insert(
+            spec.id,
             key,
             Arc::new(Owned {
                 region: Arc::clone(&region),
@@ -594,7 +479,6 @@ impl<T: Transport> RdmaFabric<T> {
                 handle,
             }),
         );
-        regions.by_id.insert(spec.id, key);
         regions.by_handle.insert(handle, key);
         Ok(region)
     }
@@ -602,10 +486,7 @@ impl<T: Transport> RdmaFabric<T> {
     pub(crate) fn deregister(&self, id: RegionId) -> Result<(), FabricError> {
         let owned = {
             let mut regions = write_lock(&self.inner.regions);
-            let Some(key) = regions.by_id.remove(&id) else {
-                return Ok(());
-            };
-            let owned = regions.by_key.remove(&key);
+            let owned = regions.table.remove(id).map(|(_, o)| o);
             if let Some(o) = &owned {
                 regions.by_handle.remove(&o.handle);
             }
@@ -613,7 +494,7 @@ impl<T: Transport> RdmaFabric<T> {
         };
         let Some(owned) = owned else { return Ok(()) };
         // Tell every peer to stop writing into it, and wait (bounded) until they have.
-        let links: Vec<Arc<RdmaLink<T>>> = lock(&self.inner.links).values().cloned().collect();
+        let links: Vec<Arc<RdmaLink<T>>> = self.inner.hub.links().values().cloned().collect();
         let deadline = Instant::now() + Duration::from_secs(2);
         for l in &links {
             l.send_revoke(owned.reg.rkey);
@@ -632,35 +513,29 @@ impl<T: Transport> RdmaFabric<T> {
         addr: SocketAddr,
         timeout: Duration,
     ) -> Result<Arc<dyn Link>, FabricError> {
-        let link = crate::dialing::connect_by_rule(
-            self.inner.common.local_id,
-            peer,
-            timeout,
-            &self.inner.links,
-            &self.inner.links_changed,
-            || self.inner.is_shut_down(),
-            |l| l.core.is_failed(),
-            |deadline| self.inner.dial(peer, addr, deadline),
-        )?;
+        let link = self.inner.hub.connect(peer, addr, timeout, |stream| {
+            self.inner.handshake_outgoing(peer, addr, stream)
+        })?;
         Ok(Arc::new(LinkHandle(link)))
     }
 
     pub(crate) fn link(&self, peer: NodeId) -> Option<Arc<dyn Link>> {
-        lock(&self.inner.links)
-            .get(&peer)
-            .map(|l| Arc::new(LinkHandle(Arc::clone(l))) as Arc<dyn Link>)
+        self.inner
+            .hub
+            .link(peer)
+            .map(|l| Arc::new(LinkHandle(l)) as Arc<dyn Link>)
     }
 
     pub(crate) fn subscribe_failures(&self, handler: FailureHandler) -> SubscriptionId {
-        self.inner.failures.subscribe(handler)
+        self.inner.hub.failures().subscribe(handler)
     }
 
     pub(crate) fn unsubscribe_failures(&self, id: SubscriptionId) {
-        self.inner.failures.unsubscribe(id)
+        self.inner.hub.failures().unsubscribe(id)
     }
 
     pub(crate) fn now(&self) -> Duration {
-        self.inner.start.elapsed()
+        self.inner.hub.now()
     }
 
     pub(crate) fn shutdown(&self) {
@@ -728,11 +603,9 @@ pub(crate) use delegate_fabric;
 /// The part of a link the transport's progress thread reports to (it holds no endpoint, so the
 /// progress thread and the link do not keep each other alive).
 pub(crate) struct Core {
-    peer: NodeId,
+    state: LinkState,
     fabric: Weak<dyn CoreFabric>,
-    failed: OnceLock<String>,
     stopped: AtomicBool,
-    control: OnceLock<TcpStream>,
     /// Length announced for the next write with an immediate.
     next_len: AtomicU64,
     /// Every ticket up to this one completed (a completion covers the writes before it).
@@ -744,7 +617,6 @@ pub(crate) struct Core {
 trait CoreFabric: Send + Sync {
     fn region_by_handle(&self, handle: u32) -> Option<Arc<Region>>;
     fn is_shut_down(&self) -> bool;
-    fn report(&self, peer: NodeId, reason: &str);
 }
 
 impl<T: Transport> CoreFabric for Inner<T> {
@@ -754,20 +626,15 @@ impl<T: Transport> CoreFabric for Inner<T> {
     fn is_shut_down(&self) -> bool {
         Inner::is_shut_down(self)
     }
-    fn report(&self, peer: NodeId, reason: &str) {
-        self.failures.report(peer, reason)
-    }
 }
 
 impl Core {
     fn new<T: Transport>(fabric: &Arc<Inner<T>>, peer: NodeId) -> Arc<Self> {
         let weak: Weak<Inner<T>> = Arc::downgrade(fabric);
         Arc::new(Self {
-            peer,
+            state: LinkState::new(peer, fabric.hub.reporter()),
             fabric: weak,
-            failed: OnceLock::new(),
             stopped: AtomicBool::new(false),
-            control: OnceLock::new(),
             next_len: AtomicU64::new(0),
             done: Mutex::new(0),
             done_cond: Condvar::new(),
@@ -775,37 +642,25 @@ impl Core {
     }
 
     pub(crate) fn is_failed(&self) -> bool {
-        self.failed.get().is_some()
+        self.state.is_failed()
     }
 
     fn fail_with(&self, reason: String, report: bool) {
-        if self.failed.set(reason.clone()).is_err() {
+        if !self.state.fail(&reason) {
             return;
         }
         self.stopped.store(true, Ordering::SeqCst);
-        if let Some(c) = self.control.get() {
-            let _ = c.shutdown(Shutdown::Both);
-        }
         {
             let _g = lock(&self.done);
             self.done_cond.notify_all();
         }
-        if let Some(f) = self.fabric.upgrade() {
-            if report && !f.is_shut_down() {
-                f.report(self.peer, &reason);
-            }
+        if report {
+            self.state.report(&reason);
         }
     }
 
     fn error(&self) -> FabricError {
-        FabricError::LinkFailed {
-            peer: self.peer,
-            reason: self
-                .failed
-                .get()
-                .cloned()
-                .unwrap_or_else(|| "unknown".to_string()),
-        }
+        self.state.error()
     }
 
     fn completed(&self, ticket: u64) -> bool {
@@ -832,7 +687,7 @@ impl Core {
         let handle = ((data >> 32) as u32) & MAX_HANDLE;
         let Some(region) = f.region_by_handle(handle) else {
             tracing::debug!(
-                peer = self.peer,
+                peer = self.state.peer(),
                 handle,
                 "discarded a write to an unregistered region"
             );
@@ -840,7 +695,7 @@ impl Core {
         };
         if data & DATA_IMM != 0 {
             let n = Notification {
-                from: self.peer,
+                from: self.state.peer(),
                 imm: data as u32,
                 len: len.unwrap_or_else(|| self.next_len.swap(0, Ordering::Relaxed) as usize),
             };
@@ -917,11 +772,11 @@ impl CompletionSource for Core {
             let now = Instant::now();
             if now >= deadline {
                 return Err(FabricError::Timeout {
-                    what: format!("completion of a write to node {}", self.peer),
+                    what: format!("completion of a write to node {}", self.state.peer()),
                     after: timeout,
                 });
             }
-            g = crate::sync::wait_timeout(&self.done_cond, g, deadline - now);
+            g = wait_timeout(&self.done_cond, g, deadline - now);
         }
     }
 }
@@ -955,9 +810,7 @@ pub(crate) struct RdmaLink<T: Transport> {
     /// Held while posting so writes are posted in issue order.
     tx: Mutex<Tx>,
     sock: Mutex<TcpStream>,
-    queries: Mutex<HashMap<u32, Option<Answer>>>,
-    query_cond: Condvar,
-    next_query: AtomicU32,
+    queries: Queries<Answer>,
     remote: Mutex<HashMap<RegionId, RemoteRegion>>,
     peer_regions: Mutex<HashMap<u64, PeerRegion>>,
     revoked_acks: Mutex<BTreeSet<u64>>,
@@ -968,8 +821,8 @@ pub(crate) struct RdmaLink<T: Transport> {
 impl<T: Transport> std::fmt::Debug for RdmaLink<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RdmaLink")
-            .field("peer", &self.core.peer)
-            .field("failed", &self.core.failed.get())
+            .field("peer", &self.core.state.peer())
+            .field("failed", &self.core.state.failure())
             .finish_non_exhaustive()
     }
 }
@@ -993,18 +846,9 @@ impl<T: Transport> RdmaLink<T> {
         ep: T::Endpoint,
     ) -> Result<Arc<Self>, FabricError> {
         let ctx = |what: &str| format!("{what} for link to node {peer}");
-        stream
-            .set_nodelay(true)
-            .and_then(|()| stream.set_read_timeout(None))
-            .and_then(|()| stream.set_write_timeout(Some(fabric.common.send_timeout)))
-            .map_err(|e| FabricError::io(ctx("configuring the side channel"), e))?;
-        let reader = stream
-            .try_clone()
-            .map_err(|e| FabricError::io(ctx("cloning socket"), e))?;
-        let control = stream
-            .try_clone()
-            .map_err(|e| FabricError::io(ctx("cloning socket"), e))?;
-        let _ = core.control.set(control);
+        let (reader, control) =
+            side_channel::link_stream(&stream, fabric.common.send_timeout, peer)?;
+        core.state.set_control(control);
         let link = Arc::new(Self {
             core,
             fabric: Arc::downgrade(fabric),
@@ -1012,9 +856,7 @@ impl<T: Transport> RdmaLink<T> {
             ep,
             tx: Mutex::new(Tx::default()),
             sock: Mutex::new(stream),
-            queries: Mutex::new(HashMap::new()),
-            query_cond: Condvar::new(),
-            next_query: AtomicU32::new(1),
+            queries: Queries::new(),
             remote: Mutex::new(HashMap::new()),
             peer_regions: Mutex::new(HashMap::new()),
             revoked_acks: Mutex::new(BTreeSet::new()),
@@ -1029,7 +871,7 @@ impl<T: Transport> RdmaLink<T> {
         Ok(link)
     }
 
-    fn say_goodbye(&self) {
+    fn goodbye(&self) {
         if self.core.is_failed() {
             return;
         }
@@ -1063,12 +905,12 @@ impl<T: Transport> RdmaLink<T> {
             let now = Instant::now();
             if now >= deadline {
                 tracing::warn!(
-                    peer = self.core.peer,
+                    peer = self.core.state.peer(),
                     "peer did not confirm a region revocation"
                 );
                 return;
             }
-            acks = crate::sync::wait_timeout(&self.revoked_cond, acks, deadline - now);
+            acks = wait_timeout(&self.revoked_cond, acks, deadline - now);
         }
     }
 
@@ -1122,7 +964,7 @@ impl<T: Transport> RdmaLink<T> {
         if self.core.is_failed() {
             return Err(self.core.error());
         }
-        req.validate(self.core.peer)?;
+        req.validate(self.core.state.peer())?;
         let fabric = self.fabric.upgrade().ok_or(FabricError::Shutdown)?;
         let src = fabric
             .local_region(req.src.key())
@@ -1142,7 +984,9 @@ impl<T: Transport> RdmaLink<T> {
         let Some(target) = target else {
             return Err(FabricError::Misaddressed(format!(
                 "{} (key {:#x}) was not looked up on the link to node {}",
-                req.dst.id, req.dst.key, self.core.peer
+                req.dst.id,
+                req.dst.key,
+                self.core.state.peer()
             )));
         };
         if target.revoked {
@@ -1231,13 +1075,7 @@ impl<T: Transport> RdmaLink<T> {
         let outcome: Result<(), String> = loop {
             let msg = match Msg::read_from(&mut reader) {
                 Ok(m) => m,
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    break Err("side channel closed by peer".to_string())
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    break Err(format!("protocol violation: {e}"))
-                }
-                Err(e) => break Err(format!("side channel receive failed: {e}")),
+                Err(e) => break Err(read_failure(&e)),
             };
             let Some(fabric) = self.fabric.upgrade() else {
                 break Ok(());
@@ -1269,7 +1107,7 @@ impl<T: Transport> RdmaLink<T> {
                         ]);
                         (
                             RemoteRegion {
-                                owner: self.core.peer,
+                                owner: self.core.state.peer(),
                                 id: RegionId(msg.f[0]),
                                 len: msg.f[3] as usize,
                                 key: msg.f[1],
@@ -1278,11 +1116,7 @@ impl<T: Transport> RdmaLink<T> {
                             handle,
                         )
                     });
-                    let mut q = lock(&self.queries);
-                    if let Some(slot) = q.get_mut(&msg.word) {
-                        *slot = Some(answer);
-                    }
-                    self.query_cond.notify_all();
+                    self.queries.answer(msg.word, answer);
                 }
                 kind::REVOKE => {
                     // Off this thread: waiting for completions must not stall lookups.
@@ -1306,35 +1140,39 @@ impl<T: Transport> RdmaLink<T> {
         if let Err(reason) = outcome {
             self.core.fail_with(reason, true);
         }
-        let _g = lock(&self.queries);
-        self.query_cond.notify_all();
+        self.queries.wake();
     }
 
     fn query_once(&self, id: RegionId, deadline: Instant) -> Result<Answer, FabricError> {
-        let qid = self.next_query.fetch_add(1, Ordering::Relaxed);
-        lock(&self.queries).insert(qid, None);
-        if let Err(e) = self.send(&Msg::new(kind::QUERY, qid, [id.0, 0, 0, 0])) {
-            lock(&self.queries).remove(&qid);
-            return Err(e);
-        }
-        let mut q = lock(&self.queries);
-        loop {
-            if self.core.is_failed() {
-                q.remove(&qid);
-                return Err(self.core.error());
-            }
-            if let Some(Some(answer)) = q.get(&qid) {
-                let answer = *answer;
-                q.remove(&qid);
-                return Ok(answer);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                q.remove(&qid);
-                return Ok(None);
-            }
-            let wait = (deadline - now).min(Duration::from_millis(20));
-            q = crate::sync::wait_timeout(&self.query_cond, q, wait);
+        let answer = self.queries.ask(&self.core.state, deadline, |qid| {
+            self.send(&Msg::new(kind::QUERY, qid, [id.0, 0, 0, 0]))
+        })?;
+        Ok(answer.flatten())
+    }
+}
+
+impl<T: Transport> SideLink for RdmaLink<T> {
+    fn is_failed(&self) -> bool {
+        self.core.is_failed()
+    }
+
+    fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    fn replaced(&self) {
+        self.core
+            .fail_with("replaced by a new incarnation of the peer".into(), true);
+    }
+
+    fn say_goodbye(&self) {
+        self.goodbye();
+    }
+
+    fn close(&self) {
+        self.core.fail_with("local fabric shut down".into(), false);
+        if let Some(fabric) = self.fabric.upgrade() {
+            fabric.transport.close(&self.ep);
         }
     }
 }
@@ -1350,36 +1188,25 @@ impl<T: Transport> std::fmt::Debug for LinkHandle<T> {
 
 impl<T: Transport> Link for LinkHandle<T> {
     fn peer(&self) -> NodeId {
-        self.0.core.peer
+        self.0.core.state.peer()
     }
 
     fn remote_region(&self, id: RegionId, timeout: Duration) -> Result<RemoteRegion, FabricError> {
         if let Some(r) = lock(&self.0.remote).get(&id) {
             return Ok(*r);
         }
-        let deadline = Instant::now() + timeout;
-        let mut backoff = crate::dialing::LookupBackoff::new();
-        loop {
-            let attempt_deadline = (Instant::now() + Duration::from_millis(200)).min(deadline);
-            if let Some((found, handle)) = self.0.query_once(id, attempt_deadline)? {
-                lock(&self.0.peer_regions).insert(
-                    found.key,
-                    PeerRegion {
-                        handle,
-                        revoked: false,
-                    },
-                );
-                lock(&self.0.remote).insert(id, found);
-                return Ok(found);
-            }
-            if Instant::now() >= deadline {
-                return Err(FabricError::NoSuchRegion {
-                    peer: self.0.core.peer,
-                    region: id,
-                });
-            }
-            backoff.pause();
-        }
+        let (found, handle) = look_up(self.0.core.state.peer(), id, timeout, |deadline| {
+            self.0.query_once(id, deadline)
+        })?;
+        lock(&self.0.peer_regions).insert(
+            found.key,
+            PeerRegion {
+                handle,
+                revoked: false,
+            },
+        );
+        lock(&self.0.remote).insert(id, found);
+        Ok(found)
     }
 
     fn write(&self, req: &WriteRequest<'_>) -> Result<(), FabricError> {
@@ -1395,7 +1222,7 @@ impl<T: Transport> Link for LinkHandle<T> {
     }
 
     fn failure(&self) -> Option<String> {
-        self.0.core.failed.get().cloned()
+        self.0.core.state.failure()
     }
 
     fn fail(&self, reason: &str) {

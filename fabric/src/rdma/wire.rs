@@ -23,12 +23,12 @@
 
 use std::io::{Read, Write};
 
+use crate::side_channel::frame::{self, Header};
+
 /// Identifies the side channel ("DRRD").
 pub(crate) const MAGIC: u32 = 0x4452_5244;
 /// Protocol version; peers with another version are refused.
 pub(crate) const VERSION: u64 = 1;
-/// Size of a message header.
-pub(crate) const HEADER_LEN: usize = 40;
 /// Longest payload a message may carry.
 pub(crate) const MAX_PAYLOAD: usize = 1024;
 
@@ -87,16 +87,9 @@ impl Msg {
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + self.payload.len());
-        out.push(self.kind);
-        out.push(self.flags);
-        out.extend_from_slice(&(self.payload.len() as u16).to_le_bytes());
-        out.extend_from_slice(&self.word.to_le_bytes());
-        for v in self.f {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out.extend_from_slice(&self.payload);
-        out
+        let mut h = Header::new(self.kind, self.word, self.f);
+        h.flags = self.flags;
+        frame::encode(h, &self.payload, MAX_PAYLOAD)
     }
 
     pub(crate) fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
@@ -105,30 +98,12 @@ impl Msg {
 
     /// Reads one message; a malformed one is an `InvalidData` error.
     pub(crate) fn read_from(r: &mut impl Read) -> std::io::Result<Self> {
-        let mut h = [0u8; HEADER_LEN];
-        r.read_exact(&mut h)?;
-        let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
-        let kind = h[0];
-        if !(kind::HELLO..=kind::GOODBYE).contains(&kind) {
-            return Err(bad(format!("unknown message kind {kind}")));
-        }
-        let len = usize::from(u16::from_le_bytes([h[2], h[3]]));
-        if len > MAX_PAYLOAD {
-            return Err(bad(format!("payload of {len} bytes")));
-        }
-        let mut payload = vec![0u8; len];
-        r.read_exact(&mut payload)?;
-        let mut f = [0u64; 4];
-        for (i, v) in f.iter_mut().enumerate() {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&h[8 + 8 * i..16 + 8 * i]);
-            *v = u64::from_le_bytes(b);
-        }
+        let (h, payload) = frame::read::<4>(r, kind::HELLO..=kind::GOODBYE, MAX_PAYLOAD)?;
         Ok(Self {
-            kind,
-            flags: h[1],
-            word: u32::from_le_bytes([h[4], h[5], h[6], h[7]]),
-            f,
+            kind: h.kind,
+            flags: h.flags,
+            word: h.word,
+            f: h.f,
             payload,
         })
     }

@@ -4,15 +4,17 @@
 
 use std::collections::HashMap;
 use std::io::BufReader;
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::mapping::{self, Entry, Inbox, Mapping, ENTRY_IMM, LIVE, REGION_HEADER};
 use super::wire::{kind, Msg, FOUND};
 use super::Inner;
+use crate::side_channel::link::{look_up, read_failure, LinkState, Queries, RegionCache};
+use crate::side_channel::{self, SideLink};
 use crate::sync::lock;
 use crate::{
     Completion, CompletionSource, FabricError, Link, NodeId, Notification, Region, RegionId,
@@ -43,18 +45,13 @@ type Answer = Option<(RemoteRegion, String)>;
 
 /// An shm link to one peer.
 pub(crate) struct ShmLink {
-    peer: NodeId,
-    pub(crate) incarnation: u64,
-    fabric: Weak<Inner>,
+    state: LinkState,
+    incarnation: u64,
     dir: PathBuf,
-    control: TcpStream,
     sock: Mutex<TcpStream>,
     tx: Mutex<Tx>,
     inbox: Inbox,
-    failed: OnceLock<String>,
-    queries: Mutex<HashMap<u32, Option<Answer>>>,
-    query_cond: Condvar,
-    next_query: AtomicU32,
+    queries: Queries<Answer>,
     remote: Mutex<HashMap<RegionId, RemoteRegion>>,
     peer_regions: Mutex<HashMap<u64, Arc<PeerRegion>>>,
     send_timeout: Duration,
@@ -63,9 +60,9 @@ pub(crate) struct ShmLink {
 impl std::fmt::Debug for ShmLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShmLink")
-            .field("peer", &self.peer)
+            .field("peer", &self.state.peer())
             .field("incarnation", &self.incarnation)
-            .field("failed", &self.failed.get())
+            .field("failed", &self.state.failure())
             .finish_non_exhaustive()
     }
 }
@@ -81,23 +78,12 @@ impl ShmLink {
         theirs: Inbox,
     ) -> Result<Arc<Self>, FabricError> {
         let ctx = |what: &str| format!("{what} for shm link to node {peer}");
-        stream
-            .set_nodelay(true)
-            .and_then(|()| stream.set_read_timeout(None))
-            .and_then(|()| stream.set_write_timeout(Some(fabric.config.send_timeout)))
-            .map_err(|e| FabricError::io(ctx("configuring the side channel"), e))?;
-        let reader = stream
-            .try_clone()
-            .map_err(|e| FabricError::io(ctx("cloning socket"), e))?;
-        let control = stream
-            .try_clone()
-            .map_err(|e| FabricError::io(ctx("cloning socket"), e))?;
+        let (reader, control) =
+            side_channel::link_stream(&stream, fabric.config.send_timeout, peer)?;
         let link = Arc::new(ShmLink {
-            peer,
+            state: LinkState::with_control(peer, fabric.hub.reporter(), control),
             incarnation,
-            fabric: Arc::downgrade(fabric),
             dir: fabric.config.dir.clone(),
-            control,
             sock: Mutex::new(stream),
             tx: Mutex::new(Tx {
                 tail: theirs.tail().load(Ordering::Acquire),
@@ -105,10 +91,7 @@ impl ShmLink {
                 last: None,
             }),
             inbox: mine,
-            failed: OnceLock::new(),
-            queries: Mutex::new(HashMap::new()),
-            query_cond: Condvar::new(),
-            next_query: AtomicU32::new(1),
+            queries: Queries::new(),
             remote: Mutex::new(HashMap::new()),
             peer_regions: Mutex::new(HashMap::new()),
             send_timeout: fabric.config.send_timeout,
@@ -131,8 +114,8 @@ impl ShmLink {
         Ok(link)
     }
 
-    pub(crate) fn is_failed(&self) -> bool {
-        self.failed.get().is_some()
+    fn is_failed(&self) -> bool {
+        self.state.is_failed()
     }
 
     /// Our inbox (the peer writes its records into it).
@@ -143,39 +126,26 @@ impl ShmLink {
     /// Marks the link failed; `report` says whether subscribers hear of it. Only the first call
     /// has an effect.
     pub(crate) fn fail_with(&self, reason: String, report: bool) {
-        if self.failed.set(reason.clone()).is_err() {
+        if !self.state.fail(&reason) {
             return;
         }
-        let _ = self.control.shutdown(Shutdown::Both);
         // Wake the bell thread so it sees the failure and exits; remove our inbox file (the
         // peer's mapping of it stays valid until it unmaps).
         self.inbox.armed().store(0, Ordering::SeqCst);
         mapping::futex_wake(self.inbox.armed());
         let _ = std::fs::remove_file(self.inbox.mapping().path());
-        {
-            let _g = lock(&self.queries);
-            self.query_cond.notify_all();
-        }
-        if let Some(fabric) = self.fabric.upgrade() {
-            if report && !fabric.is_shut_down() {
-                fabric.failures.report(self.peer, &reason);
-            }
+        self.queries.wake();
+        if report {
+            self.state.report(&reason);
         }
     }
 
     fn link_failed_error(&self) -> FabricError {
-        FabricError::LinkFailed {
-            peer: self.peer,
-            reason: self
-                .failed
-                .get()
-                .cloned()
-                .unwrap_or_else(|| "unknown".to_string()),
-        }
+        self.state.error()
     }
 
     /// Sends a graceful goodbye (best effort) before a local shutdown.
-    pub(crate) fn say_goodbye(&self) {
+    fn goodbye(&self) {
         if self.is_failed() {
             return;
         }
@@ -199,7 +169,7 @@ impl ShmLink {
         if self.is_failed() {
             return Err(self.link_failed_error());
         }
-        req.validate(self.peer)?;
+        req.validate(self.state.peer())?;
         let mut tx = lock(&self.tx);
         if self.is_failed() {
             return Err(self.link_failed_error());
@@ -211,7 +181,9 @@ impl ShmLink {
                 let Some(p) = found else {
                     return Err(FabricError::Misaddressed(format!(
                         "{} (key {:#x}) was not looked up on the link to node {}",
-                        req.dst.id, req.dst.key, self.peer
+                        req.dst.id,
+                        req.dst.key,
+                        self.state.peer()
                     )));
                 };
                 tx.last = Some(Arc::clone(&p));
@@ -304,7 +276,7 @@ impl ShmLink {
         let inbox = &self.inbox;
         let cap = inbox.capacity();
         let mut head = inbox.head().load(Ordering::Acquire);
-        let mut cached: Option<(u64, u64, Arc<Region>)> = None;
+        let mut cache = RegionCache::default();
         loop {
             if self.is_failed() {
                 return;
@@ -321,24 +293,12 @@ impl ShmLink {
                 let Some(f) = fabric.upgrade() else { return };
                 while head != tail {
                     let e = inbox.get(head);
-                    let region = match &cached {
-                        Some((key, generation, r))
-                            if *key == e.key && *generation == f.region_generation() =>
-                        {
-                            Some(Arc::clone(r))
-                        }
-                        _ => {
-                            let found = f.region_by_key(e.key);
-                            if let Some(r) = &found {
-                                cached = Some((e.key, f.region_generation(), Arc::clone(r)));
-                            }
-                            found
-                        }
-                    };
+                    let region =
+                        cache.get(e.key, f.region_generation(), |key| f.region_by_key(key));
                     if let Some(r) = region {
                         if e.flags & ENTRY_IMM != 0 {
                             let n = Notification {
-                                from: self.peer,
+                                from: self.state.peer(),
                                 imm: e.imm,
                                 len: e.len as usize,
                             };
@@ -369,13 +329,7 @@ impl ShmLink {
         let outcome: Result<(), String> = loop {
             let msg = match Msg::read_from(&mut reader) {
                 Ok(m) => m,
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    break Err("side channel closed by peer".to_string())
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    break Err(format!("protocol violation: {e}"))
-                }
-                Err(e) => break Err(format!("side channel receive failed: {e}")),
+                Err(e) => break Err(read_failure(&e)),
             };
             let Some(fabric) = fabric.upgrade() else {
                 break Ok(());
@@ -395,22 +349,17 @@ impl ShmLink {
                     }
                 }
                 kind::ANSWER => {
-                    let mut q = lock(&self.queries);
-                    if let Some(slot) = q.get_mut(&msg.word) {
-                        *slot = Some((msg.flags & FOUND != 0).then(|| {
-                            (
-                                RemoteRegion {
-                                    owner: self.peer,
-                                    id: RegionId(msg.a),
-                                    len: msg.c as usize,
-                                    key: msg.b,
-                                    addr: 0,
-                                },
-                                msg.name.clone(),
-                            )
-                        }));
-                    }
-                    self.query_cond.notify_all();
+                    let found = (msg.flags & FOUND != 0).then(|| {
+                        let region = RemoteRegion {
+                            owner: self.state.peer(),
+                            id: RegionId(msg.a),
+                            len: msg.c as usize,
+                            key: msg.b,
+                            addr: 0,
+                        };
+                        (region, msg.name.clone())
+                    });
+                    self.queries.answer(msg.word, found);
                 }
                 kind::GOODBYE => break Err("peer shut down its fabric".to_string()),
                 other => break Err(format!("protocol violation: message kind {other}")),
@@ -422,31 +371,10 @@ impl ShmLink {
     }
 
     fn query_once(&self, id: RegionId, deadline: Instant) -> Result<Answer, FabricError> {
-        let qid = self.next_query.fetch_add(1, Ordering::Relaxed);
-        lock(&self.queries).insert(qid, None);
-        if let Err(e) = self.send(&Msg::new(kind::QUERY, qid, id.0, 0, 0)) {
-            lock(&self.queries).remove(&qid);
-            return Err(e);
-        }
-        let mut q = lock(&self.queries);
-        loop {
-            if self.is_failed() {
-                q.remove(&qid);
-                return Err(self.link_failed_error());
-            }
-            if let Some(Some(answer)) = q.get(&qid) {
-                let answer = answer.clone();
-                q.remove(&qid);
-                return Ok(answer);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                q.remove(&qid);
-                return Ok(None);
-            }
-            let wait = (deadline - now).min(Duration::from_millis(20));
-            q = crate::sync::wait_timeout(&self.query_cond, q, wait);
-        }
+        let answer = self.queries.ask(&self.state, deadline, |qid| {
+            self.send(&Msg::new(kind::QUERY, qid, id.0, 0, 0))
+        })?;
+        Ok(answer.flatten())
     }
 
     /// Maps the peer's region file named in a lookup answer (once per key).
@@ -528,7 +456,7 @@ pub(crate) struct LinkHandle(pub(crate) Arc<ShmLink>);
 
 impl Link for LinkHandle {
     fn peer(&self) -> NodeId {
-        self.0.peer
+        self.0.state.peer()
     }
 
     fn remote_region(&self, id: RegionId, timeout: Duration) -> Result<RemoteRegion, FabricError> {
@@ -539,23 +467,12 @@ impl Link for LinkHandle {
             }
             lock(&self.0.remote).remove(&id);
         }
-        let deadline = Instant::now() + timeout;
-        let mut backoff = crate::dialing::LookupBackoff::new();
-        loop {
-            let attempt_deadline = (Instant::now() + Duration::from_millis(200)).min(deadline);
-            if let Some((found, name)) = self.0.query_once(id, attempt_deadline)? {
-                self.0.map_peer_region(&found, &name)?;
-                lock(&self.0.remote).insert(id, found);
-                return Ok(found);
-            }
-            if Instant::now() >= deadline {
-                return Err(FabricError::NoSuchRegion {
-                    peer: self.0.peer,
-                    region: id,
-                });
-            }
-            backoff.pause();
-        }
+        let (found, name) = look_up(self.0.state.peer(), id, timeout, |deadline| {
+            self.0.query_once(id, deadline)
+        })?;
+        self.0.map_peer_region(&found, &name)?;
+        lock(&self.0.remote).insert(id, found);
+        Ok(found)
     }
 
     fn write(&self, req: &WriteRequest<'_>) -> Result<(), FabricError> {
@@ -568,10 +485,32 @@ impl Link for LinkHandle {
     }
 
     fn failure(&self) -> Option<String> {
-        self.0.failed.get().cloned()
+        self.0.state.failure()
     }
 
     fn fail(&self, reason: &str) {
         self.0.fail_with(reason.to_string(), true);
+    }
+}
+
+impl SideLink for ShmLink {
+    fn is_failed(&self) -> bool {
+        self.state.is_failed()
+    }
+
+    fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    fn replaced(&self) {
+        self.fail_with("replaced by a new incarnation of the peer".into(), true);
+    }
+
+    fn say_goodbye(&self) {
+        self.goodbye();
+    }
+
+    fn close(&self) {
+        self.fail_with("local fabric shut down".into(), false);
     }
 }

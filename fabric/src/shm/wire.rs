@@ -19,12 +19,12 @@
 
 use std::io::{Read, Write};
 
+use crate::side_channel::frame::{self, Header};
+
 /// Identifies the shm side channel ("DRSH").
 pub(crate) const MAGIC: u32 = 0x4853_5244;
 /// Protocol version; peers with another version are refused.
 pub(crate) const VERSION: u32 = 1;
-/// Size of a message header.
-pub(crate) const HEADER_LEN: usize = 32;
 /// Longest file name a message may carry.
 pub(crate) const MAX_NAME: usize = 255;
 
@@ -87,17 +87,9 @@ impl Msg {
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let name = &self.name.as_bytes()[..self.name.len().min(MAX_NAME)];
-        let mut out = Vec::with_capacity(HEADER_LEN + name.len());
-        out.push(self.kind);
-        out.push(self.flags);
-        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        out.extend_from_slice(&self.word.to_le_bytes());
-        out.extend_from_slice(&self.a.to_le_bytes());
-        out.extend_from_slice(&self.b.to_le_bytes());
-        out.extend_from_slice(&self.c.to_le_bytes());
-        out.extend_from_slice(name);
-        out
+        let mut h = Header::new(self.kind, self.word, [self.a, self.b, self.c]);
+        h.flags = self.flags;
+        frame::encode(h, self.name.as_bytes(), MAX_NAME)
     }
 
     pub(crate) fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
@@ -106,32 +98,18 @@ impl Msg {
 
     /// Reads one message; a malformed one is an `InvalidData` error.
     pub(crate) fn read_from(r: &mut impl Read) -> std::io::Result<Self> {
-        let mut h = [0u8; HEADER_LEN];
-        r.read_exact(&mut h)?;
-        let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
-        let kind = h[0];
-        if !(kind::HELLO..=kind::GOODBYE).contains(&kind) {
-            return Err(bad(format!("unknown message kind {kind}")));
-        }
-        let name_len = usize::from(u16::from_le_bytes([h[2], h[3]]));
-        if name_len > MAX_NAME {
-            return Err(bad(format!("file name of {name_len} bytes")));
-        }
-        let mut name = vec![0u8; name_len];
-        r.read_exact(&mut name)?;
-        let name = String::from_utf8(name).map_err(|_| bad("file name is not UTF-8".into()))?;
-        let u64_at = |i: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&h[i..i + 8]);
-            u64::from_le_bytes(b)
-        };
+        let (h, name) = frame::read::<3>(r, kind::HELLO..=kind::GOODBYE, MAX_NAME)?;
+        let name = String::from_utf8(name).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "file name is not UTF-8")
+        })?;
+        let [a, b, c] = h.f;
         Ok(Self {
-            kind,
-            flags: h[1],
-            word: u32::from_le_bytes([h[4], h[5], h[6], h[7]]),
-            a: u64_at(8),
-            b: u64_at(16),
-            c: u64_at(24),
+            kind: h.kind,
+            flags: h.flags,
+            word: h.word,
+            a,
+            b,
+            c,
             name,
         })
     }

@@ -9,14 +9,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufReader, Read, Write};
-use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, TryLockError, Weak};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
 use super::wire::{self, kind, Header, HEADER_LEN};
 use super::Inner;
-use crate::sync::lock;
+use crate::side_channel::link::{look_up, LinkState, Queries, RegionCache};
+use crate::side_channel::{self, SideLink};
+use crate::sync::{lock, wait_timeout};
 use crate::NodeId;
 use crate::{
     Completion, CompletionSource, FabricError, Link, Notification, Region, RegionId, RemoteRegion,
@@ -45,21 +47,16 @@ struct Outbox {
 
 /// A tcp link to one peer.
 pub(crate) struct TcpLink {
-    peer: NodeId,
-    pub(crate) incarnation: u64,
-    fabric: Weak<Inner>,
-    control: TcpStream,
+    state: LinkState,
+    incarnation: u64,
     send: Mutex<Sender>,
     outbox: Mutex<Outbox>,
     outbox_pending: AtomicBool,
     acked: AtomicU64,
     ack_lock: Mutex<()>,
     ack_cond: Condvar,
-    failed: OnceLock<String>,
-    /// Outstanding region queries: `None` until answered, then the answer.
-    queries: Mutex<HashMap<u32, Option<Option<RemoteRegion>>>>,
-    query_cond: Condvar,
-    next_query: AtomicU32,
+    /// Outstanding region queries; an answer is the region if the peer has it.
+    queries: Queries<Option<RemoteRegion>>,
     remote: Mutex<HashMap<RegionId, RemoteRegion>>,
     send_timeout: Duration,
 }
@@ -67,9 +64,9 @@ pub(crate) struct TcpLink {
 impl std::fmt::Debug for TcpLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TcpLink")
-            .field("peer", &self.peer)
+            .field("peer", &self.state.peer())
             .field("incarnation", &self.incarnation)
-            .field("failed", &self.failed.get())
+            .field("failed", &self.state.failure())
             .finish_non_exhaustive()
     }
 }
@@ -82,27 +79,11 @@ impl TcpLink {
         incarnation: u64,
         stream: TcpStream,
     ) -> Result<Arc<Self>, FabricError> {
-        let ctx = |what: &str| format!("{what} for link to node {peer}");
-        stream
-            .set_nodelay(true)
-            .map_err(|e| FabricError::io(ctx("setting TCP_NODELAY"), e))?;
-        stream
-            .set_read_timeout(None)
-            .map_err(|e| FabricError::io(ctx("clearing read timeout"), e))?;
-        stream
-            .set_write_timeout(Some(fabric.config.send_timeout))
-            .map_err(|e| FabricError::io(ctx("setting send timeout"), e))?;
-        let reader = stream
-            .try_clone()
-            .map_err(|e| FabricError::io(ctx("cloning socket"), e))?;
-        let control = stream
-            .try_clone()
-            .map_err(|e| FabricError::io(ctx("cloning socket"), e))?;
+        let send_timeout = fabric.config.send_timeout;
+        let (reader, control) = side_channel::link_stream(&stream, send_timeout, peer)?;
         let link = Arc::new(TcpLink {
-            peer,
+            state: LinkState::with_control(peer, fabric.hub.reporter(), control),
             incarnation,
-            fabric: Arc::downgrade(fabric),
-            control,
             send: Mutex::new(Sender {
                 stream,
                 staging: Vec::new(),
@@ -113,60 +94,44 @@ impl TcpLink {
             acked: AtomicU64::new(0),
             ack_lock: Mutex::new(()),
             ack_cond: Condvar::new(),
-            failed: OnceLock::new(),
-            queries: Mutex::new(HashMap::new()),
-            query_cond: Condvar::new(),
-            next_query: AtomicU32::new(1),
+            queries: Queries::new(),
             remote: Mutex::new(HashMap::new()),
-            send_timeout: fabric.config.send_timeout,
+            send_timeout,
         });
         let for_thread = Arc::clone(&link);
         let weak_fabric = Arc::downgrade(fabric);
         std::thread::Builder::new()
             .name(format!("fabric-rx-{peer}"))
             .spawn(move || for_thread.receive_loop(reader, weak_fabric))
-            .map_err(|e| FabricError::io(ctx("spawning receiver thread"), e))?;
+            .map_err(|e| FabricError::io(format!("spawning the receiver of node {peer}"), e))?;
         Ok(link)
     }
 
-    pub(crate) fn is_failed(&self) -> bool {
-        self.failed.get().is_some()
+    fn is_failed(&self) -> bool {
+        self.state.is_failed()
     }
 
     /// Marks the link failed; `report` says whether subscribers hear of it.
     pub(crate) fn fail_with(&self, reason: String, report: bool) {
-        if self.failed.set(reason.clone()).is_err() {
+        if !self.state.fail(&reason) {
             return;
         }
-        let _ = self.control.shutdown(Shutdown::Both);
         {
             let _g = lock(&self.ack_lock);
             self.ack_cond.notify_all();
         }
-        {
-            let _g = lock(&self.queries);
-            self.query_cond.notify_all();
-        }
-        if let Some(fabric) = self.fabric.upgrade() {
-            if report && !fabric.is_shut_down() {
-                fabric.failures.report(self.peer, &reason);
-            }
+        self.queries.wake();
+        if report {
+            self.state.report(&reason);
         }
     }
 
     fn link_failed_error(&self) -> FabricError {
-        FabricError::LinkFailed {
-            peer: self.peer,
-            reason: self
-                .failed
-                .get()
-                .cloned()
-                .unwrap_or_else(|| "unknown".to_string()),
-        }
+        self.state.error()
     }
 
     /// Sends a graceful goodbye (best effort) before a local shutdown.
-    pub(crate) fn say_goodbye(&self) {
+    fn goodbye(&self) {
         if self.is_failed() {
             return;
         }
@@ -188,7 +153,7 @@ impl TcpLink {
         if self.is_failed() {
             return Err(self.link_failed_error());
         }
-        req.validate(self.peer)?;
+        req.validate(self.state.peer())?;
         let mut flags = 0;
         if signaled {
             flags |= wire::FLAG_SIGNALED;
@@ -301,7 +266,7 @@ impl TcpLink {
             let mut ob = lock(&self.outbox);
             if ob.frames.len() >= MAX_OUTBOX {
                 tracing::warn!(
-                    peer = self.peer,
+                    peer = self.state.peer(),
                     "control outbox full; dropping a region answer"
                 );
                 return;
@@ -316,7 +281,7 @@ impl TcpLink {
         let mut reader = BufReader::with_capacity(CHUNK, stream);
         let mut chunk = Vec::new();
         let mut applied: u64 = 0;
-        let mut cached: Option<(u64, u64, Arc<Region>)> = None;
+        let mut cache = RegionCache::default();
         let outcome = loop {
             let mut hbuf = [0u8; HEADER_LEN];
             if let Err(e) = reader.read_exact(&mut hbuf) {
@@ -335,20 +300,9 @@ impl TcpLink {
             };
             match h.kind {
                 kind::WRITE => {
-                    let region = match &cached {
-                        Some((key, generation, r))
-                            if *key == h.a && *generation == fabric.region_generation() =>
-                        {
-                            Some(Arc::clone(r))
-                        }
-                        _ => {
-                            let found = fabric.region_by_key(h.a);
-                            if let Some(r) = &found {
-                                cached = Some((h.a, fabric.region_generation(), Arc::clone(r)));
-                            }
-                            found
-                        }
-                    };
+                    let region = cache.get(h.a, fabric.region_generation(), |key| {
+                        fabric.region_by_key(key)
+                    });
                     let len = h.c;
                     if let Some(r) = &region {
                         let fits = usize::try_from(h.b)
@@ -374,7 +328,7 @@ impl TcpLink {
                         Some(r) => {
                             if h.flags & wire::FLAG_IMM != 0 {
                                 let n = Notification {
-                                    from: self.peer,
+                                    from: self.state.peer(),
                                     imm: h.word,
                                     len: len as usize,
                                 };
@@ -387,7 +341,7 @@ impl TcpLink {
                             r.ring();
                         }
                         None => tracing::debug!(
-                            peer = self.peer,
+                            peer = self.state.peer(),
                             key = h.a,
                             "discarded a write to an unregistered region"
                         ),
@@ -424,17 +378,14 @@ impl TcpLink {
                     self.queue_frame(frame.encode());
                 }
                 kind::ANSWER => {
-                    let mut q = lock(&self.queries);
-                    if let Some(slot) = q.get_mut(&h.word) {
-                        *slot = Some((h.flags & wire::FLAG_FOUND != 0).then(|| RemoteRegion {
-                            owner: self.peer,
-                            id: RegionId(h.b),
-                            len: h.c as usize,
-                            key: h.a,
-                            addr: 0,
-                        }));
-                    }
-                    self.query_cond.notify_all();
+                    let found = (h.flags & wire::FLAG_FOUND != 0).then(|| RemoteRegion {
+                        owner: self.state.peer(),
+                        id: RegionId(h.b),
+                        len: h.c as usize,
+                        key: h.a,
+                        addr: 0,
+                    });
+                    self.queries.answer(h.word, found);
                 }
                 kind::GOODBYE => break Err("peer shut down its fabric".to_string()),
                 _ => break Err(format!("protocol violation: frame kind {}", h.kind)),
@@ -450,48 +401,28 @@ impl TcpLink {
         id: RegionId,
         deadline: Instant,
     ) -> Result<Option<RemoteRegion>, FabricError> {
-        let qid = self.next_query.fetch_add(1, Ordering::Relaxed);
-        lock(&self.queries).insert(qid, None);
-        let frame = Header {
-            kind: kind::QUERY,
-            flags: 0,
-            word: qid,
-            a: id.0,
-            b: 0,
-            c: 0,
-        }
-        .encode();
-        {
+        let answer = self.queries.ask(&self.state, deadline, |qid| {
+            let frame = Header {
+                kind: kind::QUERY,
+                flags: 0,
+                word: qid,
+                a: id.0,
+                b: 0,
+                c: 0,
+            }
+            .encode();
             let mut s = lock(&self.send);
-            let sent = s.stream.write_all(&frame);
-            if let Err(e) = sent {
+            if let Err(e) = s.stream.write_all(&frame) {
                 drop(s);
-                lock(&self.queries).remove(&qid);
                 self.fail_with(format!("send failed: {e}"), true);
                 return Err(self.link_failed_error());
             }
             let _ = self.drain_outbox(&mut s);
-        }
-        self.kick();
-        let mut q = lock(&self.queries);
-        loop {
-            if self.is_failed() {
-                q.remove(&qid);
-                return Err(self.link_failed_error());
-            }
-            if let Some(Some(answer)) = q.get(&qid) {
-                let answer = *answer;
-                q.remove(&qid);
-                return Ok(answer);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                q.remove(&qid);
-                return Ok(None);
-            }
-            let wait = (deadline - now).min(Duration::from_millis(20));
-            q = crate::sync::wait_timeout(&self.query_cond, q, wait);
-        }
+            drop(s);
+            self.kick();
+            Ok(())
+        })?;
+        Ok(answer.flatten())
     }
 }
 
@@ -570,11 +501,11 @@ impl CompletionSource for TcpLink {
             let now = Instant::now();
             if now >= deadline {
                 return Err(FabricError::Timeout {
-                    what: format!("completion of a write to node {}", self.peer),
+                    what: format!("completion of a write to node {}", self.state.peer()),
                     after: timeout,
                 });
             }
-            g = crate::sync::wait_timeout(&self.ack_cond, g, deadline - now);
+            g = wait_timeout(&self.ack_cond, g, deadline - now);
         }
     }
 }
@@ -585,29 +516,18 @@ pub(crate) struct LinkHandle(pub(crate) Arc<TcpLink>);
 
 impl Link for LinkHandle {
     fn peer(&self) -> NodeId {
-        self.0.peer
+        self.0.state.peer()
     }
 
     fn remote_region(&self, id: RegionId, timeout: Duration) -> Result<RemoteRegion, FabricError> {
         if let Some(r) = lock(&self.0.remote).get(&id) {
             return Ok(*r);
         }
-        let deadline = Instant::now() + timeout;
-        let mut backoff = crate::dialing::LookupBackoff::new();
-        loop {
-            let attempt_deadline = (Instant::now() + Duration::from_millis(200)).min(deadline);
-            if let Some(found) = self.0.query_once(id, attempt_deadline)? {
-                lock(&self.0.remote).insert(id, found);
-                return Ok(found);
-            }
-            if Instant::now() >= deadline {
-                return Err(FabricError::NoSuchRegion {
-                    peer: self.0.peer,
-                    region: id,
-                });
-            }
-            backoff.pause();
-        }
+        let found = look_up(self.0.state.peer(), id, timeout, |deadline| {
+            self.0.query_once(id, deadline)
+        })?;
+        lock(&self.0.remote).insert(id, found);
+        Ok(found)
     }
 
     fn write(&self, req: &WriteRequest<'_>) -> Result<(), FabricError> {
@@ -623,10 +543,32 @@ impl Link for LinkHandle {
     }
 
     fn failure(&self) -> Option<String> {
-        self.0.failed.get().cloned()
+        self.0.state.failure()
     }
 
     fn fail(&self, reason: &str) {
         self.0.fail_with(reason.to_string(), true);
+    }
+}
+
+impl SideLink for TcpLink {
+    fn is_failed(&self) -> bool {
+        self.state.is_failed()
+    }
+
+    fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    fn replaced(&self) {
+        self.fail_with("replaced by a new incarnation of the peer".into(), true);
+    }
+
+    fn say_goodbye(&self) {
+        self.goodbye();
+    }
+
+    fn close(&self) {
+        self.fail_with("local fabric shut down".into(), false);
     }
 }

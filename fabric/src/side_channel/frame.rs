@@ -1,0 +1,145 @@
+//! The header every side-channel message starts with, in every backend's format (little
+//! endian):
+//!
+//! ```text
+//! byte 0         kind
+//! byte 1         flags
+//! bytes 2..4     u16: length of the body that follows the header
+//! bytes 4..8     u32: a word (a magic number or a query id, say)
+//! bytes 8..8+8N  N u64 fields
+//! ```
+//!
+//! What the kinds, flags, word, fields and body mean is each backend's (see their `wire`
+//! modules); this module only moves the bytes.
+
+use std::io::Read;
+use std::ops::RangeInclusive;
+
+/// Longest header this module reads (seven fields).
+const MAX_LEN: usize = 64;
+
+/// A decoded header with `N` u64 fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Header<const N: usize> {
+    pub kind: u8,
+    pub flags: u8,
+    /// Length of the body.
+    pub len: u16,
+    pub word: u32,
+    pub f: [u64; N],
+}
+
+impl<const N: usize> Header<N> {
+    /// Bytes of the header.
+    pub(crate) const LEN: usize = 8 + 8 * N;
+
+    /// A header without flags or body.
+    pub(crate) fn new(kind: u8, word: u32, f: [u64; N]) -> Self {
+        Self {
+            kind,
+            flags: 0,
+            len: 0,
+            word,
+            f,
+        }
+    }
+
+    /// Writes the header into the first [`Self::LEN`] bytes of `out`.
+    ///
+    /// # Panics
+    /// If `out` is shorter.
+    pub(crate) fn write(&self, out: &mut [u8]) {
+        out[0] = self.kind;
+        out[1] = self.flags;
+        out[2..4].copy_from_slice(&self.len.to_le_bytes());
+        out[4..8].copy_from_slice(&self.word.to_le_bytes());
+        for (i, v) in self.f.iter().enumerate() {
+            out[8 + 8 * i..16 + 8 * i].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    /// Reads a header from the first [`Self::LEN`] bytes of `h`.
+    ///
+    /// # Panics
+    /// If `h` is shorter.
+    pub(crate) fn read(h: &[u8]) -> Self {
+        let mut f = [0u64; N];
+        for (i, v) in f.iter_mut().enumerate() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&h[8 + 8 * i..16 + 8 * i]);
+            *v = u64::from_le_bytes(b);
+        }
+        Self {
+            kind: h[0],
+            flags: h[1],
+            len: u16::from_le_bytes([h[2], h[3]]),
+            word: u32::from_le_bytes([h[4], h[5], h[6], h[7]]),
+            f,
+        }
+    }
+}
+
+/// Encodes a message: the header (its length field set to the body's) and the body, cut to
+/// `max_body` bytes.
+pub(crate) fn encode<const N: usize>(header: Header<N>, body: &[u8], max_body: usize) -> Vec<u8> {
+    let body = &body[..body.len().min(max_body).min(usize::from(u16::MAX))];
+    let mut out = vec![0u8; Header::<N>::LEN + body.len()];
+    Header {
+        len: body.len() as u16,
+        ..header
+    }
+    .write(&mut out);
+    out[Header::<N>::LEN..].copy_from_slice(body);
+    out
+}
+
+/// Reads one message: its header and body. A kind outside `kinds` or a body longer than
+/// `max_body` is an `InvalidData` error.
+pub(crate) fn read<const N: usize>(
+    r: &mut impl Read,
+    kinds: RangeInclusive<u8>,
+    max_body: usize,
+) -> std::io::Result<(Header<N>, Vec<u8>)> {
+    let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let mut buf = [0u8; MAX_LEN];
+    let buf = buf
+        .get_mut(..Header::<N>::LEN)
+        .ok_or_else(|| bad(format!("a header of {N} fields")))?;
+    r.read_exact(buf)?;
+    let h = Header::<N>::read(buf);
+    if !kinds.contains(&h.kind) {
+        return Err(bad(format!("unknown message kind {}", h.kind)));
+    }
+    let len = usize::from(h.len);
+    if len > max_body {
+        return Err(bad(format!("a body of {len} bytes")));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    Ok((h, body))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_message_round_trips() {
+        let mut h = Header::new(4, 7, [1, 2, 3]);
+        h.flags = 1;
+        let bytes = encode(h, b"name", 255);
+        assert_eq!(bytes.len(), 32 + 4);
+        let (back, body) = read::<3>(&mut bytes.as_slice(), 1..=5, 255).unwrap();
+        assert_eq!(back, Header { len: 4, ..h });
+        assert_eq!(body, b"name");
+    }
+
+    #[test]
+    fn unknown_kinds_and_long_bodies_are_refused() {
+        let bytes = encode(Header::new(9, 0, [0; 4]), &[], 16);
+        assert!(read::<4>(&mut bytes.as_slice(), 1..=7, 16).is_err());
+        let bytes = encode(Header::new(1, 0, [0; 4]), &[0; 20], 20);
+        assert!(read::<4>(&mut bytes.as_slice(), 1..=7, 16).is_err());
+    }
+}

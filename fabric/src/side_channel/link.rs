@@ -1,0 +1,221 @@
+//! What every side-channel link keeps alike: its failure state, its outstanding region lookups,
+//! the lookup retry loop, and the cache of the region its peer wrote last.
+
+use std::collections::HashMap;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use super::connect::LookupBackoff;
+use super::Reporter;
+use crate::sync::{lock, wait_timeout};
+use crate::{FabricError, NodeId, Region, RegionId};
+
+/// A link's peer, whether and why the link failed, and the side channel to close when it does.
+pub(crate) struct LinkState {
+    peer: NodeId,
+    failed: OnceLock<String>,
+    control: OnceLock<TcpStream>,
+    reporter: Weak<Reporter>,
+}
+
+impl LinkState {
+    /// A live link to `peer`, reporting to `reporter` (its fabric's, see
+    /// [`super::Hub::reporter`]).
+    pub(crate) fn new(peer: NodeId, reporter: Weak<Reporter>) -> Self {
+        Self {
+            peer,
+            failed: OnceLock::new(),
+            control: OnceLock::new(),
+            reporter,
+        }
+    }
+
+    /// The same, with `control` to shut down when the link fails.
+    pub(crate) fn with_control(peer: NodeId, reporter: Weak<Reporter>, control: TcpStream) -> Self {
+        let state = Self::new(peer, reporter);
+        state.set_control(control);
+        state
+    }
+
+    /// Names the side channel to shut down when the link fails (once).
+    pub(crate) fn set_control(&self, control: TcpStream) {
+        let _ = self.control.set(control);
+    }
+
+    /// The peer.
+    pub(crate) fn peer(&self) -> NodeId {
+        self.peer
+    }
+
+    /// Whether the link failed.
+    pub(crate) fn is_failed(&self) -> bool {
+        self.failed.get().is_some()
+    }
+
+    /// Why the link failed, if it did.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failed.get().cloned()
+    }
+
+    /// The error callers get from a failed link.
+    pub(crate) fn error(&self) -> FabricError {
+        FabricError::LinkFailed {
+            peer: self.peer,
+            reason: self.failure().unwrap_or_else(|| "unknown".to_string()),
+        }
+    }
+
+    /// Marks the link failed for `reason` and shuts its side channel down. Only the first call
+    /// does anything; it returns true, and the caller then wakes its waiters and, unless the
+    /// failure is local, reports it ([`LinkState::report`]).
+    pub(crate) fn fail(&self, reason: &str) -> bool {
+        if self.failed.set(reason.to_string()).is_err() {
+            return false;
+        }
+        if let Some(c) = self.control.get() {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        true
+    }
+
+    /// Tells the fabric's failure subscribers (unless the fabric is gone or shutting down).
+    pub(crate) fn report(&self, reason: &str) {
+        if let Some(r) = self.reporter.upgrade() {
+            r.report(self.peer, reason);
+        }
+    }
+}
+
+/// Region lookups sent to the peer and not answered yet, by query id; an answer is `A`.
+pub(crate) struct Queries<A> {
+    pending: Mutex<HashMap<u32, Option<A>>>,
+    answered: Condvar,
+    next: AtomicU32,
+}
+
+impl<A: Clone> Queries<A> {
+    /// No lookups yet.
+    pub(crate) fn new() -> Self {
+        Self {
+            pending: Mutex::new(HashMap::new()),
+            answered: Condvar::new(),
+            next: AtomicU32::new(1),
+        }
+    }
+
+    /// Sends one lookup with `send(query id)` and waits for its answer until `deadline`
+    /// (`Ok(None)` then) or the link fails.
+    pub(crate) fn ask(
+        &self,
+        state: &LinkState,
+        deadline: Instant,
+        send: impl FnOnce(u32) -> Result<(), FabricError>,
+    ) -> Result<Option<A>, FabricError> {
+        let qid = self.next.fetch_add(1, Ordering::Relaxed);
+        lock(&self.pending).insert(qid, None);
+        if let Err(e) = send(qid) {
+            lock(&self.pending).remove(&qid);
+            return Err(e);
+        }
+        let mut q = lock(&self.pending);
+        loop {
+            if state.is_failed() {
+                q.remove(&qid);
+                return Err(state.error());
+            }
+            if let Some(Some(answer)) = q.get(&qid) {
+                let answer = answer.clone();
+                q.remove(&qid);
+                return Ok(Some(answer));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                q.remove(&qid);
+                return Ok(None);
+            }
+            q = wait_timeout(
+                &self.answered,
+                q,
+                (deadline - now).min(Duration::from_millis(20)),
+            );
+        }
+    }
+
+    /// Records the peer's answer to lookup `qid` (ignored if nobody waits for it any more).
+    pub(crate) fn answer(&self, qid: u32, answer: A) {
+        let mut q = lock(&self.pending);
+        if let Some(slot) = q.get_mut(&qid) {
+            *slot = Some(answer);
+        }
+        self.answered.notify_all();
+    }
+
+    /// Wakes every waiter (the link failed).
+    pub(crate) fn wake(&self) {
+        let _g = lock(&self.pending);
+        self.answered.notify_all();
+    }
+}
+
+/// Looks region `id` up on `peer`, asking again with growing pauses (a peer may register it a
+/// little later) until `timeout`: `once(deadline)` asks once, bounded by its deadline, and
+/// yields the region if the peer has it.
+pub(crate) fn look_up<R>(
+    peer: NodeId,
+    id: RegionId,
+    timeout: Duration,
+    mut once: impl FnMut(Instant) -> Result<Option<R>, FabricError>,
+) -> Result<R, FabricError> {
+    let deadline = Instant::now() + timeout;
+    let mut backoff = LookupBackoff::new();
+    loop {
+        let attempt_deadline = (Instant::now() + Duration::from_millis(200)).min(deadline);
+        if let Some(found) = once(attempt_deadline)? {
+            return Ok(found);
+        }
+        if Instant::now() >= deadline {
+            return Err(FabricError::NoSuchRegion { peer, region: id });
+        }
+        backoff.pause();
+    }
+}
+
+/// The region a peer wrote last, kept while the fabric's regions do not change, so that a
+/// stream of writes into one region does not take the regions lock for each.
+#[derive(Default)]
+pub(crate) struct RegionCache {
+    last: Option<(u64, u64, Arc<Region>)>,
+}
+
+impl RegionCache {
+    /// The region with `key`, from the cache if `generation` (the fabric's count of region
+    /// changes) still matches, else from `find`.
+    pub(crate) fn get(
+        &mut self,
+        key: u64,
+        generation: u64,
+        find: impl FnOnce(u64) -> Option<Arc<Region>>,
+    ) -> Option<Arc<Region>> {
+        if let Some((k, g, r)) = &self.last {
+            if *k == key && *g == generation {
+                return Some(Arc::clone(r));
+            }
+        }
+        let found = find(key);
+        if let Some(r) = &found {
+            self.last = Some((key, generation, Arc::clone(r)));
+        }
+        found
+    }
+}
+
+/// Describes a failed read of a side-channel message, as the reason the link failed.
+pub(crate) fn read_failure(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => "side channel closed by peer".to_string(),
+        std::io::ErrorKind::InvalidData => format!("protocol violation: {e}"),
+        _ => format!("side channel receive failed: {e}"),
+    }
+}

@@ -1,0 +1,463 @@
+//! The TCP side channel that the tcp, shm and RDMA-style (libfabric, verbs) backends share.
+//!
+//! Every one of these backends listens on one TCP port and keeps one connection per peer: the
+//! node with the higher id dials, the other accepts, and a hello and its answer check the
+//! protocol version, both node ids and the dialer's incarnation before a link is installed. What
+//! travels afterwards differs (tcp carries the writes themselves; the others carry lookups and
+//! control messages), and so do the hello's extra contents, but the machinery around it does
+//! not. This module owns that machinery, once:
+//!
+//! * [`Hub`]: the listening socket's accept loop (bounded concurrent handshakes), the table of
+//!   links with its install rule (a live link to the same incarnation wins; a new incarnation
+//!   replaces the old link), dialing under the "higher id dials" rule, the failure subscribers
+//!   and the shutdown sequence;
+//! * the checks of a hello ([`check_hello`]) and of the answer to one ([`Welcome::check`]);
+//! * [`link`]: per-link failure state, outstanding region lookups and the lookup retry loop;
+//! * [`frame`]: the byte layout of a side-channel message header;
+//! * [`regions`]: a fabric's registered regions by key and by name.
+//!
+//! It must not know a backend's message kinds or how writes move.
+
+mod connect;
+pub(crate) mod frame;
+pub(crate) mod link;
+pub(crate) mod regions;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::failure::FailureHub;
+use crate::sync::lock;
+use crate::{FabricError, NodeId};
+
+/// What the link table needs to know about a backend's link.
+pub(crate) trait SideLink: Send + Sync + 'static {
+    /// Whether the link has failed.
+    fn is_failed(&self) -> bool;
+    /// The peer's incarnation the link was made with.
+    fn incarnation(&self) -> u64;
+    /// Fails the link, reporting it, because a newer incarnation of the peer replaced it.
+    fn replaced(&self);
+    /// Sends a goodbye, best effort, before a graceful local shutdown.
+    fn say_goodbye(&self);
+    /// Fails the link locally without reporting it (the fabric is shutting down).
+    fn close(&self);
+}
+
+/// The settings a hub is built from (each backend's config has them).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HubConfig {
+    pub local_id: NodeId,
+    pub listen: SocketAddr,
+    pub max_handshakes: usize,
+    pub max_links: usize,
+}
+
+/// Failure reporting, shared with the links (they hold it weakly, like their fabric).
+#[derive(Default)]
+pub(crate) struct Reporter {
+    failures: FailureHub,
+    shut_down: AtomicBool,
+}
+
+impl Reporter {
+    /// Reports a failed link to the subscribers, unless the fabric is shutting down.
+    pub(crate) fn report(&self, peer: NodeId, reason: &str) {
+        if !self.shut_down.load(Ordering::SeqCst) {
+            self.failures.report(peer, reason);
+        }
+    }
+}
+
+/// Why a link was not installed.
+#[derive(Debug)]
+pub(crate) enum Refused<E> {
+    /// A live link to the same incarnation of the peer exists.
+    Duplicate,
+    /// The table is at `max_links`.
+    Full,
+    /// The backend could not start the link.
+    Start(E),
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for Refused<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Duplicate => f.write_str("a live link to this incarnation exists"),
+            Refused::Full => f.write_str("too many links"),
+            Refused::Start(e) => e.fmt(f),
+        }
+    }
+}
+
+/// A fabric's listening socket, its links and its failure subscribers (see the module docs).
+pub(crate) struct Hub<L> {
+    config: HubConfig,
+    local_addr: SocketAddr,
+    incarnation: u64,
+    start: Instant,
+    reporter: Arc<Reporter>,
+    handshakes: Arc<AtomicUsize>,
+    links: Mutex<HashMap<NodeId, Arc<L>>>,
+    links_changed: Condvar,
+}
+
+impl<L: SideLink> Hub<L> {
+    /// Binds the listening socket (`what` names it in errors) and draws this process's
+    /// incarnation. The caller starts the accept loop with [`Hub::serve`].
+    pub(crate) fn bind(config: HubConfig, what: &str) -> Result<(Self, TcpListener), FabricError> {
+        let listener = TcpListener::bind(config.listen)
+            .map_err(|e| FabricError::io(format!("binding the {what} {}", config.listen), e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| FabricError::io(format!("reading the {what}'s bound address"), e))?;
+        let hub = Self {
+            config,
+            local_addr,
+            incarnation: incarnation_nonce(config.local_id),
+            start: Instant::now(),
+            reporter: Arc::default(),
+            handshakes: Arc::default(),
+            links: Mutex::new(HashMap::new()),
+            links_changed: Condvar::new(),
+        };
+        Ok((hub, listener))
+    }
+
+    /// This node's id.
+    pub(crate) fn local_id(&self) -> NodeId {
+        self.config.local_id
+    }
+
+    /// Where peers reach this node's side channel.
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// This process's incarnation: random, so a restarted peer is told apart from the old one.
+    pub(crate) fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// Time since the fabric started.
+    pub(crate) fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// The failure subscribers.
+    pub(crate) fn failures(&self) -> &FailureHub {
+        &self.reporter.failures
+    }
+
+    /// What links report their failures to.
+    pub(crate) fn reporter(&self) -> std::sync::Weak<Reporter> {
+        Arc::downgrade(&self.reporter)
+    }
+
+    /// Whether the fabric is shutting down.
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.reporter.shut_down.load(Ordering::SeqCst)
+    }
+
+    /// Wakes everyone waiting for a link to appear or change.
+    pub(crate) fn link_changed(&self) {
+        let _g = lock(&self.links);
+        self.links_changed.notify_all();
+    }
+
+    /// The link to `peer`, failed or not.
+    pub(crate) fn link(&self, peer: NodeId) -> Option<Arc<L>> {
+        lock(&self.links).get(&peer).cloned()
+    }
+
+    /// The link table, locked (for backends that update every link together).
+    pub(crate) fn links(&self) -> MutexGuard<'_, HashMap<NodeId, Arc<L>>> {
+        lock(&self.links)
+    }
+
+    /// Installs a freshly handshaken link to `peer`, made by `start`, which runs under the
+    /// table's lock (so an accepting side can send its answer before the link becomes visible).
+    /// A live link to the same incarnation wins; one to another incarnation is replaced and
+    /// failed (outside the lock: failure handlers may call back into the fabric).
+    pub(crate) fn install<E>(
+        &self,
+        peer: NodeId,
+        incarnation: u64,
+        start: impl FnOnce() -> Result<Arc<L>, E>,
+    ) -> Result<Arc<L>, Refused<E>> {
+        let mut links = lock(&self.links);
+        let mut replaced = None;
+        if let Some(old) = links.get(&peer) {
+            if !old.is_failed() {
+                if old.incarnation() == incarnation {
+                    return Err(Refused::Duplicate);
+                }
+                replaced = Some(Arc::clone(old));
+            }
+        } else if links.len() >= self.config.max_links {
+            return Err(Refused::Full);
+        }
+        let link = start().map_err(Refused::Start)?;
+        links.insert(peer, Arc::clone(&link));
+        self.links_changed.notify_all();
+        drop(links);
+        if let Some(old) = replaced {
+            old.replaced();
+        }
+        Ok(link)
+    }
+
+    /// The link to `peer` at `addr` under the "higher id dials" rule: a live link if there is
+    /// one; else this node dials and runs `handshake` on the connected stream if its id is the
+    /// higher, or waits for the peer's connection to be installed. Bounded by `timeout`.
+    pub(crate) fn connect(
+        &self,
+        peer: NodeId,
+        addr: SocketAddr,
+        timeout: Duration,
+        handshake: impl FnOnce(TcpStream) -> Result<Arc<L>, FabricError>,
+    ) -> Result<Arc<L>, FabricError> {
+        let is_shut_down = || self.is_shut_down();
+        connect::connect_by_rule(
+            self.config.local_id,
+            peer,
+            timeout,
+            &self.links,
+            &self.links_changed,
+            is_shut_down,
+            |l| l.is_failed(),
+            |deadline| connect::dial_until(peer, addr, deadline, is_shut_down, handshake),
+        )
+    }
+
+    /// Starts the accept loop on a thread named `name`: each incoming connection is handed to
+    /// `handshake` on a thread of its own (`hello_thread`), at most `max_handshakes` at once;
+    /// more are closed at once.
+    pub(crate) fn serve(
+        &self,
+        listener: TcpListener,
+        name: String,
+        hello_thread: &'static str,
+        handshake: impl Fn(TcpStream) + Clone + Send + 'static,
+    ) -> Result<(), FabricError> {
+        let reporter = Arc::clone(&self.reporter);
+        let handshakes = Arc::clone(&self.handshakes);
+        let max = self.config.max_handshakes;
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                accept_loop(
+                    &listener,
+                    &reporter,
+                    &handshakes,
+                    max,
+                    hello_thread,
+                    handshake,
+                )
+            })
+            .map_err(|e| FabricError::io("spawning the accept thread", e))?;
+        Ok(())
+    }
+
+    /// Starts shutting down: fails every link (after a goodbye if `graceful`), unless a
+    /// shutdown already started. Returns the links it closed, or `None` if it was not the first.
+    pub(crate) fn shut_down(&self, graceful: bool) -> Option<Vec<Arc<L>>> {
+        if self.reporter.shut_down.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        let links: Vec<Arc<L>> = lock(&self.links).values().cloned().collect();
+        for l in &links {
+            if graceful {
+                l.say_goodbye();
+            }
+            l.close();
+        }
+        Some(links)
+    }
+
+    /// Ends a shutdown: wakes whoever waits for a link, and the accept loop so it sees the flag
+    /// and exits.
+    pub(crate) fn finish_shutdown(&self) {
+        self.link_changed();
+        let _ = TcpStream::connect_timeout(&self.local_addr, Duration::from_millis(200));
+    }
+}
+
+fn accept_loop(
+    listener: &TcpListener,
+    reporter: &Reporter,
+    handshakes: &Arc<AtomicUsize>,
+    max: usize,
+    hello_thread: &'static str,
+    handshake: impl Fn(TcpStream) + Clone + Send + 'static,
+) {
+    for conn in listener.incoming() {
+        if reporter.shut_down.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "side-channel accept failed");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        if handshakes.fetch_add(1, Ordering::SeqCst) >= max {
+            handshakes.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!("too many concurrent handshakes; closing a connection");
+            continue;
+        }
+        let (count, handshake) = (Arc::clone(handshakes), handshake.clone());
+        let spawned = std::thread::Builder::new()
+            .name(hello_thread.into())
+            .spawn(move || {
+                handshake(stream);
+                count.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            handshakes.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A random-looking 64-bit value for this process and node: the time, the process id and the
+/// node id, mixed by the splitmix64 finaliser.
+fn incarnation_nonce(id: NodeId) -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut x = t ^ (u64::from(std::process::id()) << 32) ^ u64::from(id).rotate_left(48);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Where an incoming connection comes from, for log lines.
+pub(crate) fn peer_label(stream: &TcpStream) -> String {
+    stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Bounds both directions of a stream during its handshake.
+pub(crate) fn bound_handshake(stream: &TcpStream, timeout: Duration) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))
+}
+
+/// Readies a handshaken stream for a link: no Nagle delay, blocking reads, sends bounded by
+/// `send_timeout`. Returns two more handles on it: one for the receiving thread, and one to
+/// shut the connection down from anywhere.
+pub(crate) fn link_stream(
+    stream: &TcpStream,
+    send_timeout: Duration,
+    peer: NodeId,
+) -> Result<(TcpStream, TcpStream), FabricError> {
+    let ctx = |what: &str| format!("{what} for the link to node {peer}");
+    stream
+        .set_nodelay(true)
+        .and_then(|()| stream.set_read_timeout(None))
+        .and_then(|()| stream.set_write_timeout(Some(send_timeout)))
+        .map_err(|e| FabricError::io(ctx("configuring the connection"), e))?;
+    let reader = stream
+        .try_clone()
+        .map_err(|e| FabricError::io(ctx("cloning the socket"), e))?;
+    let control = stream
+        .try_clone()
+        .map_err(|e| FabricError::io(ctx("cloning the socket"), e))?;
+    Ok((reader, control))
+}
+
+/// Why an incoming hello is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum HelloRefusal {
+    /// It speaks another protocol version.
+    Version(String),
+    /// It claims this node's id, or wants another node.
+    Node(String),
+}
+
+/// Checks an incoming hello: protocol `version` (this node speaks `speaks`), and that node
+/// `claims` wants node `wants`, which must be `me` (and not be `claims`).
+pub(crate) fn check_hello(
+    me: NodeId,
+    claims: NodeId,
+    wants: NodeId,
+    version: u64,
+    speaks: u64,
+) -> Result<(), HelloRefusal> {
+    if version != speaks {
+        return Err(HelloRefusal::Version(format!(
+            "protocol version {version}, this node speaks {speaks}"
+        )));
+    }
+    if wants != me || claims == me {
+        return Err(HelloRefusal::Node(format!(
+            "it claims node {claims} and wants node {wants}, this is node {me}"
+        )));
+    }
+    Ok(())
+}
+
+/// The answer to this node's hello, as far as every backend reads it alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Welcome {
+    /// Accepted by node `node`.
+    Accepted { node: u64 },
+    /// Refused: this is node `node`, not the one the hello wanted.
+    WrongNode { node: u64 },
+    /// Refused for a reason the backend explains.
+    Other,
+}
+
+impl Welcome {
+    /// Whether the answer lets the link to `peer` at `addr` go ahead: `Ok(true)` if accepted
+    /// by that node, `Ok(false)` for a refusal the caller explains, `Err` naming the node that
+    /// answered instead.
+    pub(crate) fn check(self, peer: NodeId, addr: SocketAddr) -> Result<bool, String> {
+        match self {
+            Welcome::Accepted { node } if node == u64::from(peer) => Ok(true),
+            Welcome::Accepted { node } | Welcome::WrongNode { node } => {
+                Err(format!("{addr} is node {node}, not node {peer}"))
+            }
+            Welcome::Other => Ok(false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hellos_are_checked_for_version_and_nodes() {
+        assert_eq!(check_hello(1, 2, 1, 3, 3), Ok(()));
+        assert!(matches!(
+            check_hello(1, 2, 1, 4, 3),
+            Err(HelloRefusal::Version(_))
+        ));
+        assert!(matches!(
+            check_hello(1, 2, 5, 3, 3),
+            Err(HelloRefusal::Node(_))
+        ));
+        assert!(matches!(
+            check_hello(1, 1, 1, 3, 3),
+            Err(HelloRefusal::Node(_))
+        ));
+    }
+
+    #[test]
+    fn a_welcome_must_come_from_the_dialled_node() {
+        let addr: SocketAddr = ([127, 0, 0, 1], 9).into();
+        assert_eq!(Welcome::Accepted { node: 4 }.check(4, addr), Ok(true));
+        assert!(Welcome::Accepted { node: 5 }.check(4, addr).is_err());
+        assert!(Welcome::WrongNode { node: 5 }.check(4, addr).is_err());
+        assert_eq!(Welcome::Other.check(4, addr), Ok(false));
+    }
+}
