@@ -50,8 +50,8 @@ use crate::side_channel::regions::RegionTable;
 use crate::side_channel::{self, HelloRefusal, Hub, HubConfig, SideLink, Welcome};
 use crate::sync::{lock, read_lock, wait_timeout, write_lock};
 use crate::{
-    Completion, CompletionSource, FabricError, FailureHandler, Link, NodeId, Notification, Region,
-    RegionId, RegionSpec, RemoteRegion, SubscriptionId, WriteRequest,
+    Completion, CompletionSource, FabricError, NodeId, Notification, Region, RegionId, RegionSpec,
+    RemoteRegion, WriteRequest,
 };
 
 /// Flag bit of the completion data: the write carries an immediate value.
@@ -192,14 +192,14 @@ struct Regions<M> {
 pub(crate) struct Inner<T: Transport> {
     pub(crate) transport: T,
     common: Common,
-    hub: Hub<RdmaLink<T>>,
+    pub(crate) hub: Hub<RdmaLink<T>>,
     regions: RwLock<Regions<T::Mr>>,
     next_handle: AtomicU32,
 }
 
 /// An RDMA-style fabric over transport `T`. Cheap to clone.
 pub(crate) struct RdmaFabric<T: Transport> {
-    inner: Arc<Inner<T>>,
+    pub(crate) inner: Arc<Inner<T>>,
 }
 
 impl<T: Transport> Clone for RdmaFabric<T> {
@@ -338,7 +338,7 @@ impl<T: Transport> Inner<T> {
         }
     }
 
-    fn handshake_outgoing(
+    pub(crate) fn handshake_outgoing(
         self: &Arc<Self>,
         peer: NodeId,
         addr: SocketAddr,
@@ -452,10 +452,6 @@ impl<T: Transport> RdmaFabric<T> {
         self.inner.common.local_id
     }
 
-    pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.inner.hub.local_addr()
-    }
-
     pub(crate) fn register(&self, spec: RegionSpec) -> Result<Arc<Region>, FabricError> {
         if self.inner.is_shut_down() {
             return Err(FabricError::Shutdown);
@@ -507,37 +503,6 @@ impl<T: Transport> RdmaFabric<T> {
         Ok(())
     }
 
-    pub(crate) fn connect(
-        &self,
-        peer: NodeId,
-        addr: SocketAddr,
-        timeout: Duration,
-    ) -> Result<Arc<dyn Link>, FabricError> {
-        let link = self.inner.hub.connect(peer, addr, timeout, |stream| {
-            self.inner.handshake_outgoing(peer, addr, stream)
-        })?;
-        Ok(Arc::new(LinkHandle(link)))
-    }
-
-    pub(crate) fn link(&self, peer: NodeId) -> Option<Arc<dyn Link>> {
-        self.inner
-            .hub
-            .link(peer)
-            .map(|l| Arc::new(LinkHandle(l)) as Arc<dyn Link>)
-    }
-
-    pub(crate) fn subscribe_failures(&self, handler: FailureHandler) -> SubscriptionId {
-        self.inner.hub.failures().subscribe(handler)
-    }
-
-    pub(crate) fn unsubscribe_failures(&self, id: SubscriptionId) {
-        self.inner.hub.failures().unsubscribe(id)
-    }
-
-    pub(crate) fn now(&self) -> Duration {
-        self.inner.hub.now()
-    }
-
     pub(crate) fn shutdown(&self) {
         self.stop(true);
     }
@@ -554,9 +519,6 @@ macro_rules! delegate_fabric {
             fn backend(&self) -> &'static str {
                 $crate::rdma::Transport::name(self.0.transport())
             }
-            fn local_addr(&self) -> Option<std::net::SocketAddr> {
-                Some(self.0.local_addr())
-            }
             fn writes_land_passively(&self) -> bool {
                 $crate::rdma::Transport::writes_land_passively(self.0.transport())
             }
@@ -569,29 +531,7 @@ macro_rules! delegate_fabric {
             fn deregister(&self, id: $crate::RegionId) -> Result<(), $crate::FabricError> {
                 self.0.deregister(id)
             }
-            fn connect(
-                &self,
-                peer: $crate::NodeId,
-                addr: std::net::SocketAddr,
-                timeout: std::time::Duration,
-            ) -> Result<std::sync::Arc<dyn $crate::Link>, $crate::FabricError> {
-                self.0.connect(peer, addr, timeout)
-            }
-            fn link(&self, peer: $crate::NodeId) -> Option<std::sync::Arc<dyn $crate::Link>> {
-                self.0.link(peer)
-            }
-            fn subscribe_failures(
-                &self,
-                handler: $crate::FailureHandler,
-            ) -> $crate::SubscriptionId {
-                self.0.subscribe_failures(handler)
-            }
-            fn unsubscribe_failures(&self, id: $crate::SubscriptionId) {
-                self.0.unsubscribe_failures(id)
-            }
-            fn now(&self) -> std::time::Duration {
-                self.0.now()
-            }
+            $crate::side_channel::hub_fabric_methods!(0.inner);
             fn shutdown(&self) {
                 self.0.shutdown()
             }
@@ -871,15 +811,6 @@ impl<T: Transport> RdmaLink<T> {
         Ok(link)
     }
 
-    fn goodbye(&self) {
-        if self.core.is_failed() {
-            return;
-        }
-        if let Ok(mut s) = self.sock.try_lock() {
-            let _ = Msg::new(kind::GOODBYE, 0, [0; 4]).write_to(&mut *s);
-        }
-    }
-
     fn send(&self, msg: &Msg) -> Result<(), FabricError> {
         let sent = msg.write_to(&mut *lock(&self.sock));
         if let Err(e) = sent {
@@ -1152,21 +1083,62 @@ impl<T: Transport> RdmaLink<T> {
 }
 
 impl<T: Transport> SideLink for RdmaLink<T> {
-    fn is_failed(&self) -> bool {
-        self.core.is_failed()
+    fn state(&self) -> &LinkState {
+        &self.core.state
     }
 
     fn incarnation(&self) -> u64 {
         self.incarnation
     }
 
-    fn replaced(&self) {
-        self.core
-            .fail_with("replaced by a new incarnation of the peer".into(), true);
+    fn fail_with(&self, reason: String, report: bool) {
+        self.core.fail_with(reason, report);
     }
 
     fn say_goodbye(&self) {
-        self.goodbye();
+        if self.core.is_failed() {
+            return;
+        }
+        if let Ok(mut s) = self.sock.try_lock() {
+            let _ = Msg::new(kind::GOODBYE, 0, [0; 4]).write_to(&mut *s);
+        }
+    }
+
+    fn remote_region(&self, id: RegionId, timeout: Duration) -> Result<RemoteRegion, FabricError> {
+        if let Some(r) = lock(&self.remote).get(&id) {
+            return Ok(*r);
+        }
+        let (found, handle) = look_up(self.core.state.peer(), id, timeout, |deadline| {
+            self.query_once(id, deadline)
+        })?;
+        lock(&self.peer_regions).insert(
+            found.key,
+            PeerRegion {
+                handle,
+                revoked: false,
+            },
+        );
+        lock(&self.remote).insert(id, found);
+        Ok(found)
+    }
+
+    fn write(&self, req: &WriteRequest<'_>) -> Result<(), FabricError> {
+        self.post(req, false).map(|_| ())
+    }
+
+    fn write_signaled(self: &Arc<Self>, req: &WriteRequest<'_>) -> Result<Completion, FabricError> {
+        let ticket = self.post(req, true)?;
+        Ok(Completion::new(
+            Arc::clone(&self.core) as Arc<dyn CompletionSource>,
+            ticket,
+        ))
+    }
+
+    fn poll_progress(&self) -> bool {
+        if self.core.stopped.load(Ordering::Relaxed) {
+            return false;
+        }
+        T::poll_progress(&self.ep)
     }
 
     fn close(&self) {
@@ -1174,65 +1146,5 @@ impl<T: Transport> SideLink for RdmaLink<T> {
         if let Some(fabric) = self.fabric.upgrade() {
             fabric.transport.close(&self.ep);
         }
-    }
-}
-
-/// The public face of a link.
-struct LinkHandle<T: Transport>(Arc<RdmaLink<T>>);
-
-impl<T: Transport> std::fmt::Debug for LinkHandle<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl<T: Transport> Link for LinkHandle<T> {
-    fn peer(&self) -> NodeId {
-        self.0.core.state.peer()
-    }
-
-    fn remote_region(&self, id: RegionId, timeout: Duration) -> Result<RemoteRegion, FabricError> {
-        if let Some(r) = lock(&self.0.remote).get(&id) {
-            return Ok(*r);
-        }
-        let (found, handle) = look_up(self.0.core.state.peer(), id, timeout, |deadline| {
-            self.0.query_once(id, deadline)
-        })?;
-        lock(&self.0.peer_regions).insert(
-            found.key,
-            PeerRegion {
-                handle,
-                revoked: false,
-            },
-        );
-        lock(&self.0.remote).insert(id, found);
-        Ok(found)
-    }
-
-    fn write(&self, req: &WriteRequest<'_>) -> Result<(), FabricError> {
-        self.0.post(req, false).map(|_| ())
-    }
-
-    fn write_signaled(&self, req: &WriteRequest<'_>) -> Result<Completion, FabricError> {
-        let ticket = self.0.post(req, true)?;
-        Ok(Completion::new(
-            Arc::clone(&self.0.core) as Arc<dyn CompletionSource>,
-            ticket,
-        ))
-    }
-
-    fn failure(&self) -> Option<String> {
-        self.0.core.state.failure()
-    }
-
-    fn fail(&self, reason: &str) {
-        self.0.core.fail_with(reason.to_string(), true);
-    }
-
-    fn poll_progress(&self) -> bool {
-        if self.0.core.stopped.load(Ordering::Relaxed) {
-            return false;
-        }
-        T::poll_progress(&self.0.ep)
     }
 }

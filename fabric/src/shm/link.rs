@@ -17,8 +17,8 @@ use crate::side_channel::link::{look_up, read_failure, LinkState, Queries, Regio
 use crate::side_channel::{self, SideLink};
 use crate::sync::lock;
 use crate::{
-    Completion, CompletionSource, FabricError, Link, NodeId, Notification, Region, RegionId,
-    RegionSpec, RemoteRegion, WriteRequest,
+    Completion, CompletionSource, FabricError, NodeId, Notification, Region, RegionId, RegionSpec,
+    RemoteRegion, WriteRequest,
 };
 
 /// How long the bell thread sleeps at most before looking at its inbox again (a safety net; it
@@ -114,44 +114,13 @@ impl ShmLink {
         Ok(link)
     }
 
-    fn is_failed(&self) -> bool {
-        self.state.is_failed()
-    }
-
     /// Our inbox (the peer writes its records into it).
     pub(crate) fn own_inbox(&self) -> &Inbox {
         &self.inbox
     }
 
-    /// Marks the link failed; `report` says whether subscribers hear of it. Only the first call
-    /// has an effect.
-    pub(crate) fn fail_with(&self, reason: String, report: bool) {
-        if !self.state.fail(&reason) {
-            return;
-        }
-        // Wake the bell thread so it sees the failure and exits; remove our inbox file (the
-        // peer's mapping of it stays valid until it unmaps).
-        self.inbox.armed().store(0, Ordering::SeqCst);
-        mapping::futex_wake(self.inbox.armed());
-        let _ = std::fs::remove_file(self.inbox.mapping().path());
-        self.queries.wake();
-        if report {
-            self.state.report(&reason);
-        }
-    }
-
     fn link_failed_error(&self) -> FabricError {
         self.state.error()
-    }
-
-    /// Sends a graceful goodbye (best effort) before a local shutdown.
-    fn goodbye(&self) {
-        if self.is_failed() {
-            return;
-        }
-        if let Ok(mut s) = self.sock.try_lock() {
-            let _ = Msg::new(kind::GOODBYE, 0, 0, 0, 0).write_to(&mut *s);
-        }
     }
 
     fn send(&self, msg: &Msg) -> Result<(), FabricError> {
@@ -450,67 +419,64 @@ impl CompletionSource for Applied {
     }
 }
 
-/// The public face of an shm link.
-#[derive(Debug, Clone)]
-pub(crate) struct LinkHandle(pub(crate) Arc<ShmLink>);
-
-impl Link for LinkHandle {
-    fn peer(&self) -> NodeId {
-        self.0.state.peer()
-    }
-
-    fn remote_region(&self, id: RegionId, timeout: Duration) -> Result<RemoteRegion, FabricError> {
-        let cached = lock(&self.0.remote).get(&id).copied();
-        if let Some(r) = cached {
-            if self.0.still_live(&r) {
-                return Ok(r);
-            }
-            lock(&self.0.remote).remove(&id);
-        }
-        let (found, name) = look_up(self.0.state.peer(), id, timeout, |deadline| {
-            self.0.query_once(id, deadline)
-        })?;
-        self.0.map_peer_region(&found, &name)?;
-        lock(&self.0.remote).insert(id, found);
-        Ok(found)
-    }
-
-    fn write(&self, req: &WriteRequest<'_>) -> Result<(), FabricError> {
-        self.0.post(req)
-    }
-
-    fn write_signaled(&self, req: &WriteRequest<'_>) -> Result<Completion, FabricError> {
-        self.0.post(req)?;
-        Ok(Completion::new(Arc::new(Applied), 0))
-    }
-
-    fn failure(&self) -> Option<String> {
-        self.0.state.failure()
-    }
-
-    fn fail(&self, reason: &str) {
-        self.0.fail_with(reason.to_string(), true);
-    }
-}
-
 impl SideLink for ShmLink {
-    fn is_failed(&self) -> bool {
-        self.state.is_failed()
+    fn state(&self) -> &LinkState {
+        &self.state
     }
 
     fn incarnation(&self) -> u64 {
         self.incarnation
     }
 
-    fn replaced(&self) {
-        self.fail_with("replaced by a new incarnation of the peer".into(), true);
+    /// Marks the link failed; `report` says whether subscribers hear of it. Only the first call
+    /// has an effect.
+    fn fail_with(&self, reason: String, report: bool) {
+        if !self.state.fail(&reason) {
+            return;
+        }
+        // Wake the bell thread so it sees the failure and exits; remove our inbox file (the
+        // peer's mapping of it stays valid until it unmaps).
+        self.inbox.armed().store(0, Ordering::SeqCst);
+        mapping::futex_wake(self.inbox.armed());
+        let _ = std::fs::remove_file(self.inbox.mapping().path());
+        self.queries.wake();
+        if report {
+            self.state.report(&reason);
+        }
     }
 
+    /// Sends a graceful goodbye (best effort) before a local shutdown.
     fn say_goodbye(&self) {
-        self.goodbye();
+        if self.is_failed() {
+            return;
+        }
+        if let Ok(mut s) = self.sock.try_lock() {
+            let _ = Msg::new(kind::GOODBYE, 0, 0, 0, 0).write_to(&mut *s);
+        }
     }
 
-    fn close(&self) {
-        self.fail_with("local fabric shut down".into(), false);
+    fn remote_region(&self, id: RegionId, timeout: Duration) -> Result<RemoteRegion, FabricError> {
+        let cached = lock(&self.remote).get(&id).copied();
+        if let Some(r) = cached {
+            if self.still_live(&r) {
+                return Ok(r);
+            }
+            lock(&self.remote).remove(&id);
+        }
+        let (found, name) = look_up(self.state.peer(), id, timeout, |deadline| {
+            self.query_once(id, deadline)
+        })?;
+        self.map_peer_region(&found, &name)?;
+        lock(&self.remote).insert(id, found);
+        Ok(found)
+    }
+
+    fn write(&self, req: &WriteRequest<'_>) -> Result<(), FabricError> {
+        self.post(req)
+    }
+
+    fn write_signaled(self: &Arc<Self>, req: &WriteRequest<'_>) -> Result<Completion, FabricError> {
+        self.post(req)?;
+        Ok(Completion::new(Arc::new(Applied), 0))
     }
 }

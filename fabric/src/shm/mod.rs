@@ -36,15 +36,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use link::{LinkHandle, ShmLink};
+use link::ShmLink;
 use mapping::{Inbox, Mapping, REGION_HEADER};
 use wire::{kind, Msg, MAGIC, VERSION};
 
 use crate::side_channel::regions::Registry;
 use crate::side_channel::{self, HelloRefusal, Hub, HubConfig, Refused, Welcome};
-use crate::{
-    Fabric, FabricError, FailureHandler, Link, NodeId, Region, RegionId, RegionSpec, SubscriptionId,
-};
+use crate::{Fabric, FabricError, NodeId, Region, RegionId, RegionSpec};
 
 /// Settings of an shm fabric.
 #[derive(Clone, Debug)]
@@ -288,7 +286,7 @@ impl Inner {
         }
     }
 
-    fn handshake_outgoing(
+    pub(crate) fn handshake_outgoing(
         self: &Arc<Self>,
         peer: NodeId,
         addr: SocketAddr,
@@ -462,10 +460,6 @@ impl Fabric for ShmFabric {
         true
     }
 
-    fn local_addr(&self) -> Option<SocketAddr> {
-        Some(self.inner.hub.local_addr())
-    }
-
     fn register(&self, spec: RegionSpec) -> Result<Arc<Region>, FabricError> {
         if self.inner.is_shut_down() {
             return Err(FabricError::Shutdown);
@@ -537,36 +531,7 @@ impl Fabric for ShmFabric {
         Ok(())
     }
 
-    fn connect(
-        &self,
-        peer: NodeId,
-        addr: SocketAddr,
-        timeout: Duration,
-    ) -> Result<Arc<dyn Link>, FabricError> {
-        let link = self.inner.hub.connect(peer, addr, timeout, |stream| {
-            self.inner.handshake_outgoing(peer, addr, stream)
-        })?;
-        Ok(Arc::new(LinkHandle(link)))
-    }
-
-    fn link(&self, peer: NodeId) -> Option<Arc<dyn Link>> {
-        self.inner
-            .hub
-            .link(peer)
-            .map(|l| Arc::new(LinkHandle(l)) as Arc<dyn Link>)
-    }
-
-    fn subscribe_failures(&self, handler: FailureHandler) -> SubscriptionId {
-        self.inner.hub.failures().subscribe(handler)
-    }
-
-    fn unsubscribe_failures(&self, id: SubscriptionId) {
-        self.inner.hub.failures().unsubscribe(id)
-    }
-
-    fn now(&self) -> Duration {
-        self.inner.hub.now()
-    }
+    side_channel::hub_fabric_methods!(inner);
 
     fn shutdown(&self) {
         self.stop(true);

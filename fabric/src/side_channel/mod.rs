@@ -31,20 +31,89 @@ use std::time::{Duration, Instant};
 
 use crate::failure::FailureHub;
 use crate::sync::lock;
-use crate::{FabricError, NodeId};
+use crate::{Completion, FabricError, Link, NodeId, RegionId, RemoteRegion, WriteRequest};
+use link::LinkState;
 
-/// What the link table needs to know about a backend's link.
-pub(crate) trait SideLink: Send + Sync + 'static {
-    /// Whether the link has failed.
-    fn is_failed(&self) -> bool;
+/// A backend's link, as the link table and the public [`Link`] handle see it.
+pub(crate) trait SideLink: Send + Sync + std::fmt::Debug + 'static {
+    /// The link's peer and failure state.
+    fn state(&self) -> &LinkState;
     /// The peer's incarnation the link was made with.
     fn incarnation(&self) -> u64;
-    /// Fails the link, reporting it, because a newer incarnation of the peer replaced it.
-    fn replaced(&self);
+    /// Marks the link failed for `reason`, telling the failure subscribers if `report`. Only the
+    /// first call has an effect.
+    fn fail_with(&self, reason: String, report: bool);
     /// Sends a goodbye, best effort, before a graceful local shutdown.
     fn say_goodbye(&self);
-    /// Fails the link locally without reporting it (the fabric is shutting down).
-    fn close(&self);
+    /// [`Link::remote_region`].
+    fn remote_region(&self, id: RegionId, timeout: Duration) -> Result<RemoteRegion, FabricError>;
+    /// [`Link::write`].
+    fn write(&self, req: &WriteRequest<'_>) -> Result<(), FabricError>;
+    /// [`Link::write_signaled`].
+    fn write_signaled(self: &Arc<Self>, req: &WriteRequest<'_>) -> Result<Completion, FabricError>;
+
+    /// [`Link::poll_progress`]; nothing by default.
+    fn poll_progress(&self) -> bool {
+        false
+    }
+
+    /// Whether the link has failed.
+    fn is_failed(&self) -> bool {
+        self.state().is_failed()
+    }
+
+    /// Fails the link, reporting it, because a newer incarnation of the peer replaced it.
+    fn replaced(&self) {
+        self.fail_with("replaced by a new incarnation of the peer".into(), true);
+    }
+
+    /// Fails the link without reporting it: the local fabric is shutting down.
+    fn close(&self) {
+        self.fail_with("local fabric shut down".into(), false);
+    }
+}
+
+/// The public face of a side-channel link: what [`crate::Fabric::connect`] hands out.
+pub(crate) struct Handle<L>(Arc<L>);
+
+impl<L: SideLink> std::fmt::Debug for Handle<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<L: SideLink> Link for Handle<L> {
+    fn peer(&self) -> NodeId {
+        self.0.state().peer()
+    }
+
+    fn remote_region(&self, id: RegionId, timeout: Duration) -> Result<RemoteRegion, FabricError> {
+        self.0.remote_region(id, timeout)
+    }
+
+    fn write(&self, req: &WriteRequest<'_>) -> Result<(), FabricError> {
+        self.0.write(req)
+    }
+
+    fn write_signaled(&self, req: &WriteRequest<'_>) -> Result<Completion, FabricError> {
+        self.0.write_signaled(req)
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.0.state().failure()
+    }
+
+    fn fail(&self, reason: &str) {
+        self.0.fail_with(reason.to_string(), true);
+    }
+
+    fn poll_progress(&self) -> bool {
+        self.0.poll_progress()
+    }
+}
+
+fn handle<L: SideLink>(link: Arc<L>) -> Arc<dyn Link> {
+    Arc::new(Handle(link))
 }
 
 /// The settings a hub is built from (each backend's config has them).
@@ -169,8 +238,8 @@ impl<L: SideLink> Hub<L> {
     }
 
     /// The link to `peer`, failed or not.
-    pub(crate) fn link(&self, peer: NodeId) -> Option<Arc<L>> {
-        lock(&self.links).get(&peer).cloned()
+    pub(crate) fn link(&self, peer: NodeId) -> Option<Arc<dyn Link>> {
+        lock(&self.links).get(&peer).cloned().map(handle)
     }
 
     /// The link table, locked (for backends that update every link together).
@@ -219,7 +288,7 @@ impl<L: SideLink> Hub<L> {
         addr: SocketAddr,
         timeout: Duration,
         handshake: impl FnOnce(TcpStream) -> Result<Arc<L>, FabricError>,
-    ) -> Result<Arc<L>, FabricError> {
+    ) -> Result<Arc<dyn Link>, FabricError> {
         let is_shut_down = || self.is_shut_down();
         connect::connect_by_rule(
             self.config.local_id,
@@ -231,6 +300,7 @@ impl<L: SideLink> Hub<L> {
             |l| l.is_failed(),
             |deadline| connect::dial_until(peer, addr, deadline, is_shut_down, handshake),
         )
+        .map(handle)
     }
 
     /// Starts the accept loop on a thread named `name`: each incoming connection is handed to
@@ -430,6 +500,47 @@ impl Welcome {
         }
     }
 }
+
+/// The [`crate::Fabric`] methods a side-channel backend answers from its [`Hub`]: expands,
+/// inside `impl Fabric for X`, to `local_addr`, `connect`, `link`, `subscribe_failures`,
+/// `unsubscribe_failures` and `now`. `$inner` is the path from `self` to the backend's shared
+/// state, which has a `hub` field and a `handshake_outgoing(peer, addr, stream)` method.
+macro_rules! hub_fabric_methods {
+    ($($inner:tt).+) => {
+        fn local_addr(&self) -> Option<std::net::SocketAddr> {
+            Some(self.$($inner).+.hub.local_addr())
+        }
+
+        fn connect(
+            &self,
+            peer: $crate::NodeId,
+            addr: std::net::SocketAddr,
+            timeout: std::time::Duration,
+        ) -> Result<std::sync::Arc<dyn $crate::Link>, $crate::FabricError> {
+            let inner = &self.$($inner).+;
+            inner.hub.connect(peer, addr, timeout, |stream| {
+                inner.handshake_outgoing(peer, addr, stream)
+            })
+        }
+
+        fn link(&self, peer: $crate::NodeId) -> Option<std::sync::Arc<dyn $crate::Link>> {
+            self.$($inner).+.hub.link(peer)
+        }
+
+        fn subscribe_failures(&self, handler: $crate::FailureHandler) -> $crate::SubscriptionId {
+            self.$($inner).+.hub.failures().subscribe(handler)
+        }
+
+        fn unsubscribe_failures(&self, id: $crate::SubscriptionId) {
+            self.$($inner).+.hub.failures().unsubscribe(id)
+        }
+
+        fn now(&self) -> std::time::Duration {
+            self.$($inner).+.hub.now()
+        }
+    };
+}
+pub(crate) use hub_fabric_methods;
 
 #[cfg(test)]
 mod tests {

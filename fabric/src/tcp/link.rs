@@ -21,7 +21,7 @@ use crate::side_channel::{self, SideLink};
 use crate::sync::{lock, wait_timeout};
 use crate::NodeId;
 use crate::{
-    Completion, CompletionSource, FabricError, Link, Notification, Region, RegionId, RemoteRegion,
+    Completion, CompletionSource, FabricError, Notification, Region, RegionId, RemoteRegion,
     WriteRequest,
 };
 
@@ -107,46 +107,8 @@ impl TcpLink {
         Ok(link)
     }
 
-    fn is_failed(&self) -> bool {
-        self.state.is_failed()
-    }
-
-    /// Marks the link failed; `report` says whether subscribers hear of it.
-    pub(crate) fn fail_with(&self, reason: String, report: bool) {
-        if !self.state.fail(&reason) {
-            return;
-        }
-        {
-            let _g = lock(&self.ack_lock);
-            self.ack_cond.notify_all();
-        }
-        self.queries.wake();
-        if report {
-            self.state.report(&reason);
-        }
-    }
-
     fn link_failed_error(&self) -> FabricError {
         self.state.error()
-    }
-
-    /// Sends a graceful goodbye (best effort) before a local shutdown.
-    fn goodbye(&self) {
-        if self.is_failed() {
-            return;
-        }
-        let frame = Header {
-            kind: kind::GOODBYE,
-            flags: 0,
-            word: 0,
-            a: 0,
-            b: 0,
-            c: 0,
-        }
-        .encode();
-        if let Ok(mut s) = self.send.try_lock() {
-            let _ = s.stream.write_all(&frame);
-        }
     }
 
     fn post(&self, req: &WriteRequest<'_>, signaled: bool) -> Result<u64, FabricError> {
@@ -510,65 +472,69 @@ impl CompletionSource for TcpLink {
     }
 }
 
-/// The public face of a tcp link (an `Arc<TcpLink>` that also acts as completion source).
-#[derive(Debug, Clone)]
-pub(crate) struct LinkHandle(pub(crate) Arc<TcpLink>);
-
-impl Link for LinkHandle {
-    fn peer(&self) -> NodeId {
-        self.0.state.peer()
-    }
-
-    fn remote_region(&self, id: RegionId, timeout: Duration) -> Result<RemoteRegion, FabricError> {
-        if let Some(r) = lock(&self.0.remote).get(&id) {
-            return Ok(*r);
-        }
-        let found = look_up(self.0.state.peer(), id, timeout, |deadline| {
-            self.0.query_once(id, deadline)
-        })?;
-        lock(&self.0.remote).insert(id, found);
-        Ok(found)
-    }
-
-    fn write(&self, req: &WriteRequest<'_>) -> Result<(), FabricError> {
-        self.0.post(req, false).map(|_| ())
-    }
-
-    fn write_signaled(&self, req: &WriteRequest<'_>) -> Result<Completion, FabricError> {
-        let ticket = self.0.post(req, true)?;
-        Ok(Completion::new(
-            Arc::clone(&self.0) as Arc<dyn CompletionSource>,
-            ticket,
-        ))
-    }
-
-    fn failure(&self) -> Option<String> {
-        self.0.state.failure()
-    }
-
-    fn fail(&self, reason: &str) {
-        self.0.fail_with(reason.to_string(), true);
-    }
-}
-
 impl SideLink for TcpLink {
-    fn is_failed(&self) -> bool {
-        self.state.is_failed()
+    fn state(&self) -> &LinkState {
+        &self.state
     }
 
     fn incarnation(&self) -> u64 {
         self.incarnation
     }
 
-    fn replaced(&self) {
-        self.fail_with("replaced by a new incarnation of the peer".into(), true);
+    /// Marks the link failed; `report` says whether subscribers hear of it.
+    fn fail_with(&self, reason: String, report: bool) {
+        if !self.state.fail(&reason) {
+            return;
+        }
+        {
+            let _g = lock(&self.ack_lock);
+            self.ack_cond.notify_all();
+        }
+        self.queries.wake();
+        if report {
+            self.state.report(&reason);
+        }
     }
 
+    /// Sends a graceful goodbye (best effort) before a local shutdown.
     fn say_goodbye(&self) {
-        self.goodbye();
+        if self.is_failed() {
+            return;
+        }
+        let frame = Header {
+            kind: kind::GOODBYE,
+            flags: 0,
+            word: 0,
+            a: 0,
+            b: 0,
+            c: 0,
+        }
+        .encode();
+        if let Ok(mut s) = self.send.try_lock() {
+            let _ = s.stream.write_all(&frame);
+        }
     }
 
-    fn close(&self) {
-        self.fail_with("local fabric shut down".into(), false);
+    fn remote_region(&self, id: RegionId, timeout: Duration) -> Result<RemoteRegion, FabricError> {
+        if let Some(r) = lock(&self.remote).get(&id) {
+            return Ok(*r);
+        }
+        let found = look_up(self.state.peer(), id, timeout, |deadline| {
+            self.query_once(id, deadline)
+        })?;
+        lock(&self.remote).insert(id, found);
+        Ok(found)
+    }
+
+    fn write(&self, req: &WriteRequest<'_>) -> Result<(), FabricError> {
+        self.post(req, false).map(|_| ())
+    }
+
+    fn write_signaled(self: &Arc<Self>, req: &WriteRequest<'_>) -> Result<Completion, FabricError> {
+        let ticket = self.post(req, true)?;
+        Ok(Completion::new(
+            Arc::clone(self) as Arc<dyn CompletionSource>,
+            ticket,
+        ))
     }
 }

@@ -21,14 +21,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use link::{LinkHandle, TcpLink};
+use link::TcpLink;
 use wire::{Answer, Hello, Status, HEADER_LEN, VERSION};
 
 use crate::side_channel::regions::Registry;
 use crate::side_channel::{self, HelloRefusal, Hub, HubConfig, Refused, Welcome};
-use crate::{
-    Fabric, FabricError, FailureHandler, Link, NodeId, Region, RegionId, RegionSpec, SubscriptionId,
-};
+use crate::{Fabric, FabricError, NodeId, Region, RegionId, RegionSpec};
 
 /// Settings of a tcp fabric.
 #[derive(Clone, Debug)]
@@ -179,7 +177,7 @@ impl Inner {
         }
     }
 
-    fn handshake_outgoing(
+    pub(crate) fn handshake_outgoing(
         self: &Arc<Self>,
         peer: NodeId,
         addr: SocketAddr,
@@ -281,10 +279,6 @@ impl Fabric for TcpFabric {
         "tcp"
     }
 
-    fn local_addr(&self) -> Option<SocketAddr> {
-        Some(self.inner.hub.local_addr())
-    }
-
     fn register(&self, spec: RegionSpec) -> Result<Arc<Region>, FabricError> {
         if self.inner.is_shut_down() {
             return Err(FabricError::Shutdown);
@@ -304,36 +298,7 @@ impl Fabric for TcpFabric {
         Ok(())
     }
 
-    fn connect(
-        &self,
-        peer: NodeId,
-        addr: SocketAddr,
-        timeout: Duration,
-    ) -> Result<Arc<dyn Link>, FabricError> {
-        let link = self.inner.hub.connect(peer, addr, timeout, |stream| {
-            self.inner.handshake_outgoing(peer, addr, stream)
-        })?;
-        Ok(Arc::new(LinkHandle(link)))
-    }
-
-    fn link(&self, peer: NodeId) -> Option<Arc<dyn Link>> {
-        self.inner
-            .hub
-            .link(peer)
-            .map(|l| Arc::new(LinkHandle(l)) as Arc<dyn Link>)
-    }
-
-    fn subscribe_failures(&self, handler: FailureHandler) -> SubscriptionId {
-        self.inner.hub.failures().subscribe(handler)
-    }
-
-    fn unsubscribe_failures(&self, id: SubscriptionId) {
-        self.inner.hub.failures().unsubscribe(id)
-    }
-
-    fn now(&self) -> Duration {
-        self.inner.hub.now()
-    }
+    side_channel::hub_fabric_methods!(inner);
 
     fn shutdown(&self) {
         self.stop(true);
