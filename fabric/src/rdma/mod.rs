@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use wire::{kind, Msg, MAGIC, VERSION};
 
-use crate::side_channel::link::{look_up, read_failure, LinkState, Queries};
+use crate::side_channel::link::{look_up, not_looked_up, read_failure, LinkState, Queries};
 use crate::side_channel::regions::RegionTable;
 use crate::side_channel::{self, HelloRefusal, Hub, HubConfig, SideLink, Welcome};
 use crate::sync::{lock, read_lock, wait_timeout, write_lock};
@@ -277,7 +277,7 @@ impl<T: Transport> Inner<T> {
             ],
         )
         .with_flags(status)
-        .with_payload(payload)
+        .with_body(payload)
     }
 
     fn handshake_incoming(self: &Arc<Self>, mut stream: TcpStream) {
@@ -307,7 +307,7 @@ impl<T: Transport> Inner<T> {
             }
             Err(HelloRefusal::Node(why)) => return refuse(&mut stream, wire::WRONG_NODE, why),
         }
-        let (pending, payload) = match self.transport.accept_prepare(peer, &hello.payload) {
+        let (pending, payload) = match self.transport.accept_prepare(peer, &hello.body) {
             Ok(x) => x,
             Err(e) => return refuse(&mut stream, wire::TRANSPORT, e.to_string()),
         };
@@ -356,7 +356,7 @@ impl<T: Transport> Inner<T> {
                 0,
             ],
         )
-        .with_payload(&payload);
+        .with_body(&payload);
         side_channel::bound_handshake(&stream, self.common.handshake_timeout)
             .and_then(|()| hello.write_to(&mut stream))
             .map_err(|e| refuse(format!("sending hello to {addr}: {e}")))?;
@@ -365,7 +365,7 @@ impl<T: Transport> Inner<T> {
         if w.kind != kind::WELCOME || w.word != MAGIC {
             return Err(refuse(format!("{addr} does not speak this side channel")));
         }
-        let said = String::from_utf8_lossy(&w.payload).into_owned();
+        let said = String::from_utf8_lossy(&w.body).into_owned();
         let welcome = match w.flags {
             wire::ACCEPTED => Welcome::Accepted { node: w.f[0] },
             wire::WRONG_NODE => Welcome::WrongNode { node: w.f[0] },
@@ -388,7 +388,7 @@ impl<T: Transport> Inner<T> {
             .transport
             .establish(
                 pending,
-                Some(&w.payload),
+                Some(&w.body),
                 self.common.handshake_timeout,
                 events,
             )
@@ -423,13 +423,10 @@ impl<T: Transport> RdmaFabric<T> {
             next_handle: AtomicU32::new(1),
         });
         let acceptor = Arc::clone(&inner);
-        let name = inner.transport.name();
-        inner.hub.serve(
-            listener,
-            format!("{name}-accept-{}", inner.common.local_id),
-            "rdma-hello",
-            move |stream| acceptor.handshake_incoming(stream),
-        )?;
+        let backend = inner.transport.name();
+        inner.hub.serve(listener, backend, move |stream| {
+            acceptor.handshake_incoming(stream)
+        })?;
         Ok(Self { inner })
     }
 
@@ -443,9 +440,7 @@ impl<T: Transport> RdmaFabric<T> {
     }
 
     fn stop(&self, graceful: bool) {
-        if self.inner.hub.shut_down(graceful).is_some() {
-            self.inner.hub.finish_shutdown();
-        }
+        self.inner.hub.shut_down(graceful, || {});
     }
 
     pub(crate) fn local_id(&self) -> NodeId {
@@ -543,14 +538,11 @@ pub(crate) use delegate_fabric;
 /// The part of a link the transport's progress thread reports to (it holds no endpoint, so the
 /// progress thread and the link do not keep each other alive).
 pub(crate) struct Core {
-    state: LinkState,
+    state: Arc<LinkState>,
     fabric: Weak<dyn CoreFabric>,
     stopped: AtomicBool,
     /// Length announced for the next write with an immediate.
     next_len: AtomicU64,
-    /// Every ticket up to this one completed (a completion covers the writes before it).
-    done: Mutex<u64>,
-    done_cond: Condvar,
 }
 
 /// What a link core needs from its fabric (object-safe, so `Core` is not generic).
@@ -572,12 +564,10 @@ impl Core {
     fn new<T: Transport>(fabric: &Arc<Inner<T>>, peer: NodeId) -> Arc<Self> {
         let weak: Weak<Inner<T>> = Arc::downgrade(fabric);
         Arc::new(Self {
-            state: LinkState::new(peer, fabric.hub.reporter()),
+            state: Arc::new(LinkState::new(peer, fabric.hub.reporter())),
             fabric: weak,
             stopped: AtomicBool::new(false),
             next_len: AtomicU64::new(0),
-            done: Mutex::new(0),
-            done_cond: Condvar::new(),
         })
     }
 
@@ -590,10 +580,6 @@ impl Core {
             return;
         }
         self.stopped.store(true, Ordering::SeqCst);
-        {
-            let _g = lock(&self.done);
-            self.done_cond.notify_all();
-        }
         if report {
             self.state.report(&reason);
         }
@@ -601,10 +587,6 @@ impl Core {
 
     fn error(&self) -> FabricError {
         self.state.error()
-    }
-
-    fn completed(&self, ticket: u64) -> bool {
-        ticket <= *lock(&self.done)
     }
 }
 
@@ -672,11 +654,8 @@ impl Events for Core {
     }
 
     fn sent(&self, ticket: u64) {
-        let mut upto = lock(&self.done);
-        if ticket > *upto {
-            *upto = ticket;
-            self.done_cond.notify_all();
-        }
+        // A completion covers every write posted before it on the endpoint.
+        self.state.applied(ticket);
     }
 
     fn failed(&self, reason: String) {
@@ -685,39 +664,6 @@ impl Events for Core {
 
     fn stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
-    }
-}
-
-impl CompletionSource for Core {
-    fn poll_ticket(&self, ticket: u64) -> Option<Result<(), FabricError>> {
-        if self.completed(ticket) {
-            Some(Ok(()))
-        } else if self.is_failed() {
-            Some(Err(self.error()))
-        } else {
-            None
-        }
-    }
-
-    fn wait_ticket(&self, ticket: u64, timeout: Duration) -> Result<(), FabricError> {
-        let deadline = Instant::now() + timeout;
-        let mut g = lock(&self.done);
-        loop {
-            if ticket <= *g {
-                return Ok(());
-            }
-            if self.is_failed() {
-                return Err(self.error());
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(FabricError::Timeout {
-                    what: format!("completion of a write to node {}", self.state.peer()),
-                    after: timeout,
-                });
-            }
-            g = wait_timeout(&self.done_cond, g, deadline - now);
-        }
     }
 }
 
@@ -760,10 +706,7 @@ pub(crate) struct RdmaLink<T: Transport> {
 
 impl<T: Transport> std::fmt::Debug for RdmaLink<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RdmaLink")
-            .field("peer", &self.core.state.peer())
-            .field("failed", &self.core.state.failure())
-            .finish_non_exhaustive()
+        self.core.state.describe(f, "RdmaLink", self.incarnation)
     }
 }
 
@@ -863,7 +806,7 @@ impl<T: Transport> RdmaLink<T> {
         };
         if let Ok(last) = last {
             if last > 0 {
-                let _ = self.core.wait_ticket(last, Duration::from_secs(1));
+                let _ = self.core.state.wait_ticket(last, Duration::from_secs(1));
             }
         }
         let _ = self.send(&Msg::new(kind::REVOKED, 0, [rkey, 0, 0, 0]));
@@ -913,12 +856,7 @@ impl<T: Transport> RdmaLink<T> {
         }
         let target = lock(&self.peer_regions).get(&req.dst.key).copied();
         let Some(target) = target else {
-            return Err(FabricError::Misaddressed(format!(
-                "{} (key {:#x}) was not looked up on the link to node {}",
-                req.dst.id,
-                req.dst.key,
-                self.core.state.peer()
-            )));
+            return Err(not_looked_up(req, self.core.state.peer()));
         };
         if target.revoked {
             // Deregistered by its owner: discarded, as on every backend. A signaled write
@@ -1020,7 +958,7 @@ impl<T: Transport> RdmaLink<T> {
                             [msg.f[0], o.reg.rkey, o.reg.addr, o.region.len() as u64],
                         )
                         .with_flags(wire::FOUND)
-                        .with_payload(&o.handle.to_le_bytes()),
+                        .with_body(&o.handle.to_le_bytes()),
                         None => Msg::new(kind::ANSWER, msg.word, [msg.f[0], 0, 0, 0]),
                     };
                     if self.send(&answer).is_err() {
@@ -1028,13 +966,13 @@ impl<T: Transport> RdmaLink<T> {
                     }
                 }
                 kind::ANSWER => {
-                    let found = msg.flags & wire::FOUND != 0 && msg.payload.len() >= 4;
+                    let found = msg.flags & wire::FOUND != 0 && msg.body.len() >= 4;
                     let answer = found.then(|| {
                         let handle = u32::from_le_bytes([
-                            msg.payload[0],
-                            msg.payload[1],
-                            msg.payload[2],
-                            msg.payload[3],
+                            msg.body[0],
+                            msg.body[1],
+                            msg.body[2],
+                            msg.body[3],
                         ]);
                         (
                             RemoteRegion {
@@ -1129,7 +1067,7 @@ impl<T: Transport> SideLink for RdmaLink<T> {
     fn write_signaled(self: &Arc<Self>, req: &WriteRequest<'_>) -> Result<Completion, FabricError> {
         let ticket = self.post(req, true)?;
         Ok(Completion::new(
-            Arc::clone(&self.core) as Arc<dyn CompletionSource>,
+            Arc::clone(&self.core.state) as Arc<dyn CompletionSource>,
             ticket,
         ))
     }

@@ -21,9 +21,7 @@
 //!
 //! ANSWER's payload is 8 bytes: the region's notification handle (u32) and 4 reserved bytes.
 
-use std::io::{Read, Write};
-
-use crate::side_channel::frame::{self, Header};
+use crate::side_channel::frame::Message;
 
 /// Identifies the side channel ("DRRD").
 pub(crate) const MAGIC: u32 = 0x4452_5244;
@@ -43,71 +41,12 @@ pub(crate) mod kind {
     pub(crate) const GOODBYE: u8 = 7;
 }
 
-/// WELCOME status: accepted.
-pub(crate) const ACCEPTED: u8 = 0;
-/// WELCOME status: the hello named another node, or claimed ours.
-pub(crate) const WRONG_NODE: u8 = 1;
-/// WELCOME status: another protocol version.
-pub(crate) const WRONG_VERSION: u8 = 2;
+pub(crate) use crate::side_channel::frame::{ACCEPTED, FOUND, WRONG_NODE, WRONG_VERSION};
 /// WELCOME status: the transport could not prepare an endpoint.
 pub(crate) const TRANSPORT: u8 = 3;
 
-/// ANSWER flag: the region exists.
-pub(crate) const FOUND: u8 = 1;
-
-/// One side-channel message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Msg {
-    pub kind: u8,
-    pub flags: u8,
-    pub word: u32,
-    pub f: [u64; 4],
-    pub payload: Vec<u8>,
-}
-
-impl Msg {
-    pub(crate) fn new(kind: u8, word: u32, f: [u64; 4]) -> Self {
-        Self {
-            kind,
-            flags: 0,
-            word,
-            f,
-            payload: Vec::new(),
-        }
-    }
-
-    pub(crate) fn with_flags(mut self, flags: u8) -> Self {
-        self.flags = flags;
-        self
-    }
-
-    pub(crate) fn with_payload(mut self, payload: &[u8]) -> Self {
-        self.payload = payload[..payload.len().min(MAX_PAYLOAD)].to_vec();
-        self
-    }
-
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut h = Header::new(self.kind, self.word, self.f);
-        h.flags = self.flags;
-        frame::encode(h, &self.payload, MAX_PAYLOAD)
-    }
-
-    pub(crate) fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
-        w.write_all(&self.encode())
-    }
-
-    /// Reads one message; a malformed one is an `InvalidData` error.
-    pub(crate) fn read_from(r: &mut impl Read) -> std::io::Result<Self> {
-        let (h, payload) = frame::read::<4>(r, kind::HELLO..=kind::GOODBYE, MAX_PAYLOAD)?;
-        Ok(Self {
-            kind: h.kind,
-            flags: h.flags,
-            word: h.word,
-            f: h.f,
-            payload,
-        })
-    }
-}
+/// One side-channel message (its body is the payload of the layout above).
+pub(crate) type Msg = Message<4, MAX_PAYLOAD, { kind::GOODBYE }>;
 
 #[cfg(test)]
 mod tests {
@@ -118,7 +57,7 @@ mod tests {
     fn round_trip() {
         let m = Msg::new(kind::ANSWER, 7, [1, 2, 3, 4])
             .with_flags(FOUND)
-            .with_payload(&[9, 8, 7]);
+            .with_body(&[9, 8, 7]);
         let bytes = m.encode();
         assert_eq!(Msg::read_from(&mut bytes.as_slice()).unwrap(), m);
     }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use super::mapping::{self, Entry, Inbox, Mapping, ENTRY_IMM, LIVE, REGION_HEADER};
 use super::wire::{kind, Msg, FOUND};
 use super::Inner;
-use crate::side_channel::link::{look_up, read_failure, LinkState, Queries, RegionCache};
+use crate::side_channel::link::{
+    look_up, not_looked_up, read_failure, LinkState, Queries, RegionCache,
+};
 use crate::side_channel::{self, SideLink};
 use crate::sync::lock;
 use crate::{
@@ -59,11 +61,7 @@ pub(crate) struct ShmLink {
 
 impl std::fmt::Debug for ShmLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShmLink")
-            .field("peer", &self.state.peer())
-            .field("incarnation", &self.incarnation)
-            .field("failed", &self.state.failure())
-            .finish_non_exhaustive()
+        self.state.describe(f, "ShmLink", self.incarnation)
     }
 }
 
@@ -148,12 +146,7 @@ impl ShmLink {
             _ => {
                 let found = lock(&self.peer_regions).get(&req.dst.key).cloned();
                 let Some(p) = found else {
-                    return Err(FabricError::Misaddressed(format!(
-                        "{} (key {:#x}) was not looked up on the link to node {}",
-                        req.dst.id,
-                        req.dst.key,
-                        self.state.peer()
-                    )));
+                    return Err(not_looked_up(req, self.state.peer()));
                 };
                 tx.last = Some(Arc::clone(&p));
                 p
@@ -305,13 +298,13 @@ impl ShmLink {
             };
             match msg.kind {
                 kind::QUERY => {
-                    let answer = match fabric.region_file(RegionId(msg.a)) {
+                    let answer = match fabric.region_file(RegionId(msg.f[0])) {
                         Some((key, len, name)) => {
-                            Msg::new(kind::ANSWER, msg.word, msg.a, key, len as u64)
+                            Msg::new(kind::ANSWER, msg.word, [msg.f[0], key, len as u64])
                                 .with_flags(FOUND)
-                                .with_name(&name)
+                                .with_body(name.as_bytes())
                         }
-                        None => Msg::new(kind::ANSWER, msg.word, msg.a, 0, 0),
+                        None => Msg::new(kind::ANSWER, msg.word, [msg.f[0], 0, 0]),
                     };
                     if self.send(&answer).is_err() {
                         break Ok(());
@@ -321,12 +314,12 @@ impl ShmLink {
                     let found = (msg.flags & FOUND != 0).then(|| {
                         let region = RemoteRegion {
                             owner: self.state.peer(),
-                            id: RegionId(msg.a),
-                            len: msg.c as usize,
-                            key: msg.b,
+                            id: RegionId(msg.f[0]),
+                            len: msg.f[2] as usize,
+                            key: msg.f[1],
                             addr: 0,
                         };
-                        (region, msg.name.clone())
+                        (region, String::from_utf8_lossy(&msg.body).into_owned())
                     });
                     self.queries.answer(msg.word, found);
                 }
@@ -341,7 +334,7 @@ impl ShmLink {
 
     fn query_once(&self, id: RegionId, deadline: Instant) -> Result<Answer, FabricError> {
         let answer = self.queries.ask(&self.state, deadline, |qid| {
-            self.send(&Msg::new(kind::QUERY, qid, id.0, 0, 0))
+            self.send(&Msg::new(kind::QUERY, qid, [id.0, 0, 0]))
         })?;
         Ok(answer.flatten())
     }
@@ -451,7 +444,7 @@ impl SideLink for ShmLink {
             return;
         }
         if let Ok(mut s) = self.sock.try_lock() {
-            let _ = Msg::new(kind::GOODBYE, 0, 0, 0, 0).write_to(&mut *s);
+            let _ = Msg::new(kind::GOODBYE, 0, [0, 0, 0]).write_to(&mut *s);
         }
     }
 

@@ -219,12 +219,14 @@ impl Inner {
         Msg::new(
             kind::WELCOME,
             MAGIC,
-            u64::from(self.config.local_id),
-            self.hub.incarnation(),
-            u64::from(VERSION) << 32 | u64::from(self.pid),
+            [
+                u64::from(self.config.local_id),
+                self.hub.incarnation(),
+                u64::from(VERSION) << 32 | u64::from(self.pid),
+            ],
         )
         .with_flags(status)
-        .with_name(inbox)
+        .with_body(inbox.as_bytes())
         .encode()
     }
 
@@ -243,8 +245,8 @@ impl Inner {
                 return;
             }
         };
-        let (peer, to) = (hello.a as u32, (hello.a >> 32) as u32);
-        let version = (hello.c >> 32) as u32;
+        let (peer, to) = (hello.f[0] as u32, (hello.f[0] >> 32) as u32);
+        let version = (hello.f[2] >> 32) as u32;
         let me = self.config.local_id;
         let refuse = |status: u8, why: String| {
             tracing::warn!(%from, peer, "refused shm connection: {why}");
@@ -256,7 +258,7 @@ impl Inner {
             Err(HelloRefusal::Version(why)) => return refuse(wire::WRONG_VERSION, why),
             Err(HelloRefusal::Node(why)) => return refuse(wire::WRONG_NODE, why),
         }
-        let theirs = match self.open_inbox(&hello.name) {
+        let theirs = match self.open_inbox(&String::from_utf8_lossy(&hello.body)) {
             Ok(i) => i,
             Err(e) => {
                 return refuse(
@@ -275,7 +277,7 @@ impl Inner {
             Err(_) => return,
         };
         let welcome = self.welcome(wire::ACCEPTED, &name);
-        match self.install(peer, hello.b, stream, mine, theirs, Some(welcome)) {
+        match self.install(peer, hello.f[1], stream, mine, theirs, Some(welcome)) {
             Ok(_) => tracing::debug!(peer, %from, "shm link accepted"),
             Err(why) => {
                 let _ = std::fs::remove_file(&path);
@@ -299,11 +301,13 @@ impl Inner {
             let hello = Msg::new(
                 kind::HELLO,
                 MAGIC,
-                u64::from(self.config.local_id) | u64::from(peer) << 32,
-                self.hub.incarnation(),
-                u64::from(VERSION) << 32 | u64::from(self.pid),
+                [
+                    u64::from(self.config.local_id) | u64::from(peer) << 32,
+                    self.hub.incarnation(),
+                    u64::from(VERSION) << 32 | u64::from(self.pid),
+                ],
             )
-            .with_name(&name);
+            .with_body(name.as_bytes());
             side_channel::bound_handshake(&stream, self.config.handshake_timeout)
                 .and_then(|()| hello.write_to(&mut stream))
                 .map_err(|e| refuse(format!("sending hello to {addr}: {e}")))?;
@@ -315,8 +319,8 @@ impl Inner {
                 )));
             }
             let welcome = match w.flags {
-                wire::ACCEPTED => Welcome::Accepted { node: w.a },
-                wire::WRONG_NODE => Welcome::WrongNode { node: w.a },
+                wire::ACCEPTED => Welcome::Accepted { node: w.f[0] },
+                wire::WRONG_NODE => Welcome::WrongNode { node: w.f[0] },
                 _ => Welcome::Other,
             };
             match w.flags {
@@ -324,7 +328,7 @@ impl Inner {
                 wire::WRONG_VERSION => {
                     return Err(refuse(format!(
                         "{addr} speaks shm protocol version {}, this node speaks {VERSION}",
-                        w.c >> 32
+                        w.f[2] >> 32
                     )))
                 }
                 wire::NOT_LOCAL => {
@@ -335,12 +339,14 @@ impl Inner {
                 }
                 other => return Err(refuse(format!("{addr} refused the link (status {other})"))),
             }
-            let theirs = self.open_inbox(&w.name).map_err(|e| {
-                refuse(format!(
-                    "cannot map the inbox of {addr} (is it on another host?): {e}"
-                ))
-            })?;
-            Ok((w.b, theirs))
+            let theirs = self
+                .open_inbox(&String::from_utf8_lossy(&w.body))
+                .map_err(|e| {
+                    refuse(format!(
+                        "cannot map the inbox of {addr} (is it on another host?): {e}"
+                    ))
+                })?;
+            Ok((w.f[1], theirs))
         })();
         let (incarnation, theirs) = match result {
             Ok(x) => x,
@@ -415,17 +421,9 @@ impl ShmFabric {
             parked: AtomicUsize::new(0),
         });
         let acceptor = Arc::clone(&inner);
-        inner.hub.serve(
-            listener,
-            format!("shm-accept-{}", inner.config.local_id),
-            "shm-hello",
-            move |stream| acceptor.handshake_incoming(stream),
-        )?;
-        tracing::debug!(
-            node = inner.config.local_id,
-            local_addr = %inner.hub.local_addr(),
-            "shm fabric listening"
-        );
+        inner.hub.serve(listener, "shm", move |stream| {
+            acceptor.handshake_incoming(stream)
+        })?;
         Ok(Self { inner })
     }
 
@@ -436,13 +434,11 @@ impl ShmFabric {
     }
 
     fn stop(&self, graceful: bool) {
-        if self.inner.hub.shut_down(graceful).is_none() {
-            return;
-        }
-        if graceful {
-            self.inner.remove_all_regions();
-        }
-        self.inner.hub.finish_shutdown();
+        self.inner.hub.shut_down(graceful, || {
+            if graceful {
+                self.inner.remove_all_regions();
+            }
+        });
     }
 }
 

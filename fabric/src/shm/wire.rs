@@ -17,9 +17,7 @@
 //! HELLO and WELCOME carry the name of the sender's inbox file for this link; ANSWER carries the
 //! name of the region's file.
 
-use std::io::{Read, Write};
-
-use crate::side_channel::frame::{self, Header};
+use crate::side_channel::frame::Message;
 
 /// Identifies the shm side channel ("DRSH").
 pub(crate) const MAGIC: u32 = 0x4853_5244;
@@ -37,83 +35,15 @@ pub(crate) mod kind {
     pub(crate) const GOODBYE: u8 = 5;
 }
 
-/// WELCOME status: accepted.
-pub(crate) const ACCEPTED: u8 = 0;
-/// WELCOME status: the hello named another node, or claimed ours.
-pub(crate) const WRONG_NODE: u8 = 1;
-/// WELCOME status: another protocol version.
-pub(crate) const WRONG_VERSION: u8 = 2;
+pub(crate) use crate::side_channel::frame::{ACCEPTED, FOUND, WRONG_NODE, WRONG_VERSION};
 /// WELCOME status: the sender's inbox cannot be mapped here (not on this host).
 pub(crate) const NOT_LOCAL: u8 = 3;
 /// WELCOME status: a live link to the same incarnation exists, or no room for another link.
 pub(crate) const BUSY: u8 = 4;
 
-/// ANSWER flag: the region exists.
-pub(crate) const FOUND: u8 = 1;
-
-/// One side-channel message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Msg {
-    pub kind: u8,
-    pub flags: u8,
-    pub word: u32,
-    pub a: u64,
-    pub b: u64,
-    pub c: u64,
-    pub name: String,
-}
-
-impl Msg {
-    pub(crate) fn new(kind: u8, word: u32, a: u64, b: u64, c: u64) -> Self {
-        Self {
-            kind,
-            flags: 0,
-            word,
-            a,
-            b,
-            c,
-            name: String::new(),
-        }
-    }
-
-    pub(crate) fn with_flags(mut self, flags: u8) -> Self {
-        self.flags = flags;
-        self
-    }
-
-    pub(crate) fn with_name(mut self, name: &str) -> Self {
-        self.name = name.to_string();
-        self
-    }
-
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut h = Header::new(self.kind, self.word, [self.a, self.b, self.c]);
-        h.flags = self.flags;
-        frame::encode(h, self.name.as_bytes(), MAX_NAME)
-    }
-
-    pub(crate) fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
-        w.write_all(&self.encode())
-    }
-
-    /// Reads one message; a malformed one is an `InvalidData` error.
-    pub(crate) fn read_from(r: &mut impl Read) -> std::io::Result<Self> {
-        let (h, name) = frame::read::<3>(r, kind::HELLO..=kind::GOODBYE, MAX_NAME)?;
-        let name = String::from_utf8(name).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "file name is not UTF-8")
-        })?;
-        let [a, b, c] = h.f;
-        Ok(Self {
-            kind: h.kind,
-            flags: h.flags,
-            word: h.word,
-            a,
-            b,
-            c,
-            name,
-        })
-    }
-}
+/// One side-channel message: fields `a`, `b`, `c` of the layout above are `f[0..3]`, and the
+/// body is the file name.
+pub(crate) type Msg = Message<3, MAX_NAME, { kind::GOODBYE }>;
 
 #[cfg(test)]
 mod tests {
@@ -122,19 +52,19 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let m = Msg::new(kind::ANSWER, 7, 1, 2, 3)
+        let m = Msg::new(kind::ANSWER, 7, [1, 2, 3])
             .with_flags(FOUND)
-            .with_name("derecho-shm-1-2-3-r4");
+            .with_body(b"derecho-shm-1-2-3-r4");
         let bytes = m.encode();
         assert_eq!(Msg::read_from(&mut bytes.as_slice()).unwrap(), m);
     }
 
     #[test]
     fn garbage_is_refused() {
-        let mut bytes = Msg::new(kind::QUERY, 1, 2, 3, 4).encode();
+        let mut bytes = Msg::new(kind::QUERY, 1, [2, 3, 4]).encode();
         bytes[0] = 99;
         assert!(Msg::read_from(&mut bytes.as_slice()).is_err());
-        let mut bytes = Msg::new(kind::QUERY, 1, 2, 3, 4).encode();
+        let mut bytes = Msg::new(kind::QUERY, 1, [2, 3, 4]).encode();
         bytes[2] = 0xff;
         bytes[3] = 0xff;
         assert!(Msg::read_from(&mut bytes.as_slice()).is_err());

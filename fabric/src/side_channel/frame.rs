@@ -119,6 +119,75 @@ pub(crate) fn read<const N: usize>(
     Ok((h, body))
 }
 
+/// Status of a WELCOME (the answer to a hello) that every dialect shares: accepted.
+pub(crate) const ACCEPTED: u8 = 0;
+/// WELCOME status: the hello named another node, or claimed the answering node's id.
+pub(crate) const WRONG_NODE: u8 = 1;
+/// WELCOME status: another protocol version.
+pub(crate) const WRONG_VERSION: u8 = 2;
+/// Flag of an ANSWER to a region lookup: the region exists.
+pub(crate) const FOUND: u8 = 1;
+
+/// One message of a side-channel dialect whose headers carry `N` fields, whose bodies are at
+/// most `MAX` bytes, and whose kinds are `1..=LAST`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Message<const N: usize, const MAX: usize, const LAST: u8> {
+    pub kind: u8,
+    pub flags: u8,
+    pub word: u32,
+    pub f: [u64; N],
+    pub body: Vec<u8>,
+}
+
+impl<const N: usize, const MAX: usize, const LAST: u8> Message<N, MAX, LAST> {
+    /// A message without flags or body.
+    pub(crate) fn new(kind: u8, word: u32, f: [u64; N]) -> Self {
+        Self {
+            kind,
+            flags: 0,
+            word,
+            f,
+            body: Vec::new(),
+        }
+    }
+
+    /// Sets the flags.
+    pub(crate) fn with_flags(mut self, flags: u8) -> Self {
+        self.flags = flags;
+        self
+    }
+
+    /// Sets the body (cut to `MAX` bytes).
+    pub(crate) fn with_body(mut self, body: &[u8]) -> Self {
+        self.body = body[..body.len().min(MAX)].to_vec();
+        self
+    }
+
+    /// The message's bytes.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut h = Header::new(self.kind, self.word, self.f);
+        h.flags = self.flags;
+        encode(h, &self.body, MAX)
+    }
+
+    /// Writes the message.
+    pub(crate) fn write_to(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        w.write_all(&self.encode())
+    }
+
+    /// Reads one message; a malformed one is an `InvalidData` error.
+    pub(crate) fn read_from(r: &mut impl Read) -> std::io::Result<Self> {
+        let (h, body) = read::<N>(r, 1..=LAST, MAX)?;
+        Ok(Self {
+            kind: h.kind,
+            flags: h.flags,
+            word: h.word,
+            f: h.f,
+            body,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -133,6 +202,22 @@ mod tests {
         let (back, body) = read::<3>(&mut bytes.as_slice(), 1..=5, 255).unwrap();
         assert_eq!(back, Header { len: 4, ..h });
         assert_eq!(body, b"name");
+    }
+
+    #[test]
+    fn messages_keep_their_dialect() {
+        type Msg = Message<2, 8, 3>;
+        let m = Msg::new(2, 5, [6, 7])
+            .with_flags(FOUND)
+            .with_body(b"0123456789");
+        assert_eq!(m.body, b"01234567", "cut to the dialect's longest body");
+        let back = Msg::read_from(&mut m.encode().as_slice()).unwrap();
+        assert_eq!(back, m);
+        let other = Msg::new(4, 0, [0, 0]).encode();
+        assert!(
+            Msg::read_from(&mut other.as_slice()).is_err(),
+            "kind 4 of 1..=3"
+        );
     }
 
     #[test]

@@ -3,21 +3,35 @@
 
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use super::connect::LookupBackoff;
 use super::Reporter;
 use crate::sync::{lock, wait_timeout};
-use crate::{FabricError, NodeId, Region, RegionId};
+use crate::{CompletionSource, FabricError, NodeId, Region, RegionId, WriteRequest};
 
-/// A link's peer, whether and why the link failed, and the side channel to close when it does.
+/// A link's peer, whether and why the link failed, the side channel to close when it does, and
+/// how many of its writes are known to be applied at the peer (the completion source of its
+/// signaled writes, whose tickets number the writes from 1).
 pub(crate) struct LinkState {
     peer: NodeId,
     failed: OnceLock<String>,
     control: OnceLock<TcpStream>,
     reporter: Weak<Reporter>,
+    applied: AtomicU64,
+    applied_lock: Mutex<()>,
+    applied_cond: Condvar,
+}
+
+impl std::fmt::Debug for LinkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("peer", &self.peer)
+            .field("failed", &self.failed.get())
+            .finish_non_exhaustive()
+    }
 }
 
 impl LinkState {
@@ -29,6 +43,9 @@ impl LinkState {
             failed: OnceLock::new(),
             control: OnceLock::new(),
             reporter,
+            applied: AtomicU64::new(0),
+            applied_lock: Mutex::new(()),
+            applied_cond: Condvar::new(),
         }
     }
 
@@ -42,6 +59,21 @@ impl LinkState {
     /// Names the side channel to shut down when the link fails (once).
     pub(crate) fn set_control(&self, control: TcpStream) {
         let _ = self.control.set(control);
+    }
+
+    /// Writes a link's debug form: its type `name`, the peer, the peer's `incarnation` and the
+    /// failure.
+    pub(crate) fn describe(
+        &self,
+        f: &mut std::fmt::Formatter<'_>,
+        name: &str,
+        incarnation: u64,
+    ) -> std::fmt::Result {
+        f.debug_struct(name)
+            .field("peer", &self.peer)
+            .field("incarnation", &incarnation)
+            .field("failed", &self.failed.get())
+            .finish_non_exhaustive()
     }
 
     /// The peer.
@@ -77,7 +109,20 @@ impl LinkState {
         if let Some(c) = self.control.get() {
             let _ = c.shutdown(Shutdown::Both);
         }
+        self.wake_applied();
         true
+    }
+
+    /// Records that every write up to ticket `upto` is applied at the peer.
+    pub(crate) fn applied(&self, upto: u64) {
+        if self.applied.fetch_max(upto, Ordering::SeqCst) < upto {
+            self.wake_applied();
+        }
+    }
+
+    fn wake_applied(&self) {
+        let _g = lock(&self.applied_lock);
+        self.applied_cond.notify_all();
     }
 
     /// Tells the fabric's failure subscribers (unless the fabric is gone or shutting down).
@@ -86,6 +131,44 @@ impl LinkState {
             r.report(self.peer, reason);
         }
     }
+}
+
+impl CompletionSource for LinkState {
+    fn poll_ticket(&self, ticket: u64) -> Option<Result<(), FabricError>> {
+        if self.applied.load(Ordering::SeqCst) >= ticket {
+            Some(Ok(()))
+        } else if self.is_failed() {
+            Some(Err(self.error()))
+        } else {
+            None
+        }
+    }
+
+    fn wait_ticket(&self, ticket: u64, timeout: Duration) -> Result<(), FabricError> {
+        let deadline = Instant::now() + timeout;
+        let mut g = lock(&self.applied_lock);
+        loop {
+            if let Some(r) = self.poll_ticket(ticket) {
+                return r;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(FabricError::Timeout {
+                    what: format!("completion of a write to node {}", self.peer),
+                    after: timeout,
+                });
+            }
+            g = wait_timeout(&self.applied_cond, g, deadline - now);
+        }
+    }
+}
+
+/// The error of a write to a region of the peer that was not looked up on this link.
+pub(crate) fn not_looked_up(req: &WriteRequest<'_>, peer: NodeId) -> FabricError {
+    FabricError::Misaddressed(format!(
+        "{} (key {:#x}) was not looked up on the link to node {peer}",
+        req.dst.id, req.dst.key
+    ))
 }
 
 /// Region lookups sent to the peer and not answered yet, by query id; an answer is `A`.

@@ -303,40 +303,37 @@ impl<L: SideLink> Hub<L> {
         .map(handle)
     }
 
-    /// Starts the accept loop on a thread named `name`: each incoming connection is handed to
-    /// `handshake` on a thread of its own (`hello_thread`), at most `max_handshakes` at once;
-    /// more are closed at once.
+    /// Starts the accept loop on a thread (`{backend}-accept-{id}`): each incoming connection is
+    /// handed to `handshake` on a thread of its own (`{backend}-hello`), at most
+    /// `max_handshakes` at once; more are closed at once.
     pub(crate) fn serve(
         &self,
         listener: TcpListener,
-        name: String,
-        hello_thread: &'static str,
+        backend: &'static str,
         handshake: impl Fn(TcpStream) + Clone + Send + 'static,
     ) -> Result<(), FabricError> {
         let reporter = Arc::clone(&self.reporter);
         let handshakes = Arc::clone(&self.handshakes);
         let max = self.config.max_handshakes;
+        let hello = format!("{backend}-hello");
         std::thread::Builder::new()
-            .name(name)
-            .spawn(move || {
-                accept_loop(
-                    &listener,
-                    &reporter,
-                    &handshakes,
-                    max,
-                    hello_thread,
-                    handshake,
-                )
-            })
+            .name(format!("{backend}-accept-{}", self.config.local_id))
+            .spawn(move || accept_loop(&listener, &reporter, &handshakes, max, &hello, handshake))
             .map_err(|e| FabricError::io("spawning the accept thread", e))?;
+        tracing::debug!(
+            node = self.config.local_id,
+            addr = %self.local_addr,
+            backend,
+            "fabric listening"
+        );
         Ok(())
     }
 
-    /// Starts shutting down: fails every link (after a goodbye if `graceful`), unless a
-    /// shutdown already started. Returns the links it closed, or `None` if it was not the first.
-    pub(crate) fn shut_down(&self, graceful: bool) -> Option<Vec<Arc<L>>> {
+    /// Shuts down, once: fails every link (after a goodbye if `graceful`), runs `then`, wakes
+    /// whoever waits for a link, and wakes the accept loop so it sees the flag and exits.
+    pub(crate) fn shut_down(&self, graceful: bool, then: impl FnOnce()) {
         if self.reporter.shut_down.swap(true, Ordering::SeqCst) {
-            return None;
+            return;
         }
         let links: Vec<Arc<L>> = lock(&self.links).values().cloned().collect();
         for l in &links {
@@ -345,12 +342,7 @@ impl<L: SideLink> Hub<L> {
             }
             l.close();
         }
-        Some(links)
-    }
-
-    /// Ends a shutdown: wakes whoever waits for a link, and the accept loop so it sees the flag
-    /// and exits.
-    pub(crate) fn finish_shutdown(&self) {
+        then();
         self.link_changed();
         let _ = TcpStream::connect_timeout(&self.local_addr, Duration::from_millis(200));
     }
@@ -361,7 +353,7 @@ fn accept_loop(
     reporter: &Reporter,
     handshakes: &Arc<AtomicUsize>,
     max: usize,
-    hello_thread: &'static str,
+    hello_thread: &str,
     handshake: impl Fn(TcpStream) + Clone + Send + 'static,
 ) {
     for conn in listener.incoming() {

@@ -10,15 +10,15 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, TryLockError, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
 use super::wire::{self, kind, Header, HEADER_LEN};
 use super::Inner;
 use crate::side_channel::link::{look_up, LinkState, Queries, RegionCache};
 use crate::side_channel::{self, SideLink};
-use crate::sync::{lock, wait_timeout};
+use crate::sync::lock;
 use crate::NodeId;
 use crate::{
     Completion, CompletionSource, FabricError, Notification, Region, RegionId, RemoteRegion,
@@ -47,14 +47,11 @@ struct Outbox {
 
 /// A tcp link to one peer.
 pub(crate) struct TcpLink {
-    state: LinkState,
+    state: Arc<LinkState>,
     incarnation: u64,
     send: Mutex<Sender>,
     outbox: Mutex<Outbox>,
     outbox_pending: AtomicBool,
-    acked: AtomicU64,
-    ack_lock: Mutex<()>,
-    ack_cond: Condvar,
     /// Outstanding region queries; an answer is the region if the peer has it.
     queries: Queries<Option<RemoteRegion>>,
     remote: Mutex<HashMap<RegionId, RemoteRegion>>,
@@ -63,11 +60,7 @@ pub(crate) struct TcpLink {
 
 impl std::fmt::Debug for TcpLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TcpLink")
-            .field("peer", &self.state.peer())
-            .field("incarnation", &self.incarnation)
-            .field("failed", &self.state.failure())
-            .finish_non_exhaustive()
+        self.state.describe(f, "TcpLink", self.incarnation)
     }
 }
 
@@ -82,7 +75,11 @@ impl TcpLink {
         let send_timeout = fabric.config.send_timeout;
         let (reader, control) = side_channel::link_stream(&stream, send_timeout, peer)?;
         let link = Arc::new(TcpLink {
-            state: LinkState::with_control(peer, fabric.hub.reporter(), control),
+            state: Arc::new(LinkState::with_control(
+                peer,
+                fabric.hub.reporter(),
+                control,
+            )),
             incarnation,
             send: Mutex::new(Sender {
                 stream,
@@ -91,9 +88,6 @@ impl TcpLink {
             }),
             outbox: Mutex::new(Outbox::default()),
             outbox_pending: AtomicBool::new(false),
-            acked: AtomicU64::new(0),
-            ack_lock: Mutex::new(()),
-            ack_cond: Condvar::new(),
             queries: Queries::new(),
             remote: Mutex::new(HashMap::new()),
             send_timeout,
@@ -313,9 +307,7 @@ impl TcpLink {
                     }
                 }
                 kind::ACK => {
-                    self.acked.fetch_max(h.b, Ordering::SeqCst);
-                    let _g = lock(&self.ack_lock);
-                    self.ack_cond.notify_all();
+                    self.state.applied(h.b);
                 }
                 kind::QUERY => {
                     let answer = fabric.region_by_id(RegionId(h.a));
@@ -442,36 +434,6 @@ fn apply_payload(
     Ok(())
 }
 
-impl CompletionSource for TcpLink {
-    fn poll_ticket(&self, ticket: u64) -> Option<Result<(), FabricError>> {
-        if self.acked.load(Ordering::SeqCst) >= ticket {
-            Some(Ok(()))
-        } else if self.is_failed() {
-            Some(Err(self.link_failed_error()))
-        } else {
-            None
-        }
-    }
-
-    fn wait_ticket(&self, ticket: u64, timeout: Duration) -> Result<(), FabricError> {
-        let deadline = Instant::now() + timeout;
-        let mut g = lock(&self.ack_lock);
-        loop {
-            if let Some(r) = self.poll_ticket(ticket) {
-                return r;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(FabricError::Timeout {
-                    what: format!("completion of a write to node {}", self.state.peer()),
-                    after: timeout,
-                });
-            }
-            g = wait_timeout(&self.ack_cond, g, deadline - now);
-        }
-    }
-}
-
 impl SideLink for TcpLink {
     fn state(&self) -> &LinkState {
         &self.state
@@ -485,10 +447,6 @@ impl SideLink for TcpLink {
     fn fail_with(&self, reason: String, report: bool) {
         if !self.state.fail(&reason) {
             return;
-        }
-        {
-            let _g = lock(&self.ack_lock);
-            self.ack_cond.notify_all();
         }
         self.queries.wake();
         if report {
@@ -533,7 +491,7 @@ impl SideLink for TcpLink {
     fn write_signaled(self: &Arc<Self>, req: &WriteRequest<'_>) -> Result<Completion, FabricError> {
         let ticket = self.post(req, true)?;
         Ok(Completion::new(
-            Arc::clone(self) as Arc<dyn CompletionSource>,
+            Arc::clone(&self.state) as Arc<dyn CompletionSource>,
             ticket,
         ))
     }

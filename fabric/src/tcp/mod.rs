@@ -244,29 +244,15 @@ impl TcpFabric {
             regions: Registry::new(first_key),
         });
         let acceptor = Arc::clone(&inner);
-        inner.hub.serve(
-            listener,
-            format!("fabric-accept-{}", inner.config.local_id),
-            "fabric-hello",
-            move |stream| acceptor.handshake_incoming(stream),
-        )?;
-        tracing::debug!(
-            node = inner.config.local_id,
-            local_addr = %inner.hub.local_addr(),
-            "tcp fabric listening"
-        );
+        inner.hub.serve(listener, "fabric", move |stream| {
+            acceptor.handshake_incoming(stream)
+        })?;
         Ok(Self { inner })
     }
 
     /// Closes every link without a goodbye, as a crash would (for tests of failure handling).
     pub fn abort(&self) {
-        self.stop(false);
-    }
-
-    fn stop(&self, graceful: bool) {
-        if self.inner.hub.shut_down(graceful).is_some() {
-            self.inner.hub.finish_shutdown();
-        }
+        self.inner.hub.shut_down(false, || {});
     }
 }
 
@@ -301,6 +287,6 @@ impl Fabric for TcpFabric {
     side_channel::hub_fabric_methods!(inner);
 
     fn shutdown(&self) {
-        self.stop(true);
+        self.inner.hub.shut_down(true, || {});
     }
 }
