@@ -45,12 +45,12 @@ use std::time::{Duration, Instant};
 
 use wire::{kind, Msg, MAGIC, VERSION};
 
-use crate::side_channel::link::{look_up, not_looked_up, read_failure, LinkState, Queries};
+use crate::side_channel::link::{not_looked_up, read_failure, LinkState, Queries};
 use crate::side_channel::regions::RegionTable;
 use crate::side_channel::{self, HelloRefusal, Hub, HubConfig, SideLink, Welcome};
 use crate::sync::{lock, read_lock, wait_timeout, write_lock};
 use crate::{
-    Completion, CompletionSource, FabricError, NodeId, Notification, Region, RegionId, RegionSpec,
+    CompletionSource, FabricError, NodeId, Notification, Region, RegionId, RegionSpec,
     RemoteRegion, WriteRequest,
 };
 
@@ -177,6 +177,36 @@ pub(crate) struct Common {
     pub max_handshakes: usize,
 }
 
+impl Common {
+    /// Settings with the default bounds (1024 links, 32 concurrent handshakes).
+    pub(crate) fn new(
+        local_id: NodeId,
+        listen: SocketAddr,
+        handshake_timeout: Duration,
+        send_timeout: Duration,
+    ) -> Self {
+        Self {
+            local_id,
+            listen,
+            handshake_timeout,
+            send_timeout,
+            max_links: 1024,
+            max_handshakes: 32,
+        }
+    }
+}
+
+/// Joins an endpoint's progress thread, taken from `slot`, unless this is that thread (an
+/// endpoint may be closed from its own progress thread when the link fails there).
+pub(crate) fn join_progress_thread(slot: &Mutex<Option<std::thread::JoinHandle<()>>>) {
+    let handle = lock(slot).take();
+    if let Some(h) = handle {
+        if h.thread().id() != std::thread::current().id() {
+            let _ = h.join();
+        }
+    }
+}
+
 struct Owned<M> {
     region: Arc<Region>,
     reg: Registered<M>,
@@ -257,7 +287,7 @@ impl<T: Transport> Inner<T> {
             let Some(ep) = ep.take() else {
                 return Err("no endpoint".to_string());
             };
-            RdmaLink::start(self, peer, incarnation, stream, core, ep).map_err(|e| e.to_string())
+            RdmaLink::start(self, peer, stream, core, ep).map_err(|e| e.to_string())
         });
         if let Some(ep) = ep {
             self.transport.close(&ep);
@@ -315,7 +345,7 @@ impl<T: Transport> Inner<T> {
             tracing::warn!(%from, peer, error = %e, "sending the welcome failed");
             return;
         }
-        let core = Core::new(self, peer);
+        let core = Core::new(self, peer, hello.f[1]);
         let events: Arc<dyn Events> = Arc::clone(&core) as Arc<dyn Events>;
         let ep =
             match self
@@ -382,7 +412,7 @@ impl<T: Transport> Inner<T> {
             }
             other => return Err(refuse(format!("{addr} refused the link (status {other})"))),
         }
-        let core = Core::new(self, peer);
+        let core = Core::new(self, peer, w.f[1]);
         let events: Arc<dyn Events> = Arc::clone(&core) as Arc<dyn Events>;
         let ep = self
             .transport
@@ -504,9 +534,17 @@ impl<T: Transport> RdmaFabric<T> {
 }
 
 /// Delegates the [`crate::Fabric`] trait of a public backend type (a newtype around
-/// `RdmaFabric<T>` in field `.0`).
+/// `RdmaFabric<T>` in field `.0`), and gives it `abort`.
 macro_rules! delegate_fabric {
     ($ty:ty) => {
+        impl $ty {
+            /// Closes every link without a goodbye, as a crash would (for tests of failure
+            /// handling).
+            pub fn abort(&self) {
+                self.0.abort();
+            }
+        }
+
         impl $crate::Fabric for $ty {
             fn local_id(&self) -> $crate::NodeId {
                 self.0.local_id()
@@ -561,10 +599,10 @@ impl<T: Transport> CoreFabric for Inner<T> {
 }
 
 impl Core {
-    fn new<T: Transport>(fabric: &Arc<Inner<T>>, peer: NodeId) -> Arc<Self> {
+    fn new<T: Transport>(fabric: &Arc<Inner<T>>, peer: NodeId, incarnation: u64) -> Arc<Self> {
         let weak: Weak<Inner<T>> = Arc::downgrade(fabric);
         Arc::new(Self {
-            state: Arc::new(LinkState::new(peer, fabric.hub.reporter())),
+            state: Arc::new(LinkState::new(peer, incarnation, fabric.hub.reporter())),
             fabric: weak,
             stopped: AtomicBool::new(false),
             next_len: AtomicU64::new(0),
@@ -691,13 +729,11 @@ struct Tx {
 pub(crate) struct RdmaLink<T: Transport> {
     core: Arc<Core>,
     fabric: Weak<Inner<T>>,
-    incarnation: u64,
     ep: T::Endpoint,
     /// Held while posting so writes are posted in issue order.
     tx: Mutex<Tx>,
     sock: Mutex<TcpStream>,
     queries: Queries<Answer>,
-    remote: Mutex<HashMap<RegionId, RemoteRegion>>,
     peer_regions: Mutex<HashMap<u64, PeerRegion>>,
     revoked_acks: Mutex<BTreeSet<u64>>,
     revoked_cond: Condvar,
@@ -706,7 +742,7 @@ pub(crate) struct RdmaLink<T: Transport> {
 
 impl<T: Transport> std::fmt::Debug for RdmaLink<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.core.state.describe(f, "RdmaLink", self.incarnation)
+        self.core.state.describe(f, "RdmaLink")
     }
 }
 
@@ -723,7 +759,6 @@ impl<T: Transport> RdmaLink<T> {
     fn start(
         fabric: &Arc<Inner<T>>,
         peer: NodeId,
-        incarnation: u64,
         stream: TcpStream,
         core: Arc<Core>,
         ep: T::Endpoint,
@@ -735,12 +770,10 @@ impl<T: Transport> RdmaLink<T> {
         let link = Arc::new(Self {
             core,
             fabric: Arc::downgrade(fabric),
-            incarnation,
             ep,
             tx: Mutex::new(Tx::default()),
             sock: Mutex::new(stream),
             queries: Queries::new(),
-            remote: Mutex::new(HashMap::new()),
             peer_regions: Mutex::new(HashMap::new()),
             revoked_acks: Mutex::new(BTreeSet::new()),
             revoked_cond: Condvar::new(),
@@ -796,7 +829,7 @@ impl<T: Transport> RdmaLink<T> {
             if let Some(p) = lock(&self.peer_regions).get_mut(&rkey) {
                 p.revoked = true;
             }
-            lock(&self.remote).retain(|_, r| r.key != rkey);
+            self.core.state.forget_key(rkey);
             // The owner keeps the region registered until it hears back, so a fence into it
             // (or into any other region written since the last completion) is still valid.
             match self.fabric.upgrade() {
@@ -1021,12 +1054,8 @@ impl<T: Transport> RdmaLink<T> {
 }
 
 impl<T: Transport> SideLink for RdmaLink<T> {
-    fn state(&self) -> &LinkState {
+    fn state(&self) -> &Arc<LinkState> {
         &self.core.state
-    }
-
-    fn incarnation(&self) -> u64 {
-        self.incarnation
     }
 
     fn fail_with(&self, reason: String, report: bool) {
@@ -1043,33 +1072,25 @@ impl<T: Transport> SideLink for RdmaLink<T> {
     }
 
     fn remote_region(&self, id: RegionId, timeout: Duration) -> Result<RemoteRegion, FabricError> {
-        if let Some(r) = lock(&self.remote).get(&id) {
-            return Ok(*r);
-        }
-        let (found, handle) = look_up(self.core.state.peer(), id, timeout, |deadline| {
-            self.query_once(id, deadline)
-        })?;
-        lock(&self.peer_regions).insert(
-            found.key,
-            PeerRegion {
-                handle,
-                revoked: false,
+        let ask = |deadline| self.query_once(id, deadline);
+        self.core.state.remote_region(
+            id,
+            timeout,
+            |_| true,
+            ask,
+            |(found, handle)| {
+                let known = PeerRegion {
+                    handle,
+                    revoked: false,
+                };
+                lock(&self.peer_regions).insert(found.key, known);
+                Ok(found)
             },
-        );
-        lock(&self.remote).insert(id, found);
-        Ok(found)
+        )
     }
 
-    fn write(&self, req: &WriteRequest<'_>) -> Result<(), FabricError> {
-        self.post(req, false).map(|_| ())
-    }
-
-    fn write_signaled(self: &Arc<Self>, req: &WriteRequest<'_>) -> Result<Completion, FabricError> {
-        let ticket = self.post(req, true)?;
-        Ok(Completion::new(
-            Arc::clone(&self.core.state) as Arc<dyn CompletionSource>,
-            ticket,
-        ))
+    fn post_write(&self, req: &WriteRequest<'_>, signaled: bool) -> Result<u64, FabricError> {
+        self.post(req, signaled)
     }
 
     fn poll_progress(&self) -> bool {

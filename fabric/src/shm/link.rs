@@ -13,13 +13,11 @@ use std::time::{Duration, Instant};
 use super::mapping::{self, Entry, Inbox, Mapping, ENTRY_IMM, LIVE, REGION_HEADER};
 use super::wire::{kind, Msg, FOUND};
 use super::Inner;
-use crate::side_channel::link::{
-    look_up, not_looked_up, read_failure, LinkState, Queries, RegionCache,
-};
+use crate::side_channel::link::{not_looked_up, read_failure, LinkState, Queries, RegionCache};
 use crate::side_channel::{self, SideLink};
 use crate::sync::lock;
 use crate::{
-    Completion, CompletionSource, FabricError, NodeId, Notification, Region, RegionId, RegionSpec,
+    CompletionSource, FabricError, NodeId, Notification, Region, RegionId, RegionSpec,
     RemoteRegion, WriteRequest,
 };
 
@@ -47,21 +45,19 @@ type Answer = Option<(RemoteRegion, String)>;
 
 /// An shm link to one peer.
 pub(crate) struct ShmLink {
-    state: LinkState,
-    incarnation: u64,
+    state: Arc<LinkState>,
     dir: PathBuf,
     sock: Mutex<TcpStream>,
     tx: Mutex<Tx>,
     inbox: Inbox,
     queries: Queries<Answer>,
-    remote: Mutex<HashMap<RegionId, RemoteRegion>>,
     peer_regions: Mutex<HashMap<u64, Arc<PeerRegion>>>,
     send_timeout: Duration,
 }
 
 impl std::fmt::Debug for ShmLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.state.describe(f, "ShmLink", self.incarnation)
+        self.state.describe(f, "ShmLink")
     }
 }
 
@@ -79,8 +75,12 @@ impl ShmLink {
         let (reader, control) =
             side_channel::link_stream(&stream, fabric.config.send_timeout, peer)?;
         let link = Arc::new(ShmLink {
-            state: LinkState::with_control(peer, fabric.hub.reporter(), control),
-            incarnation,
+            state: Arc::new(LinkState::with_control(
+                peer,
+                incarnation,
+                fabric.hub.reporter(),
+                control,
+            )),
             dir: fabric.config.dir.clone(),
             sock: Mutex::new(stream),
             tx: Mutex::new(Tx {
@@ -90,7 +90,6 @@ impl ShmLink {
             }),
             inbox: mine,
             queries: Queries::new(),
-            remote: Mutex::new(HashMap::new()),
             peer_regions: Mutex::new(HashMap::new()),
             send_timeout: fabric.config.send_timeout,
         });
@@ -133,12 +132,12 @@ impl ShmLink {
     /// Applies one write: copies the bytes into the peer's mapping, then records the write in
     /// the peer's inbox so its bell thread rings the doorbell (and queues the immediate).
     fn post(&self, req: &WriteRequest<'_>) -> Result<(), FabricError> {
-        if self.is_failed() {
+        if self.state.is_failed() {
             return Err(self.link_failed_error());
         }
         req.validate(self.state.peer())?;
         let mut tx = lock(&self.tx);
-        if self.is_failed() {
+        if self.state.is_failed() {
             return Err(self.link_failed_error());
         }
         let target = match &tx.last {
@@ -188,7 +187,7 @@ impl ShmLink {
             .wrapping_sub(tx.inbox.head().load(Ordering::Acquire))
             >= cap
         {
-            if self.is_failed() {
+            if self.state.is_failed() {
                 return Err(self.link_failed_error());
             }
             let since = *waited.get_or_insert_with(Instant::now);
@@ -240,7 +239,7 @@ impl ShmLink {
         let mut head = inbox.head().load(Ordering::Acquire);
         let mut cache = RegionCache::default();
         loop {
-            if self.is_failed() {
+            if self.state.is_failed() {
                 return;
             }
             let tail = inbox.tail().load(Ordering::Acquire);
@@ -266,7 +265,9 @@ impl ShmLink {
                             };
                             let me = &self;
                             let ff = &f;
-                            if !r.push_notification(n, &|| me.is_failed() || ff.is_shut_down()) {
+                            if !r
+                                .push_notification(n, &|| me.state.is_failed() || ff.is_shut_down())
+                            {
                                 return;
                             }
                         }
@@ -278,7 +279,7 @@ impl ShmLink {
                 continue;
             }
             inbox.armed().store(1, Ordering::SeqCst);
-            if inbox.tail().load(Ordering::SeqCst) != head || self.is_failed() {
+            if inbox.tail().load(Ordering::SeqCst) != head || self.state.is_failed() {
                 inbox.armed().store(0, Ordering::SeqCst);
                 continue;
             }
@@ -413,12 +414,8 @@ impl CompletionSource for Applied {
 }
 
 impl SideLink for ShmLink {
-    fn state(&self) -> &LinkState {
+    fn state(&self) -> &Arc<LinkState> {
         &self.state
-    }
-
-    fn incarnation(&self) -> u64 {
-        self.incarnation
     }
 
     /// Marks the link failed; `report` says whether subscribers hear of it. Only the first call
@@ -440,7 +437,7 @@ impl SideLink for ShmLink {
 
     /// Sends a graceful goodbye (best effort) before a local shutdown.
     fn say_goodbye(&self) {
-        if self.is_failed() {
+        if self.state.is_failed() {
             return;
         }
         if let Ok(mut s) = self.sock.try_lock() {
@@ -449,27 +446,25 @@ impl SideLink for ShmLink {
     }
 
     fn remote_region(&self, id: RegionId, timeout: Duration) -> Result<RemoteRegion, FabricError> {
-        let cached = lock(&self.remote).get(&id).copied();
-        if let Some(r) = cached {
-            if self.still_live(&r) {
-                return Ok(r);
-            }
-            lock(&self.remote).remove(&id);
-        }
-        let (found, name) = look_up(self.state.peer(), id, timeout, |deadline| {
-            self.query_once(id, deadline)
-        })?;
-        self.map_peer_region(&found, &name)?;
-        lock(&self.remote).insert(id, found);
-        Ok(found)
+        let ask = |deadline| self.query_once(id, deadline);
+        self.state.remote_region(
+            id,
+            timeout,
+            |r| self.still_live(r),
+            ask,
+            |(found, name)| {
+                self.map_peer_region(&found, &name)?;
+                Ok(found)
+            },
+        )
     }
 
-    fn write(&self, req: &WriteRequest<'_>) -> Result<(), FabricError> {
-        self.post(req)
+    fn post_write(&self, req: &WriteRequest<'_>, _signaled: bool) -> Result<u64, FabricError> {
+        // The copy is done when `post` returns: every write is complete at once.
+        self.post(req).map(|()| 0)
     }
 
-    fn write_signaled(self: &Arc<Self>, req: &WriteRequest<'_>) -> Result<Completion, FabricError> {
-        self.post(req)?;
-        Ok(Completion::new(Arc::new(Applied), 0))
+    fn completions(&self) -> Arc<dyn CompletionSource> {
+        Arc::new(Applied)
     }
 }

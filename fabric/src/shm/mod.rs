@@ -386,10 +386,7 @@ pub struct ShmFabric {
 
 impl std::fmt::Debug for ShmFabric {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShmFabric")
-            .field("local_id", &self.inner.config.local_id)
-            .field("addr", &self.inner.hub.local_addr())
-            .finish_non_exhaustive()
+        self.inner.hub.describe(f, "ShmFabric")
     }
 }
 

@@ -10,14 +10,17 @@ use std::time::{Duration, Instant};
 use super::connect::LookupBackoff;
 use super::Reporter;
 use crate::sync::{lock, wait_timeout};
-use crate::{CompletionSource, FabricError, NodeId, Region, RegionId, WriteRequest};
+use crate::{CompletionSource, FabricError, NodeId, Region, RegionId, RemoteRegion, WriteRequest};
 
-/// A link's peer, whether and why the link failed, the side channel to close when it does, and
-/// how many of its writes are known to be applied at the peer (the completion source of its
-/// signaled writes, whose tickets number the writes from 1).
+/// A link's peer and the peer's incarnation, whether and why the link failed, the side channel
+/// to close when it does, the peer's regions looked up so far, and how many of the link's writes
+/// are known to be applied at the peer (the completion source of its signaled writes, whose
+/// tickets number the writes from 1).
 pub(crate) struct LinkState {
     peer: NodeId,
+    incarnation: u64,
     failed: OnceLock<String>,
+    remote: Mutex<HashMap<RegionId, RemoteRegion>>,
     control: OnceLock<TcpStream>,
     reporter: Weak<Reporter>,
     applied: AtomicU64,
@@ -35,12 +38,14 @@ impl std::fmt::Debug for LinkState {
 }
 
 impl LinkState {
-    /// A live link to `peer`, reporting to `reporter` (its fabric's, see
-    /// [`super::Hub::reporter`]).
-    pub(crate) fn new(peer: NodeId, reporter: Weak<Reporter>) -> Self {
+    /// A live link to incarnation `incarnation` of `peer`, reporting to `reporter` (its
+    /// fabric's, see [`super::Hub::reporter`]).
+    pub(crate) fn new(peer: NodeId, incarnation: u64, reporter: Weak<Reporter>) -> Self {
         Self {
             peer,
+            incarnation,
             failed: OnceLock::new(),
+            remote: Mutex::new(HashMap::new()),
             control: OnceLock::new(),
             reporter,
             applied: AtomicU64::new(0),
@@ -50,8 +55,13 @@ impl LinkState {
     }
 
     /// The same, with `control` to shut down when the link fails.
-    pub(crate) fn with_control(peer: NodeId, reporter: Weak<Reporter>, control: TcpStream) -> Self {
-        let state = Self::new(peer, reporter);
+    pub(crate) fn with_control(
+        peer: NodeId,
+        incarnation: u64,
+        reporter: Weak<Reporter>,
+        control: TcpStream,
+    ) -> Self {
+        let state = Self::new(peer, incarnation, reporter);
         state.set_control(control);
         state
     }
@@ -61,17 +71,11 @@ impl LinkState {
         let _ = self.control.set(control);
     }
 
-    /// Writes a link's debug form: its type `name`, the peer, the peer's `incarnation` and the
-    /// failure.
-    pub(crate) fn describe(
-        &self,
-        f: &mut std::fmt::Formatter<'_>,
-        name: &str,
-        incarnation: u64,
-    ) -> std::fmt::Result {
+    /// Writes a link's debug form: its type `name`, the peer, its incarnation and the failure.
+    pub(crate) fn describe(&self, f: &mut std::fmt::Formatter<'_>, name: &str) -> std::fmt::Result {
         f.debug_struct(name)
             .field("peer", &self.peer)
-            .field("incarnation", &incarnation)
+            .field("incarnation", &self.incarnation)
             .field("failed", &self.failed.get())
             .finish_non_exhaustive()
     }
@@ -79,6 +83,55 @@ impl LinkState {
     /// The peer.
     pub(crate) fn peer(&self) -> NodeId {
         self.peer
+    }
+
+    /// The peer's incarnation.
+    pub(crate) fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// The peer's region `id`: from the lookups of this link while `still_valid` says so, else
+    /// asked with `ask(deadline)` (again, with growing pauses, until `timeout`: a peer may
+    /// register it a little later) and taken in with `accept`, which gives the region to keep.
+    pub(crate) fn remote_region<A>(
+        &self,
+        id: RegionId,
+        timeout: Duration,
+        still_valid: impl Fn(&RemoteRegion) -> bool,
+        mut ask: impl FnMut(Instant) -> Result<Option<A>, FabricError>,
+        accept: impl FnOnce(A) -> Result<RemoteRegion, FabricError>,
+    ) -> Result<RemoteRegion, FabricError> {
+        let cached = lock(&self.remote).get(&id).copied();
+        if let Some(r) = cached {
+            if still_valid(&r) {
+                return Ok(r);
+            }
+            lock(&self.remote).remove(&id);
+        }
+        let deadline = Instant::now() + timeout;
+        let mut backoff = LookupBackoff::new();
+        let answer = loop {
+            let attempt_deadline = (Instant::now() + Duration::from_millis(200)).min(deadline);
+            if let Some(found) = ask(attempt_deadline)? {
+                break found;
+            }
+            if Instant::now() >= deadline {
+                return Err(FabricError::NoSuchRegion {
+                    peer: self.peer,
+                    region: id,
+                });
+            }
+            backoff.pause();
+        };
+        let found = accept(answer)?;
+        lock(&self.remote).insert(id, found);
+        Ok(found)
+    }
+
+    /// Forgets the lookups of the peer's region with key `key` (the peer revoked it).
+    #[cfg(any(feature = "libfabric", feature = "verbs"))]
+    pub(crate) fn forget_key(&self, key: u64) {
+        lock(&self.remote).retain(|_, r| r.key != key);
     }
 
     /// Whether the link failed.
@@ -239,29 +292,6 @@ impl<A: Clone> Queries<A> {
     pub(crate) fn wake(&self) {
         let _g = lock(&self.pending);
         self.answered.notify_all();
-    }
-}
-
-/// Looks region `id` up on `peer`, asking again with growing pauses (a peer may register it a
-/// little later) until `timeout`: `once(deadline)` asks once, bounded by its deadline, and
-/// yields the region if the peer has it.
-pub(crate) fn look_up<R>(
-    peer: NodeId,
-    id: RegionId,
-    timeout: Duration,
-    mut once: impl FnMut(Instant) -> Result<Option<R>, FabricError>,
-) -> Result<R, FabricError> {
-    let deadline = Instant::now() + timeout;
-    let mut backoff = LookupBackoff::new();
-    loop {
-        let attempt_deadline = (Instant::now() + Duration::from_millis(200)).min(deadline);
-        if let Some(found) = once(attempt_deadline)? {
-            return Ok(found);
-        }
-        if Instant::now() >= deadline {
-            return Err(FabricError::NoSuchRegion { peer, region: id });
-        }
-        backoff.pause();
     }
 }
 

@@ -31,15 +31,15 @@ use std::time::{Duration, Instant};
 
 use crate::failure::FailureHub;
 use crate::sync::lock;
-use crate::{Completion, FabricError, Link, NodeId, RegionId, RemoteRegion, WriteRequest};
+use crate::{
+    Completion, CompletionSource, FabricError, Link, NodeId, RegionId, RemoteRegion, WriteRequest,
+};
 use link::LinkState;
 
 /// A backend's link, as the link table and the public [`Link`] handle see it.
 pub(crate) trait SideLink: Send + Sync + std::fmt::Debug + 'static {
-    /// The link's peer and failure state.
-    fn state(&self) -> &LinkState;
-    /// The peer's incarnation the link was made with.
-    fn incarnation(&self) -> u64;
+    /// The link's peer, failure state, lookups and completions.
+    fn state(&self) -> &Arc<LinkState>;
     /// Marks the link failed for `reason`, telling the failure subscribers if `report`. Only the
     /// first call has an effect.
     fn fail_with(&self, reason: String, report: bool);
@@ -47,19 +47,17 @@ pub(crate) trait SideLink: Send + Sync + std::fmt::Debug + 'static {
     fn say_goodbye(&self);
     /// [`Link::remote_region`].
     fn remote_region(&self, id: RegionId, timeout: Duration) -> Result<RemoteRegion, FabricError>;
-    /// [`Link::write`].
-    fn write(&self, req: &WriteRequest<'_>) -> Result<(), FabricError>;
-    /// [`Link::write_signaled`].
-    fn write_signaled(self: &Arc<Self>, req: &WriteRequest<'_>) -> Result<Completion, FabricError>;
+    /// Posts one write (see [`Link::write`]); returns its ticket for [`SideLink::completions`].
+    fn post_write(&self, req: &WriteRequest<'_>, signaled: bool) -> Result<u64, FabricError>;
+
+    /// What tells when the link's writes are applied: its [`LinkState`] by default.
+    fn completions(&self) -> Arc<dyn CompletionSource> {
+        Arc::clone(self.state()) as Arc<dyn CompletionSource>
+    }
 
     /// [`Link::poll_progress`]; nothing by default.
     fn poll_progress(&self) -> bool {
         false
-    }
-
-    /// Whether the link has failed.
-    fn is_failed(&self) -> bool {
-        self.state().is_failed()
     }
 
     /// Fails the link, reporting it, because a newer incarnation of the peer replaced it.
@@ -92,11 +90,12 @@ impl<L: SideLink> Link for Handle<L> {
     }
 
     fn write(&self, req: &WriteRequest<'_>) -> Result<(), FabricError> {
-        self.0.write(req)
+        self.0.post_write(req, false).map(|_| ())
     }
 
     fn write_signaled(&self, req: &WriteRequest<'_>) -> Result<Completion, FabricError> {
-        self.0.write_signaled(req)
+        let ticket = self.0.post_write(req, true)?;
+        Ok(Completion::new(self.0.completions(), ticket))
     }
 
     fn failure(&self) -> Option<String> {
@@ -226,6 +225,14 @@ impl<L: SideLink> Hub<L> {
         Arc::downgrade(&self.reporter)
     }
 
+    /// Writes the fabric's debug form: its type `name`, node id and address.
+    pub(crate) fn describe(&self, f: &mut std::fmt::Formatter<'_>, name: &str) -> std::fmt::Result {
+        f.debug_struct(name)
+            .field("local_id", &self.config.local_id)
+            .field("addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+
     /// Whether the fabric is shutting down.
     pub(crate) fn is_shut_down(&self) -> bool {
         self.reporter.shut_down.load(Ordering::SeqCst)
@@ -260,8 +267,8 @@ impl<L: SideLink> Hub<L> {
         let mut links = lock(&self.links);
         let mut replaced = None;
         if let Some(old) = links.get(&peer) {
-            if !old.is_failed() {
-                if old.incarnation() == incarnation {
+            if !old.state().is_failed() {
+                if old.state().incarnation() == incarnation {
                     return Err(Refused::Duplicate);
                 }
                 replaced = Some(Arc::clone(old));
@@ -297,7 +304,7 @@ impl<L: SideLink> Hub<L> {
             &self.links,
             &self.links_changed,
             is_shut_down,
-            |l| l.is_failed(),
+            |l| l.state().is_failed(),
             |deadline| connect::dial_until(peer, addr, deadline, is_shut_down, handshake),
         )
         .map(handle)

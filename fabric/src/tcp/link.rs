@@ -7,7 +7,7 @@
 //! that whoever holds the send lock drains before releasing it. This keeps two nodes that both
 //! fill their sockets from deadlocking on each other's acknowledgements.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,14 +16,11 @@ use std::time::{Duration, Instant};
 
 use super::wire::{self, kind, Header, HEADER_LEN};
 use super::Inner;
-use crate::side_channel::link::{look_up, LinkState, Queries, RegionCache};
+use crate::side_channel::link::{LinkState, Queries, RegionCache};
 use crate::side_channel::{self, SideLink};
 use crate::sync::lock;
 use crate::NodeId;
-use crate::{
-    Completion, CompletionSource, FabricError, Notification, Region, RegionId, RemoteRegion,
-    WriteRequest,
-};
+use crate::{FabricError, Notification, Region, RegionId, RemoteRegion, WriteRequest};
 
 /// Writes up to this size are copied into one buffer with their header and sent with a single
 /// system call; larger ones are streamed in chunks of this size.
@@ -48,19 +45,17 @@ struct Outbox {
 /// A tcp link to one peer.
 pub(crate) struct TcpLink {
     state: Arc<LinkState>,
-    incarnation: u64,
     send: Mutex<Sender>,
     outbox: Mutex<Outbox>,
     outbox_pending: AtomicBool,
     /// Outstanding region queries; an answer is the region if the peer has it.
     queries: Queries<Option<RemoteRegion>>,
-    remote: Mutex<HashMap<RegionId, RemoteRegion>>,
     send_timeout: Duration,
 }
 
 impl std::fmt::Debug for TcpLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.state.describe(f, "TcpLink", self.incarnation)
+        self.state.describe(f, "TcpLink")
     }
 }
 
@@ -77,10 +72,10 @@ impl TcpLink {
         let link = Arc::new(TcpLink {
             state: Arc::new(LinkState::with_control(
                 peer,
+                incarnation,
                 fabric.hub.reporter(),
                 control,
             )),
-            incarnation,
             send: Mutex::new(Sender {
                 stream,
                 staging: Vec::new(),
@@ -89,7 +84,6 @@ impl TcpLink {
             outbox: Mutex::new(Outbox::default()),
             outbox_pending: AtomicBool::new(false),
             queries: Queries::new(),
-            remote: Mutex::new(HashMap::new()),
             send_timeout,
         });
         let for_thread = Arc::clone(&link);
@@ -106,7 +100,7 @@ impl TcpLink {
     }
 
     fn post(&self, req: &WriteRequest<'_>, signaled: bool) -> Result<u64, FabricError> {
-        if self.is_failed() {
+        if self.state.is_failed() {
             return Err(self.link_failed_error());
         }
         req.validate(self.state.peer())?;
@@ -290,7 +284,9 @@ impl TcpLink {
                                 };
                                 let me = &self;
                                 let f = &fabric;
-                                if !r.push_notification(n, &|| me.is_failed() || f.is_shut_down()) {
+                                if !r.push_notification(n, &|| {
+                                    me.state.is_failed() || f.is_shut_down()
+                                }) {
                                     break Ok(());
                                 }
                             }
@@ -435,12 +431,8 @@ fn apply_payload(
 }
 
 impl SideLink for TcpLink {
-    fn state(&self) -> &LinkState {
+    fn state(&self) -> &Arc<LinkState> {
         &self.state
-    }
-
-    fn incarnation(&self) -> u64 {
-        self.incarnation
     }
 
     /// Marks the link failed; `report` says whether subscribers hear of it.
@@ -456,7 +448,7 @@ impl SideLink for TcpLink {
 
     /// Sends a graceful goodbye (best effort) before a local shutdown.
     fn say_goodbye(&self) {
-        if self.is_failed() {
+        if self.state.is_failed() {
             return;
         }
         let frame = Header {
@@ -474,25 +466,11 @@ impl SideLink for TcpLink {
     }
 
     fn remote_region(&self, id: RegionId, timeout: Duration) -> Result<RemoteRegion, FabricError> {
-        if let Some(r) = lock(&self.remote).get(&id) {
-            return Ok(*r);
-        }
-        let found = look_up(self.state.peer(), id, timeout, |deadline| {
-            self.query_once(id, deadline)
-        })?;
-        lock(&self.remote).insert(id, found);
-        Ok(found)
+        let ask = |deadline| self.query_once(id, deadline);
+        self.state.remote_region(id, timeout, |_| true, ask, Ok)
     }
 
-    fn write(&self, req: &WriteRequest<'_>) -> Result<(), FabricError> {
-        self.post(req, false).map(|_| ())
-    }
-
-    fn write_signaled(self: &Arc<Self>, req: &WriteRequest<'_>) -> Result<Completion, FabricError> {
-        let ticket = self.post(req, true)?;
-        Ok(Completion::new(
-            Arc::clone(&self.state) as Arc<dyn CompletionSource>,
-            ticket,
-        ))
+    fn post_write(&self, req: &WriteRequest<'_>, signaled: bool) -> Result<u64, FabricError> {
+        self.post(req, signaled)
     }
 }

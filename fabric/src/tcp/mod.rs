@@ -226,10 +226,7 @@ pub struct TcpFabric {
 
 impl std::fmt::Debug for TcpFabric {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TcpFabric")
-            .field("local_id", &self.inner.config.local_id)
-            .field("addr", &self.inner.hub.local_addr())
-            .finish_non_exhaustive()
+        self.inner.hub.describe(f, "TcpFabric")
     }
 }
 
