@@ -311,18 +311,19 @@ impl<T: Transport> Inner<T> {
     }
 
     fn handshake_incoming(self: &Arc<Self>, mut stream: TcpStream) {
-        let from = side_channel::peer_label(&stream);
-        let _ = side_channel::bound_handshake(&stream, self.common.handshake_timeout);
-        let hello = match Msg::read_from(&mut stream) {
-            Ok(m) if m.kind == kind::HELLO && m.word == MAGIC => m,
-            Ok(_) => {
-                tracing::warn!(%from, "refused side-channel connection: not a hello");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(%from, error = %e, "side-channel connection closed before its hello");
-                return;
-            }
+        let read = |s: &mut TcpStream| {
+            let m = Msg::read_from(s)?;
+            let hello = m.kind == kind::HELLO && m.word == MAGIC;
+            Ok(if hello {
+                Ok(m)
+            } else {
+                Err("not a hello".to_string())
+            })
+        };
+        let Some((hello, from)) =
+            side_channel::receive_hello(&mut stream, self.common.handshake_timeout, read)
+        else {
+            return;
         };
         let (peer, to) = (hello.f[0] as u32, (hello.f[0] >> 32) as u32);
         let me = self.common.local_id;
@@ -740,12 +741,6 @@ pub(crate) struct RdmaLink<T: Transport> {
     send_timeout: Duration,
 }
 
-impl<T: Transport> std::fmt::Debug for RdmaLink<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.core.state.describe(f, "RdmaLink")
-    }
-}
-
 impl<T: Transport> Drop for RdmaLink<T> {
     fn drop(&mut self) {
         self.core.stopped.store(true, Ordering::SeqCst);
@@ -1054,6 +1049,8 @@ impl<T: Transport> RdmaLink<T> {
 }
 
 impl<T: Transport> SideLink for RdmaLink<T> {
+    const NAME: &'static str = "RdmaLink";
+
     fn state(&self) -> &Arc<LinkState> {
         &self.core.state
     }

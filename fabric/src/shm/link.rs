@@ -55,12 +55,6 @@ pub(crate) struct ShmLink {
     send_timeout: Duration,
 }
 
-impl std::fmt::Debug for ShmLink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.state.describe(f, "ShmLink")
-    }
-}
-
 impl ShmLink {
     /// Wraps a handshaken side channel and both inboxes, and starts the link's threads.
     pub(crate) fn start(
@@ -414,6 +408,8 @@ impl CompletionSource for Applied {
 }
 
 impl SideLink for ShmLink {
+    const NAME: &'static str = "ShmLink";
+
     fn state(&self) -> &Arc<LinkState> {
         &self.state
     }

@@ -232,18 +232,19 @@ impl Inner {
 
     fn handshake_incoming(self: &Arc<Self>, mut stream: TcpStream) {
         use std::io::Write;
-        let from = side_channel::peer_label(&stream);
-        let _ = side_channel::bound_handshake(&stream, self.config.handshake_timeout);
-        let hello = match Msg::read_from(&mut stream) {
-            Ok(m) if m.kind == kind::HELLO && m.word == MAGIC => m,
-            Ok(_) => {
-                tracing::warn!(%from, "refused shm connection: not a hello");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(%from, error = %e, "shm connection closed before its hello");
-                return;
-            }
+        let read = |s: &mut TcpStream| {
+            let m = Msg::read_from(s)?;
+            let hello = m.kind == kind::HELLO && m.word == MAGIC;
+            Ok(if hello {
+                Ok(m)
+            } else {
+                Err("not a hello".to_string())
+            })
+        };
+        let Some((hello, from)) =
+            side_channel::receive_hello(&mut stream, self.config.handshake_timeout, read)
+        else {
+            return;
         };
         let (peer, to) = (hello.f[0] as u32, (hello.f[0] >> 32) as u32);
         let version = (hello.f[2] >> 32) as u32;

@@ -37,7 +37,9 @@ use crate::{
 use link::LinkState;
 
 /// A backend's link, as the link table and the public [`Link`] handle see it.
-pub(crate) trait SideLink: Send + Sync + std::fmt::Debug + 'static {
+pub(crate) trait SideLink: Send + Sync + 'static {
+    /// The type's name, for debug output.
+    const NAME: &'static str;
     /// The link's peer, failure state, lookups and completions.
     fn state(&self) -> &Arc<LinkState>;
     /// Marks the link failed for `reason`, telling the failure subscribers if `report`. Only the
@@ -76,7 +78,7 @@ pub(crate) struct Handle<L>(Arc<L>);
 
 impl<L: SideLink> std::fmt::Debug for Handle<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        self.0.state().describe(f, L::NAME)
     }
 }
 
@@ -407,11 +409,34 @@ fn incarnation_nonce(id: NodeId) -> u64 {
 }
 
 /// Where an incoming connection comes from, for log lines.
-pub(crate) fn peer_label(stream: &TcpStream) -> String {
+fn peer_label(stream: &TcpStream) -> String {
     stream
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into())
+}
+
+/// Starts an incoming handshake: bounds the stream by `timeout` and reads the hello with `read`,
+/// which gives `Err(reason)` for a message that is not a valid hello. Logs and returns `None` if
+/// no hello came; else the hello and where it came from (for log lines).
+pub(crate) fn receive_hello<H>(
+    stream: &mut TcpStream,
+    timeout: Duration,
+    read: impl FnOnce(&mut TcpStream) -> std::io::Result<Result<H, String>>,
+) -> Option<(H, String)> {
+    let from = peer_label(stream);
+    let _ = bound_handshake(stream, timeout);
+    match read(stream) {
+        Ok(Ok(hello)) => Some((hello, from)),
+        Ok(Err(reason)) => {
+            tracing::warn!(%from, "refused a side-channel connection: {reason}");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(%from, error = %e, "side-channel connection closed before its hello");
+            None
+        }
+    }
 }
 
 /// Bounds both directions of a stream during its handshake.

@@ -53,12 +53,6 @@ pub(crate) struct TcpLink {
     send_timeout: Duration,
 }
 
-impl std::fmt::Debug for TcpLink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.state.describe(f, "TcpLink")
-    }
-}
-
 impl TcpLink {
     /// Wraps an established, handshaken stream and starts its receiver thread.
     pub(crate) fn start(
@@ -431,6 +425,8 @@ fn apply_payload(
 }
 
 impl SideLink for TcpLink {
+    const NAME: &'static str = "TcpLink";
+
     fn state(&self) -> &Arc<LinkState> {
         &self.state
     }

@@ -125,19 +125,13 @@ impl Inner {
     }
 
     fn handshake_incoming(self: &Arc<Self>, mut stream: TcpStream) {
-        let from = side_channel::peer_label(&stream);
-        let _ = side_channel::bound_handshake(&stream, self.config.handshake_timeout);
-        let mut buf = [0u8; HEADER_LEN];
-        if let Err(e) = stream.read_exact(&mut buf) {
-            tracing::warn!(%from, error = %e, "fabric connection closed before its hello");
+        let timeout = self.config.handshake_timeout;
+        let Some((hello, from)) = side_channel::receive_hello(&mut stream, timeout, |s| {
+            let mut buf = [0u8; HEADER_LEN];
+            s.read_exact(&mut buf)?;
+            Ok(Hello::decode(&buf))
+        }) else {
             return;
-        }
-        let hello = match Hello::decode(&buf) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(%from, "refused fabric connection: {e}");
-                return;
-            }
         };
         let me = self.hub.local_id();
         let checked = side_channel::check_hello(
