@@ -47,7 +47,7 @@ use wire::{kind, Msg, MAGIC, VERSION};
 
 use crate::side_channel::link::{not_looked_up, read_failure, LinkState, Queries};
 use crate::side_channel::regions::RegionTable;
-use crate::side_channel::{self, HelloRefusal, Hub, HubConfig, SideLink, Welcome};
+use crate::side_channel::{self, HelloRefusal, Hub, HubConfig, SideLink};
 use crate::sync::{lock, read_lock, wait_timeout, write_lock};
 use crate::{
     CompletionSource, FabricError, NodeId, Notification, Region, RegionId, RegionSpec,
@@ -311,15 +311,7 @@ impl<T: Transport> Inner<T> {
     }
 
     fn handshake_incoming(self: &Arc<Self>, mut stream: TcpStream) {
-        let read = |s: &mut TcpStream| {
-            let m = Msg::read_from(s)?;
-            let hello = m.kind == kind::HELLO && m.word == MAGIC;
-            Ok(if hello {
-                Ok(m)
-            } else {
-                Err("not a hello".to_string())
-            })
-        };
+        let read = |s: &mut TcpStream| Msg::read_expecting(s, kind::HELLO, MAGIC);
         let Some((hello, from)) =
             side_channel::receive_hello(&mut stream, self.common.handshake_timeout, read)
         else {
@@ -388,22 +380,13 @@ impl<T: Transport> Inner<T> {
             ],
         )
         .with_body(&payload);
-        side_channel::bound_handshake(&stream, self.common.handshake_timeout)
-            .and_then(|()| hello.write_to(&mut stream))
-            .map_err(|e| refuse(format!("sending hello to {addr}: {e}")))?;
-        let w = Msg::read_from(&mut stream)
-            .map_err(|e| refuse(format!("no welcome from {addr}: {e}")))?;
-        if w.kind != kind::WELCOME || w.word != MAGIC {
-            return Err(refuse(format!("{addr} does not speak this side channel")));
-        }
+        let timeout = self.common.handshake_timeout;
+        let w = hello
+            .exchange(&mut stream, timeout, kind::WELCOME, MAGIC, addr)
+            .map_err(refuse)?;
         let said = String::from_utf8_lossy(&w.body).into_owned();
-        let welcome = match w.flags {
-            wire::ACCEPTED => Welcome::Accepted { node: w.f[0] },
-            wire::WRONG_NODE => Welcome::WrongNode { node: w.f[0] },
-            _ => Welcome::Other,
-        };
         match w.flags {
-            _ if welcome.check(peer, addr).map_err(refuse)? => {}
+            _ if w.verdict().check(peer, addr).map_err(refuse)? => {}
             wire::WRONG_VERSION => return Err(refuse(format!("{addr}: {said}"))),
             wire::TRANSPORT => {
                 return Err(refuse(format!(
@@ -435,12 +418,12 @@ impl<T: Transport> Inner<T> {
 impl<T: Transport> RdmaFabric<T> {
     /// Binds the side channel and starts accepting peers.
     pub(crate) fn start(transport: T, common: Common) -> Result<Self, FabricError> {
-        let hub_config = HubConfig {
-            local_id: common.local_id,
-            listen: common.listen,
-            max_handshakes: common.max_handshakes,
-            max_links: common.max_links,
-        };
+        let hub_config = HubConfig::new(
+            common.local_id,
+            common.listen,
+            common.max_handshakes,
+            common.max_links,
+        );
         let (hub, listener) = Hub::bind(hub_config, "side channel")?;
         let first_key = hub.incarnation().rotate_left(11);
         let inner = Arc::new(Inner {
@@ -479,9 +462,7 @@ impl<T: Transport> RdmaFabric<T> {
     }
 
     pub(crate) fn register(&self, spec: RegionSpec) -> Result<Arc<Region>, FabricError> {
-        if self.inner.is_shut_down() {
-            return Err(FabricError::Shutdown);
-        }
+        self.inner.hub.check_running()?;
         let mut regions = write_lock(&self.inner.regions);
         let key = regions.table.reserve(spec.id)?;
         let region = Arc::new(Region::allocate(self.inner.common.local_id, &spec, key)?);
@@ -615,13 +596,9 @@ impl Core {
     }
 
     fn fail_with(&self, reason: String, report: bool) {
-        if !self.state.fail(&reason) {
-            return;
-        }
-        self.stopped.store(true, Ordering::SeqCst);
-        if report {
-            self.state.report(&reason);
-        }
+        self.state.fail(&reason, report, || {
+            self.stopped.store(true, Ordering::SeqCst);
+        });
     }
 
     fn error(&self) -> FabricError {

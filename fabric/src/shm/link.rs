@@ -417,18 +417,14 @@ impl SideLink for ShmLink {
     /// Marks the link failed; `report` says whether subscribers hear of it. Only the first call
     /// has an effect.
     fn fail_with(&self, reason: String, report: bool) {
-        if !self.state.fail(&reason) {
-            return;
-        }
-        // Wake the bell thread so it sees the failure and exits; remove our inbox file (the
-        // peer's mapping of it stays valid until it unmaps).
-        self.inbox.armed().store(0, Ordering::SeqCst);
-        mapping::futex_wake(self.inbox.armed());
-        let _ = std::fs::remove_file(self.inbox.mapping().path());
-        self.queries.wake();
-        if report {
-            self.state.report(&reason);
-        }
+        self.state.fail(&reason, report, || {
+            // Wake the bell thread so it sees the failure and exits; remove our inbox file (the
+            // peer's mapping of it stays valid until it unmaps).
+            self.inbox.armed().store(0, Ordering::SeqCst);
+            mapping::futex_wake(self.inbox.armed());
+            let _ = std::fs::remove_file(self.inbox.mapping().path());
+            self.queries.wake();
+        });
     }
 
     /// Sends a graceful goodbye (best effort) before a local shutdown.

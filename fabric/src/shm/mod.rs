@@ -41,7 +41,7 @@ use mapping::{Inbox, Mapping, REGION_HEADER};
 use wire::{kind, Msg, MAGIC, VERSION};
 
 use crate::side_channel::regions::Registry;
-use crate::side_channel::{self, HelloRefusal, Hub, HubConfig, Refused, Welcome};
+use crate::side_channel::{self, HelloRefusal, Hub, HubConfig, Refused};
 use crate::{Fabric, FabricError, NodeId, Region, RegionId, RegionSpec};
 
 /// Settings of an shm fabric.
@@ -90,12 +90,12 @@ impl ShmConfig {
     }
 
     fn hub(&self) -> HubConfig {
-        HubConfig {
-            local_id: self.local_id,
-            listen: self.listen,
-            max_handshakes: self.max_handshakes,
-            max_links: self.max_links,
-        }
+        HubConfig::new(
+            self.local_id,
+            self.listen,
+            self.max_handshakes,
+            self.max_links,
+        )
     }
 }
 
@@ -232,15 +232,7 @@ impl Inner {
 
     fn handshake_incoming(self: &Arc<Self>, mut stream: TcpStream) {
         use std::io::Write;
-        let read = |s: &mut TcpStream| {
-            let m = Msg::read_from(s)?;
-            let hello = m.kind == kind::HELLO && m.word == MAGIC;
-            Ok(if hello {
-                Ok(m)
-            } else {
-                Err("not a hello".to_string())
-            })
-        };
+        let read = |s: &mut TcpStream| Msg::read_expecting(s, kind::HELLO, MAGIC);
         let Some((hello, from)) =
             side_channel::receive_hello(&mut stream, self.config.handshake_timeout, read)
         else {
@@ -309,23 +301,12 @@ impl Inner {
                 ],
             )
             .with_body(name.as_bytes());
-            side_channel::bound_handshake(&stream, self.config.handshake_timeout)
-                .and_then(|()| hello.write_to(&mut stream))
-                .map_err(|e| refuse(format!("sending hello to {addr}: {e}")))?;
-            let w = Msg::read_from(&mut stream)
-                .map_err(|e| refuse(format!("no welcome from {addr}: {e}")))?;
-            if w.kind != kind::WELCOME || w.word != MAGIC {
-                return Err(refuse(format!(
-                    "{addr} does not speak the shm side channel"
-                )));
-            }
-            let welcome = match w.flags {
-                wire::ACCEPTED => Welcome::Accepted { node: w.f[0] },
-                wire::WRONG_NODE => Welcome::WrongNode { node: w.f[0] },
-                _ => Welcome::Other,
-            };
+            let timeout = self.config.handshake_timeout;
+            let w = hello
+                .exchange(&mut stream, timeout, kind::WELCOME, MAGIC, addr)
+                .map_err(refuse)?;
             match w.flags {
-                _ if welcome.check(peer, addr).map_err(refuse)? => {}
+                _ if w.verdict().check(peer, addr).map_err(refuse)? => {}
                 wire::WRONG_VERSION => {
                     return Err(refuse(format!(
                         "{addr} speaks shm protocol version {}, this node speaks {VERSION}",
@@ -455,9 +436,7 @@ impl Fabric for ShmFabric {
     }
 
     fn register(&self, spec: RegionSpec) -> Result<Arc<Region>, FabricError> {
-        if self.inner.is_shut_down() {
-            return Err(FabricError::Shutdown);
-        }
+        self.inner.hub.check_running()?;
         let mut regions = self.inner.regions.write();
         let key = regions.reserve(spec.id)?;
         if spec.len > crate::region::MAX_REGION_LEN {

@@ -13,7 +13,11 @@
 //! modules); this module only moves the bytes.
 
 use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
 use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use super::Welcome;
 
 /// Longest header this module reads (seven fields).
 const MAX_LEN: usize = 64;
@@ -185,6 +189,53 @@ impl<const N: usize, const MAX: usize, const LAST: u8> Message<N, MAX, LAST> {
             f: h.f,
             body,
         })
+    }
+
+    /// Reads one message that must be of `kind` with `magic` as its word (a hello, say):
+    /// `Ok(Err(reason))` for any other.
+    pub(crate) fn read_expecting(
+        r: &mut impl Read,
+        kind: u8,
+        magic: u32,
+    ) -> std::io::Result<Result<Self, String>> {
+        let m = Self::read_from(r)?;
+        Ok(if m.kind == kind && m.word == magic {
+            Ok(m)
+        } else {
+            Err(format!("not a message of kind {kind} of this side channel"))
+        })
+    }
+
+    /// Sends this hello to `addr` over `stream`, both directions bounded by `timeout`, and
+    /// reads the answer, which must be of kind `welcome` with `magic` as its word: the answer,
+    /// or why there is none.
+    pub(crate) fn exchange(
+        &self,
+        stream: &mut TcpStream,
+        timeout: Duration,
+        welcome: u8,
+        magic: u32,
+        addr: SocketAddr,
+    ) -> Result<Self, String> {
+        super::bound_handshake(stream, timeout)
+            .and_then(|()| self.write_to(stream))
+            .map_err(|e| format!("sending hello to {addr}: {e}"))?;
+        match Self::read_expecting(stream, welcome, magic) {
+            Ok(Ok(w)) => Ok(w),
+            Ok(Err(_)) => Err(format!("{addr} does not speak this side channel")),
+            Err(e) => Err(format!("no welcome from {addr}: {e}")),
+        }
+    }
+
+    /// How a welcome answers, as far as every dialect reads it alike (its status in the flags,
+    /// the answering node in field 0).
+    pub(crate) fn verdict(&self) -> Welcome {
+        let node = self.f.first().copied().unwrap_or(0);
+        match self.flags {
+            ACCEPTED => Welcome::Accepted { node },
+            WRONG_NODE => Welcome::WrongNode { node },
+            _ => Welcome::Other,
+        }
     }
 }
 

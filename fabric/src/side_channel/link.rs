@@ -152,18 +152,24 @@ impl LinkState {
         }
     }
 
-    /// Marks the link failed for `reason` and shuts its side channel down. Only the first call
-    /// does anything; it returns true, and the caller then wakes its waiters and, unless the
-    /// failure is local, reports it ([`LinkState::report`]).
-    pub(crate) fn fail(&self, reason: &str) -> bool {
+    /// Marks the link failed for `reason`, once: shuts its side channel down, wakes the
+    /// writers waiting for completions, runs `wake` (the backend wakes its own waiters), and,
+    /// if `report`, tells the fabric's failure subscribers (unless the fabric is gone or
+    /// shutting down). Later calls do nothing.
+    pub(crate) fn fail(&self, reason: &str, report: bool, wake: impl FnOnce()) {
         if self.failed.set(reason.to_string()).is_err() {
-            return false;
+            return;
         }
         if let Some(c) = self.control.get() {
             let _ = c.shutdown(Shutdown::Both);
         }
         self.wake_applied();
-        true
+        wake();
+        if report {
+            if let Some(r) = self.reporter.upgrade() {
+                r.report(self.peer, reason);
+            }
+        }
     }
 
     /// Records that every write up to ticket `upto` is applied at the peer.
@@ -176,13 +182,6 @@ impl LinkState {
     fn wake_applied(&self) {
         let _g = lock(&self.applied_lock);
         self.applied_cond.notify_all();
-    }
-
-    /// Tells the fabric's failure subscribers (unless the fabric is gone or shutting down).
-    pub(crate) fn report(&self, reason: &str) {
-        if let Some(r) = self.reporter.upgrade() {
-            r.report(self.peer, reason);
-        }
     }
 }
 

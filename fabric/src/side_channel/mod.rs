@@ -126,6 +126,23 @@ pub(crate) struct HubConfig {
     pub max_links: usize,
 }
 
+impl HubConfig {
+    /// The hub settings of a backend's config.
+    pub(crate) fn new(
+        local_id: NodeId,
+        listen: SocketAddr,
+        max_handshakes: usize,
+        max_links: usize,
+    ) -> Self {
+        Self {
+            local_id,
+            listen,
+            max_handshakes,
+            max_links,
+        }
+    }
+}
+
 /// Failure reporting, shared with the links (they hold it weakly, like their fabric).
 #[derive(Default)]
 pub(crate) struct Reporter {
@@ -233,6 +250,14 @@ impl<L: SideLink> Hub<L> {
             .field("local_id", &self.config.local_id)
             .field("addr", &self.local_addr)
             .finish_non_exhaustive()
+    }
+
+    /// [`FabricError::Shutdown`] once the fabric is shutting down.
+    pub(crate) fn check_running(&self) -> Result<(), FabricError> {
+        if self.is_shut_down() {
+            return Err(FabricError::Shutdown);
+        }
+        Ok(())
     }
 
     /// Whether the fabric is shutting down.

@@ -433,13 +433,7 @@ impl SideLink for TcpLink {
 
     /// Marks the link failed; `report` says whether subscribers hear of it.
     fn fail_with(&self, reason: String, report: bool) {
-        if !self.state.fail(&reason) {
-            return;
-        }
-        self.queries.wake();
-        if report {
-            self.state.report(&reason);
-        }
+        self.state.fail(&reason, report, || self.queries.wake());
     }
 
     /// Sends a graceful goodbye (best effort) before a local shutdown.

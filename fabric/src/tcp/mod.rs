@@ -60,12 +60,12 @@ impl TcpConfig {
     }
 
     fn hub(&self) -> HubConfig {
-        HubConfig {
-            local_id: self.local_id,
-            listen: self.listen,
-            max_handshakes: self.max_handshakes,
-            max_links: self.max_links,
-        }
+        HubConfig::new(
+            self.local_id,
+            self.listen,
+            self.max_handshakes,
+            self.max_links,
+        )
     }
 }
 
@@ -257,9 +257,7 @@ impl Fabric for TcpFabric {
     }
 
     fn register(&self, spec: RegionSpec) -> Result<Arc<Region>, FabricError> {
-        if self.inner.is_shut_down() {
-            return Err(FabricError::Shutdown);
-        }
+        self.inner.hub.check_running()?;
         let mut regions = self.inner.regions.write();
         let key = regions.reserve(spec.id)?;
         let region = Arc::new(Region::allocate(self.inner.config.local_id, &spec, key)?);
