@@ -79,12 +79,8 @@ impl LibfabricFabric {
             inject = transport.dom.inject_size,
             "libfabric fabric opened"
         );
-        let common = Common::new(
-            config.local_id,
-            config.listen,
-            config.handshake_timeout,
-            config.send_timeout,
-        );
+        let c = &config;
+        let common = Common::new(c.local_id, c.listen, c.handshake_timeout, c.send_timeout);
         Ok(Self(RdmaFabric::start(transport, common)?))
     }
 }

@@ -249,7 +249,7 @@ impl ShmLink {
                 while head != tail {
                     let e = inbox.get(head);
                     let region =
-                        cache.get(e.key, f.region_generation(), |key| f.region_by_key(key));
+                        cache.get(e.key, f.regions.generation(), |key| f.region_by_key(key));
                     if let Some(r) = region {
                         if e.flags & ENTRY_IMM != 0 {
                             let n = Notification {
@@ -259,9 +259,9 @@ impl ShmLink {
                             };
                             let me = &self;
                             let ff = &f;
-                            if !r
-                                .push_notification(n, &|| me.state.is_failed() || ff.is_shut_down())
-                            {
+                            if !r.push_notification(n, &|| {
+                                me.state.is_failed() || ff.hub.is_shut_down()
+                            }) {
                                 return;
                             }
                         }

@@ -88,15 +88,6 @@ impl ShmConfig {
         self.dir = dir.into();
         self
     }
-
-    fn hub(&self) -> HubConfig {
-        HubConfig::new(
-            self.local_id,
-            self.listen,
-            self.max_handshakes,
-            self.max_links,
-        )
-    }
 }
 
 /// A region this node registered, with its file.
@@ -142,14 +133,6 @@ impl crate::doorbell::ParkListener for Inner {
 }
 
 impl Inner {
-    pub(crate) fn is_shut_down(&self) -> bool {
-        self.hub.is_shut_down()
-    }
-
-    pub(crate) fn region_generation(&self) -> u64 {
-        self.regions.generation()
-    }
-
     pub(crate) fn region_by_key(&self, key: u64) -> Option<Arc<Region>> {
         self.regions.read().get(key).map(|o| Arc::clone(&o.region))
     }
@@ -389,7 +372,9 @@ impl ShmFabric {
         if stale > 0 {
             tracing::info!(stale, dir = %config.dir.display(), "removed stale shm files");
         }
-        let (hub, listener) = Hub::bind(config.hub(), "shm side channel")?;
+        let c = &config;
+        let hub_config = HubConfig::new(c.local_id, c.listen, c.max_handshakes, c.max_links);
+        let (hub, listener) = Hub::bind(hub_config, "shm side channel")?;
         let first_key = hub.incarnation().rotate_left(23);
         let inner = Arc::new(Inner {
             config,

@@ -244,7 +244,7 @@ impl TcpLink {
             };
             match h.kind {
                 kind::WRITE => {
-                    let region = cache.get(h.a, fabric.region_generation(), |key| {
+                    let region = cache.get(h.a, fabric.regions.generation(), |key| {
                         fabric.region_by_key(key)
                     });
                     let len = h.c;
@@ -279,7 +279,7 @@ impl TcpLink {
                                 let me = &self;
                                 let f = &fabric;
                                 if !r.push_notification(n, &|| {
-                                    me.state.is_failed() || f.is_shut_down()
+                                    me.state.is_failed() || f.hub.is_shut_down()
                                 }) {
                                     break Ok(());
                                 }

@@ -58,15 +58,6 @@ impl TcpConfig {
             max_links: 1024,
         }
     }
-
-    fn hub(&self) -> HubConfig {
-        HubConfig::new(
-            self.local_id,
-            self.listen,
-            self.max_handshakes,
-            self.max_links,
-        )
-    }
 }
 
 /// State shared by the fabric handle, its links and its threads.
@@ -77,14 +68,6 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    pub(crate) fn is_shut_down(&self) -> bool {
-        self.hub.is_shut_down()
-    }
-
-    pub(crate) fn region_generation(&self) -> u64 {
-        self.regions.generation()
-    }
-
     pub(crate) fn region_by_key(&self, key: u64) -> Option<Arc<Region>> {
         self.regions.read().get(key).cloned()
     }
@@ -227,7 +210,9 @@ impl std::fmt::Debug for TcpFabric {
 impl TcpFabric {
     /// Binds the listening socket and starts accepting peers.
     pub fn start(config: TcpConfig) -> Result<Self, FabricError> {
-        let (hub, listener) = Hub::bind(config.hub(), "fabric port")?;
+        let c = &config;
+        let hub_config = HubConfig::new(c.local_id, c.listen, c.max_handshakes, c.max_links);
+        let (hub, listener) = Hub::bind(hub_config, "fabric port")?;
         let first_key = hub.incarnation().rotate_left(17);
         let inner = Arc::new(Inner {
             config,

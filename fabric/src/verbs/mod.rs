@@ -54,12 +54,8 @@ impl VerbsFabric {
     /// error naming `[RDMA] backend` when the host has no RDMA device.
     pub fn start(config: VerbsConfig) -> Result<Self, FabricError> {
         let transport = Verbs::open(&config)?;
-        let common = Common::new(
-            config.local_id,
-            config.listen,
-            config.handshake_timeout,
-            config.send_timeout,
-        );
+        let c = &config;
+        let common = Common::new(c.local_id, c.listen, c.handshake_timeout, c.send_timeout);
         Ok(Self(RdmaFabric::start(transport, common)?))
     }
 }
