@@ -289,25 +289,25 @@ impl Region {
         }
     }
 
-    fn word(&self, off: usize) -> &AtomicU64 {
+    /// Panics unless `size` bytes at `off` lie inside the region, aligned to `size`.
+    fn check_atomic(&self, off: usize, size: usize) {
         assert!(
-            off.is_multiple_of(8) && off + 8 <= self.len,
-            "u64 access at offset {off} outside or misaligned in {} of {} bytes",
+            off.is_multiple_of(size) && off.checked_add(size).is_some_and(|end| end <= self.len),
+            "{size}-byte access at offset {off} outside or misaligned in {} of {} bytes",
             self.id,
             self.len
         );
+    }
+
+    fn word(&self, off: usize) -> &AtomicU64 {
+        self.check_atomic(off, 8);
         // SAFETY: `off` is 8-aligned (and the base is 64-aligned) and `off + 8 <= len`, so the
         // word lies inside the live allocation; all access to it is atomic (module docs).
         unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(off).cast::<u64>()) }
     }
 
     fn word32(&self, off: usize) -> &AtomicU32 {
-        assert!(
-            off.is_multiple_of(4) && off + 4 <= self.len,
-            "u32 access at offset {off} outside or misaligned in {} of {} bytes",
-            self.id,
-            self.len
-        );
+        self.check_atomic(off, 4);
         // SAFETY: aligned and in bounds as checked above; accessed only atomically.
         unsafe { AtomicU32::from_ptr(self.ptr.as_ptr().add(off).cast::<u32>()) }
     }
