@@ -185,6 +185,30 @@ impl ShardRun {
     }
 }
 
+impl ShardRun {
+    /// Records real message `h.index` of sender rank `r` as received and keeps it until it is
+    /// delivered; a second copy is a protocol error.
+    fn receive(&mut self, r: usize, h: &Header, payload: Payload) -> Result<(), String> {
+        if !self.received[r].record(h.index, 1) {
+            return Err(format!(
+                "duplicate message {} from sender rank {r}",
+                h.index
+            ));
+        }
+        let seq = self.info.rr.seq(h.index, r);
+        let pending = Pending {
+            sender_rank: r,
+            index: h.index,
+            flags: h.flags,
+            payload,
+        };
+        // Rule: a message is pending at most once (its index was recorded fresh just now).
+        let fresh = self.pending.insert(seq, pending).is_none();
+        debug_assert!(fresh, "message {seq} pending twice");
+        Ok(())
+    }
+}
+
 /// The core loop's multicast state for one view.
 pub(crate) struct Engine {
     pub cols: Columns,
@@ -439,21 +463,7 @@ impl Engine {
                     buf.resize(h.len, 0);
                     sst.read_bytes(cols.slots, row, at + HEADER_LEN, &mut buf)
                         .map_err(|e| e.to_string())?;
-                    if !s.received[r].record(h.index, 1) {
-                        return Err(format!(
-                            "duplicate message {} from sender rank {r}",
-                            h.index
-                        ));
-                    }
-                    s.pending.insert(
-                        s.info.rr.seq(h.index, r),
-                        Pending {
-                            sender_rank: r,
-                            index: h.index,
-                            flags: h.flags,
-                            payload: Payload::Bytes(std::mem::take(&mut buf)),
-                        },
-                    );
+                    s.receive(r, &h, Payload::Bytes(std::mem::take(&mut buf)))?;
                 }
                 s.consumed[r] = k;
                 owe_nulls(s, r, h.index + count - 1);
@@ -476,21 +486,7 @@ impl Engine {
         if h.len + HEADER_LEN != msg.len() || h.nulls != 0 || h.index < 0 {
             return Err(format!("RDMC message of sender rank {r} has a bad header"));
         }
-        if !s.received[r].record(h.index, 1) {
-            return Err(format!(
-                "duplicate RDMC message {} from sender rank {r}",
-                h.index
-            ));
-        }
-        s.pending.insert(
-            s.info.rr.seq(h.index, r),
-            Pending {
-                sender_rank: r,
-                index: h.index,
-                flags: h.flags,
-                payload: Payload::Rdmc(msg),
-            },
-        );
+        s.receive(r, &h, Payload::Rdmc(msg))?;
         owe_nulls(s, r, h.index);
         Ok(())
     }
