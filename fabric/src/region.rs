@@ -179,14 +179,8 @@ impl Region {
         let ptr = NonNull::new(raw).ok_or_else(|| {
             FabricError::InvalidRegion(format!("out of memory allocating {len} bytes"))
         })?;
-        Ok(Self::with_parts(
-            owner,
-            spec,
-            key,
-            ptr,
-            len,
-            Backing::Heap(layout),
-        ))
+        let backing = Backing::Heap(layout);
+        Ok(Self::with_parts(owner, spec, key, ptr, len, backing))
     }
 
     /// Wraps memory owned by `owner_box` (for example a shared mapping).
@@ -209,14 +203,8 @@ impl Region {
                 "external memory is not aligned".into(),
             ));
         }
-        Ok(Self::with_parts(
-            owner,
-            spec,
-            key,
-            ptr,
-            len,
-            Backing::External(backing),
-        ))
+        let backing = Backing::External(backing);
+        Ok(Self::with_parts(owner, spec, key, ptr, len, backing))
     }
 
     fn with_parts(
