@@ -311,13 +311,12 @@ impl<T: Transport> Inner<T> {
     }
 
     fn handshake_incoming(self: &Arc<Self>, mut stream: TcpStream) {
-        let read = |s: &mut TcpStream| Msg::read_expecting(s, kind::HELLO, MAGIC);
-        let Some((hello, from)) =
-            side_channel::receive_hello(&mut stream, self.common.handshake_timeout, read)
+        let timeout = self.common.handshake_timeout;
+        let Some((hello, from)) = Msg::receive_hello(&mut stream, timeout, kind::HELLO, MAGIC)
         else {
             return;
         };
-        let (peer, to) = (hello.f[0] as u32, (hello.f[0] >> 32) as u32);
+        let (peer, to) = hello.hello_nodes();
         let me = self.common.local_id;
         let refuse = |stream: &mut TcpStream, status: u8, why: String| {
             tracing::warn!(%from, peer, "refused {} connection: {why}", self.transport.name());

@@ -215,13 +215,12 @@ impl Inner {
 
     fn handshake_incoming(self: &Arc<Self>, mut stream: TcpStream) {
         use std::io::Write;
-        let read = |s: &mut TcpStream| Msg::read_expecting(s, kind::HELLO, MAGIC);
-        let Some((hello, from)) =
-            side_channel::receive_hello(&mut stream, self.config.handshake_timeout, read)
+        let timeout = self.config.handshake_timeout;
+        let Some((hello, from)) = Msg::receive_hello(&mut stream, timeout, kind::HELLO, MAGIC)
         else {
             return;
         };
-        let (peer, to) = (hello.f[0] as u32, (hello.f[0] >> 32) as u32);
+        let (peer, to) = hello.hello_nodes();
         let version = (hello.f[2] >> 32) as u32;
         let me = self.config.local_id;
         let refuse = |status: u8, why: String| {

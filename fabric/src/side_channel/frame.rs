@@ -18,6 +18,7 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::Welcome;
+use crate::NodeId;
 
 /// Longest header this module reads (seven fields).
 const MAX_LEN: usize = 64;
@@ -204,6 +205,23 @@ impl<const N: usize, const MAX: usize, const LAST: u8> Message<N, MAX, LAST> {
         } else {
             Err(format!("not a message of kind {kind} of this side channel"))
         })
+    }
+
+    /// Receives a hello (of kind `hello` with `magic` as its word) on an incoming `stream`,
+    /// as [`super::receive_hello`] does.
+    pub(crate) fn receive_hello(
+        stream: &mut TcpStream,
+        timeout: Duration,
+        hello: u8,
+        magic: u32,
+    ) -> Option<(Self, String)> {
+        super::receive_hello(stream, timeout, |s| Self::read_expecting(s, hello, magic))
+    }
+
+    /// The (sender, addressee) node ids of a hello, packed as `from | to << 32` in field 0.
+    pub(crate) fn hello_nodes(&self) -> (NodeId, NodeId) {
+        let f0 = self.f.first().copied().unwrap_or(0);
+        (f0 as u32, (f0 >> 32) as u32)
     }
 
     /// Sends this hello to `addr` over `stream`, both directions bounded by `timeout`, and

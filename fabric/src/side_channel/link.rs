@@ -28,15 +28,6 @@ pub(crate) struct LinkState {
     applied_cond: Condvar,
 }
 
-impl std::fmt::Debug for LinkState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Link")
-            .field("peer", &self.peer)
-            .field("failed", &self.failed.get())
-            .finish_non_exhaustive()
-    }
-}
-
 impl LinkState {
     /// A live link to incarnation `incarnation` of `peer`, reporting to `reporter` (its
     /// fabric's, see [`super::Hub::reporter`]).
