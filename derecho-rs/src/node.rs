@@ -22,6 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use derecho_fabric::backends;
+use derecho_fabric::sync::{lock, wait_timeout};
 use derecho_fabric::{Fabric, FabricError};
 use derecho_sst::SstConfig;
 
@@ -163,13 +164,6 @@ impl std::fmt::Debug for GroupNode {
             .field("id", &self.inner.id)
             .field("vid", &self.view().vid)
             .finish_non_exhaustive()
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 
@@ -403,10 +397,7 @@ impl GroupNode {
             if now >= deadline {
                 return Err(GroupError::Timeout(timeout));
             }
-            c = match self.inner.changed.wait_timeout(c, deadline - now) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
+            c = wait_timeout(&self.inner.changed, c, deadline - now);
         }
     }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use crate::region::lock;
+use crate::sync::lock;
 
 /// Told when a poller parks on a doorbell and when it wakes: a backend whose rings need a
 /// thread of its own (the shm bell thread) uses it to wake that thread only while someone
@@ -86,6 +86,30 @@ impl Doorbell {
         }
     }
 
+    /// Calls `attempt` until it yields a value or `timeout` passes (then `Ok(None)`), parking
+    /// on this doorbell between attempts, at most `nap` at a time for progress that does not
+    /// ring it. An error from `attempt` ends the wait at once. The bounded retry loop of every
+    /// sender that waits for window space.
+    pub fn retry<T, E>(
+        &self,
+        timeout: Duration,
+        nap: Duration,
+        mut attempt: impl FnMut() -> Result<Option<T>, E>,
+    ) -> Result<Option<T>, E> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.epoch();
+            if let Some(value) = attempt()? {
+                return Ok(Some(value));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            self.wait(seen, (deadline - now).min(nap));
+        }
+    }
+
     /// Parks until the epoch moves past `seen` or `timeout` passes. Returns true if it moved.
     pub fn wait(&self, seen: u64, timeout: Duration) -> bool {
         if self.epoch() != seen {
@@ -105,10 +129,7 @@ impl Doorbell {
             if now >= deadline {
                 break false;
             }
-            guard = match self.cond.wait_timeout(guard, deadline - now) {
-                Ok((g, _)) => g,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
+            guard = crate::sync::wait_timeout(&self.cond, guard, deadline - now);
         };
         drop(guard);
         self.sleepers.fetch_sub(1, Ordering::SeqCst);

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::region::lock;
+use crate::sync::lock;
 use crate::NodeId;
 
 /// Called with the failed peer's id and a human-readable reason.

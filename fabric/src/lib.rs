@@ -37,7 +37,6 @@
 
 pub mod backends;
 pub mod conformance;
-mod dialing;
 mod doorbell;
 mod error;
 mod failure;
@@ -48,7 +47,9 @@ pub mod probe;
 mod rdma;
 pub mod region;
 pub mod shm;
+mod side_channel;
 pub mod sim;
+pub mod sync;
 pub mod tcp;
 #[cfg(feature = "verbs")]
 pub mod verbs;

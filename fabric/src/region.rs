@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use crate::doorbell::Doorbell;
 use crate::error::FabricError;
+use crate::sync::{lock, wait_timeout};
 use crate::NodeId;
 
 /// Alignment of every region: one cache line.
@@ -178,14 +179,8 @@ impl Region {
         let ptr = NonNull::new(raw).ok_or_else(|| {
             FabricError::InvalidRegion(format!("out of memory allocating {len} bytes"))
         })?;
-        Ok(Self::with_parts(
-            owner,
-            spec,
-            key,
-            ptr,
-            len,
-            Backing::Heap(layout),
-        ))
+        let backing = Backing::Heap(layout);
+        Ok(Self::with_parts(owner, spec, key, ptr, len, backing))
     }
 
     /// Wraps memory owned by `owner_box` (for example a shared mapping).
@@ -208,14 +203,8 @@ impl Region {
                 "external memory is not aligned".into(),
             ));
         }
-        Ok(Self::with_parts(
-            owner,
-            spec,
-            key,
-            ptr,
-            len,
-            Backing::External(backing),
-        ))
+        let backing = Backing::External(backing);
+        Ok(Self::with_parts(owner, spec, key, ptr, len, backing))
     }
 
     fn with_parts(
@@ -288,25 +277,25 @@ impl Region {
         }
     }
 
-    fn word(&self, off: usize) -> &AtomicU64 {
+    /// Panics unless `size` bytes at `off` lie inside the region, aligned to `size`.
+    fn check_atomic(&self, off: usize, size: usize) {
         assert!(
-            off.is_multiple_of(8) && off + 8 <= self.len,
-            "u64 access at offset {off} outside or misaligned in {} of {} bytes",
+            off.is_multiple_of(size) && off.checked_add(size).is_some_and(|end| end <= self.len),
+            "{size}-byte access at offset {off} outside or misaligned in {} of {} bytes",
             self.id,
             self.len
         );
+    }
+
+    fn word(&self, off: usize) -> &AtomicU64 {
+        self.check_atomic(off, 8);
         // SAFETY: `off` is 8-aligned (and the base is 64-aligned) and `off + 8 <= len`, so the
         // word lies inside the live allocation; all access to it is atomic (module docs).
         unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(off).cast::<u64>()) }
     }
 
     fn word32(&self, off: usize) -> &AtomicU32 {
-        assert!(
-            off.is_multiple_of(4) && off + 4 <= self.len,
-            "u32 access at offset {off} outside or misaligned in {} of {} bytes",
-            self.id,
-            self.len
-        );
+        self.check_atomic(off, 4);
         // SAFETY: aligned and in bounds as checked above; accessed only atomically.
         unsafe { AtomicU32::from_ptr(self.ptr.as_ptr().add(off).cast::<u32>()) }
     }
@@ -464,13 +453,7 @@ impl Region {
             if give_up() {
                 return false;
             }
-            queue = match self
-                .notify_space
-                .wait_timeout(queue, Duration::from_millis(50))
-            {
-                Ok((q, _)) => q,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
+            queue = wait_timeout(&self.notify_space, queue, Duration::from_millis(50));
         }
         queue.push_back(n);
         true
@@ -515,15 +498,6 @@ fn checked_len(len: usize) -> Result<usize, FabricError> {
         )));
     }
     Ok(len.div_ceil(8) * 8)
-}
-
-/// Locks a mutex, recovering the data if a panicking thread poisoned it (the guarded state here
-/// is always left consistent between operations).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
 }
 
 /// Copies out of shared memory with relaxed atomic loads: whole aligned words in the middle,

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::failure::FailureHub;
-use crate::region::lock;
+use crate::sync::lock;
 use crate::{
     Completion, CompletionSource, Fabric, FabricError, FailureHandler, Link, NodeId, Notification,
     Region, RegionId, RegionSpec, RemoteRegion, SubscriptionId, WriteRequest,

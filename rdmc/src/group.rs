@@ -14,10 +14,11 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use derecho_fabric::sync::lock;
 use derecho_fabric::{
     Completion, Doorbell, Fabric, FabricError, Link, NodeId, Region, RegionSpec, RemoteRegion,
     SubscriptionId, WriteRequest,
@@ -82,8 +83,9 @@ pub trait Handler: Send + Sync {
 /// Describes a group from one member's point of view.
 #[derive(Clone, Debug)]
 pub struct GroupSpec {
-    /// Identifies the group among the groups of these members (names its regions).
-    pub group_id: u32,
+    /// Identifies the group among the groups of these members (names its regions); at most
+    /// [`MAX_GROUP_ID`](crate::layout::MAX_GROUP_ID).
+    pub group_id: u64,
     /// The members in rank order with their fabric addresses; rank 0 is the sender.
     pub members: Vec<(NodeId, SocketAddr)>,
     /// This member's rank.
@@ -108,7 +110,7 @@ pub struct GroupSpec {
 impl GroupSpec {
     /// A spec with the defaults for the optional fields.
     pub fn new(
-        group_id: u32,
+        group_id: u64,
         members: Vec<(NodeId, SocketAddr)>,
         my_rank: usize,
         block_size: usize,
@@ -140,6 +142,13 @@ impl GroupSpec {
         ids.dedup();
         if ids.len() != n {
             return bad("a node appears twice in the member list".into());
+        }
+        if self.group_id > layout::MAX_GROUP_ID {
+            return bad(format!(
+                "group id {} is above {}",
+                self.group_id,
+                layout::MAX_GROUP_ID
+            ));
         }
         if self.block_size == 0 {
             return bad("block_size is 0".into());
@@ -258,13 +267,6 @@ struct Shared {
     subscription: Mutex<Option<SubscriptionId>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
-
 impl Shared {
     fn me(&self) -> usize {
         self.spec.my_rank
@@ -288,7 +290,9 @@ impl Shared {
     fn release(&self, seq: u64) {
         let count = {
             let mut r = lock(&self.released);
-            r.done.insert(seq);
+            let fresh = seq >= r.upto && r.done.insert(seq);
+            // Rule: each message is released once (one `Message` per completed message).
+            debug_assert!(fresh, "message {seq} released twice");
             let before = r.upto;
             let r = &mut *r;
             while r.done.remove(&r.upto) {
@@ -419,6 +423,8 @@ impl Shared {
                         run.seq, e.slots[run.slot].count, run.blocks
                     )));
                 }
+                // Rule: messages complete one by one, in number order.
+                assert_eq!(run.seq, e.next_seq, "a message completed out of order");
                 e.slots[run.slot].clear();
                 e.next_seq += 1;
                 done.push(Message {
@@ -590,6 +596,8 @@ impl Shared {
                 .map_err(fail)?;
             run.header_to[peer] = true;
         }
+        // Rule: the schedule only names blocks of the message it moves.
+        debug_assert!(block < run.blocks, "block {block} of {}", run.blocks);
         let bs = self.spec.block_size;
         let start = block * bs;
         let len = run.size.saturating_sub(start).min(bs);
@@ -737,6 +745,12 @@ impl RdmcGroup {
             return Ok(None);
         }
         let slot = (seq % s.spec.window as u64) as usize;
+        // Rule: a slot is free everywhere before it is written (checked just above), so the
+        // slot's previous message was released and no engine still reads its header.
+        debug_assert!(
+            q.ready.len() < s.spec.window,
+            "more queued messages than slots"
+        );
         fill(&s.region, s.layout.slot_data(slot))
             .map_err(|e| RdmcError::InvalidSpec(e.to_string()))?;
         let h = s.layout.header(slot);
@@ -752,21 +766,11 @@ impl RdmcGroup {
     /// Queues `data`, waiting up to `timeout` for a free slot. Needs a running engine thread
     /// (or another thread calling [`RdmcGroup::poll`]) to make progress.
     pub fn send(&self, data: &[u8], timeout: Duration) -> Result<u64, RdmcError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let seen = self.shared.region.doorbell().epoch();
-            if let Some(seq) = self.try_send(data)? {
-                return Ok(seq);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(RdmcError::WindowFull(timeout));
-            }
-            self.shared
-                .region
-                .doorbell()
-                .wait(seen, (deadline - now).min(Duration::from_millis(50)));
-        }
+        self.shared
+            .region
+            .doorbell()
+            .retry(timeout, Duration::from_millis(50), || self.try_send(data))?
+            .ok_or(RdmcError::WindowFull(timeout))
     }
 
     /// On the sender: copies bytes of its own message `seq` out of its buffer. Valid while the
@@ -798,23 +802,16 @@ impl RdmcGroup {
         if s.me() != 0 {
             return Err(RdmcError::NotSender);
         }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let seen = s.region.doorbell().epoch();
-            s.check()?;
-            let all =
-                (0..s.spec.members.len()).all(|r| s.region.load_u64(s.layout.released(r)) >= count);
-            if all {
-                return Ok(true);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(false);
-            }
-            s.region
-                .doorbell()
-                .wait(seen, (deadline - now).min(Duration::from_millis(50)));
-        }
+        let released = s
+            .region
+            .doorbell()
+            .retry(timeout, Duration::from_millis(50), || {
+                s.check()?;
+                let all = (0..s.spec.members.len())
+                    .all(|r| s.region.load_u64(s.layout.released(r)) >= count);
+                Ok::<_, RdmcError>(all.then_some(()))
+            })?;
+        Ok(released.is_some())
     }
 
     /// Aborts the group on this member (for example when the layer above sees a member fail).

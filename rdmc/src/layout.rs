@@ -20,6 +20,10 @@ pub(crate) const BLOCK_BITS: u32 = 20;
 pub const MAX_BLOCKS_PER_MESSAGE: usize = 1 << BLOCK_BITS;
 /// Most message slots per group (the slot index travels in 8 bits of the immediate).
 pub const MAX_WINDOW: usize = 256;
+/// Largest group id: ids take the low 56 bits of a region id, below the RDMC tag byte.
+pub const MAX_GROUP_ID: u64 = (1 << 56) - 1;
+/// The top byte of every RDMC region id ('R').
+const REGION_TAG: u64 = 0x52 << 56;
 
 const ALIGN: usize = 64;
 const HEADER: usize = 64;
@@ -71,9 +75,14 @@ impl Layout {
     }
 }
 
-/// The region name of group `group_id`.
-pub(crate) fn region_id(group_id: u32) -> RegionId {
-    RegionId(0x5244_4d43_0000_0000 | u64::from(group_id))
+/// The region name of group `group_id` (at most [`MAX_GROUP_ID`], which the spec checks, so
+/// distinct groups get distinct regions).
+pub(crate) fn region_id(group_id: u64) -> RegionId {
+    debug_assert!(
+        group_id <= MAX_GROUP_ID,
+        "group id {group_id} overlaps the tag"
+    );
+    RegionId(REGION_TAG | (group_id & MAX_GROUP_ID))
 }
 
 /// Packs (slot, message number, block) into an immediate value.
@@ -114,5 +123,15 @@ mod tests {
         assert!(l.header(3) + 64 <= l.data);
         assert_eq!(l.slot_data(3) + l.buffer, l.total);
         assert!(Layout::new(usize::MAX, 2, 10).is_none());
+    }
+
+    #[test]
+    fn region_ids_keep_every_group_id_bit() {
+        let ids = [0, 1, 1 << 31, 1 << 32, (4096 << 24) | 300, MAX_GROUP_ID];
+        let regions: std::collections::BTreeSet<_> = ids.iter().map(|&g| region_id(g)).collect();
+        assert_eq!(regions.len(), ids.len());
+        for r in regions {
+            assert_eq!(r.0 >> 56, 0x52, "the tag stays in the top byte");
+        }
     }
 }

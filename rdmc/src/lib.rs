@@ -17,7 +17,7 @@ pub mod schedule;
 mod set;
 
 pub use group::{GroupSpec, Handler, Message, Prepared, RdmcError, RdmcGroup};
-pub use layout::{MAX_BLOCKS_PER_MESSAGE, MAX_WINDOW};
+pub use layout::{MAX_BLOCKS_PER_MESSAGE, MAX_GROUP_ID, MAX_WINDOW};
 pub use set::{GroupKey, GroupPlan, GroupSet, PreparedSet};
 
 pub use schedule::{

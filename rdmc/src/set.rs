@@ -40,7 +40,7 @@ impl GroupPlan {
     /// the sender becomes rank 0, the others follow in their shard order.
     pub fn for_sender(
         key: GroupKey,
-        group_id: u32,
+        group_id: u64,
         shard: &[(NodeId, SocketAddr)],
         me: NodeId,
         template: &GroupSpec,

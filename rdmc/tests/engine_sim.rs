@@ -10,7 +10,7 @@ use common::{payload, Collect};
 use derecho_fabric::sim::{SimConfig, SimNet};
 use derecho_fabric::Fabric;
 use derecho_rdmc::schedule::Algorithm;
-use derecho_rdmc::{GroupSpec, RdmcError, RdmcGroup};
+use derecho_rdmc::{GroupSpec, RdmcError, RdmcGroup, MAX_GROUP_ID};
 
 struct Cluster {
     net: Arc<SimNet>,
@@ -136,6 +136,7 @@ fn invalid_specs_are_refused() {
         GroupSpec::new(1, vec![(1, addr)], 0, 0, 10, 1),
         GroupSpec::new(1, vec![(1, addr)], 0, 10, 10, 0),
         GroupSpec::new(1, vec![(1, addr)], 0, 1, 1 << 30, 1),
+        GroupSpec::new(MAX_GROUP_ID + 1, vec![(1, addr)], 0, 10, 10, 1),
     ];
     for spec in bad {
         assert!(matches!(

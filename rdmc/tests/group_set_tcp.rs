@@ -45,7 +45,7 @@ fn plans(me: u32, shard: &[(u32, SocketAddr)], timeout: Duration, reverse: bool)
                     subgroup: 0,
                     sender: s,
                 },
-                100 + s,
+                100 + u64::from(s),
                 shard,
                 me,
                 &template,

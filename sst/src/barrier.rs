@@ -15,6 +15,7 @@
 
 use std::time::{Duration, Instant};
 
+use derecho_fabric::sync::lock;
 use derecho_fabric::{NodeId, WriteRequest};
 
 use crate::error::SstError;
@@ -41,16 +42,20 @@ impl Sst {
         if !self.is_connected() {
             return Err(SstError::NotConnected);
         }
+        let slot = self.my_rank * WORD;
         let epoch = {
-            let mut e = match self.barrier_epoch.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
+            let mut e = lock(&self.barrier_epoch);
             *e += 1;
+            // Rule: barrier slots only grow, and only this node writes its own slot here (under
+            // this lock, so two callers cannot store out of order).
+            assert!(
+                self.barrier.load_u64(slot) < *e,
+                "barrier {} entered twice",
+                *e
+            );
+            self.barrier.store_u64(slot, *e);
             *e
         };
-        let slot = self.my_rank * WORD;
-        self.barrier.store_u64(slot, epoch);
         for rank in 0..self.members.len() {
             if rank == self.my_rank || self.is_frozen(rank) {
                 continue;

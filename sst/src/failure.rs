@@ -35,6 +35,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use derecho_fabric::sync::{lock, wait_timeout};
 use derecho_fabric::NodeId;
 
 use crate::error::SstError;
@@ -49,13 +50,6 @@ pub type FailureUpcall = Arc<dyn Fn(NodeId, &str) + Send + Sync>;
 pub(crate) struct FailureLog {
     upcall: Option<FailureUpcall>,
     reported: Vec<(NodeId, String)>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
 }
 
 impl Sst {
@@ -234,10 +228,7 @@ fn heartbeat_loop(sst: &Sst, stop: &Stop) -> u64 {
                 if now >= next {
                     break;
                 }
-                stopped = match stop.cond.wait_timeout(stopped, next - now) {
-                    Ok((g, _)) => g,
-                    Err(p) => p.into_inner().0,
-                };
+                stopped = wait_timeout(&stop.cond, stopped, next - now);
             }
         }
         sst.heartbeat_once();

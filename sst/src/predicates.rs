@@ -25,7 +25,9 @@
 //! loop busy, so write conditions that are false when there is nothing to do.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
+
+use derecho_fabric::sync::lock;
 
 use crate::error::SstError;
 use crate::table::Sst;
@@ -85,13 +87,6 @@ impl std::fmt::Debug for Predicates {
             .field("registered", &self.len())
             .field("limit", &self.limit)
             .finish()
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 

@@ -518,10 +518,18 @@ impl Sst {
     /// table was being set up): its row then reads like a member that has done nothing yet,
     /// instead of as zeros, which would be taken for real values. Call it before the table's
     /// predicates run. Does nothing for my own rank or a rank out of range.
+    ///
+    /// # Panics
+    /// If row `rank` is not frozen.
     pub fn reset_row_to_mine(&self, rank: usize) -> Result<(), SstError> {
         if rank == self.my_rank || rank >= self.members.len() {
             return Ok(());
         }
+        // Rule: a live member's row is written only by its own pushes.
+        assert!(
+            self.is_frozen(rank),
+            "row {rank} is live; it cannot be reset"
+        );
         let mut row = vec![0u8; self.row_len];
         self.table.read(self.at(self.my_rank, 0), &mut row)?;
         self.table.write(self.at(rank, 0), &row)?;

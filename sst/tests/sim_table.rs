@@ -280,3 +280,10 @@ fn invalid_setups_are_refused() {
     drop(sst);
     assert!(prepare(&[m(0)], 0, SstConfig::default(), 6).is_ok());
 }
+
+#[test]
+#[should_panic(expected = "is live")]
+fn a_live_row_cannot_be_reset() {
+    let (_net, t, _row) = common::sim_cluster(2, 14, SstConfig::default());
+    let _ = t[0].reset_row_to_mine(1);
+}

@@ -37,6 +37,7 @@ use derecho::multicast::{
     Mode, MulticastConfig, MulticastError, MulticastGroup, Resend, ShardSpec, Sizes, SubgroupSpec,
 };
 use derecho_fabric::sim::{SimConfig, SimFabric, SimNet, SimRng};
+use derecho_fabric::sync::lock;
 use derecho_fabric::Fabric;
 
 use crate::checker::{digest, first_delivery_views, Checker, Event, MemberLog, MessageId, Report};
@@ -181,13 +182,6 @@ impl Member {
             owed: Vec::new(),
             next_serial: 0,
         }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 

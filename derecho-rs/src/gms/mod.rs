@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use derecho_fabric::sync::lock;
+
 pub use admission::Admission;
 pub use first_view::{GmsTimeouts, LayoutFn};
 pub use view::{MemberInfo, Transfer, View};
@@ -108,10 +110,6 @@ struct Shared {
     joins: change::JoinQueue,
     waiting: Mutex<HashMap<crate::NodeId, TcpStream>>,
     timeouts: GmsTimeouts,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl std::fmt::Debug for GmsService {

@@ -39,10 +39,22 @@ pub(crate) struct SenderState {
     pub published: i64,
     /// Null messages must bring `next_index` up to this.
     pub null_target: i64,
-    /// My RDMC messages not yet delivered here: (index, RDMC sequence number, length, flags).
+    /// My RDMC messages not yet delivered here: (index, RDMC sequence number, length, flags),
+    /// in index order. Delivering one of my messages drops every entry up to its index, so
+    /// this holds at most a window of messages.
     pub rdmc_sent: VecDeque<(i64, u64, usize, u64)>,
     /// The view is wedged: no new messages.
     pub wedged: bool,
+}
+
+impl SenderState {
+    /// Forgets my RDMC messages up to `index` once it is delivered here: the ragged trim covers
+    /// every delivered message, so none of them can be owed to the next view.
+    fn delivered_own(&mut self, index: i64) {
+        while self.rdmc_sent.front().is_some_and(|e| e.0 <= index) {
+            self.rdmc_sent.pop_front();
+        }
+    }
 }
 
 /// One of my messages that the ragged trim left undelivered, to send again in the next view.
@@ -94,6 +106,8 @@ pub(crate) struct ShardInfo {
 
 impl ShardInfo {
     pub(crate) fn slot_at(&self, k: i64) -> usize {
+        // Rule: slot numbers count from 0.
+        debug_assert!(k >= 0, "slot {k}");
         let (at, len, window) = self.ring;
         at + (k.rem_euclid(window as i64) as usize) * len
     }
@@ -142,6 +156,8 @@ pub(crate) struct ShardRun {
     /// Raw: next index to deliver per sender.
     pub raw_next: Vec<i64>,
     pub sender: Option<Arc<Mutex<SenderState>>>,
+    /// My sender rank in this shard, if I send in it.
+    pub my_sender_rank: Option<usize>,
     /// What was last published, to push only changes.
     pub shown_seq: i64,
     pub shown_received: Vec<i64>,
@@ -152,6 +168,7 @@ impl ShardRun {
     /// Fresh receive state for a shard.
     pub(crate) fn new(info: Arc<ShardInfo>, sender: Option<Arc<Mutex<SenderState>>>) -> Self {
         let n = info.sender_ranks.len();
+        let my_sender_rank = sender.as_ref().map(|s| lock(s).sender_rank);
         Self {
             info,
             received: (0..n).map(|_| Received::new()).collect(),
@@ -160,10 +177,35 @@ impl ShardRun {
             delivered_seq: -1,
             raw_next: vec![0; n],
             sender,
+            my_sender_rank,
             shown_seq: -1,
             shown_received: vec![-1; n],
             shown_consumed: vec![-1; n],
         }
+    }
+}
+
+impl ShardRun {
+    /// Records real message `h.index` of sender rank `r` as received and keeps it until it is
+    /// delivered; a second copy is a protocol error.
+    fn receive(&mut self, r: usize, h: &Header, payload: Payload) -> Result<(), String> {
+        if !self.received[r].record(h.index, 1) {
+            return Err(format!(
+                "duplicate message {} from sender rank {r}",
+                h.index
+            ));
+        }
+        let seq = self.info.rr.seq(h.index, r);
+        let pending = Pending {
+            sender_rank: r,
+            index: h.index,
+            flags: h.flags,
+            payload,
+        };
+        // Rule: a message is pending at most once (its index was recorded fresh just now).
+        let fresh = self.pending.insert(seq, pending).is_none();
+        debug_assert!(fresh, "message {seq} pending twice");
+        Ok(())
     }
 }
 
@@ -279,7 +321,20 @@ impl Engine {
             let Some(trim) = trims.get(&s.info.subgroup) else {
                 continue;
             };
-            let mine = s.sender.as_ref().map(|x| lock(x).sender_rank);
+            let mine = s.my_sender_rank;
+            // Rule: the trim covers every message any survivor delivered, this one included.
+            for r in 0..s.info.sender_ranks.len() {
+                let delivered = match s.info.spec.mode {
+                    Mode::Ordered => s.info.rr.last_index_in_prefix(s.delivered_seq, r),
+                    Mode::Raw => s.raw_next[r] - 1,
+                };
+                let limit = trim.get(r).copied().unwrap_or(-1);
+                assert!(
+                    delivered <= limit,
+                    "subgroup {}: sender rank {r} delivered up to {delivered}, trimmed at {limit}",
+                    s.info.subgroup
+                );
+            }
             let pending = std::mem::take(&mut s.pending);
             let mut own: BTreeMap<i64, Resend> = BTreeMap::new();
             for (seq, p) in pending {
@@ -366,6 +421,14 @@ impl Engine {
         for r in 0..s.info.sender_ranks.len() {
             let row = s.info.sender_ranks[r];
             let committed = sst.get_elem(cols.index, row, s.info.subgroup);
+            // Rule: a sender fills slot k only once every member consumed slot k − window, so
+            // at most a window of its slots is ever unconsumed here.
+            if committed - s.consumed[r] > s.info.ring.2 as i64 {
+                return Err(format!(
+                    "sender rank {r} committed slot {committed} with only {} consumed here",
+                    s.consumed[r]
+                ));
+            }
             while s.consumed[r] < committed {
                 let k = s.consumed[r] + 1;
                 let at = s.info.slot_at(k);
@@ -379,8 +442,18 @@ impl Engine {
                         h.len
                     ));
                 }
+                // Rule: a slot holds one message or a batch of nulls at non-negative indices.
+                let count = i64::try_from(h.nulls.max(1))
+                    .ok()
+                    .filter(|n| h.index >= 0 && h.index.checked_add(*n).is_some())
+                    .ok_or_else(|| {
+                        format!(
+                            "slot {k} of sender rank {r} claims index {} and {} nulls",
+                            h.index, h.nulls
+                        )
+                    })?;
                 if h.nulls > 0 {
-                    if !s.received[r].record(h.index, h.nulls as i64) {
+                    if !s.received[r].record(h.index, count) {
                         return Err(format!(
                             "duplicate nulls from sender rank {r} at index {}",
                             h.index
@@ -390,25 +463,10 @@ impl Engine {
                     buf.resize(h.len, 0);
                     sst.read_bytes(cols.slots, row, at + HEADER_LEN, &mut buf)
                         .map_err(|e| e.to_string())?;
-                    if !s.received[r].record(h.index, 1) {
-                        return Err(format!(
-                            "duplicate message {} from sender rank {r}",
-                            h.index
-                        ));
-                    }
-                    s.pending.insert(
-                        s.info.rr.seq(h.index, r),
-                        Pending {
-                            sender_rank: r,
-                            index: h.index,
-                            flags: h.flags,
-                            payload: Payload::Bytes(std::mem::take(&mut buf)),
-                        },
-                    );
+                    s.receive(r, &h, Payload::Bytes(std::mem::take(&mut buf)))?;
                 }
                 s.consumed[r] = k;
-                let last = h.index + h.nulls.max(1) as i64 - 1;
-                owe_nulls(s, r, last);
+                owe_nulls(s, r, h.index + count - 1);
             }
         }
         Ok(())
@@ -425,24 +483,10 @@ impl Engine {
         let mut hb = [0u8; HEADER_LEN];
         msg.read(0, &mut hb).map_err(|e| e.to_string())?;
         let h = Header::decode(&hb).ok_or("short RDMC header")?;
-        if h.len + HEADER_LEN != msg.len() || h.nulls != 0 {
+        if h.len + HEADER_LEN != msg.len() || h.nulls != 0 || h.index < 0 {
             return Err(format!("RDMC message of sender rank {r} has a bad header"));
         }
-        if !s.received[r].record(h.index, 1) {
-            return Err(format!(
-                "duplicate RDMC message {} from sender rank {r}",
-                h.index
-            ));
-        }
-        s.pending.insert(
-            s.info.rr.seq(h.index, r),
-            Pending {
-                sender_rank: r,
-                index: h.index,
-                flags: h.flags,
-                payload: Payload::Rdmc(msg),
-            },
-        );
+        s.receive(r, &h, Payload::Rdmc(msg))?;
         owe_nulls(s, r, h.index);
         Ok(())
     }
@@ -508,11 +552,20 @@ impl Engine {
         match s.info.spec.mode {
             Mode::Ordered => {
                 let stable = min_seq(sst, &cols, s);
+                // Rule: every member's seq_num only grows, so the shard's stable prefix does.
+                debug_assert!(stable >= s.delivered_seq, "the stable prefix went back");
                 while let Some(entry) = s.pending.first_entry() {
                     if *entry.key() > stable {
                         break;
                     }
                     let (seq, p) = entry.remove_entry();
+                    // Rule: delivery only moves forward; nothing at or below the delivered
+                    // prefix can still be pending.
+                    assert!(
+                        seq > s.delivered_seq,
+                        "message {seq} pending below the delivered prefix {}",
+                        s.delivered_seq
+                    );
                     deliver(&mut self.deliver, s, my_id, seq, stable, p);
                 }
                 if stable > s.delivered_seq {
@@ -575,6 +628,12 @@ fn deliver(
         flags: p.flags,
         payload,
     });
+    // After the handler, which may itself send and so take the sender lock.
+    if let (Some(snd), Some(me)) = (&s.sender, s.my_sender_rank) {
+        if p.sender_rank == me {
+            lock(snd).delivered_own(p.index);
+        }
+    }
 }
 
 /// After receiving index `last` from sender rank `from`, raise my null target so the round
@@ -652,7 +711,13 @@ fn publish_slots(
     }
     let (at, len, window) = s.info.ring;
     let w = window as i64;
-    let count = (to - from + 1).min(w);
+    let count = to - from + 1;
+    // Rule: a filled slot is published before it is filled again (`slot_free` holds a sender
+    // back until every member, this one included, consumed the slot a window earlier).
+    assert!(
+        (1..=w).contains(&count),
+        "publishing slots {from}..={to} of a ring of {window}"
+    );
     let first = from.rem_euclid(w) as usize;
     let head = (count as usize).min(window - first);
     let mut pieces = vec![(at + first * len, head * len)];

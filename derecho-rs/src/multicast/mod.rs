@@ -14,11 +14,14 @@
 pub(crate) mod engine;
 pub mod order;
 pub mod spec;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub(crate) use derecho_fabric::sync::lock;
 use derecho_fabric::{Fabric, NodeId, RegionId};
 use derecho_rdmc::{GroupKey, GroupPlan, GroupSet, GroupSpec, Handler, PreparedSet, RdmcError};
 use derecho_sst::{
@@ -109,13 +112,6 @@ pub enum MulticastError {
     Rdmc(#[from] RdmcError),
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
-
 /// What an application thread needs to send in one subgroup.
 struct SendSide {
     info: Arc<ShardInfo>,
@@ -172,11 +168,23 @@ fn sst_region(vid: u64) -> RegionId {
     RegionId(0x5353_5400_0000_0000 | (vid & 0xffff_ffff))
 }
 
-/// RDMC group ids are unique per (view, subgroup, sender rank) on a node.
-fn rdmc_group_id(vid: u64, subgroup: usize, sender_rank: usize) -> u32 {
-    (((vid & 0xfff) as u32) << 20)
-        | (((subgroup & 0xfff) as u32) << 8)
-        | (sender_rank & 0xff) as u32
+/// Bits of an RDMC group id that tell the groups of one view apart.
+const RDMC_COLUMN_BITS: u32 = 24;
+
+/// The RDMC group id of the sender whose per-sender SST column is `column` in view `vid`.
+/// Columns are unique among the subgroups a node belongs to (see [`spec`]), so ids are unique
+/// within a view; the view's low 32 bits sit above them (as in the SST's region id), so no two
+/// views closer than 2^32 apart share an id. The result fits [`derecho_rdmc::MAX_GROUP_ID`].
+fn rdmc_group_id(vid: u64, column: usize) -> Result<u64, MulticastError> {
+    let column = u64::try_from(column)
+        .ok()
+        .filter(|c| *c < 1 << RDMC_COLUMN_BITS)
+        .ok_or_else(|| {
+            MulticastError::Spec(format!(
+                "sender column {column} leaves no room for an RDMC group id"
+            ))
+        })?;
+    Ok(((vid & 0xffff_ffff) << RDMC_COLUMN_BITS) | column)
 }
 
 /// A view's multicast after [`MulticastGroup::prepare`]: regions registered, nobody contacted.
@@ -371,7 +379,7 @@ impl MulticastGroup {
                         subgroup: sg as u32,
                         sender: *sender_id,
                     };
-                    let id = rdmc_group_id(spec.vid, sg, sender_rank);
+                    let id = rdmc_group_id(spec.vid, cols.received_offset[sg] + sender_rank)?;
                     plans.push(GroupPlan::for_sender(
                         key,
                         id,
@@ -693,24 +701,16 @@ impl MulticastGroup {
         flags: u64,
         timeout: Duration,
     ) -> Result<i64, MulticastError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let seen = self.sst.doorbell().epoch();
-            if let Some(index) = self.try_send_flags(subgroup, payload, flags)? {
-                return Ok(index);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(MulticastError::WindowFull {
-                    subgroup,
-                    after: timeout,
-                });
-            }
-            // Remote progress rings the SST doorbell; RDMC credits do not, hence the short wait.
-            self.sst
-                .doorbell()
-                .wait(seen, (deadline - now).min(Duration::from_millis(2)));
-        }
+        // Remote progress rings the SST doorbell; RDMC credits do not, hence the short naps.
+        self.sst
+            .doorbell()
+            .retry(timeout, Duration::from_millis(2), || {
+                self.try_send_flags(subgroup, payload, flags)
+            })?
+            .ok_or(MulticastError::WindowFull {
+                subgroup,
+                after: timeout,
+            })
     }
 
     /// Starts the view-change protocol of this view on its core loop: suspicions, proposals,

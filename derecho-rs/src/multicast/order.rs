@@ -14,16 +14,20 @@
 use std::collections::BTreeSet;
 
 /// Round-robin numbering for a shard with `num_senders` senders.
+///
+/// A shard may have no senders (its members only receive from other subgroups' traffic, or
+/// nothing at all); its round robin is empty: no sender rank exists, so [`RoundRobin::seq`] and
+/// [`RoundRobin::split`] are never called for it, and [`RoundRobin::complete_prefix`] is −1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RoundRobin {
     num_senders: i64,
 }
 
 impl RoundRobin {
-    /// Numbering for `num_senders` senders (at least 1).
+    /// Numbering for `num_senders` senders (0 for a shard nobody sends in).
     pub fn new(num_senders: usize) -> Self {
         Self {
-            num_senders: num_senders.max(1) as i64,
+            num_senders: num_senders as i64,
         }
     }
 
@@ -34,11 +38,21 @@ impl RoundRobin {
 
     /// Global sequence number of message `index` of sender rank `rank`.
     pub fn seq(&self, index: i64, rank: usize) -> i64 {
+        // Rule: a sender rank names one of the shard's senders.
+        assert!(
+            (rank as i64) < self.num_senders,
+            "sender rank {rank} of {self:?}"
+        );
         index * self.num_senders + rank as i64
     }
 
     /// The (index, sender rank) of a global sequence number (`seq ≥ 0`).
     pub fn split(&self, seq: i64) -> (i64, usize) {
+        // Rule: only a shard with senders has sequence numbers.
+        assert!(
+            self.num_senders > 0,
+            "sequence number {seq} in a shard without senders"
+        );
         (
             seq.div_euclid(self.num_senders),
             seq.rem_euclid(self.num_senders) as usize,
@@ -49,6 +63,8 @@ impl RoundRobin {
     /// highest index received contiguously (−1 for none): the last `seq` before the first
     /// missing message. −1 if nothing is complete.
     pub fn complete_prefix(&self, received: &[i64]) -> i64 {
+        // Rule: one received counter per sender.
+        debug_assert_eq!(received.len() as i64, self.num_senders, "received counters");
         // The first missing message is index (min + 1) of the first sender holding the minimum.
         let mut min = i64::MAX;
         let mut at = 0;
@@ -125,9 +141,15 @@ impl Received {
 
     /// Records `index` (and `count − 1` following ones, for a batch of nulls). Returns false if
     /// any of them was already recorded (a duplicate is a protocol error the caller reports).
+    ///
+    /// # Panics
+    /// If `count < 1`: a slot stands for one real message or a positive number of nulls, and
+    /// the caller checks a peer's header before recording it.
     pub fn record(&mut self, index: i64, count: i64) -> bool {
+        // Rule: every record is at least one message.
+        assert!(count >= 1, "recording {count} messages at index {index}");
         let mut fresh = true;
-        for i in index..index + count.max(1) {
+        for i in index..index + count {
             if i <= self.contiguous || !self.beyond.insert(i) {
                 fresh = false;
             }
@@ -217,6 +239,26 @@ mod tests {
         assert!(rr.window_allows(1, 2, 3, -1));
         assert!(!rr.window_allows(1, 3, 3, 0));
         assert!(rr.window_allows(1, 3, 3, 1));
+    }
+
+    #[test]
+    fn a_shard_without_senders_has_an_empty_round_robin() {
+        let rr = RoundRobin::new(0);
+        assert_eq!(rr.senders(), 0);
+        assert_eq!(rr.complete_prefix(&[]), -1);
+        assert_eq!(rr.last_index_in_prefix(-1, 0), -1);
+    }
+
+    #[test]
+    #[should_panic(expected = "sender rank")]
+    fn a_sender_rank_beyond_the_shard_is_refused() {
+        RoundRobin::new(2).seq(0, 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "recording 0 messages")]
+    fn recording_no_message_is_refused() {
+        Received::new().record(3, 0);
     }
 
     #[test]

@@ -25,7 +25,7 @@ impl Group {
 
     /// The installed view.
     pub fn view(&self) -> View {
-        read(&self.inner.view).clone()
+        read_lock(&self.inner.view).clone()
     }
 
     /// This node's rank in the installed view.

@@ -68,9 +68,11 @@ use std::marker::PhantomData;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+pub(crate) use derecho_fabric::sync::lock;
+use derecho_fabric::sync::{read_lock, wait_timeout, write_lock};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -101,18 +103,6 @@ pub use reply::ReplyMap;
 pub use state::MAX_PENDING;
 pub use subgroup::Subgroup;
 use {replicated::*, state::*, subgroup::*};
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Bytes of the multicast header an ordered update travels behind (for sizing profiles).
 pub const ORDERED_OVERHEAD: usize = HEADER_LEN + wire::ORDERED_HEADER;

@@ -366,10 +366,7 @@ impl PeerConn {
                 if left.is_zero() {
                     return Err(RpcError::Timeout(timeout));
                 }
-                credits = match self.credit_freed.wait_timeout(credits, left) {
-                    Ok((g, _)) => g,
-                    Err(p) => p.into_inner().0,
-                };
+                credits = derecho_fabric::sync::wait_timeout(&self.credit_freed, credits, left);
             }
         }
         let result = self.call_with_credit(kind, parts, deadline, timeout);

@@ -50,19 +50,19 @@ pub(super) struct Holder<T: Replicated>(pub(super) RwLock<T>);
 impl<T: Replicated> Erased for Holder<T> {
     fn apply(&self, update: &[u8]) -> Result<Vec<u8>, String> {
         let u: T::Update = wire::decode(update)?;
-        let r = write(&self.0).apply(u);
+        let r = write_lock(&self.0).apply(u);
         wire::encode(&r).map_err(|e| e.to_string())
     }
     fn query(&self, query: &[u8]) -> Result<Vec<u8>, String> {
         let q: T::Query = wire::decode(query)?;
-        let task = read(&self.0).query_task(q);
+        let task = read_lock(&self.0).query_task(q);
         wire::encode(&task()).map_err(|e| e.to_string())
     }
     fn save(&self, out: &mut dyn Write) -> io::Result<()> {
-        read(&self.0).save(out)
+        read_lock(&self.0).save(out)
     }
     fn load(&self, input: &mut dyn Read) -> io::Result<()> {
-        write(&self.0).load(input)
+        write_lock(&self.0).load(input)
     }
     fn as_any(&self) -> &dyn Any {
         self

@@ -72,7 +72,7 @@ impl Inner {
 
     pub(super) fn info(&self) -> GroupInfo {
         GroupInfo {
-            view: read(&self.view).clone(),
+            view: read_lock(&self.view).clone(),
             types: self
                 .types
                 .iter()
@@ -87,11 +87,11 @@ impl Inner {
 
     /// Called for every installed view before anything of it is delivered.
     pub(super) fn view_installed(&self, v: &View) {
-        *write(&self.view) = v.clone();
+        *write_lock(&self.view) = v.clone();
         // An inadequate view has no shards: the replicas stay as they are (their state is what
         // the next adequate view transfers to newcomers).
         if v.is_adequate() {
-            let mut replicas = write(&self.replicas);
+            let mut replicas = write_lock(&self.replicas);
             for t in &self.types {
                 for sg in t.first..t.first + t.count {
                     match v.shard_of(sg, self.me) {
@@ -158,7 +158,7 @@ impl Inner {
             );
             return;
         };
-        let replica = read(&self.replicas)
+        let replica = read_lock(&self.replicas)
             .get(&d.subgroup)
             .map(|r| Arc::clone(&r.obj));
         let mut result = match replica {
@@ -182,7 +182,7 @@ impl Inner {
             }
         }
         if caller == self.me {
-            let members = read(&self.view)
+            let members = read_lock(&self.view)
                 .subgroups
                 .get(d.subgroup)
                 .and_then(|s| s.shards.get(d.shard))
@@ -230,7 +230,7 @@ impl Inner {
     /// Multicasts an encoded update in `subgroup`; returns the request id to wait on.
     pub(super) fn ordered_send_raw(&self, subgroup: usize, body: &[u8]) -> Result<u64, RpcError> {
         let max_payload = {
-            let v = read(&self.view);
+            let v = read_lock(&self.view);
             let (shard, _) = v.shard_of(subgroup, self.me).ok_or(RpcError::NotMember {
                 node: self.me,
                 subgroup,
@@ -300,13 +300,7 @@ impl Inner {
                 pending.remove(&id);
                 return Err(RpcError::Timeout(timeout));
             }
-            pending = match self
-                .replied
-                .wait_timeout(pending, left.min(Duration::from_millis(500)))
-            {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
+            pending = wait_timeout(&self.replied, pending, left.min(Duration::from_millis(500)));
             if self.node().is_err() {
                 pending.remove(&id);
                 return Err(RpcError::ShutDown);
@@ -315,7 +309,7 @@ impl Inner {
     }
 
     pub(super) fn query_local(&self, subgroup: usize, body: &[u8]) -> Result<Vec<u8>, String> {
-        let replica = read(&self.replicas)
+        let replica = read_lock(&self.replicas)
             .get(&subgroup)
             .map(|r| Arc::clone(&r.obj));
         match replica {
@@ -374,7 +368,7 @@ pub(super) struct States(pub(super) Weak<Inner>);
 impl StateHooks for States {
     fn save_state(&self, subgroup: usize, out: &mut dyn Write) -> io::Result<()> {
         let inner = self.0.upgrade().ok_or(io::ErrorKind::BrokenPipe)?;
-        let replica = read(&inner.replicas)
+        let replica = read_lock(&inner.replicas)
             .get(&subgroup)
             .map(|r| Arc::clone(&r.obj));
         match replica {
@@ -391,7 +385,7 @@ impl StateHooks for States {
             .create(subgroup)
             .ok_or_else(|| io::Error::other(format!("subgroup {subgroup} has no type")))?;
         obj.load(input)?;
-        write(&inner.replicas).insert(
+        write_lock(&inner.replicas).insert(
             subgroup,
             Replica {
                 obj,
@@ -406,7 +400,7 @@ impl StateHooks for States {
 pub(super) fn reply_sender(inner: &Weak<Inner>, rx: &Receiver<OutReply>) {
     while let Ok(r) = rx.recv() {
         let Some(i) = inner.upgrade() else { return };
-        let addr = read(&i.view)
+        let addr = read_lock(&i.view)
             .members
             .iter()
             .find(|m| m.id == r.caller)

@@ -33,7 +33,7 @@ impl<T: Replicated> Subgroup<T> {
 
     /// The members of each shard in the installed view.
     pub fn shard_members(&self) -> Vec<Vec<NodeId>> {
-        read(&self.inner.view)
+        read_lock(&self.inner.view)
             .subgroups
             .get(self.id)
             .map(|s| s.shards.iter().map(|x| x.members.clone()).collect())
@@ -47,18 +47,18 @@ impl<T: Replicated> Subgroup<T> {
 
     /// This node's shard, if it is a member.
     pub fn my_shard(&self) -> Option<usize> {
-        read(&self.inner.view)
+        read_lock(&self.inner.view)
             .shard_of(self.id, self.inner.me)
             .map(|(s, _)| s)
     }
 
     /// Runs `f` on this node's replica (if it holds one).
     pub fn with_local<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
-        let obj = read(&self.inner.replicas)
+        let obj = read_lock(&self.inner.replicas)
             .get(&self.id)
             .map(|r| Arc::clone(&r.obj))?;
         let h = obj.as_any().downcast_ref::<Holder<T>>()?;
-        let state = read(&h.0);
+        let state = read_lock(&h.0);
         let r = f(&state);
         drop(state);
         Some(r)
@@ -80,7 +80,7 @@ impl<T: Replicated> Subgroup<T> {
     /// Asks `node`, a member of this subgroup, to run `query` on its replica.
     pub fn p2p_send(&self, node: NodeId, query: &T::Query) -> Result<T::Reply, RpcError> {
         let body = wire::encode(query)?;
-        let v = read(&self.inner.view).clone();
+        let v = read_lock(&self.inner.view).clone();
         let addr = target(&v, self.id, node)?;
         if node == self.inner.me {
             let r = self
@@ -114,7 +114,7 @@ impl<T: Replicated> Subgroup<T> {
             let replies = self.inner.wait_replies(id, self.inner.timeout)?;
             return Ok(decode_replies::<T::Reply>(replies));
         }
-        let v = read(&self.inner.view).clone();
+        let v = read_lock(&self.inner.view).clone();
         let addr = target(&v, self.id, node)?;
         let r = call(
             &self.inner.peers,

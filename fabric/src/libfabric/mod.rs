@@ -47,7 +47,6 @@ use std::time::{Duration, Instant};
 
 use crate::backends::LibfabricConfig;
 use crate::rdma::{self, Common, Events, Post, PostError, RdmaFabric, Registered, Transport};
-use crate::region::lock;
 use crate::{FabricError, NodeId, Region};
 
 /// The libfabric API version requested (1.12, the oldest supported).
@@ -80,20 +79,9 @@ impl LibfabricFabric {
             inject = transport.dom.inject_size,
             "libfabric fabric opened"
         );
-        let common = Common {
-            local_id: config.local_id,
-            listen: config.listen,
-            handshake_timeout: config.handshake_timeout,
-            send_timeout: config.send_timeout,
-            max_links: 1024,
-            max_handshakes: 32,
-        };
+        let c = &config;
+        let common = Common::new(c.local_id, c.listen, c.handshake_timeout, c.send_timeout);
         Ok(Self(RdmaFabric::start(transport, common)?))
-    }
-
-    /// Closes every link without a goodbye, as a crash would (for tests of failure handling).
-    pub fn abort(&self) {
-        self.0.abort();
     }
 }
 
@@ -1057,12 +1045,7 @@ impl LfEndpoint {
         // SAFETY: the completion queue is open while `inner` lives; signaling wakes a thread
         // blocked in fi_cq_sread on it.
         unsafe { sys::fi_cq_signal(self.inner.cq) };
-        let handle = lock(&self.thread).take();
-        if let Some(h) = handle {
-            if h.thread().id() != std::thread::current().id() {
-                let _ = h.join();
-            }
-        }
+        rdma::join_progress_thread(&self.thread);
     }
 }
 

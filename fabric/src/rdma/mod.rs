@@ -38,18 +38,20 @@ pub(crate) mod wire;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::BufReader;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, Weak};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use wire::{kind, Msg, MAGIC, VERSION};
 
-use crate::failure::FailureHub;
-use crate::region::lock;
+use crate::side_channel::link::{not_looked_up, read_failure, LinkState, Queries};
+use crate::side_channel::regions::RegionTable;
+use crate::side_channel::{self, HelloRefusal, Hub, HubConfig, SideLink};
+use crate::sync::{lock, read_lock, wait_timeout, write_lock};
 use crate::{
-    Completion, CompletionSource, FabricError, FailureHandler, Link, NodeId, Notification, Region,
-    RegionId, RegionSpec, RemoteRegion, SubscriptionId, WriteRequest,
+    CompletionSource, FabricError, NodeId, Notification, Region, RegionId, RegionSpec,
+    RemoteRegion, WriteRequest,
 };
 
 /// Flag bit of the completion data: the write carries an immediate value.
@@ -175,6 +177,36 @@ pub(crate) struct Common {
     pub max_handshakes: usize,
 }
 
+impl Common {
+    /// Settings with the default bounds (1024 links, 32 concurrent handshakes).
+    pub(crate) fn new(
+        local_id: NodeId,
+        listen: SocketAddr,
+        handshake_timeout: Duration,
+        send_timeout: Duration,
+    ) -> Self {
+        Self {
+            local_id,
+            listen,
+            handshake_timeout,
+            send_timeout,
+            max_links: 1024,
+            max_handshakes: 32,
+        }
+    }
+}
+
+/// Joins an endpoint's progress thread, taken from `slot`, unless this is that thread (an
+/// endpoint may be closed from its own progress thread when the link fails there).
+pub(crate) fn join_progress_thread(slot: &Mutex<Option<std::thread::JoinHandle<()>>>) {
+    let handle = lock(slot).take();
+    if let Some(h) = handle {
+        if h.thread().id() != std::thread::current().id() {
+            let _ = h.join();
+        }
+    }
+}
+
 struct Owned<M> {
     region: Arc<Region>,
     reg: Registered<M>,
@@ -182,41 +214,22 @@ struct Owned<M> {
 }
 
 struct Regions<M> {
-    by_key: HashMap<u64, Arc<Owned<M>>>,
-    by_id: HashMap<RegionId, u64>,
+    table: RegionTable<Arc<Owned<M>>>,
     by_handle: HashMap<u32, u64>,
-}
-
-impl<M> Default for Regions<M> {
-    fn default() -> Self {
-        Self {
-            by_key: HashMap::new(),
-            by_id: HashMap::new(),
-            by_handle: HashMap::new(),
-        }
-    }
 }
 
 /// State shared by a fabric, its links and its threads.
 pub(crate) struct Inner<T: Transport> {
     pub(crate) transport: T,
     common: Common,
-    local_addr: SocketAddr,
-    incarnation: u64,
-    start: Instant,
+    pub(crate) hub: Hub<RdmaLink<T>>,
     regions: RwLock<Regions<T::Mr>>,
-    next_key: AtomicU64,
     next_handle: AtomicU32,
-    links: Mutex<HashMap<NodeId, Arc<RdmaLink<T>>>>,
-    links_changed: Condvar,
-    failures: FailureHub,
-    shut_down: AtomicBool,
-    handshakes: AtomicUsize,
 }
 
 /// An RDMA-style fabric over transport `T`. Cheap to clone.
 pub(crate) struct RdmaFabric<T: Transport> {
-    inner: Arc<Inner<T>>,
+    pub(crate) inner: Arc<Inner<T>>,
 }
 
 impl<T: Transport> Clone for RdmaFabric<T> {
@@ -232,57 +245,35 @@ impl<T: Transport> std::fmt::Debug for RdmaFabric<T> {
         f.debug_struct("RdmaFabric")
             .field("backend", &self.inner.transport.name())
             .field("local_id", &self.inner.common.local_id)
-            .field("addr", &self.inner.local_addr)
+            .field("addr", &self.inner.hub.local_addr())
             .finish_non_exhaustive()
     }
 }
 
-fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    match l.read() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
-
-fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    match l.write() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
-
-fn nonce(id: NodeId) -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mut x = t ^ (u64::from(std::process::id()) << 32) ^ u64::from(id).rotate_left(40);
-    x = (x ^ (x >> 31)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^ (x >> 32)
-}
-
 impl<T: Transport> Inner<T> {
     fn is_shut_down(&self) -> bool {
-        self.shut_down.load(Ordering::SeqCst)
+        self.hub.is_shut_down()
     }
 
     fn local_region(&self, key: u64) -> Option<Arc<Owned<T::Mr>>> {
-        read_lock(&self.regions).by_key.get(&key).cloned()
+        read_lock(&self.regions).table.get(key).cloned()
     }
 
     fn region_by_handle(&self, handle: u32) -> Option<Arc<Region>> {
         let r = read_lock(&self.regions);
         let key = r.by_handle.get(&handle)?;
-        r.by_key.get(key).map(|o| Arc::clone(&o.region))
+        r.table.get(*key).map(|o| Arc::clone(&o.region))
     }
 
     fn region_by_id(&self, id: RegionId) -> Option<Arc<Owned<T::Mr>>> {
-        let r = read_lock(&self.regions);
-        let key = r.by_id.get(&id)?;
-        r.by_key.get(key).cloned()
+        read_lock(&self.regions)
+            .table
+            .find(id)
+            .map(|(_, o)| Arc::clone(o))
     }
 
+    /// Installs a freshly connected link, replacing a failed one or an older incarnation; a
+    /// refused endpoint is closed.
     fn install(
         self: &Arc<Self>,
         peer: NodeId,
@@ -291,61 +282,17 @@ impl<T: Transport> Inner<T> {
         core: Arc<Core>,
         ep: T::Endpoint,
     ) -> Result<Arc<RdmaLink<T>>, String> {
-        let mut links = lock(&self.links);
-        let mut replaced = None;
-        if let Some(old) = links.get(&peer) {
-            if !old.core.is_failed() {
-                if old.incarnation == incarnation {
-                    self.transport.close(&ep);
-                    return Err("a live link to this incarnation exists".into());
-                }
-                replaced = Some(Arc::clone(old));
-            }
-        } else if links.len() >= self.common.max_links {
-            self.transport.close(&ep);
-            return Err("too many links".into());
-        }
-        let link = RdmaLink::start(self, peer, incarnation, stream, core, ep)
-            .map_err(|e| e.to_string())?;
-        links.insert(peer, Arc::clone(&link));
-        self.links_changed.notify_all();
-        drop(links);
-        if let Some(old) = replaced {
-            old.core
-                .fail_with("replaced by a new incarnation of the peer".into(), true);
-        }
-        Ok(link)
-    }
-
-    fn accept_loop(self: Arc<Self>, listener: TcpListener) {
-        for conn in listener.incoming() {
-            if self.is_shut_down() {
-                break;
-            }
-            let stream = match conn {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "side-channel accept failed");
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
+        let mut ep = Some(ep);
+        let installed = self.hub.install(peer, incarnation, || {
+            let Some(ep) = ep.take() else {
+                return Err("no endpoint".to_string());
             };
-            if self.handshakes.fetch_add(1, Ordering::SeqCst) >= self.common.max_handshakes {
-                self.handshakes.fetch_sub(1, Ordering::SeqCst);
-                tracing::warn!("too many concurrent handshakes; closing a connection");
-                continue;
-            }
-            let me = Arc::clone(&self);
-            let spawned = std::thread::Builder::new()
-                .name(format!("{}-hello", self.transport.name()))
-                .spawn(move || {
-                    me.handshake_incoming(stream);
-                    me.handshakes.fetch_sub(1, Ordering::SeqCst);
-                });
-            if spawned.is_err() {
-                self.handshakes.fetch_sub(1, Ordering::SeqCst);
-            }
+            RdmaLink::start(self, peer, stream, core, ep).map_err(|e| e.to_string())
+        });
+        if let Some(ep) = ep {
+            self.transport.close(&ep);
         }
+        installed.map_err(|refused| refused.to_string())
     }
 
     fn welcome(&self, status: u8, payload: &[u8]) -> Msg {
@@ -354,51 +301,35 @@ impl<T: Transport> Inner<T> {
             MAGIC,
             [
                 u64::from(self.common.local_id),
-                self.incarnation,
+                self.hub.incarnation(),
                 VERSION,
                 0,
             ],
         )
         .with_flags(status)
-        .with_payload(payload)
+        .with_body(payload)
     }
 
     fn handshake_incoming(self: &Arc<Self>, mut stream: TcpStream) {
-        let from = stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| "?".into());
-        let _ = stream.set_read_timeout(Some(self.common.handshake_timeout));
-        let _ = stream.set_write_timeout(Some(self.common.handshake_timeout));
-        let hello = match Msg::read_from(&mut stream) {
-            Ok(m) if m.kind == kind::HELLO && m.word == MAGIC => m,
-            Ok(_) => {
-                tracing::warn!(%from, "refused side-channel connection: not a hello");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(%from, error = %e, "side-channel connection closed before its hello");
-                return;
-            }
+        let timeout = self.common.handshake_timeout;
+        let Some((hello, from)) = Msg::receive_hello(&mut stream, timeout, kind::HELLO, MAGIC)
+        else {
+            return;
         };
-        let (peer, to) = (hello.f[0] as u32, (hello.f[0] >> 32) as u32);
+        let (peer, to) = hello.hello_nodes();
         let me = self.common.local_id;
         let refuse = |stream: &mut TcpStream, status: u8, why: String| {
             tracing::warn!(%from, peer, "refused {} connection: {why}", self.transport.name());
             let _ = self.welcome(status, why.as_bytes()).write_to(stream);
         };
-        if hello.f[2] != VERSION {
-            let why = format!(
-                "protocol version {}, this node speaks {VERSION}",
-                hello.f[2]
-            );
-            return refuse(&mut stream, wire::WRONG_VERSION, why);
+        match side_channel::check_hello(me, peer, to, hello.f[2], VERSION) {
+            Ok(()) => {}
+            Err(HelloRefusal::Version(why)) => {
+                return refuse(&mut stream, wire::WRONG_VERSION, why)
+            }
+            Err(HelloRefusal::Node(why)) => return refuse(&mut stream, wire::WRONG_NODE, why),
         }
-        if to != me || peer == me {
-            let why = format!("it claims node {peer} and wants node {to}, this is node {me}");
-            return refuse(&mut stream, wire::WRONG_NODE, why);
-        }
-        let (pending, payload) = match self.transport.accept_prepare(peer, &hello.payload) {
+        let (pending, payload) = match self.transport.accept_prepare(peer, &hello.body) {
             Ok(x) => x,
             Err(e) => return refuse(&mut stream, wire::TRANSPORT, e.to_string()),
         };
@@ -406,7 +337,7 @@ impl<T: Transport> Inner<T> {
             tracing::warn!(%from, peer, error = %e, "sending the welcome failed");
             return;
         }
-        let core = Core::new(self, peer);
+        let core = Core::new(self, peer, hello.f[1]);
         let events: Arc<dyn Events> = Arc::clone(&core) as Arc<dyn Events>;
         let ep =
             match self
@@ -429,22 +360,7 @@ impl<T: Transport> Inner<T> {
         }
     }
 
-    fn dial(
-        self: &Arc<Self>,
-        peer: NodeId,
-        addr: SocketAddr,
-        deadline: Instant,
-    ) -> Result<Arc<RdmaLink<T>>, FabricError> {
-        crate::dialing::dial_until(
-            peer,
-            addr,
-            deadline,
-            || self.is_shut_down(),
-            |stream| self.handshake_outgoing(peer, addr, stream),
-        )
-    }
-
-    fn handshake_outgoing(
+    pub(crate) fn handshake_outgoing(
         self: &Arc<Self>,
         peer: NodeId,
         addr: SocketAddr,
@@ -457,31 +373,19 @@ impl<T: Transport> Inner<T> {
             MAGIC,
             [
                 u64::from(self.common.local_id) | u64::from(peer) << 32,
-                self.incarnation,
+                self.hub.incarnation(),
                 VERSION,
                 0,
             ],
         )
-        .with_payload(&payload);
-        stream
-            .set_read_timeout(Some(self.common.handshake_timeout))
-            .and_then(|()| stream.set_write_timeout(Some(self.common.handshake_timeout)))
-            .and_then(|()| hello.write_to(&mut stream))
-            .map_err(|e| refuse(format!("sending hello to {addr}: {e}")))?;
-        let w = Msg::read_from(&mut stream)
-            .map_err(|e| refuse(format!("no welcome from {addr}: {e}")))?;
-        if w.kind != kind::WELCOME || w.word != MAGIC {
-            return Err(refuse(format!("{addr} does not speak this side channel")));
-        }
-        let said = String::from_utf8_lossy(&w.payload).into_owned();
+        .with_body(&payload);
+        let timeout = self.common.handshake_timeout;
+        let w = hello
+            .exchange(&mut stream, timeout, kind::WELCOME, MAGIC, addr)
+            .map_err(refuse)?;
+        let said = String::from_utf8_lossy(&w.body).into_owned();
         match w.flags {
-            wire::ACCEPTED if w.f[0] == u64::from(peer) => {}
-            wire::ACCEPTED | wire::WRONG_NODE => {
-                return Err(refuse(format!(
-                    "{addr} is node {}, not node {peer}",
-                    w.f[0]
-                )))
-            }
+            _ if w.verdict().check(peer, addr).map_err(refuse)? => {}
             wire::WRONG_VERSION => return Err(refuse(format!("{addr}: {said}"))),
             wire::TRANSPORT => {
                 return Err(refuse(format!(
@@ -491,13 +395,13 @@ impl<T: Transport> Inner<T> {
             }
             other => return Err(refuse(format!("{addr} refused the link (status {other})"))),
         }
-        let core = Core::new(self, peer);
+        let core = Core::new(self, peer, w.f[1]);
         let events: Arc<dyn Events> = Arc::clone(&core) as Arc<dyn Events>;
         let ep = self
             .transport
             .establish(
                 pending,
-                Some(&w.payload),
+                Some(&w.body),
                 self.common.handshake_timeout,
                 events,
             )
@@ -513,37 +417,29 @@ impl<T: Transport> Inner<T> {
 impl<T: Transport> RdmaFabric<T> {
     /// Binds the side channel and starts accepting peers.
     pub(crate) fn start(transport: T, common: Common) -> Result<Self, FabricError> {
-        let listener = TcpListener::bind(common.listen).map_err(|e| {
-            FabricError::io(format!("binding the side channel {}", common.listen), e)
-        })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| FabricError::io("reading the side channel's bound address", e))?;
-        let incarnation = nonce(common.local_id);
+        let hub_config = HubConfig::new(
+            common.local_id,
+            common.listen,
+            common.max_handshakes,
+            common.max_links,
+        );
+        let (hub, listener) = Hub::bind(hub_config, "side channel")?;
+        let first_key = hub.incarnation().rotate_left(11);
         let inner = Arc::new(Inner {
             transport,
             common,
-            local_addr,
-            incarnation,
-            start: Instant::now(),
-            regions: RwLock::new(Regions::default()),
-            next_key: AtomicU64::new(incarnation.rotate_left(11) | 1),
+            hub,
+            regions: RwLock::new(Regions {
+                table: RegionTable::new(first_key),
+                by_handle: HashMap::new(),
+            }),
             next_handle: AtomicU32::new(1),
-            links: Mutex::new(HashMap::new()),
-            links_changed: Condvar::new(),
-            failures: FailureHub::default(),
-            shut_down: AtomicBool::new(false),
-            handshakes: AtomicUsize::new(0),
         });
         let acceptor = Arc::clone(&inner);
-        std::thread::Builder::new()
-            .name(format!(
-                "{}-accept-{}",
-                inner.transport.name(),
-                inner.common.local_id
-            ))
-            .spawn(move || acceptor.accept_loop(listener))
-            .map_err(|e| FabricError::io("spawning the accept thread", e))?;
+        let backend = inner.transport.name();
+        inner.hub.serve(listener, backend, move |stream| {
+            acceptor.handshake_incoming(stream)
+        })?;
         Ok(Self { inner })
     }
 
@@ -557,41 +453,17 @@ impl<T: Transport> RdmaFabric<T> {
     }
 
     fn stop(&self, graceful: bool) {
-        if self.inner.shut_down.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let links: Vec<Arc<RdmaLink<T>>> = lock(&self.inner.links).values().cloned().collect();
-        for l in links {
-            if graceful {
-                l.say_goodbye();
-            }
-            l.core.fail_with("local fabric shut down".into(), false);
-            self.inner.transport.close(&l.ep);
-        }
-        {
-            let _g = lock(&self.inner.links);
-            self.inner.links_changed.notify_all();
-        }
-        let _ = TcpStream::connect_timeout(&self.inner.local_addr, Duration::from_millis(200));
+        self.inner.hub.shut_down(graceful, || {});
     }
 
     pub(crate) fn local_id(&self) -> NodeId {
         self.inner.common.local_id
     }
 
-    pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.inner.local_addr
-    }
-
     pub(crate) fn register(&self, spec: RegionSpec) -> Result<Arc<Region>, FabricError> {
-        if self.inner.is_shut_down() {
-            return Err(FabricError::Shutdown);
-        }
+        self.inner.hub.check_running()?;
         let mut regions = write_lock(&self.inner.regions);
-        if regions.by_id.contains_key(&spec.id) {
-            return Err(FabricError::DuplicateRegion(spec.id));
-        }
-        let key = self.inner.next_key.fetch_add(2, Ordering::Relaxed);
+        let key = regions.table.reserve(spec.id)?;
         let region = Arc::new(Region::allocate(self.inner.common.local_id, &spec, key)?);
         let reg = self.inner.transport.register(&region)?;
         let handle = loop {
@@ -600,7 +472,8 @@ impl<T: Transport> RdmaFabric<T> {
                 break h;
             }
         };
-        regions.by_key.insert(
+        regions.table.insert(
+            spec.id,
             key,
             Arc::new(Owned {
                 region: Arc::clone(&region),
@@ -608,7 +481,6 @@ impl<T: Transport> RdmaFabric<T> {
                 handle,
             }),
         );
-        regions.by_id.insert(spec.id, key);
         regions.by_handle.insert(handle, key);
         Ok(region)
     }
@@ -616,10 +488,7 @@ impl<T: Transport> RdmaFabric<T> {
     pub(crate) fn deregister(&self, id: RegionId) -> Result<(), FabricError> {
         let owned = {
             let mut regions = write_lock(&self.inner.regions);
-            let Some(key) = regions.by_id.remove(&id) else {
-                return Ok(());
-            };
-            let owned = regions.by_key.remove(&key);
+            let owned = regions.table.remove(id).map(|(_, o)| o);
             if let Some(o) = &owned {
                 regions.by_handle.remove(&o.handle);
             }
@@ -627,7 +496,7 @@ impl<T: Transport> RdmaFabric<T> {
         };
         let Some(owned) = owned else { return Ok(()) };
         // Tell every peer to stop writing into it, and wait (bounded) until they have.
-        let links: Vec<Arc<RdmaLink<T>>> = lock(&self.inner.links).values().cloned().collect();
+        let links: Vec<Arc<RdmaLink<T>>> = self.inner.hub.links().values().cloned().collect();
         let deadline = Instant::now() + Duration::from_secs(2);
         for l in &links {
             l.send_revoke(owned.reg.rkey);
@@ -640,61 +509,29 @@ impl<T: Transport> RdmaFabric<T> {
         Ok(())
     }
 
-    pub(crate) fn connect(
-        &self,
-        peer: NodeId,
-        addr: SocketAddr,
-        timeout: Duration,
-    ) -> Result<Arc<dyn Link>, FabricError> {
-        let link = crate::dialing::connect_by_rule(
-            self.inner.common.local_id,
-            peer,
-            timeout,
-            &self.inner.links,
-            &self.inner.links_changed,
-            || self.inner.is_shut_down(),
-            |l| l.core.is_failed(),
-            |deadline| self.inner.dial(peer, addr, deadline),
-        )?;
-        Ok(Arc::new(LinkHandle(link)))
-    }
-
-    pub(crate) fn link(&self, peer: NodeId) -> Option<Arc<dyn Link>> {
-        lock(&self.inner.links)
-            .get(&peer)
-            .map(|l| Arc::new(LinkHandle(Arc::clone(l))) as Arc<dyn Link>)
-    }
-
-    pub(crate) fn subscribe_failures(&self, handler: FailureHandler) -> SubscriptionId {
-        self.inner.failures.subscribe(handler)
-    }
-
-    pub(crate) fn unsubscribe_failures(&self, id: SubscriptionId) {
-        self.inner.failures.unsubscribe(id)
-    }
-
-    pub(crate) fn now(&self) -> Duration {
-        self.inner.start.elapsed()
-    }
-
     pub(crate) fn shutdown(&self) {
         self.stop(true);
     }
 }
 
 /// Delegates the [`crate::Fabric`] trait of a public backend type (a newtype around
-/// `RdmaFabric<T>` in field `.0`).
+/// `RdmaFabric<T>` in field `.0`), and gives it `abort`.
 macro_rules! delegate_fabric {
     ($ty:ty) => {
+        impl $ty {
+            /// Closes every link without a goodbye, as a crash would (for tests of failure
+            /// handling).
+            pub fn abort(&self) {
+                self.0.abort();
+            }
+        }
+
         impl $crate::Fabric for $ty {
             fn local_id(&self) -> $crate::NodeId {
                 self.0.local_id()
             }
             fn backend(&self) -> &'static str {
                 $crate::rdma::Transport::name(self.0.transport())
-            }
-            fn local_addr(&self) -> Option<std::net::SocketAddr> {
-                Some(self.0.local_addr())
             }
             fn writes_land_passively(&self) -> bool {
                 $crate::rdma::Transport::writes_land_passively(self.0.transport())
@@ -708,29 +545,7 @@ macro_rules! delegate_fabric {
             fn deregister(&self, id: $crate::RegionId) -> Result<(), $crate::FabricError> {
                 self.0.deregister(id)
             }
-            fn connect(
-                &self,
-                peer: $crate::NodeId,
-                addr: std::net::SocketAddr,
-                timeout: std::time::Duration,
-            ) -> Result<std::sync::Arc<dyn $crate::Link>, $crate::FabricError> {
-                self.0.connect(peer, addr, timeout)
-            }
-            fn link(&self, peer: $crate::NodeId) -> Option<std::sync::Arc<dyn $crate::Link>> {
-                self.0.link(peer)
-            }
-            fn subscribe_failures(
-                &self,
-                handler: $crate::FailureHandler,
-            ) -> $crate::SubscriptionId {
-                self.0.subscribe_failures(handler)
-            }
-            fn unsubscribe_failures(&self, id: $crate::SubscriptionId) {
-                self.0.unsubscribe_failures(id)
-            }
-            fn now(&self) -> std::time::Duration {
-                self.0.now()
-            }
+            $crate::side_channel::hub_fabric_methods!(0.inner);
             fn shutdown(&self) {
                 self.0.shutdown()
             }
@@ -742,23 +557,17 @@ pub(crate) use delegate_fabric;
 /// The part of a link the transport's progress thread reports to (it holds no endpoint, so the
 /// progress thread and the link do not keep each other alive).
 pub(crate) struct Core {
-    peer: NodeId,
+    state: Arc<LinkState>,
     fabric: Weak<dyn CoreFabric>,
-    failed: OnceLock<String>,
     stopped: AtomicBool,
-    control: OnceLock<TcpStream>,
     /// Length announced for the next write with an immediate.
     next_len: AtomicU64,
-    /// Every ticket up to this one completed (a completion covers the writes before it).
-    done: Mutex<u64>,
-    done_cond: Condvar,
 }
 
 /// What a link core needs from its fabric (object-safe, so `Core` is not generic).
 trait CoreFabric: Send + Sync {
     fn region_by_handle(&self, handle: u32) -> Option<Arc<Region>>;
     fn is_shut_down(&self) -> bool;
-    fn report(&self, peer: NodeId, reason: &str);
 }
 
 impl<T: Transport> CoreFabric for Inner<T> {
@@ -768,62 +577,31 @@ impl<T: Transport> CoreFabric for Inner<T> {
     fn is_shut_down(&self) -> bool {
         Inner::is_shut_down(self)
     }
-    fn report(&self, peer: NodeId, reason: &str) {
-        self.failures.report(peer, reason)
-    }
 }
 
 impl Core {
-    fn new<T: Transport>(fabric: &Arc<Inner<T>>, peer: NodeId) -> Arc<Self> {
+    fn new<T: Transport>(fabric: &Arc<Inner<T>>, peer: NodeId, incarnation: u64) -> Arc<Self> {
         let weak: Weak<Inner<T>> = Arc::downgrade(fabric);
         Arc::new(Self {
-            peer,
+            state: Arc::new(LinkState::new(peer, incarnation, fabric.hub.reporter())),
             fabric: weak,
-            failed: OnceLock::new(),
             stopped: AtomicBool::new(false),
-            control: OnceLock::new(),
             next_len: AtomicU64::new(0),
-            done: Mutex::new(0),
-            done_cond: Condvar::new(),
         })
     }
 
     pub(crate) fn is_failed(&self) -> bool {
-        self.failed.get().is_some()
+        self.state.is_failed()
     }
 
     fn fail_with(&self, reason: String, report: bool) {
-        if self.failed.set(reason.clone()).is_err() {
-            return;
-        }
-        self.stopped.store(true, Ordering::SeqCst);
-        if let Some(c) = self.control.get() {
-            let _ = c.shutdown(Shutdown::Both);
-        }
-        {
-            let _g = lock(&self.done);
-            self.done_cond.notify_all();
-        }
-        if let Some(f) = self.fabric.upgrade() {
-            if report && !f.is_shut_down() {
-                f.report(self.peer, &reason);
-            }
-        }
+        self.state.fail(&reason, report, || {
+            self.stopped.store(true, Ordering::SeqCst);
+        });
     }
 
     fn error(&self) -> FabricError {
-        FabricError::LinkFailed {
-            peer: self.peer,
-            reason: self
-                .failed
-                .get()
-                .cloned()
-                .unwrap_or_else(|| "unknown".to_string()),
-        }
-    }
-
-    fn completed(&self, ticket: u64) -> bool {
-        ticket <= *lock(&self.done)
+        self.state.error()
     }
 }
 
@@ -846,7 +624,7 @@ impl Core {
         let handle = ((data >> 32) as u32) & MAX_HANDLE;
         let Some(region) = f.region_by_handle(handle) else {
             tracing::debug!(
-                peer = self.peer,
+                peer = self.state.peer(),
                 handle,
                 "discarded a write to an unregistered region"
             );
@@ -854,7 +632,7 @@ impl Core {
         };
         if data & DATA_IMM != 0 {
             let n = Notification {
-                from: self.peer,
+                from: self.state.peer(),
                 imm: data as u32,
                 len: len.unwrap_or_else(|| self.next_len.swap(0, Ordering::Relaxed) as usize),
             };
@@ -891,11 +669,8 @@ impl Events for Core {
     }
 
     fn sent(&self, ticket: u64) {
-        let mut upto = lock(&self.done);
-        if ticket > *upto {
-            *upto = ticket;
-            self.done_cond.notify_all();
-        }
+        // A completion covers every write posted before it on the endpoint.
+        self.state.applied(ticket);
     }
 
     fn failed(&self, reason: String) {
@@ -904,42 +679,6 @@ impl Events for Core {
 
     fn stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
-    }
-}
-
-impl CompletionSource for Core {
-    fn poll_ticket(&self, ticket: u64) -> Option<Result<(), FabricError>> {
-        if self.completed(ticket) {
-            Some(Ok(()))
-        } else if self.is_failed() {
-            Some(Err(self.error()))
-        } else {
-            None
-        }
-    }
-
-    fn wait_ticket(&self, ticket: u64, timeout: Duration) -> Result<(), FabricError> {
-        let deadline = Instant::now() + timeout;
-        let mut g = lock(&self.done);
-        loop {
-            if ticket <= *g {
-                return Ok(());
-            }
-            if self.is_failed() {
-                return Err(self.error());
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(FabricError::Timeout {
-                    what: format!("completion of a write to node {}", self.peer),
-                    after: timeout,
-                });
-            }
-            g = match self.done_cond.wait_timeout(g, deadline - now) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
-        }
     }
 }
 
@@ -967,28 +706,15 @@ struct Tx {
 pub(crate) struct RdmaLink<T: Transport> {
     core: Arc<Core>,
     fabric: Weak<Inner<T>>,
-    incarnation: u64,
     ep: T::Endpoint,
     /// Held while posting so writes are posted in issue order.
     tx: Mutex<Tx>,
     sock: Mutex<TcpStream>,
-    queries: Mutex<HashMap<u32, Option<Answer>>>,
-    query_cond: Condvar,
-    next_query: AtomicU32,
-    remote: Mutex<HashMap<RegionId, RemoteRegion>>,
+    queries: Queries<Answer>,
     peer_regions: Mutex<HashMap<u64, PeerRegion>>,
     revoked_acks: Mutex<BTreeSet<u64>>,
     revoked_cond: Condvar,
     send_timeout: Duration,
-}
-
-impl<T: Transport> std::fmt::Debug for RdmaLink<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RdmaLink")
-            .field("peer", &self.core.peer)
-            .field("failed", &self.core.failed.get())
-            .finish_non_exhaustive()
-    }
 }
 
 impl<T: Transport> Drop for RdmaLink<T> {
@@ -1004,35 +730,21 @@ impl<T: Transport> RdmaLink<T> {
     fn start(
         fabric: &Arc<Inner<T>>,
         peer: NodeId,
-        incarnation: u64,
         stream: TcpStream,
         core: Arc<Core>,
         ep: T::Endpoint,
     ) -> Result<Arc<Self>, FabricError> {
         let ctx = |what: &str| format!("{what} for link to node {peer}");
-        stream
-            .set_nodelay(true)
-            .and_then(|()| stream.set_read_timeout(None))
-            .and_then(|()| stream.set_write_timeout(Some(fabric.common.send_timeout)))
-            .map_err(|e| FabricError::io(ctx("configuring the side channel"), e))?;
-        let reader = stream
-            .try_clone()
-            .map_err(|e| FabricError::io(ctx("cloning socket"), e))?;
-        let control = stream
-            .try_clone()
-            .map_err(|e| FabricError::io(ctx("cloning socket"), e))?;
-        let _ = core.control.set(control);
+        let (reader, control) =
+            side_channel::link_stream(&stream, fabric.common.send_timeout, peer)?;
+        core.state.set_control(control);
         let link = Arc::new(Self {
             core,
             fabric: Arc::downgrade(fabric),
-            incarnation,
             ep,
             tx: Mutex::new(Tx::default()),
             sock: Mutex::new(stream),
-            queries: Mutex::new(HashMap::new()),
-            query_cond: Condvar::new(),
-            next_query: AtomicU32::new(1),
-            remote: Mutex::new(HashMap::new()),
+            queries: Queries::new(),
             peer_regions: Mutex::new(HashMap::new()),
             revoked_acks: Mutex::new(BTreeSet::new()),
             revoked_cond: Condvar::new(),
@@ -1044,15 +756,6 @@ impl<T: Transport> RdmaLink<T> {
             .spawn(move || rx.receive_loop(reader))
             .map_err(|e| FabricError::io(ctx("spawning the side-channel thread"), e))?;
         Ok(link)
-    }
-
-    fn say_goodbye(&self) {
-        if self.core.is_failed() {
-            return;
-        }
-        if let Ok(mut s) = self.sock.try_lock() {
-            let _ = Msg::new(kind::GOODBYE, 0, [0; 4]).write_to(&mut *s);
-        }
     }
 
     fn send(&self, msg: &Msg) -> Result<(), FabricError> {
@@ -1080,15 +783,12 @@ impl<T: Transport> RdmaLink<T> {
             let now = Instant::now();
             if now >= deadline {
                 tracing::warn!(
-                    peer = self.core.peer,
+                    peer = self.core.state.peer(),
                     "peer did not confirm a region revocation"
                 );
                 return;
             }
-            acks = match self.revoked_cond.wait_timeout(acks, deadline - now) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
+            acks = wait_timeout(&self.revoked_cond, acks, deadline - now);
         }
     }
 
@@ -1100,7 +800,7 @@ impl<T: Transport> RdmaLink<T> {
             if let Some(p) = lock(&self.peer_regions).get_mut(&rkey) {
                 p.revoked = true;
             }
-            lock(&self.remote).retain(|_, r| r.key != rkey);
+            self.core.state.forget_key(rkey);
             // The owner keeps the region registered until it hears back, so a fence into it
             // (or into any other region written since the last completion) is still valid.
             match self.fabric.upgrade() {
@@ -1110,7 +810,7 @@ impl<T: Transport> RdmaLink<T> {
         };
         if let Ok(last) = last {
             if last > 0 {
-                let _ = self.core.wait_ticket(last, Duration::from_secs(1));
+                let _ = self.core.state.wait_ticket(last, Duration::from_secs(1));
             }
         }
         let _ = self.send(&Msg::new(kind::REVOKED, 0, [rkey, 0, 0, 0]));
@@ -1142,7 +842,7 @@ impl<T: Transport> RdmaLink<T> {
         if self.core.is_failed() {
             return Err(self.core.error());
         }
-        req.validate(self.core.peer)?;
+        req.validate(self.core.state.peer())?;
         let fabric = self.fabric.upgrade().ok_or(FabricError::Shutdown)?;
         let src = fabric
             .local_region(req.src.key())
@@ -1160,10 +860,7 @@ impl<T: Transport> RdmaLink<T> {
         }
         let target = lock(&self.peer_regions).get(&req.dst.key).copied();
         let Some(target) = target else {
-            return Err(FabricError::Misaddressed(format!(
-                "{} (key {:#x}) was not looked up on the link to node {}",
-                req.dst.id, req.dst.key, self.core.peer
-            )));
+            return Err(not_looked_up(req, self.core.state.peer()));
         };
         if target.revoked {
             // Deregistered by its owner: discarded, as on every backend. A signaled write
@@ -1251,13 +948,7 @@ impl<T: Transport> RdmaLink<T> {
         let outcome: Result<(), String> = loop {
             let msg = match Msg::read_from(&mut reader) {
                 Ok(m) => m,
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    break Err("side channel closed by peer".to_string())
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    break Err(format!("protocol violation: {e}"))
-                }
-                Err(e) => break Err(format!("side channel receive failed: {e}")),
+                Err(e) => break Err(read_failure(&e)),
             };
             let Some(fabric) = self.fabric.upgrade() else {
                 break Ok(());
@@ -1271,7 +962,7 @@ impl<T: Transport> RdmaLink<T> {
                             [msg.f[0], o.reg.rkey, o.reg.addr, o.region.len() as u64],
                         )
                         .with_flags(wire::FOUND)
-                        .with_payload(&o.handle.to_le_bytes()),
+                        .with_body(&o.handle.to_le_bytes()),
                         None => Msg::new(kind::ANSWER, msg.word, [msg.f[0], 0, 0, 0]),
                     };
                     if self.send(&answer).is_err() {
@@ -1279,17 +970,17 @@ impl<T: Transport> RdmaLink<T> {
                     }
                 }
                 kind::ANSWER => {
-                    let found = msg.flags & wire::FOUND != 0 && msg.payload.len() >= 4;
+                    let found = msg.flags & wire::FOUND != 0 && msg.body.len() >= 4;
                     let answer = found.then(|| {
                         let handle = u32::from_le_bytes([
-                            msg.payload[0],
-                            msg.payload[1],
-                            msg.payload[2],
-                            msg.payload[3],
+                            msg.body[0],
+                            msg.body[1],
+                            msg.body[2],
+                            msg.body[3],
                         ]);
                         (
                             RemoteRegion {
-                                owner: self.core.peer,
+                                owner: self.core.state.peer(),
                                 id: RegionId(msg.f[0]),
                                 len: msg.f[3] as usize,
                                 key: msg.f[1],
@@ -1298,11 +989,7 @@ impl<T: Transport> RdmaLink<T> {
                             handle,
                         )
                     });
-                    let mut q = lock(&self.queries);
-                    if let Some(slot) = q.get_mut(&msg.word) {
-                        *slot = Some(answer);
-                    }
-                    self.query_cond.notify_all();
+                    self.queries.answer(msg.word, answer);
                 }
                 kind::REVOKE => {
                     // Off this thread: waiting for completions must not stall lookups.
@@ -1326,109 +1013,70 @@ impl<T: Transport> RdmaLink<T> {
         if let Err(reason) = outcome {
             self.core.fail_with(reason, true);
         }
-        let _g = lock(&self.queries);
-        self.query_cond.notify_all();
+        self.queries.wake();
     }
 
     fn query_once(&self, id: RegionId, deadline: Instant) -> Result<Answer, FabricError> {
-        let qid = self.next_query.fetch_add(1, Ordering::Relaxed);
-        lock(&self.queries).insert(qid, None);
-        if let Err(e) = self.send(&Msg::new(kind::QUERY, qid, [id.0, 0, 0, 0])) {
-            lock(&self.queries).remove(&qid);
-            return Err(e);
-        }
-        let mut q = lock(&self.queries);
-        loop {
-            if self.core.is_failed() {
-                q.remove(&qid);
-                return Err(self.core.error());
-            }
-            if let Some(Some(answer)) = q.get(&qid) {
-                let answer = *answer;
-                q.remove(&qid);
-                return Ok(answer);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                q.remove(&qid);
-                return Ok(None);
-            }
-            let wait = (deadline - now).min(Duration::from_millis(20));
-            q = match self.query_cond.wait_timeout(q, wait) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
-        }
+        let answer = self.queries.ask(&self.core.state, deadline, |qid| {
+            self.send(&Msg::new(kind::QUERY, qid, [id.0, 0, 0, 0]))
+        })?;
+        Ok(answer.flatten())
     }
 }
 
-/// The public face of a link.
-struct LinkHandle<T: Transport>(Arc<RdmaLink<T>>);
+impl<T: Transport> SideLink for RdmaLink<T> {
+    const NAME: &'static str = "RdmaLink";
 
-impl<T: Transport> std::fmt::Debug for LinkHandle<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+    fn state(&self) -> &Arc<LinkState> {
+        &self.core.state
     }
-}
 
-impl<T: Transport> Link for LinkHandle<T> {
-    fn peer(&self) -> NodeId {
-        self.0.core.peer
+    fn fail_with(&self, reason: String, report: bool) {
+        self.core.fail_with(reason, report);
+    }
+
+    fn say_goodbye(&self) {
+        if self.core.is_failed() {
+            return;
+        }
+        if let Ok(mut s) = self.sock.try_lock() {
+            let _ = Msg::new(kind::GOODBYE, 0, [0; 4]).write_to(&mut *s);
+        }
     }
 
     fn remote_region(&self, id: RegionId, timeout: Duration) -> Result<RemoteRegion, FabricError> {
-        if let Some(r) = lock(&self.0.remote).get(&id) {
-            return Ok(*r);
-        }
-        let deadline = Instant::now() + timeout;
-        let mut backoff = crate::dialing::LookupBackoff::new();
-        loop {
-            let attempt_deadline = (Instant::now() + Duration::from_millis(200)).min(deadline);
-            if let Some((found, handle)) = self.0.query_once(id, attempt_deadline)? {
-                lock(&self.0.peer_regions).insert(
-                    found.key,
-                    PeerRegion {
-                        handle,
-                        revoked: false,
-                    },
-                );
-                lock(&self.0.remote).insert(id, found);
-                return Ok(found);
-            }
-            if Instant::now() >= deadline {
-                return Err(FabricError::NoSuchRegion {
-                    peer: self.0.core.peer,
-                    region: id,
-                });
-            }
-            backoff.pause();
-        }
+        let ask = |deadline| self.query_once(id, deadline);
+        self.core.state.remote_region(
+            id,
+            timeout,
+            |_| true,
+            ask,
+            |(found, handle)| {
+                let known = PeerRegion {
+                    handle,
+                    revoked: false,
+                };
+                lock(&self.peer_regions).insert(found.key, known);
+                Ok(found)
+            },
+        )
     }
 
-    fn write(&self, req: &WriteRequest<'_>) -> Result<(), FabricError> {
-        self.0.post(req, false).map(|_| ())
-    }
-
-    fn write_signaled(&self, req: &WriteRequest<'_>) -> Result<Completion, FabricError> {
-        let ticket = self.0.post(req, true)?;
-        Ok(Completion::new(
-            Arc::clone(&self.0.core) as Arc<dyn CompletionSource>,
-            ticket,
-        ))
-    }
-
-    fn failure(&self) -> Option<String> {
-        self.0.core.failed.get().cloned()
-    }
-
-    fn fail(&self, reason: &str) {
-        self.0.core.fail_with(reason.to_string(), true);
+    fn post_write(&self, req: &WriteRequest<'_>, signaled: bool) -> Result<u64, FabricError> {
+        self.post(req, signaled)
     }
 
     fn poll_progress(&self) -> bool {
-        if self.0.core.stopped.load(Ordering::Relaxed) {
+        if self.core.stopped.load(Ordering::Relaxed) {
             return false;
         }
-        T::poll_progress(&self.0.ep)
+        T::poll_progress(&self.ep)
+    }
+
+    fn close(&self) {
+        self.core.fail_with("local fabric shut down".into(), false);
+        if let Some(fabric) = self.fabric.upgrade() {
+            fabric.transport.close(&self.ep);
+        }
     }
 }

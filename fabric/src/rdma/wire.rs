@@ -21,14 +21,12 @@
 //!
 //! ANSWER's payload is 8 bytes: the region's notification handle (u32) and 4 reserved bytes.
 
-use std::io::{Read, Write};
+use crate::side_channel::frame::Message;
 
 /// Identifies the side channel ("DRRD").
 pub(crate) const MAGIC: u32 = 0x4452_5244;
 /// Protocol version; peers with another version are refused.
 pub(crate) const VERSION: u64 = 1;
-/// Size of a message header.
-pub(crate) const HEADER_LEN: usize = 40;
 /// Longest payload a message may carry.
 pub(crate) const MAX_PAYLOAD: usize = 1024;
 
@@ -43,96 +41,12 @@ pub(crate) mod kind {
     pub(crate) const GOODBYE: u8 = 7;
 }
 
-/// WELCOME status: accepted.
-pub(crate) const ACCEPTED: u8 = 0;
-/// WELCOME status: the hello named another node, or claimed ours.
-pub(crate) const WRONG_NODE: u8 = 1;
-/// WELCOME status: another protocol version.
-pub(crate) const WRONG_VERSION: u8 = 2;
+pub(crate) use crate::side_channel::frame::{ACCEPTED, FOUND, WRONG_NODE, WRONG_VERSION};
 /// WELCOME status: the transport could not prepare an endpoint.
 pub(crate) const TRANSPORT: u8 = 3;
 
-/// ANSWER flag: the region exists.
-pub(crate) const FOUND: u8 = 1;
-
-/// One side-channel message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Msg {
-    pub kind: u8,
-    pub flags: u8,
-    pub word: u32,
-    pub f: [u64; 4],
-    pub payload: Vec<u8>,
-}
-
-impl Msg {
-    pub(crate) fn new(kind: u8, word: u32, f: [u64; 4]) -> Self {
-        Self {
-            kind,
-            flags: 0,
-            word,
-            f,
-            payload: Vec::new(),
-        }
-    }
-
-    pub(crate) fn with_flags(mut self, flags: u8) -> Self {
-        self.flags = flags;
-        self
-    }
-
-    pub(crate) fn with_payload(mut self, payload: &[u8]) -> Self {
-        self.payload = payload[..payload.len().min(MAX_PAYLOAD)].to_vec();
-        self
-    }
-
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + self.payload.len());
-        out.push(self.kind);
-        out.push(self.flags);
-        out.extend_from_slice(&(self.payload.len() as u16).to_le_bytes());
-        out.extend_from_slice(&self.word.to_le_bytes());
-        for v in self.f {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out.extend_from_slice(&self.payload);
-        out
-    }
-
-    pub(crate) fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
-        w.write_all(&self.encode())
-    }
-
-    /// Reads one message; a malformed one is an `InvalidData` error.
-    pub(crate) fn read_from(r: &mut impl Read) -> std::io::Result<Self> {
-        let mut h = [0u8; HEADER_LEN];
-        r.read_exact(&mut h)?;
-        let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
-        let kind = h[0];
-        if !(kind::HELLO..=kind::GOODBYE).contains(&kind) {
-            return Err(bad(format!("unknown message kind {kind}")));
-        }
-        let len = usize::from(u16::from_le_bytes([h[2], h[3]]));
-        if len > MAX_PAYLOAD {
-            return Err(bad(format!("payload of {len} bytes")));
-        }
-        let mut payload = vec![0u8; len];
-        r.read_exact(&mut payload)?;
-        let mut f = [0u64; 4];
-        for (i, v) in f.iter_mut().enumerate() {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&h[8 + 8 * i..16 + 8 * i]);
-            *v = u64::from_le_bytes(b);
-        }
-        Ok(Self {
-            kind,
-            flags: h[1],
-            word: u32::from_le_bytes([h[4], h[5], h[6], h[7]]),
-            f,
-            payload,
-        })
-    }
-}
+/// One side-channel message (its body is the payload of the layout above).
+pub(crate) type Msg = Message<4, MAX_PAYLOAD, { kind::GOODBYE }>;
 
 #[cfg(test)]
 mod tests {
@@ -143,7 +57,7 @@ mod tests {
     fn round_trip() {
         let m = Msg::new(kind::ANSWER, 7, [1, 2, 3, 4])
             .with_flags(FOUND)
-            .with_payload(&[9, 8, 7]);
+            .with_body(&[9, 8, 7]);
         let bytes = m.encode();
         assert_eq!(Msg::read_from(&mut bytes.as_slice()).unwrap(), m);
     }

@@ -4,19 +4,21 @@
 
 use std::collections::HashMap;
 use std::io::BufReader;
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::mapping::{self, Entry, Inbox, Mapping, ENTRY_IMM, LIVE, REGION_HEADER};
 use super::wire::{kind, Msg, FOUND};
 use super::Inner;
-use crate::region::lock;
+use crate::side_channel::link::{not_looked_up, read_failure, LinkState, Queries, RegionCache};
+use crate::side_channel::{self, SideLink};
+use crate::sync::lock;
 use crate::{
-    Completion, CompletionSource, FabricError, Link, NodeId, Notification, Region, RegionId,
-    RegionSpec, RemoteRegion, WriteRequest,
+    CompletionSource, FabricError, NodeId, Notification, Region, RegionId, RegionSpec,
+    RemoteRegion, WriteRequest,
 };
 
 /// How long the bell thread sleeps at most before looking at its inbox again (a safety net; it
@@ -43,31 +45,14 @@ type Answer = Option<(RemoteRegion, String)>;
 
 /// An shm link to one peer.
 pub(crate) struct ShmLink {
-    peer: NodeId,
-    pub(crate) incarnation: u64,
-    fabric: Weak<Inner>,
+    state: Arc<LinkState>,
     dir: PathBuf,
-    control: TcpStream,
     sock: Mutex<TcpStream>,
     tx: Mutex<Tx>,
     inbox: Inbox,
-    failed: OnceLock<String>,
-    queries: Mutex<HashMap<u32, Option<Answer>>>,
-    query_cond: Condvar,
-    next_query: AtomicU32,
-    remote: Mutex<HashMap<RegionId, RemoteRegion>>,
+    queries: Queries<Answer>,
     peer_regions: Mutex<HashMap<u64, Arc<PeerRegion>>>,
     send_timeout: Duration,
-}
-
-impl std::fmt::Debug for ShmLink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShmLink")
-            .field("peer", &self.peer)
-            .field("incarnation", &self.incarnation)
-            .field("failed", &self.failed.get())
-            .finish_non_exhaustive()
-    }
 }
 
 impl ShmLink {
@@ -81,23 +66,16 @@ impl ShmLink {
         theirs: Inbox,
     ) -> Result<Arc<Self>, FabricError> {
         let ctx = |what: &str| format!("{what} for shm link to node {peer}");
-        stream
-            .set_nodelay(true)
-            .and_then(|()| stream.set_read_timeout(None))
-            .and_then(|()| stream.set_write_timeout(Some(fabric.config.send_timeout)))
-            .map_err(|e| FabricError::io(ctx("configuring the side channel"), e))?;
-        let reader = stream
-            .try_clone()
-            .map_err(|e| FabricError::io(ctx("cloning socket"), e))?;
-        let control = stream
-            .try_clone()
-            .map_err(|e| FabricError::io(ctx("cloning socket"), e))?;
+        let (reader, control) =
+            side_channel::link_stream(&stream, fabric.config.send_timeout, peer)?;
         let link = Arc::new(ShmLink {
-            peer,
-            incarnation,
-            fabric: Arc::downgrade(fabric),
+            state: Arc::new(LinkState::with_control(
+                peer,
+                incarnation,
+                fabric.hub.reporter(),
+                control,
+            )),
             dir: fabric.config.dir.clone(),
-            control,
             sock: Mutex::new(stream),
             tx: Mutex::new(Tx {
                 tail: theirs.tail().load(Ordering::Acquire),
@@ -105,11 +83,7 @@ impl ShmLink {
                 last: None,
             }),
             inbox: mine,
-            failed: OnceLock::new(),
-            queries: Mutex::new(HashMap::new()),
-            query_cond: Condvar::new(),
-            next_query: AtomicU32::new(1),
-            remote: Mutex::new(HashMap::new()),
+            queries: Queries::new(),
             peer_regions: Mutex::new(HashMap::new()),
             send_timeout: fabric.config.send_timeout,
         });
@@ -131,57 +105,13 @@ impl ShmLink {
         Ok(link)
     }
 
-    pub(crate) fn is_failed(&self) -> bool {
-        self.failed.get().is_some()
-    }
-
     /// Our inbox (the peer writes its records into it).
     pub(crate) fn own_inbox(&self) -> &Inbox {
         &self.inbox
     }
 
-    /// Marks the link failed; `report` says whether subscribers hear of it. Only the first call
-    /// has an effect.
-    pub(crate) fn fail_with(&self, reason: String, report: bool) {
-        if self.failed.set(reason.clone()).is_err() {
-            return;
-        }
-        let _ = self.control.shutdown(Shutdown::Both);
-        // Wake the bell thread so it sees the failure and exits; remove our inbox file (the
-        // peer's mapping of it stays valid until it unmaps).
-        self.inbox.armed().store(0, Ordering::SeqCst);
-        mapping::futex_wake(self.inbox.armed());
-        let _ = std::fs::remove_file(self.inbox.mapping().path());
-        {
-            let _g = lock(&self.queries);
-            self.query_cond.notify_all();
-        }
-        if let Some(fabric) = self.fabric.upgrade() {
-            if report && !fabric.is_shut_down() {
-                fabric.failures.report(self.peer, &reason);
-            }
-        }
-    }
-
     fn link_failed_error(&self) -> FabricError {
-        FabricError::LinkFailed {
-            peer: self.peer,
-            reason: self
-                .failed
-                .get()
-                .cloned()
-                .unwrap_or_else(|| "unknown".to_string()),
-        }
-    }
-
-    /// Sends a graceful goodbye (best effort) before a local shutdown.
-    pub(crate) fn say_goodbye(&self) {
-        if self.is_failed() {
-            return;
-        }
-        if let Ok(mut s) = self.sock.try_lock() {
-            let _ = Msg::new(kind::GOODBYE, 0, 0, 0, 0).write_to(&mut *s);
-        }
+        self.state.error()
     }
 
     fn send(&self, msg: &Msg) -> Result<(), FabricError> {
@@ -196,12 +126,12 @@ impl ShmLink {
     /// Applies one write: copies the bytes into the peer's mapping, then records the write in
     /// the peer's inbox so its bell thread rings the doorbell (and queues the immediate).
     fn post(&self, req: &WriteRequest<'_>) -> Result<(), FabricError> {
-        if self.is_failed() {
+        if self.state.is_failed() {
             return Err(self.link_failed_error());
         }
-        req.validate(self.peer)?;
+        req.validate(self.state.peer())?;
         let mut tx = lock(&self.tx);
-        if self.is_failed() {
+        if self.state.is_failed() {
             return Err(self.link_failed_error());
         }
         let target = match &tx.last {
@@ -209,10 +139,7 @@ impl ShmLink {
             _ => {
                 let found = lock(&self.peer_regions).get(&req.dst.key).cloned();
                 let Some(p) = found else {
-                    return Err(FabricError::Misaddressed(format!(
-                        "{} (key {:#x}) was not looked up on the link to node {}",
-                        req.dst.id, req.dst.key, self.peer
-                    )));
+                    return Err(not_looked_up(req, self.state.peer()));
                 };
                 tx.last = Some(Arc::clone(&p));
                 p
@@ -254,7 +181,7 @@ impl ShmLink {
             .wrapping_sub(tx.inbox.head().load(Ordering::Acquire))
             >= cap
         {
-            if self.is_failed() {
+            if self.state.is_failed() {
                 return Err(self.link_failed_error());
             }
             let since = *waited.get_or_insert_with(Instant::now);
@@ -304,9 +231,9 @@ impl ShmLink {
         let inbox = &self.inbox;
         let cap = inbox.capacity();
         let mut head = inbox.head().load(Ordering::Acquire);
-        let mut cached: Option<(u64, u64, Arc<Region>)> = None;
+        let mut cache = RegionCache::default();
         loop {
-            if self.is_failed() {
+            if self.state.is_failed() {
                 return;
             }
             let tail = inbox.tail().load(Ordering::Acquire);
@@ -321,30 +248,20 @@ impl ShmLink {
                 let Some(f) = fabric.upgrade() else { return };
                 while head != tail {
                     let e = inbox.get(head);
-                    let region = match &cached {
-                        Some((key, generation, r))
-                            if *key == e.key && *generation == f.region_generation() =>
-                        {
-                            Some(Arc::clone(r))
-                        }
-                        _ => {
-                            let found = f.region_by_key(e.key);
-                            if let Some(r) = &found {
-                                cached = Some((e.key, f.region_generation(), Arc::clone(r)));
-                            }
-                            found
-                        }
-                    };
+                    let region =
+                        cache.get(e.key, f.regions.generation(), |key| f.region_by_key(key));
                     if let Some(r) = region {
                         if e.flags & ENTRY_IMM != 0 {
                             let n = Notification {
-                                from: self.peer,
+                                from: self.state.peer(),
                                 imm: e.imm,
                                 len: e.len as usize,
                             };
                             let me = &self;
                             let ff = &f;
-                            if !r.push_notification(n, &|| me.is_failed() || ff.is_shut_down()) {
+                            if !r.push_notification(n, &|| {
+                                me.state.is_failed() || ff.hub.is_shut_down()
+                            }) {
                                 return;
                             }
                         }
@@ -356,7 +273,7 @@ impl ShmLink {
                 continue;
             }
             inbox.armed().store(1, Ordering::SeqCst);
-            if inbox.tail().load(Ordering::SeqCst) != head || self.is_failed() {
+            if inbox.tail().load(Ordering::SeqCst) != head || self.state.is_failed() {
                 inbox.armed().store(0, Ordering::SeqCst);
                 continue;
             }
@@ -369,48 +286,37 @@ impl ShmLink {
         let outcome: Result<(), String> = loop {
             let msg = match Msg::read_from(&mut reader) {
                 Ok(m) => m,
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    break Err("side channel closed by peer".to_string())
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    break Err(format!("protocol violation: {e}"))
-                }
-                Err(e) => break Err(format!("side channel receive failed: {e}")),
+                Err(e) => break Err(read_failure(&e)),
             };
             let Some(fabric) = fabric.upgrade() else {
                 break Ok(());
             };
             match msg.kind {
                 kind::QUERY => {
-                    let answer = match fabric.region_file(RegionId(msg.a)) {
+                    let answer = match fabric.region_file(RegionId(msg.f[0])) {
                         Some((key, len, name)) => {
-                            Msg::new(kind::ANSWER, msg.word, msg.a, key, len as u64)
+                            Msg::new(kind::ANSWER, msg.word, [msg.f[0], key, len as u64])
                                 .with_flags(FOUND)
-                                .with_name(&name)
+                                .with_body(name.as_bytes())
                         }
-                        None => Msg::new(kind::ANSWER, msg.word, msg.a, 0, 0),
+                        None => Msg::new(kind::ANSWER, msg.word, [msg.f[0], 0, 0]),
                     };
                     if self.send(&answer).is_err() {
                         break Ok(());
                     }
                 }
                 kind::ANSWER => {
-                    let mut q = lock(&self.queries);
-                    if let Some(slot) = q.get_mut(&msg.word) {
-                        *slot = Some((msg.flags & FOUND != 0).then(|| {
-                            (
-                                RemoteRegion {
-                                    owner: self.peer,
-                                    id: RegionId(msg.a),
-                                    len: msg.c as usize,
-                                    key: msg.b,
-                                    addr: 0,
-                                },
-                                msg.name.clone(),
-                            )
-                        }));
-                    }
-                    self.query_cond.notify_all();
+                    let found = (msg.flags & FOUND != 0).then(|| {
+                        let region = RemoteRegion {
+                            owner: self.state.peer(),
+                            id: RegionId(msg.f[0]),
+                            len: msg.f[2] as usize,
+                            key: msg.f[1],
+                            addr: 0,
+                        };
+                        (region, String::from_utf8_lossy(&msg.body).into_owned())
+                    });
+                    self.queries.answer(msg.word, found);
                 }
                 kind::GOODBYE => break Err("peer shut down its fabric".to_string()),
                 other => break Err(format!("protocol violation: message kind {other}")),
@@ -422,34 +328,10 @@ impl ShmLink {
     }
 
     fn query_once(&self, id: RegionId, deadline: Instant) -> Result<Answer, FabricError> {
-        let qid = self.next_query.fetch_add(1, Ordering::Relaxed);
-        lock(&self.queries).insert(qid, None);
-        if let Err(e) = self.send(&Msg::new(kind::QUERY, qid, id.0, 0, 0)) {
-            lock(&self.queries).remove(&qid);
-            return Err(e);
-        }
-        let mut q = lock(&self.queries);
-        loop {
-            if self.is_failed() {
-                q.remove(&qid);
-                return Err(self.link_failed_error());
-            }
-            if let Some(Some(answer)) = q.get(&qid) {
-                let answer = answer.clone();
-                q.remove(&qid);
-                return Ok(answer);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                q.remove(&qid);
-                return Ok(None);
-            }
-            let wait = (deadline - now).min(Duration::from_millis(20));
-            q = match self.query_cond.wait_timeout(q, wait) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
-        }
+        let answer = self.queries.ask(&self.state, deadline, |qid| {
+            self.send(&Msg::new(kind::QUERY, qid, [id.0, 0, 0]))
+        })?;
+        Ok(answer.flatten())
     }
 
     /// Maps the peer's region file named in a lookup answer (once per key).
@@ -525,56 +407,56 @@ impl CompletionSource for Applied {
     }
 }
 
-/// The public face of an shm link.
-#[derive(Debug, Clone)]
-pub(crate) struct LinkHandle(pub(crate) Arc<ShmLink>);
+impl SideLink for ShmLink {
+    const NAME: &'static str = "ShmLink";
 
-impl Link for LinkHandle {
-    fn peer(&self) -> NodeId {
-        self.0.peer
+    fn state(&self) -> &Arc<LinkState> {
+        &self.state
+    }
+
+    /// Marks the link failed; `report` says whether subscribers hear of it. Only the first call
+    /// has an effect.
+    fn fail_with(&self, reason: String, report: bool) {
+        self.state.fail(&reason, report, || {
+            // Wake the bell thread so it sees the failure and exits; remove our inbox file (the
+            // peer's mapping of it stays valid until it unmaps).
+            self.inbox.armed().store(0, Ordering::SeqCst);
+            mapping::futex_wake(self.inbox.armed());
+            let _ = std::fs::remove_file(self.inbox.mapping().path());
+            self.queries.wake();
+        });
+    }
+
+    /// Sends a graceful goodbye (best effort) before a local shutdown.
+    fn say_goodbye(&self) {
+        if self.state.is_failed() {
+            return;
+        }
+        if let Ok(mut s) = self.sock.try_lock() {
+            let _ = Msg::new(kind::GOODBYE, 0, [0, 0, 0]).write_to(&mut *s);
+        }
     }
 
     fn remote_region(&self, id: RegionId, timeout: Duration) -> Result<RemoteRegion, FabricError> {
-        let cached = lock(&self.0.remote).get(&id).copied();
-        if let Some(r) = cached {
-            if self.0.still_live(&r) {
-                return Ok(r);
-            }
-            lock(&self.0.remote).remove(&id);
-        }
-        let deadline = Instant::now() + timeout;
-        let mut backoff = crate::dialing::LookupBackoff::new();
-        loop {
-            let attempt_deadline = (Instant::now() + Duration::from_millis(200)).min(deadline);
-            if let Some((found, name)) = self.0.query_once(id, attempt_deadline)? {
-                self.0.map_peer_region(&found, &name)?;
-                lock(&self.0.remote).insert(id, found);
-                return Ok(found);
-            }
-            if Instant::now() >= deadline {
-                return Err(FabricError::NoSuchRegion {
-                    peer: self.0.peer,
-                    region: id,
-                });
-            }
-            backoff.pause();
-        }
+        let ask = |deadline| self.query_once(id, deadline);
+        self.state.remote_region(
+            id,
+            timeout,
+            |r| self.still_live(r),
+            ask,
+            |(found, name)| {
+                self.map_peer_region(&found, &name)?;
+                Ok(found)
+            },
+        )
     }
 
-    fn write(&self, req: &WriteRequest<'_>) -> Result<(), FabricError> {
-        self.0.post(req)
+    fn post_write(&self, req: &WriteRequest<'_>, _signaled: bool) -> Result<u64, FabricError> {
+        // The copy is done when `post` returns: every write is complete at once.
+        self.post(req).map(|()| 0)
     }
 
-    fn write_signaled(&self, req: &WriteRequest<'_>) -> Result<Completion, FabricError> {
-        self.0.post(req)?;
-        Ok(Completion::new(Arc::new(Applied), 0))
-    }
-
-    fn failure(&self) -> Option<String> {
-        self.0.failed.get().cloned()
-    }
-
-    fn fail(&self, reason: &str) {
-        self.0.fail_with(reason.to_string(), true);
+    fn completions(&self) -> Arc<dyn CompletionSource> {
+        Arc::new(Applied)
     }
 }

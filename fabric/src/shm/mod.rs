@@ -30,22 +30,19 @@ mod link;
 mod mapping;
 mod wire;
 
-use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use link::{LinkHandle, ShmLink};
+use link::ShmLink;
 use mapping::{Inbox, Mapping, REGION_HEADER};
 use wire::{kind, Msg, MAGIC, VERSION};
 
-use crate::failure::FailureHub;
-use crate::region::lock;
-use crate::{
-    Fabric, FabricError, FailureHandler, Link, NodeId, Region, RegionId, RegionSpec, SubscriptionId,
-};
+use crate::side_channel::regions::Registry;
+use crate::side_channel::{self, HelloRefusal, Hub, HubConfig, Refused};
+use crate::{Fabric, FabricError, NodeId, Region, RegionId, RegionSpec};
 
 /// Settings of an shm fabric.
 #[derive(Clone, Debug)]
@@ -100,28 +97,13 @@ struct Owned {
     name: String,
 }
 
-#[derive(Default)]
-struct Regions {
-    by_key: HashMap<u64, Owned>,
-    by_id: HashMap<RegionId, u64>,
-}
-
 /// State shared by the fabric handle, its links and its threads.
 pub(crate) struct Inner {
     config: ShmConfig,
-    local_addr: SocketAddr,
+    hub: Hub<ShmLink>,
     pid: u32,
-    incarnation: u64,
-    start: Instant,
-    regions: RwLock<Regions>,
-    generation: AtomicU64,
-    next_key: AtomicU64,
+    regions: Registry<Owned>,
     next_inbox: AtomicU64,
-    links: Mutex<HashMap<NodeId, Arc<ShmLink>>>,
-    links_changed: Condvar,
-    failures: FailureHub,
-    shut_down: AtomicBool,
-    handshakes: AtomicUsize,
     /// Pollers of this process parked on a doorbell of its regions (changed under `links`).
     parked: AtomicUsize,
 }
@@ -131,7 +113,7 @@ impl crate::doorbell::ParkListener for Inner {
     /// bell thread only then; on parking, also wakes it for records already pending, which a
     /// writer that did not see the flag yet left unannounced.
     fn parking(&self, parked: bool) {
-        let links = lock(&self.links);
+        let links = self.hub.links();
         let before = self.parked.load(Ordering::SeqCst);
         let now = if parked {
             before + 1
@@ -151,33 +133,19 @@ impl crate::doorbell::ParkListener for Inner {
 }
 
 impl Inner {
-    pub(crate) fn is_shut_down(&self) -> bool {
-        self.shut_down.load(Ordering::SeqCst)
-    }
-
-    pub(crate) fn region_generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
     pub(crate) fn region_by_key(&self, key: u64) -> Option<Arc<Region>> {
-        read_lock(&self.regions)
-            .by_key
-            .get(&key)
-            .map(|o| Arc::clone(&o.region))
+        self.regions.read().get(key).map(|o| Arc::clone(&o.region))
     }
 
     /// Key, length and file name of the region named `id`.
     pub(crate) fn region_file(&self, id: RegionId) -> Option<(u64, usize, String)> {
-        let regions = read_lock(&self.regions);
-        let key = *regions.by_id.get(&id)?;
-        regions
-            .by_key
-            .get(&key)
-            .map(|o| (key, o.region.len(), o.name.clone()))
+        let regions = self.regions.read();
+        let (key, o) = regions.find(id)?;
+        Some((key, o.region.len(), o.name.clone()))
     }
 
     fn file_name(&self, what: &str) -> String {
-        mapping::file_name(self.pid, self.config.local_id, self.incarnation, what)
+        mapping::file_name(self.pid, self.config.local_id, self.hub.incarnation(), what)
     }
 
     /// Creates this side's inbox for a new link to `peer`.
@@ -202,11 +170,6 @@ impl Inner {
         Ok(Inbox::new(map, cap))
     }
 
-    pub(crate) fn link_changed(&self) {
-        let _g = lock(&self.links);
-        self.links_changed.notify_all();
-    }
-
     /// Installs a freshly handshaken link, replacing a failed one or an older incarnation. On
     /// the accepting side `welcome` is written here, before the link becomes visible.
     fn install(
@@ -217,124 +180,60 @@ impl Inner {
         mine: Inbox,
         theirs: Inbox,
         welcome: Option<Vec<u8>>,
-    ) -> Result<Arc<ShmLink>, String> {
-        let mut links = lock(&self.links);
-        let mut replaced = None;
-        if let Some(old) = links.get(&peer) {
-            if !old.is_failed() {
-                if old.incarnation == incarnation {
-                    return Err("a live link to this incarnation exists".into());
-                }
-                replaced = Some(Arc::clone(old));
+    ) -> Result<Arc<ShmLink>, Refused<String>> {
+        self.hub.install(peer, incarnation, || {
+            if let Some(w) = welcome {
+                use std::io::Write;
+                stream
+                    .write_all(&w)
+                    .map_err(|e| format!("sending the welcome: {e}"))?;
             }
-        } else if links.len() >= self.config.max_links {
-            return Err("too many links".into());
-        }
-        if let Some(w) = welcome {
-            use std::io::Write;
-            stream
-                .write_all(&w)
-                .map_err(|e| format!("sending the welcome: {e}"))?;
-        }
-        let link = ShmLink::start(self, peer, incarnation, stream, mine, theirs)
-            .map_err(|e| e.to_string())?;
-        link.own_inbox().parked().store(
-            u32::from(self.parked.load(Ordering::SeqCst) > 0),
-            Ordering::SeqCst,
-        );
-        links.insert(peer, Arc::clone(&link));
-        self.links_changed.notify_all();
-        drop(links);
-        if let Some(old) = replaced {
-            old.fail_with("replaced by a new incarnation of the peer".into(), true);
-        }
-        Ok(link)
-    }
-
-    fn accept_loop(self: Arc<Self>, listener: TcpListener) {
-        for conn in listener.incoming() {
-            if self.is_shut_down() {
-                break;
-            }
-            let stream = match conn {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "shm side-channel accept failed");
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-            };
-            if self.handshakes.fetch_add(1, Ordering::SeqCst) >= self.config.max_handshakes {
-                self.handshakes.fetch_sub(1, Ordering::SeqCst);
-                tracing::warn!("too many concurrent shm handshakes; closing a connection");
-                continue;
-            }
-            let me = Arc::clone(&self);
-            let spawned = std::thread::Builder::new()
-                .name("shm-hello".into())
-                .spawn(move || {
-                    me.handshake_incoming(stream);
-                    me.handshakes.fetch_sub(1, Ordering::SeqCst);
-                });
-            if spawned.is_err() {
-                self.handshakes.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
+            let link = ShmLink::start(self, peer, incarnation, stream, mine, theirs)
+                .map_err(|e| e.to_string())?;
+            link.own_inbox().parked().store(
+                u32::from(self.parked.load(Ordering::SeqCst) > 0),
+                Ordering::SeqCst,
+            );
+            Ok(link)
+        })
     }
 
     fn welcome(&self, status: u8, inbox: &str) -> Vec<u8> {
         Msg::new(
             kind::WELCOME,
             MAGIC,
-            u64::from(self.config.local_id),
-            self.incarnation,
-            u64::from(VERSION) << 32 | u64::from(self.pid),
+            [
+                u64::from(self.config.local_id),
+                self.hub.incarnation(),
+                u64::from(VERSION) << 32 | u64::from(self.pid),
+            ],
         )
         .with_flags(status)
-        .with_name(inbox)
+        .with_body(inbox.as_bytes())
         .encode()
     }
 
     fn handshake_incoming(self: &Arc<Self>, mut stream: TcpStream) {
         use std::io::Write;
-        let from = stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| "?".into());
-        let _ = stream.set_read_timeout(Some(self.config.handshake_timeout));
-        let _ = stream.set_write_timeout(Some(self.config.handshake_timeout));
-        let hello = match Msg::read_from(&mut stream) {
-            Ok(m) if m.kind == kind::HELLO && m.word == MAGIC => m,
-            Ok(_) => {
-                tracing::warn!(%from, "refused shm connection: not a hello");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(%from, error = %e, "shm connection closed before its hello");
-                return;
-            }
+        let timeout = self.config.handshake_timeout;
+        let Some((hello, from)) = Msg::receive_hello(&mut stream, timeout, kind::HELLO, MAGIC)
+        else {
+            return;
         };
-        let (peer, to) = (hello.a as u32, (hello.a >> 32) as u32);
-        let version = (hello.c >> 32) as u32;
+        let (peer, to) = hello.hello_nodes();
+        let version = (hello.f[2] >> 32) as u32;
         let me = self.config.local_id;
         let refuse = |status: u8, why: String| {
             tracing::warn!(%from, peer, "refused shm connection: {why}");
             let mut s = &stream;
             let _ = s.write_all(&self.welcome(status, ""));
         };
-        if version != VERSION {
-            return refuse(
-                wire::WRONG_VERSION,
-                format!("protocol version {version}, this node speaks {VERSION}"),
-            );
+        match side_channel::check_hello(me, peer, to, version.into(), VERSION.into()) {
+            Ok(()) => {}
+            Err(HelloRefusal::Version(why)) => return refuse(wire::WRONG_VERSION, why),
+            Err(HelloRefusal::Node(why)) => return refuse(wire::WRONG_NODE, why),
         }
-        if to != me || peer == me {
-            return refuse(
-                wire::WRONG_NODE,
-                format!("it claims node {peer} and wants node {to}, this is node {me}"),
-            );
-        }
-        let theirs = match self.open_inbox(&hello.name) {
+        let theirs = match self.open_inbox(&String::from_utf8_lossy(&hello.body)) {
             Ok(i) => i,
             Err(e) => {
                 return refuse(
@@ -353,7 +252,7 @@ impl Inner {
             Err(_) => return,
         };
         let welcome = self.welcome(wire::ACCEPTED, &name);
-        match self.install(peer, hello.b, stream, mine, theirs, Some(welcome)) {
+        match self.install(peer, hello.f[1], stream, mine, theirs, Some(welcome)) {
             Ok(_) => tracing::debug!(peer, %from, "shm link accepted"),
             Err(why) => {
                 let _ = std::fs::remove_file(&path);
@@ -364,22 +263,7 @@ impl Inner {
         }
     }
 
-    fn dial(
-        self: &Arc<Self>,
-        peer: NodeId,
-        addr: SocketAddr,
-        deadline: Instant,
-    ) -> Result<Arc<ShmLink>, FabricError> {
-        crate::dialing::dial_until(
-            peer,
-            addr,
-            deadline,
-            || self.is_shut_down(),
-            |stream| self.handshake_outgoing(peer, addr, stream),
-        )
-    }
-
-    fn handshake_outgoing(
+    pub(crate) fn handshake_outgoing(
         self: &Arc<Self>,
         peer: NodeId,
         addr: SocketAddr,
@@ -392,32 +276,23 @@ impl Inner {
             let hello = Msg::new(
                 kind::HELLO,
                 MAGIC,
-                u64::from(self.config.local_id) | u64::from(peer) << 32,
-                self.incarnation,
-                u64::from(VERSION) << 32 | u64::from(self.pid),
+                [
+                    u64::from(self.config.local_id) | u64::from(peer) << 32,
+                    self.hub.incarnation(),
+                    u64::from(VERSION) << 32 | u64::from(self.pid),
+                ],
             )
-            .with_name(&name);
-            stream
-                .set_read_timeout(Some(self.config.handshake_timeout))
-                .and_then(|()| stream.set_write_timeout(Some(self.config.handshake_timeout)))
-                .and_then(|()| hello.write_to(&mut stream))
-                .map_err(|e| refuse(format!("sending hello to {addr}: {e}")))?;
-            let w = Msg::read_from(&mut stream)
-                .map_err(|e| refuse(format!("no welcome from {addr}: {e}")))?;
-            if w.kind != kind::WELCOME || w.word != MAGIC {
-                return Err(refuse(format!(
-                    "{addr} does not speak the shm side channel"
-                )));
-            }
+            .with_body(name.as_bytes());
+            let timeout = self.config.handshake_timeout;
+            let w = hello
+                .exchange(&mut stream, timeout, kind::WELCOME, MAGIC, addr)
+                .map_err(refuse)?;
             match w.flags {
-                wire::ACCEPTED if w.a == u64::from(peer) => {}
-                wire::ACCEPTED | wire::WRONG_NODE => {
-                    return Err(refuse(format!("{addr} is node {}, not node {peer}", w.a)))
-                }
+                _ if w.verdict().check(peer, addr).map_err(refuse)? => {}
                 wire::WRONG_VERSION => {
                     return Err(refuse(format!(
                         "{addr} speaks shm protocol version {}, this node speaks {VERSION}",
-                        w.c >> 32
+                        w.f[2] >> 32
                     )))
                 }
                 wire::NOT_LOCAL => {
@@ -428,12 +303,14 @@ impl Inner {
                 }
                 other => return Err(refuse(format!("{addr} refused the link (status {other})"))),
             }
-            let theirs = self.open_inbox(&w.name).map_err(|e| {
-                refuse(format!(
-                    "cannot map the inbox of {addr} (is it on another host?): {e}"
-                ))
-            })?;
-            Ok((w.b, theirs))
+            let theirs = self
+                .open_inbox(&String::from_utf8_lossy(&w.body))
+                .map_err(|e| {
+                    refuse(format!(
+                        "cannot map the inbox of {addr} (is it on another host?): {e}"
+                    ))
+                })?;
+            Ok((w.f[1], theirs))
         })();
         let (incarnation, theirs) = match result {
             Ok(x) => x,
@@ -451,33 +328,17 @@ impl Inner {
 
     /// Revokes and removes every region file (shutdown).
     fn remove_all_regions(&self) {
-        let mut regions = write_lock(&self.regions);
-        for (_, o) in regions.by_key.drain() {
+        for o in self.regions.write().drain() {
             mapping::revoke_region(&o.map, Duration::from_millis(100));
             let _ = std::fs::remove_file(o.map.path());
         }
-        regions.by_id.clear();
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.regions.changed();
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.remove_all_regions();
-    }
-}
-
-fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    match l.read() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
-
-fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    match l.write() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 
@@ -489,10 +350,7 @@ pub struct ShmFabric {
 
 impl std::fmt::Debug for ShmFabric {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShmFabric")
-            .field("local_id", &self.inner.config.local_id)
-            .field("addr", &self.inner.local_addr)
-            .finish_non_exhaustive()
+        self.inner.hub.describe(f, "ShmFabric")
     }
 }
 
@@ -513,36 +371,22 @@ impl ShmFabric {
         if stale > 0 {
             tracing::info!(stale, dir = %config.dir.display(), "removed stale shm files");
         }
-        let listener = TcpListener::bind(config.listen).map_err(|e| {
-            FabricError::io(format!("binding shm side channel {}", config.listen), e)
-        })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| FabricError::io("reading the side channel's bound address", e))?;
-        let incarnation = nonce(config.local_id);
+        let c = &config;
+        let hub_config = HubConfig::new(c.local_id, c.listen, c.max_handshakes, c.max_links);
+        let (hub, listener) = Hub::bind(hub_config, "shm side channel")?;
+        let first_key = hub.incarnation().rotate_left(23);
         let inner = Arc::new(Inner {
             config,
-            local_addr,
+            hub,
             pid: std::process::id(),
-            incarnation,
-            start: Instant::now(),
-            regions: RwLock::new(Regions::default()),
-            generation: AtomicU64::new(0),
-            next_key: AtomicU64::new(incarnation.rotate_left(23) | 1),
+            regions: Registry::new(first_key),
             next_inbox: AtomicU64::new(0),
-            links: Mutex::new(HashMap::new()),
-            links_changed: Condvar::new(),
-            failures: FailureHub::default(),
-            shut_down: AtomicBool::new(false),
-            handshakes: AtomicUsize::new(0),
             parked: AtomicUsize::new(0),
         });
         let acceptor = Arc::clone(&inner);
-        std::thread::Builder::new()
-            .name(format!("shm-accept-{}", inner.config.local_id))
-            .spawn(move || acceptor.accept_loop(listener))
-            .map_err(|e| FabricError::io("spawning the accept thread", e))?;
-        tracing::debug!(node = inner.config.local_id, %local_addr, "shm fabric listening");
+        inner.hub.serve(listener, "shm", move |stream| {
+            acceptor.handshake_incoming(stream)
+        })?;
         Ok(Self { inner })
     }
 
@@ -553,34 +397,12 @@ impl ShmFabric {
     }
 
     fn stop(&self, graceful: bool) {
-        if self.inner.shut_down.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let links: Vec<Arc<ShmLink>> = lock(&self.inner.links).values().cloned().collect();
-        for l in links {
+        self.inner.hub.shut_down(graceful, || {
             if graceful {
-                l.say_goodbye();
+                self.inner.remove_all_regions();
             }
-            l.fail_with("local fabric shut down".into(), false);
-        }
-        if graceful {
-            self.inner.remove_all_regions();
-        }
-        self.inner.link_changed();
-        // Wake the accept loop so it sees the flag and exits.
-        let _ = TcpStream::connect_timeout(&self.inner.local_addr, Duration::from_millis(200));
+        });
     }
-}
-
-fn nonce(id: NodeId) -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mut x = t ^ (u64::from(std::process::id()) << 32) ^ u64::from(id).rotate_left(48);
-    x = (x ^ (x >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x = (x ^ (x >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
 }
 
 impl Fabric for ShmFabric {
@@ -597,18 +419,10 @@ impl Fabric for ShmFabric {
         true
     }
 
-    fn local_addr(&self) -> Option<SocketAddr> {
-        Some(self.inner.local_addr)
-    }
-
     fn register(&self, spec: RegionSpec) -> Result<Arc<Region>, FabricError> {
-        if self.inner.is_shut_down() {
-            return Err(FabricError::Shutdown);
-        }
-        let mut regions = write_lock(&self.inner.regions);
-        if regions.by_id.contains_key(&spec.id) {
-            return Err(FabricError::DuplicateRegion(spec.id));
-        }
+        self.inner.hub.check_running()?;
+        let mut regions = self.inner.regions.write();
+        let key = regions.reserve(spec.id)?;
         if spec.len > crate::region::MAX_REGION_LEN {
             return Err(FabricError::InvalidRegion(format!(
                 "{} bytes exceeds the {}-byte limit",
@@ -617,7 +431,6 @@ impl Fabric for ShmFabric {
             )));
         }
         let len = spec.len.div_ceil(8) * 8;
-        let key = self.inner.next_key.fetch_add(2, Ordering::Relaxed);
         let name = self.inner.file_name(&format!("r{key:x}"));
         let path = self.inner.config.dir.join(&name);
         let map = Arc::new(Mapping::create(&path, REGION_HEADER + len.max(8))?);
@@ -646,7 +459,8 @@ impl Fabric for ShmFabric {
                 return Err(e);
             }
         };
-        regions.by_key.insert(
+        regions.insert(
+            spec.id,
             key,
             Owned {
                 region: Arc::clone(&region),
@@ -654,69 +468,27 @@ impl Fabric for ShmFabric {
                 name,
             },
         );
-        regions.by_id.insert(spec.id, key);
-        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        self.inner.regions.changed();
         // Pollers parking on this region's doorbell must get the bell thread woken.
         let listener: std::sync::Weak<dyn crate::doorbell::ParkListener> =
             Arc::downgrade(&self.inner) as std::sync::Weak<Inner>;
         region
             .doorbell()
-            .add_park_listener(self.inner.incarnation, listener);
+            .add_park_listener(self.inner.hub.incarnation(), listener);
         Ok(region)
     }
 
     fn deregister(&self, id: RegionId) -> Result<(), FabricError> {
-        let owned = {
-            let mut regions = write_lock(&self.inner.regions);
-            let Some(key) = regions.by_id.remove(&id) else {
-                return Ok(());
-            };
-            self.inner.generation.fetch_add(1, Ordering::AcqRel);
-            regions.by_key.remove(&key)
-        };
-        if let Some(o) = owned {
+        let owned = self.inner.regions.write().remove(id);
+        if let Some((_, o)) = owned {
+            self.inner.regions.changed();
             mapping::revoke_region(&o.map, Duration::from_millis(100));
             let _ = std::fs::remove_file(o.map.path());
         }
         Ok(())
     }
 
-    fn connect(
-        &self,
-        peer: NodeId,
-        addr: SocketAddr,
-        timeout: Duration,
-    ) -> Result<Arc<dyn Link>, FabricError> {
-        let link = crate::dialing::connect_by_rule(
-            self.inner.config.local_id,
-            peer,
-            timeout,
-            &self.inner.links,
-            &self.inner.links_changed,
-            || self.inner.is_shut_down(),
-            |l| l.is_failed(),
-            |deadline| self.inner.dial(peer, addr, deadline),
-        )?;
-        Ok(Arc::new(LinkHandle(link)))
-    }
-
-    fn link(&self, peer: NodeId) -> Option<Arc<dyn Link>> {
-        lock(&self.inner.links)
-            .get(&peer)
-            .map(|l| Arc::new(LinkHandle(Arc::clone(l))) as Arc<dyn Link>)
-    }
-
-    fn subscribe_failures(&self, handler: FailureHandler) -> SubscriptionId {
-        self.inner.failures.subscribe(handler)
-    }
-
-    fn unsubscribe_failures(&self, id: SubscriptionId) {
-        self.inner.failures.unsubscribe(id)
-    }
-
-    fn now(&self) -> Duration {
-        self.inner.start.elapsed()
-    }
+    side_channel::hub_fabric_methods!(inner);
 
     fn shutdown(&self) {
         self.stop(true);

@@ -17,14 +17,12 @@
 //! HELLO and WELCOME carry the name of the sender's inbox file for this link; ANSWER carries the
 //! name of the region's file.
 
-use std::io::{Read, Write};
+use crate::side_channel::frame::Message;
 
 /// Identifies the shm side channel ("DRSH").
 pub(crate) const MAGIC: u32 = 0x4853_5244;
 /// Protocol version; peers with another version are refused.
 pub(crate) const VERSION: u32 = 1;
-/// Size of a message header.
-pub(crate) const HEADER_LEN: usize = 32;
 /// Longest file name a message may carry.
 pub(crate) const MAX_NAME: usize = 255;
 
@@ -37,105 +35,15 @@ pub(crate) mod kind {
     pub(crate) const GOODBYE: u8 = 5;
 }
 
-/// WELCOME status: accepted.
-pub(crate) const ACCEPTED: u8 = 0;
-/// WELCOME status: the hello named another node, or claimed ours.
-pub(crate) const WRONG_NODE: u8 = 1;
-/// WELCOME status: another protocol version.
-pub(crate) const WRONG_VERSION: u8 = 2;
+pub(crate) use crate::side_channel::frame::{ACCEPTED, FOUND, WRONG_NODE, WRONG_VERSION};
 /// WELCOME status: the sender's inbox cannot be mapped here (not on this host).
 pub(crate) const NOT_LOCAL: u8 = 3;
 /// WELCOME status: a live link to the same incarnation exists, or no room for another link.
 pub(crate) const BUSY: u8 = 4;
 
-/// ANSWER flag: the region exists.
-pub(crate) const FOUND: u8 = 1;
-
-/// One side-channel message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Msg {
-    pub kind: u8,
-    pub flags: u8,
-    pub word: u32,
-    pub a: u64,
-    pub b: u64,
-    pub c: u64,
-    pub name: String,
-}
-
-impl Msg {
-    pub(crate) fn new(kind: u8, word: u32, a: u64, b: u64, c: u64) -> Self {
-        Self {
-            kind,
-            flags: 0,
-            word,
-            a,
-            b,
-            c,
-            name: String::new(),
-        }
-    }
-
-    pub(crate) fn with_flags(mut self, flags: u8) -> Self {
-        self.flags = flags;
-        self
-    }
-
-    pub(crate) fn with_name(mut self, name: &str) -> Self {
-        self.name = name.to_string();
-        self
-    }
-
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let name = &self.name.as_bytes()[..self.name.len().min(MAX_NAME)];
-        let mut out = Vec::with_capacity(HEADER_LEN + name.len());
-        out.push(self.kind);
-        out.push(self.flags);
-        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        out.extend_from_slice(&self.word.to_le_bytes());
-        out.extend_from_slice(&self.a.to_le_bytes());
-        out.extend_from_slice(&self.b.to_le_bytes());
-        out.extend_from_slice(&self.c.to_le_bytes());
-        out.extend_from_slice(name);
-        out
-    }
-
-    pub(crate) fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
-        w.write_all(&self.encode())
-    }
-
-    /// Reads one message; a malformed one is an `InvalidData` error.
-    pub(crate) fn read_from(r: &mut impl Read) -> std::io::Result<Self> {
-        let mut h = [0u8; HEADER_LEN];
-        r.read_exact(&mut h)?;
-        let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
-        let kind = h[0];
-        if !(kind::HELLO..=kind::GOODBYE).contains(&kind) {
-            return Err(bad(format!("unknown message kind {kind}")));
-        }
-        let name_len = usize::from(u16::from_le_bytes([h[2], h[3]]));
-        if name_len > MAX_NAME {
-            return Err(bad(format!("file name of {name_len} bytes")));
-        }
-        let mut name = vec![0u8; name_len];
-        r.read_exact(&mut name)?;
-        let name = String::from_utf8(name).map_err(|_| bad("file name is not UTF-8".into()))?;
-        let u64_at = |i: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&h[i..i + 8]);
-            u64::from_le_bytes(b)
-        };
-        Ok(Self {
-            kind,
-            flags: h[1],
-            word: u32::from_le_bytes([h[4], h[5], h[6], h[7]]),
-            a: u64_at(8),
-            b: u64_at(16),
-            c: u64_at(24),
-            name,
-        })
-    }
-}
+/// One side-channel message: fields `a`, `b`, `c` of the layout above are `f[0..3]`, and the
+/// body is the file name.
+pub(crate) type Msg = Message<3, MAX_NAME, { kind::GOODBYE }>;
 
 #[cfg(test)]
 mod tests {
@@ -144,19 +52,19 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let m = Msg::new(kind::ANSWER, 7, 1, 2, 3)
+        let m = Msg::new(kind::ANSWER, 7, [1, 2, 3])
             .with_flags(FOUND)
-            .with_name("derecho-shm-1-2-3-r4");
+            .with_body(b"derecho-shm-1-2-3-r4");
         let bytes = m.encode();
         assert_eq!(Msg::read_from(&mut bytes.as_slice()).unwrap(), m);
     }
 
     #[test]
     fn garbage_is_refused() {
-        let mut bytes = Msg::new(kind::QUERY, 1, 2, 3, 4).encode();
+        let mut bytes = Msg::new(kind::QUERY, 1, [2, 3, 4]).encode();
         bytes[0] = 99;
         assert!(Msg::read_from(&mut bytes.as_slice()).is_err());
-        let mut bytes = Msg::new(kind::QUERY, 1, 2, 3, 4).encode();
+        let mut bytes = Msg::new(kind::QUERY, 1, [2, 3, 4]).encode();
         bytes[2] = 0xff;
         bytes[3] = 0xff;
         assert!(Msg::read_from(&mut bytes.as_slice()).is_err());

@@ -7,21 +7,20 @@
 //! that whoever holds the send lock drains before releasing it. This keeps two nodes that both
 //! fill their sockets from deadlocking on each other's acknowledgements.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{BufReader, Read, Write};
-use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, TryLockError, Weak};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
 use super::wire::{self, kind, Header, HEADER_LEN};
 use super::Inner;
-use crate::region::lock;
+use crate::side_channel::link::{LinkState, Queries, RegionCache};
+use crate::side_channel::{self, SideLink};
+use crate::sync::lock;
 use crate::NodeId;
-use crate::{
-    Completion, CompletionSource, FabricError, Link, Notification, Region, RegionId, RemoteRegion,
-    WriteRequest,
-};
+use crate::{FabricError, Notification, Region, RegionId, RemoteRegion, WriteRequest};
 
 /// Writes up to this size are copied into one buffer with their header and sent with a single
 /// system call; larger ones are streamed in chunks of this size.
@@ -45,33 +44,13 @@ struct Outbox {
 
 /// A tcp link to one peer.
 pub(crate) struct TcpLink {
-    peer: NodeId,
-    pub(crate) incarnation: u64,
-    fabric: Weak<Inner>,
-    control: TcpStream,
+    state: Arc<LinkState>,
     send: Mutex<Sender>,
     outbox: Mutex<Outbox>,
     outbox_pending: AtomicBool,
-    acked: AtomicU64,
-    ack_lock: Mutex<()>,
-    ack_cond: Condvar,
-    failed: OnceLock<String>,
-    /// Outstanding region queries: `None` until answered, then the answer.
-    queries: Mutex<HashMap<u32, Option<Option<RemoteRegion>>>>,
-    query_cond: Condvar,
-    next_query: AtomicU32,
-    remote: Mutex<HashMap<RegionId, RemoteRegion>>,
+    /// Outstanding region queries; an answer is the region if the peer has it.
+    queries: Queries<Option<RemoteRegion>>,
     send_timeout: Duration,
-}
-
-impl std::fmt::Debug for TcpLink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TcpLink")
-            .field("peer", &self.peer)
-            .field("incarnation", &self.incarnation)
-            .field("failed", &self.failed.get())
-            .finish_non_exhaustive()
-    }
 }
 
 impl TcpLink {
@@ -82,27 +61,15 @@ impl TcpLink {
         incarnation: u64,
         stream: TcpStream,
     ) -> Result<Arc<Self>, FabricError> {
-        let ctx = |what: &str| format!("{what} for link to node {peer}");
-        stream
-            .set_nodelay(true)
-            .map_err(|e| FabricError::io(ctx("setting TCP_NODELAY"), e))?;
-        stream
-            .set_read_timeout(None)
-            .map_err(|e| FabricError::io(ctx("clearing read timeout"), e))?;
-        stream
-            .set_write_timeout(Some(fabric.config.send_timeout))
-            .map_err(|e| FabricError::io(ctx("setting send timeout"), e))?;
-        let reader = stream
-            .try_clone()
-            .map_err(|e| FabricError::io(ctx("cloning socket"), e))?;
-        let control = stream
-            .try_clone()
-            .map_err(|e| FabricError::io(ctx("cloning socket"), e))?;
+        let send_timeout = fabric.config.send_timeout;
+        let (reader, control) = side_channel::link_stream(&stream, send_timeout, peer)?;
         let link = Arc::new(TcpLink {
-            peer,
-            incarnation,
-            fabric: Arc::downgrade(fabric),
-            control,
+            state: Arc::new(LinkState::with_control(
+                peer,
+                incarnation,
+                fabric.hub.reporter(),
+                control,
+            )),
             send: Mutex::new(Sender {
                 stream,
                 staging: Vec::new(),
@@ -110,85 +77,27 @@ impl TcpLink {
             }),
             outbox: Mutex::new(Outbox::default()),
             outbox_pending: AtomicBool::new(false),
-            acked: AtomicU64::new(0),
-            ack_lock: Mutex::new(()),
-            ack_cond: Condvar::new(),
-            failed: OnceLock::new(),
-            queries: Mutex::new(HashMap::new()),
-            query_cond: Condvar::new(),
-            next_query: AtomicU32::new(1),
-            remote: Mutex::new(HashMap::new()),
-            send_timeout: fabric.config.send_timeout,
+            queries: Queries::new(),
+            send_timeout,
         });
         let for_thread = Arc::clone(&link);
         let weak_fabric = Arc::downgrade(fabric);
         std::thread::Builder::new()
             .name(format!("fabric-rx-{peer}"))
             .spawn(move || for_thread.receive_loop(reader, weak_fabric))
-            .map_err(|e| FabricError::io(ctx("spawning receiver thread"), e))?;
+            .map_err(|e| FabricError::io(format!("spawning the receiver of node {peer}"), e))?;
         Ok(link)
     }
 
-    pub(crate) fn is_failed(&self) -> bool {
-        self.failed.get().is_some()
-    }
-
-    /// Marks the link failed; `report` says whether subscribers hear of it.
-    pub(crate) fn fail_with(&self, reason: String, report: bool) {
-        if self.failed.set(reason.clone()).is_err() {
-            return;
-        }
-        let _ = self.control.shutdown(Shutdown::Both);
-        {
-            let _g = lock(&self.ack_lock);
-            self.ack_cond.notify_all();
-        }
-        {
-            let _g = lock(&self.queries);
-            self.query_cond.notify_all();
-        }
-        if let Some(fabric) = self.fabric.upgrade() {
-            if report && !fabric.is_shut_down() {
-                fabric.failures.report(self.peer, &reason);
-            }
-        }
-    }
-
     fn link_failed_error(&self) -> FabricError {
-        FabricError::LinkFailed {
-            peer: self.peer,
-            reason: self
-                .failed
-                .get()
-                .cloned()
-                .unwrap_or_else(|| "unknown".to_string()),
-        }
-    }
-
-    /// Sends a graceful goodbye (best effort) before a local shutdown.
-    pub(crate) fn say_goodbye(&self) {
-        if self.is_failed() {
-            return;
-        }
-        let frame = Header {
-            kind: kind::GOODBYE,
-            flags: 0,
-            word: 0,
-            a: 0,
-            b: 0,
-            c: 0,
-        }
-        .encode();
-        if let Ok(mut s) = self.send.try_lock() {
-            let _ = s.stream.write_all(&frame);
-        }
+        self.state.error()
     }
 
     fn post(&self, req: &WriteRequest<'_>, signaled: bool) -> Result<u64, FabricError> {
-        if self.is_failed() {
+        if self.state.is_failed() {
             return Err(self.link_failed_error());
         }
-        req.validate(self.peer)?;
+        req.validate(self.state.peer())?;
         let mut flags = 0;
         if signaled {
             flags |= wire::FLAG_SIGNALED;
@@ -301,7 +210,7 @@ impl TcpLink {
             let mut ob = lock(&self.outbox);
             if ob.frames.len() >= MAX_OUTBOX {
                 tracing::warn!(
-                    peer = self.peer,
+                    peer = self.state.peer(),
                     "control outbox full; dropping a region answer"
                 );
                 return;
@@ -316,7 +225,7 @@ impl TcpLink {
         let mut reader = BufReader::with_capacity(CHUNK, stream);
         let mut chunk = Vec::new();
         let mut applied: u64 = 0;
-        let mut cached: Option<(u64, u64, Arc<Region>)> = None;
+        let mut cache = RegionCache::default();
         let outcome = loop {
             let mut hbuf = [0u8; HEADER_LEN];
             if let Err(e) = reader.read_exact(&mut hbuf) {
@@ -335,20 +244,9 @@ impl TcpLink {
             };
             match h.kind {
                 kind::WRITE => {
-                    let region = match &cached {
-                        Some((key, generation, r))
-                            if *key == h.a && *generation == fabric.region_generation() =>
-                        {
-                            Some(Arc::clone(r))
-                        }
-                        _ => {
-                            let found = fabric.region_by_key(h.a);
-                            if let Some(r) = &found {
-                                cached = Some((h.a, fabric.region_generation(), Arc::clone(r)));
-                            }
-                            found
-                        }
-                    };
+                    let region = cache.get(h.a, fabric.regions.generation(), |key| {
+                        fabric.region_by_key(key)
+                    });
                     let len = h.c;
                     if let Some(r) = &region {
                         let fits = usize::try_from(h.b)
@@ -374,20 +272,22 @@ impl TcpLink {
                         Some(r) => {
                             if h.flags & wire::FLAG_IMM != 0 {
                                 let n = Notification {
-                                    from: self.peer,
+                                    from: self.state.peer(),
                                     imm: h.word,
                                     len: len as usize,
                                 };
                                 let me = &self;
                                 let f = &fabric;
-                                if !r.push_notification(n, &|| me.is_failed() || f.is_shut_down()) {
+                                if !r.push_notification(n, &|| {
+                                    me.state.is_failed() || f.hub.is_shut_down()
+                                }) {
                                     break Ok(());
                                 }
                             }
                             r.ring();
                         }
                         None => tracing::debug!(
-                            peer = self.peer,
+                            peer = self.state.peer(),
                             key = h.a,
                             "discarded a write to an unregistered region"
                         ),
@@ -397,9 +297,7 @@ impl TcpLink {
                     }
                 }
                 kind::ACK => {
-                    self.acked.fetch_max(h.b, Ordering::SeqCst);
-                    let _g = lock(&self.ack_lock);
-                    self.ack_cond.notify_all();
+                    self.state.applied(h.b);
                 }
                 kind::QUERY => {
                     let answer = fabric.region_by_id(RegionId(h.a));
@@ -424,17 +322,14 @@ impl TcpLink {
                     self.queue_frame(frame.encode());
                 }
                 kind::ANSWER => {
-                    let mut q = lock(&self.queries);
-                    if let Some(slot) = q.get_mut(&h.word) {
-                        *slot = Some((h.flags & wire::FLAG_FOUND != 0).then(|| RemoteRegion {
-                            owner: self.peer,
-                            id: RegionId(h.b),
-                            len: h.c as usize,
-                            key: h.a,
-                            addr: 0,
-                        }));
-                    }
-                    self.query_cond.notify_all();
+                    let found = (h.flags & wire::FLAG_FOUND != 0).then(|| RemoteRegion {
+                        owner: self.state.peer(),
+                        id: RegionId(h.b),
+                        len: h.c as usize,
+                        key: h.a,
+                        addr: 0,
+                    });
+                    self.queries.answer(h.word, found);
                 }
                 kind::GOODBYE => break Err("peer shut down its fabric".to_string()),
                 _ => break Err(format!("protocol violation: frame kind {}", h.kind)),
@@ -450,51 +345,28 @@ impl TcpLink {
         id: RegionId,
         deadline: Instant,
     ) -> Result<Option<RemoteRegion>, FabricError> {
-        let qid = self.next_query.fetch_add(1, Ordering::Relaxed);
-        lock(&self.queries).insert(qid, None);
-        let frame = Header {
-            kind: kind::QUERY,
-            flags: 0,
-            word: qid,
-            a: id.0,
-            b: 0,
-            c: 0,
-        }
-        .encode();
-        {
+        let answer = self.queries.ask(&self.state, deadline, |qid| {
+            let frame = Header {
+                kind: kind::QUERY,
+                flags: 0,
+                word: qid,
+                a: id.0,
+                b: 0,
+                c: 0,
+            }
+            .encode();
             let mut s = lock(&self.send);
-            let sent = s.stream.write_all(&frame);
-            if let Err(e) = sent {
+            if let Err(e) = s.stream.write_all(&frame) {
                 drop(s);
-                lock(&self.queries).remove(&qid);
                 self.fail_with(format!("send failed: {e}"), true);
                 return Err(self.link_failed_error());
             }
             let _ = self.drain_outbox(&mut s);
-        }
-        self.kick();
-        let mut q = lock(&self.queries);
-        loop {
-            if self.is_failed() {
-                q.remove(&qid);
-                return Err(self.link_failed_error());
-            }
-            if let Some(Some(answer)) = q.get(&qid) {
-                let answer = *answer;
-                q.remove(&qid);
-                return Ok(answer);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                q.remove(&qid);
-                return Ok(None);
-            }
-            let wait = (deadline - now).min(Duration::from_millis(20));
-            q = match self.query_cond.wait_timeout(q, wait) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
-        }
+            drop(s);
+            self.kick();
+            Ok(())
+        })?;
+        Ok(answer.flatten())
     }
 }
 
@@ -552,87 +424,43 @@ fn apply_payload(
     Ok(())
 }
 
-impl CompletionSource for TcpLink {
-    fn poll_ticket(&self, ticket: u64) -> Option<Result<(), FabricError>> {
-        if self.acked.load(Ordering::SeqCst) >= ticket {
-            Some(Ok(()))
-        } else if self.is_failed() {
-            Some(Err(self.link_failed_error()))
-        } else {
-            None
-        }
+impl SideLink for TcpLink {
+    const NAME: &'static str = "TcpLink";
+
+    fn state(&self) -> &Arc<LinkState> {
+        &self.state
     }
 
-    fn wait_ticket(&self, ticket: u64, timeout: Duration) -> Result<(), FabricError> {
-        let deadline = Instant::now() + timeout;
-        let mut g = lock(&self.ack_lock);
-        loop {
-            if let Some(r) = self.poll_ticket(ticket) {
-                return r;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(FabricError::Timeout {
-                    what: format!("completion of a write to node {}", self.peer),
-                    after: timeout,
-                });
-            }
-            g = match self.ack_cond.wait_timeout(g, deadline - now) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
-        }
+    /// Marks the link failed; `report` says whether subscribers hear of it.
+    fn fail_with(&self, reason: String, report: bool) {
+        self.state.fail(&reason, report, || self.queries.wake());
     }
-}
 
-/// The public face of a tcp link (an `Arc<TcpLink>` that also acts as completion source).
-#[derive(Debug, Clone)]
-pub(crate) struct LinkHandle(pub(crate) Arc<TcpLink>);
-
-impl Link for LinkHandle {
-    fn peer(&self) -> NodeId {
-        self.0.peer
+    /// Sends a graceful goodbye (best effort) before a local shutdown.
+    fn say_goodbye(&self) {
+        if self.state.is_failed() {
+            return;
+        }
+        let frame = Header {
+            kind: kind::GOODBYE,
+            flags: 0,
+            word: 0,
+            a: 0,
+            b: 0,
+            c: 0,
+        }
+        .encode();
+        if let Ok(mut s) = self.send.try_lock() {
+            let _ = s.stream.write_all(&frame);
+        }
     }
 
     fn remote_region(&self, id: RegionId, timeout: Duration) -> Result<RemoteRegion, FabricError> {
-        if let Some(r) = lock(&self.0.remote).get(&id) {
-            return Ok(*r);
-        }
-        let deadline = Instant::now() + timeout;
-        let mut backoff = crate::dialing::LookupBackoff::new();
-        loop {
-            let attempt_deadline = (Instant::now() + Duration::from_millis(200)).min(deadline);
-            if let Some(found) = self.0.query_once(id, attempt_deadline)? {
-                lock(&self.0.remote).insert(id, found);
-                return Ok(found);
-            }
-            if Instant::now() >= deadline {
-                return Err(FabricError::NoSuchRegion {
-                    peer: self.0.peer,
-                    region: id,
-                });
-            }
-            backoff.pause();
-        }
+        let ask = |deadline| self.query_once(id, deadline);
+        self.state.remote_region(id, timeout, |_| true, ask, Ok)
     }
 
-    fn write(&self, req: &WriteRequest<'_>) -> Result<(), FabricError> {
-        self.0.post(req, false).map(|_| ())
-    }
-
-    fn write_signaled(&self, req: &WriteRequest<'_>) -> Result<Completion, FabricError> {
-        let ticket = self.0.post(req, true)?;
-        Ok(Completion::new(
-            Arc::clone(&self.0) as Arc<dyn CompletionSource>,
-            ticket,
-        ))
-    }
-
-    fn failure(&self) -> Option<String> {
-        self.0.failed.get().cloned()
-    }
-
-    fn fail(&self, reason: &str) {
-        self.0.fail_with(reason.to_string(), true);
+    fn post_write(&self, req: &WriteRequest<'_>, signaled: bool) -> Result<u64, FabricError> {
+        self.post(req, signaled)
     }
 }

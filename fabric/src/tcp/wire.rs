@@ -17,6 +17,8 @@
 //! Only WRITE frames are followed by payload bytes. Writes are counted on both sides in order,
 //! so an ACK carrying count `n` says "your first `n` writes are applied".
 
+use crate::side_channel::frame;
+
 /// First bytes of every hello and answer.
 pub(crate) const MAGIC: [u8; 4] = *b"DRFB";
 /// Wire version; peers with another version are refused.
@@ -52,27 +54,27 @@ pub(crate) struct Header {
 }
 
 impl Header {
+    /// The frame header in the side channel's common layout, its length field (reserved here)
+    /// zero.
     pub(crate) fn encode(&self) -> [u8; HEADER_LEN] {
         let mut out = [0u8; HEADER_LEN];
-        out[0] = self.kind;
-        out[1] = self.flags;
-        out[4..8].copy_from_slice(&self.word.to_le_bytes());
-        out[8..16].copy_from_slice(&self.a.to_le_bytes());
-        out[16..24].copy_from_slice(&self.b.to_le_bytes());
-        out[24..32].copy_from_slice(&self.c.to_le_bytes());
+        let mut h = frame::Header::new(self.kind, self.word, [self.a, self.b, self.c]);
+        h.flags = self.flags;
+        h.write(&mut out);
         out
     }
 
     pub(crate) fn decode(buf: &[u8; HEADER_LEN]) -> Result<Self, String> {
+        let f = frame::Header::<3>::read(buf);
         let h = Header {
-            kind: buf[0],
-            flags: buf[1],
-            word: u32_at(buf, 4),
-            a: u64_at(buf, 8),
-            b: u64_at(buf, 16),
-            c: u64_at(buf, 24),
+            kind: f.kind,
+            flags: f.flags,
+            word: f.word,
+            a: f.f[0],
+            b: f.f[1],
+            c: f.f[2],
         };
-        if buf[2] != 0 || buf[3] != 0 {
+        if f.len != 0 {
             return Err(format!(
                 "reserved header bytes are {:#x} {:#x}",
                 buf[2], buf[3]

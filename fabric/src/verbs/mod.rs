@@ -34,7 +34,6 @@ use std::time::Duration;
 
 use crate::backends::VerbsConfig;
 use crate::rdma::{self, Common, Events, Post, PostError, RdmaFabric, Registered, Transport};
-use crate::region::lock;
 use crate::{FabricError, NodeId, Region};
 
 /// Bytes of one notice (completion data and length) sent after each write.
@@ -55,20 +54,9 @@ impl VerbsFabric {
     /// error naming `[RDMA] backend` when the host has no RDMA device.
     pub fn start(config: VerbsConfig) -> Result<Self, FabricError> {
         let transport = Verbs::open(&config)?;
-        let common = Common {
-            local_id: config.local_id,
-            listen: config.listen,
-            handshake_timeout: config.handshake_timeout,
-            send_timeout: config.send_timeout,
-            max_links: 1024,
-            max_handshakes: 32,
-        };
+        let c = &config;
+        let common = Common::new(c.local_id, c.listen, c.handshake_timeout, c.send_timeout);
         Ok(Self(RdmaFabric::start(transport, common)?))
-    }
-
-    /// Closes every link without a goodbye, as a crash would (for tests of failure handling).
-    pub fn abort(&self) {
-        self.0.abort();
     }
 }
 
@@ -506,12 +494,7 @@ impl VEndpoint {
         if self.qp.stop.swap(true, Ordering::SeqCst) {
             return;
         }
-        let handle = lock(&self.thread).take();
-        if let Some(h) = handle {
-            if h.thread().id() != std::thread::current().id() {
-                let _ = h.join();
-            }
-        }
+        rdma::join_progress_thread(&self.thread);
     }
 }
 

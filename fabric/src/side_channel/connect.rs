@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::region::lock;
+use crate::sync::lock;
 use crate::{FabricError, NodeId};
 
 /// Returns the link to `peer` under the "higher id dials" rule (see the module docs).
@@ -53,10 +53,7 @@ pub(crate) fn connect_by_rule<L>(
                 after: timeout,
             });
         }
-        guard = match changed.wait_timeout(guard, deadline - now) {
-            Ok((g, _)) => g,
-            Err(p) => p.into_inner().0,
-        };
+        guard = crate::sync::wait_timeout(changed, guard, deadline - now);
     }
 }
 
