@@ -185,15 +185,58 @@ impl ShardRun {
     }
 }
 
+/// Why a view's multicast stopped delivering: a sender broke the ring's rules, or the table
+/// or an RDMC buffer could not be read or written. Fatal for the view (delivering past it
+/// could break total order); the view change that follows starts clean.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Broken {
+    /// A message index arrived twice.
+    #[error("duplicate message {index} from sender rank {rank}")]
+    DuplicateMessage { rank: usize, index: i64 },
+    /// Nulls at an index that was already received.
+    #[error("duplicate nulls from sender rank {rank} at index {index}")]
+    DuplicateNulls { rank: usize, index: i64 },
+    /// A sender committed more than a window of slots ahead of this member.
+    #[error("sender rank {rank} committed slot {committed} with only {consumed} consumed here")]
+    RingOverrun {
+        rank: usize,
+        committed: i64,
+        consumed: i64,
+    },
+    /// A slot's header is cut short or claims more bytes than a slot holds.
+    #[error("slot {slot} of sender rank {rank} has a bad header (length {len})")]
+    BadSlot { rank: usize, slot: i64, len: usize },
+    /// A slot claims a negative index or a null count that overflows.
+    #[error("slot {slot} of sender rank {rank} claims index {index} and {nulls} nulls")]
+    BadIndex {
+        rank: usize,
+        slot: i64,
+        index: i64,
+        nulls: u64,
+    },
+    /// An RDMC message's header does not match the message.
+    #[error("RDMC message of sender rank {rank} has a bad header")]
+    BadRdmcHeader { rank: usize },
+    /// A column or slot range falls outside the table (a layout bug).
+    #[error("{0} out of range")]
+    OutOfRange(&'static str),
+    /// The table refused a read or write.
+    #[error(transparent)]
+    Table(#[from] derecho_sst::SstError),
+    /// An RDMC buffer could not be read.
+    #[error("reading an RDMC message: {0}")]
+    Rdmc(#[from] derecho_fabric::FabricError),
+}
+
 impl ShardRun {
     /// Records real message `h.index` of sender rank `r` as received and keeps it until it is
     /// delivered; a second copy is a protocol error.
-    fn receive(&mut self, r: usize, h: &Header, payload: Payload) -> Result<(), String> {
+    fn receive(&mut self, r: usize, h: &Header, payload: Payload) -> Result<(), Broken> {
         if !self.received[r].record(h.index, 1) {
-            return Err(format!(
-                "duplicate message {} from sender rank {r}",
-                h.index
-            ));
+            return Err(Broken::DuplicateMessage {
+                rank: r,
+                index: h.index,
+            });
         }
         let seq = self.info.rr.seq(h.index, r);
         let pending = Pending {
@@ -217,7 +260,7 @@ pub(crate) struct Engine {
     pub deliver: DeliveryHandler,
     pub my_id: NodeId,
     /// A broken invariant stops delivery (and is logged once) rather than corrupting order.
-    pub broken: Option<String>,
+    pub broken: Option<Broken>,
     /// Wedged: deliver nothing more until the trim.
     pub wedged: bool,
     /// Set after the pass that follows the wedge: from then on this member's published
@@ -383,7 +426,7 @@ impl Engine {
         resend
     }
 
-    fn run_shard(&mut self, sst: &Sst, i: usize) -> Result<(), String> {
+    fn run_shard(&mut self, sst: &Sst, i: usize) -> Result<(), Broken> {
         let cols = self.cols.clone();
         let s = &mut self.shards[i];
         // 1. Nulls owed and slots filled: write, then publish slots before the counter.
@@ -403,8 +446,7 @@ impl Engine {
                         nulls: owed as u64,
                         flags: 0,
                     };
-                    sst.write_bytes(cols.slots, s.info.slot_at(k), &h.encode())
-                        .map_err(|e| e.to_string())?;
+                    sst.write_bytes(cols.slots, s.info.slot_at(k), &h.encode())?;
                     st.next_index += owed;
                     st.filled = k;
                 }
@@ -424,45 +466,46 @@ impl Engine {
             // Rule: a sender fills slot k only once every member consumed slot k − window, so
             // at most a window of its slots is ever unconsumed here.
             if committed - s.consumed[r] > s.info.ring.2 as i64 {
-                return Err(format!(
-                    "sender rank {r} committed slot {committed} with only {} consumed here",
-                    s.consumed[r]
-                ));
+                return Err(Broken::RingOverrun {
+                    rank: r,
+                    committed,
+                    consumed: s.consumed[r],
+                });
             }
             while s.consumed[r] < committed {
                 let k = s.consumed[r] + 1;
                 let at = s.info.slot_at(k);
                 let mut hb = [0u8; HEADER_LEN];
-                sst.read_bytes(cols.slots, row, at, &mut hb)
-                    .map_err(|e| e.to_string())?;
-                let h = Header::decode(&hb).ok_or("short header")?;
+                sst.read_bytes(cols.slots, row, at, &mut hb)?;
+                let bad = |len| Broken::BadSlot {
+                    rank: r,
+                    slot: k,
+                    len,
+                };
+                let h = Header::decode(&hb).ok_or(bad(0))?;
                 if h.len > s.info.ring.1 - HEADER_LEN {
-                    return Err(format!(
-                        "slot {k} of sender rank {r} claims {} bytes",
-                        h.len
-                    ));
+                    return Err(bad(h.len));
                 }
                 // Rule: a slot holds one message or a batch of nulls at non-negative indices.
                 let count = i64::try_from(h.nulls.max(1))
                     .ok()
                     .filter(|n| h.index >= 0 && h.index.checked_add(*n).is_some())
-                    .ok_or_else(|| {
-                        format!(
-                            "slot {k} of sender rank {r} claims index {} and {} nulls",
-                            h.index, h.nulls
-                        )
+                    .ok_or(Broken::BadIndex {
+                        rank: r,
+                        slot: k,
+                        index: h.index,
+                        nulls: h.nulls,
                     })?;
                 if h.nulls > 0 {
                     if !s.received[r].record(h.index, count) {
-                        return Err(format!(
-                            "duplicate nulls from sender rank {r} at index {}",
-                            h.index
-                        ));
+                        return Err(Broken::DuplicateNulls {
+                            rank: r,
+                            index: h.index,
+                        });
                     }
                 } else {
                     buf.resize(h.len, 0);
-                    sst.read_bytes(cols.slots, row, at + HEADER_LEN, &mut buf)
-                        .map_err(|e| e.to_string())?;
+                    sst.read_bytes(cols.slots, row, at + HEADER_LEN, &mut buf)?;
                     s.receive(r, &h, Payload::Bytes(std::mem::take(&mut buf)))?;
                 }
                 s.consumed[r] = k;
@@ -478,20 +521,21 @@ impl Engine {
         i: usize,
         r: usize,
         msg: derecho_rdmc::Message,
-    ) -> Result<(), String> {
+    ) -> Result<(), Broken> {
         let s = &mut self.shards[i];
         let mut hb = [0u8; HEADER_LEN];
-        msg.read(0, &mut hb).map_err(|e| e.to_string())?;
-        let h = Header::decode(&hb).ok_or("short RDMC header")?;
+        msg.read(0, &mut hb)?;
+        let bad = Broken::BadRdmcHeader { rank: r };
+        let h = Header::decode(&hb).ok_or(bad)?;
         if h.len + HEADER_LEN != msg.len() || h.nulls != 0 || h.index < 0 {
-            return Err(format!("RDMC message of sender rank {r} has a bad header"));
+            return Err(Broken::BadRdmcHeader { rank: r });
         }
         s.receive(r, &h, Payload::Rdmc(msg))?;
         owe_nulls(s, r, h.index);
         Ok(())
     }
 
-    fn publish_and_deliver(&mut self, sst: &Sst, i: usize) -> Result<(), String> {
+    fn publish_and_deliver(&mut self, sst: &Sst, i: usize) -> Result<(), Broken> {
         let cols = self.cols.clone();
         let my_id = self.my_id;
         let s = &mut self.shards[i];
@@ -676,7 +720,7 @@ fn push_elem(
     ranks: &[usize],
     a: derecho_sst::ArrayField<i64>,
     i: usize,
-) -> Result<(), String> {
+) -> Result<(), Broken> {
     push_elems(sst, ranks, a, i, 1)
 }
 
@@ -686,12 +730,14 @@ fn push_elems(
     a: derecho_sst::ArrayField<i64>,
     i: usize,
     n: usize,
-) -> Result<(), String> {
+) -> Result<(), Broken> {
     let targets = others(sst, ranks);
     if targets.is_empty() || n == 0 {
         return Ok(());
     }
-    let range = a.elems_range(i, n).ok_or("column out of range")?;
+    let range = a
+        .elems_range(i, n)
+        .ok_or(Broken::OutOfRange("a counter column"))?;
     // A failed member is frozen and reported by the SST; the view change takes it from there.
     let _ = sst.push_to(range, &targets);
     Ok(())
@@ -704,7 +750,7 @@ fn publish_slots(
     s: &ShardRun,
     from: i64,
     to: i64,
-) -> Result<(), String> {
+) -> Result<(), Broken> {
     let targets = others(sst, &s.info.member_ranks);
     if targets.is_empty() {
         return Ok(());
@@ -728,7 +774,7 @@ fn publish_slots(
         let range = cols
             .slots
             .sub_range(off, bytes)
-            .ok_or("slot range out of the ring")?;
+            .ok_or(Broken::OutOfRange("a slot range"))?;
         let _ = sst.push_to(range, &targets);
     }
     Ok(())
