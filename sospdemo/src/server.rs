@@ -102,8 +102,13 @@ pub fn run(args: Vec<String>) -> Result<(), ServerError> {
         .map_err(|e| ServerError::Config(format!("cannot start the batch workers: {e}")))?,
     );
     let mut server: Option<ServerHandle> = None;
-    // Starts or stops the front end as this node enters or leaves the function tier.
+    // Starts or stops the front end as this node enters or leaves the function tier. An
+    // inadequate view (too few nodes for some shard) has no tiers at all: the front end stays
+    // as it is, and its calls wait for the next adequate view or fail over.
     let follow_role = |server: &mut Option<ServerHandle>| -> Result<(), ServerError> {
+        if !group.view().is_adequate() {
+            return Ok(());
+        }
         let member = front.my_shard().is_some();
         if member && server.is_none() {
             let handle = serve(grpc_addr, categorizers.clone(), limits)?;

@@ -296,13 +296,7 @@ fn serve(listener: &TcpListener, shared: &Shared, stop: &AtomicBool) {
                 }
                 continue;
             }
-            Admission::Queue => {
-                let mut joins = lock(&shared.joins);
-                match joins.iter_mut().find(|m| m.id == member.id) {
-                    Some(m) => *m = member.clone(),
-                    None => joins.push(member.clone()),
-                }
-            }
+            Admission::Queue => {}
         }
         tracing::info!(
             node = member.id,
@@ -310,6 +304,16 @@ fn serve(listener: &TcpListener, shared: &Shared, stop: &AtomicBool) {
         );
         // The joiner waits as long as the view change takes.
         let _ = stream.set_read_timeout(None);
-        lock(&shared.waiting).insert(member.id, stream);
+        // Its connection is kept before the change protocol can see it in the queue, under
+        // both locks in the order `welcome` takes them: otherwise a view change could admit
+        // it and `welcome` find no connection to send the view on, and the joiner would
+        // never learn it is a member.
+        let mut waiting = lock(&shared.waiting);
+        let mut joins = lock(&shared.joins);
+        waiting.insert(member.id, stream);
+        match joins.iter_mut().find(|m| m.id == member.id) {
+            Some(m) => *m = member,
+            None => joins.push(member),
+        }
     }
 }

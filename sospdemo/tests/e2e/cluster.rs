@@ -220,10 +220,22 @@ pub fn strip_ansi(text: &str) -> String {
 }
 
 /// The member lists of the views a node logged (`view installed ... members=[0, 1]`), in order.
+/// The adequate views a node logged, in order (inadequate ones are left out: see
+/// [`inadequate_views_in`]).
 pub fn views_in(stderr: &str) -> Vec<Vec<u16>> {
+    members_of_views(stderr, false)
+}
+
+/// The inadequate views a node logged (installed without subgroups while a shard lacks
+/// members), in order.
+pub fn inadequate_views_in(stderr: &str) -> Vec<Vec<u16>> {
+    members_of_views(stderr, true)
+}
+
+fn members_of_views(stderr: &str, inadequate: bool) -> Vec<Vec<u16>> {
     strip_ansi(stderr)
         .lines()
-        .filter(|l| l.contains("view installed"))
+        .filter(|l| l.contains("view installed") && l.contains("inadequate") == inadequate)
         .filter_map(|l| {
             let list = l.split("members=[").nth(1)?.split(']').next()?;
             list.split(',')

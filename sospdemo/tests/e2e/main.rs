@@ -29,8 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster::{
-    as_node, one_front_end_and_a_growing_shard, six_nodes_one_member_per_shard_suffices,
-    strip_ansi, take_ports, LocalCluster, VIEW_LIMIT,
+    as_node, inadequate_views_in, one_front_end_and_a_growing_shard,
+    six_nodes_one_member_per_shard_suffices, strip_ansi, take_ports, LocalCluster, VIEW_LIMIT,
 };
 use front_door::{
     bundled_model, bundled_photos, classify_all, expect_status, install_ok, photo, run_cli,
@@ -485,13 +485,20 @@ fn six_nodes_a_lost_categorizer_is_replaced_by_a_new_node() {
     install_ok(&mut front, PETS_TAG, Task::Pets); // shard 0: n2, n3
 
     cluster.kill(2);
-    // Shard 0 is below its minimum: no view can be installed until a node joins.
+    // Shard 0 is below its minimum: the survivors install an inadequate view (no tiers, the
+    // membership protocol only) and no adequate one until a node joins.
     std::thread::sleep(Duration::from_secs(2));
     cluster.assert_all_running();
     assert_eq!(
         cluster.last_view(0),
         Some(vec![0, 1, 2, 3, 4, 5]),
-        "a view without node 2 was installed although shard 0 cannot be filled"
+        "an adequate view without node 2 was installed although shard 0 cannot be filled"
+    );
+    let waiting = inadequate_views_in(&cluster.node(0).log("stderr.log"));
+    assert_eq!(
+        waiting.last(),
+        Some(&vec![0, 1, 3, 4, 5]),
+        "no inadequate view without node 2 was installed"
     );
 
     let newcomer = as_node(&node_config(ClusterSize::Six, 5).unwrap(), 6);
