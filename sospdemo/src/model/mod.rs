@@ -19,6 +19,7 @@
 //! `Send + Sync` and can be shared between request handlers.
 
 mod arch;
+mod kernels;
 pub mod mxnet;
 mod photo;
 mod resnet;
