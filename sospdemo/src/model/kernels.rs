@@ -4,6 +4,8 @@
 //!   `[c_out, c_in·kh·kw]` matrix of one GEMM; a forward pass is an im2col (skipped for 1×1
 //!   stride-1 convolutions, whose input already is the matrix) and that GEMM, followed by one
 //!   pass that adds the bias and an optional residual and applies an optional ReLU.
+//! * [`channel_affine`], [`add`] and [`relu`]: the pointwise operations that cannot be fused
+//!   into a convolution (a pre-activation batch normalisation, a residual sum read twice).
 //!
 //! Everything runs on rayon's global pool, the one candle's GEMM already uses, and never
 //! calls candle's pointwise kernels: those run on a second pool of spinning workers, and on a
@@ -82,9 +84,9 @@ impl PackedConv {
         dilation: usize,
     ) -> candle_core::Result<Self> {
         let (c_out, c_in, kh, kw) = weight.dims4()?;
-        if stride == 0 || dilation == 0 {
+        if stride == 0 || dilation == 0 || kh == 0 || kw == 0 {
             return Err(candle_core::Error::Msg(
-                "a convolution needs a stride and a dilation of at least 1".into(),
+                "a convolution needs a kernel, a stride and a dilation of at least 1".into(),
             ));
         }
         let packed = weight
@@ -122,6 +124,17 @@ impl PackedConv {
         (len + 2 * self.pad[axis])
             .checked_sub(span)
             .map(|d| d / self.stride + 1)
+    }
+
+    /// Elements of the largest buffer a forward pass over `[n, c_in, h, w]` allocates (the
+    /// patch matrix or the output), or `None` if the count overflows or the kernel does not
+    /// fit.
+    pub(crate) fn buffer_elements(&self, n: usize, h: usize, w: usize) -> Option<usize> {
+        let plane = self.out_side(h, 0)?.checked_mul(self.out_side(w, 1)?)?;
+        let taps = self.kernel[0].checked_mul(self.kernel[1])?;
+        let cols = self.c_in.checked_mul(taps)?.checked_mul(plane)?;
+        let out = n.checked_mul(self.c_out)?.checked_mul(plane)?;
+        Some(cols.max(out))
     }
 
     /// Whether the input itself is the GEMM's right-hand matrix (1×1, stride 1, no padding).
@@ -275,6 +288,84 @@ impl PackedConv {
     }
 }
 
+/// `relu?(x · scale[c] + shift[c])` per channel `c` of an NCHW tensor (a batch
+/// normalisation at inference).
+pub(crate) fn channel_affine(
+    x: &Tensor,
+    scale: &[f32],
+    shift: &[f32],
+    relu: bool,
+) -> candle_core::Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let c = dims.get(1).copied().unwrap_or(1);
+    if scale.len() != c || shift.len() != c {
+        return Err(candle_core::Error::Msg(format!(
+            "per-channel scale of {} values for {c} channels",
+            scale.len()
+        )));
+    }
+    let plane: usize = dims.iter().skip(2).product();
+    if plane == 0 || x.elem_count() == 0 {
+        return Ok(x.clone());
+    }
+    let out = with_f32(x, |src| {
+        let mut out = vec![0f32; src.len()];
+        par_rows(&mut out, plane, |first, chunk| {
+            let start = first * plane;
+            for (i, o_row) in chunk.chunks_mut(plane).enumerate() {
+                let ch = (first + i) % c;
+                let (a, b) = (scale[ch], shift[ch]);
+                let s_row = &src[start + i * plane..start + (i + 1) * plane];
+                for (o, v) in o_row.iter_mut().zip(s_row) {
+                    let y = v * a + b;
+                    *o = if relu { y.max(0.0) } else { y };
+                }
+            }
+        });
+        Ok(out)
+    })?;
+    Tensor::from_vec(out, dims, &Device::Cpu)
+}
+
+/// `relu?(a + b)` for two tensors of the same shape.
+pub(crate) fn add(a: &Tensor, b: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
+    if a.dims() != b.dims() {
+        return Err(candle_core::Error::Msg(format!(
+            "cannot add shapes {:?} and {:?} element by element",
+            a.dims(),
+            b.dims()
+        )));
+    }
+    let out = with_f32(a, |a| {
+        with_f32(b, |b| {
+            let mut out = vec![0f32; a.len()];
+            par_rows(&mut out, 1, |first, chunk| {
+                let (a, b) = (&a[first..], &b[first..]);
+                for ((o, x), y) in chunk.iter_mut().zip(a).zip(b) {
+                    let s = x + y;
+                    *o = if relu { s.max(0.0) } else { s };
+                }
+            });
+            Ok(out)
+        })
+    })?;
+    Tensor::from_vec(out, a.dims(), &Device::Cpu)
+}
+
+/// `max(x, 0)` element by element.
+pub(crate) fn relu(x: &Tensor) -> candle_core::Result<Tensor> {
+    let out = with_f32(x, |src| {
+        let mut out = vec![0f32; src.len()];
+        par_rows(&mut out, 1, |first, chunk| {
+            for (o, v) in chunk.iter_mut().zip(&src[first..]) {
+                *o = v.max(0.0);
+            }
+        });
+        Ok(out)
+    })?;
+    Tensor::from_vec(out, x.dims(), &Device::Cpu)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -362,5 +453,28 @@ mod tests {
         let bad_residual = Tensor::zeros((1, 4, 8, 8), DType::F32, &dev).unwrap();
         assert!(conv.forward(&x, Some(&bad_residual), false).is_err());
         assert!(PackedConv::new(&w, None, 0, [0, 0], 1).is_err());
+    }
+
+    #[test]
+    fn pointwise_kernels_match_candles() {
+        let dev = Device::Cpu;
+        for dims in [(1, 3, 5, 5), (2, 64, 32, 32)] {
+            let x = Tensor::randn(0f32, 1.0, dims, &dev).unwrap();
+            let y = Tensor::randn(0f32, 1.0, dims, &dev).unwrap();
+            assert!(close(&relu(&x).unwrap(), &x.relu().unwrap()) == 0.0);
+            let sum = (&x + &y).unwrap();
+            assert!(close(&add(&x, &y, false).unwrap(), &sum) < 1e-6);
+            assert!(close(&add(&x, &y, true).unwrap(), &sum.relu().unwrap()) < 1e-6);
+            let c = dims.1;
+            let scale: Vec<f32> = (0..c).map(|i| 0.5 + i as f32 * 0.1).collect();
+            let shift: Vec<f32> = (0..c).map(|i| i as f32 * 0.01 - 0.2).collect();
+            let s = Tensor::from_vec(scale.clone(), (1, c, 1, 1), &dev).unwrap();
+            let t = Tensor::from_vec(shift.clone(), (1, c, 1, 1), &dev).unwrap();
+            let want = x.broadcast_mul(&s).unwrap().broadcast_add(&t).unwrap();
+            let got = channel_affine(&x, &scale, &shift, false).unwrap();
+            assert!(close(&got, &want) < 1e-6);
+            let got = channel_affine(&x, &scale, &shift, true).unwrap();
+            assert!(close(&got, &want.relu().unwrap()) < 1e-6);
+        }
     }
 }
