@@ -183,18 +183,11 @@ impl PackedConv {
                 let cols = with_f32(&x.get(b)?, |img| Ok(self.im2col(img, h, w, oh, ow)))?;
                 Tensor::from_vec(cols, (k, plane), &Device::Cpu)?
             };
-            let product = self.weight.matmul(&cols)?;
             let res = residual.map(|r| r.get(b)).transpose()?;
-            with_f32(&product, |p| match &res {
-                Some(r) => with_f32(r, |r| {
-                    self.epilogue(out_b, p, Some(r), plane, relu);
-                    Ok(())
-                }),
-                None => {
-                    self.epilogue(out_b, p, None, plane, relu);
-                    Ok(())
-                }
-            })?;
+            match &res {
+                Some(r) => with_f32(r, |r| self.multiply(&cols, out_b, Some(r), plane, relu))?,
+                None => self.multiply(&cols, out_b, None, plane, relu)?,
+            }
         }
         Tensor::from_vec(out, (n, self.c_out, oh, ow), &Device::Cpu)
     }
@@ -249,43 +242,82 @@ impl PackedConv {
         cols
     }
 
-    /// Writes `relu?(product + bias + residual)` into `out`, all `[c_out, plane]`.
-    fn epilogue(
+    /// `out = relu?(weight · cols + bias + residual)` for one image, all `[c_out, plane]`.
+    /// Large products are split by output channels between two tasks, each running its
+    /// GEMM and then its share of the epilogue while the rows are still in cache.
+    fn multiply(
         &self,
+        cols: &Tensor,
         out: &mut [f32],
-        product: &[f32],
         residual: Option<&[f32]>,
         plane: usize,
         relu: bool,
-    ) {
-        let bias = self.bias.as_deref();
-        par_rows(out, plane, |first, chunk| {
-            let start = first * plane;
-            let src = &product[start..start + chunk.len()];
-            for (i, (o_row, p_row)) in chunk.chunks_mut(plane).zip(src.chunks(plane)).enumerate() {
-                let b = bias.map_or(0.0, |b| b[first + i]);
-                let row_start = start + i * plane;
-                match residual {
-                    Some(r) => {
-                        let r_row = &r[row_start..row_start + plane];
-                        for ((o, p), r) in o_row.iter_mut().zip(p_row).zip(r_row) {
-                            *o = p + b + r;
-                        }
-                    }
-                    None => {
-                        for (o, p) in o_row.iter_mut().zip(p_row) {
-                            *o = p + b;
-                        }
+    ) -> candle_core::Result<()> {
+        let part = |lo: usize, out: &mut [f32], residual: Option<&[f32]>| {
+            let rows = out.len() / plane;
+            let product = self.weight.narrow(0, lo, rows)?.matmul(cols)?;
+            let bias = self.bias.as_deref().map(|b| &b[lo..lo + rows]);
+            with_f32(&product, |p| {
+                epilogue(out, p, bias, residual, plane, relu);
+                Ok(())
+            })
+        };
+        let work = self.c_out * plane * cols.dims()[0];
+        if self.c_out < 32 || work < SPLIT_MIN_WORK {
+            return part(0, out, residual);
+        }
+        let mid = (self.c_out / 2).next_multiple_of(8).min(self.c_out);
+        let (out0, out1) = out.split_at_mut(mid * plane);
+        let (res0, res1) = match residual {
+            Some(r) => {
+                let (a, b) = r.split_at(mid * plane);
+                (Some(a), Some(b))
+            }
+            None => (None, None),
+        };
+        let (a, b) = rayon::join(|| part(0, out0, res0), || part(mid, out1, res1));
+        a.and(b)
+    }
+}
+
+/// Multiply-adds below which a GEMM is not split between tasks.
+const SPLIT_MIN_WORK: usize = 1 << 22;
+
+/// Writes `relu?(product + bias + residual)` into `out`, all `[channels, plane]`.
+fn epilogue(
+    out: &mut [f32],
+    product: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    plane: usize,
+    relu: bool,
+) {
+    par_rows(out, plane, |first, chunk| {
+        let start = first * plane;
+        let src = &product[start..start + chunk.len()];
+        for (i, (o_row, p_row)) in chunk.chunks_mut(plane).zip(src.chunks(plane)).enumerate() {
+            let b = bias.map_or(0.0, |b| b[first + i]);
+            let row_start = start + i * plane;
+            match residual {
+                Some(r) => {
+                    let r_row = &r[row_start..row_start + plane];
+                    for ((o, p), r) in o_row.iter_mut().zip(p_row).zip(r_row) {
+                        *o = p + b + r;
                     }
                 }
-                if relu {
-                    for o in o_row.iter_mut() {
-                        *o = o.max(0.0);
+                None => {
+                    for (o, p) in o_row.iter_mut().zip(p_row) {
+                        *o = p + b;
                     }
                 }
             }
-        });
-    }
+            if relu {
+                for o in o_row.iter_mut() {
+                    *o = o.max(0.0);
+                }
+            }
+        }
+    });
 }
 
 /// `relu?(x · scale[c] + shift[c])` per channel `c` of an NCHW tensor (a batch
