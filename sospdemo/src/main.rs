@@ -155,6 +155,7 @@ fn parse_cluster_size(s: &str) -> Result<ClusterSize, String> {
 }
 
 fn main() -> ExitCode {
+    sospdemo::model::pin_thread_count();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
