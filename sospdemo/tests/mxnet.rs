@@ -207,9 +207,27 @@ fn count_ops(symbol: &[u8], op: &str) -> usize {
         .count()
 }
 
+/// Two builds of fixture network `net` give the same probabilities on every fixture photo,
+/// up to rounding (5e-4).
+fn assert_same_probabilities(net: &str, what: &str, a: &MxNetModel, b: &MxNetModel) {
+    let side = expected()["side"].as_u64().unwrap() as usize;
+    for (photo, _) in photos() {
+        let x = dumped_input(&photo, side);
+        let d = (a.probabilities(&x).unwrap() - b.probabilities(&x).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        eprintln!("{net} on {photo}: {what} probabilities differ by {d:e}");
+        assert!(d < 5e-4, "{net} on {photo}: {what} differ by {d}");
+    }
+}
+
 #[test]
 fn folded_and_unfolded_batch_norm_agree() {
-    let side = expected()["side"].as_u64().unwrap() as usize;
     for net in nets() {
         let f = files(&net);
         let folded = MxNetModel::from_bytes(&f.architecture, &f.weights).unwrap();
@@ -233,43 +251,13 @@ fn folded_and_unfolded_batch_norm_agree() {
             assert!(folded.folded_batch_norms() > 0, "{net}");
             assert!(folded.folded_batch_norms() < bns, "{net}");
         }
-        for (photo, _) in photos() {
-            let x = dumped_input(&photo, side);
-            let a = folded.probabilities(&x).unwrap();
-            let b = plain.probabilities(&x).unwrap();
-            let d = (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            eprintln!("{net} on {photo}: folded and unfolded probabilities differ by {d:e}");
-            // Folding only changes rounding (measured: at most 8e-5 on these networks).
-            assert!(
-                d < 5e-4,
-                "{net} on {photo}: folded and unfolded differ by {d}"
-            );
-        }
+        // Folding only changes rounding (measured: at most 8e-5 on these networks).
+        assert_same_probabilities(&net, "folded and unfolded", &folded, &plain);
     }
-}
-
-/// Largest difference between two probability tensors.
-fn max_difference(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 #[test]
 fn packed_and_fused_graph_agrees_with_the_plain_one() {
-    let side = expected()["side"].as_u64().unwrap() as usize;
     for net in nets() {
         let f = files(&net);
         let fast = MxNetModel::from_bytes(&f.architecture, &f.weights).unwrap();
@@ -287,15 +275,7 @@ fn packed_and_fused_graph_agrees_with_the_plain_one() {
         if net.starts_with("resnet") {
             assert!(fast.fused_operators() > 0, "{net}: nothing fused");
         }
-        for (photo, _) in photos() {
-            let x = dumped_input(&photo, side);
-            let d = max_difference(
-                &fast.probabilities(&x).unwrap(),
-                &plain.probabilities(&x).unwrap(),
-            );
-            eprintln!("{net} on {photo}: packed and plain probabilities differ by {d:e}");
-            assert!(d < 5e-4, "{net} on {photo}: packed and plain differ by {d}");
-        }
+        assert_same_probabilities(&net, "packed and plain", &fast, &plain);
     }
 }
 
