@@ -7,7 +7,7 @@
 //! models (`train`).
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Instant;
@@ -84,7 +84,8 @@ enum Command {
     },
     /// Time the forward pass of a model directory, or of ResNet50 with random weights.
     BenchModel {
-        /// Model directories; `resnet50` stands for an ImageNet ResNet50 with random weights.
+        /// Model directories (ours, or an MXNet export: synset.txt, one *-symbol.json and one
+        /// *.params); `resnet50` stands for an ImageNet ResNet50 with random weights.
         #[arg(required = true)]
         models: Vec<String>,
         /// Timed forward passes per model.
@@ -154,6 +155,7 @@ fn parse_cluster_size(s: &str) -> Result<ClusterSize, String> {
 }
 
 fn main() -> ExitCode {
+    sospdemo::model::pin_thread_count();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -333,6 +335,43 @@ fn median_ms(mut times: Vec<f64>) -> (f64, f64, f64) {
     (median, mean, times.first().copied().unwrap_or(f64::NAN))
 }
 
+/// Loads a model directory: ours (`synset.txt`, `arch.json`, `weights.safetensors`) or an
+/// MXNet export (`synset.txt`, one `*-symbol.json` and one `*.params`).
+fn load_model_dir(dir: &Path) -> Result<Classifier, Box<dyn std::error::Error>> {
+    if dir.join(sospdemo::model::ARCH_FILE).exists() {
+        return Ok(Classifier::load_dir(dir)?);
+    }
+    let mut symbols = Vec::new();
+    let mut params = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.ends_with("-symbol.json") {
+            symbols.push(path);
+        } else if name.ends_with(".params") {
+            params.push(path);
+        }
+    }
+    match (symbols.as_slice(), params.as_slice()) {
+        ([symbol], [params]) => {
+            let synset = dir.join(sospdemo::model::SYNSET_FILE);
+            Ok(Classifier::from_files(&ModelFiles::read(
+                &synset, symbol, params,
+            )?)?)
+        }
+        _ => Err(format!(
+            "{}: expected arch.json, or one *-symbol.json and one *.params (found {} and {})",
+            dir.display(),
+            symbols.len(),
+            params.len()
+        )
+        .into()),
+    }
+}
+
 fn run_bench(
     models: Vec<String>,
     iterations: usize,
@@ -364,7 +403,7 @@ fn run_bench(
             (Classifier::from_parts(arch, synset, &weights)?, dir)
         } else {
             let dir = PathBuf::from(&name);
-            (Classifier::load_dir(&dir)?, Some(dir))
+            (load_model_dir(&dir)?, Some(dir))
         };
         let side = classifier.preprocess().crop as usize;
         let x = Tensor::randn(0f32, 1.0, (batch, 3, side, side), &Device::Cpu)?;

@@ -207,9 +207,27 @@ fn count_ops(symbol: &[u8], op: &str) -> usize {
         .count()
 }
 
+/// Two builds of fixture network `net` give the same probabilities on every fixture photo,
+/// up to rounding (5e-4).
+fn assert_same_probabilities(net: &str, what: &str, a: &MxNetModel, b: &MxNetModel) {
+    let side = expected()["side"].as_u64().unwrap() as usize;
+    for (photo, _) in photos() {
+        let x = dumped_input(&photo, side);
+        let d = (a.probabilities(&x).unwrap() - b.probabilities(&x).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        eprintln!("{net} on {photo}: {what} probabilities differ by {d:e}");
+        assert!(d < 5e-4, "{net} on {photo}: {what} differ by {d}");
+    }
+}
+
 #[test]
 fn folded_and_unfolded_batch_norm_agree() {
-    let side = expected()["side"].as_u64().unwrap() as usize;
     for net in nets() {
         let f = files(&net);
         let folded = MxNetModel::from_bytes(&f.architecture, &f.weights).unwrap();
@@ -218,6 +236,7 @@ fn folded_and_unfolded_batch_norm_agree() {
             &f.weights,
             BuildOptions {
                 fold_batch_norm: false,
+                fuse: false,
             },
         )
         .unwrap();
@@ -232,25 +251,66 @@ fn folded_and_unfolded_batch_norm_agree() {
             assert!(folded.folded_batch_norms() > 0, "{net}");
             assert!(folded.folded_batch_norms() < bns, "{net}");
         }
-        for (photo, _) in photos() {
-            let x = dumped_input(&photo, side);
-            let a = folded.probabilities(&x).unwrap();
-            let b = plain.probabilities(&x).unwrap();
-            let d = (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            eprintln!("{net} on {photo}: folded and unfolded probabilities differ by {d:e}");
-            // Folding only changes rounding (measured: at most 8e-5 on these networks).
-            assert!(
-                d < 5e-4,
-                "{net} on {photo}: folded and unfolded differ by {d}"
-            );
+        // Folding only changes rounding (measured: at most 8e-5 on these networks).
+        assert_same_probabilities(&net, "folded and unfolded", &folded, &plain);
+    }
+}
+
+#[test]
+fn packed_and_fused_graph_agrees_with_the_plain_one() {
+    for net in nets() {
+        let f = files(&net);
+        let fast = MxNetModel::from_bytes(&f.architecture, &f.weights).unwrap();
+        let plain = MxNetModel::from_bytes_with(
+            &f.architecture,
+            &f.weights,
+            BuildOptions {
+                fuse: false,
+                ..BuildOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(plain.fused_operators(), 0);
+        // Every ResNet block ends in a sum, which is fused into a convolution or takes a ReLU.
+        if net.starts_with("resnet") {
+            assert!(fast.fused_operators() > 0, "{net}: nothing fused");
         }
+        assert_same_probabilities(&net, "packed and plain", &fast, &plain);
+    }
+}
+
+/// The tutorial's full-size ResNet50 V2 (95 MB, not shipped), in the folder named by
+/// `SOSPDEMO_FLOWER_MODEL` with `expected.json` (MXNet's probabilities) and the dumped
+/// inputs `<photo>.f32`: the packed path gives MXNet's probabilities. Skipped without it.
+#[test]
+fn full_size_resnet50_v2_gives_mxnets_probabilities_when_present() {
+    let Some(dir) = std::env::var_os("SOSPDEMO_FLOWER_MODEL").map(PathBuf::from) else {
+        eprintln!("SOSPDEMO_FLOWER_MODEL not set: skipped");
+        return;
+    };
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let model = MxNetModel::from_bytes(
+        &read("flower-recognition-symbol.json"),
+        &read("flower-recognition-0040.params"),
+    )
+    .unwrap();
+    assert!(model.fused_operators() > 0);
+    let expected: Value = serde_json::from_slice(&read("expected.json")).unwrap();
+    for (photo, probs) in expected.as_object().unwrap() {
+        let raw = read(&format!("{photo}.f32"));
+        let v: Vec<f32> = raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let x = Tensor::from_vec(v, (1, 3, 224, 224), &Device::Cpu).unwrap();
+        let ours = model.probabilities(&x).unwrap().flatten_all().unwrap();
+        let theirs: Vec<f32> = probs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_f64().unwrap() as f32)
+            .collect();
+        assert_matches_mxnet(photo, &ours.to_vec1::<f32>().unwrap(), &theirs);
     }
 }
 

@@ -721,6 +721,7 @@ fn run() -> BenchResult<()> {
 }
 
 fn main() {
+    sospdemo::model::pin_thread_count();
     if let Err(e) = run() {
         eprintln!("service_bench: {e}");
         std::process::exit(1);

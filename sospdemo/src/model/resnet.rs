@@ -7,12 +7,32 @@ use std::collections::HashMap;
 use candle_core::{DType, Tensor, D};
 
 use super::arch::{ConvSpec, Layout, BN_EPS};
+use super::kernels::PackedConv;
 use super::ModelError;
 
 /// How the layers are computed; the order and wiring of the layers is [`forward`]'s.
 pub(crate) trait LayerOps {
     /// Convolution `spec` followed by its batch normalisation (no activation).
     fn conv_bn(&mut self, x: &Tensor, spec: &ConvSpec) -> candle_core::Result<Tensor>;
+    /// `relu?(conv_bn(x) + residual)`: what a convolution of a block is followed by. The
+    /// default computes the three steps one after the other; an implementation may fuse them.
+    fn conv_bn_then(
+        &mut self,
+        x: &Tensor,
+        spec: &ConvSpec,
+        residual: Option<&Tensor>,
+        relu: bool,
+    ) -> candle_core::Result<Tensor> {
+        let mut y = self.conv_bn(x, spec)?;
+        if let Some(r) = residual {
+            y = (y + r)?;
+        }
+        if relu {
+            y = y.relu()?;
+        }
+        Ok(y)
+    }
+
     /// The classifier `fc` applied to pooled features `[n, features]`.
     fn fc(&mut self, x: &Tensor) -> candle_core::Result<Tensor>;
 
@@ -36,35 +56,36 @@ pub(crate) fn forward<O: LayerOps>(
     ops: &mut O,
     x: &Tensor,
 ) -> candle_core::Result<Tensor> {
-    let mut x = ops.conv_bn(x, &layout.stem)?.relu()?;
+    let mut x = ops.conv_bn_then(x, &layout.stem, None, true)?;
     if layout.stem_pool {
         x = ops.stem_pool(&x)?;
     }
     for block in &layout.blocks {
-        let mut y = x.clone();
-        let last = block.convs.len().saturating_sub(1);
-        for (i, conv) in block.convs.iter().enumerate() {
-            y = ops.conv_bn(&y, conv)?;
-            if i != last {
-                y = y.relu()?;
-            }
-        }
+        // The shortcut first, so that the last convolution can add it as it writes its output.
         let shortcut = match &block.downsample {
             Some(d) => ops.conv_bn(&x, d)?,
-            None => x,
+            None => x.clone(),
         };
-        x = (y + shortcut)?.relu()?;
+        let mut y = x;
+        let last = block.convs.len().saturating_sub(1);
+        for (i, conv) in block.convs.iter().enumerate() {
+            let residual = (i == last).then_some(&shortcut);
+            y = ops.conv_bn_then(&y, conv, residual, true)?;
+        }
+        x = y;
     }
     let pooled = ops.global_pool(&x)?;
     ops.fc(&pooled)
 }
 
 /// A ResNet ready for inference: every batch normalisation folded into the convolution before
-/// it (a scaled kernel plus a bias), so a block costs its convolutions and nothing else.
+/// it (a scaled kernel plus a bias), each kernel packed for GEMM once, and the bias, the
+/// residual sum and the ReLU applied in the pass that writes a convolution's output, so a
+/// block costs its convolutions and nothing else.
 #[derive(Debug, Clone)]
 pub struct FoldedResNet {
     layout: Layout,
-    convs: HashMap<String, (Tensor, Tensor)>,
+    convs: HashMap<String, PackedConv>,
     fc_weight_t: Tensor,
     fc_bias: Tensor,
 }
@@ -96,8 +117,9 @@ impl FoldedResNet {
             let scale = (gamma / (var + BN_EPS)?.sqrt()?)?;
             let bias = (beta - (mean * &scale)?)?;
             let w = w.broadcast_mul(&scale.reshape((spec.c_out, 1, 1, 1))?)?;
-            let bias = bias.reshape((1, spec.c_out, 1, 1))?;
-            convs.insert(spec.name.clone(), (w.contiguous()?, bias));
+            let pad = spec.padding();
+            let conv = PackedConv::new(&w, Some(&bias), spec.stride, [pad, pad], 1)?;
+            convs.insert(spec.name.clone(), conv);
         }
         let fc_weight_t = get("fc.weight".into())?.t()?.contiguous()?;
         let fc_bias = get("fc.bias".into())?;
@@ -125,13 +147,21 @@ struct Folded<'a>(&'a FoldedResNet);
 
 impl LayerOps for Folded<'_> {
     fn conv_bn(&mut self, x: &Tensor, spec: &ConvSpec) -> candle_core::Result<Tensor> {
-        let (w, b) = self
-            .0
+        self.conv_bn_then(x, spec, None, false)
+    }
+
+    fn conv_bn_then(
+        &mut self,
+        x: &Tensor,
+        spec: &ConvSpec,
+        residual: Option<&Tensor>,
+        relu: bool,
+    ) -> candle_core::Result<Tensor> {
+        self.0
             .convs
             .get(&spec.name)
-            .ok_or_else(|| candle_core::Error::Msg(format!("no folded conv {}", spec.name)))?;
-        x.conv2d(w, spec.padding(), spec.stride, 1, 1)?
-            .broadcast_add(b)
+            .ok_or_else(|| candle_core::Error::Msg(format!("no folded conv {}", spec.name)))?
+            .forward(x, residual, relu)
     }
 
     fn fc(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -143,4 +173,106 @@ impl LayerOps for Folded<'_> {
 /// Softmax over the last dimension.
 pub(crate) fn softmax(logits: &Tensor) -> candle_core::Result<Tensor> {
     candle_nn::ops::softmax(logits, D::Minus1)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::model::{random_weights, Architecture, BlockKind};
+    use candle_core::Device;
+
+    /// The straightforward inference pass: candle's convolution, then the batch normalisation
+    /// with its running statistics, each step on its own (nothing folded, packed or fused).
+    struct Plain<'a>(&'a HashMap<String, Tensor>);
+
+    impl Plain<'_> {
+        fn get(&self, name: &str) -> candle_core::Result<&Tensor> {
+            self.0
+                .get(name)
+                .ok_or_else(|| candle_core::Error::Msg(format!("no {name}")))
+        }
+    }
+
+    impl LayerOps for Plain<'_> {
+        fn conv_bn(&mut self, x: &Tensor, spec: &ConvSpec) -> candle_core::Result<Tensor> {
+            let channel = |name: &str| {
+                self.get(&format!("{}.{name}", spec.bn))?
+                    .reshape((1, spec.c_out, 1, 1))
+            };
+            let y = x.conv2d(
+                self.get(&format!("{}.weight", spec.name))?,
+                spec.padding(),
+                spec.stride,
+                1,
+                1,
+            )?;
+            let std = (channel("running_var")? + BN_EPS)?.sqrt()?;
+            y.broadcast_sub(&channel("running_mean")?)?
+                .broadcast_div(&std)?
+                .broadcast_mul(&channel("weight")?)?
+                .broadcast_add(&channel("bias")?)
+        }
+
+        fn fc(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
+            x.matmul(&self.get("fc.weight")?.t()?)?
+                .broadcast_add(&self.get("fc.bias")?.unsqueeze(0)?)
+        }
+    }
+
+    /// Seeded weights whose normalisations are far from the identity, so that folding matters.
+    fn perturbed_weights(arch: &Architecture) -> HashMap<String, Tensor> {
+        let mut weights = random_weights(arch, 7, false).unwrap();
+        let mut rng = crate::model::rng::SplitMix64::new(11);
+        for spec in arch.parameters() {
+            let role_range = match spec.role {
+                crate::model::ParamRole::BnWeight => Some((0.5, 1.5)),
+                crate::model::ParamRole::BnBias => Some((-0.3, 0.3)),
+                crate::model::ParamRole::RunningMean => Some((-0.2, 0.2)),
+                crate::model::ParamRole::RunningVar => Some((0.5, 2.0)),
+                _ => None,
+            };
+            if let Some((lo, hi)) = role_range {
+                let v: Vec<f32> = (0..spec.numel())
+                    .map(|_| (lo + (hi - lo) * rng.uniform()) as f32)
+                    .collect();
+                let t = Tensor::from_vec(v, spec.shape.as_slice(), &Device::Cpu).unwrap();
+                weights.insert(spec.name, t);
+            }
+        }
+        weights
+    }
+
+    #[test]
+    fn folded_packed_network_matches_the_straightforward_pass() {
+        for block in [BlockKind::Bottleneck, BlockKind::Basic] {
+            let arch = Architecture {
+                block,
+                layers: vec![2, 1, 2],
+                widths: vec![8, 16, 24],
+                stem_width: 8,
+                num_classes: 10,
+                input_size: 40,
+                resize_size: None,
+                ..Architecture::resnet18(10)
+            };
+            arch.validate().unwrap();
+            let weights = perturbed_weights(&arch);
+            let net = FoldedResNet::new(arch.layout(), &weights).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (2, 3, 40, 40), &Device::Cpu).unwrap();
+            let values = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let fast = values(net.forward(&x).unwrap());
+            let plain = values(forward(&arch.layout(), &mut Plain(&weights), &x).unwrap());
+            let scale = plain.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let err = fast
+                .iter()
+                .zip(&plain)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(scale > 1e-3, "{block:?}: degenerate logits");
+            assert!(
+                err <= 1e-4 * scale.max(1.0),
+                "{block:?}: folded and packed logits differ by {err} (scale {scale})"
+            );
+        }
+    }
 }

@@ -4,6 +4,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
+use super::fuse;
 use super::ops::{parse_node, run, Op};
 use super::params::{NdArray, Params};
 use super::symbol::Symbol;
@@ -16,12 +17,18 @@ pub struct BuildOptions {
     /// nothing else reads that convolution's output (inference gives the same result; only
     /// rounding differs). On by default.
     pub fold_batch_norm: bool,
+    /// Run convolutions as GEMMs on kernels packed at build time, with a following sum and
+    /// ReLU computed in the same pass, and the remaining normalisations, sums and ReLUs on
+    /// the same thread pool (see `fuse`); off, every operator runs on its own with candle.
+    /// Only rounding differs. On by default.
+    pub fuse: bool,
 }
 
 impl Default for BuildOptions {
     fn default() -> Self {
         Self {
             fold_batch_norm: true,
+            fuse: true,
         }
     }
 }
@@ -36,7 +43,8 @@ pub(super) enum Step {
     /// A variable that is neither the input nor in the `.params` file (a training label);
     /// nothing may read it.
     Unbound,
-    /// The same value as another node's output (a folded batch normalisation).
+    /// The same value as another node's output (a folded batch normalisation, or an
+    /// operation fused into the node that computes it).
     Alias((usize, usize)),
     /// An operation on earlier nodes' outputs.
     Compute { op: Op, inputs: Vec<(usize, usize)> },
@@ -51,6 +59,7 @@ pub struct Graph {
     /// Per step, the nodes whose value is no longer needed once it has run.
     frees: Vec<Vec<usize>>,
     folded: usize,
+    fused: usize,
     output_is_probability: bool,
 }
 
@@ -140,6 +149,11 @@ impl Graph {
             };
             steps.push(step);
         }
+        let fused = if options.fuse {
+            fuse::apply(&mut steps, &consumers)?
+        } else {
+            0
+        };
         // Nothing may read a variable that has no value.
         for (node, step) in nodes.iter().zip(&steps) {
             let reads: &[(usize, usize)] = match step {
@@ -189,13 +203,14 @@ impl Graph {
                 }
             }
         }
-        tracing::debug!(nodes = nodes.len(), folded, "MXNet graph bound");
+        tracing::debug!(nodes = nodes.len(), folded, fused, "MXNet graph bound");
         Ok(Self {
             steps,
             names: nodes.iter().map(|n| n.name.clone()).collect(),
             head,
             frees,
             folded,
+            fused,
             output_is_probability,
         })
     }
@@ -203,6 +218,11 @@ impl Graph {
     /// Number of batch normalisations folded into convolutions.
     pub fn folded_batch_norms(&self) -> usize {
         self.folded
+    }
+
+    /// Number of sums and ReLUs computed by the node before them ([`BuildOptions::fuse`]).
+    pub fn fused_operators(&self) -> usize {
+        self.fused
     }
 
     /// Whether the output already is a softmax.

@@ -25,6 +25,7 @@
 //! Nothing here panics on bad input and nothing allocates more than the files' own size
 //! suggests; every failure is an [`MxNetError`].
 
+mod fuse;
 pub mod graph;
 mod ops;
 pub mod params;
@@ -197,6 +198,12 @@ impl MxNetModel {
     /// Number of batch normalisations folded into convolutions.
     pub fn folded_batch_norms(&self) -> usize {
         self.graph.folded_batch_norms()
+    }
+
+    /// Number of sums and ReLUs computed by the operator before them
+    /// ([`BuildOptions::fuse`]).
+    pub fn fused_operators(&self) -> usize {
+        self.graph.fused_operators()
     }
 
     /// Whether the graph already ends in a softmax.

@@ -8,6 +8,7 @@ use super::graph::Step;
 use super::pool::{pool2d, PoolKind, PoolSpec};
 use super::symbol::Node;
 use super::MxNetError;
+use crate::model::kernels::{self, PackedConv};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Activation {
@@ -85,6 +86,24 @@ pub(super) enum Op {
         keepdims: bool,
         exclude: bool,
     },
+    /// A convolution packed for GEMM (groups = 1), adding its second input if it has one,
+    /// then applying a ReLU if `relu` (the packed path only, see `fuse`).
+    Packed {
+        conv: PackedConv,
+        relu: bool,
+    },
+    /// An inference batch normalisation over axis 1, then a ReLU if `relu`.
+    Affine {
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+        relu: bool,
+    },
+    /// The sum of two inputs (broadcast if their shapes differ), then a ReLU if `relu`.
+    Sum {
+        relu: bool,
+    },
+    /// `max(x, 0)` computed on rayon's pool.
+    Relu,
 }
 
 /// The parameter tensor input `k` of `node` refers to.
@@ -526,6 +545,30 @@ pub(super) fn run(op: &Op, args: &[Tensor]) -> candle_core::Result<Tensor> {
             x.broadcast_mul(&scale.reshape(shape.as_slice())?)?
                 .broadcast_add(&shift.reshape(shape.as_slice())?)
         }
+        Op::Packed { conv, relu } => {
+            if let Ok((n, _, h, w)) = x.dims4() {
+                guard_elements(
+                    "a convolution's patch matrix",
+                    conv.buffer_elements(n, h, w),
+                )?;
+            }
+            conv.forward(x, args.get(1), *relu)
+        }
+        Op::Affine { scale, shift, relu } => kernels::channel_affine(x, scale, shift, *relu),
+        Op::Sum { relu } => {
+            let y = arg(args, 1)?;
+            if x.dims() == y.dims() {
+                kernels::add(x, y, *relu)
+            } else {
+                let sum = run(&Op::Binary(Binary::Add), args)?;
+                if *relu {
+                    kernels::relu(&sum)
+                } else {
+                    Ok(sum)
+                }
+            }
+        }
+        Op::Relu => kernels::relu(x),
         Op::Activation(a) => match a {
             Activation::Relu => x.relu(),
             Activation::Sigmoid => candle_nn::ops::sigmoid(x),
