@@ -350,8 +350,19 @@ impl Replicated for CategorizerTier {
                         format!("a model file of {len} bytes in the transferred state"),
                     ));
                 }
-                let mut v = vec![0u8; len as usize];
-                input.read_exact(&mut v)?;
+                // Grown as the bytes arrive, not allocated from the length field: a state
+                // that claims a huge part but ends early costs only what it sent.
+                let mut v = Vec::new();
+                (&mut *input).take(len).read_to_end(&mut v)?;
+                if v.len() as u64 != len {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "the transferred state ends after {} of a model file's {len} bytes",
+                            v.len()
+                        ),
+                    ));
+                }
                 parts.push(v);
             }
             let weights = parts.pop().unwrap_or_default();
@@ -682,5 +693,44 @@ impl Categorizers for GroupCategorizers {
         };
         lane.call((tag, photo))
             .map_err(|e| CategorizerError::Unavailable(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn state(parts: &[(u64, &[u8])]) -> Vec<u8> {
+        let mut s = 1u64.to_le_bytes().to_vec();
+        s.extend_from_slice(&7u32.to_le_bytes());
+        for (claimed, bytes) in parts {
+            s.extend_from_slice(&claimed.to_le_bytes());
+            s.extend_from_slice(bytes);
+        }
+        s
+    }
+
+    #[test]
+    fn a_state_round_trips_and_a_truncated_one_is_refused() {
+        let good = state(&[(3, b"a\nb"), (2, b"{}"), (4, b"wxyz")]);
+        let mut tier = CategorizerTier::default();
+        tier.load(&mut good.as_slice()).unwrap();
+        assert_eq!(tier.tags(), vec![7]);
+        let mut again = Vec::new();
+        tier.save(&mut again).unwrap();
+        assert_eq!(again, good);
+        // A part that claims a gigabyte but carries ten bytes: an error naming what arrived,
+        // and the replica keeps its models.
+        let short = state(&[(3, b"a\nb"), (1 << 30, b"0123456789")]);
+        let e = tier.load(&mut short.as_slice()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(e.to_string().contains("after 10 of"), "{e}");
+        assert_eq!(tier.tags(), vec![7]);
+        // Beyond the bound on one part: refused before reading it.
+        let huge = state(&[((1 << 30) + 1, b"")]);
+        let e = tier.load(&mut huge.as_slice()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     }
 }

@@ -134,10 +134,11 @@ impl Mapping {
     /// The aligned word at `off` (inside the mapping, 8-aligned), accessed only atomically.
     pub(crate) fn word(&self, off: usize) -> &AtomicU64 {
         assert!(
-            off.is_multiple_of(8) && off + 8 <= self.len(),
+            off.is_multiple_of(8) && off.checked_add(8).is_some_and(|end| end <= self.len()),
             "word {off} outside mapping"
         );
-        // SAFETY: the mapping is page-aligned, `off` is 8-aligned and in bounds (asserted), the
+        // SAFETY: the mapping is page-aligned, `off` is 8-aligned and in bounds (asserted
+        // without overflow), the
         // mapping lives as long as `self`, and every agent touches this word atomically.
         unsafe { AtomicU64::from_ptr(self.map.as_mut_ptr().add(off).cast::<u64>()) }
     }
@@ -145,7 +146,7 @@ impl Mapping {
     /// The aligned 32-bit word at `off`, accessed only atomically.
     pub(crate) fn word32(&self, off: usize) -> &AtomicU32 {
         assert!(
-            off.is_multiple_of(4) && off + 4 <= self.len(),
+            off.is_multiple_of(4) && off.checked_add(4).is_some_and(|end| end <= self.len()),
             "word {off} outside mapping"
         );
         // SAFETY: as in `word`.
@@ -412,6 +413,35 @@ pub(crate) fn remove_stale(dir: &Path) -> usize {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    /// A word index near `usize::MAX` must be refused, not wrap around the bounds check
+    /// (which would hand out a reference outside the mapping in a release build).
+    #[test]
+    fn words_near_the_end_of_the_address_space_are_refused() {
+        let path = std::env::temp_dir().join(file_name(std::process::id(), 9, 2, "word-bounds"));
+        let m = Mapping::create(&path, 4096).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(m.word(4088).load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(m.word32(4092).load(std::sync::atomic::Ordering::Relaxed), 0);
+        let refused =
+            |f: &dyn Fn()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err();
+        for off in [usize::MAX - 7, 4096] {
+            assert!(
+                refused(&|| {
+                    let _ = m.word(off);
+                }),
+                "word {off} was handed out"
+            );
+        }
+        for off in [usize::MAX - 3, 4096] {
+            assert!(
+                refused(&|| {
+                    let _ = m.word32(off);
+                }),
+                "32-bit word {off} was handed out"
+            );
+        }
+    }
 
     #[test]
     fn names_are_checked() {
