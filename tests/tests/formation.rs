@@ -225,3 +225,57 @@ fn a_joiner_gives_up_after_the_configured_join_timeout() {
     }
     assert!(took < Duration::from_secs(10), "gave up after {took:?}");
 }
+
+/// Issue #16, bounded ports: the GMS port read one connection at a time, so each silent
+/// connection held it for the whole handshake bound (5 s) and a probe or join behind seven of
+/// them waited 35 s. Connections are now read in parallel, and at most
+/// `MAX_HANDSHAKES_PER_PEER` at once from one address; the rest are closed at once.
+#[test]
+fn silent_connections_neither_delay_others_nor_pile_up_on_the_gms_port() {
+    let contact = free_port();
+    let (_c, deliver) = counter();
+    let node = GroupNode::start(&config(0, contact, contact), exactly(1), deliver).unwrap();
+    let per_peer = derecho::gms::MAX_HANDSHAKES_PER_PEER;
+    let silent: Vec<TcpStream> = (0..per_peer - 1)
+        .map(|_| TcpStream::connect(("127.0.0.1", contact)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let asked = std::time::Instant::now();
+    let mut probe = TcpStream::connect(("127.0.0.1", contact)).unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write_msg(&mut probe, &GmsMessage::Probe).unwrap();
+    match read_msg(&mut probe).unwrap() {
+        GmsMessage::Running { vid, .. } => assert_eq!(vid, 0),
+        other => panic!("expected the running group, got {other:?}"),
+    }
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "the probe waited {took:?} behind silent connections"
+    );
+    // Beyond the per-address bound, connections are closed at once.
+    let more: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(("127.0.0.1", contact)).unwrap())
+        .collect();
+    let closed = more
+        .into_iter()
+        .filter(|s| {
+            let mut s = s;
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut b = [0u8; 1];
+            // Closed by the server: end of stream or a reset; a timeout means still held.
+            match s.read(&mut b) {
+                Ok(n) => n == 0,
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        })
+        .count();
+    assert!(
+        closed >= 7,
+        "only {closed} of 8 connections over the bound were closed"
+    );
+    drop(silent);
+    node.shutdown();
+}

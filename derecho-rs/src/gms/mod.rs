@@ -16,7 +16,7 @@ pub mod view;
 pub mod wire;
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -110,6 +110,51 @@ struct Shared {
     joins: change::JoinQueue,
     waiting: Mutex<HashMap<crate::NodeId, TcpStream>>,
     timeouts: GmsTimeouts,
+    /// Connections whose first message is being read: in all, and per address.
+    reading: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// Most connections the GMS port reads at once (each for at most `gms_handshake_timeout_ms`);
+/// more are closed at once, so that silent connections cannot hold the port.
+pub const MAX_HANDSHAKES: usize = 32;
+
+/// Most of those from one address.
+pub const MAX_HANDSHAKES_PER_PEER: usize = 8;
+
+/// A connection being read; gives its place back when dropped.
+struct Reading {
+    shared: Arc<Shared>,
+    peer: IpAddr,
+}
+
+impl Reading {
+    /// Takes a place for a connection from `peer`, if one is free.
+    fn take(shared: &Arc<Shared>, peer: IpAddr) -> Option<Reading> {
+        let mut r = lock(&shared.reading);
+        let from_peer = r.1.get(&peer).copied().unwrap_or(0);
+        if r.0 >= MAX_HANDSHAKES || from_peer >= MAX_HANDSHAKES_PER_PEER {
+            return None;
+        }
+        r.0 += 1;
+        r.1.insert(peer, from_peer + 1);
+        Some(Reading {
+            shared: Arc::clone(shared),
+            peer,
+        })
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        let mut r = lock(&self.shared.reading);
+        r.0 = r.0.saturating_sub(1);
+        if let Some(n) = r.1.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                r.1.remove(&self.peer);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for GmsService {
@@ -141,6 +186,7 @@ impl GmsService {
             joins: Arc::new(Mutex::new(Vec::new())),
             waiting: Mutex::new(HashMap::new()),
             timeouts,
+            reading: Mutex::new((0, HashMap::new())),
         });
         let (s, sh) = (Arc::clone(&stop), Arc::clone(&shared));
         let thread = std::thread::Builder::new()
@@ -233,87 +279,110 @@ fn send_view(stream: &mut TcpStream, view: &View, timeouts: &GmsTimeouts) -> Res
         .map_err(|e| GmsError::wire("committing the view", e))
 }
 
-fn serve(listener: &TcpListener, shared: &Shared, stop: &AtomicBool) {
+/// Accepts connections and reads each on a thread of its own (bounded by [`MAX_HANDSHAKES`]
+/// and [`MAX_HANDSHAKES_PER_PEER`]), so that a silent connection never delays another.
+fn serve(listener: &TcpListener, shared: &Arc<Shared>, stop: &AtomicBool) {
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let Ok(mut stream) = conn else { continue };
-        let handshake = shared.timeouts.handshake;
-        let _ = stream.set_read_timeout(Some(handshake));
-        let _ = stream.set_write_timeout(Some(handshake));
-        let _ = stream.set_nodelay(true);
-        let msg = match wire::read_msg(&mut stream) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "ignored a GMS connection");
-                continue;
-            }
+        let Ok(stream) = conn else { continue };
+        let Ok(peer) = stream.peer_addr() else {
+            continue;
         };
-        let (version, member) = match msg {
-            GmsMessage::Join { version, member } => (version, member),
-            GmsMessage::Probe => {
-                let v = lock(&shared.view).clone();
-                if let Some(l) = v.leader() {
-                    let running = GmsMessage::Running {
-                        vid: v.vid,
-                        leader: l.gms_addr(),
-                    };
-                    let _ = wire::write_msg(&mut stream, &running);
-                }
-                continue;
-            }
-            _ => {
-                tracing::warn!("ignored a GMS message that was not a join request");
-                continue;
-            }
+        let Some(place) = Reading::take(shared, peer.ip()) else {
+            tracing::warn!(%peer, "closed a GMS connection: too many are being read");
+            continue;
         };
-        let v = lock(&shared.view).clone();
-        let decision = {
-            let queued = lock(&shared.joins);
-            admission::admit(&v, shared.me, version, &member, &queued, MAX_PENDING_JOINS)
-        };
-        match decision {
-            Admission::Refuse(r) => {
-                tracing::warn!(node = member.id, refusal = ?r, "refused a join");
-                let _ = wire::write_msg(&mut stream, &GmsMessage::Refused(r));
-                continue;
-            }
-            Admission::Redirect { leader, members } => {
-                let _ = wire::write_msg(
-                    &mut stream,
-                    &GmsMessage::Redirect {
-                        leader: leader.id,
-                        addr: leader.gms_addr(),
-                        members,
-                    },
-                );
-                continue;
-            }
-            Admission::SendView => {
-                if let Err(e) = send_view(&mut stream, &v, &shared.timeouts) {
-                    tracing::warn!(node = member.id, error = %e, "could not resend the view");
-                }
-                continue;
-            }
-            Admission::Queue => {}
+        let spawned = std::thread::Builder::new()
+            .name("gms-conn".into())
+            .spawn(move || {
+                let shared = Arc::clone(&place.shared);
+                handle(stream, &shared);
+                drop(place);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(%peer, error = %e, "closed a GMS connection: no thread for it");
         }
-        tracing::info!(
-            node = member.id,
-            "a node asks to join; it goes in the next view"
-        );
-        // The joiner waits as long as the view change takes.
-        let _ = stream.set_read_timeout(None);
-        // Its connection is kept before the change protocol can see it in the queue, under
-        // both locks in the order `welcome` takes them: otherwise a view change could admit
-        // it and `welcome` find no connection to send the view on, and the joiner would
-        // never learn it is a member.
-        let mut waiting = lock(&shared.waiting);
-        let mut joins = lock(&shared.joins);
-        waiting.insert(member.id, stream);
-        match joins.iter_mut().find(|m| m.id == member.id) {
-            Some(m) => *m = member,
-            None => joins.push(member),
+    }
+}
+
+/// Answers one connection to the GMS port: a probe, or a join request.
+fn handle(mut stream: TcpStream, shared: &Shared) {
+    let handshake = shared.timeouts.handshake;
+    let _ = stream.set_read_timeout(Some(handshake));
+    let _ = stream.set_write_timeout(Some(handshake));
+    let _ = stream.set_nodelay(true);
+    let msg = match wire::read_msg(&mut stream) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "ignored a GMS connection");
+            return;
         }
+    };
+    let (version, member) = match msg {
+        GmsMessage::Join { version, member } => (version, member),
+        GmsMessage::Probe => {
+            let v = lock(&shared.view).clone();
+            if let Some(l) = v.leader() {
+                let running = GmsMessage::Running {
+                    vid: v.vid,
+                    leader: l.gms_addr(),
+                };
+                let _ = wire::write_msg(&mut stream, &running);
+            }
+            return;
+        }
+        _ => {
+            tracing::warn!("ignored a GMS message that was not a join request");
+            return;
+        }
+    };
+    let v = lock(&shared.view).clone();
+    let decision = {
+        let queued = lock(&shared.joins);
+        admission::admit(&v, shared.me, version, &member, &queued, MAX_PENDING_JOINS)
+    };
+    match decision {
+        Admission::Refuse(r) => {
+            tracing::warn!(node = member.id, refusal = ?r, "refused a join");
+            let _ = wire::write_msg(&mut stream, &GmsMessage::Refused(r));
+            return;
+        }
+        Admission::Redirect { leader, members } => {
+            let _ = wire::write_msg(
+                &mut stream,
+                &GmsMessage::Redirect {
+                    leader: leader.id,
+                    addr: leader.gms_addr(),
+                    members,
+                },
+            );
+            return;
+        }
+        Admission::SendView => {
+            if let Err(e) = send_view(&mut stream, &v, &shared.timeouts) {
+                tracing::warn!(node = member.id, error = %e, "could not resend the view");
+            }
+            return;
+        }
+        Admission::Queue => {}
+    }
+    tracing::info!(
+        node = member.id,
+        "a node asks to join; it goes in the next view"
+    );
+    // The joiner waits as long as the view change takes.
+    let _ = stream.set_read_timeout(None);
+    // Its connection is kept before the change protocol can see it in the queue, under
+    // both locks in the order `welcome` takes them: otherwise a view change could admit
+    // it and `welcome` find no connection to send the view on, and the joiner would
+    // never learn it is a member.
+    let mut waiting = lock(&shared.waiting);
+    let mut joins = lock(&shared.joins);
+    waiting.insert(member.id, stream);
+    match joins.iter_mut().find(|m| m.id == member.id) {
+        Some(m) => *m = member,
+        None => joins.push(member),
     }
 }
