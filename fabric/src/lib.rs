@@ -40,6 +40,7 @@ pub mod conformance;
 mod doorbell;
 mod error;
 mod failure;
+pub mod fuzz;
 #[cfg(feature = "libfabric")]
 pub mod libfabric;
 pub mod probe;

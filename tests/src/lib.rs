@@ -8,6 +8,7 @@
 
 pub mod checker;
 pub mod cluster;
+pub use derecho_fabric::fuzz;
 pub mod kv;
 pub mod ports;
 pub mod sim;

@@ -289,6 +289,26 @@ mod tests {
         );
     }
 
+    /// Side-channel frames come from any peer that can reach the port: mutated frames of
+    /// every shape give an error or a message, never a panic.
+    #[test]
+    fn mutated_frames_never_panic() {
+        type Msg = Message<3, 64, 6>;
+        let corpus: Vec<Vec<u8>> = (1..=6)
+            .map(|k| {
+                Msg::new(k, 0xdead, [1, u64::MAX, 3])
+                    .with_flags(k)
+                    .with_body(&[k; 40][..usize::from(k) * 6])
+                    .encode()
+            })
+            .collect();
+        crate::fuzz::run("side-channel frames", 5, &corpus, 100_000, |b| {
+            let _ = Msg::read_from(&mut &b[..]);
+            let _ = read::<4>(&mut &b[..], 1..=9, 1024);
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     #[test]
     fn unknown_kinds_and_long_bodies_are_refused() {
         let bytes = encode(Header::new(9, 0, [0; 4]), &[], 16);

@@ -211,6 +211,30 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// Headers, hellos and answers come from any process that can reach the port: mutated
+    /// ones give an error or a value, never a panic.
+    #[test]
+    fn mutated_headers_never_panic() {
+        let h = Header {
+            kind: kind::WRITE,
+            flags: FLAG_IMM,
+            word: 7,
+            a: 1,
+            b: 2,
+            c: 3,
+        };
+        let corpus = vec![h.encode().to_vec()];
+        crate::fuzz::run("tcp headers", 6, &corpus, 100_000, |b| {
+            let mut buf = [0u8; HEADER_LEN];
+            let n = b.len().min(HEADER_LEN);
+            buf[..n].copy_from_slice(&b[..n]);
+            let _ = Header::decode(&buf);
+            let _ = Hello::decode(&buf);
+            let _ = Answer::decode(&buf);
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     #[test]
     fn header_round_trip() {
         let h = Header {

@@ -1,0 +1,144 @@
+//! Every decoder of the library that reads bytes from outside the process, run on seeded
+//! mutations of valid inputs (`derecho_tests::fuzz`): no input may panic. The counts per
+//! target are fixed so the suite stays fast; raise `FUZZ_ITERATIONS` for a longer hunt.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use derecho::config::Config;
+use derecho::gms::wire::{read_msg, write_msg};
+use derecho::gms::{GmsMessage, MemberInfo, Refusal, View};
+use derecho::layout::LayoutPolicy;
+use derecho::rpc::wire::{self, Kind};
+use derecho_tests::fuzz;
+
+/// Inputs per target: `FUZZ_ITERATIONS` from the environment, 20,000 by default.
+fn iterations() -> usize {
+    std::env::var("FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000)
+}
+
+fn member(id: u32) -> MemberInfo {
+    MemberInfo {
+        id,
+        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        gms_port: 23580,
+        fabric_port: 37683,
+        state_transfer_port: 28366,
+        external_port: 32645,
+    }
+}
+
+#[test]
+fn gms_frames() {
+    let view = View {
+        vid: 3,
+        members: vec![member(0), member(1)],
+        joined: vec![1],
+        ..View::default()
+    };
+    let messages = [
+        GmsMessage::Join {
+            version: derecho::gms::PROTOCOL_VERSION,
+            member: member(4),
+        },
+        GmsMessage::Redirect {
+            leader: 0,
+            addr: member(0).gms_addr(),
+            members: vec![member(1).gms_addr()],
+        },
+        GmsMessage::Refused(Refusal::NotNow("later".into())),
+        GmsMessage::Prepare(view),
+        GmsMessage::Ack { vid: 3 },
+        GmsMessage::Commit { vid: 3 },
+        GmsMessage::Probe,
+        GmsMessage::Running {
+            vid: 3,
+            leader: member(0).gms_addr(),
+        },
+    ];
+    let corpus: Vec<Vec<u8>> = messages
+        .iter()
+        .map(|m| {
+            let mut b = Vec::new();
+            write_msg(&mut b, m).unwrap();
+            b
+        })
+        .collect();
+    let ran = fuzz::run("gms frames", 1, &corpus, iterations(), |b| {
+        let _ = read_msg(&mut &b[..]);
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("gms frames: {ran} inputs");
+}
+
+#[test]
+fn rpc_frames_and_bodies() {
+    let mut corpus = Vec::new();
+    for (kind, parts) in [
+        (Kind::Query, vec![&[1u8, 0, 0, 0][..], b"query"]),
+        (Kind::Reply, vec![&[0u8][..], b"reply"]),
+        (Kind::OrderedReply, vec![&[2u8, 0, 0, 0, 1][..], b"no"]),
+        (Kind::Relay, vec![&[0u8, 0, 0, 0][..], b"update"]),
+        (Kind::GetView, vec![]),
+    ] {
+        let mut b = Vec::new();
+        wire::write_hello(&mut b).unwrap();
+        wire::write_frame(&mut b, kind, 77, &parts).unwrap();
+        corpus.push(b);
+    }
+    let mut ordered = wire::ordered_header(5, 2).to_vec();
+    ordered.extend_from_slice(b"body");
+    corpus.push(ordered);
+    let ran = fuzz::run("rpc frames", 2, &corpus, iterations(), |b| {
+        let mut input = b;
+        if wire::read_hello(&mut input).is_ok() {
+            if let Ok(f) = wire::read_frame(&mut input, 64 << 10) {
+                let _ = wire::take_u32(&f.body);
+                let _ = wire::parse_status(&f.body);
+            }
+        }
+        let _ = wire::parse_ordered(b);
+        let _ = wire::decode::<(u64, String, Vec<u8>)>(b);
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("rpc frames: {ran} inputs");
+}
+
+#[test]
+fn configuration_files() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let mut corpus = Vec::new();
+    for dir in [
+        "test-configs/test-2-nodes/n0",
+        "test-configs/test-6-nodes/n3",
+    ] {
+        corpus.push(std::fs::read(format!("{root}/{dir}/derecho.cfg")).unwrap());
+    }
+    corpus.push(Config::default().to_ini_string().into_bytes());
+    let ran = fuzz::run("derecho.cfg", 3, &corpus, iterations() / 4, |b| {
+        let _ = Config::from_ini_str(&String::from_utf8_lossy(b), "fuzz.cfg");
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("derecho.cfg: {ran} inputs");
+}
+
+#[test]
+fn layout_json() {
+    let corpus = vec![
+        br#"[{"type_alias": "Mixed", "layout": [{"min_nodes_by_shard": [1, 1],
+             "max_nodes_by_shard": [1, 1], "delivery_modes_by_shard": ["Ordered", "Raw"],
+             "profiles_by_shard": ["DEFAULT", "BULK"]}]}]"#
+            .to_vec(),
+        br#"[{"layout": [{"min_nodes_by_shard": [3], "max_nodes_by_shard": [3],
+              "reserved_node_ids_by_shard": [["*7", "8"]]}]}]"#
+            .to_vec(),
+    ];
+    let ran = fuzz::run("layout json", 4, &corpus, iterations() / 2, |b| {
+        let _ = LayoutPolicy::from_json_str(&String::from_utf8_lossy(b));
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("layout json: {ran} inputs");
+}
