@@ -41,9 +41,21 @@ use crate::NodeId;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GroupError {
-    /// The configuration asks for something this build cannot do.
-    #[error("configuration: {0}")]
-    Config(String),
+    /// A thread the member needs could not be started.
+    #[error("cannot start the {what} thread: {source}")]
+    Spawn {
+        /// Which thread.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A view was to be installed on a node that is not one of its members.
+    #[error("view {vid} does not contain this node")]
+    NotInView {
+        /// The view.
+        vid: u64,
+    },
     /// The fabric could not start.
     #[error("fabric: {0}")]
     Fabric(#[from] FabricError),
@@ -311,7 +323,10 @@ impl GroupNode {
         let manager = std::thread::Builder::new()
             .name(format!("views-{}", d.local_id))
             .spawn(move || manager_inner.manage(&rx, &manager_tx))
-            .map_err(|e| GroupError::Config(format!("cannot start the view manager: {e}")))?;
+            .map_err(|source| GroupError::Spawn {
+                what: "view manager",
+                source,
+            })?;
         Ok(Self {
             inner,
             manager: Mutex::new(Some(manager)),
@@ -557,9 +572,9 @@ impl Inner {
                 .map(|m| m.id)
                 .collect();
         }
-        let spec = view.multicast_spec(self.id).ok_or_else(|| {
-            GroupError::Config(format!("view {} does not contain this node", view.vid))
-        })?;
+        let spec = view
+            .multicast_spec(self.id)
+            .ok_or(GroupError::NotInView { vid: view.vid })?;
         // The view upcall comes before anything of the view can be delivered.
         if let Some(h) = lock(&self.on_view).as_mut() {
             h(&view);
