@@ -505,6 +505,8 @@ impl GroupNode {
             .stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.inner.fabric.shutdown();
+        // The view manager may have stopped already (its receiver gone); then there is
+        // nothing to wake, and joining it only waits for its end.
         let _ = self.outcomes.send(None);
         let manager = lock(&self.manager).take();
         if let Some(m) = manager {
@@ -587,6 +589,7 @@ impl Inner {
             self.partition_safety,
             Some(Arc::clone(&self.joins)),
             Box::new(move |o| {
+                // A member that stopped has no view manager to tell.
                 let _ = tx.send(Some(o));
             }),
         )?;

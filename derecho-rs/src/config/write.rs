@@ -102,6 +102,7 @@ pub(crate) fn to_ini(config: &Config) -> String {
          # depend on built-in defaults. Named subgroup profiles are shown fully expanded.\n",
     );
     for (header, entries) in known_blocks(config).into_iter().chain(extra_blocks(config)) {
+        // Writing to a String cannot fail.
         let _ = write!(out, "\n[{header}]\n");
         for (name, value) in entries {
             let _ = writeln!(out, "{name} = {}", format_value(&value));

@@ -121,6 +121,7 @@ pub fn lead(
                     );
                     joiners.retain(|(m, _)| !failed.contains(&m.id));
                     for (_, s) in &mut joiners {
+                        // Best effort: a joiner that misses the abort sees the next prepare.
                         let _ = write_msg(s, &GmsMessage::Abort { vid: view.vid });
                     }
                     changed = true;
@@ -163,6 +164,7 @@ fn admit(
     };
     let refuse = |s: &mut TcpStream, r: Refusal| {
         tracing::warn!(%from, node = member.id, refusal = ?r, "refused a join");
+        // Best effort: the refusal is logged here; the connection closes either way.
         let _ = write_msg(s, &GmsMessage::Refused(r));
         None
     };
@@ -232,6 +234,7 @@ pub fn find_running(peers: &[SocketAddr]) -> Option<(SocketAddr, u64)> {
         // Detached on purpose: a probe that outlives the bound ends at its own timeouts.
         std::thread::spawn(move || {
             if let Some(found) = probe(peer) {
+                // The receiver is gone once the bound has passed: a late answer is moot.
                 let _ = tx.send(found);
             }
         });

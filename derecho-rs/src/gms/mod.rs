@@ -247,8 +247,10 @@ pub(crate) fn stop_accepting(
     if stop.swap(true, Ordering::SeqCst) {
         return;
     }
+    // Only wakes the blocking accept; if it fails the listener is already gone.
     let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(200));
     if let Some(t) = thread.take() {
+        // The serving thread catches nothing worth reporting; a panic there was logged.
         let _ = t.join();
     }
 }
@@ -329,6 +331,7 @@ fn handle(mut stream: TcpStream, shared: &Shared) {
                     vid: v.vid,
                     leader: l.gms_addr(),
                 };
+                // Best effort: a prober that misses the answer founds or asks again.
                 let _ = wire::write_msg(&mut stream, &running);
             }
             return;
@@ -346,10 +349,12 @@ fn handle(mut stream: TcpStream, shared: &Shared) {
     match decision {
         Admission::Refuse(r) => {
             tracing::warn!(node = member.id, refusal = ?r, "refused a join");
+            // Best effort: logged above; the connection closes either way.
             let _ = wire::write_msg(&mut stream, &GmsMessage::Refused(r));
             return;
         }
         Admission::Redirect { leader, members } => {
+            // Best effort: a joiner that misses it asks again (it retries until its bound).
             let _ = wire::write_msg(
                 &mut stream,
                 &GmsMessage::Redirect {

@@ -389,6 +389,7 @@ impl Engine {
                         Payload::Bytes(b) => b.clone(),
                         Payload::Rdmc(m) => {
                             let mut v = vec![0u8; m.len().saturating_sub(HEADER_LEN)];
+                            // In range: the header check made len = HEADER_LEN + payload.
                             let _ = m.read(HEADER_LEN, &mut v);
                             v
                         }
@@ -775,6 +776,7 @@ fn publish_slots(
             .slots
             .sub_range(off, bytes)
             .ok_or(Broken::OutOfRange("a slot range"))?;
+        // As for counters: a failed member is frozen and reported by the SST.
         let _ = sst.push_to(range, &targets);
     }
     Ok(())

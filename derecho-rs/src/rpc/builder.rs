@@ -171,6 +171,7 @@ impl GroupBuilder {
             },
         )?;
         let node = Arc::new(node);
+        // Set once, here, right after the node exists: it cannot be set already.
         let _ = inner.node.set(Arc::downgrade(&node));
         Ok(Group {
             inner,

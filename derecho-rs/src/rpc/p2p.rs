@@ -193,6 +193,7 @@ fn serve_conn(
             Kind::Reply => break Err(RpcError::Protocol("a reply sent to the server side".into())),
         }
     };
+    // Closing a socket the peer may have closed already; the worker only ends.
     let _ = stream.shutdown(Shutdown::Both);
     drop(tx);
     let _ = worker.join();
@@ -300,6 +301,7 @@ impl PeerConn {
                 Ok(f) if f.kind == Kind::Reply => {
                     let result = wire::parse_status(&f.body);
                     if let Some(w) = lock(&self.waiting).remove(&f.id) {
+                        // A full or closed slot means the caller stopped waiting (timed out).
                         let _ = w.try_send(result);
                     }
                 }
@@ -321,9 +323,11 @@ impl PeerConn {
                 *f = Some(err);
             }
         }
+        // The connection is failed either way; shutting it down only wakes its reader.
         let _ = self.sock.shutdown(Shutdown::Both);
         let waiting: Vec<Waiter> = lock(&self.waiting).drain().map(|(_, w)| w).collect();
         for w in waiting {
+            // As above: a caller that stopped waiting needs no answer.
             let _ = w.try_send(Err(self.failure()));
         }
         self.credit_freed.notify_all();
