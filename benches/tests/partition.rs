@@ -214,7 +214,6 @@ fn a_cut_off_member_stops_and_the_majority_continues() {
     // The majority carries on in a view of two; the cut-off member stopped in view 0.
     for i in [0, 1] {
         assert_eq!(field(i, "stopped"), "0", "member {i}: {}", results[&i]);
-        assert_eq!(field(i, "members"), "2", "member {i}: {}", results[&i]);
     }
     assert_eq!(field(2, "stopped"), "1", "member 2: {}", results[&2]);
     assert_eq!(field(2, "vid"), "0", "member 2: {}", results[&2]);
@@ -222,6 +221,19 @@ fn a_cut_off_member_stops_and_the_majority_continues() {
         .iter()
         .map(|p| MemberLog::read_file(p).unwrap())
         .collect();
+    // Both installed the view of the two of them. (Which of them prints its result first is
+    // a race: the other may already have left at the end of its run, so the final view size
+    // each prints is not checked.)
+    for i in [0, 1] {
+        assert!(
+            logs[i]
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::View { vid: 1, members } if members == &[0, 1])),
+            "member {i} installed no view of members 0 and 1: {}",
+            results[&i]
+        );
+    }
     // Node 2 never installs a view beyond the first.
     assert!(
         !logs[2]
