@@ -420,11 +420,6 @@ struct Router {
     next: AtomicUsize,
 }
 
-/// Whether an error means "try another member".
-fn member_gone(e: &RpcError) -> bool {
-    e.is_transient()
-}
-
 impl GroupCategorizers {
     /// Routes through `tier`, gathering concurrent photos of a tag within `batching`; a
     /// request carries at most `max_request_bytes` of photos (a larger photo travels alone).
@@ -601,7 +596,7 @@ impl Router {
             for m in members {
                 match call(m) {
                     Ok(r) => return Ok(r),
-                    Err(e) if member_gone(&e) => {
+                    Err(e) if e.is_transient() => {
                         tracing::warn!(member = m, error = %e, "categorizer unavailable; trying another");
                         last = e.to_string();
                     }

@@ -129,6 +129,17 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
+/// Streams from every member on threads of scope `s` until `stop` (see [`stream`]).
+fn stream_all<'scope>(
+    s: &'scope std::thread::Scope<'scope, '_>,
+    members: &'scope [Member],
+    stop: &'scope AtomicBool,
+) {
+    for m in members {
+        s.spawn(move || stream(m, stop));
+    }
+}
+
 /// Asserts that `members` run but offer the application no view (theirs is inadequate).
 fn assert_waiting(members: &[Member]) {
     for m in members {
@@ -201,10 +212,7 @@ fn kill_one_and_continue(victim: usize) {
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         let _stop_guard = StopOnDrop(&stop);
-        for m in &members {
-            let stop = &stop;
-            s.spawn(move || stream(m, stop));
-        }
+        stream_all(s, &members, &stop);
         std::thread::sleep(Duration::from_millis(300));
         // Abrupt stop: links close without a graceful leave.
         members[victim].node.abort();
@@ -367,10 +375,7 @@ fn nodes_join_a_running_group_one_then_two_at_once() {
     let mut joiners = Vec::new();
     std::thread::scope(|s| {
         let _stop_guard = StopOnDrop(&stop);
-        for m in &members {
-            let stop = &stop;
-            s.spawn(move || stream(m, stop));
-        }
+        stream_all(s, &members, &stop);
         std::thread::sleep(Duration::from_millis(200));
         // One joiner (asking a non-leader would be redirected; node 0 leads).
         let one = start_at(contact, 3, 3..4);
@@ -429,10 +434,7 @@ fn survivors_too_few_for_the_layout_wait_for_a_joiner_and_lose_nothing() {
     let mut joiner = Vec::new();
     std::thread::scope(|s| {
         let _stop_guard = StopOnDrop(&stop);
-        for m in &members {
-            let stop = &stop;
-            s.spawn(move || stream(m, stop));
-        }
+        stream_all(s, &members, &stop);
         std::thread::sleep(Duration::from_millis(300));
         members[2].node.abort();
         // Nothing can be installed yet.
@@ -498,10 +500,7 @@ fn waiting_members_replace_a_failed_leader_and_admit_joiners_through_the_new_one
     let (joined_tx, joined_rx) = std::sync::mpsc::channel();
     std::thread::scope(|s| {
         let _stop_guard = StopOnDrop(&stop);
-        for m in &members {
-            let stop = &stop;
-            s.spawn(move || stream(m, stop));
-        }
+        stream_all(s, &members, &stop);
         std::thread::sleep(Duration::from_millis(300));
         members[3].node.abort();
         // Three cannot provision the shard; then the leader of the three fails as well.
