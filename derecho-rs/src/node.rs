@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use derecho_fabric::backends;
 use derecho_fabric::sync::{lock, wait_timeout};
 use derecho_fabric::{Fabric, FabricError};
-use derecho_sst::SstConfig;
+use derecho_sst::{Sst, SstConfig};
 
 use crate::config::Config;
 use crate::gms::change::Outcome;
@@ -275,14 +275,6 @@ impl GroupNode {
             tracing::info!(id = d.local_id, %contact, "joining a group");
             first_view::join(contact, &me, &timeouts, &stop)?
         };
-        // Joining a running group: the shards' state comes before anything is delivered.
-        receive_state(
-            &transfers,
-            d.local_id,
-            &view,
-            hooks.state.as_deref(),
-            bounds.transfer,
-        )?;
         let gms = GmsService::start(listener, d.local_id, view.clone(), timeouts)?;
         let joins = gms.joins();
         let stopping = Arc::new(AtomicBool::new(false));
@@ -583,7 +575,18 @@ impl Inner {
         }
         let shared = Arc::clone(&self.deliver);
         let deliver: DeliveryHandler = Box::new(move |d| (lock(&shared))(d));
-        let group = MulticastGroup::new(Arc::clone(&self.fabric), spec, config, deliver)?;
+        // Replica state moves once every member is at the view's start barrier, with
+        // heartbeats running and before anything is delivered: a long transfer holds up only
+        // the shards that wait for it, and nobody takes its members for failed.
+        let group =
+            MulticastGroup::new_with(Arc::clone(&self.fabric), spec, config, deliver, |sst| {
+                let started = Instant::now();
+                self.exchange_state(&view, sst)?;
+                if !view.transfers.is_empty() {
+                    tracing::debug!(vid = view.vid, after = ?started.elapsed(), "states exchanged");
+                }
+                Ok::<(), GroupError>(())
+            })?;
         let tx = outcomes.clone();
         group.install_change_protocol(
             self.partition_safety,
@@ -665,11 +668,6 @@ impl Inner {
                 gms.set_view(next.clone());
                 gms.welcome(&next);
             }
-            if let Err(e) = self.exchange_state(&next) {
-                self.stop_with(format!("state transfer for view {} failed: {e}", next.vid));
-                return;
-            }
-            tracing::debug!(vid = next.vid, after = ?ended.elapsed(), "states exchanged");
             // Members of the next view that died since it was decided do not stop its set-up:
             // their rows start frozen, and the view's change protocol removes them with the
             // agreement of the others (never by a local guess).
@@ -714,8 +712,9 @@ impl Inner {
 
 impl Inner {
     /// Sends the states this member owes the view's newcomers and receives the ones it is
-    /// owed, before the view's multicast starts.
-    fn exchange_state(&self, view: &View) -> Result<(), GroupError> {
+    /// owed, after the view's start barrier and before its core loop runs. A transfer whose
+    /// other end has failed in this view (its row is frozen) is abandoned at once.
+    fn exchange_state(&self, view: &View, sst: &Arc<Sst>) -> Result<(), GroupError> {
         let mut sends = Vec::new();
         for t in view.transfers.iter().filter(|t| t.from == self.id) {
             for to in &t.to {
@@ -726,19 +725,35 @@ impl Inner {
                 let (vid, subgroup, hooks) = (view.vid, t.subgroup, self.state.clone());
                 let bound = self.bounds.transfer;
                 let to = *to;
+                let sst = Arc::clone(sst);
                 sends.push(std::thread::spawn(move || {
-                    let r =
-                        crate::gms::transfer::send(addr, vid, subgroup, hooks.as_deref(), bound);
+                    let give_up = || failed_in(&sst, to);
+                    let r = crate::gms::transfer::send(
+                        addr,
+                        vid,
+                        subgroup,
+                        hooks.as_deref(),
+                        bound,
+                        &give_up,
+                    );
                     (to, r)
                 }));
             }
         }
+        let from: Vec<NodeId> = view
+            .transfers
+            .iter()
+            .filter(|t| t.to.contains(&self.id))
+            .map(|t| t.from)
+            .collect();
+        let give_up = || from.iter().find_map(|&f| failed_in(sst, f));
         let received = receive_state(
             &self.transfers,
             self.id,
             view,
             self.state.as_deref(),
             self.bounds.transfer,
+            &give_up,
         );
         for s in sends {
             match s.join() {
@@ -752,13 +767,22 @@ impl Inner {
     }
 }
 
-/// Receives the states `view` transfers to `me`, waiting up to `bound` for them.
+/// Why a transfer with `peer` should stop: its row in the view's SST is frozen (it failed).
+fn failed_in(sst: &Sst, peer: NodeId) -> Option<String> {
+    let rank = sst.rank_of(peer)?;
+    sst.is_frozen(rank)
+        .then(|| format!("node {peer} failed during the transfer"))
+}
+
+/// Receives the states `view` transfers to `me`, waiting up to `bound` for them or until
+/// `give_up` says a sender failed.
 fn receive_state(
     listener: &TcpListener,
     me: NodeId,
     view: &View,
     hooks: Option<&dyn StateHooks>,
     bound: Duration,
+    give_up: &dyn Fn() -> Option<String>,
 ) -> Result<(), GroupError> {
     let expected: Vec<usize> = view
         .transfers
@@ -766,7 +790,7 @@ fn receive_state(
         .filter(|t| t.to.contains(&me))
         .map(|t| t.subgroup)
         .collect();
-    crate::gms::transfer::receive(listener, me, view.vid, expected, hooks, bound)
+    crate::gms::transfer::receive(listener, me, view.vid, expected, hooks, bound, give_up)
         .map_err(GroupError::from)
 }
 

@@ -307,6 +307,37 @@ fn a_member_removed_while_its_reply_is_pending_yields_removed_and_the_others_rep
     drop(nodes_keepalive(groups));
 }
 
+/// Starts `ids` (in parallel) with one subgroup of type `T` named `name`: one shard of
+/// `shard.0` to `shard.1` members; `config` gives each node's configuration.
+fn start_one_type<T: derecho::Replicated + Default>(
+    contact: u16,
+    name: &'static str,
+    shard: (usize, usize),
+    ids: std::ops::Range<u32>,
+    config: fn(u32, u16) -> Config,
+) -> Vec<Group> {
+    let handles: Vec<_> = ids
+        .map(|id| {
+            let cfg = config(id, contact);
+            std::thread::spawn(move || {
+                let layout = LayoutPolicy {
+                    types: vec![TypePolicy::new(
+                        name,
+                        vec![SubgroupPolicy::flexible_even(1, shard.0, shard.1)],
+                    )],
+                };
+                GroupBuilder::new(&cfg)
+                    .replicated::<T>(name, |_| T::default())
+                    .layout(layout)
+                    .timeout(Duration::from_secs(20))
+                    .start()
+                    .unwrap_or_else(|e| panic!("node {id}: {e}"))
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
 fn nodes_keepalive(groups: Vec<Group>) -> Vec<Group> {
     groups
 }
@@ -317,28 +348,7 @@ fn nodes_keepalive(groups: Vec<Group>) -> Vec<Group> {
 #[test]
 fn replica_state_crosses_an_inadequate_view_to_the_joiner_that_ends_it() {
     let contact = listen_port().unwrap();
-    let need3 = || LayoutPolicy {
-        types: vec![TypePolicy::new(
-            "Kv",
-            vec![SubgroupPolicy::flexible_even(1, 3, 3)],
-        )],
-    };
-    let begin = |ids: std::ops::Range<u32>| -> Vec<Group> {
-        let handles: Vec<_> = ids
-            .map(|id| {
-                let cfg = config(id, contact);
-                std::thread::spawn(move || {
-                    GroupBuilder::new(&cfg)
-                        .replicated::<Kv>("Kv", |_| Kv::default())
-                        .layout(need3())
-                        .timeout(Duration::from_secs(20))
-                        .start()
-                        .unwrap_or_else(|e| panic!("node {id}: {e}"))
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    };
+    let begin = |ids| start_one_type::<Kv>(contact, "Kv", (3, 3), ids, config);
     let groups = begin(0..3);
     let h0 = groups[0].subgroup::<Kv>(0).unwrap();
     for i in 0..20u8 {
@@ -380,4 +390,82 @@ fn the_test_type_passes_check_replicated() {
         KvQuery::Digest,
     ];
     derecho::testing::check_replicated(Kv::default, &updates, &queries).unwrap();
+}
+
+/// How long [`SlowKv::save`] sleeps before writing its state, in milliseconds.
+static SAVE_DELAY_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// [`Kv`] whose state transfer takes as long as [`SAVE_DELAY_MS`] says.
+#[derive(Default)]
+struct SlowKv(Kv);
+
+impl derecho::Replicated for SlowKv {
+    type Update = KvUpdate;
+    type Query = KvQuery;
+    type Reply = KvReply;
+    fn apply(&mut self, update: KvUpdate) -> KvReply {
+        self.0.apply(update)
+    }
+    fn query(&self, query: KvQuery) -> KvReply {
+        self.0.query(query)
+    }
+    fn save(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let ms = SAVE_DELAY_MS.load(std::sync::atomic::Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(ms));
+        self.0.save(out)
+    }
+    fn load(&mut self, input: &mut dyn std::io::Read) -> std::io::Result<()> {
+        self.0.load(input)
+    }
+}
+
+/// Issue #14, hole 4: a state transfer longer than the view's set-up bound got the joiner and
+/// its sender frozen by the members that waited at the start barrier, and the group stopped
+/// as a minority. The transfer now happens after the barrier with heartbeats running: the
+/// joiner is admitted with the state, and nobody is removed.
+#[test]
+fn a_state_transfer_longer_than_the_setup_bound_removes_nobody() {
+    let contact = listen_port().unwrap();
+    let begin = |ids| {
+        start_one_type::<SlowKv>(contact, "SlowKv", (2, 3), ids, |id, contact| {
+            let mut cfg = config(id, contact);
+            cfg.derecho.view_change_setup_timeout_ms = 1000;
+            cfg
+        })
+    };
+    let groups = begin(0..2);
+    let h0 = groups[0].subgroup::<SlowKv>(0).unwrap();
+    for i in 0..10u8 {
+        h0.ordered_send(&KvUpdate::Put(format!("k{i}"), vec![i]))
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    let before = h0.with_local(|kv| (kv.0.digest, kv.0.applied)).unwrap();
+    // Two and a half set-up bounds.
+    SAVE_DELAY_MS.store(2500, std::sync::atomic::Ordering::SeqCst);
+    let joiner = begin(2..3).pop().unwrap();
+    SAVE_DELAY_MS.store(0, std::sync::atomic::Ordering::SeqCst);
+    let j = joiner.subgroup::<SlowKv>(0).unwrap();
+    assert_eq!(
+        j.with_local(|kv| (kv.0.digest, kv.0.applied)).unwrap(),
+        before
+    );
+    for g in &groups {
+        let v = g.node().view();
+        assert_eq!((v.vid, v.ids()), (1, vec![0, 1, 2]), "{v:?}");
+        assert!(g.node().stopped().is_none());
+    }
+    let h2 = joiner.subgroup::<SlowKv>(0).unwrap();
+    let states: BTreeMap<u32, (u64, u64)> = h2
+        .ordered_send(&KvUpdate::Put("after".into(), vec![9]))
+        .unwrap()
+        .wait()
+        .unwrap()
+        .iter()
+        .map(|(n, r)| (*n, state(r.as_ref().unwrap())))
+        .collect();
+    assert_eq!(states.len(), 3);
+    assert!(states.values().all(|s| *s == states[&0]), "{states:?}");
+    drop(nodes_keepalive(groups));
 }

@@ -7,7 +7,12 @@
 //! little-endian `u32` length and that many bytes, ended by an empty chunk. The sender
 //! serializes straight into the socket and the receiver deserializes straight from it through
 //! [`StateHooks`], so a state of hundreds of MiB never sits in memory twice. Chunks are at most
-//! [`MAX_CHUNK`] bytes; anything else on the port is rejected with a logged error.
+//! [`MAX_CHUNK`] bytes; anything else on the port is rejected with a logged error. A sender that
+//! cannot produce its state ends the stream with [`ABORT_CHUNK`] and a reason, so the receiver
+//! fails at once instead of waiting for its bound; so does a stream cut after its header.
+//!
+//! Both ends take a `give_up` check, called while they wait: the view manager stops a transfer
+//! whose other end has failed (its row is frozen) instead of waiting out the bound.
 
 use std::io::{self, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,8 +22,13 @@ use crate::NodeId;
 
 /// First bytes of a state transfer.
 pub const MAGIC: [u8; 4] = *b"DRST";
-/// Version of the transfer format.
-pub const VERSION: u32 = 1;
+/// Version of the transfer format (2 added [`ABORT_CHUNK`]).
+pub const VERSION: u32 = 2;
+/// A chunk length that is no length: the sender could not produce the state; a `u32` length
+/// and that many bytes of UTF-8 reason follow (at most [`MAX_REASON`]).
+pub const ABORT_CHUNK: u32 = u32::MAX;
+/// Longest abort reason a receiver reads.
+pub const MAX_REASON: usize = 4096;
 /// Largest chunk a sender writes and a receiver accepts.
 pub const MAX_CHUNK: usize = 1 << 20;
 
@@ -44,6 +54,20 @@ pub enum TransferError {
         #[source]
         source: io::Error,
     },
+    /// The transfer of `subgroup` began but did not finish: the sender aborted it or the
+    /// stream broke. The sender does not try again in this view.
+    #[error("state transfer of subgroup {subgroup} from {from} failed: {reason}")]
+    Failed {
+        /// The subgroup.
+        subgroup: usize,
+        /// The sender's address.
+        from: SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The caller's `give_up` check ended the transfer (its other end failed).
+    #[error("state transfer abandoned: {0}")]
+    Abandoned(String),
     /// Not every expected state arrived in time.
     #[error("state transfer: {missing} of the expected states did not arrive within {after:?}")]
     Timeout {
@@ -82,6 +106,17 @@ impl<W: Write> ChunkWriter<W> {
         self.out.write_all(&0u32.to_le_bytes())?;
         self.out.flush()
     }
+
+    /// Ends the stream with [`ABORT_CHUNK`] and `reason` instead of the state's end. What was
+    /// buffered is dropped: the receiver discards the whole transfer.
+    fn abort(mut self, reason: &str) -> io::Result<()> {
+        let reason = &reason.as_bytes()[..reason.len().min(MAX_REASON)];
+        self.out.write_all(&ABORT_CHUNK.to_le_bytes())?;
+        // At most MAX_REASON bytes, which fits in a u32.
+        self.out.write_all(&(reason.len() as u32).to_le_bytes())?;
+        self.out.write_all(reason)?;
+        self.out.flush()
+    }
 }
 
 impl<W: Write> Write for ChunkWriter<W> {
@@ -112,7 +147,19 @@ impl<R: Read> ChunkReader<R> {
     fn next_chunk(&mut self) -> io::Result<()> {
         let mut len = [0u8; 4];
         self.input.read_exact(&mut len)?;
-        let len = u32::from_le_bytes(len) as usize;
+        let len = u32::from_le_bytes(len);
+        if len == ABORT_CHUNK {
+            let mut n = [0u8; 4];
+            self.input.read_exact(&mut n)?;
+            let n = (u32::from_le_bytes(n) as usize).min(MAX_REASON);
+            let mut reason = vec![0u8; n];
+            self.input.read_exact(&mut reason)?;
+            return Err(io::Error::other(format!(
+                "the sender aborted: {}",
+                String::from_utf8_lossy(&reason)
+            )));
+        }
+        let len = len as usize;
         if len > MAX_CHUNK {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -151,13 +198,15 @@ impl<R: Read> Read for ChunkReader<R> {
 }
 
 /// Sends this member's replica of `subgroup` to the member listening at `to`, for view `vid`.
-/// Connecting is retried until `timeout` (the receiver may still be setting up).
+/// Connecting is retried until `timeout` (the receiver may still be setting up) or until
+/// `give_up` returns a reason. If the state cannot be produced, the receiver is told why.
 pub fn send(
     to: SocketAddr,
     vid: u64,
     subgroup: usize,
     hooks: Option<&dyn StateHooks>,
     timeout: Duration,
+    give_up: &dyn Fn() -> Option<String>,
 ) -> Result<(), TransferError> {
     let deadline = Instant::now() + timeout;
     let stream = loop {
@@ -166,7 +215,12 @@ pub fn send(
             Err(e) if Instant::now() >= deadline => {
                 return Err(io_err(format!("connecting to {to}"))(e));
             }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => {
+                if let Some(why) = give_up() {
+                    return Err(TransferError::Abandoned(why));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     };
     let _ = stream.set_nodelay(true);
@@ -184,8 +238,14 @@ pub fn send(
         buf: Vec::with_capacity(64 << 10),
     };
     if let Some(h) = hooks {
-        h.save_state(subgroup, &mut chunks)
-            .map_err(io_err(format!("writing subgroup {subgroup} to {to}")))?;
+        if let Err(e) = h.save_state(subgroup, &mut chunks) {
+            let reason = format!("subgroup {subgroup}: {e}");
+            // The receiver learns why; if even that fails, the broken stream tells it.
+            if let Err(told) = chunks.abort(&reason) {
+                tracing::debug!(%to, error = %told, "could not tell the receiver the transfer failed");
+            }
+            return Err(io_err(format!("writing subgroup {subgroup} to {to}"))(e));
+        }
     }
     chunks
         .finish()
@@ -193,7 +253,9 @@ pub fn send(
 }
 
 /// Receives `expected` states for view `vid` on `listener` and loads each through `hooks`,
-/// within `timeout`. Connections that are not a transfer for this view are logged and closed.
+/// within `timeout`, checking `give_up` while it waits. Connections that are not a transfer for
+/// this view are logged and closed; a transfer for this view that fails after its header fails
+/// the whole receive at once (its sender does not send again).
 pub fn receive(
     listener: &TcpListener,
     me: NodeId,
@@ -201,6 +263,7 @@ pub fn receive(
     mut expected: Vec<usize>,
     hooks: Option<&dyn StateHooks>,
     timeout: Duration,
+    give_up: &dyn Fn() -> Option<String>,
 ) -> Result<(), TransferError> {
     if expected.is_empty() {
         return Ok(());
@@ -220,6 +283,9 @@ pub fn receive(
         let (stream, from) = match listener.accept() {
             Ok(x) => x,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Some(why) = give_up() {
+                    return Err(TransferError::Abandoned(why));
+                }
                 std::thread::sleep(Duration::from_millis(5));
                 continue;
             }
@@ -232,26 +298,44 @@ pub fn receive(
                 expected.retain(|&s| s != subgroup);
                 tracing::info!(node = me, vid, subgroup, %from, "received replica state");
             }
-            Err(e) => tracing::warn!(%from, error = %e, "rejected a state transfer connection"),
+            Err(Refused(e)) => {
+                tracing::warn!(%from, error = %e, "rejected a state transfer connection")
+            }
+            Err(Broke { subgroup, error }) => {
+                return Err(TransferError::Failed {
+                    subgroup,
+                    from,
+                    reason: error.to_string(),
+                })
+            }
         }
     }
     Ok(())
 }
+
+/// Why one connection did not deliver a state.
+enum OneFailed {
+    /// It was not a transfer this receiver expects (garbage, a stale view): keep waiting.
+    Refused(io::Error),
+    /// The transfer of `subgroup` began and failed.
+    Broke { subgroup: usize, error: io::Error },
+}
+use OneFailed::{Broke, Refused};
 
 fn receive_one(
     mut stream: TcpStream,
     vid: u64,
     expected: &[usize],
     hooks: Option<&dyn StateHooks>,
-) -> io::Result<usize> {
+) -> Result<usize, OneFailed> {
     let mut header = [0u8; 20];
-    stream.read_exact(&mut header)?;
+    stream.read_exact(&mut header).map_err(Refused)?;
     let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
     if header[..4] != MAGIC {
-        return Err(bad(format!(
+        return Err(Refused(bad(format!(
             "not a state transfer (first bytes {:02x?})",
             &header[..4]
-        )));
+        ))));
     }
     let word = |at: usize| {
         let mut b = [0u8; 4];
@@ -259,26 +343,27 @@ fn receive_one(
         u32::from_le_bytes(b)
     };
     if word(4) != VERSION {
-        return Err(bad(format!("transfer format version {}", word(4))));
+        return Err(Refused(bad(format!("transfer format version {}", word(4)))));
     }
     let mut v = [0u8; 8];
     v.copy_from_slice(&header[8..16]);
     let got_vid = u64::from_le_bytes(v);
     let subgroup = word(16) as usize;
     if got_vid != vid || !expected.contains(&subgroup) {
-        return Err(bad(format!(
+        return Err(Refused(bad(format!(
             "unexpected transfer (view {got_vid}, subgroup {subgroup})"
-        )));
+        ))));
     }
+    let broke = |error| Broke { subgroup, error };
     let mut chunks = ChunkReader {
         input: io::BufReader::with_capacity(256 << 10, stream),
         left: 0,
         ended: false,
     };
     if let Some(h) = hooks {
-        h.load_state(subgroup, &mut chunks)?;
+        h.load_state(subgroup, &mut chunks).map_err(broke)?;
     }
-    chunks.drain()?;
+    chunks.drain().map_err(broke)?;
     Ok(subgroup)
 }
 
@@ -314,7 +399,7 @@ mod tests {
         });
         let sender = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
-            send(addr, 7, 3, Some(&src), Duration::from_secs(5))
+            send(addr, 7, 3, Some(&src), Duration::from_secs(5), &|| None)
         });
         let dst = Blob(Mutex::new(Vec::new()));
         receive(
@@ -324,6 +409,7 @@ mod tests {
             vec![3],
             Some(&dst),
             Duration::from_secs(10),
+            &|| None,
         )
         .expect("receive");
         sender.join().expect("thread").expect("send");
@@ -392,8 +478,9 @@ mod tests {
             blocks,
             seen: Mutex::new(0),
         };
-        let sender =
-            std::thread::spawn(move || send(addr, 2, 0, Some(&src), Duration::from_secs(60)));
+        let sender = std::thread::spawn(move || {
+            send(addr, 2, 0, Some(&src), Duration::from_secs(60), &|| None)
+        });
         let dst = Stream {
             blocks,
             seen: Mutex::new(0),
@@ -405,6 +492,7 @@ mod tests {
             vec![0],
             Some(&dst),
             Duration::from_secs(120),
+            &|| None,
         )
         .expect("receive");
         sender.join().expect("thread").expect("send");
@@ -418,10 +506,93 @@ mod tests {
     #[test]
     fn a_missing_state_times_out() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let err = receive(&listener, 1, 1, vec![0], None, Duration::from_millis(200));
+        let err = receive(
+            &listener,
+            1,
+            1,
+            vec![0],
+            None,
+            Duration::from_millis(200),
+            &|| None,
+        );
         assert!(matches!(
             err,
             Err(TransferError::Timeout { missing: 1, .. })
         ));
+    }
+
+    /// A sender without the state it should send.
+    struct NoReplica;
+
+    impl StateHooks for NoReplica {
+        fn save_state(&self, subgroup: usize, _: &mut dyn Write) -> io::Result<()> {
+            Err(io::Error::other(format!(
+                "no replica of subgroup {subgroup}"
+            )))
+        }
+        fn load_state(&self, _: usize, _: &mut dyn Read) -> io::Result<()> {
+            Err(io::Error::other("not a receiver"))
+        }
+    }
+
+    /// Issue #14: a sender that holds no replica made the receiver wait out its whole bound
+    /// (120 s by default); now the receiver fails at once with the sender's reason.
+    #[test]
+    fn a_sender_without_the_state_fails_the_receiver_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let sender = std::thread::spawn(move || {
+            send(
+                addr,
+                4,
+                1,
+                Some(&NoReplica),
+                Duration::from_secs(5),
+                &|| None,
+            )
+        });
+        let dst = Blob(Mutex::new(Vec::new()));
+        let err = receive(
+            &listener,
+            1,
+            4,
+            vec![1],
+            Some(&dst),
+            Duration::from_secs(60),
+            &|| None,
+        );
+        match err {
+            Err(TransferError::Failed {
+                subgroup: 1,
+                reason,
+                ..
+            }) => assert!(reason.contains("no replica of subgroup 1"), "{reason}"),
+            other => panic!("expected Failed, got {other:?}"),
+        }
+        assert!(sender.join().expect("thread").is_err());
+    }
+
+    /// A receiver stops waiting when its check says the sender has failed.
+    #[test]
+    fn a_receiver_gives_up_when_told_the_sender_failed() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let asked = std::sync::atomic::AtomicU32::new(0);
+        let give_up = || {
+            let n = asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            (n >= 3).then(|| "node 9 failed".to_string())
+        };
+        let err = receive(
+            &listener,
+            1,
+            1,
+            vec![0],
+            None,
+            Duration::from_secs(60),
+            &give_up,
+        );
+        match err {
+            Err(TransferError::Abandoned(why)) => assert_eq!(why, "node 9 failed"),
+            other => panic!("expected Abandoned, got {other:?}"),
+        }
     }
 }

@@ -241,6 +241,20 @@ impl MulticastGroup {
         config: MulticastConfig,
         deliver: DeliveryHandler,
     ) -> Result<Self, MulticastError> {
+        Self::new_with(fabric, spec, config, deliver, |_| Ok(()))
+    }
+
+    /// Like [`MulticastGroup::new`], running `before_start` once every member has reached the
+    /// start barrier and this member's heartbeats run, but before its core loop delivers
+    /// anything: the view manager transfers replica state there. However long that takes, the
+    /// others see this member alive and at the barrier, and only its shards wait for it.
+    pub fn new_with<E: From<MulticastError>>(
+        fabric: Arc<dyn Fabric>,
+        spec: MulticastSpec,
+        config: MulticastConfig,
+        deliver: DeliveryHandler,
+        before_start: impl FnOnce(&Arc<Sst>) -> Result<(), E>,
+    ) -> Result<Self, E> {
         let timeout = config.setup_timeout;
         let cancel = config.cancel.clone();
         let connecting = Self::prepare(fabric, spec, config, deliver)?.connect(true)?;
@@ -256,7 +270,8 @@ impl MulticastGroup {
             {
                 return Err(MulticastError::Spec(
                     "set-up abandoned: the member is shutting down".into(),
-                ));
+                )
+                .into());
             }
             // A member that fails before reaching the barrier is frozen and no longer waited
             // for (`ready`); the view starts without it and changes at once.
@@ -270,7 +285,7 @@ impl MulticastGroup {
                 .doorbell()
                 .wait(seen, (deadline - now).min(Duration::from_millis(50)));
         }
-        connecting.start(true)
+        connecting.start_with(true, before_start)
     }
 
     /// Phase one: registers the view's SST and RDMC regions and initialises this node's row.
@@ -526,6 +541,17 @@ impl Connecting {
     /// heartbeats run on their own threads; otherwise the caller polls
     /// ([`MulticastGroup::poll`]).
     pub fn start(self, threads: bool) -> Result<MulticastGroup, MulticastError> {
+        self.start_with(threads, |_| Ok(()))
+    }
+
+    /// Like [`Connecting::start`], running `before` after the heartbeats start and before the
+    /// core loop does (see [`MulticastGroup::new_with`]). If `before` fails, the group is
+    /// stopped and its error returned.
+    pub fn start_with<E: From<MulticastError>>(
+        self,
+        threads: bool,
+        before: impl FnOnce(&Arc<Sst>) -> Result<(), E>,
+    ) -> Result<MulticastGroup, E> {
         let Connecting {
             spec,
             sst,
@@ -542,7 +568,7 @@ impl Connecting {
         for id in sst.barrier_missing(&ticket) {
             if let Some(rank) = sst.rank_of(id) {
                 debug_assert!(sst.is_frozen(rank), "started without a live member");
-                sst.reset_row_to_mine(rank)?;
+                sst.reset_row_to_mine(rank).map_err(MulticastError::from)?;
             }
         }
         let frozen = sst.frozen_ranks();
@@ -554,10 +580,12 @@ impl Connecting {
         }
         let engine = Arc::new(Mutex::new(engine));
         let (condition, runner) = (Arc::clone(&engine), Arc::clone(&engine));
-        sst.predicates().recurrent(
-            move |t| lock(&condition).has_work(t),
-            move |t| lock(&runner).run(t),
-        )?;
+        sst.predicates()
+            .recurrent(
+                move |t| lock(&condition).has_work(t),
+                move |t| lock(&runner).run(t),
+            )
+            .map_err(MulticastError::from)?;
         let group = MulticastGroup {
             spec,
             sst: Arc::clone(&sst),
@@ -569,11 +597,16 @@ impl Connecting {
             detector: Mutex::new(None),
         };
         if threads {
-            *lock(&group.core) = Some(CoreLoop::start(
-                Arc::clone(&sst),
-                CoreLoopConfig::default(),
-            )?);
-            *lock(&group.detector) = Some(FailureDetector::start(Arc::clone(&sst))?);
+            *lock(&group.detector) =
+                Some(FailureDetector::start(Arc::clone(&sst)).map_err(MulticastError::from)?);
+        }
+        // On failure the group is dropped here, which stops the heartbeats.
+        before(&sst)?;
+        if threads {
+            *lock(&group.core) = Some(
+                CoreLoop::start(Arc::clone(&sst), CoreLoopConfig::default())
+                    .map_err(MulticastError::from)?,
+            );
         }
         sst.notify();
         Ok(group)

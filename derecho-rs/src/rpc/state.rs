@@ -385,12 +385,16 @@ impl StateHooks for States {
             .create(subgroup)
             .ok_or_else(|| io::Error::other(format!("subgroup {subgroup} has no type")))?;
         obj.load(input)?;
-        write_lock(&inner.replicas).insert(
+        // The view that makes this member a holder is normally installed first (its shard is
+        // known); a state loaded before its view is kept when the view arrives.
+        let mut replicas = write_lock(&inner.replicas);
+        let shard = replicas.get(&subgroup).and_then(|r| r.shard);
+        replicas.insert(
             subgroup,
             Replica {
                 obj,
-                shard: None,
-                loaded: true,
+                shard,
+                loaded: shard.is_none(),
             },
         );
         Ok(())
