@@ -132,3 +132,32 @@ impl Error {
 
 /// Shorthand for results of this crate's log-level operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_are_classified() {
+        let full = io::Error::from_raw_os_error(28);
+        assert!(matches!(
+            StorageError::from_io("f", full),
+            StorageError::Full
+        ));
+        let full = io::Error::from(io::ErrorKind::StorageFull);
+        assert!(matches!(
+            StorageError::from_io("f", full),
+            StorageError::Full
+        ));
+        let missing = io::Error::from(io::ErrorKind::NotFound);
+        assert!(
+            matches!(StorageError::from_io("f", missing), StorageError::NotFound(n) if n == "f")
+        );
+        let other = io::Error::from(io::ErrorKind::PermissionDenied);
+        assert!(matches!(
+            StorageError::from_io("f", other),
+            StorageError::Io(_)
+        ));
+        assert!(Error::from(StorageError::Full).is_full());
+    }
+}

@@ -102,7 +102,8 @@ impl<T: std::fmt::Debug> std::fmt::Debug for Persistent<T> {
 
 impl<T: Serialize + DeserializeOwned> Persistent<T> {
     /// Opens the field `name`: the value is the latest logged one, or
-    /// `initial()` when the log is empty.
+    /// `initial()` when the log is empty. `initial` is kept (hence `Fn`, not
+    /// `FnOnce`): a truncate that removes every version resets the value to it.
     pub fn open(
         storage: Arc<dyn Storage>,
         name: &str,
@@ -318,7 +319,18 @@ impl<T: Delta + Serialize + DeserializeOwned> DeltaPersistent<T> {
 
     /// Records the changes since the last version as `version`: a delta, a
     /// checkpoint when one is due, or nothing when nothing changed.
+    ///
+    /// If the append fails (for example the storage is full) the taken delta
+    /// is not lost: the next recorded version is a full checkpoint.
     pub fn version(&mut self, version: Version, hlc: Hlc) -> Result<()> {
+        let result = self.record(version, hlc);
+        if result.is_err() {
+            self.since_checkpoint = None;
+        }
+        result
+    }
+
+    fn record(&mut self, version: Version, hlc: Hlc) -> Result<()> {
         let name = self.log.name().to_string();
         let delta = self.value.take_delta();
         let checkpoint_due = match self.since_checkpoint {

@@ -59,7 +59,7 @@ impl Hlc {
         logic: u64::MAX,
     };
 
-    /// A timestamp with the given clock reading and a zero logical counter.
+    /// A timestamp from a clock reading and a logical counter.
     pub fn new(rtc_us: u64, logic: u64) -> Hlc {
         Hlc { rtc_us, logic }
     }

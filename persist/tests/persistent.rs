@@ -1,9 +1,12 @@
 //! Persistent fields in full and delta mode.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use common::Faulty;
 use derecho_persist::persistent::{KIND_DELTA, KIND_FULL};
 use derecho_persist::{
     min_persisted_version, pack, Delta, DeltaPersistent, FileStorage, Hlc, LogOptions, Persistent,
@@ -285,4 +288,35 @@ fn persist_from_a_second_thread_through_the_log_handle() {
     let p = Persistent::<u64>::open(s, "c", || 0).unwrap();
     assert!(p.latest_version() >= seen);
     assert_eq!(*p as i64, p.latest_version() - pack(0, 0) + 1);
+}
+
+#[test]
+fn delta_mode_failed_append_is_followed_by_a_checkpoint() {
+    let sim = Arc::new(SimStorage::new());
+    let faulty = Faulty::new(sim.clone());
+    let opts = LogOptions::default();
+    let mut p =
+        DeltaPersistent::<Kv>::open_with(faulty.clone(), "f", opts.clone(), 100, Kv::default)
+            .unwrap();
+    for seq in 0..5 {
+        p.get_mut().put(&format!("k{seq}"), seq as u64);
+        p.version(pack(0, seq), t(seq)).unwrap();
+    }
+    faulty.fail("append");
+    p.get_mut().put("lost?", 5);
+    assert!(p.version(pack(0, 5), t(5)).is_err());
+    faulty.heal("append");
+    // The change of the failed version is still in memory only; the next
+    // version must capture it, so it is written as a checkpoint.
+    p.get_mut().put("k6", 6);
+    p.version(pack(0, 6), t(6)).unwrap();
+    let last = p.log().find_back(i64::MAX, |_| true).unwrap();
+    assert_eq!((last.version, last.kind), (pack(0, 6), KIND_FULL));
+    let expected = p.map.clone();
+    assert!(expected.contains_key("lost?"));
+    assert_eq!(p.get_version(pack(0, 6)).unwrap().unwrap().map, expected);
+    p.persist().unwrap();
+    drop(p);
+    let p = DeltaPersistent::<Kv>::open_with(sim, "f", opts, 100, Kv::default).unwrap();
+    assert_eq!(p.map, expected);
 }

@@ -27,6 +27,9 @@
 //! its target under `state`, releases it, syncs, and relocks only to publish,
 //! so appends continue while a sync is in flight. Lock order: `persist`, then
 //! `state`.
+//!
+//! A log name must be open through at most one [`Log`] (and its clones) per
+//! storage at a time; two independent opens of one name would both append.
 
 pub mod format;
 mod read;

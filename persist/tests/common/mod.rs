@@ -42,6 +42,9 @@ impl<S: Storage> Faulty<S> {
     pub fn fail(&self, op: &'static str) {
         self.failing.lock().unwrap().insert(op);
     }
+    pub fn heal(&self, op: &'static str) {
+        self.failing.lock().unwrap().remove(op);
+    }
     fn check(&self, op: &'static str) -> StorageResult<()> {
         if self.failing.lock().unwrap().contains(op) {
             Err(StorageError::Io(Arc::new(std::io::Error::other(format!(
