@@ -45,6 +45,8 @@ fn run_seed(seed: u64) -> usize {
     let mut model: Vec<Entry> = Vec::new();
     let mut durable = 0usize;
     let mut last_version = INVALID;
+    // The latest version (entry or announced) known durable.
+    let mut durable_latest = INVALID;
     for cycle in 0..3 {
         let log = Log::open(sim.clone(), "crash", opts.clone()).unwrap();
         for _ in 0..rng.below(60) {
@@ -56,9 +58,15 @@ fn run_seed(seed: u64) -> usize {
                     } else {
                         model[keep - 1].version
                     };
+                    let had_newer = log.latest_version() > to;
                     log.truncate(to).unwrap();
+                    if had_newer {
+                        assert_eq!(log.latest_version(), to);
+                    }
+                    assert_eq!(log.persisted_version(), log.latest_version());
                     model.truncate(keep);
-                    durable = durable.min(keep);
+                    durable = keep;
+                    durable_latest = durable_latest.min(log.latest_version());
                     last_version = log.latest_version();
                     assert!(last_version <= to.max(INVALID));
                 }
@@ -67,10 +75,18 @@ fn run_seed(seed: u64) -> usize {
                     log.trim(model[first].version).unwrap();
                     model.drain(..first);
                     durable = model.len();
+                    durable_latest = log.latest_version();
                 }
                 2..=4 => {
-                    log.persist().unwrap();
+                    durable_latest = log.persist().unwrap();
+                    assert_eq!(durable_latest, log.latest_version());
                     durable = model.len();
+                }
+                5 => {
+                    // A version in which nothing changed: no entry.
+                    let version = next_version(&mut rng, last_version);
+                    log.advance_version(version).unwrap();
+                    last_version = version;
                 }
                 _ => {
                     let version = next_version(&mut rng, last_version);
@@ -104,6 +120,10 @@ fn run_seed(seed: u64) -> usize {
             got.len()
         );
         assert!(got.len() <= model.len());
+        assert!(
+            log.latest_version() >= durable_latest,
+            "seed {seed} cycle {cycle}: latest version went back below a persisted one"
+        );
         assert_eq!(
             got[..],
             model[..got.len()],
@@ -119,6 +139,7 @@ fn run_seed(seed: u64) -> usize {
         // The latest version may exceed the last entry (an empty, trimmed log
         // remembers it); appends continue above it either way.
         last_version = log.latest_version();
+        durable_latest = last_version;
         assert!(last_version >= model.last().map_or(INVALID, |e| e.version));
         // Appending right after recovery works and reads back.
         let v = next_version(&mut rng, last_version);

@@ -102,7 +102,10 @@ fn full_mode_truncate_reloads_and_trim_keeps_the_requested_version() {
     }
     p.truncate(pack(0, 9)).unwrap();
     assert_eq!(p.get(), "v4");
-    assert_eq!(p.latest_version(), pack(0, 8));
+    // The field now describes the state as of version 9, which has no entry.
+    assert_eq!(p.latest_version(), pack(0, 9));
+    assert_eq!(p.persisted_version(), pack(0, 9));
+    assert_eq!(p.num_versions(), 5);
     p.trim(pack(0, 5)).unwrap();
     // Version 5 is answered by the entry at version 4, which must stay.
     assert_eq!(p.get_version(pack(0, 5)).unwrap().as_deref(), Some("v2"));

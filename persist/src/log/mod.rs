@@ -294,6 +294,11 @@ impl Log {
     pub fn persist(&self) -> Result<Version> {
         self.check_writable()?;
         let _serial = lock(&self.inner.persist_lock);
+        self.persist_serialized()
+    }
+
+    /// The body of [`Log::persist`]; the caller holds the `persist` lock.
+    fn persist_serialized(&self) -> Result<Version> {
         let (target, dirty, meta) = {
             let mut st = self.state();
             let target = st.latest();

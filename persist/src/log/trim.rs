@@ -65,23 +65,41 @@ impl TrimPolicy {
 
 impl Log {
     /// Drops every entry newer than `version`, durably: when this returns, a
-    /// crash cannot bring them back. Versions after `version` may be appended
-    /// again afterwards.
+    /// crash cannot bring them back.
+    ///
+    /// If the log had anything newer than `version`, `version` itself becomes
+    /// the latest version (the log now describes the state as of `version`,
+    /// whether or not an entry carries it), and appends continue above it.
+    /// Everything kept is made durable first, as by [`Log::persist`].
     pub fn truncate(&self, version: Version) -> Result<()> {
         self.check_writable()?;
         let _serial = lock(&self.inner.persist_lock);
         let mut st = self.state();
+        self.sync_all_locked(&mut st)?;
         if st.latest() <= version && st.meta.truncate_to.is_none() {
             return Ok(());
         }
         let marked = Meta {
             truncate_to: Some(version),
-            known_version: st.meta.known_version.min(version),
+            known_version: version,
             ..st.meta.clone()
         };
         save_meta(self.inner.storage.as_ref(), &self.inner.name, &marked)?;
         st.meta = marked;
         self.finish_truncate(&mut st, version)
+    }
+
+    /// Syncs every segment with unsynced appends while holding the state
+    /// lock (truncate and trim are rare; appends wait for them).
+    fn sync_all_locked(&self, st: &mut State) -> Result<()> {
+        while let Some(&n) = st.dirty.iter().next() {
+            self.inner
+                .storage
+                .sync(&format::segment_name(&self.inner.name, n))?;
+            st.dirty.remove(&n);
+        }
+        st.persisted = st.persisted.max(st.last_entry_version());
+        Ok(())
     }
 
     /// Applies the truncate recorded in `st.meta` (also used at open), then
@@ -120,7 +138,7 @@ impl Log {
         }
         st.index.truncate(cut);
         st.recompute_hlc_monotone();
-        st.advanced = st.advanced.min(version);
+        st.advanced = INVALID;
         let done = Meta {
             truncate_to: None,
             trim_version: if below_trim {
@@ -128,7 +146,7 @@ impl Log {
             } else {
                 st.meta.trim_version
             },
-            known_version: st.meta.known_version.min(version),
+            known_version: version,
             ..st.meta.clone()
         };
         if write {
@@ -148,28 +166,24 @@ impl Log {
         self.check_writable()?;
         let _serial = lock(&self.inner.persist_lock);
         let mut st = self.state();
+        // Everything appended so far becomes durable first, so the known
+        // version recorded below never claims more than survives a crash.
+        self.sync_all_locked(&mut st)?;
         let latest = st.latest();
-        // Everything up to `latest` is made durable first, so recording
-        // `latest` as the known version cannot claim more than survives.
-        let dirty: Vec<u64> = st.dirty.iter().copied().collect();
-        for n in dirty {
-            self.inner
-                .storage
-                .sync(&format::segment_name(&self.inner.name, n))?;
-            st.dirty.remove(&n);
-        }
-        st.persisted = latest;
-        let version = version.min(latest.saturating_add(1));
-        if version <= st.meta.trim_version {
-            return Ok(());
-        }
+        let version = version
+            .min(latest.saturating_add(1))
+            .max(st.meta.trim_version);
         let meta = Meta {
             trim_version: version,
             known_version: st.meta.known_version.max(latest),
             ..st.meta.clone()
         };
-        save_meta(self.inner.storage.as_ref(), &self.inner.name, &meta)?;
-        st.meta = meta;
+        if meta != st.meta {
+            save_meta(self.inner.storage.as_ref(), &self.inner.name, &meta)?;
+            st.meta = meta;
+        }
+        // Entries are synced and the meta records `latest`.
+        st.persisted = latest;
         let first_keep = st.index.partition_point(|e| e.info.version < version);
         let keep_segment = st
             .index
