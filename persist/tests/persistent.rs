@@ -323,3 +323,49 @@ fn delta_mode_failed_append_is_followed_by_a_checkpoint() {
     let p = DeltaPersistent::<Kv>::open_with(sim, "f", opts, 100, Kv::default).unwrap();
     assert_eq!(p.map, expected);
 }
+
+#[test]
+fn delta_mode_crash_recovery_matches_a_recorded_version() {
+    use std::collections::HashMap;
+    for seed in 0..200u64 {
+        let sim = Arc::new(SimStorage::new());
+        let opts = LogOptions {
+            segment_bytes: 300 + seed * 7,
+            ..LogOptions::default()
+        };
+        let interval = (seed % 5) as u32 + 1;
+        let mut p =
+            DeltaPersistent::<Kv>::open_with(sim.clone(), "c", opts.clone(), interval, Kv::default)
+                .unwrap();
+        // The map as of every recorded version.
+        let mut history: HashMap<i64, BTreeMap<String, u64>> = HashMap::new();
+        let mut persisted = INVALID;
+        let mut x = seed;
+        for seq in 0..60 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            match (x >> 33) % 4 {
+                0 => p.get_mut().del(&format!("k{}", (x >> 40) % 6)),
+                1 => {}
+                _ => p.get_mut().put(&format!("k{}", (x >> 40) % 6), x >> 50),
+            }
+            p.version(pack(0, seq), t(seq)).unwrap();
+            history.insert(pack(0, seq), p.map.clone());
+            if (x >> 20) % 7 == 0 {
+                persisted = p.persist().unwrap();
+            }
+        }
+        drop(p);
+        sim.crash(seed);
+        let p = DeltaPersistent::<Kv>::open_with(sim, "c", opts, interval, Kv::default).unwrap();
+        let latest = p.latest_version();
+        assert!(latest >= persisted, "seed {seed}: lost persisted versions");
+        if latest == INVALID {
+            assert!(p.map.is_empty());
+        } else {
+            assert_eq!(&p.map, &history[&latest], "seed {seed}: value at {latest}");
+        }
+        assert!(p.applied <= interval as usize);
+    }
+}
