@@ -103,6 +103,10 @@ pub enum Error {
     /// A write was attempted on a log opened read-only.
     #[error("{0}: the log was opened read-only")]
     ReadOnly(String),
+    /// An earlier truncate or trim of this log failed half-way; its files
+    /// and index disagree until the log is reopened (which finishes it).
+    #[error("{0}: an earlier truncate or trim failed; reopen the log")]
+    NeedsReopen(String),
     /// A log or field name is unusable (empty, or contains `.` or `/`).
     #[error("invalid log name: {0:?}")]
     InvalidName(String),

@@ -57,5 +57,5 @@ pub use log::{Entry, EntryInfo, Log, LogIter, LogOptions, TrimPolicy};
 pub use names::{field_name, min_latest_persisted, shard_prefix};
 pub use object::{load_object, save_object};
 pub use persistent::{min_persisted_version, Delta, DeltaPersistent, Persistent, PersistentField};
-pub use storage::{FileStorage, SimStorage, Storage, StorageResult};
+pub use storage::{FileStorage, SimOp, SimStorage, Storage, StorageResult};
 pub use version::{pack, unpack, Hlc, Version, INVALID};

@@ -6,11 +6,10 @@ mod common;
 
 use std::sync::Arc;
 
-use common::Faulty;
 use derecho_persist::log::ENTRY_HEADER_LEN;
 use derecho_persist::{
     field_name, min_latest_persisted, pack, shard_prefix, Entry, Error, FileStorage, Hlc, Log,
-    LogOptions, SimStorage, Storage, TrimPolicy, INVALID,
+    LogOptions, SimOp, SimStorage, Storage, TrimPolicy, INVALID,
 };
 
 fn sim() -> Arc<dyn Storage> {
@@ -267,17 +266,51 @@ fn truncate_is_durable_and_versions_can_be_reused() {
 #[test]
 fn an_interrupted_truncate_is_finished_at_open() {
     let sim = Arc::new(SimStorage::new());
-    let faulty = Faulty::new(sim.clone());
-    let log = Log::open(faulty.clone(), "i", small_segments(200)).unwrap();
+    let log = Log::open(sim.clone(), "i", small_segments(200)).unwrap();
     fill(&log, 25);
     log.persist().unwrap();
-    faulty.fail("remove");
-    faulty.fail("truncate");
+    sim.fail(SimOp::Remove);
+    sim.fail(SimOp::Truncate);
     assert!(log.truncate(pack(0, 4)).is_err());
+    assert!(matches!(
+        log.append(pack(1, 0), Hlc::ZERO, 0, b""),
+        Err(Error::NeedsReopen(_))
+    ));
     drop(log);
+    sim.heal(SimOp::Remove);
+    sim.heal(SimOp::Truncate);
     sim.crash(3);
     let log = Log::open(sim, "i", small_segments(200)).unwrap();
     assert_eq!(all(&log), (0..5).map(entry).collect::<Vec<_>>());
+}
+
+#[test]
+fn an_interrupted_trim_is_finished_at_open() {
+    let sim = Arc::new(SimStorage::new());
+    let log = Log::open(sim.clone(), "it", small_segments(200)).unwrap();
+    fill(&log, 30);
+    let segments = log.segment_count();
+    sim.fail(SimOp::Remove);
+    assert!(log.trim(pack(0, 20)).is_err());
+    assert!(matches!(log.persist(), Err(Error::NeedsReopen(_))));
+    // Reads still answer from the trimmed index.
+    assert_eq!(log.earliest_version(), pack(0, 20));
+    drop(log);
+    sim.heal(SimOp::Remove);
+    sim.crash(4);
+    let log = Log::open(sim.clone(), "it", small_segments(200)).unwrap();
+    assert_eq!(all(&log), (20..30).map(entry).collect::<Vec<_>>());
+    assert!(
+        log.segment_count() < segments,
+        "wholly trimmed segments were not removed"
+    );
+    let files = sim
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.ends_with(".seg"))
+        .count();
+    assert_eq!(files, log.segment_count());
 }
 
 #[test]

@@ -1,16 +1,13 @@
 //! Persistent fields in full and delta mode.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use common::Faulty;
 use derecho_persist::persistent::{KIND_DELTA, KIND_FULL};
 use derecho_persist::{
     min_persisted_version, pack, Delta, DeltaPersistent, FileStorage, Hlc, LogOptions, Persistent,
-    PersistentField, SimStorage, Storage, INVALID,
+    PersistentField, SimOp, SimStorage, Storage, INVALID,
 };
 use serde::{Deserialize, Serialize};
 
@@ -296,19 +293,17 @@ fn persist_from_a_second_thread_through_the_log_handle() {
 #[test]
 fn delta_mode_failed_append_is_followed_by_a_checkpoint() {
     let sim = Arc::new(SimStorage::new());
-    let faulty = Faulty::new(sim.clone());
     let opts = LogOptions::default();
     let mut p =
-        DeltaPersistent::<Kv>::open_with(faulty.clone(), "f", opts.clone(), 100, Kv::default)
-            .unwrap();
+        DeltaPersistent::<Kv>::open_with(sim.clone(), "f", opts.clone(), 100, Kv::default).unwrap();
     for seq in 0..5 {
         p.get_mut().put(&format!("k{seq}"), seq as u64);
         p.version(pack(0, seq), t(seq)).unwrap();
     }
-    faulty.fail("append");
+    sim.fail(SimOp::Append);
     p.get_mut().put("lost?", 5);
     assert!(p.version(pack(0, 5), t(5)).is_err());
-    faulty.heal("append");
+    sim.heal(SimOp::Append);
     // The change of the failed version is still in memory only; the next
     // version must capture it, so it is written as a checkpoint.
     p.get_mut().put("k6", 6);

@@ -41,6 +41,7 @@ pub use read::LogIter;
 pub use trim::TrimPolicy;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
@@ -158,6 +159,9 @@ struct Inner {
     options: LogOptions,
     persist_lock: Mutex<()>,
     state: Mutex<State>,
+    /// Set when a truncate or trim failed after recording its decision:
+    /// the files no longer match the index until the log is reopened.
+    needs_reopen: AtomicBool,
 }
 
 /// A versioned, segmented, checksummed log. See the [module docs](self) for
@@ -203,6 +207,8 @@ impl Log {
     fn check_writable(&self) -> Result<()> {
         if self.inner.options.read_only {
             Err(Error::ReadOnly(self.inner.name.clone()))
+        } else if self.inner.needs_reopen.load(Ordering::Acquire) {
+            Err(Error::NeedsReopen(self.inner.name.clone()))
         } else {
             Ok(())
         }

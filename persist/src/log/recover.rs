@@ -4,6 +4,7 @@
 //! rules.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use super::format::{self, Meta};
@@ -108,6 +109,7 @@ impl Log {
                 options,
                 persist_lock: Mutex::new(()),
                 state: Mutex::new(state),
+                needs_reopen: AtomicBool::new(false),
             }),
         };
         {

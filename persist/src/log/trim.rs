@@ -8,6 +8,8 @@
 //! recorded `truncate_to`, and entries older than the recorded trim point are
 //! ignored (and wholly trimmed segments deleted).
 
+use std::sync::atomic::Ordering;
+
 use super::format::{self, Meta};
 use super::recover::save_meta;
 use super::{lock, Log, State};
@@ -86,7 +88,11 @@ impl Log {
         };
         save_meta(self.inner.storage.as_ref(), &self.inner.name, &marked)?;
         st.meta = marked;
-        self.finish_truncate(&mut st, version)
+        let result = self.finish_truncate(&mut st, version);
+        if result.is_err() {
+            self.inner.needs_reopen.store(true, Ordering::Release);
+        }
+        result
     }
 
     /// Syncs every segment with unsynced appends while holding the state
@@ -189,17 +195,24 @@ impl Log {
             .index
             .get(first_keep)
             .map_or(st.active + 1, |e| e.segment);
+        // The decision is durable; the index follows it now, the files next
+        // (leftovers of a failure here are removed at the next open).
+        st.index.drain(..first_keep);
+        st.recompute_hlc_monotone();
+        st.active = st.active.max(keep_segment);
         let doomed: Vec<u64> = st.segments.range(..keep_segment).map(|(&n, _)| n).collect();
         for n in doomed {
-            self.inner
+            let removed = self
+                .inner
                 .storage
-                .remove(&format::segment_name(&self.inner.name, n))?;
+                .remove(&format::segment_name(&self.inner.name, n));
+            if let Err(e) = removed {
+                self.inner.needs_reopen.store(true, Ordering::Release);
+                return Err(e.into());
+            }
             st.segments.remove(&n);
             st.dirty.remove(&n);
         }
-        st.active = st.active.max(keep_segment);
-        st.index.drain(..first_keep);
-        st.recompute_hlc_monotone();
         Ok(())
     }
 }

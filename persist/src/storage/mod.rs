@@ -11,7 +11,7 @@ mod file;
 mod sim;
 
 pub use file::FileStorage;
-pub use sim::{SimStorage, SECTOR_SIZE};
+pub use sim::{SimOp, SimStorage, SECTOR_SIZE};
 
 use std::sync::Arc;
 

@@ -5,8 +5,11 @@
 //! from the durable ones, keeping a seeded-random prefix of each file's
 //! unsynced appended bytes and optionally tearing the last kept sector, so
 //! recovery code meets the lost and torn tails a real disk can leave behind.
+//! Failures of single operations can be injected with [`SimStorage::fail`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
 
 use super::{validate_name, Storage, StorageResult};
@@ -31,6 +34,22 @@ struct SimState {
     files: BTreeMap<String, SimFile>,
     capacity: Option<u64>,
     crashes: u64,
+    failing: BTreeSet<SimOp>,
+}
+
+/// A mutating [`Storage`] operation whose failure [`SimStorage`] can inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SimOp {
+    /// [`Storage::append`].
+    Append,
+    /// [`Storage::sync`].
+    Sync,
+    /// [`Storage::truncate`].
+    Truncate,
+    /// [`Storage::replace`].
+    Replace,
+    /// [`Storage::remove`].
+    Remove,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -87,6 +106,18 @@ impl SimStorage {
     /// Total bytes currently stored (sum of every file's visible length).
     pub fn used_bytes(&self) -> u64 {
         self.lock().used()
+    }
+
+    /// Makes every later call of `op` fail with an I/O error (changing
+    /// nothing) until [`heal`](SimStorage::heal) is called; a way to stop an
+    /// operation half-way, as a crash would.
+    pub fn fail(&self, op: SimOp) {
+        self.lock().failing.insert(op);
+    }
+
+    /// Undoes [`fail`](SimStorage::fail) for `op`.
+    pub fn heal(&self, op: SimOp) {
+        self.lock().failing.remove(&op);
     }
 
     /// How many times [`crash`](SimStorage::crash) has been called.
@@ -160,6 +191,14 @@ impl SimStorage {
 }
 
 impl SimState {
+    fn check_op(&self, op: SimOp) -> StorageResult<()> {
+        if self.failing.contains(&op) {
+            let err = io::Error::other(format!("injected failure of {op:?}"));
+            return Err(StorageError::Io(Arc::new(err)));
+        }
+        Ok(())
+    }
+
     fn used(&self) -> u64 {
         self.files.values().map(|f| f.volatile.len() as u64).sum()
     }
@@ -188,6 +227,7 @@ impl Storage for SimStorage {
     fn append(&self, name: &str, bytes: &[u8]) -> StorageResult<u64> {
         validate_name(name)?;
         let mut state = self.lock();
+        state.check_op(SimOp::Append)?;
         state.check_room(bytes.len() as u64, 0)?;
         let file = state.files.entry(name.to_string()).or_default();
         file.volatile.extend_from_slice(bytes);
@@ -197,6 +237,7 @@ impl Storage for SimStorage {
     fn sync(&self, name: &str) -> StorageResult<()> {
         validate_name(name)?;
         let mut state = self.lock();
+        state.check_op(SimOp::Sync)?;
         let file = state.file_mut(name)?;
         file.durable = file.volatile.clone();
         file.floor = file.volatile.len();
@@ -223,6 +264,7 @@ impl Storage for SimStorage {
     fn truncate(&self, name: &str, len: u64) -> StorageResult<()> {
         validate_name(name)?;
         let mut state = self.lock();
+        state.check_op(SimOp::Truncate)?;
         let file = state.file_mut(name)?;
         let current = file.volatile.len() as u64;
         if len > current {
@@ -242,6 +284,7 @@ impl Storage for SimStorage {
     fn replace(&self, name: &str, bytes: &[u8]) -> StorageResult<()> {
         validate_name(name)?;
         let mut state = self.lock();
+        state.check_op(SimOp::Replace)?;
         let freed = state.files.get(name).map_or(0, |f| f.volatile.len() as u64);
         state.check_room(bytes.len() as u64, freed)?;
         state.files.insert(
@@ -258,7 +301,9 @@ impl Storage for SimStorage {
 
     fn remove(&self, name: &str) -> StorageResult<()> {
         validate_name(name)?;
-        self.lock()
+        let mut state = self.lock();
+        state.check_op(SimOp::Remove)?;
+        state
             .files
             .remove(name)
             .map(|_| ())
@@ -353,6 +398,30 @@ mod tests {
             assert_eq!(sim.read_all("meta").unwrap(), b"m");
         }
         assert!(vanished);
+    }
+
+    #[test]
+    fn injected_failures_change_nothing_until_healed() {
+        let sim = SimStorage::new();
+        sim.append("a", b"12").unwrap();
+        for op in [
+            SimOp::Append,
+            SimOp::Sync,
+            SimOp::Truncate,
+            SimOp::Replace,
+            SimOp::Remove,
+        ] {
+            sim.fail(op);
+        }
+        assert!(matches!(sim.append("a", b"3"), Err(StorageError::Io(_))));
+        assert!(sim.sync("a").is_err());
+        assert!(sim.truncate("a", 0).is_err());
+        assert!(sim.replace("a", b"x").is_err());
+        assert!(sim.remove("a").is_err());
+        assert_eq!(sim.read_all("a").unwrap(), b"12");
+        sim.heal(SimOp::Append);
+        assert_eq!(sim.append("a", b"3").unwrap(), 3);
+        assert!(sim.sync("a").is_err());
     }
 
     #[test]
