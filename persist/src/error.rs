@@ -103,9 +103,10 @@ pub enum Error {
     /// A write was attempted on a log opened read-only.
     #[error("{0}: the log was opened read-only")]
     ReadOnly(String),
-    /// An earlier truncate or trim of this log failed half-way; its files
-    /// and index disagree until the log is reopened (which finishes it).
-    #[error("{0}: an earlier truncate or trim failed; reopen the log")]
+    /// An earlier sync failed, or a truncate or trim failed half-way; what
+    /// is on storage is uncertain until the log is reopened (which rescans it
+    /// and finishes an interrupted truncate or trim).
+    #[error("{0}: an earlier sync, truncate or trim failed; reopen the log")]
     NeedsReopen(String),
     /// A log or field name is unusable (empty, or contains `.` or `/`).
     #[error("invalid log name: {0:?}")]

@@ -546,3 +546,20 @@ fn min_latest_persisted_scans_a_shards_logs() {
     .unwrap();
     assert_eq!(b.latest_version(), pack(0, 20));
 }
+
+#[test]
+fn a_failed_sync_requires_a_reopen() {
+    let sim = Arc::new(SimStorage::new());
+    let log = Log::open(sim.clone(), "fs", LogOptions::default()).unwrap();
+    fill(&log, 3);
+    sim.fail(SimOp::Sync);
+    assert!(log.persist().is_err());
+    sim.heal(SimOp::Sync);
+    // A retry must not report success for data a failed fsync may have lost.
+    assert!(matches!(log.persist(), Err(Error::NeedsReopen(_))));
+    assert_eq!(log.persisted_version(), INVALID);
+    drop(log);
+    let log = Log::open(sim, "fs", LogOptions::default()).unwrap();
+    assert_eq!(log.len(), 3);
+    assert_eq!(log.persist().unwrap(), pack(0, 2));
+}

@@ -214,6 +214,18 @@ impl Log {
         }
     }
 
+    /// Syncs segment `n`. After a failed fsync the kernel may have dropped
+    /// the dirty pages and a retry could report success for lost data, so a
+    /// failure marks the log as needing a reopen (which rescans what is
+    /// really on storage).
+    fn sync_segment(&self, n: u64) -> Result<()> {
+        let seg = format::segment_name(&self.inner.name, n);
+        self.inner.storage.sync(&seg).map_err(|e| {
+            self.inner.needs_reopen.store(true, Ordering::Release);
+            e.into()
+        })
+    }
+
     fn check_increasing(&self, st: &State, version: Version) -> Result<()> {
         let latest = st.latest();
         if version <= latest {
@@ -245,9 +257,7 @@ impl Log {
             // record can only ever be in the last segment after a crash.
             let finished = st.active;
             if st.dirty.contains(&finished) {
-                self.inner
-                    .storage
-                    .sync(&format::segment_name(&self.inner.name, finished))?;
+                self.sync_segment(finished)?;
                 st.dirty.remove(&finished);
             }
             st.active = finished + 1;
@@ -319,12 +329,8 @@ impl Log {
                 });
             (target, std::mem::take(&mut st.dirty), meta)
         };
-        let synced = dirty.iter().try_for_each(|&n| {
-            self.inner
-                .storage
-                .sync(&format::segment_name(&self.inner.name, n))
-        });
-        let result = synced.map_err(Error::from).and_then(|()| match &meta {
+        let synced = dirty.iter().try_for_each(|&n| self.sync_segment(n));
+        let result = synced.and_then(|()| match &meta {
             Some(m) => save_meta(self.inner.storage.as_ref(), &self.inner.name, m),
             None => Ok(()),
         });

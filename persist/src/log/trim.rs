@@ -99,9 +99,7 @@ impl Log {
     /// lock (truncate and trim are rare; appends wait for them).
     fn sync_all_locked(&self, st: &mut State) -> Result<()> {
         while let Some(&n) = st.dirty.iter().next() {
-            self.inner
-                .storage
-                .sync(&format::segment_name(&self.inner.name, n))?;
+            self.sync_segment(n)?;
             st.dirty.remove(&n);
         }
         st.persisted = st.persisted.max(st.last_entry_version());
