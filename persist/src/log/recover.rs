@@ -1,0 +1,162 @@
+//! Opening a log: reading the metadata record and every segment, verifying
+//! entries, cutting a torn tail of the last segment and finishing an
+//! interrupted truncate or trim. See the [`log`](super) module docs for the
+//! rules.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use super::format::{self, Meta};
+use super::{lock, validate_log_name, EntryInfo, IndexEntry, Inner, Log, LogOptions, State};
+use crate::error::{Error, Result, StorageError};
+use crate::object;
+use crate::storage::Storage;
+use crate::version::INVALID;
+
+impl Log {
+    /// Opens (or creates) the log `name` on `storage`, recovering from a
+    /// crash as described in the [`log` module docs](crate::log).
+    pub fn open(storage: Arc<dyn Storage>, name: &str, options: LogOptions) -> Result<Log> {
+        validate_log_name(name)?;
+        let meta = load_meta(storage.as_ref(), name)?;
+        let mut numbers: Vec<u64> = storage
+            .list()?
+            .iter()
+            .filter_map(|f| format::parse_segment_name(name, f))
+            .collect();
+        numbers.sort_unstable();
+
+        let mut state = State {
+            index: Vec::new(),
+            segments: BTreeMap::new(),
+            active: numbers.last().copied().unwrap_or(0),
+            dirty: BTreeSet::new(),
+            advanced: INVALID,
+            persisted: INVALID,
+            meta,
+            hlc_monotone: true,
+        };
+        let mut previous = INVALID;
+        let mut removable = Vec::new();
+        for (i, &number) in numbers.iter().enumerate() {
+            let is_last = i + 1 == numbers.len();
+            let seg = format::segment_name(name, number);
+            let bytes = storage.read_all(&seg)?;
+            let (entries, bad) = format::scan(&bytes);
+            let mut seg_len = bytes.len() as u64;
+            if let Some(bad) = bad {
+                if !is_last {
+                    return Err(Error::Corrupt {
+                        name: seg,
+                        offset: bad.offset,
+                        reason: bad.reason.to_string(),
+                    });
+                }
+                tracing::warn!(
+                    segment = %seg,
+                    offset = bad.offset,
+                    dropped_bytes = seg_len - bad.offset,
+                    reason = bad.reason,
+                    "cutting a torn or corrupt log tail"
+                );
+                if !options.read_only {
+                    storage.truncate(&seg, bad.offset)?;
+                    storage.sync(&seg)?;
+                }
+                seg_len = bad.offset;
+            }
+            let mut indexed_any = false;
+            for e in entries {
+                if e.header.version <= previous {
+                    return Err(Error::Corrupt {
+                        name: seg,
+                        offset: e.offset,
+                        reason: format!(
+                            "version {} does not follow version {previous}",
+                            e.header.version
+                        ),
+                    });
+                }
+                previous = e.header.version;
+                if e.header.version < state.meta.trim_version {
+                    continue;
+                }
+                indexed_any = true;
+                state.index.push(IndexEntry {
+                    info: EntryInfo {
+                        version: e.header.version,
+                        hlc: e.header.hlc,
+                        kind: e.header.kind,
+                        len: e.header.payload_len,
+                    },
+                    segment: number,
+                    offset: e.offset,
+                });
+            }
+            if !indexed_any && !is_last && state.index.is_empty() {
+                // Entirely trimmed; an interrupted trim left it behind.
+                removable.push(number);
+            }
+            state.segments.insert(number, seg_len);
+        }
+        state.recompute_hlc_monotone();
+
+        let log = Log {
+            inner: Arc::new(Inner {
+                storage,
+                name: name.to_string(),
+                options,
+                persist_lock: Mutex::new(()),
+                state: Mutex::new(state),
+                needs_reopen: AtomicBool::new(false),
+            }),
+        };
+        {
+            let mut st = lock(&log.inner.state);
+            if let Some(target) = st.meta.truncate_to {
+                log.finish_truncate(&mut st, target)?;
+            }
+            if !log.inner.options.read_only {
+                for n in removable {
+                    if st.segments.remove(&n).is_some() {
+                        log.inner.storage.remove(&format::segment_name(name, n))?;
+                    }
+                }
+                // What was recovered becomes durable before it is reported
+                // as persisted (earlier segments were synced when rolled).
+                if let Some((&last, _)) = st.segments.iter().next_back() {
+                    log.inner.storage.sync(&format::segment_name(name, last))?;
+                }
+            }
+            st.persisted = st.latest();
+        }
+        Ok(log)
+    }
+}
+
+pub(super) fn load_meta(storage: &dyn Storage, name: &str) -> Result<Meta> {
+    let meta_name = format::meta_name(name);
+    let bytes = match storage.read_all(&meta_name) {
+        Ok(b) => b,
+        Err(StorageError::NotFound(_)) => return Ok(Meta::default()),
+        Err(e) => return Err(e.into()),
+    };
+    let payload = object::unframe(&meta_name, &bytes)?;
+    let meta: Meta = bincode::deserialize(payload).map_err(|e| Error::codec(&meta_name, e))?;
+    if meta.format != format::FORMAT {
+        return Err(Error::Corrupt {
+            name: meta_name,
+            offset: 0,
+            reason: format!("unknown format {}", meta.format),
+        });
+    }
+    Ok(meta)
+}
+
+pub(super) fn save_meta(storage: &dyn Storage, name: &str, meta: &Meta) -> Result<()> {
+    let meta_name = format::meta_name(name);
+    let payload = bincode::serialize(meta).map_err(|e| Error::codec(&meta_name, e))?;
+    storage.replace(&meta_name, &object::frame(&payload))?;
+    Ok(())
+}
