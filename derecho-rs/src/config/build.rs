@@ -91,6 +91,29 @@ pub(crate) fn build(
         ));
     }
     let pers: PersSection = apply(&settings)?;
+    // The original's sample files set these to their defaults; only another value is a
+    // request this build cannot honour.
+    let plain = PersSection::default();
+    for (key, set, what) in [
+        (
+            "ramdisk_path",
+            pers.ramdisk_path != plain.ramdisk_path,
+            "volatile logs are not kept",
+        ),
+        (
+            "private_key_file",
+            pers.private_key_file != plain.private_key_file,
+            "logs are not signed",
+        ),
+    ] {
+        let full = format!("{}/{key}", PersSection::NAME);
+        if set {
+            warnings.push(format!(
+                "{}: `{full}` is not supported and is ignored ({what})",
+                origin_of(&settings, &full)
+            ));
+        }
+    }
     let mut logger: LoggerSection = apply(&settings)?;
     let unset: Vec<&str> = LoggerSection::MODULE_LEVEL_KEYS
         .iter()

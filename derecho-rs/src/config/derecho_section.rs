@@ -53,7 +53,8 @@ pub struct DerechoSection {
     /// `p2p_loop_busy_wait_before_sleep_ms`: how long the P2P listener polls before it parks.
     /// Default 250.
     pub p2p_loop_busy_wait_before_sleep_ms: u32,
-    /// `restart_timeout_ms`: how long a restart leader waits for more nodes. Default 2000.
+    /// `restart_timeout_ms`: how long a restart leader, once a quorum of the last view is
+    /// back, waits for the rest of it before it restarts without them. Default 2000.
     pub restart_timeout_ms: u32,
     /// `enable_backup_restart_leaders`: try the next restart leader if one fails. Default false.
     pub enable_backup_restart_leaders: bool,
@@ -143,6 +144,7 @@ impl DerechoSection {
             join: ms(self.join_timeout_ms),
             ack: ms(self.join_ack_timeout_ms),
             handshake: ms(self.gms_handshake_timeout_ms),
+            restart_grace: ms(self.restart_timeout_ms),
         }
     }
 }

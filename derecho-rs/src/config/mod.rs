@@ -47,7 +47,7 @@ pub use profile::{SubgroupProfile, DEFAULT_PROFILE};
 pub use sections::{
     DerechoSection, LayoutSection, LoggerSection, PersSection, RdmaSection, MIN_REPLY_PAYLOAD_SIZE,
 };
-pub use value::{FabricBackend, Launcher, LogLevel, ParseEnumError, RdmcSendAlgorithm};
+pub use value::{Durability, FabricBackend, Launcher, LogLevel, ParseEnumError, RdmcSendAlgorithm};
 
 use layer::{Settings, Warnings};
 

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 pub use super::derecho_section::DerechoSection;
 use super::value::{
-    parse_bool, parse_enum, parse_u32, parse_u64, FabricBackend, LogLevel, Problem,
+    join_list, parse_bool, parse_enum, parse_list, parse_u32, parse_u64, Durability, FabricBackend,
+    LogLevel, Problem,
 };
 
 /// The smallest reply buffer an RPC can use: the reply header and an error report must fit.
@@ -106,18 +107,45 @@ impl Section for RdmaSection {
 /// `[PERS]`: where and how persistent logs are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PersSection {
-    /// `file_path`: directory of the persistent logs. Default `.plog`.
+    /// `file_path`: directory of the persistent logs and of the logged view. Default `.plog`.
     pub file_path: PathBuf,
-    /// `ramdisk_path`: directory for volatile (memory-only) logs. Default `/dev/shm/volatile_t`.
+    /// `ramdisk_path`: the original's directory for volatile logs. Not used: a subgroup that
+    /// is not persistent keeps no log at all (setting it logs a warning).
     pub ramdisk_path: PathBuf,
-    /// `reset`: wipe existing logs at start-up. Default false.
+    /// `reset`: delete the logs found in `file_path` at start-up (the member starts fresh
+    /// instead of restarting from them). Default false.
     pub reset: bool,
-    /// `max_log_entry`: entries per persistent log. Default 1048576.
+    /// `max_log_entry`: most updates a replica's log keeps after its newest checkpoint; past
+    /// it a checkpoint is taken and older entries are trimmed (the original refuses new
+    /// updates instead). Default 1048576.
     pub max_log_entry: u64,
-    /// `max_data_size`: data bytes per persistent log. Default 549755813888 (512 GiB).
+    /// `max_data_size`: most bytes a replica's update log keeps, trimmed the same way.
+    /// Default 549755813888 (512 GiB).
     pub max_data_size: u64,
-    /// `private_key_file`: signing key, only used with signed logs. Default `private_key.pem`.
+    /// `private_key_file`: the original's signing key for signed logs. Not used: logs are not
+    /// signed (setting it logs a warning).
     pub private_key_file: PathBuf,
+    /// `durability` (ours): `write_behind` (deliver, then persist; the original's) or
+    /// `write_ahead` (persist, then deliver) for every persistent subgroup not listed in
+    /// `write_ahead_types`. Default `write_behind`.
+    pub durability: Durability,
+    /// `write_ahead_types` (ours): comma-separated names of replicated types whose subgroups
+    /// persist before they deliver, whatever `durability` says. Default empty.
+    pub write_ahead_types: Vec<String>,
+    /// `checkpoint_interval` (ours): updates between two checkpoints of a persistent replica
+    /// (a restart replays at most this many). Default 10000.
+    pub checkpoint_interval: u64,
+}
+
+impl PersSection {
+    /// The durability of the subgroups of type `type_name`.
+    pub fn durability_of(&self, type_name: &str) -> Durability {
+        if self.write_ahead_types.iter().any(|t| t == type_name) {
+            Durability::WriteAhead
+        } else {
+            self.durability
+        }
+    }
 }
 
 impl Default for PersSection {
@@ -129,6 +157,9 @@ impl Default for PersSection {
             max_log_entry: 1 << 20,
             max_data_size: 512 << 30,
             private_key_file: PathBuf::from("private_key.pem"),
+            durability: Durability::WriteBehind,
+            write_ahead_types: Vec::new(),
+            checkpoint_interval: 10_000,
         }
     }
 }
@@ -142,6 +173,9 @@ impl Section for PersSection {
         "max_log_entry",
         "max_data_size",
         "private_key_file",
+        "durability",
+        "write_ahead_types",
+        "checkpoint_interval",
     ];
 
     fn set(&mut self, name: &str, v: &str) -> Result<(), Problem> {
@@ -149,9 +183,16 @@ impl Section for PersSection {
             "file_path" => self.file_path = PathBuf::from(v),
             "ramdisk_path" => self.ramdisk_path = PathBuf::from(v),
             "reset" => self.reset = parse_bool(v)?,
-            "max_log_entry" => self.max_log_entry = parse_u64(v)?,
-            "max_data_size" => self.max_data_size = parse_u64(v)?,
+            "max_log_entry" => self.max_log_entry = nonzero_u64(v, "max_log_entry")?,
+            "max_data_size" => self.max_data_size = nonzero_u64(v, "max_data_size")?,
             "private_key_file" => self.private_key_file = PathBuf::from(v),
+            "durability" => self.durability = parse_enum(v)?,
+            "write_ahead_types" => {
+                self.write_ahead_types = parse_list(v, |t| Ok(t.to_string()))?;
+            }
+            "checkpoint_interval" => {
+                self.checkpoint_interval = nonzero_u64(v, "checkpoint_interval")?;
+            }
             other => return Err(unknown(other)),
         }
         Ok(())
@@ -171,8 +212,20 @@ impl Section for PersSection {
                 "private_key_file",
                 self.private_key_file.to_string_lossy().into_owned(),
             ),
+            ("durability", self.durability.to_string()),
+            ("write_ahead_types", join_list(&self.write_ahead_types)),
+            ("checkpoint_interval", self.checkpoint_interval.to_string()),
         ]
     }
+}
+
+/// Parses a `u64` that must be at least 1; `what` names it in the message.
+fn nonzero_u64(value: &str, what: &str) -> Result<u64, Problem> {
+    let n = parse_u64(value)?;
+    if n == 0 {
+        return Err(Problem::OutOfRange(format!("{what} must be at least 1")));
+    }
+    Ok(n)
 }
 
 /// `[LOGGER]`: log levels and log files.

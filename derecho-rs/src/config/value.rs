@@ -164,6 +164,19 @@ config_enum! {
     }
 }
 
+config_enum! {
+    /// When a persistent subgroup's update reaches the disk, relative to its delivery
+    /// (`[PERS] durability`, ours).
+    pub enum Durability {
+        /// Deliver, then persist in the background (the original's behaviour): after a total
+        /// crash, only versions at or below the global persistence frontier are sure to survive.
+        WriteBehind => "write_behind",
+        /// Persist, then deliver: nothing a member delivered is lost in a total crash, at the
+        /// cost of a sync before each delivery batch.
+        WriteAhead => "write_ahead",
+    }
+}
+
 impl LogLevel {
     /// The matching `tracing` filter (`critical` has no own level in `tracing` and maps to ERROR).
     pub fn to_level_filter(self) -> tracing::level_filters::LevelFilter {

@@ -470,3 +470,43 @@ fn defaults_round_trip() {
     assert_eq!(back, c);
     assert!(back.warnings().is_empty());
 }
+
+#[test]
+fn pers_keys_choose_durability_and_name_what_is_not_supported() {
+    let dir = TempDir::new("pers");
+    let group = dir.write(
+        "group.cfg",
+        "[PERS]\nfile_path = /var/tmp/logs\ndurability = write_ahead\n\
+         write_ahead_types = Kv, Counter\ncheckpoint_interval = 500\n\
+         private_key_file = key.pem\n",
+    );
+    let c = ConfigLoader::new()
+        .env(no_env)
+        .cwd(dir.path())
+        .group_file(&group)
+        .load()
+        .unwrap();
+    assert_eq!(c.pers.durability, derecho::config::Durability::WriteAhead);
+    assert_eq!(c.pers.write_ahead_types, vec!["Kv", "Counter"]);
+    assert_eq!(c.pers.checkpoint_interval, 500);
+    assert_eq!(
+        c.pers.durability_of("Other"),
+        derecho::config::Durability::WriteAhead
+    );
+    assert_eq!(c.warnings().len(), 1, "{:?}", c.warnings());
+    assert!(
+        c.warnings()[0].contains("PERS/private_key_file` is not supported"),
+        "{:?}",
+        c.warnings()
+    );
+    for bad in ["durability = eventually", "checkpoint_interval = 0"] {
+        let file = dir.write("bad.cfg", &format!("[PERS]\n{bad}\n"));
+        let err = ConfigLoader::new()
+            .env(no_env)
+            .cwd(dir.path())
+            .group_file(&file)
+            .load()
+            .unwrap_err();
+        assert!(err.to_string().contains("PERS/"), "{bad}: {err}");
+    }
+}
