@@ -29,6 +29,7 @@ use derecho_sst::{Sst, SstConfig};
 use crate::config::Config;
 use crate::gms::change::Outcome;
 use crate::gms::first_view::{self, LayoutFn};
+use crate::gms::restart::RestartInfo;
 use crate::gms::{manager, GmsError, GmsService, MemberInfo, View};
 use crate::layout::{allocate, Assignment, LayoutError, LayoutPolicy, Shard};
 use crate::multicast::{
@@ -94,6 +95,10 @@ pub struct Hooks {
     pub on_view: Option<ViewHandler>,
     /// Saves and loads replica state when a view change moves members into shards.
     pub state: Option<Arc<dyn StateHooks>>,
+    /// This node's report for a total restart, when its storage holds a logged view (see
+    /// [`crate::gms::restart`]): a running group admits it as any joiner; a forming one
+    /// restarts from the logs of a quorum of the last view.
+    pub restart: Option<RestartInfo>,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -101,6 +106,7 @@ impl std::fmt::Debug for Hooks {
         f.debug_struct("Hooks")
             .field("on_view", &self.on_view.is_some())
             .field("state", &self.state.is_some())
+            .field("restart", &self.restart.as_ref().map(|r| r.view.vid))
             .finish()
     }
 }
@@ -204,7 +210,7 @@ impl GroupNode {
             deliver,
             Hooks {
                 on_view,
-                state: None,
+                ..Hooks::default()
             },
         )
     }
@@ -266,14 +272,22 @@ impl GroupNode {
         let view = if let Some((leader, vid)) = running {
             tracing::info!(id = d.local_id, %leader, vid,
                 "this contact node finds its group running and joins it");
-            first_view::join(leader, &me, &timeouts, &stop)?
+            first_view::join(leader, &me, &timeouts, &stop, hooks.restart.as_ref())?
         } else if leads {
             tracing::info!(id = d.local_id, "starting a new group as its first leader");
-            first_view::lead(&listener, me.clone(), &layout, &timeouts, &stop)?.view
+            first_view::lead(
+                &listener,
+                me.clone(),
+                &layout,
+                &timeouts,
+                &stop,
+                hooks.restart.as_ref(),
+            )?
+            .view
         } else {
             let contact = SocketAddr::new(d.contact_ip, d.contact_port);
             tracing::info!(id = d.local_id, %contact, "joining a group");
-            first_view::join(contact, &me, &timeouts, &stop)?
+            first_view::join(contact, &me, &timeouts, &stop, hooks.restart.as_ref())?
         };
         let gms = GmsService::start(listener, d.local_id, view.clone(), timeouts)?;
         let joins = gms.joins();

@@ -89,7 +89,12 @@ fn rpc_frames_and_bodies() {
         wire::write_frame(&mut b, kind, 77, &parts).unwrap();
         corpus.push(b);
     }
-    let mut ordered = wire::ordered_header(5, 2).to_vec();
+    let mut ordered = wire::ordered_header(wire::Ordered {
+        id: 5,
+        caller: 2,
+        stamp_us: 9,
+    })
+    .to_vec();
     ordered.extend_from_slice(b"body");
     corpus.push(ordered);
     let ran = fuzz::run("rpc frames", 2, &corpus, iterations(), |b| {

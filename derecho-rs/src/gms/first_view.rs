@@ -13,11 +13,13 @@
 //! the join with an error that says so. A single node whose layout needs only itself forms its
 //! group alone.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::restart::{self, Restart, RestartInfo};
 use super::view::{MemberInfo, View};
 use super::wire::{read_msg, write_msg, GmsMessage, Refusal, WireError, PROTOCOL_VERSION};
 use super::GmsError;
@@ -42,6 +44,9 @@ pub struct GmsTimeouts {
     /// Bound on reading one message from a new connection (`gms_handshake_timeout_ms`,
     /// default 5 s).
     pub handshake: Duration,
+    /// How long a restart leader waits, once its quorum is met, for the rest of the last
+    /// view's members (`restart_timeout_ms`, default 2 s).
+    pub restart_grace: Duration,
 }
 
 impl Default for GmsTimeouts {
@@ -59,28 +64,40 @@ pub struct Formed {
 }
 
 /// Runs the leader's side: accepts joins on `listener` until the layout is adequate and the
-/// view is committed, or `stop` is set.
+/// view is committed, or `stop` is set. With logs (`restart`, or joiners that report theirs)
+/// the first view is a total restart: it waits for the quorum of [`super::restart::assess`],
+/// then up to `timeouts.restart_grace` for the rest of the last view, and carries the
+/// transfers that restore every persistent shard from its longest log.
 pub fn lead(
     listener: &TcpListener,
     me: MemberInfo,
     layout: &LayoutFn,
     timeouts: &GmsTimeouts,
     stop: &AtomicBool,
+    restart: Option<&RestartInfo>,
 ) -> Result<Formed, GmsError> {
     listener
         .set_nonblocking(true)
         .map_err(|e| GmsError::io("making the GMS listener non-blocking", e))?;
     let mut joiners: Vec<(MemberInfo, TcpStream)> = Vec::new();
+    let mut reports: BTreeMap<NodeId, RestartInfo> = BTreeMap::new();
     let mut changed = true;
     let mut last_reason = String::new();
+    // When the restart quorum was first met (reset whenever it is lost).
+    let mut quorum_since: Option<Instant> = None;
     loop {
         if stop.load(Ordering::SeqCst) {
             return Err(GmsError::Stopped);
         }
         match listener.accept() {
             Ok((stream, from)) => {
-                if let Some(j) = admit(stream, from, &me, &joiners, timeouts) {
-                    tracing::info!(node = j.0.id, %from, "node joined the forming group");
+                if let Some((j, report)) = admit(stream, from, &me, &joiners, timeouts) {
+                    tracing::info!(node = j.0.id, %from, restarting = report.is_some(),
+                        "node joined the forming group");
+                    match report {
+                        Some(r) => reports.insert(j.0.id, r),
+                        None => reports.remove(&j.0.id),
+                    };
                     joiners.push(j);
                     changed = true;
                 }
@@ -89,22 +106,66 @@ pub fn lead(
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => tracing::warn!(error = %e, "GMS accept failed"),
         }
-        if changed {
+        let grace_over = quorum_since.is_some_and(|t| t.elapsed() >= timeouts.restart_grace);
+        if changed || grace_over {
             changed = false;
             let mut members = vec![me.clone()];
             members.extend(joiners.iter().map(|(m, _)| m.clone()));
             let ids: Vec<NodeId> = members.iter().map(|m| m.id).collect();
-            match layout(&ids, None) {
-                Ok(subgroups) => {
-                    let view = View {
-                        vid: 0,
-                        members,
-                        subgroups,
-                        joined: Vec::new(),
-                        transfers: Vec::new(),
-                        inadequate: None,
-                        held: Vec::new(),
+            reports.retain(|id, _| ids.contains(id));
+            let participants: Vec<(NodeId, Option<&RestartInfo>)> = ids
+                .iter()
+                .map(|id| {
+                    let r = if *id == me.id {
+                        restart
+                    } else {
+                        reports.get(id)
                     };
+                    (*id, r)
+                })
+                .collect();
+            let plan = match restart::assess(&participants) {
+                Restart::Fresh => None,
+                Restart::Wait(reason) => {
+                    quorum_since = None;
+                    if reason != last_reason {
+                        tracing::info!(members = ?ids, %reason, "total restart: waiting for more nodes");
+                        last_reason = reason;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                Restart::Ready(plan) => {
+                    let since = *quorum_since.get_or_insert_with(Instant::now);
+                    if !plan.everyone && since.elapsed() < timeouts.restart_grace {
+                        // Wait out the grace period for the rest of the last view.
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                    Some(plan)
+                }
+            };
+            let outcome = layout(&ids, plan.as_ref().map(|p| &p.last)).and_then(|subgroups| {
+                let mut view = View {
+                    vid: plan.as_ref().map_or(0, |p| p.vid),
+                    members,
+                    subgroups,
+                    joined: Vec::new(),
+                    transfers: Vec::new(),
+                    inadequate: None,
+                    held: Vec::new(),
+                };
+                if let Some(p) = &plan {
+                    view.transfers = restart::transfers(p, &view)?;
+                }
+                Ok(view)
+            });
+            match outcome {
+                Ok(view) => {
+                    if plan.is_some() {
+                        tracing::info!(vid = view.vid, members = ?ids, transfers = view.transfers.len(),
+                            "total restart: proposing the restart view");
+                    }
                     let failed = prepare(&view, &mut joiners, timeouts);
                     if failed.is_empty() {
                         for (m, s) in &mut joiners {
@@ -139,14 +200,14 @@ pub fn lead(
 }
 
 /// Reads a join request from a new connection and answers refusals; returns the joiner if it
-/// is admitted.
+/// is admitted, with its restart report if it has logs.
 fn admit(
     mut stream: TcpStream,
     from: SocketAddr,
     me: &MemberInfo,
     joiners: &[(MemberInfo, TcpStream)],
     timeouts: &GmsTimeouts,
-) -> Option<(MemberInfo, TcpStream)> {
+) -> Option<((MemberInfo, TcpStream), Option<RestartInfo>)> {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(timeouts.handshake));
     let _ = stream.set_write_timeout(Some(timeouts.handshake));
@@ -158,7 +219,7 @@ fn admit(
             return None;
         }
     };
-    let GmsMessage::Join { version, member } = msg else {
+    let Some((version, member, report)) = msg.as_join() else {
         tracing::warn!(%from, "ignored a GMS connection that did not start with a join request");
         return None;
     };
@@ -181,7 +242,7 @@ fn admit(
     }
     // Joiners wait as long as it takes for the group to form.
     let _ = stream.set_read_timeout(None);
-    Some((member, stream))
+    Some(((member, stream), report))
 }
 
 /// Sends the view to every joiner and collects acknowledgements. Returns the joiners that
@@ -276,6 +337,7 @@ pub fn join(
     me: &MemberInfo,
     timeouts: &GmsTimeouts,
     stop: &AtomicBool,
+    restart: Option<&RestartInfo>,
 ) -> Result<View, GmsError> {
     let deadline = Instant::now() + timeouts.join;
     let mut addr = contact;
@@ -291,14 +353,19 @@ pub fn join(
                 .max(Duration::from_millis(1))
         };
         let _ = stream.set_write_timeout(Some(timeouts.handshake));
-        write_msg(
-            &mut stream,
-            &GmsMessage::Join {
+        let request = match restart {
+            None => GmsMessage::Join {
                 version: PROTOCOL_VERSION,
                 member: me.clone(),
             },
-        )
-        .map_err(|e| GmsError::wire(format!("sending the join request to {addr}"), e))?;
+            Some(r) => GmsMessage::Rejoin {
+                version: PROTOCOL_VERSION,
+                member: me.clone(),
+                restart: Box::new(r.clone()),
+            },
+        };
+        write_msg(&mut stream, &request)
+            .map_err(|e| GmsError::wire(format!("sending the join request to {addr}"), e))?;
         let mut prepared: Option<View> = None;
         loop {
             if stop.load(Ordering::SeqCst) {
@@ -511,7 +578,7 @@ mod tests {
             ..GmsTimeouts::default()
         };
         let me = member(9, SocketAddr::from(([127, 0, 0, 1], 9)));
-        let view = join(contact_addr, &me, &timeouts, &AtomicBool::new(false))
+        let view = join(contact_addr, &me, &timeouts, &AtomicBool::new(false), None)
             .expect("the joiner is admitted by the next leader");
         assert_eq!(view, servers.join().unwrap());
     }

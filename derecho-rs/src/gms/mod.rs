@@ -9,6 +9,7 @@ pub mod admission;
 pub mod change;
 pub mod first_view;
 pub mod manager;
+pub mod restart;
 #[cfg(test)]
 mod testing;
 pub mod transfer;
@@ -323,7 +324,12 @@ fn handle(mut stream: TcpStream, shared: &Shared) {
         }
     };
     let (version, member) = match msg {
-        GmsMessage::Join { version, member } => (version, member),
+        // A running group admits a node with logs like any joiner: its replicas are replaced
+        // by the group's through state transfer.
+        GmsMessage::Join { version, member }
+        | GmsMessage::Rejoin {
+            version, member, ..
+        } => (version, member),
         GmsMessage::Probe => {
             let v = lock(&shared.view).clone();
             if let Some(l) = v.leader() {

@@ -34,6 +34,26 @@ pub(crate) fn one_shard(members: &[NodeId]) -> Vec<SubgroupSpec> {
     }]
 }
 
+/// One subgroup whose shards have the given members, all of them senders.
+pub(crate) fn sharded(shards: &[&[NodeId]]) -> Vec<SubgroupSpec> {
+    vec![SubgroupSpec {
+        shards: shards
+            .iter()
+            .map(|m| one_shard(m).remove(0).shards.remove(0))
+            .collect(),
+    }]
+}
+
+/// View `vid` of `ids` with one subgroup sharded as `shards`.
+pub(crate) fn sharded_view(vid: u64, ids: &[NodeId], shards: &[&[NodeId]]) -> View {
+    View {
+        vid,
+        members: ids.iter().copied().map(member).collect(),
+        subgroups: sharded(shards),
+        ..View::default()
+    }
+}
+
 /// One shard of every member; fewer than `n` members do not suffice.
 pub(crate) fn one_shard_of_at_least(n: usize) -> LayoutFn {
     Arc::new(move |ids: &[NodeId], _: Option<&View>| {

@@ -84,6 +84,32 @@ pub enum GmsMessage {
         /// The abandoned view.
         vid: u64,
     },
+    /// A node with logs asks to join: a running group treats it as [`GmsMessage::Join`]; a
+    /// forming one uses `restart` to decide a total restart (see [`super::restart`]).
+    Rejoin {
+        /// Its protocol version.
+        version: u32,
+        /// Its id, address and ports.
+        member: MemberInfo,
+        /// Its last logged view and the versions on its disk.
+        restart: Box<super::restart::RestartInfo>,
+    },
+}
+
+impl GmsMessage {
+    /// The version and member of a join request ([`GmsMessage::Join`] or
+    /// [`GmsMessage::Rejoin`]), with the restart report of the latter.
+    pub fn as_join(self) -> Option<(u32, MemberInfo, Option<super::restart::RestartInfo>)> {
+        match self {
+            GmsMessage::Join { version, member } => Some((version, member, None)),
+            GmsMessage::Rejoin {
+                version,
+                member,
+                restart,
+            } => Some((version, member, Some(*restart))),
+            _ => None,
+        }
+    }
 }
 
 /// Errors of GMS framing.

@@ -317,6 +317,7 @@ impl MulticastGroup {
             sst.set_elem(cols.seq_num, sg, -1);
             sst.set_elem(cols.delivered_num, sg, -1);
             sst.set_elem(cols.index, sg, -1);
+            sst.set_elem(cols.persisted_num, sg, -1);
         }
         for r in 0..cols.num_received.len() {
             sst.set_elem(cols.num_received, r, -1);
@@ -854,6 +855,53 @@ impl MulticastGroup {
                 .get_elem(self.cols.num_received, self.sst.my_rank(), col)
                 + 1,
         )
+    }
+
+    /// Publishes to the members of my shard of `subgroup` that my replica is on disk up to
+    /// `version` (`vid << 32 | seq`). Versions only move forward: an older one is ignored.
+    pub fn publish_persisted(&self, subgroup: usize, version: i64) -> Result<(), MulticastError> {
+        let Some((_, shard)) = self.spec.my_shard(subgroup) else {
+            return Err(MulticastError::NotMember {
+                node: self.spec.my_id(),
+                subgroup,
+            });
+        };
+        let me = self.sst.my_rank();
+        if version <= self.sst.get_elem(self.cols.persisted_num, me, subgroup) {
+            return Ok(());
+        }
+        self.sst
+            .set_elem(self.cols.persisted_num, subgroup, version);
+        let ranks: Vec<usize> = shard
+            .members
+            .iter()
+            .filter_map(|id| self.spec.members.iter().position(|m| m.0 == *id))
+            .filter(|r| *r != me)
+            .collect();
+        let field = self
+            .cols
+            .persisted_num
+            .elem(subgroup)
+            .ok_or(MulticastError::NotMember {
+                node: self.spec.my_id(),
+                subgroup,
+            })?;
+        self.sst.push_to(field.range(), &ranks)?;
+        self.sst.notify();
+        Ok(())
+    }
+
+    /// The persistence frontier of my shard of `subgroup` in this view: the newest version
+    /// every member of the shard has published as on disk (the minimum over the shard), or
+    /// `None` if this member is not in the subgroup.
+    pub fn persisted_frontier(&self, subgroup: usize) -> Option<i64> {
+        let (_, shard) = self.spec.my_shard(subgroup)?;
+        shard
+            .members
+            .iter()
+            .filter_map(|id| self.spec.members.iter().position(|m| m.0 == *id))
+            .map(|r| self.sst.get_elem(self.cols.persisted_num, r, subgroup))
+            .min()
     }
 
     /// Whether this member has wedged the view (a view change is under way here: it sends and

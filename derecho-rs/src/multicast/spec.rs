@@ -170,6 +170,9 @@ pub(crate) struct Columns {
     pub delivered_num: ArrayField<i64>,
     /// Per subgroup: my committed SMC slots (count − 1).
     pub index: ArrayField<i64>,
+    /// Per subgroup: the newest version (`vid << 32 | seq`) of my replica that is on disk here
+    /// (−1: none yet, or the subgroup is not persistent).
+    pub persisted_num: ArrayField<i64>,
     /// Per sender column: highest index received contiguously from that sender.
     pub num_received: ArrayField<i64>,
     /// Per sender column: SMC slots of that sender consumed here (count − 1).
@@ -253,6 +256,7 @@ impl Columns {
             seq_num: b.array("seq_num", s),
             delivered_num: b.array("delivered_num", s),
             index: b.array("index", s),
+            persisted_num: b.array("persisted_num", s),
             num_received: b.array("num_received", r.max(1)),
             num_received_sst: b.array("num_received_sst", r.max(1)),
             slots: b.bytes("slots", at.max(8)),

@@ -5,7 +5,7 @@ use super::*;
 /// Builds a [`Group`]: the replicated types, the layout, the callbacks.
 pub struct GroupBuilder {
     pub(super) config: Config,
-    pub(super) types: Vec<(String, TypeId, Factory)>,
+    pub(super) types: Vec<(String, TypeId, Factory, bool)>,
     pub(super) policy: Option<LayoutPolicy>,
     pub(super) on_view: Option<ViewHandler>,
     pub(super) timeout: Duration,
@@ -37,12 +37,38 @@ impl GroupBuilder {
     /// Registers replicated type `T` under `name` (the layout's type name); `factory` makes a
     /// fresh replica for subgroup `index` of the type.
     pub fn replicated<T: Replicated>(
-        mut self,
+        self,
         name: &str,
         factory: impl Fn(usize) -> T + Send + Sync + 'static,
     ) -> Self {
+        self.register(name, factory, false)
+    }
+
+    /// Registers replicated type `T` under `name` like [`GroupBuilder::replicated`], and makes
+    /// its subgroups **persistent**: every replica logs the updates it applies, with their
+    /// versions and timestamps, under `[PERS] file_path`, takes checkpoints every
+    /// `checkpoint_interval` updates, and is restored from its logs when the member restarts.
+    /// `[PERS] durability` and `write_ahead_types` choose when an update reaches the disk.
+    /// After every member of the group went down, the members restart from their logs (a
+    /// total restart, see [`crate::gms::restart`]). Replies of updates offer
+    /// [`ReplyMap::await_global_persistence`].
+    pub fn persistent<T: Replicated>(
+        self,
+        name: &str,
+        factory: impl Fn(usize) -> T + Send + Sync + 'static,
+    ) -> Self {
+        self.register(name, factory, true)
+    }
+
+    fn register<T: Replicated>(
+        mut self,
+        name: &str,
+        factory: impl Fn(usize) -> T + Send + Sync + 'static,
+        persistent: bool,
+    ) -> Self {
         let f: Factory = Box::new(move |i| Arc::new(Holder(RwLock::new(factory(i)))));
-        self.types.push((name.to_string(), TypeId::of::<T>(), f));
+        self.types
+            .push((name.to_string(), TypeId::of::<T>(), f, persistent));
         self
     }
 
@@ -87,7 +113,8 @@ impl GroupBuilder {
         let mut first = 0;
         let mut max_reply = Vec::new();
         let mut types = Vec::with_capacity(self.types.len());
-        for ((name, type_id, factory), ty) in self.types.into_iter().zip(&policy.types) {
+        for ((name, type_id, factory, persistent), ty) in self.types.into_iter().zip(&policy.types)
+        {
             let count = ty.subgroups.len();
             for sg in &ty.subgroups {
                 let m = sg
@@ -99,12 +126,14 @@ impl GroupBuilder {
                     .unwrap_or(usize::MAX);
                 max_reply.push(m);
             }
+            let durability = persistent.then(|| self.config.pers.durability_of(&name));
             types.push(TypeEntry {
                 name,
                 type_id,
                 factory,
                 first,
                 count,
+                durability,
             });
             first += count;
         }
@@ -124,6 +153,19 @@ impl GroupBuilder {
                     e,
                 )
             })?;
+        let persistence = if types.iter().any(|t| t.durability.is_some()) {
+            Some(open_storage(&self.config.pers)?)
+        } else {
+            None
+        };
+        let restart = match &persistence {
+            Some(p) => persist::restart_info(&p.storage, d.local_id, &types)?,
+            None => None,
+        };
+        if let Some(r) = &restart {
+            tracing::info!(vid = r.view.vid, shards = ?r.versions,
+                "found a logged view: restarting from the logs");
+        }
         let (tx, rx) = mpsc::sync_channel(REPLY_QUEUE);
         let inner = Arc::new(Inner {
             me: d.local_id,
@@ -139,6 +181,7 @@ impl GroupBuilder {
             timeout: self.timeout,
             node: OnceLock::new(),
             on_view: Mutex::new(self.on_view),
+            persistence,
         });
         let server = P2pServer::start(
             listener,
@@ -151,6 +194,13 @@ impl GroupBuilder {
             .name(format!("rpc-replies-{}", d.local_id))
             .spawn(move || reply_sender(&w, &rx))
             .map_err(|e| RpcError::io("starting the reply sender", e))?;
+        if inner.persistence.is_some() {
+            let w = Arc::downgrade(&inner);
+            std::thread::Builder::new()
+                .name(format!("persist-{}", d.local_id))
+                .spawn(move || persist::persist_worker(&w))
+                .map_err(|e| RpcError::io("starting the persist worker", e))?;
+        }
         let layout = layout_from_policy(policy, &self.config)?;
         let (on_deliver, on_view) = (Arc::downgrade(&inner), Arc::downgrade(&inner));
         let node = GroupNode::start_hooks(
@@ -168,6 +218,7 @@ impl GroupBuilder {
                     }
                 })),
                 state: Some(Arc::new(States(Arc::downgrade(&inner)))),
+                restart,
             },
         )?;
         let node = Arc::new(node);
@@ -179,4 +230,20 @@ impl GroupBuilder {
             server: Mutex::new(server),
         })
     }
+}
+
+/// Opens `[PERS] file_path` (emptied first with `reset = true`).
+fn open_storage(pers: &crate::config::PersSection) -> Result<Persistence, RpcError> {
+    let dir = &pers.file_path;
+    if pers.reset && dir.exists() {
+        tracing::warn!(dir = %dir.display(), "[PERS] reset: deleting the persistent logs");
+        std::fs::remove_dir_all(dir)
+            .map_err(|e| RpcError::io(format!("emptying {} ([PERS] reset)", dir.display()), e))?;
+    }
+    let storage = derecho_persist::FileStorage::open(dir)
+        .map_err(|e| RpcError::from(derecho_persist::Error::from(e)))?;
+    Ok(Persistence::new(
+        Arc::new(storage),
+        persist::Policy::of(pers),
+    ))
 }

@@ -115,6 +115,21 @@ pub enum RpcError {
     /// The layout policy does not fit the registered types.
     #[error("layout: {0}")]
     Layout(#[from] LayoutError),
+    /// Persistence was asked of a subgroup whose type is not persistent.
+    #[error("subgroup {subgroup} is not persistent (register its type with `persistent`)")]
+    NotPersistent {
+        /// Flat subgroup id.
+        subgroup: usize,
+    },
+    /// The persistent logs could not be opened or read.
+    #[error("persistence: {0}")]
+    Persistence(Arc<derecho_persist::Error>),
+}
+
+impl From<derecho_persist::Error> for RpcError {
+    fn from(e: derecho_persist::Error) -> Self {
+        RpcError::Persistence(Arc::new(e))
+    }
 }
 
 impl From<GroupError> for RpcError {

@@ -6,6 +6,7 @@ use super::*;
 pub struct ReplyMap<R> {
     pub(super) inner: Arc<Inner>,
     pub(super) id: u64,
+    pub(super) subgroup: usize,
     pub(super) _r: PhantomData<fn() -> R>,
 }
 
@@ -30,6 +31,94 @@ impl<R: DeserializeOwned> ReplyMap<R> {
     ) -> Result<BTreeMap<NodeId, Result<R, RpcError>>, RpcError> {
         let replies = self.inner.wait_replies(self.id, timeout)?;
         Ok(decode_replies(replies))
+    }
+}
+
+impl<R> ReplyMap<R> {
+    /// The update's version (`vid << 32 | seq`) once it has been delivered here.
+    pub fn version(&self) -> Option<i64> {
+        lock(&self.inner.pending)
+            .get(&self.id)
+            .and_then(|p| p.version)
+    }
+
+    /// Waits up to `timeout` for the update to be delivered here; returns its version.
+    fn wait_version(&self, deadline: Instant, timeout: Duration) -> Result<i64, RpcError> {
+        let mut pending = lock(&self.inner.pending);
+        loop {
+            match pending.get(&self.id) {
+                None => return Err(RpcError::Protocol("unknown request".into())),
+                Some(p) => {
+                    if let Some(v) = p.version {
+                        return Ok(v);
+                    }
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RpcError::Timeout(timeout));
+            }
+            pending = wait_timeout(
+                &self.inner.replied,
+                pending,
+                left.min(Duration::from_millis(200)),
+            );
+        }
+    }
+
+    fn persistence(&self) -> Result<&Persistence, RpcError> {
+        self.inner.persistence_of(self.subgroup)
+    }
+
+    /// Waits up to `timeout` until the update is on this member's disk; returns its version.
+    /// Only for persistent subgroups ([`RpcError::NotPersistent`] otherwise).
+    pub fn await_local_persistence(&self, timeout: Duration) -> Result<i64, RpcError> {
+        let p = self.persistence()?;
+        let deadline = Instant::now() + timeout;
+        let v = self.wait_version(deadline, timeout)?;
+        p.wait_local(
+            self.subgroup,
+            v,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+        .map_err(|_| RpcError::Timeout(timeout))?;
+        Ok(v)
+    }
+
+    /// Waits up to `timeout` until the update is on the disk of every member of the shard
+    /// (the shard's global persistence frontier has reached it); returns its version. A
+    /// version at or below the frontier survives a total crash of the group. Only for
+    /// persistent subgroups ([`RpcError::NotPersistent`] otherwise).
+    pub fn await_global_persistence(&self, timeout: Duration) -> Result<i64, RpcError> {
+        let p = self.persistence()?;
+        let deadline = Instant::now() + timeout;
+        let v = self.wait_version(deadline, timeout)?;
+        loop {
+            let node = self.inner.node()?;
+            // Between views there is no table to read: wait for the next one.
+            let group = node.multicast().ok();
+            let seen = group
+                .as_ref()
+                .and_then(|g| g.persisted_frontier(self.subgroup));
+            if p.global(self.subgroup, seen) >= v {
+                return Ok(v);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RpcError::Timeout(timeout));
+            }
+            let nap = left.min(Duration::from_millis(20));
+            match group {
+                Some(g) => {
+                    let bell = g.sst().doorbell();
+                    let seen = bell.epoch();
+                    if g.persisted_frontier(self.subgroup).is_none_or(|f| f < v) {
+                        bell.wait(seen, nap);
+                    }
+                }
+                None => std::thread::sleep(nap),
+            }
+        }
     }
 }
 

@@ -9,18 +9,24 @@ pub(super) struct TypeEntry {
     pub(super) factory: Factory,
     pub(super) first: usize,
     pub(super) count: usize,
+    /// `Some` for a persistent type: when its updates reach the disk.
+    pub(super) durability: Option<crate::config::Durability>,
 }
 
 pub(super) struct Replica {
     pub(super) obj: Arc<dyn Erased>,
     pub(super) shard: Option<usize>,
     pub(super) loaded: bool,
+    /// The replica's logs, if its type is persistent.
+    pub(super) log: Option<Arc<ReplicaLog>>,
 }
 
 /// One member's replies to an ordered request, as they arrive.
 pub(super) struct Pending {
     pub(super) expected: Option<Vec<NodeId>>,
     pub(super) replies: BTreeMap<NodeId, Result<Vec<u8>, RpcError>>,
+    /// The update's version, once it is delivered here.
+    pub(super) version: Option<i64>,
 }
 
 /// A reply this member owes a caller.
@@ -49,6 +55,8 @@ pub(super) struct Inner {
     pub(super) timeout: Duration,
     pub(super) node: OnceLock<Weak<GroupNode>>,
     pub(super) on_view: Mutex<Option<ViewHandler>>,
+    /// Storage and the persist worker's state, if any type is persistent.
+    pub(super) persistence: Option<Persistence>,
 }
 
 impl Inner {
@@ -57,6 +65,17 @@ impl Inner {
             .get()
             .and_then(Weak::upgrade)
             .ok_or(RpcError::ShutDown)
+    }
+
+    /// This member's persistence, if `subgroup`'s type is persistent.
+    pub(super) fn persistence_of(&self, subgroup: usize) -> Result<&Persistence, RpcError> {
+        let persistent = self
+            .type_of_subgroup(subgroup)
+            .is_some_and(|t| t.durability.is_some());
+        match &self.persistence {
+            Some(p) if persistent => Ok(p),
+            _ => Err(RpcError::NotPersistent { subgroup }),
+        }
     }
 
     pub(super) fn type_of_subgroup(&self, subgroup: usize) -> Option<&TypeEntry> {
@@ -68,6 +87,53 @@ impl Inner {
     pub(super) fn create(&self, subgroup: usize) -> Option<Arc<dyn Erased>> {
         let t = self.type_of_subgroup(subgroup)?;
         Some((t.factory)(subgroup - t.first))
+    }
+
+    /// A fresh replica of `subgroup` for `shard`; a persistent one opens its logs and is
+    /// restored from them. A log that cannot be read leaves the replica without persistence
+    /// (the error is logged and its persistence frontier does not move).
+    fn new_replica(&self, subgroup: usize, shard: usize) -> Option<Replica> {
+        let t = self.type_of_subgroup(subgroup)?;
+        let obj = (t.factory)(subgroup - t.first);
+        let log = match (&self.persistence, t.durability) {
+            (Some(p), Some(durability)) => {
+                let opened = ReplicaLog::open(
+                    &p.storage,
+                    &t.name,
+                    subgroup - t.first,
+                    shard,
+                    p.policy.clone(),
+                    durability,
+                )
+                .map_err(|e| e.to_string())
+                .and_then(|log| log.restore(obj.as_ref()).map(|v| (log, v)));
+                match opened {
+                    Ok((log, v)) => {
+                        if v >= 0 {
+                            tracing::info!(
+                                subgroup,
+                                shard,
+                                version = v,
+                                "restored a persistent replica from its log"
+                            );
+                        }
+                        Some(Arc::new(log))
+                    }
+                    Err(e) => {
+                        tracing::error!(subgroup, shard, error = %e,
+                            "the replica's log cannot be used; it runs without persistence");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        Some(Replica {
+            obj,
+            shard: Some(shard),
+            loaded: false,
+            log,
+        })
     }
 
     pub(super) fn info(&self) -> GroupInfo {
@@ -87,6 +153,9 @@ impl Inner {
 
     /// Called for every installed view before anything of it is delivered.
     pub(super) fn view_installed(&self, v: &View) {
+        if let Some(p) = &self.persistence {
+            persist::log_view(p, v);
+        }
         *write_lock(&self.view) = v.clone();
         // An inadequate view has no shards: the replicas stay as they are (their state is what
         // the next adequate view transfers to newcomers).
@@ -100,15 +169,8 @@ impl Inner {
                                 .get(&sg)
                                 .is_some_and(|r| r.loaded || r.shard.is_none_or(|s| s == shard));
                             if !keep {
-                                if let Some(obj) = self.create(sg) {
-                                    replicas.insert(
-                                        sg,
-                                        Replica {
-                                            obj,
-                                            shard: None,
-                                            loaded: false,
-                                        },
-                                    );
+                                if let Some(r) = self.new_replica(sg, shard) {
+                                    replicas.insert(sg, r);
                                 }
                             }
                             if let Some(r) = replicas.get_mut(&sg) {
@@ -143,6 +205,10 @@ impl Inner {
         if let Some(h) = lock(&self.on_view).as_mut() {
             h(v);
         }
+        // The new view's table starts empty: publish what is on disk in it.
+        if let Some(p) = &self.persistence {
+            p.wake();
+        }
     }
 
     /// Called on the core loop for every delivered message.
@@ -150,7 +216,7 @@ impl Inner {
         if d.flags & wire::RPC_FLAG == 0 {
             return;
         }
-        let Some((id, caller, body)) = wire::parse_ordered(d.payload) else {
+        let Some((ordered, body)) = wire::parse_ordered(d.payload) else {
             tracing::warn!(
                 subgroup = d.subgroup,
                 sender = d.sender,
@@ -158,11 +224,16 @@ impl Inner {
             );
             return;
         };
+        let (id, caller) = (ordered.id, ordered.caller);
+        let version = persist::version_of(read_lock(&self.view).vid, d.seq);
         let replica = read_lock(&self.replicas)
             .get(&d.subgroup)
-            .map(|r| Arc::clone(&r.obj));
+            .map(|r| (Arc::clone(&r.obj), r.log.clone()));
         let mut result = match replica {
-            Some(obj) => obj.apply(body),
+            Some((obj, None)) => obj.apply(body),
+            Some((obj, Some(log))) => {
+                self.apply_persistent(d.subgroup, &obj, &log, version, ordered.stamp_us, body)
+            }
             None => Err(format!(
                 "node {} holds no replica of subgroup {}",
                 self.me, d.subgroup
@@ -191,6 +262,7 @@ impl Inner {
             let mut pending = lock(&self.pending);
             if let Some(p) = pending.get_mut(&id) {
                 p.expected = Some(members);
+                p.version = Some(version);
                 p.replies.insert(
                     self.me,
                     result.map_err(|message| RpcError::Remote {
@@ -210,6 +282,55 @@ impl Inner {
                 Err(TrySendError::Disconnected(_)) => {}
             }
         }
+    }
+
+    /// Applies an update to a persistent replica: logs it after applying (write-behind) or
+    /// logs and syncs it before (write-ahead), takes a checkpoint when one is due, and wakes
+    /// the persist worker. A log that fails is reported; the update is applied regardless
+    /// (every replica must apply the same updates), and the frontier stops moving.
+    fn apply_persistent(
+        &self,
+        subgroup: usize,
+        obj: &Arc<dyn Erased>,
+        log: &ReplicaLog,
+        version: i64,
+        stamp_us: u64,
+        body: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let Some(p) = &self.persistence else {
+            return obj.apply(body);
+        };
+        let hlc = derecho_persist::Hlc::new(stamp_us, 0);
+        let result = match log.durability {
+            crate::config::Durability::WriteBehind => {
+                let r = obj.apply(body);
+                if let Err(e) = log.record(version, hlc, body) {
+                    p.report_error(&format!("logging subgroup {subgroup}"), &e);
+                }
+                r
+            }
+            crate::config::Durability::WriteAhead => {
+                if let Err(e) = log.record(version, hlc, body).and_then(|()| log.persist()) {
+                    p.report_error(&format!("logging subgroup {subgroup}"), &e);
+                }
+                obj.apply(body)
+            }
+        };
+        if log.checkpoint_due() {
+            let mut state = Vec::new();
+            let saved = obj
+                .save(&mut state)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    log.checkpoint(version, hlc, &state)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = saved {
+                p.report_error(&format!("checkpointing subgroup {subgroup}"), &e);
+            }
+        }
+        p.wake();
+        result
     }
 
     pub(super) fn record_reply(&self, id: u64, from: NodeId, result: Result<Vec<u8>, String>) {
@@ -259,11 +380,16 @@ impl Inner {
                 Pending {
                     expected: None,
                     replies: BTreeMap::new(),
+                    version: None,
                 },
             );
         }
         let mut payload = Vec::with_capacity(len);
-        payload.extend_from_slice(&wire::ordered_header(id, self.me));
+        payload.extend_from_slice(&wire::ordered_header(wire::Ordered {
+            id,
+            caller: self.me,
+            stamp_us: now_us(),
+        }));
         payload.extend_from_slice(body);
         let sent = self
             .node()
@@ -322,6 +448,13 @@ impl Inner {
     }
 }
 
+/// This node's clock in microseconds since the Unix epoch (0 if it reads before the epoch).
+pub(super) fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 pub(super) struct Served(pub(super) Weak<Inner>);
 
 impl Served {
@@ -370,9 +503,13 @@ impl StateHooks for States {
         let inner = self.0.upgrade().ok_or(io::ErrorKind::BrokenPipe)?;
         let replica = read_lock(&inner.replicas)
             .get(&subgroup)
-            .map(|r| Arc::clone(&r.obj));
+            .map(|r| (Arc::clone(&r.obj), persist::applied_version(r)));
         match replica {
-            Some(obj) => obj.save(out),
+            // The version first: a persistent receiver records the state as a checkpoint of it.
+            Some((obj, version)) => {
+                out.write_all(&version.to_le_bytes())?;
+                obj.save(out)
+            }
             None => Err(io::Error::other(format!(
                 "no replica of subgroup {subgroup} to send"
             ))),
@@ -384,9 +521,28 @@ impl StateHooks for States {
         let obj = inner
             .create(subgroup)
             .ok_or_else(|| io::Error::other(format!("subgroup {subgroup} has no type")))?;
-        obj.load(input)?;
-        // The view that makes this member a holder is normally installed first (its shard is
-        // known); a state loaded before its view is kept when the view arrives.
+        let mut v = [0u8; 8];
+        input.read_exact(&mut v)?;
+        let version = i64::from_le_bytes(v);
+        // The view that makes this member a holder is installed first: its replica (and the
+        // logs of a persistent one) exist already.
+        let log = read_lock(&inner.replicas)
+            .get(&subgroup)
+            .and_then(|r| r.log.clone());
+        match &log {
+            // A persistent replica keeps the state it received as its only checkpoint, so it
+            // must hold the bytes once; a volatile one loads straight from the stream.
+            Some(l) => {
+                let mut state = Vec::new();
+                input.read_to_end(&mut state)?;
+                obj.load(&mut state.as_slice())?;
+                l.reset_to(version, &state).map_err(io::Error::other)?;
+                if let Some(p) = &inner.persistence {
+                    p.wake();
+                }
+            }
+            None => obj.load(input)?,
+        }
         let mut replicas = write_lock(&inner.replicas);
         let shard = replicas.get(&subgroup).and_then(|r| r.shard);
         replicas.insert(
@@ -395,6 +551,7 @@ impl StateHooks for States {
                 obj,
                 shard,
                 loaded: shard.is_none(),
+                log,
             },
         );
         Ok(())

@@ -64,6 +64,30 @@ impl<T: Replicated> Subgroup<T> {
         Some(r)
     }
 
+    /// The newest version of this node's replica that is on its disk (−1 if none yet). Only
+    /// for persistent subgroups ([`RpcError::NotPersistent`] otherwise).
+    pub fn local_persisted_version(&self) -> Result<i64, RpcError> {
+        Ok(self.persistence()?.local(self.id))
+    }
+
+    /// The global persistence frontier of this node's shard: the newest version on the disk
+    /// of every member of the shard in the current view (−1 if none yet). Versions at or below
+    /// it survive a total crash. Only for persistent subgroups.
+    pub fn global_persistence_frontier(&self) -> Result<i64, RpcError> {
+        let p = self.persistence()?;
+        let node = self.inner.node()?;
+        // Between views (or in an inadequate one) there is no table: the last frontier holds.
+        let seen = node
+            .multicast()
+            .ok()
+            .and_then(|g| g.persisted_frontier(self.id));
+        Ok(p.global(self.id, seen))
+    }
+
+    fn persistence(&self) -> Result<&Persistence, RpcError> {
+        self.inner.persistence_of(self.id)
+    }
+
     /// Multicasts `update` in this node's shard; every member applies it in the shard's total
     /// order. The update must fit the shard profile's `max_payload_size` (checked before
     /// anything is sent).
@@ -73,6 +97,7 @@ impl<T: Replicated> Subgroup<T> {
         Ok(ReplyMap {
             inner: Arc::clone(&self.inner),
             id,
+            subgroup: self.id,
             _r: PhantomData,
         })
     }

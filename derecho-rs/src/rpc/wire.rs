@@ -18,10 +18,10 @@ use crate::NodeId;
 
 /// Header flag of a multicast message that carries an ordered RPC.
 pub const RPC_FLAG: u64 = 1;
-/// Version byte of ordered RPC messages.
-pub const ORDERED_VERSION: u8 = 1;
-/// Bytes before the update in an ordered RPC message.
-pub const ORDERED_HEADER: usize = 13;
+/// Version byte of ordered RPC messages (2 added the caller's timestamp).
+pub const ORDERED_VERSION: u8 = 2;
+/// Bytes before the update in an ordered RPC message: version, request id, caller, timestamp.
+pub const ORDERED_HEADER: usize = 21;
 /// First bytes of every P2P connection.
 pub const HELLO: [u8; 8] = *b"DRP2\x01\0\0\0";
 /// Bytes of a frame header after the length: kind and request id.
@@ -163,27 +163,46 @@ pub fn parse_status(body: &[u8]) -> Result<Result<Vec<u8>, String>, RpcError> {
     }
 }
 
+/// What precedes the update in an ordered RPC message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ordered {
+    /// The caller's request id.
+    pub id: u64,
+    /// The calling node.
+    pub caller: NodeId,
+    /// The caller's clock when it sent the update, in microseconds since the Unix epoch: every
+    /// replica records this one timestamp with the update's version.
+    pub stamp_us: u64,
+}
+
 /// The header of an ordered RPC message.
-pub fn ordered_header(id: u64, caller: NodeId) -> [u8; ORDERED_HEADER] {
+pub fn ordered_header(o: Ordered) -> [u8; ORDERED_HEADER] {
     let mut h = [0u8; ORDERED_HEADER];
     h[0] = ORDERED_VERSION;
-    h[1..9].copy_from_slice(&id.to_le_bytes());
-    h[9..].copy_from_slice(&caller.to_le_bytes());
+    h[1..9].copy_from_slice(&o.id.to_le_bytes());
+    h[9..13].copy_from_slice(&o.caller.to_le_bytes());
+    h[13..].copy_from_slice(&o.stamp_us.to_le_bytes());
     h
 }
 
-/// Splits an ordered RPC message into request id, caller and update bytes.
-pub fn parse_ordered(payload: &[u8]) -> Option<(u64, NodeId, &[u8])> {
+/// Splits an ordered RPC message into its header and the update bytes.
+pub fn parse_ordered(payload: &[u8]) -> Option<(Ordered, &[u8])> {
     if payload.len() < ORDERED_HEADER || payload[0] != ORDERED_VERSION {
         return None;
     }
-    let mut i = [0u8; 8];
-    i.copy_from_slice(&payload[1..9]);
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&payload[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
     let mut c = [0u8; 4];
     c.copy_from_slice(&payload[9..13]);
     Some((
-        u64::from_le_bytes(i),
-        u32::from_le_bytes(c),
+        Ordered {
+            id: word(1),
+            caller: u32::from_le_bytes(c),
+            stamp_us: word(13),
+        },
         &payload[ORDERED_HEADER..],
     ))
 }
@@ -221,9 +240,14 @@ mod tests {
 
     #[test]
     fn ordered_headers_round_trip() {
-        let mut m = ordered_header(7, 3).to_vec();
+        let o = Ordered {
+            id: 7,
+            caller: 3,
+            stamp_us: 1_765_000_000_000_000,
+        };
+        let mut m = ordered_header(o).to_vec();
         m.extend_from_slice(b"x");
-        assert_eq!(parse_ordered(&m), Some((7, 3, &b"x"[..])));
+        assert_eq!(parse_ordered(&m), Some((o, &b"x"[..])));
         assert_eq!(parse_ordered(b"short"), None);
     }
 }

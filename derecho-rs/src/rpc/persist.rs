@@ -1,0 +1,421 @@
+//! Persistent subgroups: the replicas of a type registered with
+//! [`GroupBuilder::persistent`](super::GroupBuilder::persistent) keep, on disk under
+//! `[PERS] file_path`, every update they apply as a versioned log entry (version
+//! `vid << 32 | seq`, timestamp = the caller's clock, so replicas write identical logs) and,
+//! every `checkpoint_interval` updates, a checkpoint of the whole object
+//! ([`Replicated::save`]). A replica is restored from its newest checkpoint plus the updates
+//! after it; a replica that receives a shard's state by transfer replaces its logs with one
+//! checkpoint at the version it received.
+//!
+//! A persist worker syncs the logs in batches (one sync covers every update appended before
+//! it) and publishes each replica's newest persisted version in the view's SST
+//! (`persisted_num`); the minimum over a shard is its **global persistence frontier**, which
+//! [`ReplyMap::await_global_persistence`](super::ReplyMap::await_global_persistence) waits on.
+//!
+//! Durability (`[PERS] durability`, `write_ahead_types`): *write-behind* applies an update and
+//! then logs it; after a total crash only versions at or below the global frontier are sure to
+//! survive. *Write-ahead* logs and syncs an update before applying it, so every update a member
+//! applied is on its own disk; a total restart restores every update applied by any member of
+//! the restart quorum.
+//!
+//! This module owns the replica logs and the persist worker; the restart decisions are
+//! [`crate::gms::restart`]'s, and the versions a restarting node reports are read here.
+
+use derecho_persist::{
+    field_name, load_object, save_object, Hlc, Log, LogOptions, Storage, Version, INVALID,
+};
+
+use super::*;
+use crate::config::{Durability, PersSection};
+use crate::gms::restart::{RestartInfo, ShardVersion};
+
+/// Log entry kind of an applied update.
+const KIND_UPDATE: u8 = 1;
+/// Log entry kind of a checkpoint (the whole object).
+const KIND_CHECKPOINT: u8 = 2;
+/// Name of the logged view.
+pub(super) const VIEW_OBJECT: &str = "view";
+
+/// The `[PERS]` settings a replica log follows.
+#[derive(Clone, Debug)]
+pub(super) struct Policy {
+    checkpoint_interval: u64,
+    max_entries: u64,
+    max_bytes: u64,
+}
+
+impl Policy {
+    pub(super) fn of(p: &PersSection) -> Self {
+        Self {
+            checkpoint_interval: p.checkpoint_interval.max(1),
+            max_entries: p.max_log_entry.max(1),
+            max_bytes: p.max_data_size.max(1),
+        }
+    }
+}
+
+/// The logs of one persistent replica: its updates and its checkpoints.
+pub(super) struct ReplicaLog {
+    updates: Log,
+    checkpoints: Log,
+    /// Updates appended since the newest checkpoint.
+    since_checkpoint: AtomicU64,
+    policy: Policy,
+    /// When updates reach the disk relative to their delivery.
+    pub(super) durability: Durability,
+}
+
+/// The log names of a replica of subgroup `index` of type `type_name`, shard `shard`.
+fn names(type_name: &str, index: usize, shard: usize) -> (String, String) {
+    let (i, s) = (
+        u32::try_from(index).unwrap_or(u32::MAX),
+        u32::try_from(shard).unwrap_or(u32::MAX),
+    );
+    (
+        field_name(type_name, i, s, "updates"),
+        field_name(type_name, i, s, "checkpoints"),
+    )
+}
+
+impl ReplicaLog {
+    /// Opens (or creates) the logs of a replica; a torn tail left by a crash is cut.
+    pub(super) fn open(
+        storage: &Arc<dyn Storage>,
+        type_name: &str,
+        index: usize,
+        shard: usize,
+        policy: Policy,
+        durability: Durability,
+    ) -> Result<Self, derecho_persist::Error> {
+        let (u, c) = names(type_name, index, shard);
+        let updates = Log::open(Arc::clone(storage), &u, LogOptions::default())?;
+        let checkpoints = Log::open(Arc::clone(storage), &c, LogOptions::default())?;
+        let since = updates
+            .infos(checkpoints.latest_version(), Version::MAX)
+            .len();
+        Ok(Self {
+            updates,
+            checkpoints,
+            since_checkpoint: AtomicU64::new(since as u64),
+            policy,
+            durability,
+        })
+    }
+
+    /// The newest version recorded.
+    pub(super) fn latest(&self) -> Version {
+        self.updates
+            .latest_version()
+            .max(self.checkpoints.latest_version())
+    }
+
+    /// Brings `obj` to the newest recorded version: the newest checkpoint, then every update
+    /// after it. Returns that version.
+    pub(super) fn restore(&self, obj: &dyn Erased) -> Result<Version, String> {
+        let base = match self
+            .checkpoints
+            .latest_at_or_before(Version::MAX)
+            .map_err(|e| e.to_string())?
+        {
+            Some(c) => {
+                obj.load(&mut c.payload.as_slice())
+                    .map_err(|e| format!("loading the checkpoint of version {}: {e}", c.version))?;
+                c.version
+            }
+            None => INVALID,
+        };
+        let mut replayed = 0u64;
+        for e in self.updates.iter_from(base) {
+            let e = e.map_err(|e| e.to_string())?;
+            // An update that did not decode was refused on every replica when it was first
+            // delivered; it is refused again here.
+            let _ = obj.apply(&e.payload);
+            replayed += 1;
+        }
+        tracing::debug!(base, replayed, "restored a persistent replica");
+        Ok(self.latest())
+    }
+
+    /// Appends an applied (write-behind) or about-to-be-applied (write-ahead) update.
+    pub(super) fn record(
+        &self,
+        version: Version,
+        hlc: Hlc,
+        update: &[u8],
+    ) -> Result<(), derecho_persist::Error> {
+        self.updates.append(version, hlc, KIND_UPDATE, update)?;
+        self.since_checkpoint.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether a checkpoint is due (interval reached or the update log over its bounds).
+    pub(super) fn checkpoint_due(&self) -> bool {
+        self.since_checkpoint.load(Ordering::Relaxed) >= self.policy.checkpoint_interval
+            || self.updates.len() as u64 > self.policy.max_entries
+            || self.updates.bytes_used() > self.policy.max_bytes
+    }
+
+    /// Records `state` (the object at `version`) as a checkpoint, durably, then trims what it
+    /// makes unnecessary: older checkpoints but the previous one, and the updates it covers
+    /// when the update log is over `max_log_entry` or `max_data_size`.
+    pub(super) fn checkpoint(
+        &self,
+        version: Version,
+        hlc: Hlc,
+        state: &[u8],
+    ) -> Result<(), derecho_persist::Error> {
+        let previous = self.checkpoints.latest_version();
+        self.checkpoints
+            .append(version, hlc, KIND_CHECKPOINT, state)?;
+        self.checkpoints.persist()?;
+        self.updates.persist()?;
+        self.since_checkpoint.store(0, Ordering::Relaxed);
+        if previous != INVALID {
+            self.checkpoints.trim(previous)?;
+        }
+        if self.updates.len() as u64 > self.policy.max_entries
+            || self.updates.bytes_used() > self.policy.max_bytes
+        {
+            self.updates.trim(version.saturating_add(1))?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the logs with one checkpoint: `state` at `version`, received by transfer (with
+    /// no checkpoint if the shard has no version yet).
+    pub(super) fn reset_to(
+        &self,
+        version: Version,
+        state: &[u8],
+    ) -> Result<(), derecho_persist::Error> {
+        self.updates.truncate(INVALID)?;
+        self.checkpoints.truncate(INVALID)?;
+        self.since_checkpoint.store(0, Ordering::Relaxed);
+        if version == INVALID {
+            // The shard has no history yet: the state received is the initial one.
+            return Ok(());
+        }
+        self.checkpoints
+            .append(version, Hlc::new(now_us(), 0), KIND_CHECKPOINT, state)?;
+        self.checkpoints.persist()?;
+        Ok(())
+    }
+
+    /// Syncs both logs; returns the newest version whose state is on disk.
+    pub(super) fn persist(&self) -> Result<Version, derecho_persist::Error> {
+        let c = self.checkpoints.persist()?;
+        let u = self.updates.persist()?;
+        Ok(c.max(u))
+    }
+}
+
+/// A member's persistence: its storage, and what its persist worker has done.
+pub(super) struct Persistence {
+    pub(super) storage: Arc<dyn Storage>,
+    pub(super) policy: Policy,
+    /// Set to wake the worker.
+    wake: Mutex<bool>,
+    woken: Condvar,
+    /// Per subgroup: the newest version on this member's disk.
+    local: Mutex<BTreeMap<usize, Version>>,
+    /// Signalled when `local` moves.
+    pub(super) persisted: Condvar,
+    /// Per subgroup: the highest global frontier seen. A new view's table starts empty, so
+    /// its frontier reads low until every member has published again; the frontier reported
+    /// never goes back.
+    global: Mutex<BTreeMap<usize, Version>>,
+    /// Last error reported by the worker, so each distinct failure is logged once.
+    last_error: Mutex<Option<String>>,
+}
+
+impl Persistence {
+    pub(super) fn new(storage: Arc<dyn Storage>, policy: Policy) -> Self {
+        Self {
+            storage,
+            policy,
+            wake: Mutex::new(false),
+            woken: Condvar::new(),
+            local: Mutex::new(BTreeMap::new()),
+            persisted: Condvar::new(),
+            global: Mutex::new(BTreeMap::new()),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// Asks the worker for a round.
+    pub(super) fn wake(&self) {
+        *lock(&self.wake) = true;
+        self.woken.notify_one();
+    }
+
+    /// The newest version of `subgroup` on this member's disk.
+    pub(super) fn local(&self, subgroup: usize) -> Version {
+        lock(&self.local).get(&subgroup).copied().unwrap_or(INVALID)
+    }
+
+    /// The global persistence frontier of `subgroup` given what the current view's table
+    /// shows (`seen`): never lower than one reported before.
+    pub(super) fn global(&self, subgroup: usize, seen: Option<Version>) -> Version {
+        let mut g = lock(&self.global);
+        let e = g.entry(subgroup).or_insert(INVALID);
+        if let Some(v) = seen {
+            *e = (*e).max(v);
+        }
+        *e
+    }
+
+    /// Waits up to `timeout` until this member has `version` of `subgroup` on disk.
+    pub(super) fn wait_local(
+        &self,
+        subgroup: usize,
+        version: Version,
+        timeout: Duration,
+    ) -> Result<(), RpcError> {
+        let deadline = Instant::now() + timeout;
+        let mut local = lock(&self.local);
+        loop {
+            if local.get(&subgroup).is_some_and(|v| *v >= version) {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RpcError::Timeout(timeout));
+            }
+            local = wait_timeout(&self.persisted, local, left.min(Duration::from_millis(200)));
+        }
+    }
+
+    /// Logs a persistence failure, once per distinct failure.
+    pub(super) fn report_error(&self, what: &str, e: &dyn std::fmt::Display) {
+        let text = format!("{what}: {e}");
+        let mut last = lock(&self.last_error);
+        if last.as_deref() != Some(&text) {
+            tracing::error!(error = %text, "persistence failed; the persistence frontier stalls");
+            *last = Some(text);
+        }
+    }
+}
+
+/// What a node reports for a total restart: its logged view and, for each persistent shard
+/// it held there, the newest version on its disk. `None` without a logged view.
+pub(super) fn restart_info(
+    storage: &Arc<dyn Storage>,
+    me: NodeId,
+    types: &[TypeEntry],
+) -> Result<Option<RestartInfo>, derecho_persist::Error> {
+    let Some(view) = load_object::<_, View>(storage.as_ref(), VIEW_OBJECT)? else {
+        return Ok(None);
+    };
+    let mut versions = Vec::new();
+    for t in types.iter().filter(|t| t.durability.is_some()) {
+        for sg in t.first..t.first + t.count {
+            let Some((shard, _)) = view.shard_of(sg, me) else {
+                continue;
+            };
+            let policy = Policy {
+                checkpoint_interval: u64::MAX,
+                max_entries: u64::MAX,
+                max_bytes: u64::MAX,
+            };
+            let log = ReplicaLog::open(
+                storage,
+                &t.name,
+                sg - t.first,
+                shard,
+                policy,
+                Durability::WriteBehind,
+            )?;
+            versions.push(ShardVersion {
+                subgroup: sg,
+                shard,
+                version: log.persist()?,
+            });
+        }
+    }
+    Ok(Some(RestartInfo { view, versions }))
+}
+
+/// Logs an installed view (before it is used), so a total restart knows the last one.
+pub(super) fn log_view(p: &Persistence, v: &View) {
+    if let Err(e) = save_object(p.storage.as_ref(), VIEW_OBJECT, v) {
+        p.report_error("logging the view", &e);
+    }
+}
+
+/// The persist worker: syncs every persistent replica's logs when woken, records the
+/// versions on disk, and publishes them in the current view's SST.
+pub(super) fn persist_worker(inner: &Weak<Inner>) {
+    loop {
+        let Some(i) = inner.upgrade() else { return };
+        let Some(p) = i.persistence.as_ref() else {
+            return;
+        };
+        {
+            let mut w = lock(&p.wake);
+            if !*w {
+                w = wait_timeout(&p.woken, w, Duration::from_millis(500));
+            }
+            if !*w {
+                continue;
+            }
+            *w = false;
+        }
+        let logs: Vec<(usize, Arc<ReplicaLog>)> = read_lock(&i.replicas)
+            .iter()
+            .filter_map(|(sg, r)| r.log.as_ref().map(|l| (*sg, Arc::clone(l))))
+            .collect();
+        let mut done = Vec::with_capacity(logs.len());
+        for (sg, log) in &logs {
+            match log.persist() {
+                Ok(v) => done.push((*sg, v)),
+                Err(e) => p.report_error(&format!("syncing subgroup {sg}"), &e),
+            }
+        }
+        {
+            let mut local = lock(&p.local);
+            for (sg, v) in &done {
+                let e = local.entry(*sg).or_insert(INVALID);
+                *e = (*e).max(*v);
+            }
+        }
+        p.persisted.notify_all();
+        publish(&i, &done);
+    }
+}
+
+/// Publishes `versions` in the SST of the current view, waiting (bounded) for a view that is
+/// being installed to start.
+fn publish(i: &Inner, versions: &[(usize, Version)]) {
+    if versions.is_empty() {
+        return;
+    }
+    let vid = read_lock(&i.view).vid;
+    for _ in 0..200 {
+        let Ok(node) = i.node() else { return };
+        match node.multicast() {
+            Ok(g) if g.spec().vid == vid => {
+                for (sg, v) in versions {
+                    // Not a member of the subgroup in this view: nothing to publish there.
+                    let _ = g.publish_persisted(*sg, *v);
+                }
+                return;
+            }
+            // The view is still being set up, or it is inadequate (nothing to publish in it:
+            // the next adequate view republishes).
+            Ok(_) | Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+/// The version of `seq` in view `vid`.
+pub(super) fn version_of(vid: u64, seq: i64) -> Version {
+    derecho_persist::pack(
+        i32::try_from(vid).unwrap_or(i32::MAX),
+        i32::try_from(seq).unwrap_or(i32::MAX),
+    )
+}
+
+/// A replica's newest applied version, for the state it transfers (−1 if not persistent).
+pub(super) fn applied_version(r: &Replica) -> Version {
+    r.log.as_ref().map_or(INVALID, |l| l.latest())
+}
