@@ -16,6 +16,17 @@
 //!
 //! and the two replicas of a shard must print the same digest; the launcher checks that and
 //! exits non-zero if they differ.
+//!
+//! With `--persist DIR` the map is a persistent subgroup: each member keeps its log in
+//! `DIR/n<id>`, prints `restored node=<id> keys=<n>` once it is in the group, and at the end
+//! the launcher kills every member (`kill -9`) instead of letting them leave. Run it twice with
+//! the same `DIR`: the second run restarts the group from the logs, and every member reports
+//! the 400 keys of its shard before it puts anything.
+//!
+//! ```text
+//! cargo run --release -p derecho --example replicated_kv -- --local 4 --persist /tmp/kv
+//! cargo run --release -p derecho --example replicated_kv -- --local 4 --persist /tmp/kv
+//! ```
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -143,7 +154,7 @@ impl Drop for Children {
     }
 }
 
-fn launch(n: usize) -> Result<(), String> {
+fn launch(n: usize, persist: Option<&str>) -> Result<(), String> {
     if n < 4 || !n.is_multiple_of(2) {
         return Err(
             "--local needs an even number of nodes, at least 4 (two shards of two or more)".into(),
@@ -163,6 +174,7 @@ fn launch(n: usize) -> Result<(), String> {
                 contact.to_string(),
             ])
             .args(ports.iter().map(u16::to_string))
+            .args(persist)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -213,9 +225,11 @@ fn launch(n: usize) -> Result<(), String> {
             replicas += 1;
         }
     }
-    // Everyone has reported: let the members leave.
+    // Everyone has reported: let the members leave, or, with logs, crash them all.
     for c in &mut children.0 {
-        if let Some(mut stdin) = c.stdin.take() {
+        if persist.is_some() {
+            let _ = c.kill();
+        } else if let Some(mut stdin) = c.stdin.take() {
             let _ = writeln!(stdin, "stop");
         }
     }
@@ -265,12 +279,22 @@ fn member(args: &[String]) -> Result<(), String> {
             vec![SubgroupPolicy::flexible_even(2, half, half)],
         )],
     };
-    let group = GroupBuilder::new(&config)
-        .replicated::<KvStore>("KvStore", |_| KvStore::default())
-        .layout(policy)
-        .start()
-        .map_err(|e| e.to_string())?;
+    let persist = args.get(7);
+    if let Some(dir) = persist {
+        config.pers.file_path = std::path::Path::new(dir).join(format!("n{id}"));
+    }
+    let builder = GroupBuilder::new(&config);
+    let builder = if persist.is_some() {
+        builder.persistent::<KvStore>("KvStore", |_| KvStore::default())
+    } else {
+        builder.replicated::<KvStore>("KvStore", |_| KvStore::default())
+    };
+    let group = builder.layout(policy).start().map_err(|e| e.to_string())?;
     let kv = group.subgroup::<KvStore>(0).map_err(|e| e.to_string())?;
+    if persist.is_some() {
+        let keys = kv.with_local(|s| s.map.len()).unwrap_or(0);
+        println!("restored node={id} keys={keys}");
+    }
     let shards = kv.shard_members();
     let mine = kv.my_shard().ok_or("this member holds no shard")?;
     let other = &shards[1 - mine];
@@ -316,15 +340,22 @@ fn member(args: &[String]) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+const USAGE: &str = "usage: replicated_kv --local <nodes> [--persist <dir>]";
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("--local") => match args.get(1).map(|s| s.parse::<usize>()) {
-            Some(Ok(n)) => launch(n),
-            _ => Err("usage: replicated_kv --local <nodes>".into()),
+        Some("--local") => match (
+            args.get(1).map(|s| s.parse::<usize>()),
+            args.get(2).map(String::as_str),
+            args.get(3),
+        ) {
+            (Some(Ok(n)), None, _) => launch(n, None),
+            (Some(Ok(n)), Some("--persist"), Some(dir)) => launch(n, Some(dir)),
+            _ => Err(USAGE.into()),
         },
         Some("--member") => member(&args[1..]),
-        _ => Err("usage: replicated_kv --local <nodes>".into()),
+        _ => Err(USAGE.into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
