@@ -99,10 +99,27 @@ impl Member {
 /// Parses `[derecho options --] <num_nodes> <num_messages>` and starts a member of a group
 /// whose one subgroup holds every member in one shard.
 pub fn start(args: impl IntoIterator<Item = String>) -> Result<Member, String> {
-    let config = ConfigLoader::new()
+    start_with(args, false)
+}
+
+/// Like [`start`]; with `persistent` the subgroup is persistent, its logs in
+/// `<[PERS] file_path>/n<id>`, emptied first (every run starts from fresh logs).
+pub fn start_with(
+    args: impl IntoIterator<Item = String>,
+    persistent: bool,
+) -> Result<Member, String> {
+    let mut config = ConfigLoader::new()
         .args(args)
         .load()
         .map_err(|e| e.to_string())?;
+    if persistent {
+        let dir = config
+            .pers
+            .file_path
+            .join(format!("n{}", config.derecho.local_id));
+        config.pers.file_path = dir;
+        config.pers.reset = true;
+    }
     let rest = config.app_args().to_vec();
     if rest.len() != 2 {
         return Err(format!(
@@ -129,13 +146,19 @@ pub fn start(args: impl IntoIterator<Item = String>) -> Result<Member, String> {
             vec![SubgroupPolicy::flexible_even(1, nodes, nodes)],
         )],
     };
-    let group = GroupBuilder::new(&config)
-        .replicated::<Bytes>("Bytes", move |_| Bytes {
-            applied: Arc::clone(&a),
-            bytes: Arc::clone(&b),
-            first: Arc::clone(&f),
-            last: Arc::clone(&l),
-        })
+    let factory = move |_| Bytes {
+        applied: Arc::clone(&a),
+        bytes: Arc::clone(&b),
+        first: Arc::clone(&f),
+        last: Arc::clone(&l),
+    };
+    let builder = GroupBuilder::new(&config);
+    let builder = if persistent {
+        builder.persistent::<Bytes>("Bytes", factory)
+    } else {
+        builder.replicated::<Bytes>("Bytes", factory)
+    };
+    let group = builder
         .layout(policy)
         .timeout(Duration::from_secs(120))
         .start()
@@ -195,4 +218,95 @@ pub fn ordered_stream(m: &Member, pipeline: usize) -> Result<(), String> {
         std::thread::sleep(Duration::from_micros(200));
     }
     Ok(())
+}
+
+/// Every member sends `messages` ordered updates like [`ordered_stream`], then waits until its
+/// last update is on every member's disk. Returns the seconds from the first applied update
+/// until the shard's global persistence frontier covered this member's last update.
+pub fn persistent_stream(m: &Member, pipeline: usize) -> Result<f64, String> {
+    let len = update_len(&m.config)?;
+    let sg = m.group.subgroup::<Bytes>(0).map_err(|e| e.to_string())?;
+    let update = ByteBuf::from(vec![0x5a; len]);
+    let mut open: VecDeque<derecho::rpc::ReplyMap<u64>> = VecDeque::with_capacity(pipeline);
+    let mut last = None;
+    for i in 0..m.messages {
+        if open.len() >= pipeline {
+            if let Some(r) = open.pop_front() {
+                r.wait().map_err(|e| e.to_string())?;
+            }
+        }
+        let r = sg.ordered_send(&update).map_err(|e| e.to_string())?;
+        if i + 1 == m.messages {
+            last = Some(r);
+        } else {
+            open.push_back(r);
+        }
+    }
+    if let Some(r) = &last {
+        r.await_global_persistence(Duration::from_secs(300))
+            .map_err(|e| e.to_string())?;
+    }
+    let durable = Instant::now();
+    for r in open.into_iter().chain(last) {
+        r.wait().map_err(|e| e.to_string())?;
+    }
+    let f = *m.first.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(f.map_or(1e-9, |f| durable.duration_since(f).as_secs_f64().max(1e-9)))
+}
+
+/// The disk's own figures in `dir`, measured the way persistence uses it: the median latency
+/// of `n` 4 KiB appends each followed by `fdatasync`, and the bandwidth of writing `mib` MiB
+/// in 1 MiB appends followed by one `fdatasync`. Returns (seconds per synced 4 KiB write,
+/// bytes per second of the synced sequential write).
+pub fn disk_figures(dir: &std::path::Path, n: usize, mib: usize) -> Result<(f64, f64), String> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let path = dir.join("disk-probe");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| e.to_string())?;
+    let block = vec![0xa5u8; 4096];
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        f.write_all(&block).map_err(|e| e.to_string())?;
+        f.sync_data().map_err(|e| e.to_string())?;
+        lat.push(t.elapsed().as_secs_f64());
+    }
+    lat.sort_by(f64::total_cmp);
+    let big = vec![0x3cu8; 1 << 20];
+    let t = Instant::now();
+    for _ in 0..mib {
+        f.write_all(&big).map_err(|e| e.to_string())?;
+    }
+    f.sync_data().map_err(|e| e.to_string())?;
+    let bw = (mib << 20) as f64 / t.elapsed().as_secs_f64();
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    Ok((lat.get(n / 2).copied().unwrap_or(0.0), bw))
+}
+
+/// Ends a member's run: waits for the others (so nobody leaves while others still measure),
+/// leaves the group, and hands back its `result` line.
+pub fn finish(m: &Member, line: String) -> Result<String, String> {
+    m.barrier()?;
+    let _ = m.group.leave(Duration::from_secs(5));
+    Ok(line)
+}
+
+/// Prints a benchmark's `result` line, or its error prefixed with `name`.
+pub fn exit_with(name: &str, result: Result<String, String>) -> std::process::ExitCode {
+    match result {
+        Ok(line) => {
+            println!("{line}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -70,7 +70,10 @@ fn with_persist_the_map_survives_killing_every_member() {
     // Fresh logs: a member reports before its shard has its keys (a fast peer may have put
     // one or two already).
     let fresh = restored(&first);
-    assert!(fresh.len() == 4 && fresh.iter().all(|k| *k < 400), "{first}");
+    assert!(
+        fresh.len() == 4 && fresh.iter().all(|k| *k < 400),
+        "{first}"
+    );
     let second = run_example(&["--local", "4", "--persist", &dir_arg]);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(restored(&second), vec![400; 4], "{second}");

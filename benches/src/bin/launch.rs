@@ -483,7 +483,27 @@ fn run(o: &Opts) -> Result<String, String> {
         senders_lat("lat_p99_us").into_iter().fold(0.0, f64::max),
         all("cpu_s").iter().sum::<f64>()
     ) + &kill_to_view
-        + &dip)
+        + &dip
+        + &persistence_figures(&all))
+}
+
+/// The persistence benchmarks' extra figures (mean over the members that report each):
+/// durable throughput, and the disk's own synced-write latency and bandwidth.
+fn persistence_figures(all: &dyn Fn(&str) -> Vec<f64>) -> String {
+    let mut out = String::new();
+    for (key, decimals) in [
+        ("durable_gbps", 4),
+        ("durable_msgs_per_s", 0),
+        ("disk_sync_4k_us", 1),
+        ("disk_seq_synced_gbps", 4),
+    ] {
+        let v = all(key);
+        if !v.is_empty() {
+            let m = v.iter().sum::<f64>() / v.len() as f64;
+            out.push_str(&format!(" {key}={m:.decimals$}"));
+        }
+    }
+    out
 }
 
 fn main() -> ExitCode {

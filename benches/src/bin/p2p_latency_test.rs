@@ -3,10 +3,10 @@
 //! Run through `launch`; the sender reports p50 and p99 in microseconds.
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use benches::group_bench::{cpu_seconds, pct};
-use benches::rpc_bench::{start, Bytes};
+use benches::rpc_bench::{exit_with, finish, start, Bytes};
 use serde_bytes::ByteBuf;
 
 fn main() -> ExitCode {
@@ -41,18 +41,7 @@ fn main() -> ExitCode {
                 cpu_seconds()
             );
         }
-        m.barrier()?;
-        let _ = m.group.leave(Duration::from_secs(5));
-        Ok(line)
+        finish(&m, line)
     };
-    match run() {
-        Ok(line) => {
-            println!("{line}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("p2p_latency_test: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_with("p2p_latency_test", run())
 }
