@@ -73,7 +73,9 @@ pub fn run(args: Vec<String>) -> Result<(), ServerError> {
     let on_view = tx.clone();
     let group = GroupBuilder::new(&config)
         .replicated::<FunctionTier>(FUNCTION_TIER, |_| FunctionTier)
-        .replicated::<CategorizerTier>(CATEGORIZER_TIER, move |_| CategorizerTier::new(batching))
+        // The installed models are persistent: they survive a restart of every member
+        // (in `[PERS] file_path`, relative to the node's folder).
+        .persistent::<CategorizerTier>(CATEGORIZER_TIER, move |_| CategorizerTier::new(batching))
         .layout(policy)
         .timeout(Duration::from_secs(300))
         .on_view(move |_| {

@@ -451,8 +451,9 @@ fn a_state_transfer_longer_than_the_setup_bound_removes_nobody() {
         j.with_local(|kv| (kv.0.digest, kv.0.applied)).unwrap(),
         before
     );
+    // The sender installs the view when its transfer ends, just after the joiner does.
     for g in &groups {
-        let v = g.node().view();
+        let v = g.node().wait_for_view(1, Duration::from_secs(20)).unwrap();
         assert_eq!((v.vid, v.ids()), (1, vec![0, 1, 2]), "{v:?}");
         assert!(g.node().stopped().is_none());
     }

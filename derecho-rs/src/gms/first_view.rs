@@ -145,7 +145,8 @@ pub fn lead(
                     Some(plan)
                 }
             };
-            let outcome = layout(&ids, plan.as_ref().map(|p| &p.last)).and_then(|subgroups| {
+            let basis = plan.as_ref().map(|p| restart::layout_basis(&p.last));
+            let outcome = layout(&ids, basis.as_ref()).and_then(|subgroups| {
                 let mut view = View {
                     vid: plan.as_ref().map_or(0, |p| p.vid),
                     members,

@@ -105,8 +105,9 @@ pub fn assess(participants: &[(NodeId, Option<&RestartInfo>)]) -> Restart {
             last.vid
         ));
     }
-    // ... and somebody from each of its shards.
-    for (sg, s) in last.subgroups.iter().enumerate() {
+    // ... and somebody from each of its shards (in an inadequate view: the shards whose state
+    // its members still hold).
+    for (sg, s) in last.holders().iter().enumerate() {
         for (k, shard) in s.shards.iter().enumerate() {
             if !shard.members.iter().any(|m| here(*m)) {
                 return Restart::Wait(format!(
@@ -153,6 +154,17 @@ pub fn assess(participants: &[(NodeId, Option<&RestartInfo>)]) -> Restart {
         sources,
         everyone: present == ids.len(),
     })
+}
+
+/// The view a restart view is laid out from: the last logged view, with the shards its
+/// members hold as its subgroups when it is inadequate (so survivors keep their shards).
+pub fn layout_basis(last: &View) -> View {
+    let mut v = last.clone();
+    if !v.is_adequate() {
+        v.subgroups = std::mem::take(&mut v.held);
+        v.inadequate = None;
+    }
+    v
 }
 
 /// R3: the transfers of the restart view `view` (its shards laid out from the plan's last
@@ -304,6 +316,29 @@ mod tests {
             .map(|s| (s.shard, s.node, s.version))
             .collect();
         assert_eq!(got, vec![(0, 1, 12), (1, 2, 8)]);
+    }
+
+    /// R1 with an inadequate last view: its shards are the ones its members still hold.
+    #[test]
+    fn r1_an_inadequate_last_view_counts_the_shards_its_members_hold() {
+        let adequate = view_of(4, &[0, 1, 2, 3], &[&[0, 1], &[2, 3]]);
+        let mut last = view_of(5, &[0, 1, 2], &[]);
+        last.subgroups.clear();
+        last.inadequate = Some("shard 1 needs two members".into());
+        last.held = adequate.subgroups.clone();
+        last.held[0].shards[1].members.retain(|m| *m != 3);
+        let i = info(&last, &[]);
+        assert!(matches!(
+            assess(&[(0, Some(&i)), (1, Some(&i))]),
+            Restart::Wait(w) if w.contains("shard 1")
+        ));
+        assert!(matches!(
+            assess(&[(0, Some(&i)), (2, Some(&i))]),
+            Restart::Ready(_)
+        ));
+        let basis = layout_basis(&last);
+        assert!(basis.is_adequate());
+        assert_eq!(basis.subgroups[0].shards[1].members, vec![2]);
     }
 
     /// R3: every other member of a shard receives its source's state; a source placed

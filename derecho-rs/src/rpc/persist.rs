@@ -309,7 +309,13 @@ pub(super) fn restart_info(
     let mut versions = Vec::new();
     for t in types.iter().filter(|t| t.durability.is_some()) {
         for sg in t.first..t.first + t.count {
-            let Some((shard, _)) = view.shard_of(sg, me) else {
+            // An inadequate view has no shards; its members still hold those of the last
+            // adequate view.
+            let Some(shard) = view
+                .holders()
+                .get(sg)
+                .and_then(|s| s.shards.iter().position(|k| k.members.contains(&me)))
+            else {
                 continue;
             };
             let policy = Policy {

@@ -275,6 +275,11 @@ impl LocalCluster {
         if dir.exists() {
             dir = self.root().join(format!("n{id}-again"));
         }
+        self.start_in(id, config, dir);
+    }
+
+    /// Writes `config` to `dir/derecho.cfg` and starts `sospdemo server` there as node `id`.
+    fn start_in(&mut self, id: u16, config: &str, dir: PathBuf) {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("derecho.cfg"), config).unwrap();
         let log = |name: &str| std::fs::File::create(dir.join(name)).unwrap();
@@ -295,6 +300,14 @@ impl LocalCluster {
             child,
             stdin,
         });
+    }
+
+    /// Starts node `id` again in the folder it ran in before (keeping its persistent logs),
+    /// with `config`.
+    pub fn restart_in_place(&mut self, id: u16, config: &str) {
+        let dir = self.root().join(format!("n{id}"));
+        assert!(dir.exists(), "node {id} never ran");
+        self.start_in(id, config, dir);
     }
 
     /// Starts `ids` in order, [`SPAWN_INTERVAL`] apart, with `config(id)`.

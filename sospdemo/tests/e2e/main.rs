@@ -100,6 +100,40 @@ fn two_nodes_install_classify_several_tags_and_remove() {
     cluster.stop_cleanly();
 }
 
+/// `test-2-nodes`, total restart: the installed models are persistent; after both servers are
+/// killed and started again in their folders, they restart from their logs and classify with
+/// the models installed before, without installing them again (issue #15).
+#[test]
+fn two_nodes_keep_their_models_across_a_restart_of_every_member() {
+    let Some(_ports) = take_ports("two_nodes_restart", 2, 1) else {
+        return;
+    };
+    let mut cluster = LocalCluster::new("two-nodes-restart");
+    cluster.start_in_order(0..2, |id| node_config(ClusterSize::Two, id).unwrap());
+    cluster.wait_ready(&[0, 1]);
+    let mut front = FrontDoor::connect(0);
+    install_ok(&mut front, FLOWERS_TAG, Task::Flowers);
+    install_ok(&mut front, PETS_TAG, Task::Pets);
+    classify_all(&mut front, Task::Pets, PETS_TAG);
+    drop(front);
+    cluster.kill(0);
+    cluster.kill(1);
+    for id in 0..2 {
+        cluster.restart_in_place(id, &node_config(ClusterSize::Two, id).unwrap());
+    }
+    cluster.wait_ready(&[0, 1]);
+    let node0 = cluster.node(0);
+    assert!(
+        node0.log("stderr.log").contains("restarting from the logs"),
+        "{}",
+        node0.tail()
+    );
+    let mut front = FrontDoor::connect(0);
+    classify_all(&mut front, Task::Flowers, FLOWERS_TAG);
+    classify_all(&mut front, Task::Pets, PETS_TAG);
+    cluster.stop_cleanly();
+}
+
 /// `test-2-nodes` under concurrent load: twelve clients at once, asking both tags, share
 /// batches in the function tier and the categorizer; every photo still gets its own right
 /// answer, and a photo that is not an image, sent in the middle of the load, fails alone.
