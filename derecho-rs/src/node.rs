@@ -256,7 +256,13 @@ impl GroupNode {
         let leads = d.local_ip == d.contact_ip && d.gms_port == d.contact_port;
         // A contact node that restarts must not found a second group: it first asks the other
         // nodes of `restart_leaders` whether a group runs, and joins it if one does.
-        let running = if leads {
+        // Left at its default (127.0.0.1:23580, the default contact), `restart_leaders` means
+        // the contact itself: a contact elsewhere must not probe a port it was never told of
+        // (another group may listen there, and this node would join it).
+        let plain = crate::config::DerechoSection::default();
+        let unset = d.restart_leaders == plain.restart_leaders
+            && d.restart_leader_ports == plain.restart_leader_ports;
+        let running = if leads && !unset {
             let me_addr = SocketAddr::new(d.local_ip, d.gms_port);
             let peers: Vec<SocketAddr> = d
                 .restart_leaders

@@ -20,10 +20,11 @@ pub struct DerechoSection {
     /// `contact_port` (2019 name `leader_gms_port`): the contact node's GMS port. Default 23580.
     pub contact_port: u16,
     /// `restart_leaders`: comma-separated IPs of the total-restart leaders, in priority order.
-    /// Default `127.0.0.1`. The contact node also uses this list at start: it asks every
-    /// other node listed whether a group already runs (waiting at most a second) and joins it
-    /// if one does, so that a contact node that crashed and restarted rejoins its group
-    /// instead of founding a second one.
+    /// Default `127.0.0.1`. The contact node uses this list at start: it asks every other node
+    /// listed whether a group already runs (waiting at most a second) and joins it if one
+    /// does, so that a contact node that crashed and restarted rejoins its group instead of
+    /// founding a second one. Left at its default together with `restart_leader_ports`, the
+    /// list means the contact alone, wherever the contact is.
     pub restart_leaders: Vec<IpAddr>,
     /// `restart_leader_ports`: their GMS ports, same length as `restart_leaders`. Default 23580.
     pub restart_leader_ports: Vec<u16>,
