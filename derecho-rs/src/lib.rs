@@ -82,6 +82,8 @@ pub mod rpc;
 pub mod testing;
 
 pub use config::{Config, ConfigError, ConfigLoader};
+/// The storage contract and versioned logs persistent subgroups are built on.
+pub use derecho_persist as persist;
 pub use gms::View;
 pub use layout::{LayoutError, LayoutPolicy, SubgroupPolicy, TypePolicy};
 pub use node::{GroupError, GroupNode};

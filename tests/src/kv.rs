@@ -22,7 +22,7 @@ pub struct Kv {
 }
 
 /// Updates.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum KvUpdate {
     /// Sets a key.
     Put(String, Vec<u8>),

@@ -7,8 +7,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use derecho::config::{Config, Durability};
 use derecho::layout::{LayoutPolicy, SubgroupPolicy, TypePolicy};
+use derecho::persist::SimStorage;
 use derecho::rpc::{Group, GroupBuilder, RpcError};
 use derecho::testing::local_config;
 use derecho_tests::kv::{Kv, KvReply, KvUpdate};
@@ -55,13 +58,40 @@ fn policy() -> LayoutPolicy {
 }
 
 fn start_one(cfg: Config) -> std::thread::JoinHandle<Result<Group, RpcError>> {
+    start_on(cfg, None)
+}
+
+/// Starts a member whose logs are on `disk` (a simulated disk) rather than in its folder.
+fn start_on(
+    cfg: Config,
+    disk: Option<Arc<SimStorage>>,
+) -> std::thread::JoinHandle<Result<Group, RpcError>> {
     std::thread::spawn(move || {
-        GroupBuilder::new(&cfg)
-            .persistent::<Kv>("Kv", |_| Kv::default())
+        let mut b = GroupBuilder::new(&cfg);
+        if let Some(d) = disk {
+            b = b.storage(d);
+        }
+        b.persistent::<Kv>("Kv", |_| Kv::default())
             .layout(policy())
             .timeout(Duration::from_secs(20))
             .start()
     })
+}
+
+/// Starts members 0..disks.len() (0 is the contact), member i on `disks[i]`.
+fn start_on_disks(root: &Path, disks: &[Arc<SimStorage>]) -> Vec<Group> {
+    logs();
+    let lead = config(root, 0, None, Durability::WriteBehind);
+    let contact = lead.derecho.gms_port;
+    let mut handles = vec![start_on(lead, Some(Arc::clone(&disks[0])))];
+    for (i, d) in disks.iter().enumerate().skip(1) {
+        let cfg = config(root, i as u32, Some(contact), Durability::WriteBehind);
+        handles.push(start_on(cfg, Some(Arc::clone(d))));
+    }
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap().unwrap())
+        .collect()
 }
 
 /// Starts `ids` (the first is the contact) with logs under `root`.
@@ -240,5 +270,100 @@ fn a_restart_restores_every_replica_from_the_longest_log() {
     for g in &groups {
         assert_eq!(state(g), before, "node {}", g.my_id());
     }
+    crash_all(groups);
+}
+
+/// Issue #15, durability: every member's disk loses or tears what it had not synced when
+/// everyone crashed (simulated disks, several seeds). After the restart every replica holds
+/// the same prefix of the update history, and that prefix covers every update whose global
+/// persistence was reported.
+#[test]
+fn a_crash_that_loses_unsynced_writes_keeps_every_globally_persisted_update() {
+    let root = tempfile::tempdir().unwrap();
+    for seed in 1..=4u64 {
+        let disks: Vec<Arc<SimStorage>> = (0..3).map(|_| Arc::new(SimStorage::new())).collect();
+        let groups = start_on_disks(root.path(), &disks);
+        let h = groups[0].subgroup::<Kv>(0).unwrap();
+        let mut sent = Vec::new();
+        let mut durable = 0;
+        for i in 0..60 {
+            let u = KvUpdate::Put(format!("k{}", i % 13), vec![i as u8; 100]);
+            let replies = h.ordered_send(&u).unwrap();
+            sent.push(u);
+            if i == 39 {
+                replies
+                    .await_global_persistence(Duration::from_secs(20))
+                    .unwrap();
+                durable = sent.len();
+            }
+            replies.wait().unwrap();
+        }
+        crash_all(groups);
+        for (i, d) in disks.iter().enumerate() {
+            d.crash(seed * 10 + i as u64);
+        }
+        let groups = start_on_disks(root.path(), &disks);
+        let states: Vec<(u64, u64)> = groups.iter().map(state).collect();
+        assert!(
+            states.iter().all(|s| *s == states[0]),
+            "seed {seed}: {states:?}"
+        );
+        let applied = states[0].1 as usize;
+        assert!(
+            (durable..=sent.len()).contains(&applied),
+            "seed {seed}: {applied} updates restored, {durable} were globally persisted"
+        );
+        // The restored state is exactly the first `applied` updates.
+        let mut expected = Kv::default();
+        for u in &sent[..applied] {
+            derecho::Replicated::apply(&mut expected, u.clone());
+        }
+        assert_eq!(
+            states[0],
+            (expected.digest, expected.applied),
+            "seed {seed}"
+        );
+        crash_all(groups);
+    }
+}
+
+/// Issue #15, bounded disk: when a member's disk is full its log fails with a typed error;
+/// the updates are still applied and answered everywhere, only the persistence frontier stops
+/// (and stays stopped: a small update that would still fit after the failed ones must not
+/// make the log claim a version whose predecessors are missing).
+#[test]
+fn a_full_disk_stops_the_frontier_not_the_group() {
+    let root = tempfile::tempdir().unwrap();
+    let disks: Vec<Arc<SimStorage>> = vec![
+        Arc::new(SimStorage::new()),
+        Arc::new(SimStorage::with_capacity(16 << 10)),
+        Arc::new(SimStorage::new()),
+    ];
+    let groups = start_on_disks(root.path(), &disks);
+    let h = groups[0].subgroup::<Kv>(0).unwrap();
+    let mut last = None;
+    for i in 0..80u8 {
+        let replies = h
+            .ordered_send(&KvUpdate::Put(format!("k{i}"), vec![i; 512]))
+            .unwrap();
+        let answers = replies.wait().unwrap();
+        assert_eq!(answers.len(), 3);
+        assert!(answers.values().all(Result::is_ok), "{answers:?}");
+        last = Some(i);
+    }
+    assert_eq!(last, Some(79));
+    let replies = h.ordered_send(&KvUpdate::Echo(1)).unwrap();
+    let got = replies.await_global_persistence(Duration::from_millis(500));
+    assert!(
+        matches!(got, Err(RpcError::Timeout(_))),
+        "{got:?} in {:?}",
+        groups[0].view().ids()
+    );
+    replies
+        .await_local_persistence(Duration::from_secs(10))
+        .unwrap();
+    let states: Vec<(u64, u64)> = groups.iter().map(state).collect();
+    assert!(states.iter().all(|s| *s == states[0]), "{states:?}");
+    assert_eq!(states[0].1, 80, "the 80 puts (an echo changes nothing)");
     crash_all(groups);
 }

@@ -9,6 +9,7 @@ pub struct GroupBuilder {
     pub(super) policy: Option<LayoutPolicy>,
     pub(super) on_view: Option<ViewHandler>,
     pub(super) timeout: Duration,
+    pub(super) storage: Option<Arc<dyn derecho_persist::Storage>>,
 }
 
 impl std::fmt::Debug for GroupBuilder {
@@ -31,6 +32,7 @@ impl GroupBuilder {
             policy: None,
             on_view: None,
             timeout: Duration::from_secs(60),
+            storage: None,
         }
     }
 
@@ -82,6 +84,14 @@ impl GroupBuilder {
     /// A callback for every installed view.
     pub fn on_view(mut self, h: impl FnMut(&View) + Send + 'static) -> Self {
         self.on_view = Some(Box::new(h));
+        self
+    }
+
+    /// Where persistent subgroups keep their logs and the logged view, instead of a
+    /// [`derecho_persist::FileStorage`] on `[PERS] file_path` (`[PERS] reset` then does not
+    /// apply). A [`derecho_persist::SimStorage`] here lets a test crash a member's disk.
+    pub fn storage(mut self, storage: Arc<dyn derecho_persist::Storage>) -> Self {
+        self.storage = Some(storage);
         self
     }
 
@@ -153,10 +163,13 @@ impl GroupBuilder {
                     e,
                 )
             })?;
-        let persistence = if types.iter().any(|t| t.durability.is_some()) {
-            Some(open_storage(&self.config.pers)?)
-        } else {
-            None
+        let persistence = match (types.iter().any(|t| t.durability.is_some()), self.storage) {
+            (false, _) => None,
+            (true, Some(storage)) => Some(Persistence::new(
+                storage,
+                persist::Policy::of(&self.config.pers),
+            )),
+            (true, None) => Some(open_storage(&self.config.pers)?),
         };
         let restart = match &persistence {
             Some(p) => persist::restart_info(&p.storage, d.local_id, &types)?,

@@ -60,6 +60,9 @@ pub(super) struct ReplicaLog {
     checkpoints: Log,
     /// Updates appended since the newest checkpoint.
     since_checkpoint: AtomicU64,
+    /// An update could not be logged: later ones are not appended (the log must have no
+    /// hole), and the next checkpoint that succeeds repairs it.
+    broken: std::sync::atomic::AtomicBool,
     policy: Policy,
     /// When updates reach the disk relative to their delivery.
     pub(super) durability: Durability,
@@ -97,6 +100,7 @@ impl ReplicaLog {
             updates,
             checkpoints,
             since_checkpoint: AtomicU64::new(since as u64),
+            broken: std::sync::atomic::AtomicBool::new(false),
             policy,
             durability,
         })
@@ -136,21 +140,31 @@ impl ReplicaLog {
         Ok(self.latest())
     }
 
-    /// Appends an applied (write-behind) or about-to-be-applied (write-ahead) update.
+    /// Appends an applied (write-behind) or about-to-be-applied (write-ahead) update. Once an
+    /// append failed, nothing more is appended until a checkpoint repairs the log: a later
+    /// update on disk after a missing one would claim a state that cannot be rebuilt.
     pub(super) fn record(
         &self,
         version: Version,
         hlc: Hlc,
         update: &[u8],
     ) -> Result<(), derecho_persist::Error> {
-        self.updates.append(version, hlc, KIND_UPDATE, update)?;
+        if self.broken.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        if let Err(e) = self.updates.append(version, hlc, KIND_UPDATE, update) {
+            self.broken.store(true, Ordering::Relaxed);
+            return Err(e);
+        }
         self.since_checkpoint.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Whether a checkpoint is due (interval reached or the update log over its bounds).
+    /// Whether a checkpoint is due (interval reached, the update log over its bounds, or the
+    /// log missing an update).
     pub(super) fn checkpoint_due(&self) -> bool {
-        self.since_checkpoint.load(Ordering::Relaxed) >= self.policy.checkpoint_interval
+        self.broken.load(Ordering::Relaxed)
+            || self.since_checkpoint.load(Ordering::Relaxed) >= self.policy.checkpoint_interval
             || self.updates.len() as u64 > self.policy.max_entries
             || self.updates.bytes_used() > self.policy.max_bytes
     }
@@ -170,6 +184,8 @@ impl ReplicaLog {
         self.checkpoints.persist()?;
         self.updates.persist()?;
         self.since_checkpoint.store(0, Ordering::Relaxed);
+        // The checkpoint holds every update up to `version`, the missing ones included.
+        self.broken.store(false, Ordering::Relaxed);
         if previous != INVALID {
             self.checkpoints.trim(previous)?;
         }
@@ -191,6 +207,7 @@ impl ReplicaLog {
         self.updates.truncate(INVALID)?;
         self.checkpoints.truncate(INVALID)?;
         self.since_checkpoint.store(0, Ordering::Relaxed);
+        self.broken.store(false, Ordering::Relaxed);
         if version == INVALID {
             // The shard has no history yet: the state received is the initial one.
             return Ok(());
@@ -224,8 +241,8 @@ pub(super) struct Persistence {
     /// its frontier reads low until every member has published again; the frontier reported
     /// never goes back.
     global: Mutex<BTreeMap<usize, Version>>,
-    /// Last error reported by the worker, so each distinct failure is logged once.
-    last_error: Mutex<Option<String>>,
+    /// The kinds of failure already logged (each is logged once).
+    reported: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Persistence {
@@ -238,7 +255,7 @@ impl Persistence {
             local: Mutex::new(BTreeMap::new()),
             persisted: Condvar::new(),
             global: Mutex::new(BTreeMap::new()),
-            last_error: Mutex::new(None),
+            reported: Mutex::new(std::collections::BTreeSet::new()),
         }
     }
 
@@ -285,13 +302,12 @@ impl Persistence {
         }
     }
 
-    /// Logs a persistence failure, once per distinct failure.
+    /// Logs a persistence failure, once per kind (`what`): a full disk fails every update.
     pub(super) fn report_error(&self, what: &str, e: &dyn std::fmt::Display) {
-        let text = format!("{what}: {e}");
-        let mut last = lock(&self.last_error);
-        if last.as_deref() != Some(&text) {
-            tracing::error!(error = %text, "persistence failed; the persistence frontier stalls");
-            *last = Some(text);
+        let mut seen = lock(&self.reported);
+        if seen.len() < 64 && seen.insert(what.to_string()) {
+            tracing::error!(error = %format!("{what}: {e}"),
+                "persistence failed; the persistence frontier stalls until it succeeds again");
         }
     }
 }
