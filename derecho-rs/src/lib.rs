@@ -11,10 +11,12 @@
 //! * [`layout`] — the pure allocation of a view's members to subgroups and shards;
 //! * [`multicast`] — one view's atomic multicast per shard: small messages in SST slots, large
 //!   ones through RDMC, round-robin total order, delivery on stability;
-//! * [`gms`] — views, the GMS port, and forming the first view;
+//! * [`gms`] — views, the GMS port, forming the first view, and the total-restart decisions
+//!   ([`gms::restart`]);
 //! * [`node`] — a member process: configuration in, a running member out;
 //! * [`rpc`] — replicated objects: ordered updates with replies, point-to-point queries,
-//!   state transfer, external clients.
+//!   state transfer, external clients, and persistent subgroups
+//!   ([`GroupBuilder::persistent`]) on the logs of [`persist`].
 //!
 //! * [`testing`] — a check for a user's replicated type, and configurations for local tests.
 //!

@@ -91,6 +91,13 @@ pub(crate) fn build(
         ));
     }
     let pers: PersSection = apply(&settings)?;
+    if derecho.enable_backup_restart_leaders {
+        warnings.push(format!(
+            "{}: `DERECHO/enable_backup_restart_leaders` is not supported and is ignored (the \
+             contact node leads a total restart; if it is down, the restart waits for it)",
+            origin_of(&settings, "DERECHO/enable_backup_restart_leaders")
+        ));
+    }
     // The original's sample files set these to their defaults; only another value is a
     // request this build cannot honour.
     let plain = PersSection::default();

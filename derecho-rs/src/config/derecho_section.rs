@@ -54,10 +54,13 @@ pub struct DerechoSection {
     /// `p2p_loop_busy_wait_before_sleep_ms`: how long the P2P listener polls before it parks.
     /// Default 250.
     pub p2p_loop_busy_wait_before_sleep_ms: u32,
-    /// `restart_timeout_ms`: how long a restart leader, once a quorum of the last view is
-    /// back, waits for the rest of it before it restarts without them. Default 2000.
+    /// `restart_timeout_ms`: how long the restart leader (the contact node), once a quorum of
+    /// the last view is back, waits for the rest of it before it restarts without them.
+    /// Default 2000.
     pub restart_timeout_ms: u32,
-    /// `enable_backup_restart_leaders`: try the next restart leader if one fails. Default false.
+    /// `enable_backup_restart_leaders`: in the original, try the next restart leader if one
+    /// fails. Not supported (setting it logs a warning): the contact node leads a total
+    /// restart, and the restart waits for it. Default false.
     pub enable_backup_restart_leaders: bool,
     /// `disable_partitioning_safety`: let a minority partition continue. Default **false**
     /// (partition safety on; the original's code default is true, i.e. unsafe).

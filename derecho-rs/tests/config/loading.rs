@@ -478,7 +478,8 @@ fn pers_keys_choose_durability_and_name_what_is_not_supported() {
         "group.cfg",
         "[PERS]\nfile_path = /var/tmp/logs\ndurability = write_ahead\n\
          write_ahead_types = Kv, Counter\ncheckpoint_interval = 500\n\
-         private_key_file = key.pem\n",
+         private_key_file = key.pem\n\
+         [DERECHO]\nenable_backup_restart_leaders = true\n",
     );
     let c = ConfigLoader::new()
         .env(no_env)
@@ -493,12 +494,19 @@ fn pers_keys_choose_durability_and_name_what_is_not_supported() {
         c.pers.durability_of("Other"),
         derecho::config::Durability::WriteAhead
     );
-    assert_eq!(c.warnings().len(), 1, "{:?}", c.warnings());
-    assert!(
-        c.warnings()[0].contains("PERS/private_key_file` is not supported"),
-        "{:?}",
-        c.warnings()
-    );
+    assert_eq!(c.warnings().len(), 2, "{:?}", c.warnings());
+    for key in [
+        "DERECHO/enable_backup_restart_leaders",
+        "PERS/private_key_file",
+    ] {
+        assert!(
+            c.warnings()
+                .iter()
+                .any(|w| w.contains(&format!("{key}` is not supported"))),
+            "{key}: {:?}",
+            c.warnings()
+        );
+    }
     for bad in ["durability = eventually", "checkpoint_interval = 0"] {
         let file = dir.write("bad.cfg", &format!("[PERS]\n{bad}\n"));
         let err = ConfigLoader::new()
