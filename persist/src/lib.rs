@@ -53,7 +53,7 @@ pub mod storage;
 pub mod version;
 
 pub use error::{Error, Result, StorageError};
-pub use log::{Entry, EntryInfo, Log, LogIter, LogOptions, TrimPolicy};
+pub use log::{BatchEntry, Entry, EntryInfo, Log, LogIter, LogOptions, TrimPolicy};
 pub use names::{field_name, min_latest_persisted, shard_prefix};
 pub use object::{load_object, save_object};
 pub use persistent::{min_persisted_version, Delta, DeltaPersistent, Persistent, PersistentField};

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use derecho_persist::log::ENTRY_HEADER_LEN;
 use derecho_persist::{
-    field_name, min_latest_persisted, pack, shard_prefix, Entry, Error, FileStorage, Hlc, Log,
-    LogOptions, SimOp, SimStorage, Storage, TrimPolicy, INVALID,
+    field_name, min_latest_persisted, pack, shard_prefix, BatchEntry, Entry, Error, FileStorage,
+    Hlc, Log, LogOptions, SimOp, SimStorage, Storage, TrimPolicy, INVALID,
 };
 
 fn sim() -> Arc<dyn Storage> {
@@ -562,4 +562,51 @@ fn a_failed_sync_requires_a_reopen() {
     let log = Log::open(sim, "fs", LogOptions::default()).unwrap();
     assert_eq!(log.len(), 3);
     assert_eq!(log.persist().unwrap(), pack(0, 2));
+}
+
+/// A batch reads back like the same entries appended one by one, across a reopen, also when
+/// it would cross a segment boundary; a batch whose versions do not increase appends nothing.
+#[test]
+fn batches_read_back_like_single_appends() {
+    let storage = sim();
+    let log = Log::open(Arc::clone(&storage), "batch", small_segments(600)).unwrap();
+    let payloads: Vec<Vec<u8>> = (0..40).map(|s| payload(pack(0, s))).collect();
+    for chunk in (0..40).collect::<Vec<i32>>().chunks(7) {
+        let batch: Vec<BatchEntry<'_>> = chunk
+            .iter()
+            .map(|&seq| BatchEntry {
+                version: pack(0, seq),
+                hlc: Hlc::new(10 * seq as u64, 0),
+                kind: (seq % 3) as u8,
+                payload: &payloads[seq as usize],
+            })
+            .collect();
+        log.append_batch(&batch).unwrap();
+    }
+    let expected: Vec<Entry> = (0..40).map(entry).collect();
+    assert_eq!(all(&log), expected);
+    assert!(log.segment_count() > 1);
+    let stale = [
+        BatchEntry {
+            version: pack(0, 50),
+            hlc: Hlc::ZERO,
+            kind: 0,
+            payload: b"x",
+        },
+        BatchEntry {
+            version: pack(0, 45),
+            hlc: Hlc::ZERO,
+            kind: 0,
+            payload: b"y",
+        },
+    ];
+    assert!(matches!(
+        log.append_batch(&stale),
+        Err(Error::VersionNotIncreasing { .. })
+    ));
+    assert_eq!(log.latest_version(), pack(0, 39));
+    log.persist().unwrap();
+    drop(log);
+    let again = Log::open(storage, "batch", small_segments(600)).unwrap();
+    assert_eq!(all(&again), expected);
 }

@@ -63,9 +63,28 @@ pub(super) struct ReplicaLog {
     /// An update could not be logged: later ones are not appended (the log must have no
     /// hole), and the next checkpoint that succeeds repairs it.
     broken: std::sync::atomic::AtomicBool,
+    /// Updates recorded but not yet written to the log: written in one storage write per
+    /// batch (by the persist worker, or here once [`PENDING_ENTRIES`] or [`PENDING_BYTES`]
+    /// are reached).
+    pending: Mutex<Pending>,
     policy: Policy,
     /// When updates reach the disk relative to their delivery.
     pub(super) durability: Durability,
+}
+
+/// Most updates a replica log buffers before it writes them itself.
+const PENDING_ENTRIES: usize = 512;
+/// Most update bytes a replica log buffers before it writes them itself.
+const PENDING_BYTES: usize = 1 << 20;
+
+/// Updates at least this large are written at once instead of buffered.
+const LARGE_UPDATE: usize = 64 << 10;
+
+/// Updates waiting to be written: (version, timestamp, update bytes).
+#[derive(Default)]
+struct Pending {
+    entries: Vec<(Version, Hlc, Vec<u8>)>,
+    bytes: usize,
 }
 
 /// The log names of a replica of subgroup `index` of type `type_name`, shard `shard`.
@@ -101,6 +120,7 @@ impl ReplicaLog {
             checkpoints,
             since_checkpoint: AtomicU64::new(since as u64),
             broken: std::sync::atomic::AtomicBool::new(false),
+            pending: Mutex::new(Pending::default()),
             policy,
             durability,
         })
@@ -108,9 +128,42 @@ impl ReplicaLog {
 
     /// The newest version recorded.
     pub(super) fn latest(&self) -> Version {
+        let pending = lock(&self.pending).entries.last().map_or(INVALID, |e| e.0);
         self.updates
             .latest_version()
             .max(self.checkpoints.latest_version())
+            .max(pending)
+    }
+
+    /// Writes the buffered updates to the log in one batch. A failure drops them and marks
+    /// the log broken (see [`ReplicaLog::record`]).
+    fn flush(&self) -> Result<(), derecho_persist::Error> {
+        let mut p = lock(&self.pending);
+        self.flush_locked(&mut p)
+    }
+
+    fn flush_locked(&self, p: &mut Pending) -> Result<(), derecho_persist::Error> {
+        if p.entries.is_empty() {
+            return Ok(());
+        }
+        let batch: Vec<derecho_persist::BatchEntry<'_>> = p
+            .entries
+            .iter()
+            .map(|(version, hlc, update)| derecho_persist::BatchEntry {
+                version: *version,
+                hlc: *hlc,
+                kind: KIND_UPDATE,
+                payload: update,
+            })
+            .collect();
+        let written = self.updates.append_batch(&batch);
+        drop(batch);
+        p.entries.clear();
+        p.bytes = 0;
+        if written.is_err() {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+        written
     }
 
     /// Brings `obj` to the newest recorded version: the newest checkpoint, then every update
@@ -152,11 +205,23 @@ impl ReplicaLog {
         if self.broken.load(Ordering::Relaxed) {
             return Ok(());
         }
-        if let Err(e) = self.updates.append(version, hlc, KIND_UPDATE, update) {
-            self.broken.store(true, Ordering::Relaxed);
-            return Err(e);
-        }
         self.since_checkpoint.fetch_add(1, Ordering::Relaxed);
+        let mut p = lock(&self.pending);
+        if update.len() >= LARGE_UPDATE {
+            // Large updates gain nothing from batching: write them straight from the
+            // delivered bytes, after what is buffered.
+            self.flush_locked(&mut p)?;
+            if let Err(e) = self.updates.append(version, hlc, KIND_UPDATE, update) {
+                self.broken.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+            return Ok(());
+        }
+        p.bytes += update.len();
+        p.entries.push((version, hlc, update.to_vec()));
+        if p.entries.len() >= PENDING_ENTRIES || p.bytes >= PENDING_BYTES {
+            self.flush_locked(&mut p)?;
+        }
         Ok(())
     }
 
@@ -178,6 +243,9 @@ impl ReplicaLog {
         hlc: Hlc,
         state: &[u8],
     ) -> Result<(), derecho_persist::Error> {
+        // The updates it covers go first (a failure here leaves the log broken, which this
+        // checkpoint then repairs).
+        let _ = self.flush();
         let previous = self.checkpoints.latest_version();
         self.checkpoints
             .append(version, hlc, KIND_CHECKPOINT, state)?;
@@ -204,6 +272,7 @@ impl ReplicaLog {
         version: Version,
         state: &[u8],
     ) -> Result<(), derecho_persist::Error> {
+        *lock(&self.pending) = Pending::default();
         self.updates.truncate(INVALID)?;
         self.checkpoints.truncate(INVALID)?;
         self.since_checkpoint.store(0, Ordering::Relaxed);
@@ -218,8 +287,10 @@ impl ReplicaLog {
         Ok(())
     }
 
-    /// Syncs both logs; returns the newest version whose state is on disk.
+    /// Writes the buffered updates and syncs both logs; returns the newest version whose
+    /// state is on disk.
     pub(super) fn persist(&self) -> Result<Version, derecho_persist::Error> {
+        self.flush()?;
         let c = self.checkpoints.persist()?;
         let u = self.updates.persist()?;
         Ok(c.max(u))

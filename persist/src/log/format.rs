@@ -97,6 +97,13 @@ pub(crate) struct EntryHeader {
 /// payload length fits in a `u32`.
 pub(crate) fn encode(version: Version, hlc: Hlc, kind: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    encode_into(&mut out, version, hlc, kind, payload);
+    out
+}
+
+/// Appends the encoding of an entry to `out` (see [`encode`]).
+pub(crate) fn encode_into(out: &mut Vec<u8>, version: Version, hlc: Hlc, kind: u8, payload: &[u8]) {
+    let start = out.len();
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&version.to_le_bytes());
@@ -105,9 +112,8 @@ pub(crate) fn encode(version: Version, hlc: Hlc, kind: u8, payload: &[u8]) -> Ve
     out.push(kind);
     out.extend_from_slice(&[0; 3]);
     out.extend_from_slice(payload);
-    let crc = crc32fast::hash(&out[8..]);
-    out[4..8].copy_from_slice(&crc.to_le_bytes());
-    out
+    let crc = crc32fast::hash(&out[start + 8..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 fn le_u32(b: &[u8]) -> u32 {

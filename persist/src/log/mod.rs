@@ -87,6 +87,19 @@ pub struct Entry {
     pub payload: Vec<u8>,
 }
 
+/// One entry of [`Log::append_batch`].
+#[derive(Debug, Clone, Copy)]
+pub struct BatchEntry<'a> {
+    /// The entry's version.
+    pub version: Version,
+    /// Its timestamp.
+    pub hlc: Hlc,
+    /// The caller-defined kind byte.
+    pub kind: u8,
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
 /// An entry's description without its payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryInfo {
@@ -263,18 +276,7 @@ impl Log {
             st.active = finished + 1;
             seg_len = 0;
         }
-        let seg = format::segment_name(&self.inner.name, st.active);
-        let new_len = self.inner.storage.append(&seg, &bytes)?;
-        if new_len != seg_len + bytes.len() as u64 {
-            return Err(Error::Corrupt {
-                name: seg,
-                offset: seg_len,
-                reason: format!("segment length {new_len} after append does not match the index"),
-            });
-        }
-        let active = st.active;
-        st.segments.insert(active, new_len);
-        st.dirty.insert(active);
+        let active = self.write_active(&mut st, seg_len, &bytes)?;
         if st.index.last().is_some_and(|e| e.info.hlc > hlc) {
             st.hlc_monotone = false;
         }
@@ -288,6 +290,90 @@ impl Log {
             segment: active,
             offset: seg_len,
         });
+        Ok(())
+    }
+
+    /// Writes encoded entries at the end of the active segment (which holds `seg_len` bytes)
+    /// and records the new length; returns the segment's number.
+    fn write_active(&self, st: &mut State, seg_len: u64, bytes: &[u8]) -> Result<u64> {
+        let seg = format::segment_name(&self.inner.name, st.active);
+        let new_len = self.inner.storage.append(&seg, bytes)?;
+        if new_len != seg_len + bytes.len() as u64 {
+            return Err(Error::Corrupt {
+                name: seg,
+                offset: seg_len,
+                reason: format!("segment length {new_len} after append does not match the index"),
+            });
+        }
+        let active = st.active;
+        st.segments.insert(active, new_len);
+        st.dirty.insert(active);
+        Ok(active)
+    }
+
+    /// Appends several entries with one storage write (when they fit the active segment;
+    /// otherwise one by one, rolling segments as [`append`](Log::append) does). Versions must
+    /// increase along the batch and exceed [`latest_version`](Log::latest_version); nothing is
+    /// appended if one does not. Like `append`, nothing is durable before
+    /// [`persist`](Log::persist).
+    pub fn append_batch(&self, entries: &[BatchEntry<'_>]) -> Result<()> {
+        self.check_writable()?;
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
+        let mut st = self.state();
+        let mut prev = st.latest();
+        let total: usize = entries
+            .iter()
+            .map(|e| format::HEADER_LEN + e.payload.len())
+            .sum();
+        let mut bytes = Vec::with_capacity(total);
+        let mut offsets = Vec::with_capacity(entries.len());
+        for e in entries {
+            if e.version <= prev {
+                return Err(Error::VersionNotIncreasing {
+                    name: self.inner.name.clone(),
+                    version: e.version,
+                    latest: prev,
+                });
+            }
+            prev = e.version;
+            u32::try_from(e.payload.len())
+                .map_err(|_| Error::codec(&self.inner.name, "payload longer than 4 GiB"))?;
+            offsets.push(bytes.len() as u64);
+            format::encode_into(&mut bytes, e.version, e.hlc, e.kind, e.payload);
+        }
+        let seg_len = st.segments.get(&st.active).copied().unwrap_or(0);
+        if seg_len > 0 && seg_len + bytes.len() as u64 > self.inner.options.segment_bytes {
+            // The batch would cross a segment boundary: append one by one, which rolls.
+            drop(st);
+            for e in entries {
+                self.append(e.version, e.hlc, e.kind, e.payload)?;
+            }
+            return Ok(());
+        }
+        let active = self.write_active(&mut st, seg_len, &bytes)?;
+        for (e, at) in entries.iter().zip(offsets) {
+            if st.index.last().is_some_and(|l| l.info.hlc > e.hlc) {
+                st.hlc_monotone = false;
+            }
+            st.index.push(IndexEntry {
+                info: EntryInfo {
+                    version: e.version,
+                    hlc: e.hlc,
+                    kind: e.kind,
+                    // Checked above.
+                    len: e.payload.len() as u32,
+                },
+                segment: active,
+                offset: seg_len + at,
+            });
+        }
+        debug_assert_eq!(
+            st.latest(),
+            last.version,
+            "the batch's last entry is the latest"
+        );
         Ok(())
     }
 
