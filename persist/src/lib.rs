@@ -49,6 +49,7 @@ pub mod log;
 pub mod names;
 pub mod object;
 pub mod persistent;
+pub mod rng;
 pub mod storage;
 pub mod version;
 
@@ -57,5 +58,6 @@ pub use log::{BatchEntry, Entry, EntryInfo, Log, LogIter, LogOptions, TrimPolicy
 pub use names::{field_name, min_latest_persisted, shard_prefix};
 pub use object::{load_object, save_object};
 pub use persistent::{min_persisted_version, Delta, DeltaPersistent, Persistent, PersistentField};
+pub use rng::SplitMix;
 pub use storage::{FileStorage, SimOp, SimStorage, Storage, StorageResult};
 pub use version::{pack, unpack, Hlc, Version, INVALID};

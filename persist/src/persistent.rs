@@ -163,14 +163,6 @@ impl<T: Serialize + DeserializeOwned> Persistent<T> {
         Self::load(&self.log, version)
     }
 
-    /// The value as of the latest version whose timestamp is `<= hlc`.
-    pub fn get_by_time(&self, hlc: Hlc) -> Result<Option<T>> {
-        match self.log.version_at_time(hlc) {
-            Some(v) => self.get_version(v),
-            None => Ok(None),
-        }
-    }
-
     /// Drops versions newer than `version` and reloads the in-memory value
     /// from the log (or `initial()` if nothing is left).
     pub fn truncate(&mut self, version: Version) -> Result<()> {
@@ -359,14 +351,6 @@ impl<T: Delta + Serialize + DeserializeOwned> DeltaPersistent<T> {
         Ok(self.rebuild(version)?.map(|(v, _)| v))
     }
 
-    /// The value as of the latest version whose timestamp is `<= hlc`.
-    pub fn get_by_time(&self, hlc: Hlc) -> Result<Option<T>> {
-        match self.log.version_at_time(hlc) {
-            Some(v) => self.get_version(v),
-            None => Ok(None),
-        }
-    }
-
     /// Drops versions newer than `version` and rebuilds the in-memory value.
     pub fn truncate(&mut self, version: Version) -> Result<()> {
         self.log.truncate(version)?;
@@ -416,6 +400,16 @@ macro_rules! common_impls {
             /// Number of log entries retained.
             pub fn num_versions(&self) -> usize {
                 self.log.len()
+            }
+        }
+
+        impl<T: $($bound)+> $ty<T> {
+            /// The value as of the latest version whose timestamp is `<= hlc`.
+            pub fn get_by_time(&self, hlc: Hlc) -> Result<Option<T>> {
+                match self.log.version_at_time(hlc) {
+                    Some(v) => self.get_version(v),
+                    None => Ok(None),
+                }
             }
         }
 

@@ -2,8 +2,6 @@
 //! data, truncate and trim, segments, capacity, concurrency.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::sync::Arc;
 
 use derecho_persist::log::ENTRY_HEADER_LEN;

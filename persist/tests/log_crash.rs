@@ -2,11 +2,9 @@
 //! real recovery code meets lost, torn and partially synced tails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::sync::Arc;
 
-use common::Rng;
+use derecho_persist::SplitMix as Rng;
 use derecho_persist::{pack, unpack, Entry, Hlc, Log, LogOptions, SimStorage, INVALID};
 
 fn options(rng: &mut Rng) -> LogOptions {

@@ -7,6 +7,7 @@
 //! recovery code meets the lost and torn tails a real disk can leave behind.
 //! Failures of single operations can be injected with [`SimStorage::fail`].
 
+use crate::rng::SplitMix;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::Arc;
@@ -64,28 +65,6 @@ struct SimFile {
     /// image has been since the last sync. Below `durable.len()` only when
     /// an unsynced truncate is pending.
     floor: usize,
-}
-
-/// A small deterministic generator (SplitMix64) so crashes replay exactly.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform value in `0..=max`.
-    fn up_to(&mut self, max: usize) -> usize {
-        (self.next() % (max as u64 + 1)) as usize
-    }
-
-    fn coin(&mut self) -> bool {
-        self.next() & 1 == 1
-    }
 }
 
 impl SimStorage {
@@ -165,7 +144,7 @@ impl SimStorage {
         let unsynced = &file.volatile[base..];
         // Losing everything and keeping everything are common outcomes of a
         // real crash, so each gets a quarter of the probability mass.
-        let keep = match rng.next() % 4 {
+        let keep = match rng.below(4) {
             0 => 0,
             1 => unsynced.len(),
             _ => rng.up_to(unsynced.len()),
@@ -176,7 +155,7 @@ impl SimStorage {
             let sector_start = (end - 1) / SECTOR_SIZE * SECTOR_SIZE;
             let tear_from = sector_start.max(base);
             for b in &mut image[tear_from..end] {
-                *b = rng.next() as u8;
+                *b = rng.next_u64() as u8;
             }
         }
         image
