@@ -860,32 +860,23 @@ impl MulticastGroup {
     /// Publishes to the members of my shard of `subgroup` that my replica is on disk up to
     /// `version` (`vid << 32 | seq`). Versions only move forward: an older one is ignored.
     pub fn publish_persisted(&self, subgroup: usize, version: i64) -> Result<(), MulticastError> {
-        let Some((_, shard)) = self.spec.my_shard(subgroup) else {
-            return Err(MulticastError::NotMember {
-                node: self.spec.my_id(),
-                subgroup,
-            });
+        let not_member = || MulticastError::NotMember {
+            node: self.spec.my_id(),
+            subgroup,
         };
+        let mut ranks = self.shard_ranks(subgroup).ok_or_else(not_member)?;
+        let field = self
+            .cols
+            .persisted_num
+            .elem(subgroup)
+            .ok_or_else(not_member)?;
         let me = self.sst.my_rank();
         if version <= self.sst.get_elem(self.cols.persisted_num, me, subgroup) {
             return Ok(());
         }
         self.sst
             .set_elem(self.cols.persisted_num, subgroup, version);
-        let ranks: Vec<usize> = shard
-            .members
-            .iter()
-            .filter_map(|id| self.spec.members.iter().position(|m| m.0 == *id))
-            .filter(|r| *r != me)
-            .collect();
-        let field = self
-            .cols
-            .persisted_num
-            .elem(subgroup)
-            .ok_or(MulticastError::NotMember {
-                node: self.spec.my_id(),
-                subgroup,
-            })?;
+        ranks.retain(|r| *r != me);
         self.sst.push_to(field.range(), &ranks)?;
         self.sst.notify();
         Ok(())
@@ -895,13 +886,22 @@ impl MulticastGroup {
     /// every member of the shard has published as on disk (the minimum over the shard), or
     /// `None` if this member is not in the subgroup.
     pub fn persisted_frontier(&self, subgroup: usize) -> Option<i64> {
-        let (_, shard) = self.spec.my_shard(subgroup)?;
-        shard
-            .members
-            .iter()
-            .filter_map(|id| self.spec.members.iter().position(|m| m.0 == *id))
+        self.shard_ranks(subgroup)?
+            .into_iter()
             .map(|r| self.sst.get_elem(self.cols.persisted_num, r, subgroup))
             .min()
+    }
+
+    /// The table ranks of the members of my shard of `subgroup` (`None` if I am not in it).
+    fn shard_ranks(&self, subgroup: usize) -> Option<Vec<usize>> {
+        let (_, shard) = self.spec.my_shard(subgroup)?;
+        Some(
+            shard
+                .members
+                .iter()
+                .filter_map(|id| self.spec.members.iter().position(|m| m.0 == *id))
+                .collect(),
+        )
     }
 
     /// Whether this member has wedged the view (a view change is under way here: it sends and

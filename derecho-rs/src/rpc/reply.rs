@@ -90,17 +90,12 @@ impl<R> ReplyMap<R> {
     /// version at or below the frontier survives a total crash of the group. Only for
     /// persistent subgroups ([`RpcError::NotPersistent`] otherwise).
     pub fn await_global_persistence(&self, timeout: Duration) -> Result<i64, RpcError> {
-        let p = self.persistence()?;
+        self.persistence()?;
         let deadline = Instant::now() + timeout;
         let v = self.wait_version(deadline, timeout)?;
         loop {
-            let node = self.inner.node()?;
-            // Between views there is no table to read: wait for the next one.
-            let group = node.multicast().ok();
-            let seen = group
-                .as_ref()
-                .and_then(|g| g.persisted_frontier(self.subgroup));
-            if p.global(self.subgroup, seen) >= v {
+            let (frontier, bell) = self.inner.global_frontier(self.subgroup)?;
+            if frontier >= v {
                 return Ok(v);
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -108,14 +103,12 @@ impl<R> ReplyMap<R> {
                 return Err(RpcError::Timeout(timeout));
             }
             let nap = left.min(Duration::from_millis(20));
-            match group {
-                Some(g) => {
-                    let bell = g.sst().doorbell();
-                    let seen = bell.epoch();
-                    if g.persisted_frontier(self.subgroup).is_none_or(|f| f < v) {
-                        bell.wait(seen, nap);
-                    }
+            match bell {
+                // Rung by any publication since the frontier was read.
+                Some((b, epoch)) => {
+                    b.wait(epoch, nap);
                 }
+                // Between views there is no table to read: wait for the next one.
                 None => std::thread::sleep(nap),
             }
         }

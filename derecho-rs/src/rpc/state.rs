@@ -21,6 +21,9 @@ pub(super) struct Replica {
     pub(super) log: Option<Arc<ReplicaLog>>,
 }
 
+/// A table's doorbell and the epoch seen before a read of the table.
+pub(super) type Bell = (Arc<derecho_fabric::Doorbell>, u64);
+
 /// One member's replies to an ordered request, as they arrive.
 pub(super) struct Pending {
     pub(super) expected: Option<Vec<NodeId>>,
@@ -76,6 +79,22 @@ impl Inner {
             Some(p) if persistent => Ok(p),
             _ => Err(RpcError::NotPersistent { subgroup }),
         }
+    }
+
+    /// The global persistence frontier of `subgroup` (never lower than one reported before),
+    /// with the doorbell of the view's table and its epoch taken before the frontier was
+    /// read, so that waiting on it cannot miss a later publication. Between views, or in an
+    /// inadequate one, there is no table: the last frontier holds.
+    pub(super) fn global_frontier(&self, subgroup: usize) -> Result<(i64, Option<Bell>), RpcError> {
+        let p = self.persistence_of(subgroup)?;
+        let group = self.node()?.multicast().ok();
+        let bell = group.as_ref().map(|g| {
+            let b = Arc::clone(g.sst().doorbell());
+            let epoch = b.epoch();
+            (b, epoch)
+        });
+        let seen = group.and_then(|g| g.persisted_frontier(subgroup));
+        Ok((p.global(subgroup, seen), bell))
     }
 
     pub(super) fn type_of_subgroup(&self, subgroup: usize) -> Option<&TypeEntry> {

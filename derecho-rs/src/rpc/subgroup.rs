@@ -74,14 +74,7 @@ impl<T: Replicated> Subgroup<T> {
     /// of every member of the shard in the current view (−1 if none yet). Versions at or below
     /// it survive a total crash. Only for persistent subgroups.
     pub fn global_persistence_frontier(&self) -> Result<i64, RpcError> {
-        let p = self.persistence()?;
-        let node = self.inner.node()?;
-        // Between views (or in an inadequate one) there is no table: the last frontier holds.
-        let seen = node
-            .multicast()
-            .ok()
-            .and_then(|g| g.persisted_frontier(self.id));
-        Ok(p.global(self.id, seen))
+        Ok(self.inner.global_frontier(self.id)?.0)
     }
 
     fn persistence(&self) -> Result<&Persistence, RpcError> {
