@@ -60,6 +60,11 @@ pub(super) struct ReplicaLog {
     checkpoints: Log,
     /// Updates appended since the newest checkpoint.
     since_checkpoint: AtomicU64,
+    /// Updates recorded since the last checkpoint attempt, and how many must pass before the
+    /// next one: 0 normally, `checkpoint_interval` after a failed attempt, so that a full disk
+    /// does not cost a save of the whole object at every update.
+    since_attempt: AtomicU64,
+    attempt_gap: AtomicU64,
     /// An update could not be logged: later ones are not appended (the log must have no
     /// hole), and the next checkpoint that succeeds repairs it.
     broken: std::sync::atomic::AtomicBool,
@@ -119,6 +124,8 @@ impl ReplicaLog {
             updates,
             checkpoints,
             since_checkpoint: AtomicU64::new(since as u64),
+            since_attempt: AtomicU64::new(0),
+            attempt_gap: AtomicU64::new(0),
             broken: std::sync::atomic::AtomicBool::new(false),
             pending: Mutex::new(Pending::default()),
             policy,
@@ -202,6 +209,7 @@ impl ReplicaLog {
         hlc: Hlc,
         update: &[u8],
     ) -> Result<(), derecho_persist::Error> {
+        self.since_attempt.fetch_add(1, Ordering::Relaxed);
         if self.broken.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -226,18 +234,38 @@ impl ReplicaLog {
     }
 
     /// Whether a checkpoint is due (interval reached, the update log over its bounds, or the
-    /// log missing an update).
+    /// log missing an update), and no failed attempt asks to wait longer.
     pub(super) fn checkpoint_due(&self) -> bool {
-        self.broken.load(Ordering::Relaxed)
+        let wanted = self.broken.load(Ordering::Relaxed)
             || self.since_checkpoint.load(Ordering::Relaxed) >= self.policy.checkpoint_interval
             || self.updates.len() as u64 > self.policy.max_entries
-            || self.updates.bytes_used() > self.policy.max_bytes
+            || self.updates.bytes_used() > self.policy.max_bytes;
+        wanted
+            && self.since_attempt.load(Ordering::Relaxed)
+                >= self.attempt_gap.load(Ordering::Relaxed)
     }
 
     /// Records `state` (the object at `version`) as a checkpoint, durably, then trims what it
     /// makes unnecessary: older checkpoints but the previous one, and the updates it covers
     /// when the update log is over `max_log_entry` or `max_data_size`.
     pub(super) fn checkpoint(
+        &self,
+        version: Version,
+        hlc: Hlc,
+        state: &[u8],
+    ) -> Result<(), derecho_persist::Error> {
+        self.since_attempt.store(0, Ordering::Relaxed);
+        let done = self.try_checkpoint(version, hlc, state);
+        let gap = if done.is_ok() {
+            0
+        } else {
+            self.policy.checkpoint_interval
+        };
+        self.attempt_gap.store(gap, Ordering::Relaxed);
+        done
+    }
+
+    fn try_checkpoint(
         &self,
         version: Version,
         hlc: Hlc,

@@ -244,10 +244,15 @@ impl Inner {
             return;
         };
         let (id, caller) = (ordered.id, ordered.caller);
-        let version = persist::version_of(read_lock(&self.view).vid, d.seq);
         let replica = read_lock(&self.replicas)
             .get(&d.subgroup)
             .map(|r| (Arc::clone(&r.obj), r.log.clone()));
+        // Only persistent replicas and this update's caller need its version.
+        let version = if caller == self.me || replica.as_ref().is_some_and(|r| r.1.is_some()) {
+            persist::version_of(read_lock(&self.view).vid, d.seq)
+        } else {
+            -1
+        };
         let mut result = match replica {
             Some((obj, None)) => obj.apply(body),
             Some((obj, Some(log))) => {
