@@ -89,7 +89,10 @@ pub use derecho_persist as persist;
 pub use gms::View;
 pub use layout::{LayoutError, LayoutPolicy, SubgroupPolicy, TypePolicy};
 pub use node::{GroupError, GroupNode};
-pub use rpc::{Group, GroupBuilder, Replicated, ReplyMap, RpcError, Subgroup};
+pub use rpc::{
+    CallError, Group, GroupBuilder, LookupError, PersistenceError, Replicated, ReplyError,
+    ReplyMap, RpcError, SendError, StartError, Subgroup, WaitError,
+};
 
 /// Identifies a process in a group (the configuration's `local_id`).
 pub type NodeId = derecho_fabric::NodeId;

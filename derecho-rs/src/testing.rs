@@ -53,7 +53,7 @@ fn round_trip<V: serde::Serialize + serde::de::DeserializeOwned>(
         detail,
     };
     let bytes = wire::encode(value).map_err(|e| err(e.to_string()))?;
-    let back: V = wire::decode(&bytes).map_err(err)?;
+    let back: V = wire::decode(&bytes).map_err(|e| err(e.to_string()))?;
     let again = wire::encode(&back).map_err(|e| err(e.to_string()))?;
     if again != bytes {
         return Err(err("decoding and encoding again gives other bytes".into()));
@@ -112,10 +112,10 @@ pub fn check_replicated<T: Replicated>(
 }
 
 fn decode<V: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<V, CheckError> {
-    wire::decode(bytes).map_err(|detail| CheckError::Encoding {
+    wire::decode(bytes).map_err(|e| CheckError::Encoding {
         what: "value",
         index: 0,
-        detail,
+        detail: e.to_string(),
     })
 }
 

@@ -41,13 +41,19 @@ pub enum ServerError {
     Config(String),
     /// The group could not be joined or left.
     #[error("group: {0}")]
-    Group(#[from] RpcError),
+    Group(#[source] RpcError),
     /// The gRPC front end failed.
     #[error("gRPC front end: {0}")]
     Service(#[from] ServiceError),
     /// This node's id does not give it a gRPC port.
     #[error("local_id {0} is too large for a gRPC port of 28000 + local_id")]
     Port(u32),
+}
+
+impl<E: Into<RpcError>> From<E> for ServerError {
+    fn from(e: E) -> Self {
+        ServerError::Group(e.into())
+    }
 }
 
 enum Event {

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use derecho::config::Config;
 use derecho::layout::{LayoutError, LayoutPolicy, SubgroupPolicy, TypePolicy};
-use derecho::rpc::{QueryTask, Replicated, RpcError, Subgroup};
+use derecho::rpc::{CallError, QueryTask, Replicated, ReplyError, SendError, Subgroup};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{BatchConfig, BatchedClassifier, Batcher, MAX_BATCH};
@@ -582,7 +582,7 @@ impl Router {
     fn on_shard<R>(
         &self,
         tag: u32,
-        mut call: impl FnMut(u32) -> Result<R, RpcError>,
+        mut call: impl FnMut(u32) -> Result<R, CallError>,
     ) -> Result<R, CategorizerError> {
         let mut last = String::from("no member tried");
         // Twice round the shard: a view change may replace the member list meanwhile.
@@ -600,7 +600,10 @@ impl Router {
                         tracing::warn!(member = m, error = %e, "categorizer unavailable; trying another");
                         last = e.to_string();
                     }
-                    Err(e @ RpcError::TooLarge { .. }) => {
+                    Err(
+                        e @ (CallError::TooLarge { .. }
+                        | CallError::Send(SendError::TooLarge { .. })),
+                    ) => {
                         return Err(CategorizerError::Model(format!(
                             "the request is too large for this group: {e}; raise that limit in \
                              every node's derecho.cfg and restart the group"
@@ -629,7 +632,7 @@ impl Router {
                     )));
                 }
                 // A replica removed meanwhile does not undo the others' answers.
-                Err(RpcError::Removed { .. }) => {}
+                Err(ReplyError::Removed { .. }) => {}
                 Err(e) => {
                     first_error.get_or_insert(CategorizerError::Unavailable(e.to_string()));
                 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use derecho::config::{Config, Durability};
 use derecho::layout::{LayoutPolicy, SubgroupPolicy, TypePolicy};
 use derecho::persist::SimStorage;
-use derecho::rpc::{Group, GroupBuilder, RpcError};
+use derecho::rpc::{Group, GroupBuilder, PersistenceError, StartError};
 use derecho::testing::local_config;
 use derecho_tests::kv::{Kv, KvReply, KvUpdate};
 use derecho_tests::ports::listen_port;
@@ -57,7 +57,7 @@ fn policy() -> LayoutPolicy {
     }
 }
 
-fn start_one(cfg: Config) -> std::thread::JoinHandle<Result<Group, RpcError>> {
+fn start_one(cfg: Config) -> std::thread::JoinHandle<Result<Group, StartError>> {
     start_on(cfg, None)
 }
 
@@ -65,7 +65,7 @@ fn start_one(cfg: Config) -> std::thread::JoinHandle<Result<Group, RpcError>> {
 fn start_on(
     cfg: Config,
     disk: Option<Arc<SimStorage>>,
-) -> std::thread::JoinHandle<Result<Group, RpcError>> {
+) -> std::thread::JoinHandle<Result<Group, StartError>> {
     std::thread::spawn(move || {
         let mut b = GroupBuilder::new(&cfg);
         if let Some(d) = disk {
@@ -355,7 +355,7 @@ fn a_full_disk_stops_the_frontier_not_the_group() {
     let replies = h.ordered_send(&KvUpdate::Echo(1)).unwrap();
     let got = replies.await_global_persistence(Duration::from_millis(500));
     assert!(
-        matches!(got, Err(RpcError::Timeout(_))),
+        matches!(got, Err(PersistenceError::Timeout(_))),
         "{got:?} in {:?}",
         groups[0].view().ids()
     );

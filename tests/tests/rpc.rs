@@ -11,7 +11,7 @@ use derecho::config::Config;
 use derecho::layout::{LayoutPolicy, SubgroupPolicy, TypePolicy};
 use derecho::rpc::external::ExternalClient;
 use derecho::rpc::p2p::Limits;
-use derecho::rpc::{Group, GroupBuilder, RpcError};
+use derecho::rpc::{CallError, Group, GroupBuilder, LookupError, ReplyError, SendError};
 use derecho_tests::kv::{Kv, KvQuery, KvReply, KvUpdate};
 use derecho_tests::ports::listen_port;
 
@@ -155,15 +155,15 @@ fn ordered_updates_queries_state_transfer_and_bad_input() {
     // oversized update or query, a reply above max_reply_payload_size.
     assert!(matches!(
         from_c.p2p_send(c, &KvQuery::Digest),
-        Err(RpcError::NotMember { subgroup: 0, .. })
+        Err(CallError::NotMember { subgroup: 0, .. })
     ));
     assert!(matches!(
         from_c.p2p_send(9, &KvQuery::Digest),
-        Err(RpcError::NotInView { node: 9 })
+        Err(CallError::NotInView { node: 9 })
     ));
     assert!(matches!(
         groups[0].subgroup::<Kv>(5),
-        Err(RpcError::NoSuchSubgroup {
+        Err(LookupError::NoSuchSubgroup {
             index: 5,
             count: 2,
             ..
@@ -171,13 +171,13 @@ fn ordered_updates_queries_state_transfer_and_bad_input() {
     ));
     assert!(matches!(
         from_c.ordered_send(&KvUpdate::Put("x".into(), vec![])),
-        Err(RpcError::NotMember { subgroup: 0, .. })
+        Err(SendError::NotMember { subgroup: 0, .. })
     ));
     let big = sg0.ordered_send(&KvUpdate::Put("big".into(), vec![0; 1 << 20]));
     assert!(
         matches!(
             big,
-            Err(RpcError::TooLarge {
+            Err(SendError::TooLarge {
                 limit: "max_payload_size",
                 ..
             })
@@ -188,7 +188,7 @@ fn ordered_updates_queries_state_transfer_and_bad_input() {
     assert!(
         matches!(
             bigq,
-            Err(RpcError::TooLarge {
+            Err(CallError::TooLarge {
                 limit: "max_p2p_request_payload_size",
                 ..
             })
@@ -294,7 +294,7 @@ fn a_member_removed_while_its_reply_is_pending_yields_removed_and_the_others_rep
     let replies = pending.wait().unwrap();
     assert!(replies[&0].is_ok() && replies[&1].is_ok(), "{replies:?}");
     assert!(
-        matches!(replies[&2], Err(RpcError::Removed { node: 2 })),
+        matches!(replies[&2], Err(ReplyError::Removed { node: 2 })),
         "{replies:?}"
     );
     // The survivors go on.

@@ -102,7 +102,7 @@ impl GroupBuilder {
     }
 
     /// Joins or starts the group and returns once this node is in an installed view.
-    pub fn start(self) -> Result<Group, RpcError> {
+    pub fn start(self) -> Result<Group, StartError> {
         let names: Vec<&str> = self.types.iter().map(|t| t.0.as_str()).collect();
         let policy = match self.policy {
             Some(p) => p,
@@ -110,14 +110,14 @@ impl GroupBuilder {
         };
         let declared: Vec<&str> = policy.types.iter().map(|t| t.name.as_str()).collect();
         if declared != names {
-            return Err(RpcError::TypesMismatch {
+            return Err(StartError::TypesMismatch {
                 declared: declared.iter().map(|d| d.to_string()).collect(),
                 registered: names.iter().map(|n| n.to_string()).collect(),
             });
         }
         for (i, t) in self.types.iter().enumerate() {
             if self.types[..i].iter().any(|u| u.1 == t.1) {
-                return Err(RpcError::DuplicateType { name: t.0.clone() });
+                return Err(StartError::DuplicateType { name: t.0.clone() });
             }
         }
         let mut first = 0;
@@ -155,7 +155,7 @@ impl GroupBuilder {
         };
         let listener =
             TcpListener::bind(SocketAddr::new(d.local_ip, d.external_port)).map_err(|e| {
-                RpcError::io(
+                StartError::io(
                     format!(
                         "binding the P2P port {}:{} ([DERECHO] external_port)",
                         d.local_ip, d.external_port
@@ -206,13 +206,13 @@ impl GroupBuilder {
         std::thread::Builder::new()
             .name(format!("rpc-replies-{}", d.local_id))
             .spawn(move || reply_sender(&w, &rx))
-            .map_err(|e| RpcError::io("starting the reply sender", e))?;
+            .map_err(|e| StartError::io("starting the reply sender", e))?;
         if inner.persistence.is_some() {
             let w = Arc::downgrade(&inner);
             std::thread::Builder::new()
                 .name(format!("persist-{}", d.local_id))
                 .spawn(move || persist::persist_worker(&w))
-                .map_err(|e| RpcError::io("starting the persist worker", e))?;
+                .map_err(|e| StartError::io("starting the persist worker", e))?;
         }
         let layout = layout_from_policy(policy, &self.config)?;
         let (on_deliver, on_view) = (Arc::downgrade(&inner), Arc::downgrade(&inner));
@@ -246,15 +246,15 @@ impl GroupBuilder {
 }
 
 /// Opens `[PERS] file_path` (emptied first with `reset = true`).
-fn open_storage(pers: &crate::config::PersSection) -> Result<Persistence, RpcError> {
+fn open_storage(pers: &crate::config::PersSection) -> Result<Persistence, StartError> {
     let dir = &pers.file_path;
     if pers.reset && dir.exists() {
         tracing::warn!(dir = %dir.display(), "[PERS] reset: deleting the persistent logs");
         std::fs::remove_dir_all(dir)
-            .map_err(|e| RpcError::io(format!("emptying {} ([PERS] reset)", dir.display()), e))?;
+            .map_err(|e| StartError::io(format!("emptying {} ([PERS] reset)", dir.display()), e))?;
     }
     let storage = derecho_persist::FileStorage::open(dir)
-        .map_err(|e| RpcError::from(derecho_persist::Error::from(e)))?;
+        .map_err(|e| StartError::from(derecho_persist::Error::from(e)))?;
     Ok(Persistence::new(
         Arc::new(storage),
         persist::Policy::of(pers),

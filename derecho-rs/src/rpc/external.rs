@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use super::p2p::{Limits, PeerConn, Peers};
 use super::wire::Kind;
-use super::{call, lock, relayed, target, GroupInfo, Replicated, RpcError};
+use super::{
+    answer, call, lock, relayed, target, CallError, GroupInfo, LookupError, Replicated, ReplyError,
+};
 use crate::NodeId;
 
 /// A client of a group it is not a member of.
@@ -36,7 +38,7 @@ impl ExternalClient {
         contact: SocketAddr,
         limits: Limits,
         timeout: Duration,
-    ) -> Result<Self, RpcError> {
+    ) -> Result<Self, CallError> {
         let info = fetch_info(contact, limits, timeout)?;
         Ok(Self {
             info: Mutex::new(info),
@@ -52,7 +54,7 @@ impl ExternalClient {
     }
 
     /// The flat id of subgroup `index` of type `name`.
-    pub fn subgroup_id(&self, name: &str, index: usize) -> Result<usize, RpcError> {
+    pub fn subgroup_id(&self, name: &str, index: usize) -> Result<usize, LookupError> {
         lock(&self.info).subgroup_id(name, index)
     }
 
@@ -67,7 +69,7 @@ impl ExternalClient {
     }
 
     /// Fetches the current view from any member of the last known view (or the contact).
-    pub fn refresh(&self) -> Result<(), RpcError> {
+    pub fn refresh(&self) -> Result<(), CallError> {
         let mut candidates: Vec<SocketAddr> = lock(&self.info)
             .view
             .members
@@ -83,14 +85,14 @@ impl ExternalClient {
                     *lock(&self.info) = info;
                     self.peers.retain(
                         |n| v.rank_of(n).is_some(),
-                        |n| RpcError::Removed { node: n },
+                        |n| CallError::Removed { node: n },
                     );
                     return Ok(());
                 }
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or(RpcError::NoMember))
+        Err(last.unwrap_or(CallError::NoMember))
     }
 
     fn request(
@@ -99,13 +101,13 @@ impl ExternalClient {
         kind: Kind,
         subgroup: usize,
         body: &[u8],
-    ) -> Result<Vec<u8>, RpcError> {
+    ) -> Result<Vec<u8>, CallError> {
         let addr = {
             let info = lock(&self.info);
             target(&info.view, subgroup, node)?
         };
         let r = call(&self.peers, node, addr, kind, subgroup, body, self.timeout);
-        if let Err(RpcError::PeerFailed { .. } | RpcError::Removed { .. }) = &r {
+        if let Err(CallError::PeerFailed { .. } | CallError::Removed { .. }) = &r {
             // The member is gone or going: learn the new view for the next call.
             if let Err(e) = self.refresh() {
                 tracing::warn!(error = %e, "could not refresh the view");
@@ -120,10 +122,10 @@ impl ExternalClient {
         subgroup: usize,
         node: NodeId,
         query: &T::Query,
-    ) -> Result<T::Reply, RpcError> {
-        let body = super::wire::encode(query)?;
+    ) -> Result<T::Reply, CallError> {
+        let body = super::wire::encode(query).map_err(CallError::Encode)?;
         let r = self.request(node, Kind::Query, subgroup, &body)?;
-        super::wire::decode(&r).map_err(|message| RpcError::Remote { node, message })
+        answer(node, &r)
     }
 
     /// Asks `node`, a member of `subgroup` (of type `T`), to send `update` in its shard, and
@@ -133,21 +135,23 @@ impl ExternalClient {
         subgroup: usize,
         node: NodeId,
         update: &T::Update,
-    ) -> Result<BTreeMap<NodeId, Result<T::Reply, RpcError>>, RpcError> {
-        let body = super::wire::encode(update)?;
+    ) -> Result<BTreeMap<NodeId, Result<T::Reply, ReplyError>>, CallError> {
+        let body = super::wire::encode(update).map_err(CallError::Encode)?;
         let r = self.request(node, Kind::Relay, subgroup, &body)?;
         relayed::<T::Reply>(node, &r)
     }
 }
 
-fn fetch_info(addr: SocketAddr, limits: Limits, timeout: Duration) -> Result<GroupInfo, RpcError> {
+fn fetch_info(addr: SocketAddr, limits: Limits, timeout: Duration) -> Result<GroupInfo, CallError> {
     let conn = PeerConn::connect(CONTACT, addr, limits, timeout)?;
     let r = conn.call(Kind::GetView, &[], timeout)?;
-    conn.fail(RpcError::ShutDown);
-    let bytes = r.map_err(|message| RpcError::Remote {
+    conn.fail(CallError::ShutDown);
+    let bytes = r.map_err(|message| CallError::Remote {
         node: CONTACT,
         message,
     })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| RpcError::Protocol(format!("malformed view from {addr}: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| CallError::MalformedView {
+        addr,
+        source: std::sync::Arc::new(e),
+    })
 }

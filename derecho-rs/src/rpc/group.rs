@@ -49,15 +49,17 @@ impl Group {
     }
 
     /// A handle on subgroup `index` of type `T`, for members and non-members alike.
-    pub fn subgroup<T: Replicated>(&self, index: usize) -> Result<Subgroup<T>, RpcError> {
+    pub fn subgroup<T: Replicated>(&self, index: usize) -> Result<Subgroup<T>, LookupError> {
         let t = self
             .inner
             .types
             .iter()
             .find(|t| t.type_id == TypeId::of::<T>())
-            .ok_or_else(|| RpcError::UnknownType(std::any::type_name::<T>().to_string()))?;
+            .ok_or_else(|| LookupError::UnknownType {
+                name: std::any::type_name::<T>().to_string(),
+            })?;
         if index >= t.count {
-            return Err(RpcError::NoSuchSubgroup {
+            return Err(LookupError::NoSuchSubgroup {
                 type_name: t.name.clone(),
                 index,
                 count: t.count,
@@ -71,10 +73,10 @@ impl Group {
     }
 
     /// Leaves the group gracefully (see [`GroupNode::leave`]).
-    pub fn leave(&self, timeout: Duration) -> Result<(), RpcError> {
+    pub fn leave(&self, timeout: Duration) -> Result<(), GroupError> {
         let r = self.node.leave(timeout);
         lock(&self.server).stop();
-        Ok(r?)
+        r
     }
 }
 

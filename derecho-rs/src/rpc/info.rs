@@ -24,14 +24,16 @@ pub struct TypeInfo {
 
 impl GroupInfo {
     /// The flat id of subgroup `index` of type `name`.
-    pub fn subgroup_id(&self, name: &str, index: usize) -> Result<usize, RpcError> {
-        let t = self
-            .types
-            .iter()
-            .find(|t| t.name == name)
-            .ok_or_else(|| RpcError::UnknownType(name.to_string()))?;
+    pub fn subgroup_id(&self, name: &str, index: usize) -> Result<usize, LookupError> {
+        let t =
+            self.types
+                .iter()
+                .find(|t| t.name == name)
+                .ok_or_else(|| LookupError::UnknownType {
+                    name: name.to_string(),
+                })?;
         if index >= t.subgroups {
-            return Err(RpcError::NoSuchSubgroup {
+            return Err(LookupError::NoSuchSubgroup {
                 type_name: name.to_string(),
                 index,
                 count: t.subgroups,

@@ -96,7 +96,10 @@ mod state;
 mod subgroup;
 
 pub use builder::GroupBuilder;
-pub use error::RpcError;
+pub use error::{
+    CallError, LookupError, PersistenceError, ReplyError, RpcError, SendError, StartError,
+    WaitError,
+};
 pub use group::Group;
 pub use info::{GroupInfo, TypeInfo};
 use persist::{Persistence, ReplicaLog};

@@ -17,8 +17,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::wire::{self, Frame, Kind, FRAME_SLACK};
-use super::{lock, RpcError};
+use super::wire::{self, Frame, Kind, WireError, FRAME_SLACK};
+use super::{lock, CallError, StartError};
 use crate::NodeId;
 
 /// Most connections a member serves at once.
@@ -77,16 +77,16 @@ impl P2pServer {
         me: NodeId,
         handler: Arc<dyn Handler>,
         limits: Limits,
-    ) -> Result<Self, RpcError> {
+    ) -> Result<Self, StartError> {
         let addr = listener
             .local_addr()
-            .map_err(|e| RpcError::io("reading the P2P address", e))?;
+            .map_err(|e| StartError::io("reading the P2P address", e))?;
         let stop = Arc::new(AtomicBool::new(false));
         let s = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name(format!("p2p-{me}"))
             .spawn(move || accept_loop(&listener, &handler, limits, &s))
-            .map_err(|e| RpcError::io("starting the P2P thread", e))?;
+            .map_err(|e| StartError::io("starting the P2P thread", e))?;
         Ok(Self {
             stop,
             addr,
@@ -139,16 +139,31 @@ fn accept_loop(
     }
 }
 
+/// Why the server side closed a P2P connection (logged, never returned to a caller).
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    /// A socket or thread operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The caller sent more requests than its window allows.
+    #[error("the caller exceeded its window of {window} requests")]
+    Window { window: usize },
+    /// The caller broke the protocol.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}
+
 fn serve_conn(
     stream: TcpStream,
     handler: &Arc<dyn Handler>,
     limits: Limits,
     stop: &AtomicBool,
-) -> Result<(), RpcError> {
-    let io = |context: &str| {
-        let context = context.to_string();
-        move |source| RpcError::io(context, source)
-    };
+) -> Result<(), ServeError> {
+    let io = |context: &'static str| move |source| ServeError::Io { context, source };
     let _ = stream.set_nodelay(true);
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -178,19 +193,18 @@ fn serve_conn(
                 .and_then(|(from, rest)| Ok((from, wire::parse_status(rest)?)))
             {
                 Ok((from, result)) => handler.ordered_reply(frame.id, from, result),
-                Err(e) => break Err(e),
+                Err(e) => break Err(ServeError::Wire(e)),
             },
             Kind::Query | Kind::Relay | Kind::GetView => match tx.try_send(frame) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
-                    break Err(RpcError::Protocol(format!(
-                        "the caller exceeded its window of {} requests",
-                        limits.window
-                    )))
+                    break Err(ServeError::Window {
+                        window: limits.window,
+                    })
                 }
                 Err(TrySendError::Disconnected(_)) => break Ok(()),
             },
-            Kind::Reply => break Err(RpcError::Protocol("a reply sent to the server side".into())),
+            Kind::Reply => break Err(ServeError::Wire(WireError::Unexpected(Kind::Reply))),
         }
     };
     // Closing a socket the peer may have closed already; the worker only ends.
@@ -221,7 +235,7 @@ fn work(rx: &Receiver<Frame>, handler: &Arc<dyn Handler>, writer: TcpStream) {
     }
 }
 
-type Waiter = SyncSender<Result<Result<Vec<u8>, String>, RpcError>>;
+type Waiter = SyncSender<Result<Result<Vec<u8>, String>, CallError>>;
 
 /// A caller's connection to one peer.
 pub struct PeerConn {
@@ -231,7 +245,7 @@ pub struct PeerConn {
     waiting: Mutex<HashMap<u64, Waiter>>,
     credits: Mutex<usize>,
     credit_freed: Condvar,
-    failed: Mutex<Option<RpcError>>,
+    failed: Mutex<Option<CallError>>,
     next_id: AtomicU64,
     limits: Limits,
 }
@@ -251,17 +265,13 @@ impl PeerConn {
         addr: SocketAddr,
         limits: Limits,
         timeout: Duration,
-    ) -> Result<Arc<Self>, RpcError> {
-        let stream =
-            TcpStream::connect_timeout(&addr, timeout).map_err(|e| RpcError::PeerFailed {
-                node,
-                reason: format!("cannot connect to {addr}: {e}"),
-            })?;
+    ) -> Result<Arc<Self>, CallError> {
+        let stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| {
+            let e = std::io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}"));
+            CallError::peer_failed(node, e)
+        })?;
         let _ = stream.set_nodelay(true);
-        let io = |context: &str| {
-            let context = context.to_string();
-            move |source| RpcError::io(context, source)
-        };
+        let io = |context: &'static str| move |source| CallError::io(context, source);
         let mut w = BufWriter::new(stream.try_clone().map_err(io("cloning"))?);
         wire::write_hello(&mut w).map_err(io("sending the hello"))?;
         let conn = Arc::new(Self {
@@ -299,24 +309,30 @@ impl PeerConn {
         let why = loop {
             match wire::read_frame(&mut reader, limit) {
                 Ok(f) if f.kind == Kind::Reply => {
-                    let result = wire::parse_status(&f.body);
+                    let result =
+                        wire::parse_status(&f.body).map_err(|source| CallError::Protocol {
+                            node: self.node,
+                            source,
+                        });
                     if let Some(w) = lock(&self.waiting).remove(&f.id) {
                         // A full or closed slot means the caller stopped waiting (timed out).
                         let _ = w.try_send(result);
                     }
                 }
-                Ok(f) => break format!("unexpected {:?} frame from the peer", f.kind),
-                Err(e) => break e.to_string(),
+                Ok(f) => {
+                    break CallError::Protocol {
+                        node: self.node,
+                        source: WireError::Unexpected(f.kind),
+                    }
+                }
+                Err(e) => break CallError::peer_failed(self.node, e),
             }
         };
-        self.fail(RpcError::PeerFailed {
-            node: self.node,
-            reason: why,
-        });
+        self.fail(why);
     }
 
     /// Fails the connection: every pending call gets `err`, later calls too.
-    pub fn fail(&self, err: RpcError) {
+    pub fn fail(&self, err: CallError) {
         {
             let mut f = lock(&self.failed);
             if f.is_none() {
@@ -333,17 +349,18 @@ impl PeerConn {
         self.credit_freed.notify_all();
     }
 
-    fn failure(&self) -> RpcError {
-        lock(&self.failed).as_ref().map_or(
-            RpcError::PeerFailed {
-                node: self.node,
-                reason: "connection closed".into(),
+    fn failure(&self) -> CallError {
+        lock(&self.failed).as_ref().map_or_else(
+            || {
+                let closed =
+                    std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "connection closed");
+                CallError::peer_failed(self.node, closed)
             },
-            RpcError::clone,
+            CallError::clone,
         )
     }
 
-    fn check(&self) -> Result<(), RpcError> {
+    fn check(&self) -> Result<(), CallError> {
         match lock(&self.failed).as_ref() {
             Some(e) => Err(e.clone()),
             None => Ok(()),
@@ -356,7 +373,7 @@ impl PeerConn {
         kind: Kind,
         parts: &[&[u8]],
         timeout: Duration,
-    ) -> Result<Result<Vec<u8>, String>, RpcError> {
+    ) -> Result<Result<Vec<u8>, String>, CallError> {
         let deadline = Instant::now() + timeout;
         {
             let mut credits = lock(&self.credits);
@@ -368,7 +385,7 @@ impl PeerConn {
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Err(RpcError::Timeout(timeout));
+                    return Err(CallError::Timeout(timeout));
                 }
                 credits = derecho_fabric::sync::wait_timeout(&self.credit_freed, credits, left);
             }
@@ -385,7 +402,7 @@ impl PeerConn {
         parts: &[&[u8]],
         deadline: Instant,
         timeout: Duration,
-    ) -> Result<Result<Vec<u8>, String>, RpcError> {
+    ) -> Result<Result<Vec<u8>, String>, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::sync_channel(1);
         lock(&self.waiting).insert(id, tx);
@@ -397,10 +414,7 @@ impl PeerConn {
         let written = wire::write_frame(&mut *lock(&self.writer), kind, id, parts);
         if let Err(e) = written {
             lock(&self.waiting).remove(&id);
-            self.fail(RpcError::PeerFailed {
-                node: self.node,
-                reason: e.to_string(),
-            });
+            self.fail(CallError::peer_failed(self.node, e));
             return Err(self.failure());
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -408,20 +422,17 @@ impl PeerConn {
             Ok(r) => r,
             Err(_) => {
                 lock(&self.waiting).remove(&id);
-                Err(RpcError::Timeout(timeout))
+                Err(CallError::Timeout(timeout))
             }
         }
     }
 
     /// Sends a one-way frame.
-    pub fn send_oneway(&self, kind: Kind, id: u64, parts: &[&[u8]]) -> Result<(), RpcError> {
+    pub fn send_oneway(&self, kind: Kind, id: u64, parts: &[&[u8]]) -> Result<(), CallError> {
         self.check()?;
         let written = wire::write_frame(&mut *lock(&self.writer), kind, id, parts);
         written.map_err(|e| {
-            let err = RpcError::PeerFailed {
-                node: self.node,
-                reason: e.to_string(),
-            };
+            let err = CallError::peer_failed(self.node, e);
             self.fail(err.clone());
             err
         })
@@ -450,7 +461,7 @@ impl Peers {
     }
 
     /// The connection to `node` at `addr`, connecting if there is none or it failed.
-    pub fn get(&self, node: NodeId, addr: SocketAddr) -> Result<Arc<PeerConn>, RpcError> {
+    pub fn get(&self, node: NodeId, addr: SocketAddr) -> Result<Arc<PeerConn>, CallError> {
         if let Some(c) = lock(&self.conns).get(&node) {
             if !c.is_failed() {
                 return Ok(Arc::clone(c));
@@ -462,7 +473,7 @@ impl Peers {
     }
 
     /// Fails and forgets the connections to nodes `keep` rejects, with `err(node)`.
-    pub fn retain(&self, keep: impl Fn(NodeId) -> bool, err: impl Fn(NodeId) -> RpcError) {
+    pub fn retain(&self, keep: impl Fn(NodeId) -> bool, err: impl Fn(NodeId) -> CallError) {
         let gone: Vec<Arc<PeerConn>> = {
             let mut conns = lock(&self.conns);
             let gone = conns

@@ -386,7 +386,7 @@ impl Persistence {
         subgroup: usize,
         version: Version,
         timeout: Duration,
-    ) -> Result<(), RpcError> {
+    ) -> Result<(), PersistenceError> {
         let deadline = Instant::now() + timeout;
         let mut local = lock(&self.local);
         loop {
@@ -395,7 +395,7 @@ impl Persistence {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(RpcError::Timeout(timeout));
+                return Err(PersistenceError::Timeout(timeout));
             }
             local = wait_timeout(&self.persisted, local, left.min(Duration::from_millis(200)));
         }
@@ -512,7 +512,7 @@ fn publish(i: &Inner, versions: &[(usize, Version)]) {
     }
     let vid = read_lock(&i.view).vid;
     for _ in 0..200 {
-        let Ok(node) = i.node() else { return };
+        let Some(node) = i.node() else { return };
         match node.multicast() {
             Ok(g) if g.spec().vid == vid => {
                 for (sg, v) in versions {

@@ -49,12 +49,12 @@ pub(super) struct Holder<T: Replicated>(pub(super) RwLock<T>);
 
 impl<T: Replicated> Erased for Holder<T> {
     fn apply(&self, update: &[u8]) -> Result<Vec<u8>, String> {
-        let u: T::Update = wire::decode(update)?;
+        let u: T::Update = wire::decode(update).map_err(malformed)?;
         let r = write_lock(&self.0).apply(u);
         wire::encode(&r).map_err(|e| e.to_string())
     }
     fn query(&self, query: &[u8]) -> Result<Vec<u8>, String> {
-        let q: T::Query = wire::decode(query)?;
+        let q: T::Query = wire::decode(query).map_err(malformed)?;
         let task = read_lock(&self.0).query_task(q);
         wire::encode(&task()).map_err(|e| e.to_string())
     }
@@ -67,6 +67,11 @@ impl<T: Replicated> Erased for Holder<T> {
     fn as_any(&self) -> &dyn Any {
         self
     }
+}
+
+/// What a replica answers for a request it cannot decode (the text travels to the caller).
+fn malformed(e: Arc<bincode::Error>) -> String {
+    format!("malformed payload: {e}")
 }
 
 pub(super) type Factory = Box<dyn Fn(usize) -> Arc<dyn Erased> + Send + Sync>;

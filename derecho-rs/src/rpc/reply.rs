@@ -18,8 +18,8 @@ impl<R> std::fmt::Debug for ReplyMap<R> {
 
 impl<R: DeserializeOwned> ReplyMap<R> {
     /// Waits (up to the group's timeout) for every member's reply: node → its result, with
-    /// [`RpcError::Removed`] for members a view change removed before they replied.
-    pub fn wait(self) -> Result<BTreeMap<NodeId, Result<R, RpcError>>, RpcError> {
+    /// [`ReplyError::Removed`] for members a view change removed before they replied.
+    pub fn wait(self) -> Result<BTreeMap<NodeId, Result<R, ReplyError>>, WaitError> {
         let t = self.inner.timeout;
         self.wait_for(t)
     }
@@ -28,7 +28,7 @@ impl<R: DeserializeOwned> ReplyMap<R> {
     pub fn wait_for(
         self,
         timeout: Duration,
-    ) -> Result<BTreeMap<NodeId, Result<R, RpcError>>, RpcError> {
+    ) -> Result<BTreeMap<NodeId, Result<R, ReplyError>>, WaitError> {
         let replies = self.inner.wait_replies(self.id, timeout)?;
         Ok(decode_replies(replies))
     }
@@ -43,11 +43,13 @@ impl<R> ReplyMap<R> {
     }
 
     /// Waits up to `timeout` for the update to be delivered here; returns its version.
-    fn wait_version(&self, deadline: Instant, timeout: Duration) -> Result<i64, RpcError> {
+    fn wait_version(&self, deadline: Instant, timeout: Duration) -> Result<i64, PersistenceError> {
         let mut pending = lock(&self.inner.pending);
         loop {
             match pending.get(&self.id) {
-                None => return Err(RpcError::Protocol("unknown request".into())),
+                // Only this handle removes its request (when dropped or consumed by `wait`);
+                // a member that shut down may have forgotten it.
+                None => return Err(PersistenceError::ShutDown),
                 Some(p) => {
                     if let Some(v) = p.version {
                         return Ok(v);
@@ -56,7 +58,7 @@ impl<R> ReplyMap<R> {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(RpcError::Timeout(timeout));
+                return Err(PersistenceError::Timeout(timeout));
             }
             pending = wait_timeout(
                 &self.inner.replied,
@@ -66,13 +68,13 @@ impl<R> ReplyMap<R> {
         }
     }
 
-    fn persistence(&self) -> Result<&Persistence, RpcError> {
+    fn persistence(&self) -> Result<&Persistence, PersistenceError> {
         self.inner.persistence_of(self.subgroup)
     }
 
     /// Waits up to `timeout` until the update is on this member's disk; returns its version.
-    /// Only for persistent subgroups ([`RpcError::NotPersistent`] otherwise).
-    pub fn await_local_persistence(&self, timeout: Duration) -> Result<i64, RpcError> {
+    /// Only for persistent subgroups ([`PersistenceError::NotPersistent`] otherwise).
+    pub fn await_local_persistence(&self, timeout: Duration) -> Result<i64, PersistenceError> {
         let p = self.persistence()?;
         let deadline = Instant::now() + timeout;
         let v = self.wait_version(deadline, timeout)?;
@@ -81,15 +83,15 @@ impl<R> ReplyMap<R> {
             v,
             deadline.saturating_duration_since(Instant::now()),
         )
-        .map_err(|_| RpcError::Timeout(timeout))?;
+        .map_err(|_| PersistenceError::Timeout(timeout))?;
         Ok(v)
     }
 
     /// Waits up to `timeout` until the update is on the disk of every member of the shard
     /// (the shard's global persistence frontier has reached it); returns its version. A
     /// version at or below the frontier survives a total crash of the group. Only for
-    /// persistent subgroups ([`RpcError::NotPersistent`] otherwise).
-    pub fn await_global_persistence(&self, timeout: Duration) -> Result<i64, RpcError> {
+    /// persistent subgroups ([`PersistenceError::NotPersistent`] otherwise).
+    pub fn await_global_persistence(&self, timeout: Duration) -> Result<i64, PersistenceError> {
         self.persistence()?;
         let deadline = Instant::now() + timeout;
         let v = self.wait_version(deadline, timeout)?;
@@ -100,7 +102,7 @@ impl<R> ReplyMap<R> {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(RpcError::Timeout(timeout));
+                return Err(PersistenceError::Timeout(timeout));
             }
             let nap = left.min(Duration::from_millis(20));
             match bell {

@@ -27,7 +27,7 @@ pub(super) type Bell = (Arc<derecho_fabric::Doorbell>, u64);
 /// One member's replies to an ordered request, as they arrive.
 pub(super) struct Pending {
     pub(super) expected: Option<Vec<NodeId>>,
-    pub(super) replies: BTreeMap<NodeId, Result<Vec<u8>, RpcError>>,
+    pub(super) replies: BTreeMap<NodeId, Result<Vec<u8>, ReplyError>>,
     /// The update's version, once it is delivered here.
     pub(super) version: Option<i64>,
 }
@@ -63,21 +63,19 @@ pub(super) struct Inner {
 }
 
 impl Inner {
-    pub(super) fn node(&self) -> Result<Arc<GroupNode>, RpcError> {
-        self.node
-            .get()
-            .and_then(Weak::upgrade)
-            .ok_or(RpcError::ShutDown)
+    /// The member, unless it has shut down.
+    pub(super) fn node(&self) -> Option<Arc<GroupNode>> {
+        self.node.get().and_then(Weak::upgrade)
     }
 
     /// This member's persistence, if `subgroup`'s type is persistent.
-    pub(super) fn persistence_of(&self, subgroup: usize) -> Result<&Persistence, RpcError> {
+    pub(super) fn persistence_of(&self, subgroup: usize) -> Result<&Persistence, PersistenceError> {
         let persistent = self
             .type_of_subgroup(subgroup)
             .is_some_and(|t| t.durability.is_some());
         match &self.persistence {
             Some(p) if persistent => Ok(p),
-            _ => Err(RpcError::NotPersistent { subgroup }),
+            _ => Err(PersistenceError::NotPersistent { subgroup }),
         }
     }
 
@@ -85,9 +83,16 @@ impl Inner {
     /// with the doorbell of the view's table and its epoch taken before the frontier was
     /// read, so that waiting on it cannot miss a later publication. Between views, or in an
     /// inadequate one, there is no table: the last frontier holds.
-    pub(super) fn global_frontier(&self, subgroup: usize) -> Result<(i64, Option<Bell>), RpcError> {
+    pub(super) fn global_frontier(
+        &self,
+        subgroup: usize,
+    ) -> Result<(i64, Option<Bell>), PersistenceError> {
         let p = self.persistence_of(subgroup)?;
-        let group = self.node()?.multicast().ok();
+        let group = self
+            .node()
+            .ok_or(PersistenceError::ShutDown)?
+            .multicast()
+            .ok();
         let bell = group.as_ref().map(|g| {
             let b = Arc::clone(g.sst().doorbell());
             let epoch = b.epoch();
@@ -210,7 +215,7 @@ impl Inner {
                 if let Some(expected) = &p.expected {
                     for &m in expected {
                         if v.rank_of(m).is_none() && !p.replies.contains_key(&m) {
-                            p.replies.insert(m, Err(RpcError::Removed { node: m }));
+                            p.replies.insert(m, Err(ReplyError::Removed { node: m }));
                         }
                     }
                 }
@@ -219,7 +224,7 @@ impl Inner {
         self.replied.notify_all();
         self.peers.retain(
             |n| v.rank_of(n).is_some(),
-            |n| RpcError::Removed { node: n },
+            |n| CallError::Removed { node: n },
         );
         if let Some(h) = lock(&self.on_view).as_mut() {
             h(v);
@@ -289,7 +294,7 @@ impl Inner {
                 p.version = Some(version);
                 p.replies.insert(
                     self.me,
-                    result.map_err(|message| RpcError::Remote {
+                    result.map_err(|message| ReplyError::Remote {
                         node: self.me,
                         message,
                     }),
@@ -362,7 +367,7 @@ impl Inner {
         if let Some(p) = pending.get_mut(&id) {
             p.replies.insert(
                 from,
-                result.map_err(|message| RpcError::Remote {
+                result.map_err(|message| ReplyError::Remote {
                     node: from,
                     message,
                 }),
@@ -373,10 +378,10 @@ impl Inner {
     }
 
     /// Multicasts an encoded update in `subgroup`; returns the request id to wait on.
-    pub(super) fn ordered_send_raw(&self, subgroup: usize, body: &[u8]) -> Result<u64, RpcError> {
+    pub(super) fn ordered_send_raw(&self, subgroup: usize, body: &[u8]) -> Result<u64, SendError> {
         let max_payload = {
             let v = read_lock(&self.view);
-            let (shard, _) = v.shard_of(subgroup, self.me).ok_or(RpcError::NotMember {
+            let (shard, _) = v.shard_of(subgroup, self.me).ok_or(SendError::NotMember {
                 node: self.me,
                 subgroup,
             })?;
@@ -384,7 +389,7 @@ impl Inner {
         };
         let len = wire::ORDERED_HEADER + body.len();
         if len > max_payload {
-            return Err(RpcError::TooLarge {
+            return Err(SendError::TooLarge {
                 what: "an ordered update",
                 len,
                 limit: "max_payload_size",
@@ -395,9 +400,7 @@ impl Inner {
         {
             let mut pending = lock(&self.pending);
             if pending.len() >= MAX_PENDING {
-                return Err(RpcError::Busy(format!(
-                    "{MAX_PENDING} ordered requests wait for replies"
-                )));
+                return Err(SendError::Busy { max: MAX_PENDING });
             }
             pending.insert(
                 id,
@@ -415,9 +418,12 @@ impl Inner {
             stamp_us: now_us(),
         }));
         payload.extend_from_slice(body);
-        let sent = self
-            .node()
-            .and_then(|n| Ok(n.send_flags(subgroup, &payload, wire::RPC_FLAG, self.timeout)?));
+        let sent = match self.node() {
+            Some(n) => n
+                .send_flags(subgroup, &payload, wire::RPC_FLAG, self.timeout)
+                .map_err(SendError::from),
+            None => Err(SendError::ShutDown),
+        };
         if let Err(e) = sent {
             lock(&self.pending).remove(&id);
             return Err(e);
@@ -430,12 +436,14 @@ impl Inner {
         &self,
         id: u64,
         timeout: Duration,
-    ) -> Result<BTreeMap<NodeId, Result<Vec<u8>, RpcError>>, RpcError> {
+    ) -> Result<BTreeMap<NodeId, Result<Vec<u8>, ReplyError>>, WaitError> {
         let deadline = Instant::now() + timeout;
         let mut pending = lock(&self.pending);
         loop {
             let done = match pending.get(&id) {
-                None => return Err(RpcError::Protocol("unknown request".into())),
+                // Only the caller that sent the request removes it; a member that shut down
+                // may have forgotten it.
+                None => return Err(WaitError::ShutDown),
                 Some(p) => p
                     .expected
                     .as_ref()
@@ -448,12 +456,12 @@ impl Inner {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 pending.remove(&id);
-                return Err(RpcError::Timeout(timeout));
+                return Err(WaitError::Timeout(timeout));
             }
             pending = wait_timeout(&self.replied, pending, left.min(Duration::from_millis(500)));
-            if self.node().is_err() {
+            if self.node().is_none() {
                 pending.remove(&id);
-                return Err(RpcError::ShutDown);
+                return Err(WaitError::ShutDown);
             }
         }
     }

@@ -65,27 +65,27 @@ impl<T: Replicated> Subgroup<T> {
     }
 
     /// The newest version of this node's replica that is on its disk (−1 if none yet). Only
-    /// for persistent subgroups ([`RpcError::NotPersistent`] otherwise).
-    pub fn local_persisted_version(&self) -> Result<i64, RpcError> {
+    /// for persistent subgroups ([`PersistenceError::NotPersistent`] otherwise).
+    pub fn local_persisted_version(&self) -> Result<i64, PersistenceError> {
         Ok(self.persistence()?.local(self.id))
     }
 
     /// The global persistence frontier of this node's shard: the newest version on the disk
     /// of every member of the shard in the current view (−1 if none yet). Versions at or below
     /// it survive a total crash. Only for persistent subgroups.
-    pub fn global_persistence_frontier(&self) -> Result<i64, RpcError> {
+    pub fn global_persistence_frontier(&self) -> Result<i64, PersistenceError> {
         Ok(self.inner.global_frontier(self.id)?.0)
     }
 
-    fn persistence(&self) -> Result<&Persistence, RpcError> {
+    fn persistence(&self) -> Result<&Persistence, PersistenceError> {
         self.inner.persistence_of(self.id)
     }
 
     /// Multicasts `update` in this node's shard; every member applies it in the shard's total
     /// order. The update must fit the shard profile's `max_payload_size` (checked before
     /// anything is sent).
-    pub fn ordered_send(&self, update: &T::Update) -> Result<ReplyMap<T::Reply>, RpcError> {
-        let body = wire::encode(update)?;
+    pub fn ordered_send(&self, update: &T::Update) -> Result<ReplyMap<T::Reply>, SendError> {
+        let body = wire::encode(update).map_err(SendError::Encode)?;
         let id = self.inner.ordered_send_raw(self.id, &body)?;
         Ok(ReplyMap {
             inner: Arc::clone(&self.inner),
@@ -96,16 +96,16 @@ impl<T: Replicated> Subgroup<T> {
     }
 
     /// Asks `node`, a member of this subgroup, to run `query` on its replica.
-    pub fn p2p_send(&self, node: NodeId, query: &T::Query) -> Result<T::Reply, RpcError> {
-        let body = wire::encode(query)?;
+    pub fn p2p_send(&self, node: NodeId, query: &T::Query) -> Result<T::Reply, CallError> {
+        let body = wire::encode(query).map_err(CallError::Encode)?;
         let v = read_lock(&self.inner.view).clone();
         let addr = target(&v, self.id, node)?;
         if node == self.inner.me {
             let r = self
                 .inner
                 .query_local(self.id, &body)
-                .map_err(|message| RpcError::Remote { node, message })?;
-            return wire::decode(&r).map_err(|message| RpcError::Remote { node, message });
+                .map_err(|message| CallError::Remote { node, message })?;
+            return answer(node, &r);
         }
         let r = call(
             &self.inner.peers,
@@ -116,7 +116,7 @@ impl<T: Replicated> Subgroup<T> {
             &body,
             self.inner.timeout,
         )?;
-        wire::decode(&r).map_err(|message| RpcError::Remote { node, message })
+        answer(node, &r)
     }
 
     /// Asks `node`, a member of this subgroup, to send `update` in its shard and return every
@@ -125,8 +125,8 @@ impl<T: Replicated> Subgroup<T> {
         &self,
         node: NodeId,
         update: &T::Update,
-    ) -> Result<BTreeMap<NodeId, Result<T::Reply, RpcError>>, RpcError> {
-        let body = wire::encode(update)?;
+    ) -> Result<BTreeMap<NodeId, Result<T::Reply, ReplyError>>, CallError> {
+        let body = wire::encode(update).map_err(CallError::Encode)?;
         if node == self.inner.me {
             let id = self.inner.ordered_send_raw(self.id, &body)?;
             let replies = self.inner.wait_replies(id, self.inner.timeout)?;
@@ -147,17 +147,22 @@ impl<T: Replicated> Subgroup<T> {
     }
 }
 
+/// Decodes a member's answer to a call.
+pub(super) fn answer<R: DeserializeOwned>(node: NodeId, bytes: &[u8]) -> Result<R, CallError> {
+    wire::decode(bytes).map_err(|source| CallError::Malformed { node, source })
+}
+
+/// Decodes one member's reply to an ordered update.
+fn reply<R: DeserializeOwned>(node: NodeId, bytes: &[u8]) -> Result<R, ReplyError> {
+    wire::decode(bytes).map_err(|source| ReplyError::Malformed { node, source })
+}
+
 pub(super) fn decode_replies<R: DeserializeOwned>(
-    replies: BTreeMap<NodeId, Result<Vec<u8>, RpcError>>,
-) -> BTreeMap<NodeId, Result<R, RpcError>> {
+    replies: BTreeMap<NodeId, Result<Vec<u8>, ReplyError>>,
+) -> BTreeMap<NodeId, Result<R, ReplyError>> {
     replies
         .into_iter()
-        .map(|(n, r)| {
-            let r = r.and_then(|b| {
-                wire::decode(&b).map_err(|message| RpcError::Remote { node: n, message })
-            });
-            (n, r)
-        })
+        .map(|(n, r)| (n, r.and_then(|b| reply(n, &b))))
         .collect()
 }
 
@@ -165,36 +170,34 @@ pub(super) fn decode_replies<R: DeserializeOwned>(
 pub(super) fn relayed<R: DeserializeOwned>(
     node: NodeId,
     bytes: &[u8],
-) -> Result<BTreeMap<NodeId, Result<R, RpcError>>, RpcError> {
-    let flat: Vec<(NodeId, Result<Vec<u8>, String>)> =
-        wire::decode(bytes).map_err(|message| RpcError::Remote { node, message })?;
+) -> Result<BTreeMap<NodeId, Result<R, ReplyError>>, CallError> {
+    let flat: Vec<(NodeId, Result<Vec<u8>, String>)> = answer(node, bytes)?;
     Ok(flat
         .into_iter()
         .map(|(n, r)| {
             let r = r
-                .and_then(|b| wire::decode::<R>(&b))
-                .map_err(|message| RpcError::Remote { node: n, message });
+                .map_err(|message| ReplyError::Remote { node: n, message })
+                .and_then(|b| reply(n, &b));
             (n, r)
         })
         .collect())
 }
 
 /// The P2P address of `node`, checking it is a member of `subgroup` in `v`.
-pub(super) fn target(v: &View, subgroup: usize, node: NodeId) -> Result<SocketAddr, RpcError> {
+pub(super) fn target(v: &View, subgroup: usize, node: NodeId) -> Result<SocketAddr, CallError> {
     let m = v
         .members
         .iter()
         .find(|m| m.id == node)
-        .ok_or(RpcError::NotInView { node })?;
+        .ok_or(CallError::NotInView { node })?;
     if subgroup >= v.subgroups.len() {
-        return Err(RpcError::NoSuchSubgroup {
-            type_name: "?".into(),
-            index: subgroup,
+        return Err(CallError::NoSuchSubgroup {
+            subgroup,
             count: v.subgroups.len(),
         });
     }
     v.shard_of(subgroup, node)
-        .ok_or(RpcError::NotMember { node, subgroup })?;
+        .ok_or(CallError::NotMember { node, subgroup })?;
     Ok(SocketAddr::new(m.ip, m.external_port))
 }
 
@@ -207,10 +210,10 @@ pub(super) fn call(
     subgroup: usize,
     body: &[u8],
     timeout: Duration,
-) -> Result<Vec<u8>, RpcError> {
+) -> Result<Vec<u8>, CallError> {
     let max = peers.limits().request;
     if body.len() > max {
-        return Err(RpcError::TooLarge {
+        return Err(CallError::TooLarge {
             what: "a P2P request",
             len: body.len(),
             limit: "max_p2p_request_payload_size",
@@ -218,9 +221,8 @@ pub(super) fn call(
         });
     }
     let conn = peers.get(node, addr)?;
-    let sg = u32::try_from(subgroup)
-        .map_err(|_| RpcError::Protocol(format!("subgroup id {subgroup} too large")))?
-        .to_le_bytes();
+    // Flat subgroup ids index the view's subgroups, which `target` checked.
+    let sg = u32::try_from(subgroup).unwrap_or(u32::MAX).to_le_bytes();
     conn.call(kind, &[&sg, body], timeout)?
-        .map_err(|message| RpcError::Remote { node, message })
+        .map_err(|message| CallError::Remote { node, message })
 }

@@ -9,11 +9,11 @@
 //! the caller's request id (`u64`), the caller's node id (`u32`), then the serialized update.
 
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::RpcError;
 use crate::NodeId;
 
 /// Header flag of a multicast message that carries an ordered RPC.
@@ -136,10 +136,25 @@ pub fn read_frame(input: &mut impl Read, limit: usize) -> io::Result<Frame> {
     })
 }
 
+/// A frame body that does not follow the P2P protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The body is shorter than its fixed fields.
+    #[error("frame body too short")]
+    TooShort,
+    /// A reply's status byte is neither success nor error.
+    #[error("reply without a valid status")]
+    BadStatus,
+    /// A frame of a kind the other side never sends.
+    #[error("unexpected {0:?} frame")]
+    Unexpected(Kind),
+}
+
 /// Splits a `u32` off the front of a body.
-pub fn take_u32(body: &[u8]) -> Result<(u32, &[u8]), RpcError> {
+pub fn take_u32(body: &[u8]) -> Result<(u32, &[u8]), WireError> {
     if body.len() < 4 {
-        return Err(RpcError::Protocol("frame body too short".into()));
+        return Err(WireError::TooShort);
     }
     let mut b = [0u8; 4];
     b.copy_from_slice(&body[..4]);
@@ -155,11 +170,11 @@ pub fn status_parts(result: &Result<Vec<u8>, String>) -> ([u8; 1], &[u8]) {
 }
 
 /// Decodes a status byte and body.
-pub fn parse_status(body: &[u8]) -> Result<Result<Vec<u8>, String>, RpcError> {
+pub fn parse_status(body: &[u8]) -> Result<Result<Vec<u8>, String>, WireError> {
     match body.split_first() {
         Some((0, rest)) => Ok(Ok(rest.to_vec())),
         Some((1, rest)) => Ok(Err(String::from_utf8_lossy(rest).into_owned())),
-        _ => Err(RpcError::Protocol("reply without a valid status".into())),
+        _ => Err(WireError::BadStatus),
     }
 }
 
@@ -208,13 +223,13 @@ pub fn parse_ordered(payload: &[u8]) -> Option<(Ordered, &[u8])> {
 }
 
 /// Serializes a value (bincode).
-pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, RpcError> {
-    bincode::serialize(value).map_err(|e| RpcError::Encode(e.to_string()))
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Arc<bincode::Error>> {
+    bincode::serialize(value).map_err(Arc::new)
 }
 
 /// Deserializes a value (bincode).
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    bincode::deserialize(bytes).map_err(|e| format!("malformed payload: {e}"))
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Arc<bincode::Error>> {
+    bincode::deserialize(bytes).map_err(Arc::new)
 }
 
 #[cfg(test)]
