@@ -5,7 +5,7 @@
 //! group), builds the view's multicast, and from then on delivers every message of its shards
 //! to the delivery callback. Applications send raw messages with [`GroupNode::send`].
 //!
-//! When members fail, the view's change protocol ([`crate::gms::change`]) ends the view on the
+//! When members fail, the view's change protocol (`gms/change.rs`) ends the view on the
 //! core loop and hands the outcome to this member's **view manager** thread, which stops the
 //! old view, builds the next one from the survivors (the layout runs again; survivors keep
 //! their order), re-sends this member's messages that the ragged trim left undelivered, and

@@ -6,12 +6,53 @@
 //! applying the same updates to two fresh replicas gives the same replies (determinism), and a
 //! replica loaded from another's saved state answers every query as the original does (state
 //! transfer).
+//!
+//! With the crate's `testing` feature, [`membership`] also exposes the membership core's pure
+//! decisions and the view-change hook of the multicast layer, for simulators and protocol
+//! tests that drive them directly. Applications do not need it.
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 
 use crate::config::Config;
 use crate::rpc::{wire, Replicated};
 use crate::NodeId;
+
+/// The membership core and the multicast layer's view-change hook, for simulators and protocol
+/// tests (the `testing` feature).
+#[cfg(feature = "testing")]
+pub mod membership {
+    pub use crate::gms::admission::{admit, Admission};
+    pub use crate::gms::change::{JoinQueue, Outcome};
+    pub use crate::gms::manager::{after, owed_after_trim, Step};
+
+    use crate::multicast::{MulticastError, MulticastGroup};
+
+    /// Starts a view's change protocol on a bare [`MulticastGroup`], as a member does when it
+    /// installs the view.
+    pub trait ChangeProtocol {
+        /// Starts the view-change protocol of this view on its core loop: suspicions,
+        /// proposals, wedging and the ragged trim; on the leader, `joins` holds the nodes
+        /// waiting to join. `on_outcome` is called once, on the core loop's thread, when the
+        /// view has ended on this member; it must not block.
+        fn install_change_protocol(
+            &self,
+            partition_safety: bool,
+            joins: Option<JoinQueue>,
+            on_outcome: Box<dyn FnMut(Outcome) + Send>,
+        ) -> Result<(), MulticastError>;
+    }
+
+    impl ChangeProtocol for MulticastGroup {
+        fn install_change_protocol(
+            &self,
+            partition_safety: bool,
+            joins: Option<JoinQueue>,
+            on_outcome: Box<dyn FnMut(Outcome) + Send>,
+        ) -> Result<(), MulticastError> {
+            MulticastGroup::install_change_protocol(self, partition_safety, joins, on_outcome)
+        }
+    }
+}
 
 /// Why a replicated type failed [`check_replicated`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

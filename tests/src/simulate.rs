@@ -2,8 +2,8 @@
 //!
 //! Every member runs the real multicast engine, SST, RDMC engines and change protocol over the
 //! sim fabric and virtual time, and the view manager's real decisions: each member turns its
-//! outcome into the next view with [`derecho::gms::manager::after`] (which runs the layout,
-//! adequate or not), and joiners are admitted by [`derecho::gms::admission::admit`]. The driver
+//! outcome into the next view with [`derecho::testing::membership::after`] (which runs the layout,
+//! adequate or not), and joiners are admitted by [`derecho::testing::membership::admit`]. The driver
 //! here carries those decisions out (sends the member's trimmed messages first in the next
 //! view, builds the view's multicast phase by phase) and plays the application (random
 //! senders). One `u64` seed draws everything:
@@ -29,12 +29,12 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use derecho::gms::admission::{admit, Admission};
-use derecho::gms::change::{JoinQueue, Outcome};
-use derecho::gms::manager::{self, Step};
 use derecho::gms::{LayoutFn, MemberInfo, View, PROTOCOL_VERSION};
 use derecho::multicast::{
     Mode, MulticastConfig, MulticastError, MulticastGroup, Resend, ShardSpec, Sizes, SubgroupSpec,
+};
+use derecho::testing::membership::{
+    admit, after, owed_after_trim, Admission, ChangeProtocol, JoinQueue, Outcome, Step,
 };
 use derecho_fabric::sim::{SimConfig, SimFabric, SimNet, SimRng};
 use derecho_fabric::sync::lock;
@@ -817,7 +817,7 @@ impl Sim {
             let outcome = lock(&m.outcome).take();
             let step = outcome
                 .as_ref()
-                .map(|o| manager::after(&self.current, m.id, o, &self.layout));
+                .map(|o| after(&self.current, m.id, o, &self.layout));
             match (step, outcome) {
                 (Some(Step::Next { view, .. }), Some(Outcome::Trimmed { resend, .. })) => {
                     if let Some((who, theirs)) = &next {
@@ -835,7 +835,7 @@ impl Sim {
                     } else {
                         next = Some((m.id, view));
                     }
-                    m.owed = manager::owed_after_trim(resend, std::mem::take(&mut m.owed));
+                    m.owed = owed_after_trim(resend, std::mem::take(&mut m.owed));
                 }
                 (step, outcome) => {
                     self.failed.insert(m.id);

@@ -10,8 +10,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use derecho::gms::change::Outcome;
 use derecho::multicast::Mode;
+use derecho::testing::membership::{ChangeProtocol, JoinQueue, Outcome};
 use derecho_fabric::sim::SimRng;
 use derecho_tests::checker::{digest, Checker, Event, MemberLog, MessageId};
 use derecho_tests::sim::build;
@@ -63,8 +63,7 @@ fn run_scenario(seed: u64, n: usize, fault: Fault) {
     let r = build(seed, n, Mode::Ordered, senders);
     // Each member has its own queue, as each has its own GMS port; join requests reach the
     // leader's (rank 0) only.
-    let queues: Vec<derecho::gms::change::JoinQueue> =
-        (0..n).map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
+    let queues: Vec<JoinQueue> = (0..n).map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
     let joins = Arc::clone(&queues[0]);
     let outcomes: Vec<Arc<Mutex<Option<Outcome>>>> =
         (0..n).map(|_| Arc::new(Mutex::new(None))).collect();

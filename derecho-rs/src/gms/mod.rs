@@ -5,10 +5,16 @@
 //! answering on the port ([`GmsService`]): a member that is not the leader redirects joiners to
 //! the leader, and the leader queues joiners for its next view change.
 
-pub mod admission;
-pub mod change;
+// The pure membership core (admission, the change protocol, the view manager's decisions) is
+// internal; the `testing` feature re-exports what the simulator drives from
+// `crate::testing::membership`, so without it their public items are unreachable on purpose.
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
+pub(crate) mod admission;
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
+pub(crate) mod change;
 pub mod first_view;
-pub mod manager;
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
+pub(crate) mod manager;
 pub mod restart;
 #[cfg(test)]
 mod testing;

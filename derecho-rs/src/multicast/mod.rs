@@ -751,7 +751,7 @@ impl MulticastGroup {
     /// wedging and the ragged trim (see [`crate::gms::change`]); on the leader, `joins` holds
     /// the nodes waiting to join, proposed with the next change. `on_outcome` is called once,
     /// on the core loop's thread, when the view has ended on this member; it must not block.
-    pub fn install_change_protocol(
+    pub(crate) fn install_change_protocol(
         &self,
         partition_safety: bool,
         joins: Option<crate::gms::change::JoinQueue>,
