@@ -90,4 +90,5 @@ impl Drop for ChildGuard {
 }
 
 pub mod group_bench;
+pub mod persist_stream;
 pub mod rpc_bench;

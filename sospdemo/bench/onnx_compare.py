@@ -3,10 +3,10 @@
 
 Reads one of our model directories (arch.json + weights.safetensors, torchvision names),
 builds the equivalent ONNX graph with the `onnx` package (Conv, BatchNormalization, Relu,
-MaxPool, Add, GlobalAveragePool, Gemm), checks it, and times batch-1 inference with
-onnxruntime on a fixed number of threads. Prints one line:
+MaxPool, Add, GlobalAveragePool, Gemm), checks it, and times inference of a batch (1 by
+default) with onnxruntime on a fixed number of threads. Prints one line:
 
-    onnxruntime: batch 1, per image median M ms, min-max A-B ms over N runs (T threads)
+    onnxruntime: batch B, per image median M ms, min-max A-B ms over N runs (T threads)
 
 Not run by CI. Set up once, outside the repository:
 
@@ -102,8 +102,8 @@ class Builder:
         return y
 
 
-def build(arch, weights):
-    """The ONNX model of `arch` (our arch.json) with `weights`; input `x` [1, 3, side, side]."""
+def build(arch, weights, batch):
+    """The ONNX model of `arch` (our arch.json) with `weights`; input `x` [batch, 3, side, side]."""
     b = Builder(weights)
     side = arch.get("input_size", 224)
     x = b.conv_bn("x", "conv1", "bn1", arch.get("stem_kernel", 7), arch.get("stem_stride", 2))
@@ -139,8 +139,8 @@ def build(arch, weights):
     graph = helper.make_graph(
         b.nodes,
         "resnet",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, side, side])],
-        [helper.make_tensor_value_info(logits, TensorProto.FLOAT, [1, arch["num_classes"]])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, side, side])],
+        [helper.make_tensor_value_info(logits, TensorProto.FLOAT, [batch, arch["num_classes"]])],
         b.inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -154,11 +154,13 @@ def main():
     ap.add_argument("model_dir")
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=1)
     args = ap.parse_args()
+    batch = max(args.batch, 1)
     with open(f"{args.model_dir}/arch.json") as f:
         arch = json.load(f)
     weights = read_safetensors(f"{args.model_dir}/weights.safetensors")
-    model, side = build(arch, weights)
+    model, side = build(arch, weights, batch)
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
     options.inter_op_num_threads = 1
@@ -166,18 +168,18 @@ def main():
     session = ort.InferenceSession(
         model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
-    x = np.random.default_rng(1).standard_normal((1, 3, side, side), dtype=np.float32)
+    x = np.random.default_rng(1).standard_normal((batch, 3, side, side), dtype=np.float32)
     for _ in range(3):
         session.run(None, {"x": x})
     times = []
     for _ in range(max(args.iterations, 1)):
         t = time.perf_counter()
         session.run(None, {"x": x})
-        times.append((time.perf_counter() - t) * 1e3)
+        times.append((time.perf_counter() - t) * 1e3 / batch)
     times.sort()
     median = times[len(times) // 2]
     print(
-        f"onnxruntime: batch 1, per image median {median:.2f} ms, "
+        f"onnxruntime: batch {batch}, per image median {median:.2f} ms, "
         f"min-max {times[0]:.2f}-{times[-1]:.2f} ms over {len(times)} runs "
         f"({args.threads} threads)"
     )

@@ -301,8 +301,14 @@ fn run_classify(model: PathBuf, photos: Vec<PathBuf>) -> AnyResult {
     Ok(())
 }
 
-/// Runs `bench/onnx_compare.py` on a model directory with `python` and prints its line.
-fn onnx_compare(python: &std::path::Path, dir: &std::path::Path, iterations: usize) -> AnyResult {
+/// Runs `bench/onnx_compare.py` on a model directory with `python` (the same batch size and
+/// thread count as ours) and prints its line.
+fn onnx_compare(
+    python: &std::path::Path,
+    dir: &std::path::Path,
+    iterations: usize,
+    batch: usize,
+) -> AnyResult {
     let script = sospdemo::bundled_dir()
         .join("bench")
         .join("onnx_compare.py");
@@ -310,6 +316,7 @@ fn onnx_compare(python: &std::path::Path, dir: &std::path::Path, iterations: usi
         .arg(&script)
         .arg(dir)
         .args(["--iterations", &iterations.max(1).to_string()])
+        .args(["--batch", &batch.to_string()])
         .args([
             "--threads",
             &candle_core::utils::get_num_threads().to_string(),
@@ -427,7 +434,7 @@ fn run_bench(
         );
         match (&onnx_python, &dir, classifier.format()) {
             (Some(python), Some(dir), ModelFormat::ResNet) => {
-                onnx_compare(python, dir, iterations)?;
+                onnx_compare(python, dir, iterations, batch)?;
             }
             (Some(_), _, _) => println!("{name}: onnxruntime comparison only for arch.json models"),
             (None, _, _) => {}

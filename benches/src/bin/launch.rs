@@ -3,7 +3,8 @@
 //! ```text
 //! cargo run --release -p benches --bin launch -- --nodes N [--transport tcp] [--payload BYTES] \
 //!     [--window W] [--smc BYTES] [--timeout SECS] [--check [--max-pause MS]] \
-//!     [--kill RANK@MS]... [--leave RANK@MS]... [--join @MS]... -- <bench> <bench args>
+//!     [--kill RANK@MS]... [--leave RANK@MS]... [--join @MS]... \
+//!     [--persist DIR [--crash-all @MS --restart-all @MS]] -- <bench> <bench args>
 //! ```
 //!
 //! It writes a configuration per node (free ports on 127.0.0.1, node 0 as the contact, the
@@ -41,6 +42,21 @@
 //! are kept for inspection; the error names the folder). Members that record clock readings
 //! (`stream_test`) are also held to liveness: after each view change their deliveries must
 //! resume within `--max-pause` milliseconds (default 5000) of the last delivery before it.
+//!
+//! `--persist DIR` gives member `i` the logs `DIR/n<i>` (kept between runs; empty `DIR` for a
+//! fresh group), and `stream_test` then streams into a persistent subgroup
+//! ([`benches::persist_stream`]). `--crash-all @MS` kills every member with SIGKILL at MS and
+//! `--restart-all @MS` starts them all again from their logs; they stream for what is left of
+//! the run. With `--check` the line before the result is
+//! `check=ok|FAIL durable=<n> lost=<n> diverged=<n> chains=<n>`: every update a member saw
+//! reach the global persistence frontier, in any run, must be in every final replica at the
+//! same position with the same content (`lost` counts those that are not), and the replicas
+//! must be prefixes of one another (`diverged` counts pairs that are not). For a total restart
+//! in one command:
+//!
+//! ```text
+//! launch --nodes 3 --persist /tmp/p --crash-all @3000 --restart-all @3500 --check -- stream_test 3 6000
+//! ```
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -53,7 +69,35 @@ use std::time::{Duration, Instant};
 use benches::ChildGuard;
 use derecho::config::Config;
 
+/// What `--check` concluded.
+enum Verdict {
+    /// The virtual-synchrony checker over the members' records.
+    Stream(derecho_tests::checker::Report),
+    /// The persistent stream's records against its final replicas.
+    Persist(benches::persist_stream::Verdict),
+}
+
+impl Verdict {
+    fn ok(&self) -> bool {
+        match self {
+            Verdict::Stream(r) => r.ok(),
+            Verdict::Persist(v) => v.ok(),
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Stream(r) => r.fmt(f),
+            Verdict::Persist(v) => v.fmt(f),
+        }
+    }
+}
+
 enum Event {
+    CrashAll,
+    RestartAll,
     Kill(usize),
     Stop(usize),
     Leave(usize),
@@ -74,6 +118,12 @@ struct Opts {
     leaves: Vec<(usize, u64)>,
     /// Ranks of `kills` that get SIGSTOP instead of SIGKILL.
     stops: Vec<usize>,
+    /// Where the members keep their logs (`--persist`).
+    persist: Option<PathBuf>,
+    /// When every member is killed (`--crash-all`).
+    crash_all: Option<u64>,
+    /// When every member is started again (`--restart-all`).
+    restart_all: Option<u64>,
     bench: String,
     bench_args: Vec<String>,
 }
@@ -98,6 +148,9 @@ fn parse() -> Result<Opts, String> {
         joins: Vec::new(),
         leaves: Vec::new(),
         stops: Vec::new(),
+        persist: None,
+        crash_all: None,
+        restart_all: None,
         bench: theirs
             .first()
             .cloned()
@@ -135,10 +188,16 @@ fn parse() -> Result<Opts, String> {
                     o.leaves.push(event);
                 }
             }
-            "--join" => {
+            "--join" | "--crash-all" | "--restart-all" => {
                 let ms = v.strip_prefix('@').ok_or_else(|| bad(&"expected @MS"))?;
-                o.joins.push(ms.parse().map_err(|e| bad(&e))?);
+                let ms = ms.parse().map_err(|e| bad(&e))?;
+                match flag.as_str() {
+                    "--join" => o.joins.push(ms),
+                    "--crash-all" => o.crash_all = Some(ms),
+                    _ => o.restart_all = Some(ms),
+                }
             }
+            "--persist" => o.persist = Some(PathBuf::from(v)),
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -152,6 +211,21 @@ fn parse() -> Result<Opts, String> {
     }
     if o.nodes == 0 {
         return Err("--nodes must be at least 1".into());
+    }
+    match (o.crash_all, o.restart_all) {
+        (Some(_), _) | (_, Some(_)) if o.persist.is_none() => {
+            return Err("--crash-all and --restart-all need --persist DIR".into())
+        }
+        (None, Some(_)) => return Err("--restart-all needs --crash-all".into()),
+        (Some(c), Some(r)) if r <= c => {
+            return Err(format!(
+                "--restart-all @{r} must come after --crash-all @{c}"
+            ))
+        }
+        _ => {}
+    }
+    if o.persist.is_some() && (o.bench != "stream_test" || !o.joins.is_empty()) {
+        return Err("--persist runs stream_test, without joiners".into());
     }
     Ok(o)
 }
@@ -184,6 +258,9 @@ fn configs(o: &Opts, dir: &std::path::Path) -> Result<Vec<PathBuf>, String> {
             .transport
             .parse()
             .map_err(|e| format!("--transport {}: {e}", o.transport))?;
+        if let Some(dir) = &o.persist {
+            c.pers.file_path = dir.join(format!("n{i}"));
+        }
         if let Some(p) = c.subgroups.get_mut("DEFAULT") {
             p.max_payload_size = o.payload;
             p.max_smc_payload_size = o.smc.min(o.payload);
@@ -215,6 +292,7 @@ fn run(o: &Opts) -> Result<String, String> {
         let (bench, paths, check, args) =
             (bench.clone(), paths.clone(), o.check, o.bench_args.clone());
         let is_stream = o.bench == "stream_test";
+        let persist = o.persist.is_some();
         move |i: usize,
               late_ms: u64,
               tx: &mpsc::Sender<(usize, String)>|
@@ -233,11 +311,22 @@ fn run(o: &Opts) -> Result<String, String> {
                 .env("DERECHO_CONF_FILE", path)
                 .env_remove("DERECHO_NODE_CONF_FILE")
                 .env_remove(benches::group_bench::CHECK_LOG_ENV)
+                .env_remove(benches::persist_stream::RECORD_ENV)
+                .env_remove(benches::persist_stream::CHAIN_ENV)
                 .current_dir(path.parent().ok_or("no folder")?)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped());
-            // Recording costs a digest of every delivered byte: only when checking.
-            if check {
+            if persist {
+                cmd.env(
+                    benches::persist_stream::RECORD_ENV,
+                    path.with_file_name("durable.txt"),
+                )
+                .env(
+                    benches::persist_stream::CHAIN_ENV,
+                    path.with_file_name("chain.bin"),
+                );
+            } else if check {
+                // Recording costs a digest of every delivered byte: only when checking.
                 cmd.env(
                     benches::group_bench::CHECK_LOG_ENV,
                     path.with_file_name("check.jsonl"),
@@ -285,6 +374,8 @@ fn run(o: &Opts) -> Result<String, String> {
                     .enumerate()
                     .map(|(k, &ms)| (ms, Event::Join(k))),
             )
+            .chain(o.crash_all.map(|ms| (ms, Event::CrashAll)))
+            .chain(o.restart_all.map(|ms| (ms, Event::RestartAll)))
             .collect();
         events.sort_by_key(|e| e.0);
         let tx = tx.clone();
@@ -294,6 +385,27 @@ fn run(o: &Opts) -> Result<String, String> {
                 std::thread::sleep(at.saturating_duration_since(Instant::now()));
                 let mut c = children.lock().unwrap_or_else(|p| p.into_inner());
                 match event {
+                    Event::CrashAll => {
+                        for g in c.iter_mut() {
+                            // SIGKILL: nothing is flushed or synced on the way out.
+                            let _ = g.child_mut().kill();
+                        }
+                        note_first_fault(&first_kill);
+                        eprintln!("launch: killed every member at {ms} ms");
+                    }
+                    Event::RestartAll => {
+                        for rank in 0..nodes {
+                            match spawn(rank, ms, &tx) {
+                                Ok(g) => {
+                                    if let Some(old) = c.get_mut(rank) {
+                                        *old = g;
+                                    }
+                                }
+                                Err(e) => eprintln!("launch: could not restart member {rank}: {e}"),
+                            }
+                        }
+                        eprintln!("launch: restarted every member at {ms} ms");
+                    }
                     Event::Kill(rank) => {
                         if let Some(g) = c.get_mut(rank) {
                             // SIGKILL: no chance to say goodbye.
@@ -372,6 +484,9 @@ fn run(o: &Opts) -> Result<String, String> {
         c.wait_bounded(Duration::from_secs(10));
     }
     let verdict = o.check.then(|| {
+        if o.persist.is_some() {
+            return persist_verdict(&paths);
+        }
         let logs: Vec<derecho_tests::checker::MemberLog> = paths
             .iter()
             .filter_map(|p| {
@@ -388,7 +503,7 @@ fn run(o: &Opts) -> Result<String, String> {
         } else {
             checker = checker.expect_sender_fifo();
         }
-        checker.check(&logs)
+        Verdict::Stream(checker.check(&logs))
     });
     if let Some(v) = &verdict {
         println!("{v}");
@@ -487,10 +602,38 @@ fn run(o: &Opts) -> Result<String, String> {
         + &persistence_figures(&all))
 }
 
+/// The verdict of a persistent stream: every member's durable records against every member's
+/// final chain.
+fn persist_verdict(paths: &[PathBuf]) -> Verdict {
+    use benches::persist_stream::{read_chain, read_records, verdict};
+    let mut records = Vec::new();
+    let mut chains = Vec::new();
+    for p in paths {
+        if let Ok(r) = read_records(&p.with_file_name("durable.txt")) {
+            records.extend(r);
+        }
+        if let Ok(c) = read_chain(&p.with_file_name("chain.bin")) {
+            chains.push(c);
+        }
+    }
+    Verdict::Persist(verdict(&records, &chains))
+}
+
 /// The persistence benchmarks' extra figures (mean over the members that report each):
 /// durable throughput, and the disk's own synced-write latency and bandwidth.
 fn persistence_figures(all: &dyn Fn(&str) -> Vec<f64>) -> String {
     let mut out = String::new();
+    // The persistent stream: updates made durable, the smallest chain a restarted member
+    // found on its disk, and the longest a member took to be in the group.
+    let restored = all("restored");
+    if !restored.is_empty() {
+        out.push_str(&format!(
+            " durable={:.0} restored_min={:.0} started_ms_max={:.1}",
+            all("durable").iter().sum::<f64>(),
+            restored.iter().fold(f64::INFINITY, |a, b| a.min(*b)),
+            all("started_ms").iter().fold(0.0_f64, |a, b| a.max(*b))
+        ));
+    }
     for (key, decimals) in [
         ("durable_gbps", 4),
         ("durable_msgs_per_s", 0),

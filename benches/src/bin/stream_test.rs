@@ -7,6 +7,8 @@
 //! `num_nodes` members; later views continue with the survivors. With `DERECHO_CHECK_LOG` set,
 //! the member appends its views, sends and deliveries to that file as they happen (so a
 //! member killed with `kill -9` leaves a usable log). Prints one `result ...` line at the end.
+//! With `DERECHO_STREAM_RECORD` set (`launch --persist`), the stream goes into a persistent
+//! subgroup instead: see `benches::persist_stream`.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -65,6 +67,10 @@ fn run() -> Result<String, String> {
     }
     let nodes: usize = rest[0].parse().map_err(|e| format!("num_nodes: {e}"))?;
     let duration = Duration::from_millis(rest[1].parse().map_err(|e| format!("duration_ms: {e}"))?);
+    // Started by `launch --persist`: stream into a persistent subgroup instead.
+    if std::env::var_os(benches::persist_stream::RECORD_ENV).is_some() {
+        return benches::persist_stream::run(&config, nodes, duration);
+    }
     let me = config.derecho.local_id;
     let sizes = config
         .profile("DEFAULT")
