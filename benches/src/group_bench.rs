@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use derecho::config::{Config, ConfigLoader};
 use derecho::gms::LayoutFn;
+use derecho::layout::{LayoutError, SubgroupId};
 use derecho::multicast::{Mode, ShardSpec, Sizes, SubgroupSpec};
 use derecho::node::GroupNode;
 use derecho_tests::checker::{digest, Event, MemberLog, MessageId};
@@ -108,9 +109,18 @@ pub fn layout(args: &BenchArgs) -> LayoutFn {
     let sizes = args.config.profile("DEFAULT").map(Sizes::from_profile);
     Arc::new(move |ids: &[u32], _previous| {
         if ids.len() < n {
-            return Err(format!("waiting for {} of {n} members", ids.len()));
+            return Err(LayoutError::Inadequate {
+                subgroup: SubgroupId(0),
+                shard: 0,
+                have: ids.len(),
+                need: n,
+            });
         }
-        let sizes = sizes.clone().ok_or("no DEFAULT profile")?;
+        let sizes = sizes.clone().ok_or_else(|| LayoutError::Profile {
+            profile: "DEFAULT".into(),
+            at: None,
+            problem: "missing".into(),
+        })?;
         Ok(vec![SubgroupSpec {
             shards: vec![ShardSpec {
                 members: ids[..n].to_vec(),

@@ -864,8 +864,7 @@ pub fn layout_from_policy(policy: LayoutPolicy, config: &Config) -> Result<Layou
             &policy,
             ids,
             before.as_ref().map(|(a, m)| (a, m.as_slice())),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         specs_of(&assignment, &profiles)
     }))
 }
@@ -898,11 +897,12 @@ pub fn assignment_of_view(policy: &LayoutPolicy, view: &View) -> Option<Assignme
     Assignment::from_parts(types).ok()
 }
 
-/// The multicast description of an assignment.
+/// The multicast description of an assignment, each shard's sizes taken from the profile it
+/// names (or `DEFAULT`). Errors: [`LayoutError::Profile`] when neither is in `profiles`.
 pub fn specs_of(
     assignment: &Assignment,
     profiles: &std::collections::BTreeMap<String, Sizes>,
-) -> Result<Vec<SubgroupSpec>, String> {
+) -> Result<Vec<SubgroupSpec>, LayoutError> {
     assignment
         .subgroups()
         .map(|(_, shards)| {
@@ -913,7 +913,11 @@ pub fn specs_of(
                         .get(s.profile())
                         .or_else(|| profiles.get("DEFAULT"))
                         .cloned()
-                        .ok_or_else(|| format!("no profile {} and no DEFAULT", s.profile()))?;
+                        .ok_or_else(|| LayoutError::Profile {
+                            profile: s.profile().to_string(),
+                            at: None,
+                            problem: "no such profile and no DEFAULT".into(),
+                        })?;
                     Ok(ShardSpec {
                         members: s.members().to_vec(),
                         senders: s.senders().collect(),
@@ -921,7 +925,7 @@ pub fn specs_of(
                         sizes,
                     })
                 })
-                .collect::<Result<Vec<_>, String>>()?;
+                .collect::<Result<Vec<_>, LayoutError>>()?;
             Ok(SubgroupSpec { shards })
         })
         .collect()

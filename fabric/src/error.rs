@@ -59,9 +59,10 @@ pub enum FabricError {
         /// The reason, including what the other side said when it refused.
         reason: String,
     },
-    /// The write was addressed with a region of another link or node.
+    /// The write was addressed with a region of another link or node, or a node tried to
+    /// link to itself.
     #[error("{0}")]
-    Misaddressed(String),
+    Misaddressed(Misaddress),
     /// The fabric has been shut down.
     #[error("the fabric is shut down")]
     Shutdown,
@@ -73,6 +74,43 @@ pub enum FabricError {
         /// The OS error.
         #[source]
         source: std::io::Error,
+    },
+}
+
+/// How a link or a write was misaddressed (see [`FabricError::Misaddressed`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Misaddress {
+    /// A node asked for a link to itself.
+    #[error("a node cannot link to itself")]
+    SelfLink,
+    /// The destination region belongs to another node than the link's peer.
+    #[error("{region} belongs to node {owner}, not to the link's peer {peer}")]
+    WrongOwner {
+        /// The destination region.
+        region: RegionId,
+        /// The node that owns it.
+        owner: NodeId,
+        /// The link's peer.
+        peer: NodeId,
+    },
+    /// The destination region was not looked up on this link.
+    #[error("{region} (key {key:#x}) was not looked up on the link to node {peer}")]
+    NotLookedUp {
+        /// The destination region.
+        region: RegionId,
+        /// Its key.
+        key: u64,
+        /// The link's peer.
+        peer: NodeId,
+    },
+    /// The source region is not registered with the fabric that posts the write.
+    #[error("source {region} is not registered with this {backend} fabric")]
+    Unregistered {
+        /// The source region.
+        region: RegionId,
+        /// The backend's name.
+        backend: &'static str,
     },
 }
 

@@ -78,6 +78,45 @@ fn mutate_once(rng: &mut SimRng, input: &mut Vec<u8>) {
     }
 }
 
+/// An input on which a fuzz target panicked: what [`run`] reports, with everything needed to
+/// keep it as a regression case.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+#[error(
+    "{target}: seed {seed}, input {iteration} panicked ({message}); input ({} bytes): {}",
+    .input.len(),
+    self.input_hex()
+)]
+pub struct FuzzFailure {
+    /// The target's name, as given to [`run`].
+    pub target: String,
+    /// The generator's seed.
+    pub seed: u64,
+    /// Which input panicked: its index in the corpus, or the corpus length plus the mutation
+    /// round.
+    pub iteration: usize,
+    /// The input that panicked.
+    pub input: Vec<u8>,
+    /// The panic's message (`"<non-string panic payload>"` when it is not a string).
+    pub message: String,
+}
+
+impl FuzzFailure {
+    /// The input in lower-case hex, two digits a byte.
+    pub fn input_hex(&self) -> String {
+        self.input.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "<non-string panic payload>".to_string())
+}
+
 /// Runs `target` on `iterations` inputs, each a valid input of `corpus` (chosen by the seeded
 /// generator) with one to four mutations; the corpus itself runs first. Returns how many
 /// inputs ran, or the first one that panicked.
@@ -87,17 +126,17 @@ pub fn run<F: Fn(&[u8])>(
     corpus: &[Vec<u8>],
     iterations: usize,
     target: F,
-) -> Result<usize, String> {
+) -> Result<usize, FuzzFailure> {
     let mut rng = SimRng::new(seed);
     let mut ran = 0;
-    let mut attempt = |input: &[u8], i: usize| -> Result<(), String> {
+    let mut attempt = |input: &[u8], i: usize| -> Result<(), FuzzFailure> {
         ran += 1;
-        catch_unwind(AssertUnwindSafe(|| target(input))).map_err(|_| {
-            let hex: String = input.iter().map(|b| format!("{b:02x}")).collect();
-            format!(
-                "{name}: seed {seed}, input {i} panicked; input ({} bytes): {hex}",
-                input.len()
-            )
+        catch_unwind(AssertUnwindSafe(|| target(input))).map_err(|payload| FuzzFailure {
+            target: name.to_string(),
+            seed,
+            iteration: i,
+            input: input.to_vec(),
+            message: panic_message(payload.as_ref()),
         })
     };
     for (i, c) in corpus.iter().enumerate() {
@@ -128,7 +167,12 @@ mod tests {
             assert!(!b.is_empty(), "planted");
         })
         .unwrap_err();
-        assert!(e.contains("planted: seed 3"), "{e}");
+        assert_eq!((e.target.as_str(), e.seed), ("planted", 3));
+        assert_eq!(e.message, "planted");
+        assert_eq!(e.input_hex().len(), 2 * e.input.len());
+        let text = e.to_string();
+        assert!(text.contains("planted: seed 3"), "{text}");
+        assert!(text.contains(&e.input_hex()), "{text}");
     }
 
     #[test]

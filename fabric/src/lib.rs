@@ -61,7 +61,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use doorbell::Doorbell;
-pub use error::FabricError;
+pub use error::{FabricError, Misaddress};
 pub use failure::{FailureHandler, SubscriptionId};
 pub use region::{Notification, Region, RegionId, RegionSpec, RemoteRegion};
 
@@ -221,10 +221,11 @@ impl<'a> WriteRequest<'a> {
     /// Checks both ranges and that `dst` belongs to `peer`; backends call this before posting.
     pub fn validate(&self, peer: NodeId) -> Result<(), FabricError> {
         if self.dst.owner != peer {
-            return Err(FabricError::Misaddressed(format!(
-                "{} belongs to node {}, not to the link's peer {peer}",
-                self.dst.id, self.dst.owner
-            )));
+            return Err(FabricError::Misaddressed(Misaddress::WrongOwner {
+                region: self.dst.id,
+                owner: self.dst.owner,
+                peer,
+            }));
         }
         self.src.check_range(self.src_offset, self.len)?;
         match self.dst_offset.checked_add(self.len) {

@@ -27,8 +27,8 @@ use std::time::Duration;
 use crate::failure::FailureHub;
 use crate::sync::lock;
 use crate::{
-    Completion, CompletionSource, Fabric, FabricError, FailureHandler, Link, NodeId, Notification,
-    Region, RegionId, RegionSpec, RemoteRegion, SubscriptionId, WriteRequest,
+    Completion, CompletionSource, Fabric, FabricError, FailureHandler, Link, Misaddress, NodeId,
+    Notification, Region, RegionId, RegionSpec, RemoteRegion, SubscriptionId, WriteRequest,
 };
 
 /// Settings of a simulated network.
@@ -542,9 +542,7 @@ impl Fabric for SimFabric {
         _timeout: Duration,
     ) -> Result<Arc<dyn Link>, FabricError> {
         if peer == self.id {
-            return Err(FabricError::Misaddressed(
-                "a node cannot link to itself".into(),
-            ));
+            return Err(FabricError::Misaddressed(Misaddress::SelfLink));
         }
         let s = lock(&self.net.state);
         if !s.nodes.contains_key(&peer) {

@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use derecho::gms::{LayoutFn, MemberInfo, View, PROTOCOL_VERSION};
+use derecho::layout::{LayoutError, SubgroupId};
 use derecho::multicast::{
     Mode, MulticastConfig, MulticastError, MulticastGroup, Resend, ShardSpec, Sizes, SubgroupSpec,
 };
@@ -1022,7 +1023,12 @@ fn layout(shape: &Shape) -> LayoutFn {
     let (need, natural, sizes) = (shape.need, shape.senders as u32, shape.sizes.clone());
     Arc::new(move |ids: &[u32], previous: Option<&View>| {
         if ids.len() < need {
-            return Err(format!("{} members, {need} needed", ids.len()));
+            return Err(LayoutError::Inadequate {
+                subgroup: SubgroupId(0),
+                shard: 0,
+                have: ids.len(),
+                need,
+            });
         }
         let sent_before = |id: u32| {
             previous

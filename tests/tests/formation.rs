@@ -10,6 +10,7 @@ use std::time::Duration;
 use derecho::config::Config;
 use derecho::gms::wire::{read_msg, write_msg};
 use derecho::gms::{GmsMessage, LayoutFn, MemberInfo, Refusal};
+use derecho::layout::{LayoutError, SubgroupId};
 use derecho::multicast::{Mode, ShardSpec, SubgroupSpec};
 use derecho::node::{GroupError, GroupNode};
 use derecho_tests::cluster::test_sizes;
@@ -33,7 +34,12 @@ fn config(id: u32, contact_port: u16, gms_port: u16) -> Config {
 fn exactly(n: usize) -> LayoutFn {
     Arc::new(move |ids: &[u32], _previous| {
         if ids.len() < n {
-            return Err(format!("need {n} members, have {}", ids.len()));
+            return Err(LayoutError::Inadequate {
+                subgroup: SubgroupId(0),
+                shard: 0,
+                have: ids.len(),
+                need: n,
+            });
         }
         Ok(vec![SubgroupSpec {
             shards: vec![ShardSpec {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use derecho::config::Config;
 use derecho::gms::LayoutFn;
+use derecho::layout::{LayoutError, SubgroupId};
 use derecho::multicast::{Mode, ShardSpec, SubgroupSpec};
 use derecho::node::{GroupError, GroupNode};
 use derecho_tests::checker::{digest, Checker, Event, MemberLog, MessageId};
@@ -36,7 +37,12 @@ fn layout_min(first: usize, later: usize) -> LayoutFn {
     Arc::new(move |ids: &[u32], previous| {
         let need = if previous.is_none() { first } else { later };
         if ids.len() < need {
-            return Err(format!("need {need} members, have {}", ids.len()));
+            return Err(LayoutError::Inadequate {
+                subgroup: SubgroupId(0),
+                shard: 0,
+                have: ids.len(),
+                need,
+            });
         }
         Ok(vec![SubgroupSpec {
             shards: vec![ShardSpec {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use benches::group_bench::{cpu_seconds, CHECK_LOG_ENV};
 use derecho::config::ConfigLoader;
+use derecho::layout::{LayoutError, SubgroupId};
 use derecho::multicast::{Mode, ShardSpec, Sizes, SubgroupSpec};
 use derecho::node::{GroupError, GroupNode};
 use derecho_tests::checker::{digest, Event, MessageId};
@@ -80,7 +81,12 @@ fn run() -> Result<String, String> {
     let layout: derecho::gms::LayoutFn = Arc::new(move |ids: &[u32], previous| {
         let need = if previous.is_none() { nodes } else { 1 };
         if ids.len() < need {
-            return Err(format!("waiting for {} of {need} members", ids.len()));
+            return Err(LayoutError::Inadequate {
+                subgroup: SubgroupId(0),
+                shard: 0,
+                have: ids.len(),
+                need,
+            });
         }
         Ok(vec![SubgroupSpec {
             shards: vec![ShardSpec {

@@ -63,7 +63,7 @@ pub(crate) fn parse_ini(text: &str, path: &Path) -> Result<IniDocument, ConfigEr
             continue;
         }
         if let Some(header) = line.strip_prefix('[') {
-            let name = parse_header(header).map_err(syntax)?;
+            let name = parse_header(header).map_err(|e| syntax(e.to_string()))?;
             doc.headers.push((name.clone(), line_no));
             section = Some(name);
             continue;
@@ -112,21 +112,38 @@ fn line_number(index: usize) -> u32 {
     u32::try_from(index + 1).unwrap_or(u32::MAX)
 }
 
+/// What is wrong with a section header line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum HeaderError {
+    /// No `]`.
+    #[error("section header without a closing `]`")]
+    Unclosed,
+    /// Something other than a comment after the `]`.
+    #[error("unexpected text `{0}` after section header")]
+    Trailing(String),
+    /// Nothing between the brackets.
+    #[error("empty section name `[]`")]
+    Empty,
+    /// An empty part around a `/`.
+    #[error("malformed section name `[{0}]`")]
+    Malformed(String),
+}
+
 /// Parses what follows the `[` of a header line.
-fn parse_header(after_bracket: &str) -> Result<String, String> {
+fn parse_header(after_bracket: &str) -> Result<String, HeaderError> {
     let Some(close) = after_bracket.find(']') else {
-        return Err("section header without a closing `]`".to_string());
+        return Err(HeaderError::Unclosed);
     };
     let name = after_bracket[..close].trim();
     let trailing = after_bracket[close + 1..].trim();
     if !trailing.is_empty() && !trailing.starts_with('#') {
-        return Err(format!("unexpected text `{trailing}` after section header"));
+        return Err(HeaderError::Trailing(trailing.to_string()));
     }
     if name.is_empty() {
-        return Err("empty section name `[]`".to_string());
+        return Err(HeaderError::Empty);
     }
     if name.split('/').any(|part| part.trim().is_empty()) {
-        return Err(format!("malformed section name `[{name}]`"));
+        return Err(HeaderError::Malformed(name.to_string()));
     }
     Ok(name.split('/').map(str::trim).collect::<Vec<_>>().join("/"))
 }

@@ -23,14 +23,27 @@ use super::restart::{self, Restart, RestartInfo};
 use super::view::{MemberInfo, View};
 use super::wire::{read_msg, write_msg, GmsMessage, Refusal, WireError, PROTOCOL_VERSION};
 use super::GmsError;
+use crate::layout::LayoutError;
 use crate::multicast::SubgroupSpec;
 use crate::NodeId;
 
 /// Computes the subgroups of a member list (in rank order), given the previous view when
 /// there is one (so that survivors can keep their shards), or says why the members do not
-/// suffice yet.
-pub type LayoutFn =
-    Arc<dyn Fn(&[NodeId], Option<&super::View>) -> Result<Vec<SubgroupSpec>, String> + Send + Sync>;
+/// suffice yet (typically [`LayoutError::Inadequate`]).
+pub type LayoutFn = Arc<
+    dyn Fn(&[NodeId], Option<&super::View>) -> Result<Vec<SubgroupSpec>, LayoutError> + Send + Sync,
+>;
+
+/// Why the members so far do not make the first view yet.
+#[derive(Debug, thiserror::Error)]
+enum NotYet {
+    /// The layout cannot provision them.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// Their layout does not fit the restart plan.
+    #[error(transparent)]
+    Restart(#[from] restart::PlanMismatch),
+}
 
 /// Time bounds of the membership protocol.
 #[derive(Clone, Debug)]
@@ -127,6 +140,7 @@ pub fn lead(
             let plan = match restart::assess(&participants) {
                 Restart::Fresh => None,
                 Restart::Wait(reason) => {
+                    let reason = reason.to_string();
                     quorum_since = None;
                     if reason != last_reason {
                         tracing::info!(members = ?ids, %reason, "total restart: waiting for more nodes");
@@ -146,7 +160,8 @@ pub fn lead(
                 }
             };
             let basis = plan.as_ref().map(|p| restart::layout_basis(&p.last));
-            let outcome = layout(&ids, basis.as_ref()).and_then(|subgroups| {
+            let laid_out = layout(&ids, basis.as_ref()).map_err(NotYet::from);
+            let outcome = laid_out.and_then(|subgroups| {
                 let mut view = View {
                     vid: plan.as_ref().map_or(0, |p| p.vid),
                     members,
@@ -189,6 +204,7 @@ pub fn lead(
                     changed = true;
                 }
                 Err(reason) => {
+                    let reason = reason.to_string();
                     if reason != last_reason {
                         tracing::info!(members = ?ids, %reason, "waiting for more nodes to join");
                         last_reason = reason;

@@ -79,9 +79,40 @@ pub enum Restart {
     /// Nobody reported a logged view: an ordinary first view.
     Fresh,
     /// A restart, but the quorum is not met yet (the reason says what is missing).
-    Wait(String),
+    Wait(WaitReason),
     /// A restart that may proceed.
     Ready(RestartPlan),
+}
+
+/// What a total restart still waits for (see [`Restart::Wait`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WaitReason {
+    /// R1: no strict majority of the last logged view is back.
+    #[error(
+        "{present} of the {members} members of the last logged view {vid} are back; a restart \
+         needs more than half"
+    )]
+    NoMajority {
+        /// Members of the last view that are back.
+        present: usize,
+        /// Members of the last view.
+        members: usize,
+        /// The last logged view.
+        vid: u64,
+    },
+    /// R1: no holder of some shard of the last logged view is back.
+    #[error("no member of subgroup {subgroup} shard {shard} of view {vid} ({holders:?}) is back")]
+    NoHolder {
+        /// The subgroup.
+        subgroup: usize,
+        /// The shard.
+        shard: usize,
+        /// The last logged view.
+        vid: u64,
+        /// The members that held the shard in it.
+        holders: Vec<NodeId>,
+    },
 }
 
 /// Assesses the participants (node id, and what it reported if it restarts from logs).
@@ -99,21 +130,23 @@ pub fn assess(participants: &[(NodeId, Option<&RestartInfo>)]) -> Restart {
     let present = ids.iter().filter(|id| here(**id)).count();
     // R1: a strict majority of the last view ...
     if 2 * present <= ids.len() {
-        return Restart::Wait(format!(
-            "{present} of the {} members of the last logged view {} are back; a restart needs more than half",
-            ids.len(),
-            last.vid
-        ));
+        return Restart::Wait(WaitReason::NoMajority {
+            present,
+            members: ids.len(),
+            vid: last.vid,
+        });
     }
     // ... and somebody from each of its shards (in an inadequate view: the shards whose state
     // its members still hold).
     for (sg, s) in last.holders().iter().enumerate() {
         for (k, shard) in s.shards.iter().enumerate() {
             if !shard.members.iter().any(|m| here(*m)) {
-                return Restart::Wait(format!(
-                    "no member of subgroup {sg} shard {k} of view {} ({:?}) is back",
-                    last.vid, shard.members
-                ));
+                return Restart::Wait(WaitReason::NoHolder {
+                    subgroup: sg,
+                    shard: k,
+                    vid: last.vid,
+                    holders: shard.members.clone(),
+                });
             }
         }
     }
@@ -167,10 +200,37 @@ pub fn layout_basis(last: &View) -> View {
     v
 }
 
+/// Why a restart view's layout does not fit its [`RestartPlan`] (see [`transfers`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanMismatch {
+    /// The restart view lacks a shard the plan restores.
+    #[error("the restart view has no subgroup {subgroup} shard {shard} to restore")]
+    NoShard {
+        /// The subgroup.
+        subgroup: usize,
+        /// The shard.
+        shard: usize,
+    },
+    /// The node with a shard's newest log is placed outside that shard.
+    #[error(
+        "node {node}, which holds the newest log of subgroup {subgroup} shard {shard}, is not \
+         placed in that shard"
+    )]
+    SourceMoved {
+        /// The node.
+        node: NodeId,
+        /// The subgroup.
+        subgroup: usize,
+        /// The shard.
+        shard: usize,
+    },
+}
+
 /// R3: the transfers of the restart view `view` (its shards laid out from the plan's last
 /// view): every member of a shard but its source receives the source's replica. An error says
 /// why the layout does not fit the plan (a source placed outside its old shard).
-pub fn transfers(plan: &RestartPlan, view: &View) -> Result<Vec<Transfer>, String> {
+pub fn transfers(plan: &RestartPlan, view: &View) -> Result<Vec<Transfer>, PlanMismatch> {
     let mut out = Vec::new();
     for s in &plan.sources {
         let Some(shard) = view
@@ -178,16 +238,17 @@ pub fn transfers(plan: &RestartPlan, view: &View) -> Result<Vec<Transfer>, Strin
             .get(s.subgroup)
             .and_then(|g| g.shards.get(s.shard))
         else {
-            return Err(format!(
-                "the restart view has no subgroup {} shard {} to restore",
-                s.subgroup, s.shard
-            ));
+            return Err(PlanMismatch::NoShard {
+                subgroup: s.subgroup,
+                shard: s.shard,
+            });
         };
         if !shard.members.contains(&s.node) {
-            return Err(format!(
-                "node {}, which holds the newest log of subgroup {} shard {}, is not placed in that shard",
-                s.node, s.subgroup, s.shard
-            ));
+            return Err(PlanMismatch::SourceMoved {
+                node: s.node,
+                subgroup: s.subgroup,
+                shard: s.shard,
+            });
         }
         let to: Vec<NodeId> = shard
             .members
@@ -265,7 +326,7 @@ mod tests {
         let i = info(&last, &[]);
         let got = assess(&[(0, Some(&i)), (1, Some(&i)), (2, Some(&i))]);
         assert!(
-            matches!(&got, Restart::Wait(w) if w.contains("shard 1")),
+            matches!(&got, Restart::Wait(WaitReason::NoHolder { shard: 1, .. })),
             "{got:?}"
         );
         assert!(matches!(
@@ -330,7 +391,7 @@ mod tests {
         let i = info(&last, &[]);
         assert!(matches!(
             assess(&[(0, Some(&i)), (1, Some(&i))]),
-            Restart::Wait(w) if w.contains("shard 1")
+            Restart::Wait(WaitReason::NoHolder { shard: 1, .. })
         ));
         assert!(matches!(
             assess(&[(0, Some(&i)), (2, Some(&i))]),
@@ -362,6 +423,13 @@ mod tests {
         assert_eq!(t.len(), 1);
         assert_eq!((t[0].from, t[0].to.clone()), (1, vec![0, 5]));
         let moved = view_of(3, &[0, 2, 5], &[&[0, 2, 5]]);
-        assert!(transfers(&plan, &moved).is_err());
+        assert_eq!(
+            transfers(&plan, &moved),
+            Err(PlanMismatch::SourceMoved {
+                node: 1,
+                subgroup: 0,
+                shard: 0
+            })
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::first_view::LayoutFn;
 use super::view::{MemberInfo, View};
 use crate::config::SubgroupProfile;
+use crate::layout::{LayoutError, SubgroupId};
 use crate::multicast::{Mode, ShardSpec, Sizes, SubgroupSpec};
 use crate::NodeId;
 
@@ -58,7 +59,12 @@ pub(crate) fn sharded_view(vid: u64, ids: &[NodeId], shards: &[&[NodeId]]) -> Vi
 pub(crate) fn one_shard_of_at_least(n: usize) -> LayoutFn {
     Arc::new(move |ids: &[NodeId], _: Option<&View>| {
         if ids.len() < n {
-            return Err(format!("need {n} members"));
+            return Err(LayoutError::Inadequate {
+                subgroup: SubgroupId(0),
+                shard: 0,
+                have: ids.len(),
+                need: n,
+            });
         }
         Ok(one_shard(ids))
     })

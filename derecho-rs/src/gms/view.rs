@@ -192,7 +192,7 @@ impl View {
                     subgroups: Vec::new(),
                     joined: joined_ids,
                     transfers: Vec::new(),
-                    inadequate: Some(why),
+                    inadequate: Some(why.to_string()),
                     held,
                 }
             }

@@ -127,12 +127,12 @@ pub enum WireError {
     TooLarge(usize),
     /// The body is not a valid message.
     #[error("malformed GMS message: {0}")]
-    Malformed(String),
+    Malformed(#[source] serde_json::Error),
 }
 
 /// Writes one message.
 pub fn write_msg(out: &mut impl Write, msg: &GmsMessage) -> Result<(), WireError> {
-    let body = serde_json::to_vec(msg).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let body = serde_json::to_vec(msg).map_err(WireError::Malformed)?;
     if body.len() > MAX_FRAME {
         return Err(WireError::TooLarge(body.len()));
     }
@@ -160,7 +160,7 @@ pub fn read_msg(input: &mut impl Read) -> Result<GmsMessage, WireError> {
     }
     let mut body = vec![0u8; len];
     input.read_exact(&mut body)?;
-    serde_json::from_slice(&body).map_err(|e| WireError::Malformed(e.to_string()))
+    serde_json::from_slice(&body).map_err(WireError::Malformed)
 }
 
 /// The GMS address of a member.

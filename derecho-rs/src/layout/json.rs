@@ -242,8 +242,8 @@ fn parse_subgroup(at: &PolicyLocation, sg: &Value) -> Result<SubgroupPolicy, Lay
     for s in 0..n {
         let at = at.shard(s);
         let field_error = |field: &str, problem: String| error(Some(&at), Some(field), problem);
-        let min_nodes = count(&mins[s]).map_err(|p| field_error(MIN_NODES, p))?;
-        let max_nodes = count(&maxs[s]).map_err(|p| field_error(MAX_NODES, p))?;
+        let min_nodes = count(&mins[s]).map_err(|p| field_error(MIN_NODES, p.to_string()))?;
+        let max_nodes = count(&maxs[s]).map_err(|p| field_error(MAX_NODES, p.to_string()))?;
         if max_nodes == 0 {
             return Err(field_error(MAX_NODES, "must be at least 1".into()));
         }
@@ -283,8 +283,8 @@ fn parse_subgroup(at: &PolicyLocation, sg: &Value) -> Result<SubgroupPolicy, Lay
             }
         };
         if let Some(reserved) = reserved {
-            let (ids, senders) =
-                reserved_ids(&reserved[s]).map_err(|p| field_error(reserved_field, p))?;
+            let (ids, senders) = reserved_ids(&reserved[s])
+                .map_err(|p| field_error(reserved_field, p.to_string()))?;
             for &id in &ids {
                 if let Some(other) = owner.insert(id, s) {
                     return Err(field_error(
@@ -312,29 +312,40 @@ fn parse_subgroup(at: &PolicyLocation, sg: &Value) -> Result<SubgroupPolicy, Lay
     Ok(SubgroupPolicy::by_shard(shards))
 }
 
+/// What is wrong with one value of a shard's field (the caller says where it is).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+enum ValueError {
+    /// Not a size (a non-negative integer, as a number or a string).
+    #[error("expected a non-negative integer, found {0}")]
+    Count(Value),
+    /// Not an array of node ids; carries what kind of value it is.
+    #[error("expected an array of node ids for the shard, found {0}")]
+    IdList(&'static str),
+    /// Not a node id, optionally marked as a sender.
+    #[error("expected a node id such as 3, \"3\" or \"*3\", found {0}")]
+    NodeId(Value),
+}
+
 /// A size: a non-negative integer, as a number or a string.
-fn count(v: &Value) -> Result<usize, String> {
+fn count(v: &Value) -> Result<usize, ValueError> {
     let n = match v {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.trim().parse::<u64>().ok(),
         _ => None,
     };
     n.and_then(|n| usize::try_from(n).ok())
-        .ok_or_else(|| format!("expected a non-negative integer, found {v}"))
+        .ok_or_else(|| ValueError::Count(v.clone()))
 }
 
 /// One shard's reserved ids, and the subset marked as senders with `*`.
-fn reserved_ids(v: &Value) -> Result<(BTreeSet<NodeId>, BTreeSet<NodeId>), String> {
+fn reserved_ids(v: &Value) -> Result<(BTreeSet<NodeId>, BTreeSet<NodeId>), ValueError> {
     let Value::Array(items) = v else {
-        return Err(format!(
-            "expected an array of node ids for the shard, found {}",
-            kind(v)
-        ));
+        return Err(ValueError::IdList(kind(v)));
     };
     let mut ids = BTreeSet::new();
     let mut senders = BTreeSet::new();
     for item in items {
-        let bad = || format!("expected a node id such as 3, \"3\" or \"*3\", found {item}");
+        let bad = || ValueError::NodeId(item.clone());
         let (id, sender) = match item {
             Value::Number(n) => (n.as_u64(), false),
             Value::String(s) => {

@@ -32,7 +32,7 @@ pub use engine::Resend;
 use engine::{Engine, Inbox, SenderState, ShardInfo, ShardRun};
 use order::RoundRobin;
 use spec::{Columns, Header};
-pub use spec::{Mode, MulticastSpec, ShardSpec, Sizes, SubgroupSpec, HEADER_LEN};
+pub use spec::{Mode, MulticastSpec, ShardSpec, Sizes, SpecError, SubgroupSpec, HEADER_LEN};
 
 /// A delivered message, as the delivery callback sees it.
 #[derive(Debug)]
@@ -60,10 +60,26 @@ pub type DeliveryHandler = Box<dyn FnMut(Delivery<'_>) + Send>;
 
 /// Errors of the multicast API.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MulticastError {
     /// The spec is inconsistent.
     #[error("invalid multicast spec: {0}")]
-    Spec(String),
+    Spec(#[from] SpecError),
+    /// The view has a sender column too large to number its RDMC group.
+    #[error("invalid multicast spec: sender column {column} leaves no room for an RDMC group id")]
+    SenderColumn {
+        /// The sender's per-sender SST column.
+        column: usize,
+    },
+    /// The set-up was abandoned because the member is shutting down.
+    #[error("set-up abandoned: the member is shutting down")]
+    Cancelled,
+    /// This node sends in the subgroup but has no RDMC group for it (a bug).
+    #[error("no RDMC group for subgroup {subgroup}")]
+    NoRdmcGroup {
+        /// The subgroup.
+        subgroup: usize,
+    },
     /// This node is not a member of the subgroup.
     #[error("node {node} is not a member of subgroup {subgroup}")]
     NotMember {
@@ -179,11 +195,7 @@ fn rdmc_group_id(vid: u64, column: usize) -> Result<u64, MulticastError> {
     let column = u64::try_from(column)
         .ok()
         .filter(|c| *c < 1 << RDMC_COLUMN_BITS)
-        .ok_or_else(|| {
-            MulticastError::Spec(format!(
-                "sender column {column} leaves no room for an RDMC group id"
-            ))
-        })?;
+        .ok_or(MulticastError::SenderColumn { column })?;
     Ok(((vid & 0xffff_ffff) << RDMC_COLUMN_BITS) | column)
 }
 
@@ -268,10 +280,7 @@ impl MulticastGroup {
                 .as_ref()
                 .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
             {
-                return Err(MulticastError::Spec(
-                    "set-up abandoned: the member is shutting down".into(),
-                )
-                .into());
+                return Err(MulticastError::Cancelled.into());
             }
             // A member that fails before reaching the barrier is frozen and no longer waited
             // for (`ready`); the view starts without it and changes at once.
@@ -296,7 +305,7 @@ impl MulticastGroup {
         config: MulticastConfig,
         deliver: DeliveryHandler,
     ) -> Result<Prepared, MulticastError> {
-        spec.validate().map_err(MulticastError::Spec)?;
+        spec.validate()?;
         let mut b = SchemaBuilder::new();
         let cols = Columns::declare(&spec, &mut b)?;
         let schema = b.build()?;
@@ -693,9 +702,10 @@ impl MulticastGroup {
             subgroup: subgroup as u32,
             sender: self.spec.my_id(),
         };
-        let group = self.rdmc.get(key).ok_or_else(|| {
-            MulticastError::Spec(format!("no RDMC group for subgroup {subgroup}"))
-        })?;
+        let group = self
+            .rdmc
+            .get(key)
+            .ok_or(MulticastError::NoRdmcGroup { subgroup })?;
         let sent = match group.try_send_with(HEADER_LEN + payload.len(), |region, off| {
             region.write(off, &header)?;
             region.write(off + HEADER_LEN, payload)

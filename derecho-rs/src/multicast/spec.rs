@@ -125,40 +125,99 @@ impl MulticastSpec {
     }
 
     /// Checks the spec for internal consistency.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SpecError> {
         if self.my_rank >= self.members.len() {
-            return Err(format!(
-                "rank {} of {} members",
-                self.my_rank,
-                self.members.len()
-            ));
+            return Err(SpecError::RankOutOfRange {
+                rank: self.my_rank,
+                members: self.members.len(),
+            });
         }
         for (sg, s) in self.subgroups.iter().enumerate() {
             let mut seen = std::collections::BTreeSet::new();
             for (i, shard) in s.shards.iter().enumerate() {
                 for m in &shard.members {
                     if !self.members.iter().any(|v| v.0 == *m) {
-                        return Err(format!(
-                            "subgroup {sg} shard {i}: node {m} is not in the view"
-                        ));
+                        return Err(SpecError::NotInView {
+                            subgroup: sg,
+                            shard: i,
+                            node: *m,
+                        });
                     }
                     if !seen.insert(*m) {
-                        return Err(format!("subgroup {sg}: node {m} is in two shards"));
+                        return Err(SpecError::InTwoShards {
+                            subgroup: sg,
+                            node: *m,
+                        });
                     }
                 }
-                if shard.senders.iter().any(|x| !shard.members.contains(x)) {
-                    return Err(format!("subgroup {sg} shard {i}: a sender is not a member"));
+                if let Some(x) = shard.senders.iter().find(|x| !shard.members.contains(x)) {
+                    return Err(SpecError::SenderNotMember {
+                        subgroup: sg,
+                        shard: i,
+                        node: *x,
+                    });
                 }
                 let z = &shard.sizes;
                 if z.window == 0 || z.block_size == 0 {
-                    return Err(format!(
-                        "subgroup {sg} shard {i}: window and block size must be positive"
-                    ));
+                    return Err(SpecError::ZeroSize {
+                        subgroup: sg,
+                        shard: i,
+                    });
                 }
             }
         }
         Ok(())
     }
+}
+
+/// How a [`MulticastSpec`] is inconsistent (see [`MulticastSpec::validate`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// This node's rank is not a rank of the view.
+    #[error("rank {rank} of {members} members")]
+    RankOutOfRange {
+        /// This node's rank.
+        rank: usize,
+        /// The number of members.
+        members: usize,
+    },
+    /// A shard names a node that is not a member of the view.
+    #[error("subgroup {subgroup} shard {shard}: node {node} is not in the view")]
+    NotInView {
+        /// The subgroup.
+        subgroup: usize,
+        /// The shard.
+        shard: usize,
+        /// The node.
+        node: NodeId,
+    },
+    /// A node is in two shards of one subgroup.
+    #[error("subgroup {subgroup}: node {node} is in two shards")]
+    InTwoShards {
+        /// The subgroup.
+        subgroup: usize,
+        /// The node.
+        node: NodeId,
+    },
+    /// A shard's sender is not one of its members.
+    #[error("subgroup {subgroup} shard {shard}: sender {node} is not a member")]
+    SenderNotMember {
+        /// The subgroup.
+        subgroup: usize,
+        /// The shard.
+        shard: usize,
+        /// The sender.
+        node: NodeId,
+    },
+    /// A shard's window or RDMC block size is zero.
+    #[error("subgroup {subgroup} shard {shard}: window and block size must be positive")]
+    ZeroSize {
+        /// The subgroup.
+        subgroup: usize,
+        /// The shard.
+        shard: usize,
+    },
 }
 
 /// The multicast columns of the view's SST schema, and where each subgroup's part lies.

@@ -29,7 +29,7 @@ fn rdmc_group_ids_differ_across_views_and_many_senders() {
     assert!(rdmc_group_id(0, (1 << RDMC_COLUMN_BITS) - 1).is_ok());
     assert!(matches!(
         rdmc_group_id(0, 1 << RDMC_COLUMN_BITS),
-        Err(MulticastError::Spec(_))
+        Err(MulticastError::SenderColumn { column }) if column == 1 << RDMC_COLUMN_BITS
     ));
 }
 

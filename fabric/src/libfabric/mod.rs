@@ -633,7 +633,7 @@ fn progress_loop(ep: Arc<EpInner>, events: Arc<dyn Events>) {
                 ep.backlogged.store(false, Ordering::SeqCst);
                 match handle(&ep, events.as_ref(), &held, None) {
                     Ok(()) => Drained::Some,
-                    Err(reason) => Drained::Failed(reason),
+                    Err(e) => Drained::Failed(e.to_string()),
                 }
             }
         };
@@ -698,7 +698,7 @@ fn dispatch(
         let read = &entries[..(n as usize).min(entries.len())];
         return match handle(ep, events, read, Some(backlog)) {
             Ok(()) => Drained::Some,
-            Err(reason) => Drained::Failed(reason),
+            Err(e) => Drained::Failed(e.to_string()),
         };
     }
     if n == 0 || n == -(sys::FI_EAGAIN as isize) || n == -(libc::EINTR as isize) {
@@ -706,6 +706,11 @@ fn dispatch(
     }
     Drained::Failed(cq_failure(ep, n))
 }
+
+/// A receive could not be reposted after a completion consumed one: the link must fail.
+#[derive(Debug, thiserror::Error)]
+#[error("reposting a receive: {0}")]
+struct RepostFailed(#[source] FabricError);
 
 /// Turns completions into doorbell rings, notifications and completed tickets, in order. With
 /// a `backlog` (a polling thread, which must not wait), a write whose notification finds its
@@ -716,7 +721,7 @@ fn handle(
     events: &dyn Events,
     entries: &[sys::fi_cq_data_entry],
     mut backlog: Option<&mut Vec<sys::fi_cq_data_entry>>,
-) -> Result<(), String> {
+) -> Result<(), RepostFailed> {
     let remote = u64::from(sys::FI_REMOTE_CQ_DATA);
     for (i, e) in entries.iter().enumerate() {
         if e.flags & remote != 0 {
@@ -731,8 +736,7 @@ fn handle(
                 }
             }
             if ep.dom.rx_cq_data {
-                ep.post_recv()
-                    .map_err(|err| format!("reposting a receive: {err}"))?;
+                ep.post_recv().map_err(RepostFailed)?;
             }
         } else if !e.op_context.is_null() {
             events.sent(e.op_context as u64);

@@ -45,12 +45,12 @@ use std::time::{Duration, Instant};
 
 use wire::{kind, Msg, MAGIC, VERSION};
 
-use crate::side_channel::link::{not_looked_up, read_failure, LinkState, Queries};
+use crate::side_channel::link::{not_looked_up, LinkState, Queries, ReceiveFailure};
 use crate::side_channel::regions::RegionTable;
-use crate::side_channel::{self, HelloRefusal, Hub, HubConfig, SideLink};
+use crate::side_channel::{self, HelloRefusal, Hub, HubConfig, Refused, SideLink};
 use crate::sync::{lock, read_lock, wait_timeout, write_lock};
 use crate::{
-    CompletionSource, FabricError, NodeId, Notification, Region, RegionId, RegionSpec,
+    CompletionSource, FabricError, Misaddress, NodeId, Notification, Region, RegionId, RegionSpec,
     RemoteRegion, WriteRequest,
 };
 
@@ -281,18 +281,21 @@ impl<T: Transport> Inner<T> {
         stream: TcpStream,
         core: Arc<Core>,
         ep: T::Endpoint,
-    ) -> Result<Arc<RdmaLink<T>>, String> {
+    ) -> Result<Arc<RdmaLink<T>>, Refused<FabricError>> {
         let mut ep = Some(ep);
         let installed = self.hub.install(peer, incarnation, || {
             let Some(ep) = ep.take() else {
-                return Err("no endpoint".to_string());
+                return Err(FabricError::Connect {
+                    peer,
+                    reason: "no endpoint".into(),
+                });
             };
-            RdmaLink::start(self, peer, stream, core, ep).map_err(|e| e.to_string())
+            RdmaLink::start(self, peer, stream, core, ep)
         });
         if let Some(ep) = ep {
             self.transport.close(&ep);
         }
-        installed.map_err(|refused| refused.to_string())
+        installed
     }
 
     fn welcome(&self, status: u8, payload: &[u8]) -> Msg {
@@ -324,10 +327,12 @@ impl<T: Transport> Inner<T> {
         };
         match side_channel::check_hello(me, peer, to, hello.f[2], VERSION) {
             Ok(()) => {}
-            Err(HelloRefusal::Version(why)) => {
-                return refuse(&mut stream, wire::WRONG_VERSION, why)
+            Err(why @ HelloRefusal::Version { .. }) => {
+                return refuse(&mut stream, wire::WRONG_VERSION, why.to_string())
             }
-            Err(HelloRefusal::Node(why)) => return refuse(&mut stream, wire::WRONG_NODE, why),
+            Err(why @ HelloRefusal::Node { .. }) => {
+                return refuse(&mut stream, wire::WRONG_NODE, why.to_string())
+            }
         }
         let (pending, payload) = match self.transport.accept_prepare(peer, &hello.body) {
             Ok(x) => x,
@@ -354,7 +359,7 @@ impl<T: Transport> Inner<T> {
         match self.install(peer, hello.f[1], stream, Arc::clone(&core), ep) {
             Ok(_) => tracing::debug!(peer, %from, "{} link accepted", self.transport.name()),
             Err(why) => {
-                core.fail_with(why.clone(), false);
+                core.fail_with(why.to_string(), false);
                 tracing::warn!(%from, peer, "refused link: {why}");
             }
         }
@@ -382,10 +387,13 @@ impl<T: Transport> Inner<T> {
         let timeout = self.common.handshake_timeout;
         let w = hello
             .exchange(&mut stream, timeout, kind::WELCOME, MAGIC, addr)
-            .map_err(refuse)?;
+            .map_err(|e| refuse(e.to_string()))?;
         let said = String::from_utf8_lossy(&w.body).into_owned();
         match w.flags {
-            _ if w.verdict().check(peer, addr).map_err(refuse)? => {}
+            _ if w
+                .verdict()
+                .check(peer, addr)
+                .map_err(|e| refuse(e.to_string()))? => {}
             wire::WRONG_VERSION => return Err(refuse(format!("{addr}: {said}"))),
             wire::TRANSPORT => {
                 return Err(refuse(format!(
@@ -408,7 +416,7 @@ impl<T: Transport> Inner<T> {
             .inspect_err(|_| core.fail_with("connection set-up failed".into(), false))?;
         self.install(peer, w.f[1], stream, Arc::clone(&core), ep)
             .map_err(|why| {
-                core.fail_with(why.clone(), false);
+                core.fail_with(why.to_string(), false);
                 refuse(format!("cannot install link: {why}"))
             })
     }
@@ -848,11 +856,10 @@ impl<T: Transport> RdmaLink<T> {
             .local_region(req.src.key())
             .filter(|o| std::ptr::eq(o.region.as_ptr(), req.src.as_ptr()))
             .ok_or_else(|| {
-                FabricError::Misaddressed(format!(
-                    "source {} is not registered with this {} fabric",
-                    req.src.id(),
-                    fabric.transport.name()
-                ))
+                FabricError::Misaddressed(Misaddress::Unregistered {
+                    region: req.src.id(),
+                    backend: fabric.transport.name(),
+                })
             })?;
         let mut tx = lock(&self.tx);
         if self.core.is_failed() {
@@ -945,10 +952,10 @@ impl<T: Transport> RdmaLink<T> {
 
     fn receive_loop(self: Arc<Self>, stream: TcpStream) {
         let mut reader = BufReader::new(stream);
-        let outcome: Result<(), String> = loop {
+        let outcome: Result<(), ReceiveFailure> = loop {
             let msg = match Msg::read_from(&mut reader) {
                 Ok(m) => m,
-                Err(e) => break Err(read_failure(&e)),
+                Err(e) => break Err(ReceiveFailure::of_read(e)),
             };
             let Some(fabric) = self.fabric.upgrade() else {
                 break Ok(());
@@ -1006,12 +1013,12 @@ impl<T: Transport> RdmaLink<T> {
                     lock(&self.revoked_acks).insert(msg.f[0]);
                     self.revoked_cond.notify_all();
                 }
-                kind::GOODBYE => break Err("peer shut down its fabric".to_string()),
-                other => break Err(format!("protocol violation: message kind {other}")),
+                kind::GOODBYE => break Err(ReceiveFailure::Goodbye),
+                other => break Err(ReceiveFailure::UnknownKind(other)),
             }
         };
         if let Err(reason) = outcome {
-            self.core.fail_with(reason, true);
+            self.core.fail_with(reason.to_string(), true);
         }
         self.queries.wake();
     }

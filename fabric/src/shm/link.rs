@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::mapping::{self, Entry, Inbox, Mapping, ENTRY_IMM, LIVE, REGION_HEADER};
 use super::wire::{kind, Msg, FOUND};
 use super::Inner;
-use crate::side_channel::link::{not_looked_up, read_failure, LinkState, Queries, RegionCache};
+use crate::side_channel::link::{not_looked_up, LinkState, Queries, ReceiveFailure, RegionCache};
 use crate::side_channel::{self, SideLink};
 use crate::sync::lock;
 use crate::{
@@ -283,10 +283,10 @@ impl ShmLink {
 
     fn receive_loop(self: Arc<Self>, stream: TcpStream, fabric: Weak<Inner>) {
         let mut reader = BufReader::new(stream);
-        let outcome: Result<(), String> = loop {
+        let outcome: Result<(), ReceiveFailure> = loop {
             let msg = match Msg::read_from(&mut reader) {
                 Ok(m) => m,
-                Err(e) => break Err(read_failure(&e)),
+                Err(e) => break Err(ReceiveFailure::of_read(e)),
             };
             let Some(fabric) = fabric.upgrade() else {
                 break Ok(());
@@ -318,12 +318,12 @@ impl ShmLink {
                     });
                     self.queries.answer(msg.word, found);
                 }
-                kind::GOODBYE => break Err("peer shut down its fabric".to_string()),
-                other => break Err(format!("protocol violation: message kind {other}")),
+                kind::GOODBYE => break Err(ReceiveFailure::Goodbye),
+                other => break Err(ReceiveFailure::UnknownKind(other)),
             }
         };
         if let Err(reason) = outcome {
-            self.fail_with(reason, true);
+            self.fail_with(reason.to_string(), true);
         }
     }
 

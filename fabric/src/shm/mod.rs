@@ -230,8 +230,12 @@ impl Inner {
         };
         match side_channel::check_hello(me, peer, to, version.into(), VERSION.into()) {
             Ok(()) => {}
-            Err(HelloRefusal::Version(why)) => return refuse(wire::WRONG_VERSION, why),
-            Err(HelloRefusal::Node(why)) => return refuse(wire::WRONG_NODE, why),
+            Err(why @ HelloRefusal::Version { .. }) => {
+                return refuse(wire::WRONG_VERSION, why.to_string())
+            }
+            Err(why @ HelloRefusal::Node { .. }) => {
+                return refuse(wire::WRONG_NODE, why.to_string())
+            }
         }
         let theirs = match self.open_inbox(&String::from_utf8_lossy(&hello.body)) {
             Ok(i) => i,
@@ -286,9 +290,12 @@ impl Inner {
             let timeout = self.config.handshake_timeout;
             let w = hello
                 .exchange(&mut stream, timeout, kind::WELCOME, MAGIC, addr)
-                .map_err(refuse)?;
+                .map_err(|e| refuse(e.to_string()))?;
             match w.flags {
-                _ if w.verdict().check(peer, addr).map_err(refuse)? => {}
+                _ if w
+                    .verdict()
+                    .check(peer, addr)
+                    .map_err(|e| refuse(e.to_string()))? => {}
                 wire::WRONG_VERSION => {
                     return Err(refuse(format!(
                         "{addr} speaks shm protocol version {}, this node speaks {VERSION}",

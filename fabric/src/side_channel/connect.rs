@@ -12,7 +12,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::sync::lock;
-use crate::{FabricError, NodeId};
+use crate::{FabricError, Misaddress, NodeId};
 
 /// Returns the link to `peer` under the "higher id dials" rule (see the module docs).
 #[allow(clippy::too_many_arguments)]
@@ -27,9 +27,7 @@ pub(crate) fn connect_by_rule<L>(
     dial: impl FnOnce(Instant) -> Result<Arc<L>, FabricError>,
 ) -> Result<Arc<L>, FabricError> {
     if peer == local_id {
-        return Err(FabricError::Misaddressed(
-            "a node cannot link to itself".into(),
-        ));
+        return Err(FabricError::Misaddressed(Misaddress::SelfLink));
     }
     let deadline = Instant::now() + timeout;
     let mut guard = lock(links);

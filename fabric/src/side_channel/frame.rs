@@ -17,11 +17,41 @@ use std::net::{SocketAddr, TcpStream};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use super::Welcome;
+use super::{HandshakeError, Welcome};
 use crate::NodeId;
 
 /// Longest header this module reads (seven fields).
 const MAX_LEN: usize = 64;
+
+/// Why bytes from a peer are not the hello, answer or frame header expected (the tcp wire
+/// format and every side-channel dialect share it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DecodeError {
+    /// A hello or answer does not start with the fabric's magic bytes.
+    #[error("not a derecho-rs fabric peer (first bytes {first:02x?})")]
+    BadMagic {
+        /// The first four bytes received.
+        first: [u8; 4],
+    },
+    /// The reserved bytes of a frame header are not zero.
+    #[error("reserved header bytes are {:#x} {:#x}", .bytes[0], .bytes[1])]
+    Reserved {
+        /// The reserved bytes.
+        bytes: [u8; 2],
+    },
+    /// A frame header of an unknown kind.
+    #[error("unknown frame kind {kind}")]
+    UnknownKind {
+        /// The kind received.
+        kind: u8,
+    },
+    /// A valid message, but not of the kind and magic expected here (a hello, say).
+    #[error("not a message of kind {kind} of this side channel")]
+    Unexpected {
+        /// The kind expected.
+        kind: u8,
+    },
+}
 
 /// A decoded header with `N` u64 fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,17 +223,17 @@ impl<const N: usize, const MAX: usize, const LAST: u8> Message<N, MAX, LAST> {
     }
 
     /// Reads one message that must be of `kind` with `magic` as its word (a hello, say):
-    /// `Ok(Err(reason))` for any other.
+    /// `Ok(Err(_))` for any other.
     pub(crate) fn read_expecting(
         r: &mut impl Read,
         kind: u8,
         magic: u32,
-    ) -> std::io::Result<Result<Self, String>> {
+    ) -> std::io::Result<Result<Self, DecodeError>> {
         let m = Self::read_from(r)?;
         Ok(if m.kind == kind && m.word == magic {
             Ok(m)
         } else {
-            Err(format!("not a message of kind {kind} of this side channel"))
+            Err(DecodeError::Unexpected { kind })
         })
     }
 
@@ -234,14 +264,14 @@ impl<const N: usize, const MAX: usize, const LAST: u8> Message<N, MAX, LAST> {
         welcome: u8,
         magic: u32,
         addr: SocketAddr,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, HandshakeError> {
         super::bound_handshake(stream, timeout)
             .and_then(|()| self.write_to(stream))
-            .map_err(|e| format!("sending hello to {addr}: {e}"))?;
+            .map_err(|source| HandshakeError::Send { addr, source })?;
         match Self::read_expecting(stream, welcome, magic) {
             Ok(Ok(w)) => Ok(w),
-            Ok(Err(_)) => Err(format!("{addr} does not speak this side channel")),
-            Err(e) => Err(format!("no welcome from {addr}: {e}")),
+            Ok(Err(_)) => Err(HandshakeError::Foreign { addr }),
+            Err(source) => Err(HandshakeError::NoWelcome { addr, source }),
         }
     }
 

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use super::connect::LookupBackoff;
 use super::Reporter;
 use crate::sync::{lock, wait_timeout};
-use crate::{CompletionSource, FabricError, NodeId, Region, RegionId, RemoteRegion, WriteRequest};
+use crate::{
+    CompletionSource, FabricError, Misaddress, NodeId, Region, RegionId, RemoteRegion, WriteRequest,
+};
 
 /// A link's peer and the peer's incarnation, whether and why the link failed, the side channel
 /// to close when it does, the peer's regions looked up so far, and how many of the link's writes
@@ -208,10 +210,11 @@ impl CompletionSource for LinkState {
 
 /// The error of a write to a region of the peer that was not looked up on this link.
 pub(crate) fn not_looked_up(req: &WriteRequest<'_>, peer: NodeId) -> FabricError {
-    FabricError::Misaddressed(format!(
-        "{} (key {:#x}) was not looked up on the link to node {peer}",
-        req.dst.id, req.dst.key
-    ))
+    FabricError::Misaddressed(Misaddress::NotLookedUp {
+        region: req.dst.id,
+        key: req.dst.key,
+        peer,
+    })
 }
 
 /// Region lookups sent to the peer and not answered yet, by query id; an answer is `A`.
@@ -314,11 +317,34 @@ impl RegionCache {
     }
 }
 
-/// Describes a failed read of a side-channel message, as the reason the link failed.
-pub(crate) fn read_failure(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => "side channel closed by peer".to_string(),
-        std::io::ErrorKind::InvalidData => format!("protocol violation: {e}"),
-        _ => format!("side channel receive failed: {e}"),
+/// Why a side-channel link's receiving thread failed the link (its text is the link's
+/// failure reason).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReceiveFailure {
+    /// The peer closed the side channel.
+    #[error("side channel closed by peer")]
+    Closed,
+    /// A malformed message arrived.
+    #[error("protocol violation: {0}")]
+    Malformed(#[source] std::io::Error),
+    /// Reading failed.
+    #[error("side channel receive failed: {0}")]
+    Io(#[source] std::io::Error),
+    /// The peer said goodbye: it shut its fabric down.
+    #[error("peer shut down its fabric")]
+    Goodbye,
+    /// A well-formed message of a kind the link does not handle.
+    #[error("protocol violation: message kind {0}")]
+    UnknownKind(u8),
+}
+
+impl ReceiveFailure {
+    /// Classifies a failed read of a side-channel message.
+    pub(crate) fn of_read(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => ReceiveFailure::Closed,
+            std::io::ErrorKind::InvalidData => ReceiveFailure::Malformed(e),
+            _ => ReceiveFailure::Io(e),
+        }
     }
 }

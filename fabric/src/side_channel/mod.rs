@@ -34,6 +34,7 @@ use crate::sync::lock;
 use crate::{
     Completion, CompletionSource, FabricError, Link, NodeId, RegionId, RemoteRegion, WriteRequest,
 };
+use frame::DecodeError;
 use link::LinkState;
 
 /// A backend's link, as the link table and the public [`Link`] handle see it.
@@ -442,12 +443,12 @@ fn peer_label(stream: &TcpStream) -> String {
 }
 
 /// Starts an incoming handshake: bounds the stream by `timeout` and reads the hello with `read`,
-/// which gives `Err(reason)` for a message that is not a valid hello. Logs and returns `None` if
-/// no hello came; else the hello and where it came from (for log lines).
+/// which gives `Ok(Err(why))` for a message that is not a valid hello. Logs and returns `None`
+/// if no hello came; else the hello and where it came from (for log lines).
 pub(crate) fn receive_hello<H>(
     stream: &mut TcpStream,
     timeout: Duration,
-    read: impl FnOnce(&mut TcpStream) -> std::io::Result<Result<H, String>>,
+    read: impl FnOnce(&mut TcpStream) -> std::io::Result<Result<H, DecodeError>>,
 ) -> Option<(H, String)> {
     let from = peer_label(stream);
     let _ = bound_handshake(stream, timeout);
@@ -494,12 +495,65 @@ pub(crate) fn link_stream(
 }
 
 /// Why an incoming hello is refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum HelloRefusal {
     /// It speaks another protocol version.
-    Version(String),
+    #[error("protocol version {version}, this node speaks {speaks}")]
+    Version {
+        /// The hello's version.
+        version: u64,
+        /// This node's version.
+        speaks: u64,
+    },
     /// It claims this node's id, or wants another node.
-    Node(String),
+    #[error("it claims node {claims} and wants node {wants}, this is node {me}")]
+    Node {
+        /// The node the hello says it comes from.
+        claims: NodeId,
+        /// The node the hello is for.
+        wants: NodeId,
+        /// This node.
+        me: NodeId,
+    },
+}
+
+/// Why this node's hello got no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandshakeError {
+    /// The hello could not be sent.
+    #[error("sending hello to {addr}: {source}")]
+    Send {
+        /// Where it was sent.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The answer is not a welcome of this side channel.
+    #[error("{addr} does not speak this side channel")]
+    Foreign {
+        /// Who answered.
+        addr: SocketAddr,
+    },
+    /// No answer could be read.
+    #[error("no welcome from {addr}: {source}")]
+    NoWelcome {
+        /// Where the hello went.
+        addr: SocketAddr,
+        /// The OS error (or the malformed answer).
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another node answered.
+    #[error("{addr} is node {node}, not node {peer}")]
+    WrongNode {
+        /// Where the hello went.
+        addr: SocketAddr,
+        /// The node that answered.
+        node: u64,
+        /// The node wanted.
+        peer: NodeId,
+    },
 }
 
 /// Checks an incoming hello: protocol `version` (this node speaks `speaks`), and that node
@@ -512,14 +566,10 @@ pub(crate) fn check_hello(
     speaks: u64,
 ) -> Result<(), HelloRefusal> {
     if version != speaks {
-        return Err(HelloRefusal::Version(format!(
-            "protocol version {version}, this node speaks {speaks}"
-        )));
+        return Err(HelloRefusal::Version { version, speaks });
     }
     if wants != me || claims == me {
-        return Err(HelloRefusal::Node(format!(
-            "it claims node {claims} and wants node {wants}, this is node {me}"
-        )));
+        return Err(HelloRefusal::Node { claims, wants, me });
     }
     Ok(())
 }
@@ -539,11 +589,11 @@ impl Welcome {
     /// Whether the answer lets the link to `peer` at `addr` go ahead: `Ok(true)` if accepted
     /// by that node, `Ok(false)` for a refusal the caller explains, `Err` naming the node that
     /// answered instead.
-    pub(crate) fn check(self, peer: NodeId, addr: SocketAddr) -> Result<bool, String> {
+    pub(crate) fn check(self, peer: NodeId, addr: SocketAddr) -> Result<bool, HandshakeError> {
         match self {
             Welcome::Accepted { node } if node == u64::from(peer) => Ok(true),
             Welcome::Accepted { node } | Welcome::WrongNode { node } => {
-                Err(format!("{addr} is node {node}, not node {peer}"))
+                Err(HandshakeError::WrongNode { addr, node, peer })
             }
             Welcome::Other => Ok(false),
         }
@@ -600,24 +650,27 @@ mod tests {
         assert_eq!(check_hello(1, 2, 1, 3, 3), Ok(()));
         assert!(matches!(
             check_hello(1, 2, 1, 4, 3),
-            Err(HelloRefusal::Version(_))
+            Err(HelloRefusal::Version { .. })
         ));
         assert!(matches!(
             check_hello(1, 2, 5, 3, 3),
-            Err(HelloRefusal::Node(_))
+            Err(HelloRefusal::Node { .. })
         ));
         assert!(matches!(
             check_hello(1, 1, 1, 3, 3),
-            Err(HelloRefusal::Node(_))
+            Err(HelloRefusal::Node { .. })
         ));
     }
 
     #[test]
     fn a_welcome_must_come_from_the_dialled_node() {
         let addr: SocketAddr = ([127, 0, 0, 1], 9).into();
-        assert_eq!(Welcome::Accepted { node: 4 }.check(4, addr), Ok(true));
+        assert!(matches!(
+            Welcome::Accepted { node: 4 }.check(4, addr),
+            Ok(true)
+        ));
         assert!(Welcome::Accepted { node: 5 }.check(4, addr).is_err());
         assert!(Welcome::WrongNode { node: 5 }.check(4, addr).is_err());
-        assert_eq!(Welcome::Other.check(4, addr), Ok(false));
+        assert!(matches!(Welcome::Other.check(4, addr), Ok(false)));
     }
 }

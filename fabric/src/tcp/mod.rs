@@ -131,11 +131,11 @@ impl Inner {
             incarnation: self.hub.incarnation(),
         };
         if let Err(refusal) = checked {
-            let (status, why) = match refusal {
-                HelloRefusal::Version(why) => (Status::VersionMismatch, why),
-                HelloRefusal::Node(why) => (Status::WrongNode, why),
+            let status = match refusal {
+                HelloRefusal::Version { .. } => Status::VersionMismatch,
+                HelloRefusal::Node { .. } => Status::WrongNode,
             };
-            tracing::warn!(%from, peer = hello.from, "refused fabric connection: {why}");
+            tracing::warn!(%from, peer = hello.from, "refused fabric connection: {refusal}");
             let _ = stream.write_all(&answer(status).encode());
             return;
         }
@@ -181,7 +181,10 @@ impl Inner {
             Status::WrongNode => Welcome::WrongNode { node },
             _ => Welcome::Other,
         };
-        if !welcome.check(peer, addr).map_err(refuse)? {
+        if !welcome
+            .check(peer, addr)
+            .map_err(|e| refuse(e.to_string()))?
+        {
             return Err(refuse(match answer.status {
                 Status::VersionMismatch => format!(
                     "{addr} speaks wire version {}, this node speaks {VERSION}",

@@ -17,7 +17,7 @@
 //! Only WRITE frames are followed by payload bytes. Writes are counted on both sides in order,
 //! so an ACK carrying count `n` says "your first `n` writes are applied".
 
-use crate::side_channel::frame;
+use crate::side_channel::frame::{self, DecodeError};
 
 /// First bytes of every hello and answer.
 pub(crate) const MAGIC: [u8; 4] = *b"DRFB";
@@ -64,7 +64,7 @@ impl Header {
         out
     }
 
-    pub(crate) fn decode(buf: &[u8; HEADER_LEN]) -> Result<Self, String> {
+    pub(crate) fn decode(buf: &[u8; HEADER_LEN]) -> Result<Self, DecodeError> {
         let f = frame::Header::<3>::read(buf);
         let h = Header {
             kind: f.kind,
@@ -75,13 +75,12 @@ impl Header {
             c: f.f[2],
         };
         if f.len != 0 {
-            return Err(format!(
-                "reserved header bytes are {:#x} {:#x}",
-                buf[2], buf[3]
-            ));
+            return Err(DecodeError::Reserved {
+                bytes: [buf[2], buf[3]],
+            });
         }
         if !(kind::WRITE..=kind::GOODBYE).contains(&h.kind) {
-            return Err(format!("unknown frame kind {}", h.kind));
+            return Err(DecodeError::UnknownKind { kind: h.kind });
         }
         Ok(h)
     }
@@ -151,7 +150,7 @@ impl Hello {
         out
     }
 
-    pub(crate) fn decode(buf: &[u8; HEADER_LEN]) -> Result<Self, String> {
+    pub(crate) fn decode(buf: &[u8; HEADER_LEN]) -> Result<Self, DecodeError> {
         check_magic(buf)?;
         Ok(Hello {
             version: u16::from_le_bytes([buf[4], buf[5]]),
@@ -173,7 +172,7 @@ impl Answer {
         out
     }
 
-    pub(crate) fn decode(buf: &[u8; HEADER_LEN]) -> Result<Self, String> {
+    pub(crate) fn decode(buf: &[u8; HEADER_LEN]) -> Result<Self, DecodeError> {
         check_magic(buf)?;
         Ok(Answer {
             version: u16::from_le_bytes([buf[4], buf[5]]),
@@ -184,12 +183,11 @@ impl Answer {
     }
 }
 
-fn check_magic(buf: &[u8; HEADER_LEN]) -> Result<(), String> {
+fn check_magic(buf: &[u8; HEADER_LEN]) -> Result<(), DecodeError> {
     if buf[0..4] != MAGIC {
-        return Err(format!(
-            "not a derecho-rs fabric peer (first bytes {:02x?})",
-            &buf[0..4]
-        ));
+        return Err(DecodeError::BadMagic {
+            first: [buf[0], buf[1], buf[2], buf[3]],
+        });
     }
     Ok(())
 }
