@@ -222,6 +222,50 @@ fn corruption_in_an_earlier_segment_is_an_error() {
 }
 
 #[test]
+fn without_verify_sealed_a_damaged_payload_is_found_when_read_and_a_damaged_header_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        let s: Arc<dyn Storage> = Arc::new(FileStorage::open(dir.path()).unwrap());
+        let options = LogOptions {
+            verify_sealed: false,
+            ..small_segments(200)
+        };
+        Log::open(s, "w", options)
+    };
+    let log = open().unwrap();
+    fill(&log, 30);
+    log.persist().unwrap();
+    let before: Vec<_> = log.iter_from(INVALID).map(|e| e.unwrap()).collect();
+    drop(log);
+    // The walk indexes exactly what a full scan does.
+    let log = open().unwrap();
+    let walked: Vec<_> = log.iter_from(INVALID).map(|e| e.unwrap()).collect();
+    assert_eq!(walked, before);
+    drop(log);
+    let first = dir.path().join("w.0000000000.seg");
+    let clean = std::fs::read(&first).unwrap();
+    // A payload byte of the first entry: the open does not read it, the read finds it.
+    let mut bytes = clean.clone();
+    bytes[40] ^= 0x01;
+    std::fs::write(&first, &bytes).unwrap();
+    let log = open().unwrap();
+    let first_version = before[0].version;
+    assert!(log.get(first_version).unwrap_err().is_corrupt());
+    assert_eq!(
+        log.get(before[1].version).unwrap().as_ref(),
+        Some(&before[1])
+    );
+    drop(log);
+    // A reserved header byte: the open fails, and cuts nothing.
+    let mut bytes = clean;
+    bytes[34] = 9;
+    std::fs::write(&first, &bytes).unwrap();
+    let err = open().unwrap_err();
+    assert!(err.is_corrupt(), "{err}");
+    assert_eq!(std::fs::read(&first).unwrap(), bytes);
+}
+
+#[test]
 fn reading_an_entry_damaged_after_open_is_an_error() {
     let s = Arc::new(SimStorage::new());
     let log = Log::open(s.clone(), "d", LogOptions::default()).unwrap();

@@ -10,6 +10,7 @@ use derecho_persist::{pack, unpack, Entry, Hlc, Log, LogOptions, SimStorage, INV
 fn options(rng: &mut Rng) -> LogOptions {
     LogOptions {
         segment_bytes: 200 + rng.below(3_000),
+        verify_sealed: rng.below(2) == 0,
         ..LogOptions::default()
     }
 }

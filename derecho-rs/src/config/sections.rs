@@ -135,6 +135,11 @@ pub struct PersSection {
     /// `checkpoint_interval` (ours): updates between two checkpoints of a persistent replica
     /// (a restart replays at most this many). Default 10000.
     pub checkpoint_interval: u64,
+    /// `checkpoint_bytes` (ours): update bytes logged since the last checkpoint of a
+    /// persistent replica that also make one due, or the size of that checkpoint if it is
+    /// larger (so a checkpoint never costs more to write than the updates it saves replaying).
+    /// A restart replays at most about this much. Default 67108864 (64 MiB).
+    pub checkpoint_bytes: u64,
 }
 
 impl PersSection {
@@ -160,6 +165,7 @@ impl Default for PersSection {
             durability: Durability::WriteBehind,
             write_ahead_types: Vec::new(),
             checkpoint_interval: 10_000,
+            checkpoint_bytes: 64 << 20,
         }
     }
 }
@@ -176,6 +182,7 @@ impl Section for PersSection {
         "durability",
         "write_ahead_types",
         "checkpoint_interval",
+        "checkpoint_bytes",
     ];
 
     fn set(&mut self, name: &str, v: &str) -> Result<(), Problem> {
@@ -192,6 +199,9 @@ impl Section for PersSection {
             }
             "checkpoint_interval" => {
                 self.checkpoint_interval = nonzero_u64(v, "checkpoint_interval")?;
+            }
+            "checkpoint_bytes" => {
+                self.checkpoint_bytes = nonzero_u64(v, "checkpoint_bytes")?;
             }
             other => return Err(unknown(other)),
         }
@@ -215,6 +225,7 @@ impl Section for PersSection {
             ("durability", self.durability.to_string()),
             ("write_ahead_types", join_list(&self.write_ahead_types)),
             ("checkpoint_interval", self.checkpoint_interval.to_string()),
+            ("checkpoint_bytes", self.checkpoint_bytes.to_string()),
         ]
     }
 }

@@ -40,6 +40,7 @@ pub(super) const VIEW_OBJECT: &str = "view";
 #[derive(Clone, Debug)]
 pub(super) struct Policy {
     checkpoint_interval: u64,
+    checkpoint_bytes: u64,
     max_entries: u64,
     max_bytes: u64,
 }
@@ -48,6 +49,7 @@ impl Policy {
     pub(super) fn of(p: &PersSection) -> Self {
         Self {
             checkpoint_interval: p.checkpoint_interval.max(1),
+            checkpoint_bytes: p.checkpoint_bytes.max(1),
             max_entries: p.max_log_entry.max(1),
             max_bytes: p.max_data_size.max(1),
         }
@@ -60,6 +62,10 @@ pub(super) struct ReplicaLog {
     checkpoints: Log,
     /// Updates appended since the newest checkpoint.
     since_checkpoint: AtomicU64,
+    /// Their bytes.
+    bytes_since_checkpoint: AtomicU64,
+    /// The size of the newest checkpoint.
+    checkpoint_len: AtomicU64,
     /// Updates recorded since the last checkpoint attempt, and how many must pass before the
     /// next one: 0 normally, `checkpoint_interval` after a failed attempt, so that a full disk
     /// does not cost a save of the whole object at every update.
@@ -115,15 +121,26 @@ impl ReplicaLog {
         durability: Durability,
     ) -> Result<Self, derecho_persist::Error> {
         let (u, c) = names(type_name, index, shard);
-        let updates = Log::open(Arc::clone(storage), &u, LogOptions::default())?;
-        let checkpoints = Log::open(Arc::clone(storage), &c, LogOptions::default())?;
-        let since = updates
-            .infos(checkpoints.latest_version(), Version::MAX)
-            .len();
+        // A restart reads only the newest checkpoint and the updates after it, and every read
+        // verifies its entry: the older payloads need not be read to open the logs.
+        let options = LogOptions {
+            verify_sealed: false,
+            ..LogOptions::default()
+        };
+        let updates = Log::open(Arc::clone(storage), &u, options.clone())?;
+        let checkpoints = Log::open(Arc::clone(storage), &c, options)?;
+        let since = updates.infos(checkpoints.latest_version(), Version::MAX);
+        let since_bytes: u64 = since.iter().map(|e| u64::from(e.len)).sum();
+        let checkpoint_len = checkpoints
+            .infos(INVALID, Version::MAX)
+            .last()
+            .map_or(0, |e| u64::from(e.len));
         Ok(Self {
             updates,
             checkpoints,
-            since_checkpoint: AtomicU64::new(since as u64),
+            since_checkpoint: AtomicU64::new(since.len() as u64),
+            bytes_since_checkpoint: AtomicU64::new(since_bytes),
+            checkpoint_len: AtomicU64::new(checkpoint_len),
             since_attempt: AtomicU64::new(0),
             attempt_gap: AtomicU64::new(0),
             broken: std::sync::atomic::AtomicBool::new(false),
@@ -214,6 +231,8 @@ impl ReplicaLog {
             return Ok(());
         }
         self.since_checkpoint.fetch_add(1, Ordering::Relaxed);
+        self.bytes_since_checkpoint
+            .fetch_add(update.len() as u64, Ordering::Relaxed);
         let mut p = lock(&self.pending);
         if update.len() >= LARGE_UPDATE {
             // Large updates gain nothing from batching: write them straight from the
@@ -233,11 +252,16 @@ impl ReplicaLog {
         Ok(())
     }
 
-    /// Whether a checkpoint is due (interval reached, the update log over its bounds, or the
+    /// Whether a checkpoint is due (interval or bytes reached, the update log over its bounds, or the
     /// log missing an update), and no failed attempt asks to wait longer.
     pub(super) fn checkpoint_due(&self) -> bool {
         let wanted = self.broken.load(Ordering::Relaxed)
             || self.since_checkpoint.load(Ordering::Relaxed) >= self.policy.checkpoint_interval
+            || self.bytes_since_checkpoint.load(Ordering::Relaxed)
+                >= self
+                    .policy
+                    .checkpoint_bytes
+                    .max(self.checkpoint_len.load(Ordering::Relaxed))
             || self.updates.len() as u64 > self.policy.max_entries
             || self.updates.bytes_used() > self.policy.max_bytes;
         wanted
@@ -280,6 +304,9 @@ impl ReplicaLog {
         self.checkpoints.persist()?;
         self.updates.persist()?;
         self.since_checkpoint.store(0, Ordering::Relaxed);
+        self.bytes_since_checkpoint.store(0, Ordering::Relaxed);
+        self.checkpoint_len
+            .store(state.len() as u64, Ordering::Relaxed);
         // The checkpoint holds every update up to `version`, the missing ones included.
         self.broken.store(false, Ordering::Relaxed);
         if previous != INVALID {
@@ -304,6 +331,9 @@ impl ReplicaLog {
         self.updates.truncate(INVALID)?;
         self.checkpoints.truncate(INVALID)?;
         self.since_checkpoint.store(0, Ordering::Relaxed);
+        self.bytes_since_checkpoint.store(0, Ordering::Relaxed);
+        self.checkpoint_len
+            .store(state.len() as u64, Ordering::Relaxed);
         self.broken.store(false, Ordering::Relaxed);
         if version == INVALID {
             // The shard has no history yet: the state received is the initial one.
@@ -435,6 +465,7 @@ pub(super) fn restart_info(
             };
             let policy = Policy {
                 checkpoint_interval: u64::MAX,
+                checkpoint_bytes: u64::MAX,
                 max_entries: u64::MAX,
                 max_bytes: u64::MAX,
             };

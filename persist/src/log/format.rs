@@ -128,28 +128,34 @@ fn le_u64(b: &[u8]) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Decodes and verifies the entry at the start of `bytes`.
-pub(crate) fn decode(bytes: &[u8]) -> Result<EntryHeader, &'static str> {
+/// Decodes the header at the start of `bytes`, checking what the header alone can show; the
+/// payload is neither needed nor verified.
+pub(crate) fn decode_header(bytes: &[u8]) -> Result<EntryHeader, &'static str> {
     if bytes.len() < HEADER_LEN {
         return Err("incomplete header");
     }
-    let payload_len = le_u32(bytes);
-    let total = HEADER_LEN + payload_len as usize;
-    if bytes.len() < total {
-        return Err("incomplete payload");
-    }
     if bytes[33..36] != [0, 0, 0] {
         return Err("reserved header bytes are not zero");
-    }
-    if crc32fast::hash(&bytes[8..total]) != le_u32(&bytes[4..]) {
-        return Err("checksum mismatch");
     }
     Ok(EntryHeader {
         version: le_u64(&bytes[8..]) as i64,
         hlc: Hlc::new(le_u64(&bytes[16..]), le_u64(&bytes[24..])),
         kind: bytes[32],
-        payload_len,
+        payload_len: le_u32(bytes),
     })
+}
+
+/// Decodes and verifies the entry at the start of `bytes`.
+pub(crate) fn decode(bytes: &[u8]) -> Result<EntryHeader, &'static str> {
+    let header = decode_header(bytes)?;
+    let total = HEADER_LEN + header.payload_len as usize;
+    if bytes.len() < total {
+        return Err("incomplete payload");
+    }
+    if crc32fast::hash(&bytes[8..total]) != le_u32(&bytes[4..]) {
+        return Err("checksum mismatch");
+    }
+    Ok(header)
 }
 
 /// One entry found by [`scan`].

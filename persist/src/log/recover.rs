@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use super::format::{self, Meta};
+use super::format::{self, BadTail, Meta};
 use super::{lock, validate_log_name, EntryInfo, IndexEntry, Inner, Log, LogOptions, State};
 use crate::error::{Error, Result, StorageError};
 use crate::object;
@@ -42,9 +42,13 @@ impl Log {
         for (i, &number) in numbers.iter().enumerate() {
             let is_last = i + 1 == numbers.len();
             let seg = format::segment_name(name, number);
-            let bytes = storage.read_all(&seg)?;
-            let (entries, bad) = format::scan(&bytes);
-            let mut seg_len = bytes.len() as u64;
+            let (entries, bad, mut seg_len) = if is_last || options.verify_sealed {
+                let bytes = storage.read_all(&seg)?;
+                let (entries, bad) = format::scan(&bytes);
+                (entries, bad, bytes.len() as u64)
+            } else {
+                walk(storage.as_ref(), &seg)?
+            };
             if let Some(bad) = bad {
                 if !is_last {
                     return Err(Error::Corrupt {
@@ -133,6 +137,72 @@ impl Log {
         }
         Ok(log)
     }
+}
+
+/// Bytes read at a time by [`walk`]: a few small entries, or one large entry's header.
+const WALK_CHUNK: usize = 64 << 10;
+
+/// The entries of a sealed segment from their headers alone, the payloads skipped; with the
+/// first record whose header is bad (or whose payload runs past the end), and the segment's
+/// length.
+fn walk(storage: &dyn Storage, seg: &str) -> Result<(Vec<format::Scanned>, Option<BadTail>, u64)> {
+    let len = storage.len(seg)?;
+    let mut entries = Vec::new();
+    let (mut chunk, mut chunk_at) = (Vec::new(), 0u64);
+    let mut pos = 0u64;
+    while pos < len {
+        let in_chunk =
+            pos >= chunk_at && pos + format::HEADER_LEN as u64 <= chunk_at + chunk.len() as u64;
+        if !in_chunk {
+            // The segment's length bounds the read: `len - pos` fits in usize below WALK_CHUNK.
+            let want = usize::try_from(len - pos)
+                .unwrap_or(WALK_CHUNK)
+                .min(WALK_CHUNK);
+            chunk = storage.read(seg, pos, want)?;
+            chunk_at = pos;
+        }
+        let at = usize::try_from(pos - chunk_at).unwrap_or(usize::MAX);
+        let header = chunk
+            .get(at..)
+            .ok_or("incomplete header")
+            .and_then(format::decode_header);
+        let next = header.map(|h| {
+            (
+                h,
+                pos + format::HEADER_LEN as u64 + u64::from(h.payload_len),
+            )
+        });
+        match next {
+            Ok((header, end)) if end <= len => {
+                entries.push(format::Scanned {
+                    header,
+                    offset: pos,
+                });
+                pos = end;
+            }
+            Ok(_) => {
+                return Ok((
+                    entries,
+                    Some(BadTail {
+                        offset: pos,
+                        reason: "incomplete payload",
+                    }),
+                    len,
+                ))
+            }
+            Err(reason) => {
+                return Ok((
+                    entries,
+                    Some(BadTail {
+                        offset: pos,
+                        reason,
+                    }),
+                    len,
+                ))
+            }
+        }
+    }
+    Ok((entries, None, len))
 }
 
 pub(super) fn load_meta(storage: &dyn Storage, name: &str) -> Result<Meta> {
