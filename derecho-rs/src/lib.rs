@@ -91,7 +91,7 @@ pub use layout::{LayoutError, LayoutPolicy, SubgroupPolicy, TypePolicy};
 pub use node::{GroupError, GroupNode};
 pub use rpc::{
     CallError, Group, GroupBuilder, LookupError, PersistenceError, Replicated, ReplyError,
-    ReplyMap, RpcError, SendError, StartError, Subgroup, WaitError,
+    ReplyMap, RpcError, SendError, StartError, Subgroup, TooLarge, WaitError,
 };
 
 /// Identifies a process in a group (the configuration's `local_id`).

@@ -600,10 +600,7 @@ impl Router {
                         tracing::warn!(member = m, error = %e, "categorizer unavailable; trying another");
                         last = e.to_string();
                     }
-                    Err(
-                        e @ (CallError::TooLarge { .. }
-                        | CallError::Send(SendError::TooLarge { .. })),
-                    ) => {
+                    Err(e @ (CallError::TooLarge(_) | CallError::Send(SendError::TooLarge(_)))) => {
                         return Err(CategorizerError::Model(format!(
                             "the request is too large for this group: {e}; raise that limit in \
                              every node's derecho.cfg and restart the group"

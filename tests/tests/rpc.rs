@@ -11,7 +11,7 @@ use derecho::config::Config;
 use derecho::layout::{LayoutPolicy, SubgroupPolicy, TypePolicy};
 use derecho::rpc::external::ExternalClient;
 use derecho::rpc::p2p::Limits;
-use derecho::rpc::{CallError, Group, GroupBuilder, LookupError, ReplyError, SendError};
+use derecho::rpc::{CallError, Group, GroupBuilder, LookupError, ReplyError, SendError, TooLarge};
 use derecho_tests::kv::{Kv, KvQuery, KvReply, KvUpdate};
 use derecho_tests::ports::listen_port;
 
@@ -177,10 +177,10 @@ fn ordered_updates_queries_state_transfer_and_bad_input() {
     assert!(
         matches!(
             big,
-            Err(SendError::TooLarge {
+            Err(SendError::TooLarge(TooLarge {
                 limit: "max_payload_size",
                 ..
-            })
+            }))
         ),
         "{big:?}"
     );
@@ -188,10 +188,10 @@ fn ordered_updates_queries_state_transfer_and_bad_input() {
     assert!(
         matches!(
             bigq,
-            Err(CallError::TooLarge {
+            Err(CallError::TooLarge(TooLarge {
                 limit: "max_p2p_request_payload_size",
                 ..
-            })
+            }))
         ),
         "{bigq:?}"
     );

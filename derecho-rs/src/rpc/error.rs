@@ -22,6 +22,33 @@ use super::*;
 /// Shared, cloneable serialization error.
 type Bincode = Arc<bincode::Error>;
 
+/// A payload over its configured bound (checked before anything is sent).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{what} of {len} bytes exceeds {limit} = {max} bytes")]
+#[non_exhaustive]
+pub struct TooLarge {
+    /// What was too large.
+    pub what: &'static str,
+    /// Its size.
+    pub len: usize,
+    /// The configuration key that bounds it.
+    pub limit: &'static str,
+    /// The bound.
+    pub max: usize,
+}
+
+impl TooLarge {
+    /// `what` of `len` bytes over the bound `max` set by the key `limit`.
+    pub(crate) fn new(what: &'static str, len: usize, limit: &'static str, max: usize) -> Self {
+        TooLarge {
+            what,
+            len,
+            limit,
+            max,
+        }
+    }
+}
+
 /// Errors of [`GroupBuilder::start`]: the group could not be joined or formed.
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -125,17 +152,8 @@ pub enum SendError {
     #[error("cannot serialize the update: {0}")]
     Encode(#[source] Bincode),
     /// The update exceeds its shard's `max_payload_size`.
-    #[error("{what} of {len} bytes exceeds {limit} = {max} bytes")]
-    TooLarge {
-        /// What was too large.
-        what: &'static str,
-        /// Its size.
-        len: usize,
-        /// The configuration key that bounds it.
-        limit: &'static str,
-        /// The bound.
-        max: usize,
-    },
+    #[error(transparent)]
+    TooLarge(TooLarge),
     /// This node is not a member of the subgroup in the current view (non-members update a
     /// subgroup through [`Subgroup::ordered_send_via`]).
     #[error("node {node} is not a member of subgroup {subgroup} in the current view")]
@@ -245,18 +263,9 @@ pub enum CallError {
     /// The request could not be serialized.
     #[error("cannot serialize the request: {0}")]
     Encode(#[source] Bincode),
-    /// The request (or a relayed update) exceeds its configured bound; nothing was sent.
-    #[error("{what} of {len} bytes exceeds {limit} = {max} bytes")]
-    TooLarge {
-        /// What was too large.
-        what: &'static str,
-        /// Its size.
-        len: usize,
-        /// The configuration key that bounds it.
-        limit: &'static str,
-        /// The bound.
-        max: usize,
-    },
+    /// The request exceeds its configured bound; nothing was sent.
+    #[error(transparent)]
+    TooLarge(TooLarge),
     /// The node is not in the current view.
     #[error("node {node} is not in the current view")]
     NotInView {
@@ -509,12 +518,7 @@ mod tests {
         assert!(ReplyError::Removed { node: 3 }.is_transient());
         assert!(SendError::from(GroupError::Timeout(Duration::from_secs(1))).is_transient());
         assert!(!SendError::from(GroupError::Stopped("removed".into())).is_transient());
-        let too_large = SendError::TooLarge {
-            what: "update",
-            len: 2,
-            limit: "max_payload_size",
-            max: 1,
-        };
+        let too_large = SendError::TooLarge(TooLarge::new("update", 2, "max_payload_size", 1));
         assert!(!too_large.is_transient());
         // Relayed sends keep their cause and its verdict.
         assert!(!CallError::from(too_large.clone()).is_transient());

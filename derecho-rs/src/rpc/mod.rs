@@ -98,7 +98,7 @@ mod subgroup;
 pub use builder::GroupBuilder;
 pub use error::{
     CallError, LookupError, PersistenceError, ReplyError, RpcError, SendError, StartError,
-    WaitError,
+    TooLarge, WaitError,
 };
 pub use group::Group;
 pub use info::{GroupInfo, TypeInfo};

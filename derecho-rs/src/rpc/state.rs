@@ -389,12 +389,12 @@ impl Inner {
         };
         let len = wire::ORDERED_HEADER + body.len();
         if len > max_payload {
-            return Err(SendError::TooLarge {
-                what: "an ordered update",
+            return Err(SendError::TooLarge(TooLarge::new(
+                "an ordered update",
                 len,
-                limit: "max_payload_size",
-                max: max_payload,
-            });
+                "max_payload_size",
+                max_payload,
+            )));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         {

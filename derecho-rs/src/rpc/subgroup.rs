@@ -213,12 +213,12 @@ pub(super) fn call(
 ) -> Result<Vec<u8>, CallError> {
     let max = peers.limits().request;
     if body.len() > max {
-        return Err(CallError::TooLarge {
-            what: "a P2P request",
-            len: body.len(),
-            limit: "max_p2p_request_payload_size",
+        return Err(CallError::TooLarge(TooLarge::new(
+            "a P2P request",
+            body.len(),
+            "max_p2p_request_payload_size",
             max,
-        });
+        )));
     }
     let conn = peers.get(node, addr)?;
     // Flat subgroup ids index the view's subgroups, which `target` checked.
