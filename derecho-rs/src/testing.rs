@@ -11,6 +11,7 @@
 //! decisions and the view-change hook of the multicast layer, for simulators and protocol
 //! tests that drive them directly. Applications do not need it.
 
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 
 use crate::config::Config;
@@ -76,10 +77,28 @@ pub enum CheckError {
         /// Its position in the input.
         index: usize,
     },
-    /// A replica loaded from another's state answered a query differently, or the state could
-    /// not be saved or loaded.
-    #[error("state transfer: {0}")]
-    StateTransfer(String),
+    /// Saving the state of a replica failed.
+    #[error("state transfer: saving: {message}")]
+    SaveFailed {
+        /// The kind of the I/O error.
+        kind: io::ErrorKind,
+        /// The I/O error's message.
+        message: String,
+    },
+    /// Loading a fresh replica from the saved state failed.
+    #[error("state transfer: loading: {message}")]
+    LoadFailed {
+        /// The kind of the I/O error.
+        kind: io::ErrorKind,
+        /// The I/O error's message.
+        message: String,
+    },
+    /// A replica loaded from another's state answered a query differently.
+    #[error("state transfer: the loaded replica answers query #{index} differently")]
+    LoadedReplicaDiffers {
+        /// The query's position in the input.
+        index: usize,
+    },
 }
 
 /// Encodes `value` and decodes it again, returning the encoding (what travels).
@@ -126,11 +145,16 @@ pub fn check_replicated<T: Replicated>(
         }
     }
     let mut saved = Vec::new();
-    a.save(&mut saved)
-        .map_err(|e| CheckError::StateTransfer(format!("saving: {e}")))?;
+    a.save(&mut saved).map_err(|e| CheckError::SaveFailed {
+        kind: e.kind(),
+        message: e.to_string(),
+    })?;
     let mut c = fresh();
     c.load(&mut saved.as_slice())
-        .map_err(|e| CheckError::StateTransfer(format!("loading: {e}")))?;
+        .map_err(|e| CheckError::LoadFailed {
+            kind: e.kind(),
+            message: e.to_string(),
+        })?;
     for (i, q) in queries.iter().enumerate() {
         let bytes = round_trip(q, "query", i)?;
         let answer = |r: &T| -> Result<Vec<u8>, CheckError> {
@@ -144,9 +168,7 @@ pub fn check_replicated<T: Replicated>(
             });
         }
         if ra != answer(&c)? {
-            return Err(CheckError::StateTransfer(format!(
-                "the loaded replica answers query #{i} differently"
-            )));
+            return Err(CheckError::LoadedReplicaDiffers { index: i });
         }
     }
     Ok(())
@@ -256,9 +278,44 @@ mod tests {
 
     #[test]
     fn a_type_that_loses_state_in_transfer_fails() {
-        assert!(matches!(
+        assert_eq!(
             check_replicated(counter(false, true), &[5], &[()]),
-            Err(CheckError::StateTransfer(_))
-        ));
+            Err(CheckError::LoadedReplicaDiffers { index: 0 })
+        );
+    }
+
+    /// A counter that saves its state but cannot read it back.
+    struct Unloadable(Counter);
+
+    impl Replicated for Unloadable {
+        type Update = i64;
+        type Query = ();
+        type Reply = i64;
+        fn apply(&mut self, add: i64) -> i64 {
+            self.0.apply(add)
+        }
+        fn query(&self, (): ()) -> i64 {
+            self.0.query(())
+        }
+        fn save(&self, out: &mut dyn Write) -> std::io::Result<()> {
+            self.0.save(out)
+        }
+        fn load(&mut self, _: &mut dyn Read) -> std::io::Result<()> {
+            Err(io::Error::new(io::ErrorKind::InvalidData, "unreadable"))
+        }
+    }
+
+    #[test]
+    fn a_type_whose_state_does_not_load_fails() {
+        let fresh = || Unloadable(counter(false, false)());
+        let err = check_replicated(fresh, &[5], &[()]).unwrap_err();
+        assert_eq!(
+            err,
+            CheckError::LoadFailed {
+                kind: io::ErrorKind::InvalidData,
+                message: "unreadable".into()
+            }
+        );
+        assert_eq!(err.to_string(), "state transfer: loading: unreadable");
     }
 }

@@ -7,6 +7,7 @@ use crate::NodeId;
 
 /// What can go wrong when using a fabric.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FabricError {
     /// A byte range does not fit inside a region.
     #[error("range of {len} bytes at offset {offset} is outside {region} ({region_len} bytes)")]
@@ -20,9 +21,17 @@ pub enum FabricError {
         /// Length of the region.
         region_len: usize,
     },
-    /// A region could not be created (size limit, allocation failure, mapping failure).
+    /// A region could not be created (allocation failure, mapping failure).
     #[error("cannot register region: {0}")]
     InvalidRegion(String),
+    /// A region larger than [`MAX_REGION_LEN`](crate::region::MAX_REGION_LEN) was asked for.
+    #[error("cannot register region: {len} bytes exceeds the {limit}-byte limit")]
+    RegionTooLarge {
+        /// The length asked for.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A region with this id is already registered on this node.
     #[error("{0} is already registered on this node")]
     DuplicateRegion(RegionId),

@@ -493,9 +493,10 @@ impl Drop for Region {
 
 fn checked_len(len: usize) -> Result<usize, FabricError> {
     if len > MAX_REGION_LEN {
-        return Err(FabricError::InvalidRegion(format!(
-            "{len} bytes exceeds the {MAX_REGION_LEN}-byte limit"
-        )));
+        return Err(FabricError::RegionTooLarge {
+            len,
+            limit: MAX_REGION_LEN,
+        });
     }
     Ok(len.div_ceil(8) * 8)
 }
@@ -596,6 +597,16 @@ unsafe fn atomic_copy_aligned(src: *const u8, dst: *mut u8, len: usize) {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn regions_above_the_limit_are_refused() {
+        let spec = RegionSpec::new(RegionId(1), MAX_REGION_LEN + 1);
+        assert!(matches!(
+            Region::allocate(0, &spec, 9),
+            Err(FabricError::RegionTooLarge { len, limit: MAX_REGION_LEN })
+                if len == MAX_REGION_LEN + 1
+        ));
+    }
 
     #[test]
     fn read_write_round_trip_at_every_alignment() {

@@ -25,14 +25,63 @@ use derecho_fabric::{
 };
 
 use crate::layout::{self, Layout, MAX_BLOCKS_PER_MESSAGE, MAX_WINDOW};
-use crate::schedule::{Algorithm, Schedule};
+use crate::schedule::{Algorithm, Schedule, ScheduleError};
 
 /// Errors of RDMC groups.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum RdmcError {
     /// The group description is unusable.
     #[error("invalid RDMC group: {0}")]
-    InvalidSpec(String),
+    InvalidSpec(GroupSpecError),
+    /// The group's algorithm has no schedule for a message of this many blocks among these
+    /// members.
+    #[error("invalid RDMC group: cannot schedule message {seq}: {source}")]
+    Schedule {
+        /// The message.
+        seq: u64,
+        /// Why the schedule cannot be built.
+        #[source]
+        source: ScheduleError,
+    },
+    /// The engine has no link to a member it must send to.
+    #[error("invalid RDMC group: no link to rank {rank}")]
+    NoLink {
+        /// The member's rank.
+        rank: usize,
+    },
+    /// The engine thread could not be started.
+    #[error("cannot start the engine thread: {source}")]
+    Spawn {
+        /// The OS error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// Writing a message into the sender's buffer, or reading it back, failed.
+    #[error("accessing the group's buffer: {source}")]
+    Buffer {
+        /// The fabric's error.
+        #[source]
+        source: Arc<FabricError>,
+    },
+    /// [`RdmcGroup::read_sent`] asked for a message whose slot holds another message by now.
+    #[error("message {seq} is no longer in its slot")]
+    NotInSlot {
+        /// The message asked for.
+        seq: u64,
+    },
+    /// [`RdmcGroup::read_sent`] asked for bytes beyond the end of the message.
+    #[error("{len} bytes at offset {offset} are outside message {seq} of {size} bytes")]
+    OutsideMessage {
+        /// The message.
+        seq: u64,
+        /// Start of the bytes asked for.
+        offset: usize,
+        /// How many.
+        len: usize,
+        /// Size of the message.
+        size: usize,
+    },
     /// A message larger than the group's buffers.
     #[error("message of {len} bytes exceeds the group's {max}-byte limit")]
     TooLarge {
@@ -68,7 +117,130 @@ pub enum RdmcError {
     },
     /// A member broke the protocol (wrong block, wrong header).
     #[error("protocol violation seen from the group's traffic: {0}")]
-    Protocol(String),
+    Protocol(ProtocolError),
+}
+
+/// How a [`GroupSpec`] is unusable (see [`RdmcError::InvalidSpec`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GroupSpecError {
+    /// No members, or this member's rank is not a rank of the group.
+    #[error("rank {rank} in a group of {members}")]
+    RankOutOfRange {
+        /// The spec's `my_rank`.
+        rank: usize,
+        /// Number of members.
+        members: usize,
+    },
+    /// A node appears twice in the member list.
+    #[error("node {node} appears twice in the member list")]
+    DuplicateMember {
+        /// The node.
+        node: NodeId,
+    },
+    /// The group id is above [`MAX_GROUP_ID`](crate::layout::MAX_GROUP_ID).
+    #[error("group id {group_id} is above {}", layout::MAX_GROUP_ID)]
+    GroupIdTooLarge {
+        /// The spec's group id.
+        group_id: u64,
+    },
+    /// The block size is zero.
+    #[error("block_size is 0")]
+    ZeroBlockSize,
+    /// The window is zero or above [`MAX_WINDOW`].
+    #[error("window {window} is not in 1..={MAX_WINDOW}")]
+    Window {
+        /// The spec's window.
+        window: usize,
+    },
+    /// The largest message needs more than [`MAX_BLOCKS_PER_MESSAGE`] blocks.
+    #[error(
+        "{max_message_size} bytes in blocks of {block_size} is more than \
+         {MAX_BLOCKS_PER_MESSAGE} blocks"
+    )]
+    TooManyBlocks {
+        /// The spec's largest message.
+        max_message_size: usize,
+        /// The spec's block size.
+        block_size: usize,
+    },
+    /// The group's buffers (`window` slots of `max_message_size` bytes) are too large to
+    /// address.
+    #[error("buffers too large to address ({window} slots of {max_message_size} bytes)")]
+    BuffersTooLarge {
+        /// The spec's window.
+        window: usize,
+        /// The spec's largest message.
+        max_message_size: usize,
+    },
+    /// A group planned for a sender that is not in the shard.
+    #[error("sender {sender} is not in the shard")]
+    SenderNotInShard {
+        /// The sender.
+        sender: NodeId,
+    },
+    /// A group planned on a node that is not in the shard.
+    #[error("node {node} is not in the shard")]
+    NotInShard {
+        /// This node.
+        node: NodeId,
+    },
+}
+
+/// What broke the protocol (see [`RdmcError::Protocol`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// A received message's schedule ended before all of its blocks arrived.
+    #[error("message {seq} finished its schedule with {received} of {blocks} blocks")]
+    IncompleteMessage {
+        /// The message.
+        seq: u64,
+        /// Blocks received.
+        received: usize,
+        /// Blocks of the message.
+        blocks: usize,
+    },
+    /// A block notification for a slot the group does not have, or one reaching the sender.
+    #[error("block notification for slot {slot} from node {from}")]
+    StrayNotification {
+        /// The slot it names.
+        slot: usize,
+        /// Who wrote it.
+        from: NodeId,
+    },
+    /// A block of another message than the slot's next one, or a block received twice.
+    #[error(
+        "unexpected block {block} of message {seq_lo} (mod 16) in slot {slot} from node {from}"
+    )]
+    UnexpectedBlock {
+        /// The block.
+        block: usize,
+        /// The low four bits of its message number.
+        seq_lo: u64,
+        /// The slot.
+        slot: usize,
+        /// Who wrote it.
+        from: NodeId,
+    },
+    /// A slot's header names another message than the one expected there, or a message larger
+    /// than the group's limit.
+    #[error(
+        "slot {slot} header says message {found} of {size} bytes, expected message {expected}"
+    )]
+    BadHeader {
+        /// The slot.
+        slot: usize,
+        /// The message number in the header.
+        found: u64,
+        /// The size in the header.
+        size: usize,
+        /// The message expected.
+        expected: u64,
+    },
+    /// The engine stepped a transfer it no longer holds.
+    #[error("no message transfer in progress")]
+    NoRun,
 }
 
 /// What a member of a group is told.
@@ -131,39 +303,42 @@ impl GroupSpec {
         }
     }
 
-    fn validate(&self) -> Result<Layout, RdmcError> {
-        let bad = |m: String| Err(RdmcError::InvalidSpec(m));
+    fn validate(&self) -> Result<Layout, GroupSpecError> {
         let n = self.members.len();
         if n == 0 || self.my_rank >= n {
-            return bad(format!("rank {} in a group of {n}", self.my_rank));
+            return Err(GroupSpecError::RankOutOfRange {
+                rank: self.my_rank,
+                members: n,
+            });
         }
         let mut ids: Vec<NodeId> = self.members.iter().map(|m| m.0).collect();
         ids.sort_unstable();
-        ids.dedup();
-        if ids.len() != n {
-            return bad("a node appears twice in the member list".into());
+        if let Some(twice) = ids.windows(2).find(|w| w[0] == w[1]) {
+            return Err(GroupSpecError::DuplicateMember { node: twice[0] });
         }
         if self.group_id > layout::MAX_GROUP_ID {
-            return bad(format!(
-                "group id {} is above {}",
-                self.group_id,
-                layout::MAX_GROUP_ID
-            ));
+            return Err(GroupSpecError::GroupIdTooLarge {
+                group_id: self.group_id,
+            });
         }
         if self.block_size == 0 {
-            return bad("block_size is 0".into());
+            return Err(GroupSpecError::ZeroBlockSize);
         }
         if self.window == 0 || self.window > MAX_WINDOW {
-            return bad(format!("window {} is not in 1..={MAX_WINDOW}", self.window));
+            return Err(GroupSpecError::Window {
+                window: self.window,
+            });
         }
         if self.max_message_size.div_ceil(self.block_size) > MAX_BLOCKS_PER_MESSAGE {
-            return bad(format!(
-                "{} bytes in blocks of {} is more than {MAX_BLOCKS_PER_MESSAGE} blocks",
-                self.max_message_size, self.block_size
-            ));
+            return Err(GroupSpecError::TooManyBlocks {
+                max_message_size: self.max_message_size,
+                block_size: self.block_size,
+            });
         }
-        Layout::new(n, self.window, self.max_message_size)
-            .ok_or_else(|| RdmcError::InvalidSpec("buffers too large to address".into()))
+        Layout::new(n, self.window, self.max_message_size).ok_or(GroupSpecError::BuffersTooLarge {
+            window: self.window,
+            max_message_size: self.max_message_size,
+        })
     }
 }
 
@@ -416,12 +591,13 @@ impl Shared {
                 let run = e
                     .current
                     .take()
-                    .ok_or_else(|| RdmcError::Protocol("no run".into()))?;
+                    .ok_or(RdmcError::Protocol(ProtocolError::NoRun))?;
                 if self.me() != 0 && e.slots[run.slot].count != run.blocks {
-                    return Err(self.protocol(format!(
-                        "message {} finished its schedule with {} of {} blocks",
-                        run.seq, e.slots[run.slot].count, run.blocks
-                    )));
+                    return Err(self.protocol(ProtocolError::IncompleteMessage {
+                        seq: run.seq,
+                        received: e.slots[run.slot].count,
+                        blocks: run.blocks,
+                    }));
                 }
                 // Rule: messages complete one by one, in number order.
                 assert_eq!(run.seq, e.next_seq, "a message completed out of order");
@@ -445,14 +621,14 @@ impl Shared {
                 let run = e
                     .current
                     .as_mut()
-                    .ok_or_else(|| RdmcError::Protocol("no run".into()))?;
+                    .ok_or(RdmcError::Protocol(ProtocolError::NoRun))?;
                 run.sent = true;
                 progress = true;
             }
             let run = e
                 .current
                 .as_mut()
-                .ok_or_else(|| RdmcError::Protocol("no run".into()))?;
+                .ok_or(RdmcError::Protocol(ProtocolError::NoRun))?;
             if let Some(recv) = step.recv {
                 if !e.slots[run.slot].has(recv.block) {
                     break;
@@ -465,7 +641,7 @@ impl Shared {
         Ok((progress, done))
     }
 
-    fn protocol(&self, reason: String) -> RdmcError {
+    fn protocol(&self, reason: ProtocolError) -> RdmcError {
         let err = RdmcError::Protocol(reason);
         self.abort(err.clone());
         err
@@ -479,17 +655,16 @@ impl Shared {
             any = true;
             let (slot, seq_lo, block) = layout::decode_imm(n.imm);
             if slot >= self.spec.window || self.me() == 0 {
-                return Err(self.protocol(format!(
-                    "block notification for slot {slot} from node {}",
-                    n.from
-                )));
+                return Err(self.protocol(ProtocolError::StrayNotification { slot, from: n.from }));
             }
             let expected = e.next_seq + (slot as u64 + w - e.next_seq % w) % w;
             if expected & 0xf != seq_lo || !e.slots[slot].mark(block) {
-                return Err(self.protocol(format!(
-                    "unexpected block {block} of message {seq_lo} (mod 16) in slot {slot} from node {}",
-                    n.from
-                )));
+                return Err(self.protocol(ProtocolError::UnexpectedBlock {
+                    block,
+                    seq_lo,
+                    slot,
+                    from: n.from,
+                }));
             }
         }
         Ok(any)
@@ -515,10 +690,12 @@ impl Shared {
             self.region.load_u64(h + 8) as usize,
         );
         if tag != seq + 1 || size > self.spec.max_message_size {
-            return Err(self.protocol(format!(
-                "slot {slot} header says message {} of {size} bytes, expected message {seq}",
-                tag.wrapping_sub(1)
-            )));
+            return Err(self.protocol(ProtocolError::BadHeader {
+                slot,
+                found: tag.wrapping_sub(1),
+                size,
+                expected: seq,
+            }));
         }
         let blocks = size.div_ceil(self.spec.block_size).max(1);
         let schedule = Schedule::new(
@@ -527,7 +704,7 @@ impl Shared {
             self.me(),
             blocks,
         )
-        .map_err(|e| RdmcError::InvalidSpec(e.to_string()))?;
+        .map_err(|source| RdmcError::Schedule { seq, source })?;
         Ok(Some(Run {
             seq,
             slot,
@@ -580,7 +757,7 @@ impl Shared {
         block: usize,
     ) -> Result<(), RdmcError> {
         let (Some(link), Some(remote)) = (&self.links[peer], &self.remotes[peer]) else {
-            return Err(RdmcError::InvalidSpec(format!("no link to rank {peer}")));
+            return Err(RdmcError::NoLink { rank: peer });
         };
         let fail = |err: FabricError| {
             let e = RdmcError::PeerFailed {
@@ -650,7 +827,7 @@ impl RdmcGroup {
         spec: GroupSpec,
         handler: Arc<dyn Handler>,
     ) -> Result<Prepared, RdmcError> {
-        let layout = spec.validate()?;
+        let layout = spec.validate().map_err(RdmcError::InvalidSpec)?;
         let blocks = spec.max_message_size.div_ceil(spec.block_size).max(1);
         let capacity = (spec.window * blocks + 16).min(1 << 20);
         let region = fabric
@@ -697,7 +874,9 @@ impl RdmcGroup {
         let t = std::thread::Builder::new()
             .name(name)
             .spawn(move || run_thread(&shared, &stop))
-            .map_err(|e| RdmcError::InvalidSpec(format!("cannot start the engine thread: {e}")))?;
+            .map_err(|e| RdmcError::Spawn {
+                source: Arc::new(e),
+            })?;
         self.thread = Some(t);
         Ok(())
     }
@@ -751,8 +930,9 @@ impl RdmcGroup {
             q.ready.len() < s.spec.window,
             "more queued messages than slots"
         );
-        fill(&s.region, s.layout.slot_data(slot))
-            .map_err(|e| RdmcError::InvalidSpec(e.to_string()))?;
+        fill(&s.region, s.layout.slot_data(slot)).map_err(|e| RdmcError::Buffer {
+            source: Arc::new(e),
+        })?;
         let h = s.layout.header(slot);
         s.region.store_u64(h + 8, len as u64);
         s.region.store_u64(h, seq + 1);
@@ -784,14 +964,22 @@ impl RdmcGroup {
         let slot = (seq % s.spec.window as u64) as usize;
         let h = s.layout.header(slot);
         let (tag, size) = (s.region.load_u64(h), s.region.load_u64(h + 8) as usize);
-        if tag != seq + 1 || offset.checked_add(buf.len()).is_none_or(|end| end > size) {
-            return Err(RdmcError::InvalidSpec(format!(
-                "message {seq} is no longer in its slot"
-            )));
+        if tag != seq + 1 {
+            return Err(RdmcError::NotInSlot { seq });
+        }
+        if offset.checked_add(buf.len()).is_none_or(|end| end > size) {
+            return Err(RdmcError::OutsideMessage {
+                seq,
+                offset,
+                len: buf.len(),
+                size,
+            });
         }
         s.region
             .read(s.layout.slot_data(slot) + offset, buf)
-            .map_err(|e| RdmcError::InvalidSpec(e.to_string()))
+            .map_err(|e| RdmcError::Buffer {
+                source: Arc::new(e),
+            })
     }
 
     /// On the sender: waits until every member has released the first `count` messages (so all

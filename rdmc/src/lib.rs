@@ -16,7 +16,9 @@ pub mod layout;
 pub mod schedule;
 mod set;
 
-pub use group::{GroupSpec, Handler, Message, Prepared, RdmcError, RdmcGroup};
+pub use group::{
+    GroupSpec, GroupSpecError, Handler, Message, Prepared, ProtocolError, RdmcError, RdmcGroup,
+};
 pub use layout::{MAX_BLOCKS_PER_MESSAGE, MAX_GROUP_ID, MAX_WINDOW};
 pub use set::{GroupKey, GroupPlan, GroupSet, PreparedSet};
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use derecho_fabric::{Fabric, NodeId};
 
-use crate::group::{GroupSpec, Handler, Prepared, RdmcError, RdmcGroup};
+use crate::group::{GroupSpec, GroupSpecError, Handler, Prepared, RdmcError, RdmcGroup};
 
 /// Names one group of a view: the subgroup (shard) and the sender's node id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -45,19 +45,22 @@ impl GroupPlan {
         me: NodeId,
         template: &GroupSpec,
     ) -> Result<Self, RdmcError> {
-        let sender = shard
-            .iter()
-            .find(|m| m.0 == key.sender)
-            .copied()
-            .ok_or_else(|| {
-                RdmcError::InvalidSpec(format!("sender {} is not in the shard", key.sender))
-            })?;
+        let sender =
+            shard
+                .iter()
+                .find(|m| m.0 == key.sender)
+                .copied()
+                .ok_or(RdmcError::InvalidSpec(GroupSpecError::SenderNotInShard {
+                    sender: key.sender,
+                }))?;
         let mut members = vec![sender];
         members.extend(shard.iter().copied().filter(|m| m.0 != key.sender));
         let my_rank = members
             .iter()
             .position(|m| m.0 == me)
-            .ok_or_else(|| RdmcError::InvalidSpec(format!("node {me} is not in the shard")))?;
+            .ok_or(RdmcError::InvalidSpec(GroupSpecError::NotInShard {
+                node: me,
+            }))?;
         let mut spec = template.clone();
         spec.group_id = group_id;
         spec.members = members;

@@ -10,7 +10,7 @@ use common::{payload, Collect};
 use derecho_fabric::sim::{SimConfig, SimNet};
 use derecho_fabric::Fabric;
 use derecho_rdmc::schedule::Algorithm;
-use derecho_rdmc::{GroupSpec, RdmcError, RdmcGroup, MAX_GROUP_ID};
+use derecho_rdmc::{GroupSpec, GroupSpecError, RdmcError, RdmcGroup, MAX_GROUP_ID};
 
 struct Cluster {
     net: Arc<SimNet>,
@@ -131,18 +131,45 @@ fn invalid_specs_are_refused() {
     let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
     let h = Arc::new(Collect::default());
     let bad = [
-        GroupSpec::new(1, vec![(1, addr)], 1, 10, 10, 1),
-        GroupSpec::new(1, vec![(1, addr), (1, addr)], 0, 10, 10, 1),
-        GroupSpec::new(1, vec![(1, addr)], 0, 0, 10, 1),
-        GroupSpec::new(1, vec![(1, addr)], 0, 10, 10, 0),
-        GroupSpec::new(1, vec![(1, addr)], 0, 1, 1 << 30, 1),
-        GroupSpec::new(MAX_GROUP_ID + 1, vec![(1, addr)], 0, 10, 10, 1),
+        (
+            GroupSpec::new(1, vec![(1, addr)], 1, 10, 10, 1),
+            GroupSpecError::RankOutOfRange {
+                rank: 1,
+                members: 1,
+            },
+        ),
+        (
+            GroupSpec::new(1, vec![(1, addr), (1, addr)], 0, 10, 10, 1),
+            GroupSpecError::DuplicateMember { node: 1 },
+        ),
+        (
+            GroupSpec::new(1, vec![(1, addr)], 0, 0, 10, 1),
+            GroupSpecError::ZeroBlockSize,
+        ),
+        (
+            GroupSpec::new(1, vec![(1, addr)], 0, 10, 10, 0),
+            GroupSpecError::Window { window: 0 },
+        ),
+        (
+            GroupSpec::new(1, vec![(1, addr)], 0, 1, 1 << 30, 1),
+            GroupSpecError::TooManyBlocks {
+                max_message_size: 1 << 30,
+                block_size: 1,
+            },
+        ),
+        (
+            GroupSpec::new(MAX_GROUP_ID + 1, vec![(1, addr)], 0, 10, 10, 1),
+            GroupSpecError::GroupIdTooLarge {
+                group_id: MAX_GROUP_ID + 1,
+            },
+        ),
     ];
-    for spec in bad {
-        assert!(matches!(
-            RdmcGroup::prepare(Arc::clone(&f), spec, h.clone()),
-            Err(RdmcError::InvalidSpec(_))
-        ));
+    for (spec, expected) in bad {
+        match RdmcGroup::prepare(Arc::clone(&f), spec, h.clone()) {
+            Err(RdmcError::InvalidSpec(e)) => assert_eq!(e, expected),
+            Err(other) => panic!("expected {expected:?}, got {other:?}"),
+            Ok(_) => panic!("expected {expected:?}, got a group"),
+        }
     }
 }
 

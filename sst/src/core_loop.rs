@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::error::SstError;
+use crate::error::{ConfigError, SstError};
 use crate::table::Sst;
 
 /// How the core loop spins and parks.
@@ -67,17 +67,13 @@ impl CoreLoopConfig {
 
     fn validate(&self) -> Result<(), SstError> {
         if self.spin > Duration::from_secs(10) {
-            return Err(SstError::Config(format!(
-                "core loop spin {:?} exceeds 10 s",
-                self.spin
-            )));
+            return Err(SstError::Config(ConfigError::Spin(self.spin)));
         }
         if self.park_timeout < Duration::from_millis(1)
             || self.park_timeout > Duration::from_secs(10)
         {
-            return Err(SstError::Config(format!(
-                "core loop park timeout {:?} must be within 1 ms..=10 s",
-                self.park_timeout
+            return Err(SstError::Config(ConfigError::ParkTimeout(
+                self.park_timeout,
             )));
         }
         Ok(())

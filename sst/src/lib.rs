@@ -61,7 +61,7 @@ pub mod table;
 
 pub use barrier::BarrierTicket;
 pub use core_loop::{CoreLoop, CoreLoopConfig, LoopStats};
-pub use error::SstError;
+pub use error::{ConfigError, MembersError, SchemaError, SstError};
 pub use failure::{FailureDetector, FailureUpcall};
 pub use predicates::{Condition, PredicateHandle, PredicateKind, Predicates, Trigger};
 pub use push::Targets;

@@ -15,7 +15,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use crate::error::SstError;
+use crate::error::{SchemaError, SstError};
 
 /// Row length granularity: one cache line.
 pub const ROW_ALIGN: usize = 64;
@@ -292,7 +292,7 @@ pub struct FieldInfo {
 pub struct SchemaBuilder {
     next: usize,
     fields: Vec<FieldInfo>,
-    error: Option<String>,
+    error: Option<SchemaError>,
 }
 
 impl Default for SchemaBuilder {
@@ -326,9 +326,7 @@ impl SchemaBuilder {
             Some(end) if end <= MAX_ROW_LEN => self.next = end,
             _ => {
                 if self.error.is_none() {
-                    self.error = Some(format!(
-                        "field {name:?} of {len} bytes makes the row exceed {MAX_ROW_LEN} bytes"
-                    ));
+                    self.error = Some(SchemaError::FieldTooLarge { name, len });
                 }
                 return offset;
             }
@@ -373,7 +371,9 @@ impl SchemaBuilder {
             .next
             .checked_next_multiple_of(ROW_ALIGN)
             .filter(|l| *l <= MAX_ROW_LEN)
-            .ok_or_else(|| SstError::Schema("row too large".into()))?;
+            .ok_or(SstError::Schema(SchemaError::RowTooLarge {
+                len: self.next,
+            }))?;
         Ok(Schema {
             row_len,
             fields: self.fields,
@@ -450,9 +450,20 @@ mod tests {
     fn oversized_rows_are_refused() {
         let mut b = SchemaBuilder::new();
         b.bytes("huge", MAX_ROW_LEN);
-        assert!(b.build().is_err());
+        b.field::<u64>("after");
+        assert!(matches!(
+            b.build(),
+            Err(SstError::Schema(SchemaError::FieldTooLarge { name, len }))
+                if name == "huge" && len == MAX_ROW_LEN
+        ));
         let mut b = SchemaBuilder::new();
         b.array::<u64>("huge", usize::MAX / 2);
-        assert!(b.build().is_err());
+        assert!(matches!(
+            b.build(),
+            Err(SstError::Schema(SchemaError::FieldTooLarge {
+                len: usize::MAX,
+                ..
+            }))
+        ));
     }
 }

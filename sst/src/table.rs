@@ -46,7 +46,7 @@ use derecho_fabric::{
     Doorbell, Fabric, Link, NodeId, Region, RegionId, RegionSpec, RemoteRegion, SubscriptionId,
 };
 
-use crate::error::SstError;
+use crate::error::{ConfigError, MembersError, SchemaError, SstError};
 use crate::failure::FailureLog;
 use crate::predicates::Predicates;
 use crate::schema::{ArrayField, BytesField, Field, Schema, Word, WORD};
@@ -113,22 +113,17 @@ impl SstConfig {
 
     fn validate(&self) -> Result<(), SstError> {
         if self.heartbeat.is_zero() || self.heartbeat > Duration::from_secs(3600) {
-            return Err(SstError::Config(format!(
-                "heartbeat_ms must be in 1..=3600000, not {:?}",
-                self.heartbeat
-            )));
+            return Err(SstError::Config(ConfigError::Heartbeat(self.heartbeat)));
         }
         if self.completion_timeout.is_zero() || self.completion_timeout > Duration::from_secs(3600)
         {
-            return Err(SstError::Config(format!(
-                "sst_poll_cq_timeout_ms must be in 1..=3600000, not {:?}",
-                self.completion_timeout
+            return Err(SstError::Config(ConfigError::CompletionTimeout(
+                self.completion_timeout,
             )));
         }
         if self.max_predicates == 0 || self.max_predicates > 1 << 20 {
-            return Err(SstError::Config(format!(
-                "max_predicates must be in 1..=1048576, not {}",
-                self.max_predicates
+            return Err(SstError::Config(ConfigError::MaxPredicates(
+                self.max_predicates,
             )));
         }
         Ok(())
@@ -224,9 +219,12 @@ impl Sst {
         config.validate()?;
         validate_members(members, fabric.local_id(), my_rank)?;
         let row_len = schema.row_len();
-        let table_len = row_len
-            .checked_mul(members.len())
-            .ok_or_else(|| SstError::Schema("table size overflows".into()))?;
+        let table_len = row_len.checked_mul(members.len()).ok_or(SstError::Schema(
+            SchemaError::TableTooLarge {
+                row_len,
+                members: members.len(),
+            },
+        ))?;
         let doorbell = Arc::new(Doorbell::new());
         let table = fabric
             .register(RegionSpec::new(region_id, table_len).with_doorbell(Arc::clone(&doorbell)))?;
@@ -348,12 +346,11 @@ impl Sst {
                 Err(e) => return Err(setup(e)),
             };
             if table.len != self.table.len() || barrier.len != self.barrier.len() {
-                return Err(SstError::Members(format!(
-                    "node {}'s table has {} bytes, this node's {}: different schema or members",
-                    m.id,
-                    table.len,
-                    self.table.len()
-                )));
+                return Err(SstError::Members(MembersError::TableMismatch {
+                    peer: m.id,
+                    peer_len: table.len,
+                    local_len: self.table.len(),
+                }));
             }
             peers.push(Some(Peer {
                 link,
@@ -612,10 +609,9 @@ fn check_area(area: BytesField, at: usize, len: usize) -> Result<(), SstError> {
 
 fn validate_members(members: &[Member], me: NodeId, my_rank: usize) -> Result<(), SstError> {
     if members.is_empty() || members.len() > MAX_MEMBERS {
-        return Err(SstError::Members(format!(
-            "{} members (must be 1..={MAX_MEMBERS})",
-            members.len()
-        )));
+        return Err(SstError::Members(MembersError::Count {
+            count: members.len(),
+        }));
     }
     let Some(mine) = members.get(my_rank) else {
         return Err(SstError::BadRank {
@@ -624,14 +620,15 @@ fn validate_members(members: &[Member], me: NodeId, my_rank: usize) -> Result<()
         });
     };
     if mine.id != me {
-        return Err(SstError::Members(format!(
-            "rank {my_rank} is node {}, but this fabric is node {me}",
-            mine.id
-        )));
+        return Err(SstError::Members(MembersError::NotThisNode {
+            rank: my_rank,
+            listed: mine.id,
+            local: me,
+        }));
     }
     for (i, m) in members.iter().enumerate() {
         if members[..i].iter().any(|o| o.id == m.id) {
-            return Err(SstError::Members(format!("node {} listed twice", m.id)));
+            return Err(SstError::Members(MembersError::Duplicate { node: m.id }));
         }
     }
     Ok(())

@@ -228,7 +228,7 @@ fn barrier_completes_among_live_members_and_names_the_missing() {
 fn invalid_setups_are_refused() {
     use derecho_fabric::sim::{SimConfig, SimNet};
     use derecho_fabric::Fabric;
-    use derecho_sst::{CoreLoop, CoreLoopConfig, Member, Sst, SstError};
+    use derecho_sst::{ConfigError, CoreLoop, CoreLoopConfig, Member, MembersError, Sst, SstError};
     use std::sync::Arc;
 
     let net = SimNet::new(SimConfig::new(19));
@@ -248,15 +248,15 @@ fn invalid_setups_are_refused() {
     let bad_heartbeat = SstConfig::default().with_heartbeat_ms(0);
     assert!(matches!(
         prepare(&[m(0)], 0, bad_heartbeat, 1),
-        Err(SstError::Config(_))
+        Err(SstError::Config(ConfigError::Heartbeat(_)))
     ));
     assert!(matches!(
         prepare(&[m(0), m(0)], 0, SstConfig::default(), 2),
-        Err(SstError::Members(_))
+        Err(SstError::Members(MembersError::Duplicate { node })) if node == id_of(0)
     ));
     assert!(matches!(
         prepare(&[m(1), m(0)], 0, SstConfig::default(), 3),
-        Err(SstError::Members(_)),
+        Err(SstError::Members(MembersError::NotThisNode { rank: 0, .. })),
     ));
     assert!(matches!(
         prepare(&[m(0)], 1, SstConfig::default(), 4),
@@ -264,7 +264,7 @@ fn invalid_setups_are_refused() {
     ));
     assert!(matches!(
         prepare(&[], 0, SstConfig::default(), 5),
-        Err(SstError::Members(_))
+        Err(SstError::Members(MembersError::Count { count: 0 }))
     ));
     // Not connected yet: pushes and barriers are refused, heartbeats do nothing.
     let sst = prepare(&[m(0), m(1)], 0, SstConfig::default(), 6).unwrap();
@@ -274,7 +274,7 @@ fn invalid_setups_are_refused() {
     let no_park = CoreLoopConfig::default().with_park_timeout(Duration::ZERO);
     assert!(matches!(
         CoreLoop::start(Arc::clone(&sst), no_park),
-        Err(SstError::Config(_))
+        Err(SstError::Config(ConfigError::ParkTimeout(Duration::ZERO)))
     ));
     // The region ids are free again once a table is dropped.
     drop(sst);

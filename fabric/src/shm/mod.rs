@@ -431,11 +431,10 @@ impl Fabric for ShmFabric {
         let mut regions = self.inner.regions.write();
         let key = regions.reserve(spec.id)?;
         if spec.len > crate::region::MAX_REGION_LEN {
-            return Err(FabricError::InvalidRegion(format!(
-                "{} bytes exceeds the {}-byte limit",
-                spec.len,
-                crate::region::MAX_REGION_LEN
-            )));
+            return Err(FabricError::RegionTooLarge {
+                len: spec.len,
+                limit: crate::region::MAX_REGION_LEN,
+            });
         }
         let len = spec.len.div_ceil(8) * 8;
         let name = self.inner.file_name(&format!("r{key:x}"));

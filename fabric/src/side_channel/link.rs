@@ -8,6 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use super::connect::LookupBackoff;
+use super::frame::DecodeError;
 use super::Reporter;
 use crate::sync::{lock, wait_timeout};
 use crate::{
@@ -317,8 +318,9 @@ impl RegionCache {
     }
 }
 
-/// Why a side-channel link's receiving thread failed the link (its text is the link's
-/// failure reason).
+/// Why a link's receiving thread failed the link (its text is the link's failure reason). The
+/// shm and rdma links read a side channel; the tcp link reads its frames from the connection that
+/// also carries the writes.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ReceiveFailure {
     /// The peer closed the side channel.
@@ -336,6 +338,39 @@ pub(crate) enum ReceiveFailure {
     /// A well-formed message of a kind the link does not handle.
     #[error("protocol violation: message kind {0}")]
     UnknownKind(u8),
+    /// The peer closed the tcp connection.
+    #[error("connection closed by peer")]
+    ConnectionClosed,
+    /// Reading from the tcp connection failed.
+    #[error("receive failed: {0}")]
+    Receive(#[source] std::io::Error),
+    /// A tcp frame header that does not decode.
+    #[error("protocol violation: {0}")]
+    BadFrame(#[source] DecodeError),
+    /// A tcp write frame whose range does not lie inside the region it addresses.
+    #[error(
+        "protocol violation: write of {len} bytes at offset {offset} outside {region} \
+         ({region_len} bytes)"
+    )]
+    WriteOutOfRange {
+        /// Bytes written.
+        len: u64,
+        /// Offset in the region.
+        offset: u64,
+        /// The region.
+        region: RegionId,
+        /// Its size.
+        region_len: usize,
+    },
+    /// A tcp write frame to an unregistered region, too large to be read and discarded.
+    #[error("protocol violation: write of {len} bytes")]
+    WriteTooLarge {
+        /// Bytes written.
+        len: u64,
+    },
+    /// A well-formed tcp frame of a kind the link does not handle.
+    #[error("protocol violation: frame kind {0}")]
+    UnknownFrameKind(u8),
 }
 
 impl ReceiveFailure {
@@ -345,6 +380,14 @@ impl ReceiveFailure {
             std::io::ErrorKind::UnexpectedEof => ReceiveFailure::Closed,
             std::io::ErrorKind::InvalidData => ReceiveFailure::Malformed(e),
             _ => ReceiveFailure::Io(e),
+        }
+    }
+
+    /// Classifies a failed read of a tcp frame header.
+    pub(crate) fn of_connection_read(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => ReceiveFailure::ConnectionClosed,
+            _ => ReceiveFailure::Receive(e),
         }
     }
 }

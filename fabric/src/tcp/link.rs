@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::wire::{self, kind, Header, HEADER_LEN};
 use super::Inner;
-use crate::side_channel::link::{LinkState, Queries, RegionCache};
+use crate::side_channel::link::{LinkState, Queries, ReceiveFailure, RegionCache};
 use crate::side_channel::{self, SideLink};
 use crate::sync::lock;
 use crate::NodeId;
@@ -226,18 +226,14 @@ impl TcpLink {
         let mut chunk = Vec::new();
         let mut applied: u64 = 0;
         let mut cache = RegionCache::default();
-        let outcome = loop {
+        let outcome: Result<(), ReceiveFailure> = loop {
             let mut hbuf = [0u8; HEADER_LEN];
             if let Err(e) = reader.read_exact(&mut hbuf) {
-                break Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    "connection closed by peer".to_string()
-                } else {
-                    format!("receive failed: {e}")
-                });
+                break Err(ReceiveFailure::of_connection_read(e));
             }
             let h = match Header::decode(&hbuf) {
                 Ok(h) => h,
-                Err(e) => break Err(format!("protocol violation: {e}")),
+                Err(e) => break Err(ReceiveFailure::BadFrame(e)),
             };
             let Some(fabric) = fabric.upgrade() else {
                 break Ok(());
@@ -254,18 +250,18 @@ impl TcpLink {
                             .zip(usize::try_from(len).ok())
                             .is_some_and(|(off, l)| r.check_range(off, l).is_ok());
                         if !fits {
-                            break Err(format!(
-                                "protocol violation: write of {len} bytes at offset {} outside {} ({} bytes)",
-                                h.b,
-                                r.id(),
-                                r.len()
-                            ));
+                            break Err(ReceiveFailure::WriteOutOfRange {
+                                len,
+                                offset: h.b,
+                                region: r.id(),
+                                region_len: r.len(),
+                            });
                         }
                     } else if len > 1 << 40 {
-                        break Err(format!("protocol violation: write of {len} bytes"));
+                        break Err(ReceiveFailure::WriteTooLarge { len });
                     }
                     if let Err(e) = apply_payload(&mut reader, &mut chunk, region.as_deref(), h) {
-                        break Err(format!("receive failed: {e}"));
+                        break Err(ReceiveFailure::Receive(e));
                     }
                     applied += 1;
                     match &region {
@@ -331,12 +327,12 @@ impl TcpLink {
                     });
                     self.queries.answer(h.word, found);
                 }
-                kind::GOODBYE => break Err("peer shut down its fabric".to_string()),
-                _ => break Err(format!("protocol violation: frame kind {}", h.kind)),
+                kind::GOODBYE => break Err(ReceiveFailure::Goodbye),
+                other => break Err(ReceiveFailure::UnknownFrameKind(other)),
             }
         };
         if let Err(reason) = outcome {
-            self.fail_with(reason, true);
+            self.fail_with(reason.to_string(), true);
         }
     }
 
