@@ -69,7 +69,7 @@ pub enum GroupError {
     /// This member is no longer in the group (removed, in a minority, or the next view could
     /// not be formed); it has stopped.
     #[error("this member has left the group: {0}")]
-    Stopped(String),
+    Stopped(StopReason),
     /// Replica state could not be transferred.
     #[error(transparent)]
     Transfer(#[from] crate::gms::transfer::TransferError),
@@ -81,6 +81,70 @@ pub enum GroupError {
     #[error("the current view is not adequately provisioned ({0}); waiting for nodes to join")]
     Inadequate(String),
 }
+
+/// Why a member stopped.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// Other members suspected this one, and the view change removed it.
+    #[error("other members suspect this one and removed it")]
+    Evicted,
+    /// It suspected so many members that it would have been in a minority (partition safety).
+    #[error(
+        "it suspects {suspected} of the {members} members and would be in a minority (partition safety)"
+    )]
+    Partitioned {
+        /// Members it suspected.
+        suspected: usize,
+        /// Members of the view.
+        members: usize,
+    },
+    /// The committed changes left it out of the next view.
+    #[error("the view change removed this member")]
+    Removed,
+    /// The next view could not be set up here.
+    #[error("installing view {vid} failed: {cause}")]
+    InstallFailed {
+        /// The view.
+        vid: u64,
+        /// What failed.
+        #[source]
+        cause: Arc<GroupError>,
+    },
+    /// [`GroupNode::abort`] was called.
+    #[error("aborted")]
+    Aborted,
+    /// It left, or was shut down or dropped.
+    #[error("shut down")]
+    ShutDown,
+    /// It has no view yet (or any more).
+    #[error("no view installed")]
+    NoView,
+}
+
+/// Reasons compare by kind and fields; two set-up failures of the same view compare by what
+/// they say.
+impl PartialEq for StopReason {
+    fn eq(&self, other: &Self) -> bool {
+        use StopReason as S;
+        match (self, other) {
+            (
+                S::Partitioned { suspected, members },
+                S::Partitioned {
+                    suspected: s,
+                    members: m,
+                },
+            ) => (suspected, members) == (s, m),
+            (S::InstallFailed { vid, cause }, S::InstallFailed { vid: v, cause: c }) => {
+                vid == v && cause.to_string() == c.to_string()
+            }
+            // The variants without fields; those with fields matched above when both agree.
+            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+        }
+    }
+}
+
+impl Eq for StopReason {}
 
 /// Called with every view this member installs, on the view manager's thread, before any
 /// message of that view is delivered.
@@ -142,7 +206,7 @@ impl Bounds {
 struct Current {
     view: View,
     group: Option<Arc<MulticastGroup>>,
-    stopped: Option<String>,
+    stopped: Option<StopReason>,
 }
 
 /// State shared by the member's handle and its view manager thread.
@@ -363,7 +427,7 @@ impl GroupNode {
             (_, Some(why), _) => Err(GroupError::Stopped(why.clone())),
             (Some(_), None, Some(why)) => Err(GroupError::Inadequate(why.clone())),
             (Some(g), None, None) => Ok(Arc::clone(g)),
-            (None, None, _) => Err(GroupError::Stopped("no view installed".into())),
+            (None, None, _) => Err(GroupError::Stopped(StopReason::NoView)),
         }
     }
 
@@ -374,7 +438,7 @@ impl GroupNode {
         match (&c.group, &c.stopped) {
             (_, Some(why)) => Err(GroupError::Stopped(why.clone())),
             (Some(g), None) => Ok(Arc::clone(g)),
-            (None, None) => Err(GroupError::Stopped("no view installed".into())),
+            (None, None) => Err(GroupError::Stopped(StopReason::NoView)),
         }
     }
 
@@ -391,7 +455,7 @@ impl GroupNode {
     }
 
     /// Why this member stopped, if it has.
-    pub fn stopped(&self) -> Option<String> {
+    pub fn stopped(&self) -> Option<StopReason> {
         lock(&self.inner.current).stopped.clone()
     }
 
@@ -489,7 +553,7 @@ impl GroupNode {
     /// Drops out of the group at once, without any protocol, as a crash would: the core loop
     /// stops and every link closes. For fault injection in tests and tools.
     pub fn abort(&self) {
-        self.inner.stop_with("aborted".into());
+        self.inner.stop_with(StopReason::Aborted);
     }
 
     /// Stops this member after a graceful leave (bounded by `[DERECHO] leave_timeout_ms`): the
@@ -526,7 +590,7 @@ impl GroupNode {
         }
         let group = {
             let mut c = lock(&self.inner.current);
-            c.stopped.get_or_insert_with(|| "shut down".into());
+            c.stopped.get_or_insert(StopReason::ShutDown);
             c.group.take()
         };
         if let Some(g) = group {
@@ -635,7 +699,7 @@ impl Inner {
         Ok(())
     }
 
-    fn stop_with(&self, why: String) {
+    fn stop_with(&self, why: StopReason) {
         tracing::warn!(id = self.id, reason = %why, "this member stops");
         let group = {
             let mut c = lock(&self.current);
@@ -693,7 +757,10 @@ impl Inner {
             // agreement of the others (never by a local guess).
             let vid = next.vid;
             if let Err(e) = self.install(next, tx) {
-                self.stop_with(format!("installing view {vid} failed: {e}"));
+                self.stop_with(StopReason::InstallFailed {
+                    vid,
+                    cause: Arc::new(e),
+                });
                 return;
             }
             tracing::debug!(after = ?ended.elapsed(), "next view running");

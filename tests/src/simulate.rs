@@ -841,7 +841,7 @@ impl Sim {
                 (step, outcome) => {
                     self.failed.insert(m.id);
                     let why = match step {
-                        Some(Step::Stop(why)) => why,
+                        Some(Step::Stop(why)) => why.to_string(),
                         _ => format!("{outcome:?}"),
                     };
                     self.stops.push((m.id, self.vid, why));

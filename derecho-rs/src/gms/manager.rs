@@ -9,13 +9,14 @@ use super::change::Outcome;
 use super::first_view::LayoutFn;
 use super::view::View;
 use crate::multicast::Resend;
+use crate::node::StopReason;
 use crate::NodeId;
 
 /// What a member does once its view has ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     /// Stop, saying why: this member is no longer in the group.
-    Stop(String),
+    Stop(StopReason),
     /// Install `view` next, after cutting off `cut_off` (removed members that may still run
     /// and must learn that they are out).
     Next {
@@ -31,11 +32,12 @@ pub enum Step {
 pub fn after(old: &View, me: NodeId, outcome: &Outcome, layout: &LayoutFn) -> Step {
     match outcome {
         // Rule 1: a member that another live member suspects is out; it must not go on.
-        Outcome::Evicted => Step::Stop("other members suspect this one and removed it".into()),
+        Outcome::Evicted => Step::Stop(StopReason::Evicted),
         // Rule 2: partition safety: a member that would be in a minority stops.
-        Outcome::Partitioned { suspected, members } => Step::Stop(format!(
-            "it suspects {suspected} of the {members} members and would be in a minority (partition safety)"
-        )),
+        Outcome::Partitioned { suspected, members } => Step::Stop(StopReason::Partitioned {
+            suspected: *suspected,
+            members: *members,
+        }),
         Outcome::Trimmed {
             removed, joined, ..
         } => {
@@ -47,7 +49,7 @@ pub fn after(old: &View, me: NodeId, outcome: &Outcome, layout: &LayoutFn) -> St
             // Rule 4: the committed changes decide membership; one that leaves this member
             // out means it was removed.
             if view.rank_of(me).is_none() {
-                return Step::Stop("the view change removed this member".into());
+                return Step::Stop(StopReason::Removed);
             }
             Step::Next {
                 view,
@@ -103,7 +105,7 @@ mod tests {
             },
             &layout,
         ) {
-            Step::Stop(why) => assert!(why.contains("minority"), "{why}"),
+            Step::Stop(why) => assert!(matches!(why, StopReason::Partitioned { .. }), "{why}"),
             other => panic!("{other:?}"),
         }
     }

@@ -517,7 +517,9 @@ mod tests {
         assert!(CallError::Removed { node: 3 }.is_transient());
         assert!(ReplyError::Removed { node: 3 }.is_transient());
         assert!(SendError::from(GroupError::Timeout(Duration::from_secs(1))).is_transient());
-        assert!(!SendError::from(GroupError::Stopped("removed".into())).is_transient());
+        assert!(
+            !SendError::from(GroupError::Stopped(crate::node::StopReason::Removed)).is_transient()
+        );
         let too_large = SendError::TooLarge(TooLarge::new("update", 2, "max_payload_size", 1));
         assert!(!too_large.is_transient());
         // Relayed sends keep their cause and its verdict.

@@ -56,6 +56,21 @@ impl Policy {
     }
 }
 
+/// Why a replica could not be restored from its logs.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RestoreError {
+    /// A log could not be read.
+    #[error(transparent)]
+    Log(#[from] derecho_persist::Error),
+    /// The replica refused its checkpoint.
+    #[error("loading the checkpoint of version {version}: {source}")]
+    Load {
+        version: Version,
+        #[source]
+        source: io::Error,
+    },
+}
+
 /// The logs of one persistent replica: its updates and its checkpoints.
 pub(super) struct ReplicaLog {
     updates: Log,
@@ -192,22 +207,21 @@ impl ReplicaLog {
 
     /// Brings `obj` to the newest recorded version: the newest checkpoint, then every update
     /// after it. Returns that version.
-    pub(super) fn restore(&self, obj: &dyn Erased) -> Result<Version, String> {
-        let base = match self
-            .checkpoints
-            .latest_at_or_before(Version::MAX)
-            .map_err(|e| e.to_string())?
-        {
+    pub(super) fn restore(&self, obj: &dyn Erased) -> Result<Version, RestoreError> {
+        let base = match self.checkpoints.latest_at_or_before(Version::MAX)? {
             Some(c) => {
                 obj.load(&mut c.payload.as_slice())
-                    .map_err(|e| format!("loading the checkpoint of version {}: {e}", c.version))?;
+                    .map_err(|source| RestoreError::Load {
+                        version: c.version,
+                        source,
+                    })?;
                 c.version
             }
             None => INVALID,
         };
         let mut replayed = 0u64;
         for e in self.updates.iter_from(base) {
-            let e = e.map_err(|e| e.to_string())?;
+            let e = e?;
             // An update that did not decode was refused on every replica when it was first
             // delivered; it is refused again here.
             let _ = obj.apply(&e.payload);

@@ -129,7 +129,7 @@ impl Inner {
                     p.policy.clone(),
                     durability,
                 )
-                .map_err(|e| e.to_string())
+                .map_err(persist::RestoreError::from)
                 .and_then(|log| log.restore(obj.as_ref()).map(|v| (log, v)));
                 match opened {
                     Ok((log, v)) => {
