@@ -152,6 +152,11 @@ pub type ViewHandler = Box<dyn FnMut(&View) + Send>;
 
 pub use crate::gms::transfer::StateHooks;
 
+/// Called with the ragged trim of view `vid` (subgroup → the last message index delivered per
+/// sender) on the core loop, after every live member has agreed on it and before any message
+/// it covers is delivered. It must return quickly: the view change waits for it.
+pub type TrimHandler = Arc<dyn Fn(u64, &crate::multicast::RaggedTrim) + Send + Sync>;
+
 /// Optional upcalls of a member.
 #[derive(Default)]
 pub struct Hooks {
@@ -163,6 +168,8 @@ pub struct Hooks {
     /// [`crate::gms::restart`]): a running group admits it as any joiner; a forming one
     /// restarts from the logs of a quorum of the last view.
     pub restart: Option<RestartInfo>,
+    /// Called with every ragged trim before it is acted on (see [`TrimHandler`]).
+    pub trim: Option<TrimHandler>,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -170,6 +177,7 @@ impl std::fmt::Debug for Hooks {
         f.debug_struct("Hooks")
             .field("on_view", &self.on_view.is_some())
             .field("state", &self.state.is_some())
+            .field("trim", &self.trim.is_some())
             .field("restart", &self.restart.as_ref().map(|r| r.view.vid))
             .finish()
     }
@@ -221,6 +229,7 @@ struct Inner {
     deliver: Arc<Mutex<DeliveryHandler>>,
     on_view: Mutex<Option<ViewHandler>>,
     state: Option<Arc<dyn StateHooks>>,
+    trim: Option<TrimHandler>,
     transfers: TcpListener,
     joins: crate::gms::change::JoinQueue,
     gms: Mutex<GmsService>,
@@ -385,6 +394,7 @@ impl GroupNode {
             deliver: Arc::new(Mutex::new(deliver)),
             on_view: Mutex::new(hooks.on_view),
             state: hooks.state,
+            trim: hooks.trim,
             transfers,
             joins,
             gms: Mutex::new(gms),
@@ -672,6 +682,11 @@ impl Inner {
                 Ok::<(), GroupError>(())
             })?;
         let tx = outcomes.clone();
+        let vid = view.vid;
+        let on_trim = self.trim.as_ref().map(|f| {
+            let f = Arc::clone(f);
+            Arc::new(move |t: &crate::multicast::RaggedTrim| f(vid, t)) as crate::multicast::TrimLog
+        });
         group.install_change_protocol(
             self.partition_safety,
             Some(Arc::clone(&self.joins)),
@@ -679,6 +694,7 @@ impl Inner {
                 // A member that stopped has no view manager to tell.
                 let _ = tx.send(Some(o));
             }),
+            on_trim,
         )?;
         match &view.inadequate {
             None => {

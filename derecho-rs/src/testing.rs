@@ -7,7 +7,7 @@
 //! replica loaded from another's saved state answers every query as the original does (state
 //! transfer).
 //!
-//! With the crate's `testing` feature, [`membership`] also exposes the membership core's pure
+//! With the crate's `testing` feature, `membership` also exposes the membership core's pure
 //! decisions and the view-change hook of the multicast layer, for simulators and protocol
 //! tests that drive them directly. Applications do not need it.
 
@@ -50,7 +50,7 @@ pub mod membership {
             joins: Option<JoinQueue>,
             on_outcome: Box<dyn FnMut(Outcome) + Send>,
         ) -> Result<(), MulticastError> {
-            MulticastGroup::install_change_protocol(self, partition_safety, joins, on_outcome)
+            MulticastGroup::install_change_protocol(self, partition_safety, joins, on_outcome, None)
         }
     }
 }

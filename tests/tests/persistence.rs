@@ -273,6 +273,52 @@ fn a_restart_restores_every_replica_from_the_longest_log() {
     crash_all(groups);
 }
 
+/// Every ragged trim is on each survivor's disk before the view it ends is followed by the
+/// next: the same trim on every survivor, covering what each sender had delivered.
+#[test]
+fn every_survivor_logs_the_same_ragged_trim_before_the_next_view() {
+    let root = tempfile::tempdir().unwrap();
+    let disks: Vec<Arc<SimStorage>> = (0..3).map(|_| Arc::new(SimStorage::new())).collect();
+    let mut groups = start_on_disks(root.path(), &disks);
+    let first = groups[0].view().vid;
+    for i in 0..10 {
+        put(&groups[0], &format!("a{i}"));
+    }
+    for i in 0..5 {
+        put(&groups[1], &format!("b{i}"));
+    }
+    let gone = groups.pop().unwrap();
+    gone.node().abort();
+    drop(gone);
+    for g in &groups {
+        g.node()
+            .wait_for_view(first + 1, Duration::from_secs(20))
+            .unwrap();
+    }
+    let trims_of = |d: &Arc<SimStorage>| {
+        let storage: Arc<dyn derecho::persist::Storage> = d.clone();
+        derecho::rpc::logged_trims(&storage).unwrap()
+    };
+    let (t0, t1) = (trims_of(&disks[0]), trims_of(&disks[1]));
+    let ended = |t: &[(u64, BTreeMap<usize, Vec<i64>>)]| {
+        t.iter()
+            .find(|(vid, _)| *vid == first)
+            .map(|(_, trim)| trim.clone())
+            .unwrap_or_else(|| panic!("no trim of view {first} in {t:?}"))
+    };
+    let trim = ended(&t0);
+    assert_eq!(trim, ended(&t1), "the survivors logged different trims");
+    // Views are logged in order, once each.
+    assert!(t0.windows(2).all(|w| w[0].0 < w[1].0), "{t0:?}");
+    // Three senders in the one subgroup; node 0's ten updates and node 1's five are covered
+    // (indices count from 0).
+    let mut last = trim.get(&0).cloned().unwrap_or_default();
+    last.sort_unstable();
+    assert_eq!(last.len(), 3, "{trim:?}");
+    assert!(last[2] >= 9 && last[1] >= 4, "{trim:?}");
+    crash_all(groups);
+}
+
 /// Issue #15, durability: every member's disk loses or tears what it had not synced when
 /// everyone crashed (simulated disks, several seeds). After the restart every replica holds
 /// the same prefix of the update history, and that prefix covers every update whose global

@@ -552,6 +552,8 @@ pub(crate) struct EngineEnd {
     pub senders: Vec<Arc<Mutex<SenderState>>>,
     /// Reads back one of my RDMC messages that never completed here.
     pub read_rdmc: Arc<dyn Fn(usize, u64, usize) -> Option<Vec<u8>> + Send + Sync>,
+    /// Records the trim before anything it covers is delivered.
+    pub on_trim: Option<crate::multicast::TrimLog>,
 }
 
 impl ViewEnd<Sst> for EngineEnd {
@@ -568,6 +570,9 @@ impl ViewEnd<Sst> for EngineEnd {
     }
 
     fn trim(&mut self, trims: &BTreeMap<usize, Vec<i64>>) -> Vec<Resend> {
+        if let Some(record) = &self.on_trim {
+            record(trims);
+        }
         lock(&self.engine).ragged_trim(trims, &*self.read_rdmc)
     }
 }

@@ -29,6 +29,13 @@ use derecho_sst::{
 };
 
 pub use engine::Resend;
+
+/// A view's ragged trim: per subgroup of this member (flat id), the index of the last message
+/// delivered from each sender (in sender order; −1 for none).
+pub type RaggedTrim = BTreeMap<usize, Vec<i64>>;
+
+/// Records a view's ragged trim before the trim is acted on.
+pub type TrimLog = Arc<dyn Fn(&RaggedTrim) + Send + Sync>;
 use engine::{Engine, Inbox, SenderState, ShardInfo, ShardRun};
 use order::RoundRobin;
 use spec::{Columns, Header};
@@ -766,6 +773,7 @@ impl MulticastGroup {
         partition_safety: bool,
         joins: Option<crate::gms::change::JoinQueue>,
         mut on_outcome: Box<dyn FnMut(crate::gms::change::Outcome) + Send>,
+        on_trim: Option<TrimLog>,
     ) -> Result<(), MulticastError> {
         let shards = lock(&self.engine)
             .shards
@@ -805,6 +813,7 @@ impl MulticastGroup {
             engine: Arc::clone(&self.engine),
             senders,
             read_rdmc,
+            on_trim,
         };
         let protocol = Arc::new(Mutex::new(protocol));
         let (cond, trig) = (Arc::clone(&protocol), protocol);

@@ -232,6 +232,14 @@ impl GroupBuilder {
                 })),
                 state: Some(Arc::new(States(Arc::downgrade(&inner)))),
                 restart,
+                trim: inner.persistence.as_ref().map(|_| {
+                    let w = Arc::downgrade(&inner);
+                    Arc::new(move |vid: u64, t: &crate::multicast::RaggedTrim| {
+                        if let Some(p) = w.upgrade().as_ref().and_then(|i| i.persistence.as_ref()) {
+                            persist::log_trim(p, vid, t);
+                        }
+                    }) as crate::node::TrimHandler
+                }),
             },
         )?;
         let node = Arc::new(node);

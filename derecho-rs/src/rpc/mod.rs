@@ -102,6 +102,7 @@ pub use error::{
 };
 pub use group::Group;
 pub use info::{GroupInfo, TypeInfo};
+pub use persist::{logged_trims, TRIM_LOG};
 use persist::{Persistence, ReplicaLog};
 pub use replicated::{QueryTask, Replicated};
 pub use reply::ReplyMap;

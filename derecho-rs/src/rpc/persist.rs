@@ -35,6 +35,12 @@ const KIND_UPDATE: u8 = 1;
 const KIND_CHECKPOINT: u8 = 2;
 /// Name of the logged view.
 pub(super) const VIEW_OBJECT: &str = "view";
+/// Name of the log of ragged trims: one entry per ended view, its version the view's id.
+pub const TRIM_LOG: &str = "trims";
+/// Log entry kind of a ragged trim.
+const KIND_TRIM: u8 = 3;
+/// Most trims kept: older ones are dropped (a restart needs none of them today).
+const TRIMS_KEPT: usize = 1024;
 
 /// The `[PERS]` settings a replica log follows.
 #[derive(Clone, Debug)]
@@ -386,6 +392,8 @@ pub(super) struct Persistence {
     global: Mutex<BTreeMap<usize, Version>>,
     /// The kinds of failure already logged (each is logged once).
     reported: Mutex<std::collections::BTreeSet<String>>,
+    /// The log of ragged trims, opened at the first one.
+    trims: Mutex<Option<Log>>,
 }
 
 impl Persistence {
@@ -399,6 +407,7 @@ impl Persistence {
             persisted: Condvar::new(),
             global: Mutex::new(BTreeMap::new()),
             reported: Mutex::new(std::collections::BTreeSet::new()),
+            trims: Mutex::new(None),
         }
     }
 
@@ -508,6 +517,107 @@ pub(super) fn log_view(p: &Persistence, v: &View) {
     }
 }
 
+/// A trim as little-endian `u64`s: per subgroup its id, its sender count, then each sender's
+/// last delivered index (as `i64`).
+fn encode_trim(trims: &BTreeMap<usize, Vec<i64>>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (sg, last) in trims {
+        out.extend_from_slice(&(*sg as u64).to_le_bytes());
+        out.extend_from_slice(&(last.len() as u64).to_le_bytes());
+        for l in last {
+            out.extend_from_slice(&l.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// The inverse of [`encode_trim`]; `None` for bytes it did not write.
+fn decode_trim(bytes: &[u8]) -> Option<BTreeMap<usize, Vec<i64>>> {
+    let mut words = bytes.chunks_exact(8).map(|c| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        u64::from_le_bytes(w)
+    });
+    if !bytes.len().is_multiple_of(8) {
+        return None;
+    }
+    let mut out = BTreeMap::new();
+    while let Some(sg) = words.next() {
+        let n = usize::try_from(words.next()?).ok()?;
+        if n > bytes.len() / 8 {
+            return None;
+        }
+        let last = (0..n)
+            .map(|_| words.next().map(|w| w as i64))
+            .collect::<Option<Vec<i64>>>()?;
+        out.insert(usize::try_from(sg).ok()?, last);
+    }
+    Some(out)
+}
+
+/// The ragged trims logged on `storage`, oldest first: each ended view's id with, per
+/// subgroup of this member, the last message index delivered per sender. An entry that does
+/// not decode is a [`derecho_persist::Error::Codec`].
+pub fn logged_trims(
+    storage: &Arc<dyn Storage>,
+) -> Result<Vec<(u64, crate::multicast::RaggedTrim)>, derecho_persist::Error> {
+    let options = LogOptions {
+        read_only: true,
+        ..LogOptions::default()
+    };
+    let log = Log::open(Arc::clone(storage), TRIM_LOG, options)?;
+    log.iter_from(INVALID)
+        .map(|e| {
+            let e = e?;
+            let trims = decode_trim(&e.payload).ok_or_else(|| derecho_persist::Error::Codec {
+                name: TRIM_LOG.to_string(),
+                reason: format!("the trim of view {} does not decode", e.version),
+            })?;
+            Ok((u64::try_from(e.version).unwrap_or(0), trims))
+        })
+        .collect()
+}
+
+/// Logs the ragged trim of view `vid` durably, before it is acted on ([`logged_trims`] reads
+/// them back). Kept for the newest [`TRIMS_KEPT`] views.
+pub(super) fn log_trim(p: &Persistence, vid: u64, trims: &BTreeMap<usize, Vec<i64>>) {
+    let logged = (|| -> Result<(), derecho_persist::Error> {
+        let mut slot = lock(&p.trims);
+        let log = match slot.as_mut() {
+            Some(log) => log,
+            None => slot.insert(Log::open(
+                Arc::clone(&p.storage),
+                TRIM_LOG,
+                LogOptions::default(),
+            )?),
+        };
+        let version = i64::try_from(vid).unwrap_or(i64::MAX);
+        // A restart numbers its view past every logged one, so trims only move forward; one
+        // already there (the same view ended twice cannot happen) is left as it is.
+        if version <= log.latest_version() {
+            return Ok(());
+        }
+        log.append(
+            version,
+            Hlc::new(now_us(), 0),
+            KIND_TRIM,
+            &encode_trim(trims),
+        )?;
+        log.persist()?;
+        if log.len() > TRIMS_KEPT {
+            let keep_from = log
+                .infos(INVALID, Version::MAX)
+                .get(log.len() - TRIMS_KEPT)
+                .map_or(INVALID, |e| e.version);
+            log.trim(keep_from)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = logged {
+        p.report_error("logging a ragged trim", &e);
+    }
+}
+
 /// The persist worker: syncs every persistent replica's logs when woken, records the
 /// versions on disk, and publishes them in the current view's SST.
 pub(super) fn persist_worker(inner: &Weak<Inner>) {
@@ -584,4 +694,21 @@ pub(super) fn version_of(vid: u64, seq: i64) -> Version {
 /// A replica's newest applied version, for the state it transfers (−1 if not persistent).
 pub(super) fn applied_version(r: &Replica) -> Version {
     r.log.as_ref().map_or(INVALID, |l| l.latest())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trims_round_trip_and_garbage_does_not_decode() {
+        let trims = BTreeMap::from([(0, vec![4, -1, 7]), (3, vec![]), (5, vec![i64::MAX])]);
+        assert_eq!(decode_trim(&encode_trim(&trims)), Some(trims));
+        assert_eq!(decode_trim(&[]), Some(BTreeMap::new()));
+        assert_eq!(decode_trim(&[1, 2, 3]), None);
+        // A sender count larger than the bytes that follow.
+        let mut lying = 0u64.to_le_bytes().to_vec();
+        lying.extend_from_slice(&1000u64.to_le_bytes());
+        assert_eq!(decode_trim(&lying), None);
+    }
 }
