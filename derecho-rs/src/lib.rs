@@ -90,8 +90,8 @@ pub use gms::View;
 pub use layout::{LayoutError, LayoutPolicy, SubgroupPolicy, TypePolicy};
 pub use node::{GroupError, GroupNode};
 pub use rpc::{
-    CallError, Group, GroupBuilder, LookupError, PersistenceError, Replicated, ReplyError,
-    ReplyMap, RpcError, SendError, StartError, Subgroup, TooLarge, WaitError,
+    CallError, Group, GroupBuilder, LookupError, PersistenceError, RemoteError, Replicated,
+    ReplyError, ReplyMap, RpcError, SendError, StartError, Subgroup, TooLarge, WaitError,
 };
 
 /// Identifies a process in a group (the configuration's `local_id`).

@@ -49,6 +49,56 @@ impl TooLarge {
     }
 }
 
+/// Why a member answered a request or an ordered update with an error. It travels back to
+/// the caller on the P2P port, so its details are plain data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteError {
+    /// The member holds no replica of the subgroup (it is not, or no longer, a member).
+    #[error("node {node} holds no replica of subgroup {subgroup}")]
+    NoReplica {
+        /// The member.
+        node: NodeId,
+        /// Flat subgroup id.
+        subgroup: usize,
+    },
+    /// The request or update did not decode as the type's `Query` or `Update`.
+    #[error("malformed payload: {reason}")]
+    Malformed {
+        /// The decoder's message.
+        reason: String,
+    },
+    /// The reply exceeds the shard's `max_reply_payload_size`.
+    #[error("the reply of {len} bytes exceeds max_reply_payload_size = {max} bytes")]
+    ReplyTooLarge {
+        /// Its size.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// The reply or the group's description could not be encoded.
+    #[error("the answer could not be encoded: {reason}")]
+    Encode {
+        /// The encoder's message.
+        reason: String,
+    },
+    /// The member is shutting down.
+    #[error("the member is shutting down")]
+    ShuttingDown,
+    /// A member of the shard was removed before it replied to a relayed update.
+    #[error("node {node} was removed from the group before it replied")]
+    Removed {
+        /// The member removed.
+        node: NodeId,
+    },
+    /// The member could not relay the update into its shard (its send or wait failed).
+    #[error("relaying the update failed: {reason}")]
+    Relay {
+        /// What failed there.
+        reason: String,
+    },
+}
+
 /// Errors of [`GroupBuilder::start`]: the group could not be joined or formed.
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -226,14 +276,15 @@ pub enum ReplyError {
         /// The member.
         node: NodeId,
     },
-    /// The member answered with an error (its replica refused the update, holds no replica,
+    /// The member answered with an error (it holds no replica, the update did not decode,
     /// or its reply exceeded `max_reply_payload_size`).
-    #[error("node {node} answered with an error: {message}")]
+    #[error("node {node} answered with an error: {error}")]
     Remote {
         /// The member.
         node: NodeId,
-        /// Its error, as it reported it.
-        message: String,
+        /// Its error.
+        #[source]
+        error: RemoteError,
     },
     /// The reply could not be deserialized as the type's `Reply`.
     #[error("the reply of node {node} is malformed: {source}")]
@@ -247,6 +298,25 @@ pub enum ReplyError {
 }
 
 impl ReplyError {
+    /// The same failure as a relaying member reports it to its caller.
+    pub(crate) fn into_remote(self) -> RemoteError {
+        match self {
+            ReplyError::Removed { node } => RemoteError::Removed { node },
+            ReplyError::Remote { error, .. } => error,
+            ReplyError::Malformed { source, .. } => RemoteError::Malformed {
+                reason: source.to_string(),
+            },
+        }
+    }
+
+    /// A relayed member's failure as the caller sees it.
+    pub(crate) fn from_remote(node: NodeId, error: RemoteError) -> Self {
+        match error {
+            RemoteError::Removed { node } => ReplyError::Removed { node },
+            error => ReplyError::Remote { node, error },
+        }
+    }
+
     /// Whether the member's failure was the view changing under it (the update itself was
     /// delivered to the members that remained).
     pub fn is_transient(&self) -> bool {
@@ -304,13 +374,14 @@ pub enum CallError {
         node: NodeId,
     },
     /// The member answered with an error (a malformed request, an oversized reply, no
-    /// replica, or its replica's error).
-    #[error("node {node} answered with an error: {message}")]
+    /// replica, a relay that failed there).
+    #[error("node {node} answered with an error: {error}")]
     Remote {
         /// The member.
         node: NodeId,
-        /// Its error, as it reported it.
-        message: String,
+        /// Its error.
+        #[source]
+        error: RemoteError,
     },
     /// The answer could not be deserialized as the expected type.
     #[error("the answer of node {node} is malformed: {source}")]

@@ -146,9 +146,9 @@ fn fetch_info(addr: SocketAddr, limits: Limits, timeout: Duration) -> Result<Gro
     let conn = PeerConn::connect(CONTACT, addr, limits, timeout)?;
     let r = conn.call(Kind::GetView, &[], timeout)?;
     conn.fail(CallError::ShutDown);
-    let bytes = r.map_err(|message| CallError::Remote {
+    let bytes = r.map_err(|error| CallError::Remote {
         node: CONTACT,
-        message,
+        error,
     })?;
     serde_json::from_slice(&bytes).map_err(|e| CallError::MalformedView {
         addr,

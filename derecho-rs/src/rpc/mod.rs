@@ -97,8 +97,8 @@ mod subgroup;
 
 pub use builder::GroupBuilder;
 pub use error::{
-    CallError, LookupError, PersistenceError, ReplyError, RpcError, SendError, StartError,
-    TooLarge, WaitError,
+    CallError, LookupError, PersistenceError, RemoteError, ReplyError, RpcError, SendError,
+    StartError, TooLarge, WaitError,
 };
 pub use group::Group;
 pub use info::{GroupInfo, TypeInfo};

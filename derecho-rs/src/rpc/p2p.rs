@@ -46,13 +46,13 @@ impl Limits {
 /// What the serving side does with requests.
 pub trait Handler: Send + Sync {
     /// Runs a query on this member's replica of `subgroup`.
-    fn query(&self, subgroup: usize, body: &[u8]) -> Result<Vec<u8>, String>;
+    fn query(&self, subgroup: usize, body: &[u8]) -> wire::Answer;
     /// Sends an update in this member's shard of `subgroup` and collects every reply.
-    fn relay(&self, subgroup: usize, body: &[u8]) -> Result<Vec<u8>, String>;
+    fn relay(&self, subgroup: usize, body: &[u8]) -> wire::Answer;
     /// Describes the current view.
-    fn get_view(&self) -> Result<Vec<u8>, String>;
+    fn get_view(&self) -> wire::Answer;
     /// Records a member's reply to an ordered request of this node.
-    fn ordered_reply(&self, id: u64, from: NodeId, result: Result<Vec<u8>, String>);
+    fn ordered_reply(&self, id: u64, from: NodeId, result: wire::Answer);
 }
 
 /// The serving side: a listener thread and a reader and a worker per connection.
@@ -224,18 +224,20 @@ fn work(rx: &Receiver<Frame>, handler: &Arc<dyn Handler>, writer: TcpStream) {
                     handler.query(subgroup as usize, body)
                 }
                 Ok((subgroup, body)) => handler.relay(subgroup as usize, body),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(super::RemoteError::Malformed {
+                    reason: e.to_string(),
+                }),
             },
             Kind::Reply | Kind::OrderedReply => continue,
         };
         let (status, body) = wire::status_parts(&result);
-        if wire::write_frame(&mut out, Kind::Reply, f.id, &[&status, body]).is_err() {
+        if wire::write_frame(&mut out, Kind::Reply, f.id, &[&status, &body]).is_err() {
             return;
         }
     }
 }
 
-type Waiter = SyncSender<Result<Result<Vec<u8>, String>, CallError>>;
+type Waiter = SyncSender<Result<wire::Answer, CallError>>;
 
 /// A caller's connection to one peer.
 pub struct PeerConn {
@@ -373,7 +375,7 @@ impl PeerConn {
         kind: Kind,
         parts: &[&[u8]],
         timeout: Duration,
-    ) -> Result<Result<Vec<u8>, String>, CallError> {
+    ) -> Result<wire::Answer, CallError> {
         let deadline = Instant::now() + timeout;
         {
             let mut credits = lock(&self.credits);
@@ -402,7 +404,7 @@ impl PeerConn {
         parts: &[&[u8]],
         deadline: Instant,
         timeout: Duration,
-    ) -> Result<Result<Vec<u8>, String>, CallError> {
+    ) -> Result<wire::Answer, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::sync_channel(1);
         lock(&self.waiting).insert(id, tx);

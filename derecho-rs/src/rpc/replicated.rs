@@ -38,8 +38,8 @@ pub type QueryTask<R> = Box<dyn FnOnce() -> R + Send>;
 
 /// A replica behind its type.
 pub(super) trait Erased: Send + Sync {
-    fn apply(&self, update: &[u8]) -> Result<Vec<u8>, String>;
-    fn query(&self, query: &[u8]) -> Result<Vec<u8>, String>;
+    fn apply(&self, update: &[u8]) -> wire::Answer;
+    fn query(&self, query: &[u8]) -> wire::Answer;
     fn save(&self, out: &mut dyn Write) -> io::Result<()>;
     fn load(&self, input: &mut dyn Read) -> io::Result<()>;
     fn as_any(&self) -> &dyn Any;
@@ -48,15 +48,15 @@ pub(super) trait Erased: Send + Sync {
 pub(super) struct Holder<T: Replicated>(pub(super) RwLock<T>);
 
 impl<T: Replicated> Erased for Holder<T> {
-    fn apply(&self, update: &[u8]) -> Result<Vec<u8>, String> {
+    fn apply(&self, update: &[u8]) -> wire::Answer {
         let u: T::Update = wire::decode(update).map_err(malformed)?;
         let r = write_lock(&self.0).apply(u);
-        wire::encode(&r).map_err(|e| e.to_string())
+        wire::encode(&r).map_err(unencodable)
     }
-    fn query(&self, query: &[u8]) -> Result<Vec<u8>, String> {
+    fn query(&self, query: &[u8]) -> wire::Answer {
         let q: T::Query = wire::decode(query).map_err(malformed)?;
         let task = read_lock(&self.0).query_task(q);
-        wire::encode(&task()).map_err(|e| e.to_string())
+        wire::encode(&task()).map_err(unencodable)
     }
     fn save(&self, out: &mut dyn Write) -> io::Result<()> {
         read_lock(&self.0).save(out)
@@ -69,9 +69,18 @@ impl<T: Replicated> Erased for Holder<T> {
     }
 }
 
-/// What a replica answers for a request it cannot decode (the text travels to the caller).
-fn malformed(e: Arc<bincode::Error>) -> String {
-    format!("malformed payload: {e}")
+/// What a replica answers for a request it cannot decode.
+fn malformed(e: Arc<bincode::Error>) -> RemoteError {
+    RemoteError::Malformed {
+        reason: e.to_string(),
+    }
+}
+
+/// What a replica answers when its reply cannot be encoded.
+fn unencodable(e: Arc<bincode::Error>) -> RemoteError {
+    RemoteError::Encode {
+        reason: e.to_string(),
+    }
 }
 
 pub(super) type Factory = Box<dyn Fn(usize) -> Arc<dyn Erased> + Send + Sync>;

@@ -36,7 +36,7 @@ pub(super) struct Pending {
 pub(super) struct OutReply {
     pub(super) caller: NodeId,
     pub(super) id: u64,
-    pub(super) result: Result<Vec<u8>, String>,
+    pub(super) result: wire::Answer,
 }
 
 /// Most ordered requests of one member waiting for replies.
@@ -263,10 +263,10 @@ impl Inner {
             Some((obj, Some(log))) => {
                 self.apply_persistent(d.subgroup, &obj, &log, version, ordered.stamp_us, body)
             }
-            None => Err(format!(
-                "node {} holds no replica of subgroup {}",
-                self.me, d.subgroup
-            )),
+            None => Err(RemoteError::NoReplica {
+                node: self.me,
+                subgroup: d.subgroup,
+            }),
         };
         let max = self
             .max_reply
@@ -275,10 +275,7 @@ impl Inner {
             .unwrap_or(usize::MAX);
         if let Ok(r) = &result {
             if r.len() > max {
-                result = Err(format!(
-                    "the reply of {} bytes exceeds max_reply_payload_size = {max} bytes",
-                    r.len()
-                ));
+                result = Err(RemoteError::ReplyTooLarge { len: r.len(), max });
             }
         }
         if caller == self.me {
@@ -294,9 +291,9 @@ impl Inner {
                 p.version = Some(version);
                 p.replies.insert(
                     self.me,
-                    result.map_err(|message| ReplyError::Remote {
+                    result.map_err(|error| ReplyError::Remote {
                         node: self.me,
-                        message,
+                        error,
                     }),
                 );
             }
@@ -325,7 +322,7 @@ impl Inner {
         version: i64,
         stamp_us: u64,
         body: &[u8],
-    ) -> Result<Vec<u8>, String> {
+    ) -> wire::Answer {
         let Some(p) = &self.persistence else {
             return obj.apply(body);
         };
@@ -362,15 +359,12 @@ impl Inner {
         result
     }
 
-    pub(super) fn record_reply(&self, id: u64, from: NodeId, result: Result<Vec<u8>, String>) {
+    pub(super) fn record_reply(&self, id: u64, from: NodeId, result: wire::Answer) {
         let mut pending = lock(&self.pending);
         if let Some(p) = pending.get_mut(&id) {
             p.replies.insert(
                 from,
-                result.map_err(|message| ReplyError::Remote {
-                    node: from,
-                    message,
-                }),
+                result.map_err(|error| ReplyError::Remote { node: from, error }),
             );
         }
         drop(pending);
@@ -466,16 +460,16 @@ impl Inner {
         }
     }
 
-    pub(super) fn query_local(&self, subgroup: usize, body: &[u8]) -> Result<Vec<u8>, String> {
+    pub(super) fn query_local(&self, subgroup: usize, body: &[u8]) -> wire::Answer {
         let replica = read_lock(&self.replicas)
             .get(&subgroup)
             .map(|r| Arc::clone(&r.obj));
         match replica {
             Some(obj) => obj.query(body),
-            None => Err(format!(
-                "node {} holds no replica of subgroup {subgroup}",
-                self.me
-            )),
+            None => Err(RemoteError::NoReplica {
+                node: self.me,
+                subgroup,
+            }),
         }
     }
 }
@@ -490,38 +484,43 @@ pub(super) fn now_us() -> u64 {
 pub(super) struct Served(pub(super) Weak<Inner>);
 
 impl Served {
-    pub(super) fn inner(&self) -> Result<Arc<Inner>, String> {
-        self.0
-            .upgrade()
-            .ok_or_else(|| "the member is shutting down".to_string())
+    pub(super) fn inner(&self) -> Result<Arc<Inner>, RemoteError> {
+        self.0.upgrade().ok_or(RemoteError::ShuttingDown)
     }
 }
 
 impl Handler for Served {
-    fn query(&self, subgroup: usize, body: &[u8]) -> Result<Vec<u8>, String> {
+    fn query(&self, subgroup: usize, body: &[u8]) -> wire::Answer {
         self.inner()?.query_local(subgroup, body)
     }
 
-    fn relay(&self, subgroup: usize, body: &[u8]) -> Result<Vec<u8>, String> {
+    fn relay(&self, subgroup: usize, body: &[u8]) -> wire::Answer {
         let inner = self.inner()?;
+        let relay = |e: &dyn std::fmt::Display| RemoteError::Relay {
+            reason: e.to_string(),
+        };
         let id = inner
             .ordered_send_raw(subgroup, body)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| relay(&e))?;
         let replies = inner
             .wait_replies(id, inner.timeout)
-            .map_err(|e| e.to_string())?;
-        let flat: Vec<(NodeId, Result<Vec<u8>, String>)> = replies
+            .map_err(|e| relay(&e))?;
+        let flat: Vec<(NodeId, wire::Answer)> = replies
             .into_iter()
-            .map(|(n, r)| (n, r.map_err(|e| e.to_string())))
+            .map(|(n, r)| (n, r.map_err(ReplyError::into_remote)))
             .collect();
-        wire::encode(&flat).map_err(|e| e.to_string())
+        wire::encode(&flat).map_err(|e| RemoteError::Encode {
+            reason: e.to_string(),
+        })
     }
 
-    fn get_view(&self) -> Result<Vec<u8>, String> {
-        serde_json::to_vec(&self.inner()?.info()).map_err(|e| e.to_string())
+    fn get_view(&self) -> wire::Answer {
+        serde_json::to_vec(&self.inner()?.info()).map_err(|e| RemoteError::Encode {
+            reason: e.to_string(),
+        })
     }
 
-    fn ordered_reply(&self, id: u64, from: NodeId, result: Result<Vec<u8>, String>) {
+    fn ordered_reply(&self, id: u64, from: NodeId, result: wire::Answer) {
         if let Ok(i) = self.inner() {
             i.record_reply(id, from, result);
         }
@@ -604,7 +603,7 @@ pub(super) fn reply_sender(inner: &Weak<Inner>, rx: &Receiver<OutReply>) {
         let sent = i
             .peers
             .get(r.caller, addr)
-            .and_then(|c| c.send_oneway(Kind::OrderedReply, r.id, &[&me, &status, body]));
+            .and_then(|c| c.send_oneway(Kind::OrderedReply, r.id, &[&me, &status, &body]));
         if let Err(e) = sent {
             tracing::warn!(caller = r.caller, error = %e, "an RPC reply could not be sent");
         }

@@ -104,7 +104,7 @@ impl<T: Replicated> Subgroup<T> {
             let r = self
                 .inner
                 .query_local(self.id, &body)
-                .map_err(|message| CallError::Remote { node, message })?;
+                .map_err(|error| CallError::Remote { node, error })?;
             return answer(node, &r);
         }
         let r = call(
@@ -171,12 +171,12 @@ pub(super) fn relayed<R: DeserializeOwned>(
     node: NodeId,
     bytes: &[u8],
 ) -> Result<BTreeMap<NodeId, Result<R, ReplyError>>, CallError> {
-    let flat: Vec<(NodeId, Result<Vec<u8>, String>)> = answer(node, bytes)?;
+    let flat: Vec<(NodeId, wire::Answer)> = answer(node, bytes)?;
     Ok(flat
         .into_iter()
         .map(|(n, r)| {
             let r = r
-                .map_err(|message| ReplyError::Remote { node: n, message })
+                .map_err(|error| ReplyError::from_remote(n, error))
                 .and_then(|b| reply(n, &b));
             (n, r)
         })
@@ -224,5 +224,5 @@ pub(super) fn call(
     // Flat subgroup ids index the view's subgroups, which `target` checked.
     let sg = u32::try_from(subgroup).unwrap_or(u32::MAX).to_le_bytes();
     conn.call(kind, &[&sg, body], timeout)?
-        .map_err(|message| CallError::Remote { node, message })
+        .map_err(|error| CallError::Remote { node, error })
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::RemoteError;
 use crate::NodeId;
 
 /// Header flag of a multicast message that carries an ordered RPC.
@@ -23,7 +24,7 @@ pub const ORDERED_VERSION: u8 = 2;
 /// Bytes before the update in an ordered RPC message: version, request id, caller, timestamp.
 pub const ORDERED_HEADER: usize = 21;
 /// First bytes of every P2P connection.
-pub const HELLO: [u8; 8] = *b"DRP2\x01\0\0\0";
+pub const HELLO: [u8; 8] = *b"DRP2\x02\0\0\0";
 /// Bytes of a frame header after the length: kind and request id.
 pub const FRAME_HEADER: usize = 9;
 /// Extra room a frame needs over its payload limit (ids, status, subgroup).
@@ -161,19 +162,30 @@ pub fn take_u32(body: &[u8]) -> Result<(u32, &[u8]), WireError> {
     Ok((u32::from_le_bytes(b), &body[4..]))
 }
 
-/// Encodes a result as a status byte and a body.
-pub fn status_parts(result: &Result<Vec<u8>, String>) -> ([u8; 1], &[u8]) {
+/// A member's answer to a request: the reply's bytes, or why it refused.
+pub type Answer = Result<Vec<u8>, RemoteError>;
+
+/// Encodes an answer as a status byte and a body: 0 and the reply, or 1 and the
+/// [`RemoteError`] (bincode).
+pub fn status_parts(result: &Answer) -> ([u8; 1], std::borrow::Cow<'_, [u8]>) {
     match result {
-        Ok(v) => ([0], v.as_slice()),
-        Err(e) => ([1], e.as_bytes()),
+        Ok(v) => ([0], std::borrow::Cow::Borrowed(v.as_slice())),
+        // Encoding a plain enum of strings and integers into memory cannot fail; an empty
+        // body would be refused by the caller as a protocol violation.
+        Err(e) => (
+            [1],
+            std::borrow::Cow::Owned(bincode::serialize(e).unwrap_or_default()),
+        ),
     }
 }
 
 /// Decodes a status byte and body.
-pub fn parse_status(body: &[u8]) -> Result<Result<Vec<u8>, String>, WireError> {
+pub fn parse_status(body: &[u8]) -> Result<Answer, WireError> {
     match body.split_first() {
         Some((0, rest)) => Ok(Ok(rest.to_vec())),
-        Some((1, rest)) => Ok(Err(String::from_utf8_lossy(rest).into_owned())),
+        Some((1, rest)) => bincode::deserialize(rest)
+            .map(Err)
+            .map_err(|_| WireError::BadStatus),
         _ => Err(WireError::BadStatus),
     }
 }
@@ -251,6 +263,23 @@ mod tests {
         let mut garbage: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
         assert!(read_frame(&mut garbage, 1 << 20).is_err());
         assert!(read_hello(&mut &b"GET / HTTP/1.1"[..]).is_err());
+    }
+
+    #[test]
+    fn answers_round_trip_and_a_bad_refusal_is_a_protocol_error() {
+        let refused: Answer = Err(RemoteError::NoReplica {
+            node: 3,
+            subgroup: 1,
+        });
+        for answer in [Ok(b"reply".to_vec()), refused] {
+            let (status, body) = status_parts(&answer);
+            let mut frame = status.to_vec();
+            frame.extend_from_slice(&body);
+            assert_eq!(parse_status(&frame).unwrap(), answer);
+        }
+        assert_eq!(parse_status(&[1, 0xff, 0xff]), Err(WireError::BadStatus));
+        assert_eq!(parse_status(&[7]), Err(WireError::BadStatus));
+        assert_eq!(parse_status(&[]), Err(WireError::BadStatus));
     }
 
     #[test]
