@@ -348,7 +348,24 @@ impl GroupNode {
         } else {
             None
         };
-        let view = if let Some((leader, vid)) = running {
+        let backups = d.enable_backup_restart_leaders && !unset;
+        let view = if let (true, Some(restart)) = (backups, hooks.restart.as_ref()) {
+            let leaders: Vec<SocketAddr> = d
+                .restart_leaders
+                .iter()
+                .zip(&d.restart_leader_ports)
+                .map(|(ip, port)| SocketAddr::new(*ip, *port))
+                .collect();
+            first_view::restart_with_backups(
+                &listener,
+                me.clone(),
+                &leaders,
+                &layout,
+                &timeouts,
+                &stop,
+                restart,
+            )?
+        } else if let Some((leader, vid)) = running {
             tracing::info!(id = d.local_id, %leader, vid,
                 "this contact node finds its group running and joins it");
             first_view::join(leader, &me, &timeouts, &stop, hooks.restart.as_ref())?

@@ -273,6 +273,67 @@ fn a_restart_restores_every_replica_from_the_longest_log() {
     crash_all(groups);
 }
 
+/// Configurations for `ids` (the first is the contact) whose restart leaders are `leaders`
+/// (indices into `ids`, in priority order), with backup restart leaders on.
+fn with_backup_leaders(root: &Path, ids: &[u32], leaders: &[usize]) -> Vec<Config> {
+    let first = config(root, ids[0], None, Durability::WriteBehind);
+    let contact = first.derecho.gms_port;
+    let mut cfgs = vec![first];
+    for id in &ids[1..] {
+        cfgs.push(config(root, *id, Some(contact), Durability::WriteBehind));
+    }
+    let ports: Vec<u16> = leaders.iter().map(|&i| cfgs[i].derecho.gms_port).collect();
+    for c in &mut cfgs {
+        c.derecho.restart_leaders = vec![std::net::Ipv4Addr::LOCALHOST.into(); ports.len()];
+        c.derecho.restart_leader_ports = ports.clone();
+        c.derecho.enable_backup_restart_leaders = true;
+    }
+    cfgs
+}
+
+/// With backup restart leaders, a restart goes on without the first restart leader: the
+/// second takes over after its grace period, a node that is no leader finds it, and the first
+/// leader, started later, joins the restarted group instead of founding another.
+#[test]
+fn a_backup_restart_leader_takes_over_when_the_first_is_gone() {
+    logs();
+    let root = tempfile::tempdir().unwrap();
+    let cfgs = with_backup_leaders(root.path(), &[0, 1, 2], &[0, 1]);
+    let handles: Vec<_> = cfgs.into_iter().map(start_one).collect();
+    let groups: Vec<Group> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().unwrap())
+        .collect();
+    for i in 0..12 {
+        put(&groups[i % 3], &format!("k{i}"));
+    }
+    let before = state(&groups[0]);
+    crash_all(groups);
+    // Node 0, the first restart leader, stays down; fresh ports, the same logs.
+    let mut cfgs = with_backup_leaders(root.path(), &[0, 1, 2], &[0, 1]);
+    let first = cfgs.remove(0);
+    let started = Instant::now();
+    let handles: Vec<_> = cfgs.into_iter().map(start_one).collect();
+    let mut groups: Vec<Group> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().unwrap())
+        .collect();
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let vid = groups[0].view().vid;
+    assert!(vid > 0, "a restart view comes after the logged ones");
+    for g in &groups {
+        assert_eq!(g.view().ids().len(), 2, "{:?}", g.view().ids());
+        assert_eq!(state(g), before, "node {}", g.my_id());
+    }
+    // The first leader comes back and joins the group its backup restarted.
+    let back = start_one(first).join().unwrap().unwrap();
+    assert!(back.view().vid > vid, "{:?}", back.view());
+    assert_eq!(state(&back), before);
+    groups.push(back);
+    put(&groups[2], "after");
+    crash_all(groups);
+}
+
 /// Every ragged trim is on each survivor's disk before the view it ends is followed by the
 /// next: the same trim on every survivor, covering what each sender had delivered.
 #[test]

@@ -91,10 +91,14 @@ pub(crate) fn build(
         ));
     }
     let pers: PersSection = apply(&settings)?;
-    if derecho.enable_backup_restart_leaders {
+    let plain = DerechoSection::default();
+    if derecho.enable_backup_restart_leaders
+        && derecho.restart_leaders == plain.restart_leaders
+        && derecho.restart_leader_ports == plain.restart_leader_ports
+    {
         warnings.push(format!(
-            "{}: `DERECHO/enable_backup_restart_leaders` is not supported and is ignored (the \
-             contact node leads a total restart; if it is down, the restart waits for it)",
+            "{}: `DERECHO/enable_backup_restart_leaders` has no effect without a \
+             `restart_leaders` list (the contact node leads a total restart)",
             origin_of(&settings, "DERECHO/enable_backup_restart_leaders")
         ));
     }

@@ -58,9 +58,12 @@ pub struct DerechoSection {
     /// the last view is back, waits for the rest of it before it restarts without them.
     /// Default 2000.
     pub restart_timeout_ms: u32,
-    /// `enable_backup_restart_leaders`: in the original, try the next restart leader if one
-    /// fails. Not supported (setting it logs a warning): the contact node leads a total
-    /// restart, and the restart waits for it. Default false.
+    /// `enable_backup_restart_leaders`: a node restarting from its logs looks for a restart
+    /// leader among `restart_leaders` in order and joins the first that leads a running or
+    /// forming group; if none does, the leader at rank `k` of the list takes over after `k`
+    /// periods of `restart_timeout_ms`. Off (the default), the contact node leads a total
+    /// restart and the restart waits for it. Needs a `restart_leaders` list (a warning says so
+    /// otherwise).
     pub enable_backup_restart_leaders: bool,
     /// `disable_partitioning_safety`: let a minority partition continue. Default **false**
     /// (partition safety on; the original's code default is true, i.e. unsafe).

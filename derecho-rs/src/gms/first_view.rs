@@ -236,6 +236,13 @@ fn admit(
             return None;
         }
     };
+    if matches!(msg, GmsMessage::Probe) {
+        // A restarting node looking for its restart leader: this node leads a forming group.
+        let leader = SocketAddr::new(me.ip, me.gms_port);
+        // Best effort: a prober that misses the answer asks again.
+        let _ = write_msg(&mut stream, &GmsMessage::Forming { leader });
+        return None;
+    }
     let Some((version, member, report)) = msg.as_join() else {
         tracing::warn!(%from, "ignored a GMS connection that did not start with a join request");
         return None;
@@ -337,13 +344,94 @@ pub fn find_running(peers: &[SocketAddr]) -> Option<(SocketAddr, u64)> {
 
 /// One probe: the leader's address and the view id, if `peer` runs a group.
 fn probe(peer: SocketAddr) -> Option<(SocketAddr, u64)> {
+    match ask(peer)? {
+        GmsMessage::Running { vid, leader } => Some((leader, vid)),
+        _ => None,
+    }
+}
+
+/// Sends [`GmsMessage::Probe`] to `peer` and returns its answer (bounded by [`PROBE_BOUND`]).
+fn ask(peer: SocketAddr) -> Option<GmsMessage> {
     let mut s = TcpStream::connect_timeout(&peer, PROBE_BOUND).ok()?;
     let _ = s.set_read_timeout(Some(PROBE_BOUND));
     let _ = s.set_write_timeout(Some(PROBE_BOUND));
     write_msg(&mut s, &GmsMessage::Probe).ok()?;
-    match read_msg(&mut s).ok()? {
-        GmsMessage::Running { vid, leader } => Some((leader, vid)),
-        _ => None,
+    read_msg(&mut s).ok()
+}
+
+/// Where a restarting node goes: the first of `leaders` (restart leaders in priority order)
+/// that leads a running or forming group, or, once every leader ranked before `mine` has been
+/// silent for `rank × restart_grace`, nowhere (it leads itself). `None` from a node that is
+/// no restart leader means: keep looking. Bounded by `deadline`.
+fn find_restart_leader(
+    leaders: &[SocketAddr],
+    mine: Option<usize>,
+    grace: Duration,
+    deadline: Instant,
+    stop: &AtomicBool,
+) -> Result<Option<SocketAddr>, GmsError> {
+    let began = Instant::now();
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Err(GmsError::Stopped);
+        }
+        for (rank, &peer) in leaders.iter().enumerate() {
+            if Some(rank) == mine {
+                continue;
+            }
+            if let Some(GmsMessage::Running { leader, .. } | GmsMessage::Forming { leader }) =
+                ask(peer)
+            {
+                return Ok(Some(leader));
+            }
+        }
+        if let Some(rank) = mine {
+            // Every leader ranked before this one has had `rank` grace periods to answer.
+            let waited = grace.saturating_mul(u32::try_from(rank).unwrap_or(u32::MAX));
+            if began.elapsed() >= waited {
+                return Ok(None);
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(GmsError::Timeout(format!(
+                "no restart leader of {leaders:?} answered"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A total restart with backup restart leaders (`enable_backup_restart_leaders`): this node,
+/// which has logs, joins the first of `leaders` that leads a running or forming group; if none
+/// does and this node is one of them, it leads the restart once every leader ranked before it
+/// has been silent for a grace period each (`restart_timeout_ms`). Two leaders can still both
+/// start forming if one returns just as the next takes over; the quorum rule (a strict
+/// majority of the last view) lets at most one of them restart the group.
+pub fn restart_with_backups(
+    listener: &TcpListener,
+    me: MemberInfo,
+    leaders: &[SocketAddr],
+    layout: &LayoutFn,
+    timeouts: &GmsTimeouts,
+    stop: &AtomicBool,
+    restart: &RestartInfo,
+) -> Result<View, GmsError> {
+    let deadline = Instant::now() + timeouts.join;
+    let mine = leaders
+        .iter()
+        .position(|a| *a == SocketAddr::new(me.ip, me.gms_port));
+    match find_restart_leader(leaders, mine, timeouts.restart_grace, deadline, stop)? {
+        Some(leader) => {
+            tracing::info!(%leader, "total restart: joining the restart leader");
+            join(leader, &me, timeouts, stop, Some(restart))
+        }
+        None => {
+            tracing::info!(
+                rank = mine,
+                "total restart: no restart leader ranked before this node answered; leading"
+            );
+            Ok(lead(listener, me, layout, timeouts, stop, Some(restart))?.view)
+        }
     }
 }
 

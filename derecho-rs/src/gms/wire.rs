@@ -79,6 +79,11 @@ pub enum GmsMessage {
         /// Where its leader's GMS port is.
         leader: SocketAddr,
     },
+    /// The answer of a node that leads a forming group to [`GmsMessage::Probe`]: join it there.
+    Forming {
+        /// Where its GMS port is.
+        leader: SocketAddr,
+    },
     /// Forget the prepared view; a new one follows (a joiner failed meanwhile).
     Abort {
         /// The abandoned view.

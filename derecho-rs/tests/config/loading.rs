@@ -495,14 +495,17 @@ fn pers_keys_choose_durability_and_name_what_is_not_supported() {
         derecho::config::Durability::WriteAhead
     );
     assert_eq!(c.warnings().len(), 2, "{:?}", c.warnings());
-    for key in [
-        "DERECHO/enable_backup_restart_leaders",
-        "PERS/private_key_file",
+    for (key, says) in [
+        (
+            "DERECHO/enable_backup_restart_leaders",
+            "has no effect without a `restart_leaders` list",
+        ),
+        ("PERS/private_key_file", "is not supported"),
     ] {
         assert!(
             c.warnings()
                 .iter()
-                .any(|w| w.contains(&format!("{key}` is not supported"))),
+                .any(|w| w.contains(&format!("{key}` {says}"))),
             "{key}: {:?}",
             c.warnings()
         );
