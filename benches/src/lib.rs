@@ -89,6 +89,7 @@ impl Drop for ChildGuard {
     }
 }
 
+pub mod figures;
 pub mod group_bench;
 pub mod persist_stream;
 pub mod rpc_bench;

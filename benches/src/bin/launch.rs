@@ -4,7 +4,8 @@
 //! cargo run --release -p benches --bin launch -- --nodes N [--transport tcp] [--payload BYTES] \
 //!     [--window W] [--smc BYTES] [--timeout SECS] [--check [--max-pause MS]] \
 //!     [--kill RANK@MS]... [--leave RANK@MS]... [--join @MS]... \
-//!     [--persist DIR [--crash-all @MS --restart-all @MS]] -- <bench> <bench args>
+//!     [--persist DIR [--crash-all @MS --restart-all @MS]] [--csv FILE] [--samples DIR] \
+//!     -- <bench> <bench args>
 //! ```
 //!
 //! It writes a configuration per node (free ports on 127.0.0.1, node 0 as the contact, the
@@ -57,6 +58,12 @@
 //! ```text
 //! launch --nodes 3 --persist /tmp/p --crash-all @3000 --restart-all @3500 --check -- stream_test 3 6000
 //! ```
+//!
+//! `--csv FILE` also appends the result as one row to the table FILE (header first when the
+//! file is new; columns in [`benches::figures::RESULT_COLUMNS`]), for the `plot` program.
+//! `--samples DIR` has the members write their raw series into DIR: `latency_test`'s node 0 its
+//! sorted latencies, `stream_test` every member its delivery and view-install times, in ms
+//! since launch started the members (see [`benches::figures`]).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -124,6 +131,10 @@ struct Opts {
     crash_all: Option<u64>,
     /// When every member is started again (`--restart-all`).
     restart_all: Option<u64>,
+    /// The result table to append a row to (`--csv`).
+    csv: Option<PathBuf>,
+    /// Where the members write their raw series (`--samples`).
+    samples: Option<PathBuf>,
     bench: String,
     bench_args: Vec<String>,
 }
@@ -151,6 +162,8 @@ fn parse() -> Result<Opts, String> {
         persist: None,
         crash_all: None,
         restart_all: None,
+        csv: None,
+        samples: None,
         bench: theirs
             .first()
             .cloned()
@@ -198,6 +211,8 @@ fn parse() -> Result<Opts, String> {
                 }
             }
             "--persist" => o.persist = Some(PathBuf::from(v)),
+            "--csv" => o.csv = Some(PathBuf::from(v)),
+            "--samples" => o.samples = Some(PathBuf::from(v)),
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -287,12 +302,25 @@ fn run(o: &Opts) -> Result<String, String> {
     }
     let dir = std::env::temp_dir().join(format!("derecho-launch-{}", std::process::id()));
     let paths = configs(o, &dir)?;
+    // Members run in their own folders: they get the samples folder as an absolute path, and
+    // the common time origin of their series.
+    let samples = match &o.samples {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(|e| format!("--samples {}: {e}", d.display()))?;
+            let d = d
+                .canonicalize()
+                .map_err(|e| format!("--samples {}: {e}", d.display()))?;
+            Some((d, unix_ns()))
+        }
+        None => None,
+    };
     let (tx, rx) = mpsc::channel::<(usize, String)>();
     let spawn = {
         let (bench, paths, check, args) =
             (bench.clone(), paths.clone(), o.check, o.bench_args.clone());
         let is_stream = o.bench == "stream_test";
         let persist = o.persist.is_some();
+        let samples = samples.clone();
         move |i: usize,
               late_ms: u64,
               tx: &mpsc::Sender<(usize, String)>|
@@ -313,9 +341,15 @@ fn run(o: &Opts) -> Result<String, String> {
                 .env_remove(benches::group_bench::CHECK_LOG_ENV)
                 .env_remove(benches::persist_stream::RECORD_ENV)
                 .env_remove(benches::persist_stream::CHAIN_ENV)
+                .env_remove(benches::figures::SAMPLES_DIR_ENV)
+                .env_remove(benches::figures::SAMPLES_EPOCH_ENV)
                 .current_dir(path.parent().ok_or("no folder")?)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped());
+            if let Some((dir, epoch)) = &samples {
+                cmd.env(benches::figures::SAMPLES_DIR_ENV, dir)
+                    .env(benches::figures::SAMPLES_EPOCH_ENV, epoch.to_string());
+            }
             if persist {
                 cmd.env(
                     benches::persist_stream::RECORD_ENV,
@@ -650,9 +684,29 @@ fn persistence_figures(all: &dyn Fn(&str) -> Vec<f64>) -> String {
 }
 
 fn main() -> ExitCode {
-    match parse().and_then(|o| run(&o)) {
+    let opts = match parse() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("launch: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(&opts) {
         Ok(line) => {
             println!("{line}");
+            if let Some(path) = &opts.csv {
+                let row = benches::figures::result_row(
+                    &line,
+                    &opts.transport,
+                    opts.window,
+                    unix_ns() / 1_000_000_000,
+                )
+                .and_then(|row| benches::figures::append_row(path, &row));
+                if let Err(e) = row {
+                    eprintln!("launch: --csv: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -662,10 +716,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// Now, Unix nanoseconds.
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// Records now (Unix ns) as the time of the first kill or stop, unless one came before.
 fn note_first_fault(first: &AtomicU64) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let _ = first.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
+    let _ = first.compare_exchange(0, unix_ns(), Ordering::SeqCst, Ordering::SeqCst);
 }

@@ -8,13 +8,17 @@
 //! the member appends its views, sends and deliveries to that file as they happen (so a
 //! member killed with `kill -9` leaves a usable log). Prints one `result ...` line at the end.
 //! With `DERECHO_STREAM_RECORD` set (`launch --persist`), the stream goes into a persistent
-//! subgroup instead: see `benches::persist_stream`.
+//! subgroup instead: see `benches::persist_stream`. With `DERECHO_BENCH_SAMPLES=DIR` set
+//! (`launch --samples DIR`), the member writes its delivery times (as many as it keeps for the
+//! dip figures) and the times it installed each view to `DIR/deliveries-n<id>.csv` at the end
+//! (see `benches::figures`).
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use benches::figures::{rel_ms, Deliveries, SAMPLES_DIR_ENV, SAMPLES_EPOCH_ENV};
 use benches::group_bench::{cpu_seconds, CHECK_LOG_ENV};
 use derecho::config::ConfigLoader;
 use derecho::layout::{LayoutError, SubgroupId};
@@ -73,6 +77,19 @@ fn run() -> Result<String, String> {
         return benches::persist_stream::run(&config, nodes, duration);
     }
     let me = config.derecho.local_id;
+    // The raw series for the plots: where, and the time origin (launch's, or this start).
+    let samples = std::env::var_os(SAMPLES_DIR_ENV).map(|dir| {
+        let epoch = std::env::var(SAMPLES_EPOCH_ENV)
+            .ok()
+            .and_then(|e| e.parse::<u64>().ok())
+            .unwrap_or_else(unix_ns);
+        (std::path::PathBuf::from(dir), epoch)
+    });
+    // View installs (vid, Unix ns), kept only for the samples.
+    let views = samples
+        .as_ref()
+        .map(|_| Arc::new(Mutex::new(Vec::<(u64, u64)>::new())));
+    let views2 = views.clone();
     let sizes = config
         .profile("DEFAULT")
         .map(Sizes::from_profile)
@@ -163,6 +180,12 @@ fn run() -> Result<String, String> {
             if v.vid == 1 {
                 v1.store(unix_ns(), std::sync::atomic::Ordering::SeqCst);
             }
+            if let Some(views) = &views2 {
+                views
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((v.vid, unix_ns()));
+            }
             fresh3.store(true, std::sync::atomic::Ordering::Relaxed);
             lock(&l2).push(&Event::View {
                 vid: v.vid,
@@ -214,6 +237,24 @@ fn run() -> Result<String, String> {
     );
     if let Some(out) = &mut lock(&log).out {
         let _ = out.flush();
+    }
+    if let (Some((dir, epoch)), Some(views)) = (&samples, &views) {
+        let series = Deliveries {
+            deliveries: times
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|&t| (rel_ms(t, *epoch), 1))
+                .collect(),
+            views: views
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|&(vid, t)| (vid, rel_ms(t, *epoch)))
+                .collect(),
+        };
+        let path = dir.join(format!("deliveries-n{me}.csv"));
+        std::fs::write(&path, series.to_csv()).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     let line = format!(
         "result node={me} sent={serial} delivered={} vid={} members={} stopped={} left={} view1_at_ns={} cpu_s={:.3}{dip}",
