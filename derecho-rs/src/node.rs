@@ -613,7 +613,9 @@ impl GroupNode {
         let _ = self.outcomes.send(None);
         let manager = lock(&self.manager).take();
         if let Some(m) = manager {
-            let _ = m.join();
+            if m.join().is_err() {
+                tracing::warn!(id = self.inner.id, "the view manager thread panicked");
+            }
         }
         let group = {
             let mut c = lock(&self.inner.current);

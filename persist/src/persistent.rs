@@ -258,6 +258,8 @@ impl<T: Delta + Serialize + DeserializeOwned> DeltaPersistent<T> {
                 self.since_checkpoint = None;
             }
         }
+        // The rebuilt value is what the log holds: any delta recorded while rebuilding it is
+        // not a change to log.
         let _ = self.value.take_delta();
         Ok(())
     }

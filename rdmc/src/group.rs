@@ -1026,8 +1026,12 @@ impl Prepared {
         let mut links = Vec::with_capacity(n);
         let mut remotes = Vec::with_capacity(n);
         let id = layout::region_id(self.spec.group_id);
+        // On a failed setup: the setup error is the one to return, so a failure to deregister
+        // is only logged.
         let cleanup = |fabric: &Arc<dyn Fabric>| {
-            let _ = fabric.deregister(id);
+            if let Err(e) = fabric.deregister(id) {
+                tracing::debug!(region = %id, error = %e, "cannot deregister");
+            }
         };
         for (rank, (node, addr)) in self.spec.members.iter().enumerate() {
             if rank == self.spec.my_rank {
@@ -1159,11 +1163,17 @@ impl Drop for RdmcGroup {
         self.stop.store(true, Ordering::SeqCst);
         self.shared.region.doorbell().ring();
         if let Some(t) = self.thread.take() {
+            // A panic on that thread was printed by the panic hook when it happened; the group
+            // is going away either way.
             let _ = t.join();
         }
         if let Some(sub) = lock(&self.shared.subscription).take() {
             self.shared.fabric.unsubscribe_failures(sub);
         }
-        let _ = self.shared.fabric.deregister(self.shared.region.id());
+        let id = self.shared.region.id();
+        if let Err(e) = self.shared.fabric.deregister(id) {
+            // Nothing to do about it here (the fabric may be shutting down).
+            tracing::debug!(region = %id, error = %e, "cannot deregister");
+        }
     }
 }

@@ -234,7 +234,10 @@ impl Sst {
         let barrier = match fabric.register(barrier_spec) {
             Ok(b) => b,
             Err(e) => {
-                let _ = fabric.deregister(region_id);
+                // Undo the first registration; the error to return is the one above.
+                if let Err(d) = fabric.deregister(region_id) {
+                    tracing::debug!(region = %region_id, error = %d, "cannot deregister");
+                }
                 return Err(e.into());
             }
         };
@@ -589,10 +592,12 @@ impl Drop for Sst {
         if let Some(id) = sub {
             self.fabric.unsubscribe_failures(id);
         }
-        let _ = self.fabric.deregister(self.region_id);
-        let _ = self
-            .fabric
-            .deregister(Self::barrier_region_id(self.region_id));
+        // Nothing to do about a failure here (the fabric may be shutting down): only log it.
+        for id in [self.region_id, Self::barrier_region_id(self.region_id)] {
+            if let Err(e) = self.fabric.deregister(id) {
+                tracing::debug!(region = %id, error = %e, "cannot deregister");
+            }
+        }
     }
 }
 

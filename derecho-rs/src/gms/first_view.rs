@@ -225,6 +225,7 @@ fn admit(
     joiners: &[(MemberInfo, TcpStream)],
     timeouts: &GmsTimeouts,
 ) -> Option<((MemberInfo, TcpStream), Option<RestartInfo>)> {
+    // Socket options fail only on a closed socket, which the read below reports.
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(timeouts.handshake));
     let _ = stream.set_write_timeout(Some(timeouts.handshake));
@@ -287,6 +288,7 @@ fn prepare(
         if failed.contains(&m.id) {
             continue;
         }
+        // Fails only on a closed socket, which the read reports.
         let _ = s.set_read_timeout(Some(timeouts.ack));
         match read_msg(s) {
             Ok(GmsMessage::Ack { vid }) if vid == view.vid => {}
@@ -299,6 +301,7 @@ fn prepare(
                 failed.push(m.id);
             }
         }
+        // As above: a closed socket shows at its next use.
         let _ = s.set_read_timeout(None);
     }
     failed
@@ -353,6 +356,7 @@ fn probe(peer: SocketAddr) -> Option<(SocketAddr, u64)> {
 /// Sends [`GmsMessage::Probe`] to `peer` and returns its answer (bounded by [`PROBE_BOUND`]).
 fn ask(peer: SocketAddr) -> Option<GmsMessage> {
     let mut s = TcpStream::connect_timeout(&peer, PROBE_BOUND).ok()?;
+    // Socket options fail only on a closed socket, which the write below reports.
     let _ = s.set_read_timeout(Some(PROBE_BOUND));
     let _ = s.set_write_timeout(Some(PROBE_BOUND));
     write_msg(&mut s, &GmsMessage::Probe).ok()?;
@@ -452,11 +456,13 @@ pub fn join(
     let mut known: Vec<SocketAddr> = vec![contact];
     loop {
         let mut stream = connect_until(addr, &known, deadline, stop)?;
+        // Socket options fail only on a closed socket, which the write below reports.
         let _ = stream.set_nodelay(true);
         let remaining = |d: Instant| {
             d.saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(1))
         };
+        // As above.
         let _ = stream.set_write_timeout(Some(timeouts.handshake));
         let request = match restart {
             None => GmsMessage::Join {

@@ -223,6 +223,7 @@ pub fn send(
             }
         }
     };
+    // Socket options fail only on a closed socket, which the first write reports.
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(timeout));
     let mut out = BufWriter::with_capacity(256 << 10, stream);
@@ -291,6 +292,7 @@ pub fn receive(
             }
             Err(e) => return Err(io_err("accepting")(e)),
         };
+        // Socket options fail only on a closed socket, which the first read reports.
         let _ = stream.set_nonblocking(false);
         let _ = stream.set_read_timeout(Some((deadline - now).max(Duration::from_millis(100))));
         match receive_one(stream, vid, &expected, hooks) {

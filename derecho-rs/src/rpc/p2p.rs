@@ -164,6 +164,7 @@ fn serve_conn(
     stop: &AtomicBool,
 ) -> Result<(), ServeError> {
     let io = |context: &'static str| move |source| ServeError::Io { context, source };
+    // Fails only on a closed socket, which the next call reports.
     let _ = stream.set_nodelay(true);
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -210,6 +211,8 @@ fn serve_conn(
     // Closing a socket the peer may have closed already; the worker only ends.
     let _ = stream.shutdown(Shutdown::Both);
     drop(tx);
+    // A panic in a handler was printed by the panic hook when it happened; the connection is
+    // closed either way.
     let _ = worker.join();
     result
 }
@@ -272,6 +275,7 @@ impl PeerConn {
             let e = std::io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}"));
             CallError::peer_failed(node, e)
         })?;
+        // Fails only on a closed socket, which the first write reports.
         let _ = stream.set_nodelay(true);
         let io = |context: &'static str| move |source| CallError::io(context, source);
         let mut w = BufWriter::new(stream.try_clone().map_err(io("cloning"))?);

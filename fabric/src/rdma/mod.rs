@@ -202,6 +202,8 @@ pub(crate) fn join_progress_thread(slot: &Mutex<Option<std::thread::JoinHandle<(
     let handle = lock(slot).take();
     if let Some(h) = handle {
         if h.thread().id() != std::thread::current().id() {
+            // A panic on that thread was printed by the panic hook when it happened; the
+            // endpoint is closing either way.
             let _ = h.join();
         }
     }
@@ -323,6 +325,7 @@ impl<T: Transport> Inner<T> {
         let me = self.common.local_id;
         let refuse = |stream: &mut TcpStream, status: u8, why: String| {
             tracing::warn!(%from, peer, "refused {} connection: {why}", self.transport.name());
+            // Best effort: the peer may have gone, and it is refused either way.
             let _ = self.welcome(status, why.as_bytes()).write_to(stream);
         };
         match side_channel::check_hello(me, peer, to, hello.f[2], VERSION) {
@@ -778,6 +781,7 @@ impl<T: Transport> RdmaLink<T> {
 
     fn send_revoke(&self, rkey: u64) {
         if !self.core.is_failed() {
+            // A failed send has failed the link (see `send`), which ends the wait for the answer.
             let _ = self.send(&Msg::new(kind::REVOKE, 0, [rkey, 0, 0, 0]));
         }
     }
@@ -818,9 +822,16 @@ impl<T: Transport> RdmaLink<T> {
         };
         if let Ok(last) = last {
             if last > 0 {
-                let _ = self.core.state.wait_ticket(last, Duration::from_secs(1));
+                if let Err(e) = self.core.state.wait_ticket(last, Duration::from_secs(1)) {
+                    tracing::debug!(
+                        peer = self.core.state.peer(),
+                        error = %e,
+                        "confirming a revocation before earlier writes completed"
+                    );
+                }
             }
         }
+        // A failed send has failed the link (see `send`); the owner stops waiting then.
         let _ = self.send(&Msg::new(kind::REVOKED, 0, [rkey, 0, 0, 0]));
     }
 
@@ -1047,6 +1058,7 @@ impl<T: Transport> SideLink for RdmaLink<T> {
             return;
         }
         if let Ok(mut s) = self.sock.try_lock() {
+            // The peer may have gone already; it sees the link close either way.
             let _ = Msg::new(kind::GOODBYE, 0, [0; 4]).write_to(&mut *s);
         }
     }

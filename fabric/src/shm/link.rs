@@ -389,7 +389,7 @@ impl ShmLink {
 
 impl Drop for ShmLink {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.inbox.mapping().path());
+        mapping::remove_file(self.inbox.mapping().path());
     }
 }
 
@@ -422,7 +422,7 @@ impl SideLink for ShmLink {
             // peer's mapping of it stays valid until it unmaps).
             self.inbox.armed().store(0, Ordering::SeqCst);
             mapping::futex_wake(self.inbox.armed());
-            let _ = std::fs::remove_file(self.inbox.mapping().path());
+            mapping::remove_file(self.inbox.mapping().path());
             self.queries.wake();
         });
     }
@@ -433,6 +433,7 @@ impl SideLink for ShmLink {
             return;
         }
         if let Ok(mut s) = self.sock.try_lock() {
+            // The peer may have gone already; it sees the link close either way.
             let _ = Msg::new(kind::GOODBYE, 0, [0, 0, 0]).write_to(&mut *s);
         }
     }

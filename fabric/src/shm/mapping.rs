@@ -409,6 +409,17 @@ pub(crate) fn remove_stale(dir: &Path) -> usize {
     removed
 }
 
+/// Removes a file this node made (an inbox or a region file) when it is done with it. One
+/// already gone is fine; any other failure only leaves the file behind until a later start
+/// removes it (`remove_stale`), so it is logged at debug level and not returned.
+pub(crate) fn remove_file(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::debug!(file = %path.display(), error = %e, "cannot remove an shm file");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

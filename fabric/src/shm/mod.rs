@@ -226,6 +226,7 @@ impl Inner {
         let refuse = |status: u8, why: String| {
             tracing::warn!(%from, peer, "refused shm connection: {why}");
             let mut s = &stream;
+            // Best effort: the peer may have gone, and it is refused either way.
             let _ = s.write_all(&self.welcome(status, ""));
         };
         match side_channel::check_hello(me, peer, to, version.into(), VERSION.into()) {
@@ -259,9 +260,10 @@ impl Inner {
         match self.install(peer, hello.f[1], stream, mine, theirs, Some(welcome)) {
             Ok(_) => tracing::debug!(peer, %from, "shm link accepted"),
             Err(why) => {
-                let _ = std::fs::remove_file(&path);
+                mapping::remove_file(&path);
                 tracing::warn!(%from, peer, "refused shm connection: {why}");
                 let mut reply = reply;
+                // As above: the peer may have gone, and it is refused either way.
                 let _ = reply.write_all(&self.welcome(wire::BUSY, ""));
             }
         }
@@ -322,13 +324,13 @@ impl Inner {
         let (incarnation, theirs) = match result {
             Ok(x) => x,
             Err(e) => {
-                let _ = std::fs::remove_file(&path);
+                mapping::remove_file(&path);
                 return Err(e);
             }
         };
         self.install(peer, incarnation, stream, mine, theirs, None)
             .map_err(|why| {
-                let _ = std::fs::remove_file(&path);
+                mapping::remove_file(&path);
                 refuse(format!("cannot install link: {why}"))
             })
     }
@@ -337,7 +339,7 @@ impl Inner {
     fn remove_all_regions(&self) {
         for o in self.regions.write().drain() {
             mapping::revoke_region(&o.map, Duration::from_millis(100));
-            let _ = std::fs::remove_file(o.map.path());
+            mapping::remove_file(o.map.path());
         }
         self.regions.changed();
     }
@@ -461,7 +463,7 @@ impl Fabric for ShmFabric {
         let region = match made {
             Ok(r) => Arc::new(r),
             Err(e) => {
-                let _ = std::fs::remove_file(&path);
+                mapping::remove_file(&path);
                 return Err(e);
             }
         };
@@ -489,7 +491,7 @@ impl Fabric for ShmFabric {
         if let Some((_, o)) = owned {
             self.inner.regions.changed();
             mapping::revoke_region(&o.map, Duration::from_millis(100));
-            let _ = std::fs::remove_file(o.map.path());
+            mapping::remove_file(o.map.path());
         }
         Ok(())
     }

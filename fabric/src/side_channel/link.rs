@@ -155,6 +155,7 @@ impl LinkState {
             return;
         }
         if let Some(c) = self.control.get() {
+            // The link is failed either way; shutting the socket down only wakes its reader.
             let _ = c.shutdown(Shutdown::Both);
         }
         self.wake_applied();

@@ -379,6 +379,7 @@ impl<L: SideLink> Hub<L> {
         }
         then();
         self.link_changed();
+        // Only wakes the blocking accept; if it fails the listener is already gone.
         let _ = TcpStream::connect_timeout(&self.local_addr, Duration::from_millis(200));
     }
 }
@@ -451,6 +452,7 @@ pub(crate) fn receive_hello<H>(
     read: impl FnOnce(&mut TcpStream) -> std::io::Result<Result<H, DecodeError>>,
 ) -> Option<(H, String)> {
     let from = peer_label(stream);
+    // Setting timeouts fails only on a closed socket, which the read below reports.
     let _ = bound_handshake(stream, timeout);
     match read(stream) {
         Ok(Ok(hello)) => Some((hello, from)),

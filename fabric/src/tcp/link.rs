@@ -357,7 +357,11 @@ impl TcpLink {
                 self.fail_with(format!("send failed: {e}"), true);
                 return Err(self.link_failed_error());
             }
-            let _ = self.drain_outbox(&mut s);
+            if let Err(e) = self.drain_outbox(&mut s) {
+                // The query went out, but the queued control frames did not, and the link is
+                // not failed here (unlike in `kick`).
+                tracing::warn!(peer = self.state.peer(), error = %e, "queued frames not sent");
+            }
             drop(s);
             self.kick();
             Ok(())
@@ -447,6 +451,7 @@ impl SideLink for TcpLink {
         }
         .encode();
         if let Ok(mut s) = self.send.try_lock() {
+            // The peer may have gone already; it sees the link close either way.
             let _ = s.stream.write_all(&frame);
         }
     }

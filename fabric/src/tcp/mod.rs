@@ -136,6 +136,7 @@ impl Inner {
                 HelloRefusal::Node { .. } => Status::WrongNode,
             };
             tracing::warn!(%from, peer = hello.from, "refused fabric connection: {refusal}");
+            // Best effort: the peer may have gone, and it is refused either way.
             let _ = stream.write_all(&answer(status).encode());
             return;
         }
@@ -149,6 +150,7 @@ impl Inner {
             Err(status) => {
                 tracing::warn!(%from, peer = hello.from, ?status, "refused fabric connection");
                 let mut reply_stream = reply_stream;
+                // As above: the peer may have gone, and it is refused either way.
                 let _ = reply_stream.write_all(&answer(status).encode());
             }
         }

@@ -239,12 +239,15 @@ impl Storage for FileStorage {
             f.write_all(bytes)?;
             f.sync_all()
         };
+        // On failure the temporary goes, if it can; the error to return is the first one, and a
+        // temporary left behind is deleted by the next `open`.
         if let Err(e) = write_tmp() {
             let _ = fs::remove_file(&tmp);
             return Err(StorageError::from_io(name, e));
         }
         let mut cache = self.lock();
         if let Err(e) = fs::rename(&tmp, self.path(name)) {
+            // As above.
             let _ = fs::remove_file(&tmp);
             return Err(StorageError::from_io(name, e));
         }
