@@ -577,7 +577,13 @@ fn run(o: &Opts) -> Result<String, String> {
             .filter_map(|r| r.get(k).copied())
             .collect::<Vec<f64>>()
     };
-    let sel = o.bench_args.get(1).map(String::as_str).unwrap_or("0");
+    // The original's four arguments name the senders second; the two-argument benchmarks
+    // (`<num_nodes> <num_messages>`) have every member send, except the latency and P2P ones.
+    let sel = match o.bench_args.len() {
+        2 if o.bench.ends_with("latency_test") || o.bench.starts_with("p2p_") => "2",
+        2 => "0",
+        _ => o.bench_args.get(1).map(String::as_str).unwrap_or("0"),
+    };
     let senders = match sel {
         "1" => "half",
         "2" => "one",
