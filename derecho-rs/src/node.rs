@@ -138,8 +138,12 @@ impl PartialEq for StopReason {
             (S::InstallFailed { vid, cause }, S::InstallFailed { vid: v, cause: c }) => {
                 vid == v && cause.to_string() == c.to_string()
             }
-            // The variants without fields; those with fields matched above when both agree.
-            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+            (S::Evicted, S::Evicted)
+            | (S::Removed, S::Removed)
+            | (S::Aborted, S::Aborted)
+            | (S::ShutDown, S::ShutDown)
+            | (S::NoView, S::NoView) => true,
+            _ => false,
         }
     }
 }
@@ -154,7 +158,7 @@ pub use crate::gms::transfer::StateHooks;
 
 /// Called with the ragged trim of view `vid` (subgroup → the last message index delivered per
 /// sender) on the core loop, after every live member has agreed on it and before any message
-/// it covers is delivered. It must return quickly: the view change waits for it.
+/// it covers is delivered. The view change waits for it: a disk write and sync at most.
 pub type TrimHandler = Arc<dyn Fn(u64, &crate::multicast::RaggedTrim) + Send + Sync>;
 
 /// Optional upcalls of a member.

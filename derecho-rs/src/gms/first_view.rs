@@ -409,8 +409,11 @@ fn find_restart_leader(
 /// which has logs, joins the first of `leaders` that leads a running or forming group; if none
 /// does and this node is one of them, it leads the restart once every leader ranked before it
 /// has been silent for a grace period each (`restart_timeout_ms`). Two leaders can still both
-/// start forming if one returns just as the next takes over; the quorum rule (a strict
-/// majority of the last view) lets at most one of them restart the group.
+/// start forming if one returns just as the next takes over, or if one is too busy to answer
+/// a probe within [`PROBE_BOUND`]; the quorum rule (a strict majority of the last view) lets
+/// at most one of them restart the group. If their followers split so that neither has a
+/// majority, both wait: stopping one of them lets its followers find the other. A node finds
+/// its own rank by its `local_ip:gms_port` exactly as written in `restart_leaders`.
 pub fn restart_with_backups(
     listener: &TcpListener,
     me: MemberInfo,

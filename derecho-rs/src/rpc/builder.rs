@@ -171,6 +171,9 @@ impl GroupBuilder {
             )),
             (true, None) => Some(open_storage(&self.config.pers)?),
         };
+        if let Some(p) = &persistence {
+            p.open_trim_log()?;
+        }
         let restart = match &persistence {
             Some(p) => persist::restart_info(&p.storage, d.local_id, &types)?,
             None => None,

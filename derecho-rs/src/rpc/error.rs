@@ -50,7 +50,9 @@ impl TooLarge {
 }
 
 /// Why a member answered a request or an ordered update with an error. It travels back to
-/// the caller on the P2P port, so its details are plain data.
+/// the caller on the P2P port (bincode after status byte 1), so its details are plain data
+/// and its variants are wire format: new ones go at the end, and any change moves the P2P
+/// hello's version ([`wire::HELLO`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[non_exhaustive]
 pub enum RemoteError {
@@ -96,6 +98,9 @@ pub enum RemoteError {
     Relay {
         /// What failed there.
         reason: String,
+        /// Whether that failure may pass (a view change, a full window), as the relaying
+        /// member judged it.
+        transient: bool,
     },
 }
 
@@ -150,8 +155,19 @@ impl StartError {
     /// reached or formed in time. A configuration that does not fit never will.
     pub fn is_transient(&self) -> bool {
         match self {
-            StartError::Io { .. } => true,
-            StartError::Group(e) => group_is_transient(e),
+            StartError::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::AddrInUse
+                    | io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::TimedOut
+                    | io::ErrorKind::Interrupted
+                    | io::ErrorKind::WouldBlock
+            ),
+            StartError::Group(e) => {
+                group_is_transient(e)
+                    || matches!(**e, GroupError::Gms(crate::gms::GmsError::Timeout(_)))
+            }
             _ => false,
         }
     }
@@ -449,6 +465,18 @@ impl CallError {
             | CallError::NotMember { .. }
             | CallError::NoMember
             | CallError::Timeout(_) => true,
+            // The member was not (or no longer) where the caller thought, or was going away:
+            // another member, or the same after the view changes, may answer.
+            CallError::Remote { error, .. } => matches!(
+                error,
+                RemoteError::NoReplica { .. }
+                    | RemoteError::ShuttingDown
+                    | RemoteError::Removed { .. }
+                    | RemoteError::Relay {
+                        transient: true,
+                        ..
+                    }
+            ),
             CallError::Send(e) => e.is_transient(),
             CallError::Wait(e) => e.is_transient(),
             _ => false,

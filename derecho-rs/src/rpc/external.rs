@@ -15,7 +15,8 @@ use std::time::Duration;
 use super::p2p::{Limits, PeerConn, Peers};
 use super::wire::Kind;
 use super::{
-    answer, call, lock, relayed, target, CallError, GroupInfo, LookupError, Replicated, ReplyError,
+    answer, call, lock, relayed, target, CallError, GroupInfo, LookupError, RemoteError,
+    Replicated, ReplyError,
 };
 use crate::NodeId;
 
@@ -107,7 +108,16 @@ impl ExternalClient {
             target(&info.view, subgroup, node)?
         };
         let r = call(&self.peers, node, addr, kind, subgroup, body, self.timeout);
-        if let Err(CallError::PeerFailed { .. } | CallError::Removed { .. }) = &r {
+        let moved = matches!(
+            &r,
+            Err(CallError::PeerFailed { .. }
+                | CallError::Removed { .. }
+                | CallError::Remote {
+                    error: RemoteError::NoReplica { .. } | RemoteError::ShuttingDown,
+                    ..
+                })
+        );
+        if moved {
             // The member is gone or going: learn the new view for the next call.
             if let Err(e) = self.refresh() {
                 tracing::warn!(error = %e, "could not refresh the view");

@@ -190,10 +190,17 @@ fn serve_conn(
             Err(e) => break Err(io("reading a request")(e)),
         };
         match frame.kind {
-            Kind::OrderedReply => match wire::take_u32(&frame.body)
-                .and_then(|(from, rest)| Ok((from, wire::parse_status(rest)?)))
-            {
-                Ok((from, result)) => handler.ordered_reply(frame.id, from, result),
+            Kind::OrderedReply => match wire::take_u32(&frame.body) {
+                Ok((from, rest)) => {
+                    // A reply whose status does not decode (a newer peer's refusal, or a
+                    // damaged frame) fails that reply only, not the connection.
+                    let result = wire::parse_status(rest).unwrap_or_else(|e| {
+                        Err(super::RemoteError::Malformed {
+                            reason: e.to_string(),
+                        })
+                    });
+                    handler.ordered_reply(frame.id, from, result);
+                }
                 Err(e) => break Err(ServeError::Wire(e)),
             },
             Kind::Query | Kind::Relay | Kind::GetView => match tx.try_send(frame) {

@@ -39,7 +39,8 @@ pub(super) const VIEW_OBJECT: &str = "view";
 pub const TRIM_LOG: &str = "trims";
 /// Log entry kind of a ragged trim.
 const KIND_TRIM: u8 = 3;
-/// Most trims kept: older ones are dropped (a restart needs none of them today).
+/// Trims kept at least; at twice as many the older ones are dropped in one batch (a restart
+/// needs none of them today).
 const TRIMS_KEPT: usize = 1024;
 
 /// The `[PERS]` settings a replica log follows.
@@ -235,6 +236,20 @@ impl ReplicaLog {
         }
         tracing::debug!(base, replayed, "restored a persistent replica");
         Ok(self.latest())
+    }
+
+    /// Reads the newest checkpoint and every update after it, verifying their checksums: what
+    /// [`ReplicaLog::restore`] will read. A damaged entry is an error here, before this log is
+    /// reported to a restart.
+    pub(super) fn verify_restorable(&self) -> Result<(), derecho_persist::Error> {
+        let base = self
+            .checkpoints
+            .latest_at_or_before(Version::MAX)?
+            .map_or(INVALID, |c| c.version);
+        for e in self.updates.iter_from(base) {
+            e?;
+        }
+        Ok(())
     }
 
     /// Appends an applied (write-behind) or about-to-be-applied (write-ahead) update. Once an
@@ -500,6 +515,10 @@ pub(super) fn restart_info(
                 policy,
                 Durability::WriteBehind,
             )?;
+            // The logs were opened by their headers: read (and so checksum) everything a
+            // restore will need before offering this log to the restart, which may make it
+            // the shard's source.
+            log.verify_restorable()?;
             versions.push(ShardVersion {
                 subgroup: sg,
                 shard,
@@ -578,13 +597,26 @@ pub fn logged_trims(
         .collect()
 }
 
+impl Persistence {
+    /// Opens the log of ragged trims (at start, so that the first trim does not read it on the
+    /// core loop).
+    pub(super) fn open_trim_log(&self) -> Result<(), derecho_persist::Error> {
+        let log = Log::open(Arc::clone(&self.storage), TRIM_LOG, LogOptions::default())?;
+        *lock(&self.trims) = Some(log);
+        Ok(())
+    }
+}
+
 /// Logs the ragged trim of view `vid` durably, before it is acted on ([`logged_trims`] reads
-/// them back). Kept for the newest [`TRIMS_KEPT`] views.
+/// them back): one append and one sync, on the core loop, once per view change. At least the
+/// newest [`TRIMS_KEPT`] are kept (older ones are dropped in batches). A failure is logged as an
+/// error and the trim is acted on regardless: the view change cannot wait for a disk.
 pub(super) fn log_trim(p: &Persistence, vid: u64, trims: &BTreeMap<usize, Vec<i64>>) {
     let logged = (|| -> Result<(), derecho_persist::Error> {
         let mut slot = lock(&p.trims);
         let log = match slot.as_mut() {
             Some(log) => log,
+            // Opened at start; opened here only if that failed then.
             None => slot.insert(Log::open(
                 Arc::clone(&p.storage),
                 TRIM_LOG,
@@ -604,7 +636,7 @@ pub(super) fn log_trim(p: &Persistence, vid: u64, trims: &BTreeMap<usize, Vec<i6
             &encode_trim(trims),
         )?;
         log.persist()?;
-        if log.len() > TRIMS_KEPT {
+        if log.len() > 2 * TRIMS_KEPT {
             let keep_from = log
                 .infos(INVALID, Version::MAX)
                 .get(log.len() - TRIMS_KEPT)
@@ -614,7 +646,8 @@ pub(super) fn log_trim(p: &Persistence, vid: u64, trims: &BTreeMap<usize, Vec<i6
         Ok(())
     })();
     if let Err(e) = logged {
-        p.report_error("logging a ragged trim", &e);
+        tracing::error!(vid, error = %e,
+            "the ragged trim could not be logged; it is acted on without a record on disk");
     }
 }
 
@@ -699,6 +732,34 @@ pub(super) fn applied_version(r: &Replica) -> Version {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A log opened by its headers still refuses to be offered to a restart when an entry a
+    /// restore would read is damaged in a sealed segment.
+    #[test]
+    fn a_damaged_sealed_entry_fails_the_restore_check() -> Result<(), derecho_persist::Error> {
+        let disk = Arc::new(derecho_persist::SimStorage::new());
+        let storage: Arc<dyn Storage> = disk.clone();
+        let policy = || Policy::of(&PersSection::default());
+        let log = ReplicaLog::open(&storage, "Kv", 0, 0, policy(), Durability::WriteBehind)?;
+        // Two segments of 64 MiB: 1 MiB updates fill the first and start the second.
+        let update = vec![7u8; 1 << 20];
+        for seq in 0..70 {
+            log.record(version_of(0, seq), Hlc::new(1, 0), &update)?;
+        }
+        log.persist()?;
+        drop(log);
+        let (updates, _) = names("Kv", 0, 0);
+        let first = format!("{updates}.0000000000.seg");
+        let mut bytes = disk.read_all(&first)?;
+        bytes[100] ^= 1;
+        disk.replace(&first, &bytes)?;
+        let log = ReplicaLog::open(&storage, "Kv", 0, 0, policy(), Durability::WriteBehind)?;
+        match log.verify_restorable() {
+            Err(e) => assert!(e.is_corrupt(), "{e}"),
+            Ok(()) => panic!("the damaged entry went unnoticed"),
+        }
+        Ok(())
+    }
 
     #[test]
     fn trims_round_trip_and_garbage_does_not_decode() {

@@ -496,15 +496,16 @@ impl Handler for Served {
 
     fn relay(&self, subgroup: usize, body: &[u8]) -> wire::Answer {
         let inner = self.inner()?;
-        let relay = |e: &dyn std::fmt::Display| RemoteError::Relay {
+        let relay = |e: &dyn std::fmt::Display, transient: bool| RemoteError::Relay {
             reason: e.to_string(),
+            transient,
         };
         let id = inner
             .ordered_send_raw(subgroup, body)
-            .map_err(|e| relay(&e))?;
+            .map_err(|e| relay(&e, e.is_transient()))?;
         let replies = inner
             .wait_replies(id, inner.timeout)
-            .map_err(|e| relay(&e))?;
+            .map_err(|e| relay(&e, e.is_transient()))?;
         let flat: Vec<(NodeId, wire::Answer)> = replies
             .into_iter()
             .map(|(n, r)| (n, r.map_err(ReplyError::into_remote)))

@@ -36,7 +36,8 @@ pub const FRAME_SLACK: usize = 64;
 pub enum Kind {
     /// A query on a replica: `u32` subgroup, then the query.
     Query = 1,
-    /// The answer to a request: a status byte (0 ok, 1 error text), then the body.
+    /// The answer to a request: a status byte, then the reply (0) or a bincode
+    /// [`RemoteError`] (1).
     Reply = 2,
     /// One member's reply to an ordered RPC: `u32` replier, status byte, body. One-way.
     OrderedReply = 3,

@@ -8,7 +8,7 @@
 //! # Recovery
 //! [`Log::open`] reads the metadata record, then every segment in order,
 //! verifying every entry's checksum (or, without [`LogOptions::verify_sealed`],
-//! only those of the last segment and the headers of the others) and that
+//! only those of the last segment and the framing of the others) and that
 //! versions strictly increase. A bad
 //! record in the **last** segment is a torn tail from a crash: the segment is
 //! truncated at the last good entry (with a `tracing` warning) and the bad
@@ -67,9 +67,11 @@ pub struct LogOptions {
     pub read_only: bool,
     /// Verify every entry's checksum at open (the default). Otherwise only the last segment,
     /// where a crash can leave a torn tail, is read whole; earlier (sealed) segments are walked
-    /// header by header, so structural damage is still found at open, and a payload's checksum
-    /// is verified when the entry is read. Opening then costs a read per entry header instead
-    /// of a read of every byte: for a log that is mostly large entries, a small fraction.
+    /// header by header. Framing damage (lengths that do not add up, nonzero reserved bytes,
+    /// versions out of order) still fails the open; damage the checksum alone would show
+    /// (a changed payload, or a changed version or timestamp that stays in order) is found
+    /// when the entry is read. Opening then reads up to 64 KiB per entry header instead of
+    /// every byte: for entries of several hundred KiB or more, a small fraction.
     pub verify_sealed: bool,
 }
 
