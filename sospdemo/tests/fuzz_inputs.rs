@@ -6,7 +6,14 @@
 use std::path::Path;
 
 use derecho_tests::fuzz;
+use prost::Message;
 use sospdemo::model::{decode_photo, Classifier};
+use sospdemo_proto::install_model_request::ModelChunk;
+use sospdemo_proto::photo_request::PhotoChunk;
+use sospdemo_proto::{
+    install_model_requests, photo_requests, InstallModelRequest, ModelAssembler, ModelMetadata,
+    PhotoAssembler, PhotoMetadata, PhotoRequest,
+};
 
 fn iterations(default: usize) -> usize {
     std::env::var("FUZZ_ITERATIONS")
@@ -79,4 +86,99 @@ fn mxnet_model_files() {
         ],
         iterations(300),
     );
+}
+
+/// The messages of a stream one after the other, each length-delimited (as the gRPC framing
+/// hands them to the service, one message at a time).
+fn stream_bytes<M: Message>(msgs: &[M]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for m in msgs {
+        m.encode_length_delimited(&mut b).unwrap();
+    }
+    b
+}
+
+/// Decodes the messages of `b` and feeds them to `push` in order, as the service does: the
+/// first message that does not decode or is refused ends the stream.
+fn feed<M: Message + Default>(mut b: &[u8], mut push: impl FnMut(M) -> bool) -> bool {
+    while !b.is_empty() {
+        match M::decode_length_delimited(&mut b) {
+            Ok(m) => {
+                if !push(m) {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+#[test]
+fn photo_upload_streams() {
+    let photo: Vec<u8> = (0..100u8).collect();
+    let mut sliced = vec![PhotoRequest {
+        photo_chunk: Some(PhotoChunk::Metadata(PhotoMetadata {
+            photo_size: 100,
+            tags: vec![1, 2, 1],
+        })),
+    }];
+    sliced.extend(photo.chunks(40).map(|c| PhotoRequest {
+        photo_chunk: Some(PhotoChunk::FileData(c.to_vec())),
+    }));
+    let corpus = vec![
+        stream_bytes(&sliced),
+        stream_bytes(&photo_requests(vec![7], &photo[..30]).unwrap()),
+        stream_bytes(&photo_requests(vec![3], &[]).unwrap()),
+    ];
+    let mut whole = PhotoAssembler::default();
+    assert!(feed(&corpus[0], |m| whole.push(m).is_ok()));
+    assert_eq!(whole.finish().unwrap().data, photo);
+    let ran = fuzz::run("photo stream", 12, &corpus, iterations(20_000), |b| {
+        let mut assembler = PhotoAssembler::default();
+        if feed(b, |m| assembler.push(m).is_ok()) {
+            if let Ok(p) = assembler.finish() {
+                assert!(!p.tags.is_empty());
+            }
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("photo stream: {ran} inputs");
+}
+
+#[test]
+fn model_upload_streams() {
+    let (synset, arch, weights) = (b"rose\ntulip\n".to_vec(), b"{}".to_vec(), vec![9u8; 50]);
+    let all = [&synset[..], &arch[..], &weights[..]].concat();
+    let mut sliced = vec![InstallModelRequest {
+        model_chunk: Some(ModelChunk::Metadata(ModelMetadata {
+            tag: 4,
+            synset_size: synset.len() as u32,
+            symbol_size: arch.len() as u32,
+            params_size: weights.len() as u32,
+        })),
+    }];
+    sliced.extend(all.chunks(16).map(|c| InstallModelRequest {
+        model_chunk: Some(ModelChunk::FileData(c.to_vec())),
+    }));
+    let corpus = vec![
+        stream_bytes(&sliced),
+        stream_bytes(&install_model_requests(5, &synset, &arch, &weights).unwrap()),
+        stream_bytes(&install_model_requests(6, b"", b"", b"").unwrap()),
+    ];
+    let mut whole = ModelAssembler::default();
+    assert!(feed(&corpus[0], |m| whole.push(m).is_ok()));
+    let model = whole.finish().unwrap();
+    assert_eq!(
+        (model.synset, model.architecture, model.weights),
+        (synset, arch, weights)
+    );
+    let ran = fuzz::run("model stream", 13, &corpus, iterations(20_000), |b| {
+        let mut assembler = ModelAssembler::default();
+        if feed(b, |m| assembler.push(m).is_ok()) {
+            let _ = assembler.finish();
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("model stream: {ran} inputs");
 }

@@ -324,8 +324,24 @@ enum OneFailed {
 }
 use OneFailed::{Broke, Refused};
 
-fn receive_one(
-    mut stream: TcpStream,
+/// Reads one transfer (header, then chunks up to the end marker) from `input`, as [`receive`]
+/// does for each connection, and loads the state through `hooks`: the subgroup it carried, or
+/// why the stream was refused or broke. For tests that drive the decoder without a socket (the
+/// `testing` feature).
+#[cfg(feature = "testing")]
+pub fn read_one<R: Read>(
+    input: R,
+    vid: u64,
+    expected: &[usize],
+    hooks: Option<&dyn StateHooks>,
+) -> io::Result<usize> {
+    receive_one(input, vid, expected, hooks).map_err(|e| match e {
+        Refused(error) | Broke { error, .. } => error,
+    })
+}
+
+fn receive_one<R: Read>(
+    mut stream: R,
     vid: u64,
     expected: &[usize],
     hooks: Option<&dyn StateHooks>,
