@@ -174,6 +174,7 @@ fn p2p_status_bodies() {
         Err(RemoteError::Removed { node: 2 }),
         Err(RemoteError::Relay {
             reason: "the shard is wedged".into(),
+            transient: true,
         }),
     ];
     let corpus: Vec<Vec<u8>> = answers
