@@ -71,6 +71,24 @@ fn draw_err<E: std::error::Error + Send + Sync>(
     move |e| format!("drawing {out}: {e}")
 }
 
+/// The legend's sample of a line drawn in `color`.
+fn legend_mark(color: RGBAColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+}
+
+/// Draws a chart's legend at `position`, on a light box.
+fn legend_box<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+}
+
 /// A size in bytes as people say it: 1 KiB, 100 KiB, 1 MiB, 100 B.
 fn bytes(x: f64) -> String {
     const K: f64 = 1024.0;
@@ -159,9 +177,7 @@ fn draw_bandwidth(points: &[BandwidthPoint], out: &str) -> Result<(), String> {
             .draw_series(LineSeries::new(line, color.stroke_width(2)))
             .map_err(&err)?
             .label(format!("{transport}, {nodes} nodes"))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
+            .legend(legend_mark(color));
         chart
             .draw_series(runs.iter().flat_map(|(&p, g)| {
                 g.iter()
@@ -169,13 +185,7 @@ fn draw_bandwidth(points: &[BandwidthPoint], out: &str) -> Result<(), String> {
             }))
             .map_err(&err)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(&err)?;
+    legend_box(&mut chart, SeriesLabelPosition::UpperLeft).map_err(&err)?;
     root.present().map_err(&err)
 }
 
@@ -258,17 +268,9 @@ fn draw_cdf(curves: &[(String, Vec<f64>)], out: &str) -> Result<(), String> {
                 us(q(0.5)),
                 us(q(0.99))
             ))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
+            .legend(legend_mark(color));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(&err)?;
+    legend_box(&mut chart, SeriesLabelPosition::LowerRight).map_err(&err)?;
     root.present().map_err(&err)
 }
 
@@ -367,9 +369,7 @@ fn draw_dip(members: &[(String, Deliveries)], out: &str) -> Result<(), String> {
                 ))
                 .map_err(&err)?
                 .label(label.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
+                .legend(legend_mark(color));
             for &(_, t) in d.views.iter().filter(|v| inside(v.1)) {
                 chart
                     .draw_series(LineSeries::new(
@@ -389,13 +389,7 @@ fn draw_dip(members: &[(String, Deliveries)], out: &str) -> Result<(), String> {
                     }),
             )
             .map_err(&err)?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(&err)
+        legend_box(&mut chart, SeriesLabelPosition::LowerRight).map_err(&err)
     };
     panel(&whole, (lo, hi), "the whole run".into())?;
     if let (Some(area), Some(t)) = (&close, change) {
