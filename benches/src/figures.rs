@@ -129,6 +129,13 @@ pub fn append_row(path: &Path, row: &[String]) -> Result<(), String> {
     out.write_all(text.as_bytes()).map_err(|e| what(&e))
 }
 
+/// The non-blank lines of `text`, with their 0-based line numbers (for error messages).
+fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+}
+
 /// A CSV table without quoting: a header and rows of as many fields.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Table {
@@ -141,10 +148,7 @@ pub struct Table {
 impl Table {
     /// Parses `text`: the first non-empty line is the header; blank lines are skipped.
     pub fn parse(text: &str) -> Result<Table, String> {
-        let mut lines = text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty());
+        let mut lines = content_lines(text);
         let (_, first) = lines.next().ok_or("empty file: no header line")?;
         let header: Vec<String> = first.split(',').map(|f| f.trim().to_string()).collect();
         let mut rows = Vec::new();
@@ -233,11 +237,8 @@ fn finite(s: &str) -> Result<f64, String> {
 /// the values sorted; an empty file is an error.
 pub fn parse_latencies(text: &str) -> Result<Vec<f64>, String> {
     let mut v = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in content_lines(text) {
         let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
         match finite(line) {
             Ok(x) if x >= 0.0 => v.push(x),
             Ok(x) => return Err(format!("line {}: negative latency {x}", i + 1)),
@@ -275,10 +276,7 @@ pub struct Deliveries {
 impl Deliveries {
     /// Parses a deliveries file (see the module documentation).
     pub fn parse(text: &str) -> Result<Deliveries, String> {
-        let mut lines = text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty());
+        let mut lines = content_lines(text);
         match lines.next() {
             Some((_, h)) if h.trim() == DELIVERIES_HEADER => {}
             Some((_, h)) => {

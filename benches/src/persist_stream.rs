@@ -124,16 +124,7 @@ pub fn run(config: &Config, nodes: usize, duration: Duration) -> Result<String, 
         .map_err(|e| format!("starting: {e}"))?;
     let started_ms = began.elapsed().as_secs_f64() * 1e3;
     let chain = group.subgroup::<Chain>(0).map_err(|e| e.to_string())?;
-    let barrier = || -> Result<(), String> {
-        group
-            .node()
-            .multicast()
-            .map_err(|e| e.to_string())?
-            .sst()
-            .sync_with_members(Duration::from_secs(60))
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    };
+    let barrier = || crate::rpc_bench::barrier(&group, Duration::from_secs(60));
     // Every member has its state once all are through the first barrier of the view.
     barrier()?;
     let restored = chain.with_local(|c| c.values.len()).unwrap_or(0);

@@ -85,15 +85,20 @@ impl Member {
 
     /// Waits until every member is here (bounded).
     pub fn barrier(&self) -> Result<(), String> {
-        self.group
-            .node()
-            .multicast()
-            .map_err(|e| e.to_string())?
-            .sst()
-            .sync_with_members(Duration::from_secs(120))
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        barrier(&self.group, Duration::from_secs(120))
     }
+}
+
+/// Waits (up to `bound`) until every member of `group`'s view has reached this point.
+pub fn barrier(group: &Group, bound: Duration) -> Result<(), String> {
+    group
+        .node()
+        .multicast()
+        .map_err(|e| e.to_string())?
+        .sst()
+        .sync_with_members(bound)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Parses `[derecho options --] <num_nodes> <num_messages>` and starts a member of a group
