@@ -212,10 +212,22 @@ impl ReplicaLog {
         written
     }
 
+    /// What a restore reads: the newest checkpoint (read, so checksummed), and the updates
+    /// after it.
+    fn restorable(
+        &self,
+    ) -> Result<(Option<derecho_persist::Entry>, derecho_persist::LogIter), derecho_persist::Error>
+    {
+        let checkpoint = self.checkpoints.latest_at_or_before(Version::MAX)?;
+        let base = checkpoint.as_ref().map_or(INVALID, |c| c.version);
+        Ok((checkpoint, self.updates.iter_from(base)))
+    }
+
     /// Brings `obj` to the newest recorded version: the newest checkpoint, then every update
     /// after it. Returns that version.
     pub(super) fn restore(&self, obj: &dyn Erased) -> Result<Version, RestoreError> {
-        let base = match self.checkpoints.latest_at_or_before(Version::MAX)? {
+        let (checkpoint, updates) = self.restorable()?;
+        let base = match checkpoint {
             Some(c) => {
                 obj.load(&mut c.payload.as_slice())
                     .map_err(|source| RestoreError::Load {
@@ -227,7 +239,7 @@ impl ReplicaLog {
             None => INVALID,
         };
         let mut replayed = 0u64;
-        for e in self.updates.iter_from(base) {
+        for e in updates {
             let e = e?;
             // An update that did not decode was refused on every replica when it was first
             // delivered; it is refused again here.
@@ -242,11 +254,8 @@ impl ReplicaLog {
     /// [`ReplicaLog::restore`] will read. A damaged entry is an error here, before this log is
     /// reported to a restart.
     pub(super) fn verify_restorable(&self) -> Result<(), derecho_persist::Error> {
-        let base = self
-            .checkpoints
-            .latest_at_or_before(Version::MAX)?
-            .map_or(INVALID, |c| c.version);
-        for e in self.updates.iter_from(base) {
+        let (_, updates) = self.restorable()?;
+        for e in updates {
             e?;
         }
         Ok(())
