@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::secure::Credentials;
 use crate::shm::{ShmConfig, ShmFabric};
 use crate::tcp::{TcpConfig, TcpFabric};
 use crate::{Fabric, FabricError, NodeId};
@@ -36,6 +37,9 @@ pub struct LibfabricConfig {
     /// How long a write may wait for room in the send queue before the link is declared failed
     /// (default 10 s).
     pub send_timeout: std::time::Duration,
+    /// What every side-channel connection must prove before its hello is read
+    /// ([`Credentials::Open`] by default; see [`crate::secure`]).
+    pub credentials: Credentials,
 }
 
 impl LibfabricConfig {
@@ -51,6 +55,7 @@ impl LibfabricConfig {
             rx_depth: 256,
             handshake_timeout: std::time::Duration::from_secs(5),
             send_timeout: std::time::Duration::from_secs(10),
+            credentials: Credentials::Open,
         }
     }
 }
@@ -78,6 +83,9 @@ pub struct VerbsConfig {
     pub handshake_timeout: std::time::Duration,
     /// How long a write may wait for room in the send queue (default 10 s).
     pub send_timeout: std::time::Duration,
+    /// What every side-channel connection must prove before its hello is read
+    /// ([`Credentials::Open`] by default; see [`crate::secure`]).
+    pub credentials: Credentials,
 }
 
 impl VerbsConfig {
@@ -93,6 +101,7 @@ impl VerbsConfig {
             rx_depth: 256,
             handshake_timeout: std::time::Duration::from_secs(5),
             send_timeout: std::time::Duration::from_secs(10),
+            credentials: Credentials::Open,
         }
     }
 }
@@ -166,6 +175,16 @@ impl BackendConfig {
                 )))
             }
         })
+    }
+
+    /// Sets the credentials every side-channel connection must prove (see [`crate::secure`]).
+    pub fn set_credentials(&mut self, credentials: Credentials) {
+        match self {
+            BackendConfig::Tcp(c) => c.credentials = credentials,
+            BackendConfig::Shm(c) => c.credentials = credentials,
+            BackendConfig::Libfabric(c) => c.credentials = credentials,
+            BackendConfig::Verbs(c) => c.credentials = credentials,
+        }
     }
 
     /// The backend's name.

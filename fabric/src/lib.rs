@@ -47,6 +47,7 @@ pub mod probe;
 #[cfg(any(feature = "libfabric", feature = "verbs"))]
 mod rdma;
 pub mod region;
+pub mod secure;
 pub mod shm;
 mod side_channel;
 pub mod sim;

@@ -80,7 +80,13 @@ impl LibfabricFabric {
             "libfabric fabric opened"
         );
         let c = &config;
-        let common = Common::new(c.local_id, c.listen, c.handshake_timeout, c.send_timeout);
+        let common = Common::new(
+            c.local_id,
+            c.listen,
+            c.handshake_timeout,
+            c.send_timeout,
+            c.credentials.clone(),
+        );
         Ok(Self(RdmaFabric::start(transport, common)?))
     }
 }

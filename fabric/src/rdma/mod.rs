@@ -45,6 +45,7 @@ use std::time::{Duration, Instant};
 
 use wire::{kind, Msg, MAGIC, VERSION};
 
+use crate::secure::Credentials;
 use crate::side_channel::link::{not_looked_up, LinkState, Queries, ReceiveFailure};
 use crate::side_channel::regions::RegionTable;
 use crate::side_channel::{self, HelloRefusal, Hub, HubConfig, Refused, SideLink};
@@ -175,6 +176,7 @@ pub(crate) struct Common {
     pub send_timeout: Duration,
     pub max_links: usize,
     pub max_handshakes: usize,
+    pub credentials: Credentials,
 }
 
 impl Common {
@@ -184,6 +186,7 @@ impl Common {
         listen: SocketAddr,
         handshake_timeout: Duration,
         send_timeout: Duration,
+        credentials: Credentials,
     ) -> Self {
         Self {
             local_id,
@@ -192,6 +195,7 @@ impl Common {
             send_timeout,
             max_links: 1024,
             max_handshakes: 32,
+            credentials,
         }
     }
 }
@@ -315,7 +319,7 @@ impl<T: Transport> Inner<T> {
         .with_body(payload)
     }
 
-    fn handshake_incoming(self: &Arc<Self>, mut stream: TcpStream) {
+    fn handshake_incoming(self: &Arc<Self>, mut stream: TcpStream, authenticated: Option<NodeId>) {
         let timeout = self.common.handshake_timeout;
         let Some((hello, from)) = Msg::receive_hello(&mut stream, timeout, kind::HELLO, MAGIC)
         else {
@@ -328,12 +332,12 @@ impl<T: Transport> Inner<T> {
             // Best effort: the peer may have gone, and it is refused either way.
             let _ = self.welcome(status, why.as_bytes()).write_to(stream);
         };
-        match side_channel::check_hello(me, peer, to, hello.f[2], VERSION) {
+        match side_channel::check_hello(me, peer, to, hello.f[2], VERSION, authenticated) {
             Ok(()) => {}
             Err(why @ HelloRefusal::Version { .. }) => {
                 return refuse(&mut stream, wire::WRONG_VERSION, why.to_string())
             }
-            Err(why @ HelloRefusal::Node { .. }) => {
+            Err(why @ (HelloRefusal::Node { .. } | HelloRefusal::Impersonation { .. })) => {
                 return refuse(&mut stream, wire::WRONG_NODE, why.to_string())
             }
         }
@@ -433,6 +437,8 @@ impl<T: Transport> RdmaFabric<T> {
             common.listen,
             common.max_handshakes,
             common.max_links,
+            &common.credentials,
+            common.handshake_timeout,
         );
         let (hub, listener) = Hub::bind(hub_config, "side channel")?;
         let first_key = hub.incarnation().rotate_left(11);
@@ -448,9 +454,11 @@ impl<T: Transport> RdmaFabric<T> {
         });
         let acceptor = Arc::clone(&inner);
         let backend = inner.transport.name();
-        inner.hub.serve(listener, backend, move |stream| {
-            acceptor.handshake_incoming(stream)
-        })?;
+        inner
+            .hub
+            .serve(listener, backend, move |stream, authenticated| {
+                acceptor.handshake_incoming(stream, authenticated)
+            })?;
         Ok(Self { inner })
     }
 

@@ -40,6 +40,7 @@ use link::ShmLink;
 use mapping::{Inbox, Mapping, REGION_HEADER};
 use wire::{kind, Msg, MAGIC, VERSION};
 
+use crate::secure::Credentials;
 use crate::side_channel::regions::Registry;
 use crate::side_channel::{self, HelloRefusal, Hub, HubConfig, Refused};
 use crate::{Fabric, FabricError, NodeId, Region, RegionId, RegionSpec};
@@ -66,6 +67,9 @@ pub struct ShmConfig {
     pub max_handshakes: usize,
     /// Bound on links (default 1024).
     pub max_links: usize,
+    /// What every side-channel connection must prove before its hello is read
+    /// ([`Credentials::Open`] by default; see [`crate::secure`]).
+    pub credentials: Credentials,
 }
 
 impl ShmConfig {
@@ -80,6 +84,7 @@ impl ShmConfig {
             inbox_capacity: 1024,
             max_handshakes: 32,
             max_links: 1024,
+            credentials: Credentials::Open,
         }
     }
 
@@ -213,7 +218,7 @@ impl Inner {
         .encode()
     }
 
-    fn handshake_incoming(self: &Arc<Self>, mut stream: TcpStream) {
+    fn handshake_incoming(self: &Arc<Self>, mut stream: TcpStream, authenticated: Option<NodeId>) {
         use std::io::Write;
         let timeout = self.config.handshake_timeout;
         let Some((hello, from)) = Msg::receive_hello(&mut stream, timeout, kind::HELLO, MAGIC)
@@ -229,12 +234,13 @@ impl Inner {
             // Best effort: the peer may have gone, and it is refused either way.
             let _ = s.write_all(&self.welcome(status, ""));
         };
-        match side_channel::check_hello(me, peer, to, version.into(), VERSION.into()) {
+        match side_channel::check_hello(me, peer, to, version.into(), VERSION.into(), authenticated)
+        {
             Ok(()) => {}
             Err(why @ HelloRefusal::Version { .. }) => {
                 return refuse(wire::WRONG_VERSION, why.to_string())
             }
-            Err(why @ HelloRefusal::Node { .. }) => {
+            Err(why @ (HelloRefusal::Node { .. } | HelloRefusal::Impersonation { .. })) => {
                 return refuse(wire::WRONG_NODE, why.to_string())
             }
         }
@@ -381,7 +387,14 @@ impl ShmFabric {
             tracing::info!(stale, dir = %config.dir.display(), "removed stale shm files");
         }
         let c = &config;
-        let hub_config = HubConfig::new(c.local_id, c.listen, c.max_handshakes, c.max_links);
+        let hub_config = HubConfig::new(
+            c.local_id,
+            c.listen,
+            c.max_handshakes,
+            c.max_links,
+            &c.credentials,
+            c.handshake_timeout,
+        );
         let (hub, listener) = Hub::bind(hub_config, "shm side channel")?;
         let first_key = hub.incarnation().rotate_left(23);
         let inner = Arc::new(Inner {
@@ -393,9 +406,11 @@ impl ShmFabric {
             parked: AtomicUsize::new(0),
         });
         let acceptor = Arc::clone(&inner);
-        inner.hub.serve(listener, "shm", move |stream| {
-            acceptor.handshake_incoming(stream)
-        })?;
+        inner
+            .hub
+            .serve(listener, "shm", move |stream, authenticated| {
+                acceptor.handshake_incoming(stream, authenticated)
+            })?;
         Ok(Self { inner })
     }
 

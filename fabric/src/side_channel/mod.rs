@@ -30,6 +30,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::failure::FailureHub;
+use crate::secure::{self, Credentials, Role};
 use crate::sync::lock;
 use crate::{
     Completion, CompletionSource, FabricError, Link, NodeId, RegionId, RemoteRegion, WriteRequest,
@@ -119,12 +120,16 @@ fn handle<L: SideLink>(link: Arc<L>) -> Arc<dyn Link> {
 }
 
 /// The settings a hub is built from (each backend's config has them).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct HubConfig {
     pub local_id: NodeId,
     pub listen: SocketAddr,
     pub max_handshakes: usize,
     pub max_links: usize,
+    /// What every connection must prove before the backend's hello is read.
+    pub credentials: Arc<Credentials>,
+    /// Bound on that proof.
+    pub handshake_timeout: Duration,
 }
 
 impl HubConfig {
@@ -134,12 +139,16 @@ impl HubConfig {
         listen: SocketAddr,
         max_handshakes: usize,
         max_links: usize,
+        credentials: &Credentials,
+        handshake_timeout: Duration,
     ) -> Self {
         Self {
             local_id,
             listen,
             max_handshakes,
             max_links,
+            credentials: Arc::new(credentials.clone()),
+            handshake_timeout,
         }
     }
 }
@@ -202,10 +211,11 @@ impl<L: SideLink> Hub<L> {
         let local_addr = listener
             .local_addr()
             .map_err(|e| FabricError::io(format!("reading the {what}'s bound address"), e))?;
+        let incarnation = incarnation_nonce(config.local_id);
         let hub = Self {
             config,
             local_addr,
-            incarnation: incarnation_nonce(config.local_id),
+            incarnation,
             start: Instant::now(),
             reporter: Arc::default(),
             handshakes: Arc::default(),
@@ -315,8 +325,9 @@ impl<L: SideLink> Hub<L> {
     }
 
     /// The link to `peer` at `addr` under the "higher id dials" rule: a live link if there is
-    /// one; else this node dials and runs `handshake` on the connected stream if its id is the
-    /// higher, or waits for the peer's connection to be installed. Bounded by `timeout`.
+    /// one; else this node dials, proves its credentials (see [`crate::secure`]) and runs
+    /// `handshake` on the connected stream if its id is the higher, or waits for the peer's
+    /// connection to be installed. Bounded by `timeout`.
     pub(crate) fn connect(
         &self,
         peer: NodeId,
@@ -333,20 +344,41 @@ impl<L: SideLink> Hub<L> {
             &self.links_changed,
             is_shut_down,
             |l| l.state().is_failed(),
-            |deadline| connect::dial_until(peer, addr, deadline, is_shut_down, handshake),
+            |deadline| {
+                let creds = Arc::clone(&self.config.credentials);
+                let (me, bound) = (self.config.local_id, self.config.handshake_timeout);
+                connect::dial_until(peer, addr, deadline, is_shut_down, move |tcp| {
+                    let proven = secure::connect(tcp, &creds, Role::Fabric, me, Some(peer), bound)
+                        .map_err(|e| FabricError::Connect {
+                            peer,
+                            reason: format!("authenticating with {addr}: {e}"),
+                        })?;
+                    handshake(proven.0.into_unsealed())
+                })
+            },
         )
         .map(handle)
     }
 
-    /// Starts the accept loop on a thread (`{backend}-accept-{id}`): each incoming connection is
-    /// handed to `handshake` on a thread of its own (`{backend}-hello`), at most
-    /// `max_handshakes` at once; more are closed at once.
+    /// Starts the accept loop on a thread (`{backend}-accept-{id}`): each incoming connection
+    /// proves its credentials and is then handed to `handshake` on a thread of its own
+    /// (`{backend}-hello`), with the node id it authenticated as (`None` in the open mode), at
+    /// most `max_handshakes` at once; more are closed at once.
     pub(crate) fn serve(
         &self,
         listener: TcpListener,
         backend: &'static str,
-        handshake: impl Fn(TcpStream) + Clone + Send + 'static,
+        handshake: impl Fn(TcpStream, Option<NodeId>) + Clone + Send + 'static,
     ) -> Result<(), FabricError> {
+        let creds = Arc::clone(&self.config.credentials);
+        let (me, bound) = (self.config.local_id, self.config.handshake_timeout);
+        let handshake = move |tcp: TcpStream| {
+            let from = peer_label(&tcp);
+            match secure::accept(tcp, &creds, Role::Fabric, me, bound) {
+                Ok((stream, peer)) => handshake(stream.into_unsealed(), peer.map(|p| p.id)),
+                Err(e) => tracing::warn!(%from, error = %e, "refused a fabric connection"),
+            }
+        };
         let reporter = Arc::clone(&self.reporter);
         let handshakes = Arc::clone(&self.handshakes);
         let max = self.config.max_handshakes;
@@ -517,6 +549,14 @@ pub(crate) enum HelloRefusal {
         /// This node.
         me: NodeId,
     },
+    /// Its hello claims another node than the one its connection authenticated as.
+    #[error("it claims node {claims} but authenticated as node {authenticated}")]
+    Impersonation {
+        /// The node the hello says it comes from.
+        claims: NodeId,
+        /// The node the connection's handshake proved.
+        authenticated: NodeId,
+    },
 }
 
 /// Why this node's hello got no usable answer.
@@ -566,7 +606,14 @@ pub(crate) fn check_hello(
     wants: NodeId,
     version: u64,
     speaks: u64,
+    authenticated: Option<NodeId>,
 ) -> Result<(), HelloRefusal> {
+    if let Some(a) = authenticated.filter(|a| *a != claims) {
+        return Err(HelloRefusal::Impersonation {
+            claims,
+            authenticated: a,
+        });
+    }
     if version != speaks {
         return Err(HelloRefusal::Version { version, speaks });
     }
@@ -649,17 +696,17 @@ mod tests {
 
     #[test]
     fn hellos_are_checked_for_version_and_nodes() {
-        assert_eq!(check_hello(1, 2, 1, 3, 3), Ok(()));
+        assert_eq!(check_hello(1, 2, 1, 3, 3, None), Ok(()));
         assert!(matches!(
-            check_hello(1, 2, 1, 4, 3),
+            check_hello(1, 2, 1, 4, 3, None),
             Err(HelloRefusal::Version { .. })
         ));
         assert!(matches!(
-            check_hello(1, 2, 5, 3, 3),
+            check_hello(1, 2, 5, 3, 3, None),
             Err(HelloRefusal::Node { .. })
         ));
         assert!(matches!(
-            check_hello(1, 1, 1, 3, 3),
+            check_hello(1, 1, 1, 3, 3, None),
             Err(HelloRefusal::Node { .. })
         ));
     }

@@ -24,6 +24,7 @@ use std::time::Duration;
 use link::TcpLink;
 use wire::{Answer, Hello, Status, HEADER_LEN, VERSION};
 
+use crate::secure::Credentials;
 use crate::side_channel::regions::Registry;
 use crate::side_channel::{self, HelloRefusal, Hub, HubConfig, Refused, Welcome};
 use crate::{Fabric, FabricError, NodeId, Region, RegionId, RegionSpec};
@@ -44,6 +45,9 @@ pub struct TcpConfig {
     pub max_handshakes: usize,
     /// Bound on links (default 1024, like `max_node_id`).
     pub max_links: usize,
+    /// What every side-channel connection must prove before its hello is read
+    /// ([`Credentials::Open`] by default; see [`crate::secure`]).
+    pub credentials: Credentials,
 }
 
 impl TcpConfig {
@@ -56,6 +60,7 @@ impl TcpConfig {
             send_timeout: Duration::from_secs(10),
             max_handshakes: 32,
             max_links: 1024,
+            credentials: Credentials::Open,
         }
     }
 }
@@ -107,7 +112,7 @@ impl Inner {
         })
     }
 
-    fn handshake_incoming(self: &Arc<Self>, mut stream: TcpStream) {
+    fn handshake_incoming(self: &Arc<Self>, mut stream: TcpStream, authenticated: Option<NodeId>) {
         let timeout = self.config.handshake_timeout;
         let Some((hello, from)) = side_channel::receive_hello(&mut stream, timeout, |s| {
             let mut buf = [0u8; HEADER_LEN];
@@ -123,6 +128,7 @@ impl Inner {
             hello.to,
             u64::from(hello.version),
             u64::from(VERSION),
+            authenticated,
         );
         let answer = |status| Answer {
             version: VERSION,
@@ -133,7 +139,7 @@ impl Inner {
         if let Err(refusal) = checked {
             let status = match refusal {
                 HelloRefusal::Version { .. } => Status::VersionMismatch,
-                HelloRefusal::Node { .. } => Status::WrongNode,
+                HelloRefusal::Node { .. } | HelloRefusal::Impersonation { .. } => Status::WrongNode,
             };
             tracing::warn!(%from, peer = hello.from, "refused fabric connection: {refusal}");
             // Best effort: the peer may have gone, and it is refused either way.
@@ -216,7 +222,14 @@ impl TcpFabric {
     /// Binds the listening socket and starts accepting peers.
     pub fn start(config: TcpConfig) -> Result<Self, FabricError> {
         let c = &config;
-        let hub_config = HubConfig::new(c.local_id, c.listen, c.max_handshakes, c.max_links);
+        let hub_config = HubConfig::new(
+            c.local_id,
+            c.listen,
+            c.max_handshakes,
+            c.max_links,
+            &c.credentials,
+            c.handshake_timeout,
+        );
         let (hub, listener) = Hub::bind(hub_config, "fabric port")?;
         let first_key = hub.incarnation().rotate_left(17);
         let inner = Arc::new(Inner {
@@ -225,9 +238,11 @@ impl TcpFabric {
             regions: Registry::new(first_key),
         });
         let acceptor = Arc::clone(&inner);
-        inner.hub.serve(listener, "fabric", move |stream| {
-            acceptor.handshake_incoming(stream)
-        })?;
+        inner
+            .hub
+            .serve(listener, "fabric", move |stream, authenticated| {
+                acceptor.handshake_incoming(stream, authenticated)
+            })?;
         Ok(Self { inner })
     }
 

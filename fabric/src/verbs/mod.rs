@@ -55,7 +55,13 @@ impl VerbsFabric {
     pub fn start(config: VerbsConfig) -> Result<Self, FabricError> {
         let transport = Verbs::open(&config)?;
         let c = &config;
-        let common = Common::new(c.local_id, c.listen, c.handshake_timeout, c.send_timeout);
+        let common = Common::new(
+            c.local_id,
+            c.listen,
+            c.handshake_timeout,
+            c.send_timeout,
+            c.credentials.clone(),
+        );
         Ok(Self(RdmaFabric::start(transport, common)?))
     }
 }
