@@ -75,6 +75,7 @@
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub, missing_docs)]
 
+mod auth;
 pub mod config;
 pub mod gms;
 pub mod layout;
@@ -85,6 +86,7 @@ pub mod testing;
 
 pub use config::{Config, ConfigError, ConfigLoader};
 /// The storage contract and versioned logs persistent subgroups are built on.
+pub use derecho_fabric::secure;
 pub use derecho_persist as persist;
 pub use gms::View;
 pub use layout::{LayoutError, LayoutPolicy, SubgroupPolicy, TypePolicy};

@@ -26,6 +26,7 @@ use derecho_fabric::sync::{lock, wait_timeout};
 use derecho_fabric::{Fabric, FabricError};
 use derecho_sst::{Sst, SstConfig};
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::gms::change::Outcome;
 use crate::gms::first_view::{self, LayoutFn};
@@ -70,6 +71,9 @@ pub enum GroupError {
     /// not be formed); it has stopped.
     #[error("this member has left the group: {0}")]
     Stopped(StopReason),
+    /// The credentials `[SECURITY]` names could not be loaded.
+    #[error("credentials: {0}")]
+    Credentials(#[from] derecho_fabric::secure::SecretError),
     /// Replica state could not be transferred.
     #[error(transparent)]
     Transfer(#[from] crate::gms::transfer::TransferError),
@@ -235,6 +239,8 @@ struct Inner {
     state: Option<Arc<dyn StateHooks>>,
     trim: Option<TrimHandler>,
     transfers: TcpListener,
+    /// This member's credentials, for the connections it opens and accepts.
+    auth: Auth,
     joins: crate::gms::change::JoinQueue,
     gms: Mutex<GmsService>,
     stopping: Arc<AtomicBool>,
@@ -310,7 +316,14 @@ impl GroupNode {
             state_transfer_port: d.state_transfer_port,
             external_port: d.external_port,
         };
-        let fabric = start_fabric(config)?;
+        let auth = Auth::of_member(config)?;
+        if auth.is_secure() {
+            tracing::info!(
+                id = d.local_id,
+                "[SECURITY] mode = secret: every connection is authenticated"
+            );
+        }
+        let fabric = start_fabric_with(config, auth.credentials().clone())?;
         let listener = TcpListener::bind(SocketAddr::new(d.local_ip, d.gms_port)).map_err(|e| {
             GmsError::io(
                 format!("binding the GMS port {}:{}", d.local_ip, d.gms_port),
@@ -348,7 +361,7 @@ impl GroupNode {
                 .map(|(ip, port)| SocketAddr::new(*ip, *port))
                 .filter(|a| *a != me_addr)
                 .collect();
-            first_view::find_running(&peers)
+            first_view::find_running(&peers, &auth)
         } else {
             None
         };
@@ -362,6 +375,7 @@ impl GroupNode {
                 .collect();
             first_view::restart_with_backups(
                 &listener,
+                &auth,
                 me.clone(),
                 &leaders,
                 &layout,
@@ -372,11 +386,12 @@ impl GroupNode {
         } else if let Some((leader, vid)) = running {
             tracing::info!(id = d.local_id, %leader, vid,
                 "this contact node finds its group running and joins it");
-            first_view::join(leader, &me, &timeouts, &stop, hooks.restart.as_ref())?
+            first_view::join(leader, &auth, &me, &timeouts, &stop, hooks.restart.as_ref())?
         } else if leads {
             tracing::info!(id = d.local_id, "starting a new group as its first leader");
             first_view::lead(
                 &listener,
+                &auth,
                 me.clone(),
                 &layout,
                 &timeouts,
@@ -387,9 +402,16 @@ impl GroupNode {
         } else {
             let contact = SocketAddr::new(d.contact_ip, d.contact_port);
             tracing::info!(id = d.local_id, %contact, "joining a group");
-            first_view::join(contact, &me, &timeouts, &stop, hooks.restart.as_ref())?
+            first_view::join(
+                contact,
+                &auth,
+                &me,
+                &timeouts,
+                &stop,
+                hooks.restart.as_ref(),
+            )?
         };
-        let gms = GmsService::start(listener, d.local_id, view.clone(), timeouts)?;
+        let gms = GmsService::start(listener, auth.clone(), d.local_id, view.clone(), timeouts)?;
         let joins = gms.joins();
         let stopping = Arc::new(AtomicBool::new(false));
         let mc_config = MulticastConfig {
@@ -417,6 +439,7 @@ impl GroupNode {
             state: hooks.state,
             trim: hooks.trim,
             transfers,
+            auth,
             joins,
             gms: Mutex::new(gms),
             stopping,
@@ -852,9 +875,11 @@ impl Inner {
                 let bound = self.bounds.transfer;
                 let to = *to;
                 let sst = Arc::clone(sst);
+                let auth = self.auth.clone();
                 sends.push(std::thread::spawn(move || {
                     let give_up = || failed_in(&sst, to);
                     let r = crate::gms::transfer::send(
+                        &auth,
                         addr,
                         vid,
                         subgroup,
@@ -874,6 +899,7 @@ impl Inner {
             .collect();
         let give_up = || from.iter().find_map(|&f| failed_in(sst, f));
         let received = receive_state(
+            &self.auth,
             &self.transfers,
             self.id,
             view,
@@ -903,6 +929,7 @@ fn failed_in(sst: &Sst, peer: NodeId) -> Option<String> {
 /// Receives the states `view` transfers to `me`, waiting up to `bound` for them or until
 /// `give_up` says a sender failed.
 fn receive_state(
+    auth: &Auth,
     listener: &TcpListener,
     me: NodeId,
     view: &View,
@@ -916,13 +943,21 @@ fn receive_state(
         .filter(|t| t.to.contains(&me))
         .map(|t| t.subgroup)
         .collect();
-    crate::gms::transfer::receive(listener, me, view.vid, expected, hooks, bound, give_up)
+    crate::gms::transfer::receive(auth, listener, view.vid, expected, hooks, bound, give_up)
         .map_err(GroupError::from)
 }
 
 /// Starts the fabric backend the `[RDMA]` section names, listening on `local_ip:sst_port`.
 /// A backend this build does not include is an error naming `[RDMA] backend`.
 pub fn start_fabric(config: &Config) -> Result<Arc<dyn Fabric>, GroupError> {
+    start_fabric_with(config, config.credentials()?)
+}
+
+/// [`start_fabric`] with credentials already loaded.
+fn start_fabric_with(
+    config: &Config,
+    credentials: derecho_fabric::secure::Credentials,
+) -> Result<Arc<dyn Fabric>, GroupError> {
     let r = &config.rdma;
     let settings = backends::RdmaSettings {
         backend: r.backend.as_str().to_string(),
@@ -933,7 +968,9 @@ pub fn start_fabric(config: &Config) -> Result<Arc<dyn Fabric>, GroupError> {
         shm_dir: None,
     };
     let listen = SocketAddr::new(config.derecho.local_ip, config.derecho.sst_port);
-    let chosen = backends::BackendConfig::from_rdma(&settings, config.derecho.local_id, listen)?;
+    let mut chosen =
+        backends::BackendConfig::from_rdma(&settings, config.derecho.local_id, listen)?;
+    chosen.set_credentials(credentials);
     Ok(backends::start(chosen)?)
 }
 

@@ -8,9 +8,9 @@ use super::layer::{Setting, Settings, Warnings};
 use super::profile::{SubgroupProfile, DEFAULT_PROFILE, SUBGROUP_SECTION};
 use super::sections::{
     DerechoSection, LayoutSection, LoggerSection, PersSection, RdmaSection, Section,
-    MIN_REPLY_PAYLOAD_SIZE,
+    SecuritySection, MIN_REPLY_PAYLOAD_SIZE,
 };
-use super::value::Problem;
+use super::value::{Problem, SecurityMode};
 use super::Config;
 
 /// Which keys belong to the fixed sections, as opposed to an application's extra sections.
@@ -19,6 +19,7 @@ fn is_fixed_key(key: &str) -> bool {
         DerechoSection::NAME,
         RdmaSection::NAME,
         PersSection::NAME,
+        SecuritySection::NAME,
         LoggerSection::NAME,
         LayoutSection::NAME,
         SUBGROUP_SECTION,
@@ -125,6 +126,8 @@ pub(crate) fn build(
             ));
         }
     }
+    let security: SecuritySection = apply(&settings)?;
+    check_security(&security, &settings)?;
     let mut logger: LoggerSection = apply(&settings)?;
     let unset: Vec<&str> = LoggerSection::MODULE_LEVEL_KEYS
         .iter()
@@ -141,6 +144,7 @@ pub(crate) fn build(
         derecho,
         rdma,
         pers,
+        security,
         logger,
         layout,
         subgroups,
@@ -158,6 +162,39 @@ pub(crate) fn build(
         });
     }
     Ok(config)
+}
+
+/// Security must be configured completely or not at all: a member that half-configured it
+/// would either refuse its group or run open while its operator believes it secure.
+fn check_security(s: &SecuritySection, settings: &Settings) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("{}/{k}", SecuritySection::NAME);
+    let set = |p: &Path| !p.as_os_str().is_empty();
+    let inconsistent = |k: &str, reason: &str| ConfigError::Inconsistent {
+        at: origin_of(settings, &key(k)),
+        key: key(k),
+        reason: reason.to_string(),
+    };
+    match s.mode {
+        SecurityMode::Secret if !set(&s.group_secret_file) && !set(&s.client_secret_file) => {
+            Err(inconsistent(
+                "mode",
+                "`mode = secret` needs `group_secret_file` (members) or `client_secret_file` \
+                 (external clients): files with 64 hexadecimal digits, which \
+                 `derecho-secret new FILE` makes",
+            ))
+        }
+        SecurityMode::Open if set(&s.group_secret_file) => Err(inconsistent(
+            "group_secret_file",
+            "a group secret is configured but `mode` is `open`: set `mode = secret` to use it, \
+             or remove the key",
+        )),
+        SecurityMode::Open if set(&s.client_secret_file) => Err(inconsistent(
+            "client_secret_file",
+            "a client secret is configured but `mode` is `open`: set `mode = secret` to use it, \
+             or remove the key",
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn check_derecho(d: &DerechoSection, settings: &Settings) -> Result<(), ConfigError> {

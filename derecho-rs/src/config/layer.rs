@@ -7,6 +7,7 @@ use super::error::{ConfigError, Origin};
 use super::profile::{valid_profile_name, SubgroupProfile, DEFAULT_PROFILE, SUBGROUP_SECTION};
 use super::sections::{
     DerechoSection, LayoutSection, LoggerSection, PersSection, RdmaSection, Section,
+    SecuritySection,
 };
 
 /// A value as loaded, with where it came from.
@@ -60,7 +61,7 @@ const DERECHO_IGNORED: &[&str] = &["timeout_ms"];
 /// The kind of a section header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum SectionKind {
-    /// One of `DERECHO`, `RDMA`, `PERS`, `LOGGER`, `LAYOUT`, with its keys.
+    /// One of `DERECHO`, `RDMA`, `PERS`, `SECURITY`, `LOGGER`, `LAYOUT`, with its keys.
     Fixed(&'static [&'static str]),
     /// `SUBGROUP/<NAME>`.
     Profile,
@@ -72,6 +73,7 @@ const FIXED_SECTIONS: &[(&str, &[&str])] = &[
     (DerechoSection::NAME, DerechoSection::KEYS),
     (RdmaSection::NAME, RdmaSection::KEYS),
     (PersSection::NAME, PersSection::KEYS),
+    (SecuritySection::NAME, SecuritySection::KEYS),
     (LoggerSection::NAME, LoggerSection::KEYS),
     (LayoutSection::NAME, LayoutSection::KEYS),
 ];

@@ -45,10 +45,14 @@ pub use loader::{
 };
 pub use profile::{SubgroupProfile, DEFAULT_PROFILE};
 pub use sections::{
-    DerechoSection, LayoutSection, LoggerSection, PersSection, RdmaSection, MIN_REPLY_PAYLOAD_SIZE,
+    DerechoSection, LayoutSection, LoggerSection, PersSection, RdmaSection, SecuritySection,
+    MIN_REPLY_PAYLOAD_SIZE,
 };
-pub use value::{Durability, FabricBackend, Launcher, LogLevel, ParseEnumError, RdmcSendAlgorithm};
+pub use value::{
+    Durability, FabricBackend, Launcher, LogLevel, ParseEnumError, RdmcSendAlgorithm, SecurityMode,
+};
 
+use derecho_fabric::secure::{Credentials, Secret, SecretError};
 use layer::{Settings, Warnings};
 
 /// A complete, validated configuration.
@@ -67,6 +71,8 @@ pub struct Config {
     pub rdma: RdmaSection,
     /// `[PERS]`.
     pub pers: PersSection,
+    /// `[SECURITY]`.
+    pub security: SecuritySection,
     /// `[LOGGER]`.
     pub logger: LoggerSection,
     /// `[LAYOUT]`.
@@ -95,6 +101,7 @@ impl PartialEq for Config {
         self.derecho == other.derecho
             && self.rdma == other.rdma
             && self.pers == other.pers
+            && self.security == other.security
             && self.logger == other.logger
             && self.layout == other.layout
             && self.subgroups == other.subgroups
@@ -110,6 +117,7 @@ impl Default for Config {
             derecho,
             rdma: RdmaSection::default(),
             pers: PersSection::default(),
+            security: SecuritySection::default(),
             logger: LoggerSection::default(),
             layout: LayoutSection::default(),
             subgroups: BTreeMap::from([(DEFAULT_PROFILE.to_string(), SubgroupProfile::default())]),
@@ -132,7 +140,46 @@ impl Default for Config {
     }
 }
 
+/// Loads the secret file `key` names, or says that it is not set.
+fn load_secret(path: &Path, key: &'static str) -> Result<Secret, SecretError> {
+    if path.as_os_str().is_empty() {
+        return Err(SecretError::NotConfigured { key });
+    }
+    Secret::load(path)
+}
+
 impl Config {
+    /// Loads the member credentials `[SECURITY]` names: [`Credentials::Open`] in the open
+    /// mode; the group secret (and the client secret, if configured) in the secret mode. The
+    /// files must be readable by their owner only.
+    pub fn credentials(&self) -> Result<Credentials, SecretError> {
+        let s = &self.security;
+        match s.mode {
+            SecurityMode::Open => Ok(Credentials::Open),
+            SecurityMode::Secret => Ok(Credentials::Member {
+                group: load_secret(&s.group_secret_file, "group_secret_file")?,
+                clients: if s.client_secret_file.as_os_str().is_empty() {
+                    None
+                } else {
+                    Some(Secret::load(&s.client_secret_file)?)
+                },
+            }),
+        }
+    }
+
+    /// Loads the credentials of an external client: the client secret in the secret mode
+    /// (its `[SECURITY]` names `mode = secret` and `client_secret_file`; a group secret is
+    /// not needed and not read).
+    pub fn client_credentials(&self) -> Result<Credentials, SecretError> {
+        let s = &self.security;
+        match s.mode {
+            SecurityMode::Open => Ok(Credentials::Open),
+            SecurityMode::Secret => Ok(Credentials::Client {
+                clients: load_secret(&s.client_secret_file, "client_secret_file")?,
+            }),
+        }
+    }
+
     /// Parses one INI text over the built-in defaults, with no environment, no other file and
     /// no application sections. `origin_name` labels errors (use the file name). A relative
     /// `json_layout_file` is resolved against the folder part of `origin_name`.

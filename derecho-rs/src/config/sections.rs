@@ -1,4 +1,4 @@
-//! The typed `[RDMA]`, `[PERS]`, `[LOGGER]` and `[LAYOUT]` sections, and the [`Section`] trait
+//! The typed `[RDMA]`, `[PERS]`, `[SECURITY]`, `[LOGGER]` and `[LAYOUT]` sections, and the [`Section`] trait
 //! that all fixed sections (also `[DERECHO]`, in its own file) implement.
 //!
 //! Each field's doc states its key and default. Where our default differs from the original
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 pub use super::derecho_section::DerechoSection;
 use super::value::{
     join_list, parse_bool, parse_enum, parse_list, parse_u32, parse_u64, Durability, FabricBackend,
-    LogLevel, Problem,
+    LogLevel, Problem, SecurityMode,
 };
 
 /// The smallest reply buffer an RPC can use: the reply header and an error report must fit.
@@ -239,6 +239,59 @@ fn nonzero_u64(value: &str, what: &str) -> Result<u64, Problem> {
     Ok(n)
 }
 
+/// `[SECURITY]` (ours): how members and external clients authenticate. See
+/// [`derecho_fabric::secure`] for what the secret mode proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecuritySection {
+    /// `mode`: `open` (no authentication, the default) or `secret`.
+    pub mode: SecurityMode,
+    /// `group_secret_file`: a file readable by its owner only, holding 64 hexadecimal digits
+    /// (32 random bytes) shared by every member. Required with `mode = secret`.
+    pub group_secret_file: PathBuf,
+    /// `client_secret_file`: the same for external clients, which hold this secret only. Without
+    /// it, a secure member refuses every external client.
+    pub client_secret_file: PathBuf,
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        SecuritySection {
+            mode: SecurityMode::Open,
+            group_secret_file: PathBuf::new(),
+            client_secret_file: PathBuf::new(),
+        }
+    }
+}
+
+impl Section for SecuritySection {
+    const NAME: &'static str = "SECURITY";
+    const KEYS: &'static [&'static str] = &["mode", "group_secret_file", "client_secret_file"];
+
+    fn set(&mut self, name: &str, v: &str) -> Result<(), Problem> {
+        match name {
+            "mode" => self.mode = parse_enum(v)?,
+            "group_secret_file" => self.group_secret_file = PathBuf::from(v),
+            "client_secret_file" => self.client_secret_file = PathBuf::from(v),
+            other => return Err(unknown(other)),
+        }
+        Ok(())
+    }
+
+    fn entries(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("mode", self.mode.to_string()),
+            (
+                "group_secret_file",
+                self.group_secret_file.to_string_lossy().into_owned(),
+            ),
+            (
+                "client_secret_file",
+                self.client_secret_file.to_string_lossy().into_owned(),
+            ),
+        ]
+    }
+}
+
 /// `[LOGGER]`: log levels and log files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggerSection {
@@ -394,6 +447,7 @@ mod tests {
         consistent::<DerechoSection>();
         consistent::<RdmaSection>();
         consistent::<PersSection>();
+        consistent::<SecuritySection>();
         consistent::<LoggerSection>();
     }
 

@@ -177,6 +177,18 @@ config_enum! {
     }
 }
 
+config_enum! {
+    /// Whether members authenticate each other (`[SECURITY] mode`).
+    pub enum SecurityMode {
+        /// No authentication: anyone who reaches a member's ports can take part. For a
+        /// trusted network (the default).
+        Open => "open",
+        /// Every connection proves possession of the group secret (external clients: of the
+        /// client secret) and carries authenticated, encrypted frames.
+        Secret => "secret",
+    }
+}
+
 impl LogLevel {
     /// The matching `tracing` filter (`critical` has no own level in `tracing` and maps to ERROR).
     pub fn to_level_filter(self) -> tracing::level_filters::LevelFilter {

@@ -6,6 +6,7 @@ use super::ini::format_value;
 use super::profile::{DEFAULT_PROFILE, SUBGROUP_SECTION};
 use super::sections::{
     DerechoSection, LayoutSection, LoggerSection, PersSection, RdmaSection, Section,
+    SecuritySection,
 };
 use super::Config;
 
@@ -28,6 +29,10 @@ fn known_blocks(config: &Config) -> Vec<Block> {
         ),
         (RdmaSection::NAME.to_string(), owned(config.rdma.entries())),
         (PersSection::NAME.to_string(), owned(config.pers.entries())),
+        (
+            SecuritySection::NAME.to_string(),
+            owned(config.security.entries()),
+        ),
         (
             LoggerSection::NAME.to_string(),
             owned(config.logger.entries()),

@@ -23,9 +23,11 @@ use super::restart::{self, Restart, RestartInfo};
 use super::view::{MemberInfo, View};
 use super::wire::{read_msg, write_msg, GmsMessage, Refusal, WireError, PROTOCOL_VERSION};
 use super::GmsError;
+use crate::auth::{claims_match, Auth};
 use crate::layout::LayoutError;
 use crate::multicast::SubgroupSpec;
 use crate::NodeId;
+use derecho_fabric::secure::{Role, Stream};
 
 /// Computes the subgroups of a member list (in rank order), given the previous view when
 /// there is one (so that survivors can keep their shards), or says why the members do not
@@ -81,8 +83,9 @@ pub struct Formed {
 /// the first view is a total restart: it waits for the quorum of [`super::restart::assess`],
 /// then up to `timeouts.restart_grace` for the rest of the last view, and carries the
 /// transfers that restore every persistent shard from its longest log.
-pub fn lead(
+pub(crate) fn lead(
     listener: &TcpListener,
+    auth: &Auth,
     me: MemberInfo,
     layout: &LayoutFn,
     timeouts: &GmsTimeouts,
@@ -92,7 +95,7 @@ pub fn lead(
     listener
         .set_nonblocking(true)
         .map_err(|e| GmsError::io("making the GMS listener non-blocking", e))?;
-    let mut joiners: Vec<(MemberInfo, TcpStream)> = Vec::new();
+    let mut joiners: Vec<(MemberInfo, Stream)> = Vec::new();
     let mut reports: BTreeMap<NodeId, RestartInfo> = BTreeMap::new();
     let mut changed = true;
     let mut last_reason = String::new();
@@ -104,7 +107,7 @@ pub fn lead(
         }
         match listener.accept() {
             Ok((stream, from)) => {
-                if let Some((j, report)) = admit(stream, from, &me, &joiners, timeouts) {
+                if let Some((j, report)) = admit(stream, from, auth, &me, &joiners, timeouts) {
                     tracing::info!(node = j.0.id, %from, restarting = report.is_some(),
                         "node joined the forming group");
                     match report {
@@ -219,14 +222,22 @@ pub fn lead(
 /// Reads a join request from a new connection and answers refusals; returns the joiner if it
 /// is admitted, with its restart report if it has logs.
 fn admit(
-    mut stream: TcpStream,
+    tcp: TcpStream,
     from: SocketAddr,
+    auth: &Auth,
     me: &MemberInfo,
-    joiners: &[(MemberInfo, TcpStream)],
+    joiners: &[(MemberInfo, Stream)],
     timeouts: &GmsTimeouts,
-) -> Option<((MemberInfo, TcpStream), Option<RestartInfo>)> {
+) -> Option<((MemberInfo, Stream), Option<RestartInfo>)> {
     // Socket options fail only on a closed socket, which the read below reports.
-    let _ = stream.set_nonblocking(false);
+    let _ = tcp.set_nonblocking(false);
+    let (mut stream, peer) = match auth.accept(tcp, Role::Gms) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%from, error = %e, "refused a GMS connection");
+            return None;
+        }
+    };
     let _ = stream.set_read_timeout(Some(timeouts.handshake));
     let _ = stream.set_write_timeout(Some(timeouts.handshake));
     let _ = stream.set_nodelay(true);
@@ -248,7 +259,11 @@ fn admit(
         tracing::warn!(%from, "ignored a GMS connection that did not start with a join request");
         return None;
     };
-    let refuse = |s: &mut TcpStream, r: Refusal| {
+    if let Err(why) = claims_match(peer, member.id) {
+        tracing::warn!(%from, "refused a join: {why}");
+        return None;
+    }
+    let refuse = |s: &mut Stream, r: Refusal| {
         tracing::warn!(%from, node = member.id, refusal = ?r, "refused a join");
         // Best effort: the refusal is logged here; the connection closes either way.
         let _ = write_msg(s, &GmsMessage::Refused(r));
@@ -274,7 +289,7 @@ fn admit(
 /// failed.
 fn prepare(
     view: &View,
-    joiners: &mut [(MemberInfo, TcpStream)],
+    joiners: &mut [(MemberInfo, Stream)],
     timeouts: &GmsTimeouts,
 ) -> Vec<NodeId> {
     let mut failed = Vec::new();
@@ -315,13 +330,13 @@ pub const PROBE_BOUND: Duration = Duration::from_secs(1);
 /// node that restarts asks its configured peers first, so that it rejoins the group that went
 /// on without it instead of founding a second one. Peers that are still forming a group (or
 /// are down) do not answer and are not waited for longer than the bound.
-pub fn find_running(peers: &[SocketAddr]) -> Option<(SocketAddr, u64)> {
+pub(crate) fn find_running(peers: &[SocketAddr], auth: &Auth) -> Option<(SocketAddr, u64)> {
     let (tx, rx) = std::sync::mpsc::channel();
     for &peer in peers {
-        let tx = tx.clone();
+        let (tx, auth) = (tx.clone(), auth.clone());
         // Detached on purpose: a probe that outlives the bound ends at its own timeouts.
         std::thread::spawn(move || {
-            if let Some(found) = probe(peer) {
+            if let Some(found) = probe(peer, &auth) {
                 // The receiver is gone once the bound has passed: a late answer is moot.
                 let _ = tx.send(found);
             }
@@ -346,16 +361,23 @@ pub fn find_running(peers: &[SocketAddr]) -> Option<(SocketAddr, u64)> {
 }
 
 /// One probe: the leader's address and the view id, if `peer` runs a group.
-fn probe(peer: SocketAddr) -> Option<(SocketAddr, u64)> {
-    match ask(peer)? {
+fn probe(peer: SocketAddr, auth: &Auth) -> Option<(SocketAddr, u64)> {
+    match ask(peer, auth)? {
         GmsMessage::Running { vid, leader } => Some((leader, vid)),
         _ => None,
     }
 }
 
 /// Sends [`GmsMessage::Probe`] to `peer` and returns its answer (bounded by [`PROBE_BOUND`]).
-fn ask(peer: SocketAddr) -> Option<GmsMessage> {
-    let mut s = TcpStream::connect_timeout(&peer, PROBE_BOUND).ok()?;
+fn ask(peer: SocketAddr, auth: &Auth) -> Option<GmsMessage> {
+    let mut s = match auth.dial(&peer, PROBE_BOUND, Role::Gms, None) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            tracing::warn!(%peer, error = %e, "a GMS peer refused this node's credentials");
+            return None;
+        }
+        Err(_) => return None,
+    };
     // Socket options fail only on a closed socket, which the write below reports.
     let _ = s.set_read_timeout(Some(PROBE_BOUND));
     let _ = s.set_write_timeout(Some(PROBE_BOUND));
@@ -369,6 +391,7 @@ fn ask(peer: SocketAddr) -> Option<GmsMessage> {
 /// no restart leader means: keep looking. Bounded by `deadline`.
 fn find_restart_leader(
     leaders: &[SocketAddr],
+    auth: &Auth,
     mine: Option<usize>,
     grace: Duration,
     deadline: Instant,
@@ -384,7 +407,7 @@ fn find_restart_leader(
                 continue;
             }
             if let Some(GmsMessage::Running { leader, .. } | GmsMessage::Forming { leader }) =
-                ask(peer)
+                ask(peer, auth)
             {
                 return Ok(Some(leader));
             }
@@ -414,8 +437,12 @@ fn find_restart_leader(
 /// at most one of them restart the group. If their followers split so that neither has a
 /// majority, both wait: stopping one of them lets its followers find the other. A node finds
 /// its own rank by its `local_ip:gms_port` exactly as written in `restart_leaders`.
-pub fn restart_with_backups(
+// The listener and the credentials belong together but are owned by different parts of the
+// node; bundling them for this one call would only move the count.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn restart_with_backups(
     listener: &TcpListener,
+    auth: &Auth,
     me: MemberInfo,
     leaders: &[SocketAddr],
     layout: &LayoutFn,
@@ -427,25 +454,26 @@ pub fn restart_with_backups(
     let mine = leaders
         .iter()
         .position(|a| *a == SocketAddr::new(me.ip, me.gms_port));
-    match find_restart_leader(leaders, mine, timeouts.restart_grace, deadline, stop)? {
+    match find_restart_leader(leaders, auth, mine, timeouts.restart_grace, deadline, stop)? {
         Some(leader) => {
             tracing::info!(%leader, "total restart: joining the restart leader");
-            join(leader, &me, timeouts, stop, Some(restart))
+            join(leader, auth, &me, timeouts, stop, Some(restart))
         }
         None => {
             tracing::info!(
                 rank = mine,
                 "total restart: no restart leader ranked before this node answered; leading"
             );
-            Ok(lead(listener, me, layout, timeouts, stop, Some(restart))?.view)
+            Ok(lead(listener, auth, me, layout, timeouts, stop, Some(restart))?.view)
         }
     }
 }
 
 /// Runs a joiner's side: asks `contact` (following redirects) to join and waits for a view
 /// that contains `me` to be committed.
-pub fn join(
+pub(crate) fn join(
     contact: SocketAddr,
+    auth: &Auth,
     me: &MemberInfo,
     timeouts: &GmsTimeouts,
     stop: &AtomicBool,
@@ -458,7 +486,11 @@ pub fn join(
     // named (the contact may be the node that failed).
     let mut known: Vec<SocketAddr> = vec![contact];
     loop {
-        let mut stream = connect_until(addr, &known, deadline, stop)?;
+        let (tcp, reached) = connect_until(addr, &known, deadline, stop)?;
+        // A refused handshake does not improve by asking again: the credentials differ.
+        let mut stream = auth
+            .wrap_dialed(tcp, Role::Gms, None)
+            .map_err(|e| GmsError::io(format!("authenticating with {reached}"), e))?;
         // Socket options fail only on a closed socket, which the write below reports.
         let _ = stream.set_nodelay(true);
         let remaining = |d: Instant| {
@@ -590,7 +622,7 @@ fn connect_until(
     others: &[SocketAddr],
     deadline: Instant,
     stop: &AtomicBool,
-) -> Result<TcpStream, GmsError> {
+) -> Result<(TcpStream, SocketAddr), GmsError> {
     let mut last = String::new();
     loop {
         for a in std::iter::once(&addr).chain(others.iter().filter(|a| **a != addr)) {
@@ -604,7 +636,7 @@ fn connect_until(
                 )));
             }
             match TcpStream::connect_timeout(a, (deadline - now).min(Duration::from_secs(1))) {
-                Ok(s) => return Ok(s),
+                Ok(s) => return Ok((s, *a)),
                 Err(e) => last = format!("{a}: {e}"),
             }
         }
@@ -692,8 +724,15 @@ mod tests {
             ..GmsTimeouts::default()
         };
         let me = member(9, SocketAddr::from(([127, 0, 0, 1], 9)));
-        let view = join(contact_addr, &me, &timeouts, &AtomicBool::new(false), None)
-            .expect("the joiner is admitted by the next leader");
+        let view = join(
+            contact_addr,
+            &Auth::open(me.id),
+            &me,
+            &timeouts,
+            &AtomicBool::new(false),
+            None,
+        )
+        .expect("the joiner is admitted by the next leader");
         assert_eq!(view, servers.join().unwrap());
     }
 }

@@ -1,7 +1,7 @@
 //! Group membership: views, the GMS port, and forming the first view.
 //!
 //! Every node listens on its `gms_port`. Before the group exists, the contact node runs
-//! [`first_view::lead`] there and the others [`first_view::join`] it. Afterwards each node keeps
+//! `first_view::lead` there and the others `first_view::join` it. Afterwards each node keeps
 //! answering on the port ([`GmsService`]): a member that is not the leader redirects joiners to
 //! the leader, and the leader queues joiners for its next view change.
 
@@ -29,7 +29,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use derecho_fabric::secure::{Role, Stream};
 use derecho_fabric::sync::lock;
+
+use crate::auth::{claims_match, Auth};
 
 pub use admission::Admission;
 pub use first_view::{GmsTimeouts, LayoutFn};
@@ -115,7 +118,8 @@ struct Shared {
     me: crate::NodeId,
     view: Mutex<View>,
     joins: change::JoinQueue,
-    waiting: Mutex<HashMap<crate::NodeId, TcpStream>>,
+    waiting: Mutex<HashMap<crate::NodeId, Stream>>,
+    auth: Auth,
     timeouts: GmsTimeouts,
     /// Connections whose first message is being read: in all, and per address.
     reading: Mutex<(usize, HashMap<IpAddr, usize>)>,
@@ -174,8 +178,9 @@ impl std::fmt::Debug for GmsService {
 
 impl GmsService {
     /// Starts answering on `listener` for member `me` of `view`.
-    pub fn start(
+    pub(crate) fn start(
         listener: TcpListener,
+        auth: Auth,
         me: crate::NodeId,
         view: View,
         timeouts: GmsTimeouts,
@@ -192,6 +197,7 @@ impl GmsService {
             view: Mutex::new(view),
             joins: Arc::new(Mutex::new(Vec::new())),
             waiting: Mutex::new(HashMap::new()),
+            auth,
             timeouts,
             reading: Mutex::new((0, HashMap::new())),
         });
@@ -269,7 +275,7 @@ impl Drop for GmsService {
 }
 
 /// Prepare, acknowledgement, commit: the joiner's side is [`first_view::join`].
-fn send_view(stream: &mut TcpStream, view: &View, timeouts: &GmsTimeouts) -> Result<(), GmsError> {
+fn send_view(stream: &mut Stream, view: &View, timeouts: &GmsTimeouts) -> Result<(), GmsError> {
     let _ = stream.set_write_timeout(Some(timeouts.handshake));
     let _ = stream.set_read_timeout(Some(timeouts.ack));
     wire::write_msg(stream, &GmsMessage::Prepare(view.clone()))
@@ -317,7 +323,15 @@ fn serve(listener: &TcpListener, shared: &Arc<Shared>, stop: &AtomicBool) {
 }
 
 /// Answers one connection to the GMS port: a probe, or a join request.
-fn handle(mut stream: TcpStream, shared: &Shared) {
+fn handle(tcp: TcpStream, shared: &Shared) {
+    let from = tcp.peer_addr().ok();
+    let (mut stream, peer) = match shared.auth.accept(tcp, Role::Gms) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(?from, error = %e, "refused a GMS connection");
+            return;
+        }
+    };
     let handshake = shared.timeouts.handshake;
     let _ = stream.set_read_timeout(Some(handshake));
     let _ = stream.set_write_timeout(Some(handshake));
@@ -353,6 +367,10 @@ fn handle(mut stream: TcpStream, shared: &Shared) {
             return;
         }
     };
+    if let Err(why) = claims_match(peer, member.id) {
+        tracing::warn!(?from, "refused a join: {why}");
+        return;
+    }
     let v = lock(&shared.view).clone();
     let decision = {
         let queued = lock(&shared.joins);

@@ -18,7 +18,8 @@ use std::io::{self, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::NodeId;
+use crate::auth::Auth;
+use derecho_fabric::secure::Role;
 
 /// First bytes of a state transfer.
 pub const MAGIC: [u8; 4] = *b"DRST";
@@ -200,7 +201,8 @@ impl<R: Read> Read for ChunkReader<R> {
 /// Sends this member's replica of `subgroup` to the member listening at `to`, for view `vid`.
 /// Connecting is retried until `timeout` (the receiver may still be setting up) or until
 /// `give_up` returns a reason. If the state cannot be produced, the receiver is told why.
-pub fn send(
+pub(crate) fn send(
+    auth: &Auth,
     to: SocketAddr,
     vid: u64,
     subgroup: usize,
@@ -209,7 +211,7 @@ pub fn send(
     give_up: &dyn Fn() -> Option<String>,
 ) -> Result<(), TransferError> {
     let deadline = Instant::now() + timeout;
-    let stream = loop {
+    let tcp = loop {
         match TcpStream::connect_timeout(&to, Duration::from_secs(1)) {
             Ok(s) => break s,
             Err(e) if Instant::now() >= deadline => {
@@ -223,6 +225,9 @@ pub fn send(
             }
         }
     };
+    let stream = auth
+        .wrap_dialed(tcp, Role::StateTransfer, None)
+        .map_err(io_err(format!("authenticating with {to}")))?;
     // Socket options fail only on a closed socket, which the first write reports.
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(timeout));
@@ -257,9 +262,9 @@ pub fn send(
 /// within `timeout`, checking `give_up` while it waits. Connections that are not a transfer for
 /// this view are logged and closed; a transfer for this view that fails after its header fails
 /// the whole receive at once (its sender does not send again).
-pub fn receive(
+pub(crate) fn receive(
+    auth: &Auth,
     listener: &TcpListener,
-    me: NodeId,
     vid: u64,
     mut expected: Vec<usize>,
     hooks: Option<&dyn StateHooks>,
@@ -269,6 +274,7 @@ pub fn receive(
     if expected.is_empty() {
         return Ok(());
     }
+    let me = auth.me();
     let deadline = Instant::now() + timeout;
     listener
         .set_nonblocking(true)
@@ -281,7 +287,7 @@ pub fn receive(
                 after: timeout,
             });
         }
-        let (stream, from) = match listener.accept() {
+        let (tcp, from) = match listener.accept() {
             Ok(x) => x,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if let Some(why) = give_up() {
@@ -293,7 +299,14 @@ pub fn receive(
             Err(e) => return Err(io_err("accepting")(e)),
         };
         // Socket options fail only on a closed socket, which the first read reports.
-        let _ = stream.set_nonblocking(false);
+        let _ = tcp.set_nonblocking(false);
+        let stream = match auth.accept(tcp, Role::StateTransfer) {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(%from, error = %e, "refused a state transfer connection");
+                continue;
+            }
+        };
         let _ = stream.set_read_timeout(Some((deadline - now).max(Duration::from_millis(100))));
         match receive_one(stream, vid, &expected, hooks) {
             Ok(subgroup) => {
@@ -324,7 +337,7 @@ enum OneFailed {
 }
 use OneFailed::{Broke, Refused};
 
-/// Reads one transfer (header, then chunks up to the end marker) from `input`, as [`receive`]
+/// Reads one transfer (header, then chunks up to the end marker) from `input`, as `receive`
 /// does for each connection, and loads the state through `hooks`: the subgroup it carried, or
 /// why the stream was refused or broke. For tests that drive the decoder without a socket (the
 /// `testing` feature).
@@ -417,12 +430,20 @@ mod tests {
         });
         let sender = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
-            send(addr, 7, 3, Some(&src), Duration::from_secs(5), &|| None)
+            send(
+                &Auth::open(1),
+                addr,
+                7,
+                3,
+                Some(&src),
+                Duration::from_secs(5),
+                &|| None,
+            )
         });
         let dst = Blob(Mutex::new(Vec::new()));
         receive(
+            &Auth::open(1),
             &listener,
-            1,
             7,
             vec![3],
             Some(&dst),
@@ -497,15 +518,23 @@ mod tests {
             seen: Mutex::new(0),
         };
         let sender = std::thread::spawn(move || {
-            send(addr, 2, 0, Some(&src), Duration::from_secs(60), &|| None)
+            send(
+                &Auth::open(1),
+                addr,
+                2,
+                0,
+                Some(&src),
+                Duration::from_secs(60),
+                &|| None,
+            )
         });
         let dst = Stream {
             blocks,
             seen: Mutex::new(0),
         };
         receive(
+            &Auth::open(1),
             &listener,
-            1,
             2,
             vec![0],
             Some(&dst),
@@ -525,8 +554,8 @@ mod tests {
     fn a_missing_state_times_out() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let err = receive(
+            &Auth::open(1),
             &listener,
-            1,
             1,
             vec![0],
             None,
@@ -561,6 +590,7 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let sender = std::thread::spawn(move || {
             send(
+                &Auth::open(1),
                 addr,
                 4,
                 1,
@@ -571,8 +601,8 @@ mod tests {
         });
         let dst = Blob(Mutex::new(Vec::new()));
         let err = receive(
+            &Auth::open(1),
             &listener,
-            1,
             4,
             vec![1],
             Some(&dst),
@@ -600,8 +630,8 @@ mod tests {
             (n >= 3).then(|| "node 9 failed".to_string())
         };
         let err = receive(
+            &Auth::open(1),
             &listener,
-            1,
             1,
             vec![0],
             None,

@@ -182,6 +182,8 @@ impl GroupBuilder {
             tracing::info!(vid = r.view.vid, shards = ?r.versions,
                 "found a logged view: restarting from the logs");
         }
+        let auth = Auth::of_member(&self.config)
+            .map_err(|e| StartError::from(crate::GroupError::from(e)))?;
         let (tx, rx) = mpsc::sync_channel(REPLY_QUEUE);
         let inner = Arc::new(Inner {
             me: d.local_id,
@@ -191,7 +193,7 @@ impl GroupBuilder {
             pending: Mutex::new(HashMap::new()),
             replied: Condvar::new(),
             next_id: AtomicU64::new(1),
-            peers: Peers::new(limits),
+            peers: Peers::new(limits, auth.clone(), Role::P2p),
             replies_out: tx,
             max_reply,
             timeout: self.timeout,
@@ -204,6 +206,7 @@ impl GroupBuilder {
             d.local_id,
             Arc::new(Served(Arc::downgrade(&inner))),
             limits,
+            auth,
         )?;
         let w = Arc::downgrade(&inner);
         std::thread::Builder::new()

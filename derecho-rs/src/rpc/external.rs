@@ -18,7 +18,9 @@ use super::{
     answer, call, lock, relayed, target, CallError, GroupInfo, LookupError, RemoteError,
     Replicated, ReplyError,
 };
+use crate::auth::Auth;
 use crate::NodeId;
+use derecho_fabric::secure::{Credentials, Role};
 
 /// A client of a group it is not a member of.
 #[derive(Debug)]
@@ -26,6 +28,7 @@ pub struct ExternalClient {
     info: Mutex<GroupInfo>,
     contact: SocketAddr,
     peers: Peers,
+    auth: Auth,
     timeout: Duration,
 }
 
@@ -34,17 +37,32 @@ const CONTACT: NodeId = NodeId::MAX;
 
 impl ExternalClient {
     /// Connects through the member whose P2P port is `contact`; `limits` bound what this client
-    /// sends and waits for (use the group's `max_p2p_*` settings).
+    /// sends and waits for (use the group's `max_p2p_*` settings). For a group in the open
+    /// security mode; see [`ExternalClient::connect_with`] for a secure one.
     pub fn connect(
         contact: SocketAddr,
         limits: Limits,
         timeout: Duration,
     ) -> Result<Self, CallError> {
-        let info = fetch_info(contact, limits, timeout)?;
+        Self::connect_with(contact, limits, timeout, Credentials::Open)
+    }
+
+    /// [`ExternalClient::connect`] with `credentials`: [`Credentials::Client`] (from
+    /// [`crate::Config::client_credentials`]) for a group in `[SECURITY] mode = secret`. A
+    /// client's credentials open the external port only, never a member port.
+    pub fn connect_with(
+        contact: SocketAddr,
+        limits: Limits,
+        timeout: Duration,
+        credentials: Credentials,
+    ) -> Result<Self, CallError> {
+        let auth = Auth::new(credentials, CONTACT, timeout);
+        let info = fetch_info(contact, limits, timeout, &auth)?;
         Ok(Self {
             info: Mutex::new(info),
             contact,
-            peers: Peers::new(limits),
+            peers: Peers::new(limits, auth.clone(), Role::External),
+            auth,
             timeout,
         })
     }
@@ -80,7 +98,7 @@ impl ExternalClient {
         candidates.push(self.contact);
         let mut last = None;
         for addr in candidates {
-            match fetch_info(addr, self.peers.limits(), self.timeout) {
+            match fetch_info(addr, self.peers.limits(), self.timeout, &self.auth) {
                 Ok(info) => {
                     let v = info.view.clone();
                     *lock(&self.info) = info;
@@ -152,8 +170,13 @@ impl ExternalClient {
     }
 }
 
-fn fetch_info(addr: SocketAddr, limits: Limits, timeout: Duration) -> Result<GroupInfo, CallError> {
-    let conn = PeerConn::connect(CONTACT, addr, limits, timeout)?;
+fn fetch_info(
+    addr: SocketAddr,
+    limits: Limits,
+    timeout: Duration,
+    auth: &Auth,
+) -> Result<GroupInfo, CallError> {
+    let conn = PeerConn::connect(CONTACT, addr, limits, timeout, auth, Role::External)?;
     let r = conn.call(Kind::GetView, &[], timeout)?;
     conn.fail(CallError::ShutDown);
     let bytes = r.map_err(|error| CallError::Remote {

@@ -76,12 +76,14 @@ use derecho_fabric::sync::{read_lock, wait_timeout, write_lock};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::gms::View;
 use crate::layout::{LayoutError, LayoutPolicy};
 use crate::multicast::{Delivery, HEADER_LEN};
 use crate::node::{layout_from_policy, GroupError, GroupNode, Hooks, StateHooks, ViewHandler};
 use crate::NodeId;
+use derecho_fabric::secure::Role;
 use p2p::{Handler, Limits, P2pServer, Peers};
 use wire::Kind;
 

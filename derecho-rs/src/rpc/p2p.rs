@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use super::wire::{self, Frame, Kind, WireError, FRAME_SLACK};
 use super::{lock, CallError, StartError};
+use crate::auth::Auth;
 use crate::NodeId;
+use derecho_fabric::secure::{AuthError, ReadHalf, Role, WriteHalf};
 
 /// Most connections a member serves at once.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -71,12 +73,14 @@ impl std::fmt::Debug for P2pServer {
 }
 
 impl P2pServer {
-    /// Serves `listener` with `handler`.
-    pub fn start(
+    /// Serves `listener` with `handler`, authenticating members and external clients with
+    /// `auth`.
+    pub(crate) fn start(
         listener: TcpListener,
         me: NodeId,
         handler: Arc<dyn Handler>,
         limits: Limits,
+        auth: Auth,
     ) -> Result<Self, StartError> {
         let addr = listener
             .local_addr()
@@ -85,7 +89,7 @@ impl P2pServer {
         let s = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name(format!("p2p-{me}"))
-            .spawn(move || accept_loop(&listener, &handler, limits, &s))
+            .spawn(move || accept_loop(&listener, &handler, limits, &s, &auth))
             .map_err(|e| StartError::io("starting the P2P thread", e))?;
         Ok(Self {
             stop,
@@ -112,6 +116,7 @@ fn accept_loop(
     handler: &Arc<dyn Handler>,
     limits: Limits,
     stop: &Arc<AtomicBool>,
+    auth: &Auth,
 ) {
     let open = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
@@ -125,11 +130,17 @@ fn accept_loop(
         }
         open.fetch_add(1, Ordering::SeqCst);
         let (h, o, s) = (Arc::clone(handler), Arc::clone(&open), Arc::clone(stop));
+        let auth = auth.clone();
         let spawned = std::thread::Builder::new()
             .name("p2p-conn".into())
             .spawn(move || {
-                if let Err(e) = serve_conn(stream, &h, limits, &s) {
-                    tracing::debug!(error = %e, "a P2P connection closed");
+                let from = stream.peer_addr().ok();
+                match serve_conn(stream, &h, limits, &s, &auth) {
+                    Ok(()) => {}
+                    Err(e @ (ServeError::Auth(_) | ServeError::MemberOnly { .. })) => {
+                        tracing::warn!(?from, error = %e, "refused a P2P connection");
+                    }
+                    Err(e) => tracing::debug!(error = %e, "a P2P connection closed"),
                 }
                 o.fetch_sub(1, Ordering::SeqCst);
             });
@@ -155,24 +166,45 @@ enum ServeError {
     /// The caller broke the protocol.
     #[error(transparent)]
     Wire(#[from] WireError),
+    /// The caller did not authenticate.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// An external client sent a frame only members may send.
+    #[error("an external client sent a member-only {kind:?} frame")]
+    MemberOnly {
+        /// The frame's kind.
+        kind: Kind,
+    },
+    /// A member sent an ordered reply in another member's name.
+    #[error("node {peer} sent an ordered reply in the name of node {claimed}")]
+    Impersonation {
+        /// The authenticated sender.
+        peer: NodeId,
+        /// The node the reply claims to come from.
+        claimed: NodeId,
+    },
 }
 
 fn serve_conn(
-    stream: TcpStream,
+    tcp: TcpStream,
     handler: &Arc<dyn Handler>,
     limits: Limits,
     stop: &AtomicBool,
+    auth: &Auth,
 ) -> Result<(), ServeError> {
     let io = |context: &'static str| move |source| ServeError::Io { context, source };
+    let (stream, peer) = auth.accept_any(tcp, &[Role::P2p, Role::External])?;
     // Fails only on a closed socket, which the next call reports.
     let _ = stream.set_nodelay(true);
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(io("configuring"))?;
-    let mut reader = BufReader::new(stream.try_clone().map_err(io("cloning"))?);
+    let control = stream.tcp().try_clone().map_err(io("cloning"))?;
+    let (reader, writer) = stream.split().map_err(io("cloning"))?;
+    let mut reader = BufReader::new(reader);
     wire::read_hello(&mut reader).map_err(io("reading the hello"))?;
-    stream.set_read_timeout(None).map_err(io("configuring"))?;
-    let writer = stream.try_clone().map_err(io("cloning"))?;
+    control.set_read_timeout(None).map_err(io("configuring"))?;
+    let client = peer.is_some_and(|p| p.role == Role::External);
     let (tx, rx) = mpsc::sync_channel::<Frame>(limits.window.max(1));
     let h = Arc::clone(handler);
     let worker = std::thread::Builder::new()
@@ -190,7 +222,18 @@ fn serve_conn(
             Err(e) => break Err(io("reading a request")(e)),
         };
         match frame.kind {
+            Kind::OrderedReply if client => {
+                break Err(ServeError::MemberOnly {
+                    kind: Kind::OrderedReply,
+                })
+            }
             Kind::OrderedReply => match wire::take_u32(&frame.body) {
+                Ok((from, _)) if peer.is_some_and(|p| p.id != from) => {
+                    break Err(ServeError::Impersonation {
+                        peer: peer.map_or(from, |p| p.id),
+                        claimed: from,
+                    })
+                }
                 Ok((from, rest)) => {
                     // A reply whose status does not decode (a newer peer's refusal, or a
                     // damaged frame) fails that reply only, not the connection.
@@ -216,7 +259,7 @@ fn serve_conn(
         }
     };
     // Closing a socket the peer may have closed already; the worker only ends.
-    let _ = stream.shutdown(Shutdown::Both);
+    let _ = control.shutdown(Shutdown::Both);
     drop(tx);
     // A panic in a handler was printed by the panic hook when it happened; the connection is
     // closed either way.
@@ -224,7 +267,7 @@ fn serve_conn(
     result
 }
 
-fn work(rx: &Receiver<Frame>, handler: &Arc<dyn Handler>, writer: TcpStream) {
+fn work(rx: &Receiver<Frame>, handler: &Arc<dyn Handler>, writer: WriteHalf) {
     let mut out = BufWriter::new(writer);
     while let Ok(f) = rx.recv() {
         let result = match f.kind {
@@ -253,7 +296,7 @@ type Waiter = SyncSender<Result<wire::Answer, CallError>>;
 pub struct PeerConn {
     node: NodeId,
     sock: TcpStream,
-    writer: Mutex<BufWriter<TcpStream>>,
+    writer: Mutex<BufWriter<WriteHalf>>,
     waiting: Mutex<HashMap<u64, Waiter>>,
     credits: Mutex<usize>,
     credit_freed: Condvar,
@@ -271,25 +314,32 @@ impl std::fmt::Debug for PeerConn {
 }
 
 impl PeerConn {
-    /// Connects to `node` at `addr` (bounded by `timeout`).
-    pub fn connect(
+    /// Connects to `node` at `addr` (bounded by `timeout`), authenticating with `auth` for
+    /// `role` ([`Role::P2p`] between members, [`Role::External`] from a client). `node` is
+    /// checked against the peer's authenticated id unless it is `NodeId::MAX` (unknown).
+    pub(crate) fn connect(
         node: NodeId,
         addr: SocketAddr,
         limits: Limits,
         timeout: Duration,
+        auth: &Auth,
+        role: Role,
     ) -> Result<Arc<Self>, CallError> {
-        let stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| {
+        let expect = (node != NodeId::MAX).then_some(node);
+        let stream = auth.dial(&addr, timeout, role, expect).map_err(|e| {
             let e = std::io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}"));
             CallError::peer_failed(node, e)
         })?;
         // Fails only on a closed socket, which the first write reports.
         let _ = stream.set_nodelay(true);
         let io = |context: &'static str| move |source| CallError::io(context, source);
-        let mut w = BufWriter::new(stream.try_clone().map_err(io("cloning"))?);
+        let sock = stream.tcp().try_clone().map_err(io("cloning"))?;
+        let (reader, writer) = stream.split().map_err(io("cloning"))?;
+        let mut w = BufWriter::new(writer);
         wire::write_hello(&mut w).map_err(io("sending the hello"))?;
         let conn = Arc::new(Self {
             node,
-            sock: stream.try_clone().map_err(io("cloning"))?,
+            sock,
             writer: Mutex::new(w),
             waiting: Mutex::new(HashMap::new()),
             credits: Mutex::new(limits.window.max(1)),
@@ -301,7 +351,7 @@ impl PeerConn {
         let c = Arc::clone(&conn);
         std::thread::Builder::new()
             .name(format!("p2p-to-{node}"))
-            .spawn(move || c.read_replies(stream))
+            .spawn(move || c.read_replies(reader))
             .map_err(io("starting the reply reader"))?;
         Ok(conn)
     }
@@ -316,7 +366,7 @@ impl PeerConn {
         lock(&self.failed).is_some()
     }
 
-    fn read_replies(&self, stream: TcpStream) {
+    fn read_replies(&self, stream: ReadHalf) {
         let mut reader = BufReader::new(stream);
         let limit = self.limits.caller_frames();
         let why = loop {
@@ -457,14 +507,18 @@ impl PeerConn {
 pub struct Peers {
     conns: Mutex<HashMap<NodeId, Arc<PeerConn>>>,
     limits: Limits,
+    auth: Auth,
+    role: Role,
 }
 
 impl Peers {
-    /// No connections yet.
-    pub fn new(limits: Limits) -> Self {
+    /// No connections yet; new ones authenticate with `auth` for `role`.
+    pub(crate) fn new(limits: Limits, auth: Auth, role: Role) -> Self {
         Self {
             conns: Mutex::new(HashMap::new()),
             limits,
+            auth,
+            role,
         }
     }
 
@@ -480,7 +534,14 @@ impl Peers {
                 return Ok(Arc::clone(c));
             }
         }
-        let c = PeerConn::connect(node, addr, self.limits, Duration::from_secs(2))?;
+        let c = PeerConn::connect(
+            node,
+            addr,
+            self.limits,
+            Duration::from_secs(2),
+            &self.auth,
+            self.role,
+        )?;
         lock(&self.conns).insert(node, Arc::clone(&c));
         Ok(c)
     }
