@@ -41,6 +41,23 @@ pub fn listen_port() -> Result<u16, String> {
     Err("no free port found below the ephemeral range".into())
 }
 
+/// The configuration of member `id` of an in-process test group on 127.0.0.1 whose contact
+/// (member 0) listens on `contact`: free ports, a 50 ms heartbeat and 64 KiB P2P payloads.
+pub fn local_member(id: u32, contact: u16) -> Result<derecho::Config, String> {
+    let mut c = derecho::Config::default();
+    let d = &mut c.derecho;
+    d.local_id = id;
+    d.contact_port = contact;
+    d.gms_port = if id == 0 { contact } else { listen_port()? };
+    d.sst_port = listen_port()?;
+    d.state_transfer_port = listen_port()?;
+    d.external_port = listen_port()?;
+    d.heartbeat_ms = 50;
+    d.max_p2p_request_payload_size = 64 << 10;
+    d.max_p2p_reply_payload_size = 64 << 10;
+    Ok(c)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

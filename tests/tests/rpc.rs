@@ -13,24 +13,11 @@ use derecho::rpc::external::ExternalClient;
 use derecho::rpc::p2p::Limits;
 use derecho::rpc::{CallError, Group, GroupBuilder, LookupError, ReplyError, SendError, TooLarge};
 use derecho_tests::kv::{Kv, KvQuery, KvReply, KvUpdate};
-use derecho_tests::ports::listen_port;
+use derecho_tests::ports::{listen_port, local_member};
 
 fn config(id: u32, contact: u16) -> Config {
-    let mut c = Config::default();
-    c.derecho.local_id = id;
-    c.derecho.contact_port = contact;
-    c.derecho.gms_port = if id == 0 {
-        contact
-    } else {
-        listen_port().unwrap()
-    };
-    c.derecho.sst_port = listen_port().unwrap();
-    c.derecho.state_transfer_port = listen_port().unwrap();
-    c.derecho.external_port = listen_port().unwrap();
-    c.derecho.heartbeat_ms = 50;
+    let mut c = local_member(id, contact).unwrap();
     c.derecho.sst_poll_cq_timeout_ms = 1000;
-    c.derecho.max_p2p_request_payload_size = 64 << 10;
-    c.derecho.max_p2p_reply_payload_size = 64 << 10;
     c
 }
 

@@ -5,7 +5,7 @@
 //!     [--window W] [--smc BYTES] [--timeout SECS] [--check [--max-pause MS]] \
 //!     [--kill RANK@MS]... [--leave RANK@MS]... [--join @MS]... \
 //!     [--persist DIR [--crash-all @MS --restart-all @MS]] [--csv FILE] [--samples DIR] \
-//!     -- <bench> <bench args>
+//!     [--secret FILE] -- <bench> <bench args>
 //! ```
 //!
 //! It writes a configuration per node (free ports on 127.0.0.1, node 0 as the contact, the
@@ -18,6 +18,9 @@
 //! <bench> nodes=N senders=all|half|one payload=B msgs=M mode=ordered|unordered gbps=<GB/s>
 //!     msgs_per_s=<n> lat_p50_us=<n> lat_p99_us=<n> cpu_s=<CPU seconds of all processes>
 //! ```
+//!
+//! `--secret FILE` runs the group in `[SECURITY] mode = secret` with FILE as the group secret
+//! (make one with `derecho-secret new FILE`).
 //!
 //! `--stop RANK@MS` (repeatable) freezes member RANK with SIGSTOP instead (a hung process:
 //! its sockets stay open, so only timeouts reveal it; it is killed at the end of the run).
@@ -138,6 +141,8 @@ struct Opts {
     csv: Option<PathBuf>,
     /// Where the members write their raw series (`--samples`).
     samples: Option<PathBuf>,
+    /// `[SECURITY] mode = secret` with this group secret file.
+    secret: Option<PathBuf>,
     bench: String,
     bench_args: Vec<String>,
 }
@@ -167,6 +172,7 @@ fn parse() -> Result<Opts, String> {
         restart_all: None,
         csv: None,
         samples: None,
+        secret: None,
         bench: theirs
             .first()
             .cloned()
@@ -184,6 +190,10 @@ fn parse() -> Result<Opts, String> {
         match flag.as_str() {
             "--nodes" => o.nodes = v.parse().map_err(|e| bad(&e))?,
             "--transport" => o.transport = v.clone(),
+            "--secret" => {
+                let p = PathBuf::from(v);
+                o.secret = Some(std::fs::canonicalize(&p).map_err(|e| bad(&e))?);
+            }
             "--payload" => o.payload = v.parse().map_err(|e| bad(&e))?,
             "--window" => o.window = v.parse().map_err(|e| bad(&e))?,
             "--smc" => o.smc = v.parse().map_err(|e| bad(&e))?,
@@ -289,10 +299,10 @@ fn configs(o: &Opts, dir: &std::path::Path) -> Result<Vec<PathBuf>, String> {
             .transport
             .parse()
             .map_err(|e| format!("--transport {}: {e}", o.transport))?;
-        c.rdma.backend = o
-            .transport
-            .parse()
-            .map_err(|e| format!("--transport {}: {e}", o.transport))?;
+        if let Some(secret) = &o.secret {
+            c.security.mode = derecho::config::SecurityMode::Secret;
+            c.security.group_secret_file = secret.clone();
+        }
         if let Some(dir) = &o.persist {
             c.pers.file_path = dir.join(format!("n{i}"));
         }
