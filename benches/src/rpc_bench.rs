@@ -22,6 +22,18 @@ pub struct Bytes {
     last: Arc<Mutex<Option<Instant>>>,
 }
 
+impl Bytes {
+    /// A replica with counters of its own (for programs that do not read them).
+    pub fn fresh() -> Self {
+        Bytes {
+            applied: Arc::new(AtomicU64::new(0)),
+            bytes: Arc::new(AtomicU64::new(0)),
+            first: Arc::new(Mutex::new(None)),
+            last: Arc::new(Mutex::new(None)),
+        }
+    }
+}
+
 impl Replicated for Bytes {
     type Update = ByteBuf;
     type Query = ByteBuf;

@@ -337,11 +337,6 @@ pub fn connect(
         .build_initiator()
         .map_err(AuthError::failed)?;
     let mut tcp = tcp;
-    let mut first = Vec::with_capacity(8);
-    first.extend_from_slice(MAGIC);
-    first.push(role as u8);
-    first.push(0);
-    tcp.write_all(&first)?;
     let mut buf = vec![0u8; MAX_FRAME];
     let mut ids = [0u8; 8];
     ids[..4].copy_from_slice(&local.to_le_bytes());
@@ -349,7 +344,14 @@ pub fn connect(
     let n = hs
         .write_message(&ids, &mut buf)
         .map_err(AuthError::failed)?;
-    write_frame(&mut tcp, &buf[..n])?;
+    // The preamble and the first message leave in one segment.
+    let mut first = Vec::with_capacity(10 + n);
+    first.extend_from_slice(MAGIC);
+    first.push(role as u8);
+    first.push(0);
+    first.extend_from_slice(&frame_len(n)?);
+    first.extend_from_slice(&buf[..n]);
+    tcp.write_all(&first)?;
     let reply = read_frame(&mut tcp)?;
     let n = hs
         .read_message(&reply, &mut buf)
@@ -490,11 +492,15 @@ fn id_at(b: &[u8], at: usize) -> Result<NodeId, AuthError> {
         .ok_or_else(|| AuthError::Failed("a handshake message is too short".into()))
 }
 
+fn frame_len(n: usize) -> io::Result<[u8; 2]> {
+    u16::try_from(n)
+        .map(u16::to_be_bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too long"))
+}
+
 fn write_frame(w: &mut impl Write, body: &[u8]) -> io::Result<()> {
-    let len = u16::try_from(body.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too long"))?;
     let mut out = Vec::with_capacity(2 + body.len());
-    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&frame_len(body.len())?);
     out.extend_from_slice(body);
     w.write_all(&out)
 }
@@ -515,6 +521,9 @@ struct Timeouts {
 
 impl Timeouts {
     fn set(tcp: &TcpStream, deadline: Duration) -> io::Result<Self> {
+        // The handshake and the first protocol messages are small writes in a row: with
+        // Nagle's algorithm each would wait for the previous one's (delayed) acknowledgement.
+        tcp.set_nodelay(true)?;
         let saved = Timeouts {
             read: tcp.read_timeout()?,
             write: tcp.write_timeout()?,
@@ -571,86 +580,103 @@ impl Sealer {
 struct Opener {
     state: Arc<snow::StatelessTransportState>,
     nonce: u64,
-    /// Bytes of the current frame read so far (length prefix included).
+    /// The current frame (length prefix included), `have` bytes of it read so far. Sized once
+    /// for the largest frame, so that no frame costs an allocation or a clearing.
     frame: Vec<u8>,
-    /// Decrypted bytes not yet handed out, from `pos`.
+    have: usize,
+    /// Decrypted bytes `plain[pos..plain_len]` not yet handed out.
     plain: Vec<u8>,
+    plain_len: usize,
     pos: usize,
     broken: bool,
 }
 
 impl Opener {
+    fn new(state: Arc<snow::StatelessTransportState>) -> Self {
+        Opener {
+            state,
+            nonce: 0,
+            frame: vec![0; 2 + MAX_FRAME],
+            have: 0,
+            plain: vec![0; MAX_FRAME],
+            plain_len: 0,
+            pos: 0,
+            broken: false,
+        }
+    }
+
     fn read(&mut self, tcp: &mut TcpStream, out: &mut [u8]) -> io::Result<usize> {
         if out.is_empty() {
             return Ok(0);
         }
-        while self.pos == self.plain.len() {
+        if self.pos == self.plain_len {
             if self.broken {
                 return Err(broken());
             }
-            if !self.fill(tcp)? {
+            let Some(len) = self.fill(tcp)? else {
                 return Ok(0);
+            };
+            // A reader that asks for at least a whole frame gets it decrypted in place, without
+            // the copy through `plain`.
+            if out.len() >= len {
+                return self.open_into(len, out);
             }
+            let mut plain = std::mem::take(&mut self.plain);
+            let opened = self.open_into(len, &mut plain);
+            self.plain = plain;
+            self.plain_len = opened?;
+            self.pos = 0;
         }
-        let n = out.len().min(self.plain.len() - self.pos);
+        let n = out.len().min(self.plain_len - self.pos);
         out[..n].copy_from_slice(&self.plain[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
     }
 
-    /// Reads until one whole frame is in, then opens it. A timeout keeps what was read, so
-    /// the next call goes on where this one stopped. Returns false at a clean end of stream.
-    fn fill(&mut self, tcp: &mut TcpStream) -> io::Result<bool> {
+    /// Opens the frame read by [`Opener::fill`] (its body `len` bytes) into `out`.
+    fn open_into(&mut self, len: usize, out: &mut [u8]) -> io::Result<usize> {
+        let opened = self
+            .state
+            .read_message(self.nonce, &self.frame[2..2 + len], out);
+        self.have = 0;
+        match opened {
+            Ok(n) => {
+                self.nonce += 1;
+                Ok(n)
+            }
+            Err(_) => {
+                self.broken = true;
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a frame failed authentication: the connection was tampered with",
+                ))
+            }
+        }
+    }
+
+    /// Reads until one whole frame is in and returns its body length. A timeout keeps what was
+    /// read, so the next call goes on where this one stopped. `None` at a clean end of stream.
+    fn fill(&mut self, tcp: &mut TcpStream) -> io::Result<Option<usize>> {
         loop {
-            let need = if self.frame.len() < 2 {
+            let need = if self.have < 2 {
                 2
             } else {
                 2 + usize::from(u16::from_be_bytes([self.frame[0], self.frame[1]]))
             };
-            if self.frame.len() == need && need > 2 {
-                break;
+            if self.have == need && need > 2 {
+                return Ok(Some(need - 2));
             }
-            let have = self.frame.len();
-            self.frame.resize(need, 0);
-            match tcp.read(&mut self.frame[have..]) {
+            match tcp.read(&mut self.frame[self.have..need]) {
+                Ok(0) if self.have == 0 => return Ok(None),
                 Ok(0) => {
-                    self.frame.truncate(have);
-                    if have == 0 {
-                        return Ok(false);
-                    }
                     self.broken = true;
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the connection ended inside a frame",
                     ));
                 }
-                Ok(n) => self.frame.truncate(have + n),
-                Err(e) => {
-                    self.frame.truncate(have);
-                    return Err(e);
-                }
-            }
-        }
-        self.plain.resize(self.frame.len() - 2, 0);
-        let opened = self
-            .state
-            .read_message(self.nonce, &self.frame[2..], &mut self.plain);
-        self.frame.clear();
-        match opened {
-            Ok(n) => {
-                self.nonce += 1;
-                self.plain.truncate(n);
-                self.pos = 0;
-                Ok(true)
-            }
-            Err(_) => {
-                self.broken = true;
-                self.plain.clear();
-                self.pos = 0;
-                Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "a frame failed authentication: the connection was tampered with",
-                ))
+                Ok(n) => self.have += n,
+                Err(e) => return Err(e),
             }
         }
     }
@@ -693,14 +719,7 @@ impl Stream {
             broken: false,
             buf: Vec::new(),
         };
-        let opener = Opener {
-            state,
-            nonce: 0,
-            frame: Vec::new(),
-            plain: Vec::new(),
-            pos: 0,
-            broken: false,
-        };
+        let opener = Opener::new(state);
         Stream {
             tcp,
             seal: Some((sealer, opener)),
