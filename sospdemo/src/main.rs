@@ -52,6 +52,9 @@ enum Command {
         /// Keep the temporary folder with the configurations and server logs.
         #[arg(long)]
         keep: bool,
+        /// Run the nodes in `[SECURITY] mode = secret` with a group secret made for the run.
+        #[arg(long)]
+        secure: bool,
     },
     /// Regenerate the bundled models and sample photos (procedural photos, seeded training).
     Train {
@@ -168,7 +171,11 @@ fn main() -> ExitCode {
             sospdemo::server::run(overrides).map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
         }
         Command::Client { node, action } => run_client(node, action),
-        Command::Demo { nodes, keep } => run_demo(nodes, keep),
+        Command::Demo {
+            nodes,
+            keep,
+            secure,
+        } => run_demo(nodes, keep, secure),
         Command::Train {
             out,
             seed,
@@ -222,9 +229,10 @@ fn run_client(node: NodeAddr, action: ClientAction) -> AnyResult {
     Ok(())
 }
 
-fn run_demo(size: ClusterSize, keep: bool) -> AnyResult {
+fn run_demo(size: ClusterSize, keep: bool, secure: bool) -> AnyResult {
     let options = DemoOptions {
         keep_dir: keep,
+        secure,
         ..DemoOptions::new(size)?
     };
     let summary = demo::run(&options, &mut std::io::stdout().lock())?;
@@ -525,8 +533,13 @@ mod tests {
             parse(&["demo"]).unwrap(),
             Command::Demo {
                 nodes: ClusterSize::Six,
-                keep: false
+                keep: false,
+                secure: false
             }
+        ));
+        assert!(matches!(
+            parse(&["demo", "--secure"]).unwrap(),
+            Command::Demo { secure: true, .. }
         ));
         assert!(matches!(
             parse(&["demo", "--nodes", "2"]).unwrap(),

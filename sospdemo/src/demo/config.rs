@@ -178,6 +178,17 @@ pub fn node_config(size: ClusterSize, id: u16) -> Result<String, DemoError> {
     Ok(s)
 }
 
+/// The `[SECURITY]` section that puts a node in the secret mode with the group secret in
+/// `secret_file` (append it to [`node_config`]'s text). Every node of the cluster must use the
+/// same file.
+pub fn secure_section(secret_file: &std::path::Path) -> String {
+    format!(
+        "\n[SECURITY]\n# Every connection between the nodes proves it holds this secret.\n\
+         mode = secret\ngroup_secret_file = {}\n",
+        secret_file.display()
+    )
+}
+
 /// The `[DERECHO]` ports of node `id`, in file order.
 fn node_ports(id: u16) -> [(&'static str, u16); 5] {
     [

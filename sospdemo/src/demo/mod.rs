@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use cluster::{Cluster, ServerCommand, Stopped};
-pub use config::{node_config, ClusterSize};
+pub use config::{node_config, secure_section, ClusterSize};
 
 use crate::client::{Client, ClientError, ClientOptions, NodeAddr};
 use crate::model::{ModelError, ModelFiles};
@@ -171,6 +171,8 @@ pub struct DemoOptions {
     pub stop_timeout: Duration,
     /// Keep the temporary directory (configurations and logs) even when the run succeeds.
     pub keep_dir: bool,
+    /// Run the nodes in `[SECURITY] mode = secret`, with a group secret made for this run.
+    pub secure: bool,
 }
 
 impl DemoOptions {
@@ -184,6 +186,7 @@ impl DemoOptions {
             startup_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(20),
             keep_dir: false,
+            secure: false,
         })
     }
 }
@@ -299,6 +302,27 @@ fn start_cluster(
 ) -> Result<(), DemoError> {
     let size = options.size;
     config::check_ports_free(size)?;
+    let security = if options.secure {
+        let key = dir.join("group.key");
+        let made = derecho::secure::Secret::generate()
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|s| s.save(&key));
+        made.map_err(|source| DemoError::Io {
+            what: "cannot write the group secret",
+            path: key.clone(),
+            source,
+        })?;
+        say(
+            out,
+            &format!(
+                "secure mode: every connection between the nodes authenticates with {}",
+                key.display()
+            ),
+        )?;
+        config::secure_section(&key)
+    } else {
+        String::new()
+    };
     say(
         out,
         &format!(
@@ -317,7 +341,8 @@ fn start_cluster(
             source,
         })?;
         let cfg = node_dir.join("derecho.cfg");
-        std::fs::write(&cfg, node_config(size, id)?).map_err(|source| DemoError::Io {
+        let text = node_config(size, id)? + &security;
+        std::fs::write(&cfg, text).map_err(|source| DemoError::Io {
             what: "cannot write",
             path: cfg,
             source,

@@ -29,14 +29,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster::{
-    as_node, inadequate_views_in, one_front_end_and_a_growing_shard,
+    as_node, inadequate_views_in, node_ports, one_front_end_and_a_growing_shard,
     six_nodes_one_member_per_shard_suffices, strip_ansi, take_ports, LocalCluster, VIEW_LIMIT,
 };
 use front_door::{
     bundled_model, bundled_photos, classify_all, expect_status, install_ok, photo, run_cli,
     FrontDoor, Photo,
 };
-use sospdemo::demo::{node_config, ClusterSize, FLOWERS_TAG, PETS_TAG};
+use sospdemo::demo::{node_config, secure_section, ClusterSize, FLOWERS_TAG, PETS_TAG};
 use sospdemo::service::REMOVE_OK;
 use sospdemo::train::Task;
 use sospdemo_proto::install_model_request::ModelChunk;
@@ -619,5 +619,66 @@ fn a_categorizer_restarted_with_its_old_id_fills_its_empty_seat() {
     for id in [0, 1] {
         classify_all(&mut FrontDoor::connect(id), Task::Pets, PETS_TAG);
     }
+    cluster.stop_cleanly();
+}
+
+/// `test-2-nodes` in `[SECURITY] mode = secret` (what `sospdemo demo --secure` runs): the
+/// nodes authenticate each other and serve as usual, while strangers on every port (bytes in
+/// clear on each, and 300 idle connections held over all of them) are refused in the logs,
+/// and inference still answers; afterwards the cluster stops cleanly.
+#[test]
+fn a_secure_cluster_serves_while_strangers_hold_300_connections_to_its_ports() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let Some(_ports) = take_ports("secure", 2, 1) else {
+        return;
+    };
+    let mut cluster = LocalCluster::new("secure");
+    let key = cluster.root().join("group.key");
+    derecho::secure::Secret::generate()
+        .unwrap()
+        .save(&key)
+        .unwrap();
+    let config = |id| node_config(ClusterSize::Two, id).unwrap() + &secure_section(&key);
+    cluster.start_in_order(0..2, config);
+    cluster.wait_ready(&[0, 1]);
+    let mut front = FrontDoor::connect(0);
+    install_ok(&mut front, FLOWERS_TAG, Task::Flowers);
+
+    // Every derecho port of both nodes, and the front end's gRPC port.
+    let mut ports: Vec<u16> = (0..2)
+        .flat_map(|id| node_ports(id).map(|(_, p)| p))
+        .filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_err())
+        .collect();
+    assert!(ports.len() >= 8, "the nodes listen on {ports:?}");
+    // Bytes in clear, answered by nothing but a closed connection.
+    for &p in &ports {
+        let mut s = TcpStream::connect(("127.0.0.1", p)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let _ = s.write_all(b"{\"Join\":{\"version\":1}} and more bytes in clear");
+        let mut b = [0u8; 64];
+        assert!(
+            matches!(s.read(&mut b), Ok(0) | Err(_)),
+            "port {p} answered a stranger"
+        );
+    }
+    ports.push(sospdemo_proto::FUNCTION_TIER_GRPC_PORT_BASE);
+    let idle: Vec<TcpStream> = (0..300)
+        .filter_map(|i| TcpStream::connect(("127.0.0.1", ports[i % ports.len()])).ok())
+        .collect();
+    assert!(
+        idle.len() >= 290,
+        "only {} idle connections opened",
+        idle.len()
+    );
+    classify_all(&mut front, Task::Flowers, FLOWERS_TAG);
+    drop(idle);
+    classify_all(&mut front, Task::Flowers, FLOWERS_TAG);
+    let logs = cluster.node(1).log("stderr.log");
+    assert!(
+        logs.contains("does not speak the authenticated protocol"),
+        "{}",
+        cluster.node(1).tail()
+    );
     cluster.stop_cleanly();
 }
