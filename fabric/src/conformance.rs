@@ -405,14 +405,26 @@ pub fn doorbell(h: &dyn Harness) {
 /// (tcp, shm, libfabric): enough for [`Local`] to build its clusters.
 pub trait LocalBackend: Fabric + Clone + 'static {
     /// Starts node `id` listening on an ephemeral port of 127.0.0.1.
-    fn start_local(id: crate::NodeId) -> Result<Self, FabricError>;
+    fn start_local(id: crate::NodeId) -> Result<Self, FabricError> {
+        Self::start_local_with(id, &crate::secure::Credentials::Open)
+    }
+    /// [`LocalBackend::start_local`] with every link authenticated by `credentials`.
+    fn start_local_with(
+        id: crate::NodeId,
+        credentials: &crate::secure::Credentials,
+    ) -> Result<Self, FabricError>;
     /// Closes every link without a goodbye, as a crash would.
     fn abort_now(&self);
 }
 
 impl LocalBackend for crate::tcp::TcpFabric {
-    fn start_local(id: crate::NodeId) -> Result<Self, FabricError> {
-        crate::tcp::TcpFabric::start(crate::tcp::TcpConfig::new(id, local_any()))
+    fn start_local_with(
+        id: crate::NodeId,
+        credentials: &crate::secure::Credentials,
+    ) -> Result<Self, FabricError> {
+        let mut c = crate::tcp::TcpConfig::new(id, local_any());
+        c.credentials = credentials.clone();
+        crate::tcp::TcpFabric::start(c)
     }
     fn abort_now(&self) {
         self.abort();
@@ -420,8 +432,13 @@ impl LocalBackend for crate::tcp::TcpFabric {
 }
 
 impl LocalBackend for crate::shm::ShmFabric {
-    fn start_local(id: crate::NodeId) -> Result<Self, FabricError> {
-        crate::shm::ShmFabric::start(crate::shm::ShmConfig::new(id, local_any()))
+    fn start_local_with(
+        id: crate::NodeId,
+        credentials: &crate::secure::Credentials,
+    ) -> Result<Self, FabricError> {
+        let mut c = crate::shm::ShmConfig::new(id, local_any());
+        c.credentials = credentials.clone();
+        crate::shm::ShmFabric::start(c)
     }
     fn abort_now(&self) {
         self.abort();
@@ -430,11 +447,13 @@ impl LocalBackend for crate::shm::ShmFabric {
 
 #[cfg(feature = "libfabric")]
 impl LocalBackend for crate::libfabric::LibfabricFabric {
-    fn start_local(id: crate::NodeId) -> Result<Self, FabricError> {
-        crate::libfabric::LibfabricFabric::start(crate::backends::LibfabricConfig::new(
-            id,
-            local_any(),
-        ))
+    fn start_local_with(
+        id: crate::NodeId,
+        credentials: &crate::secure::Credentials,
+    ) -> Result<Self, FabricError> {
+        let mut c = crate::backends::LibfabricConfig::new(id, local_any());
+        c.credentials = credentials.clone();
+        crate::libfabric::LibfabricFabric::start(c)
     }
     fn abort_now(&self) {
         self.abort();
@@ -449,12 +468,14 @@ fn local_any() -> std::net::SocketAddr {
 /// sockets and memory between them, real concurrency between writers and readers.
 pub struct Local<B: LocalBackend> {
     made: Mutex<Vec<B>>,
+    credentials: crate::secure::Credentials,
 }
 
 impl<B: LocalBackend> Default for Local<B> {
     fn default() -> Self {
         Self {
             made: Mutex::new(Vec::new()),
+            credentials: crate::secure::Credentials::Open,
         }
     }
 }
@@ -463,6 +484,18 @@ impl<B: LocalBackend> Local<B> {
     /// A harness that has made no fabric yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A harness whose fabrics authenticate (and, where the backend carries data on its side
+    /// channel, seal) every link with one group secret.
+    pub fn secure() -> Self {
+        Self {
+            made: Mutex::new(Vec::new()),
+            credentials: crate::secure::Credentials::Member {
+                group: crate::secure::Secret::from_bytes([0x42; crate::secure::SECRET_LEN]),
+                clients: None,
+            },
+        }
     }
 }
 
@@ -476,7 +509,9 @@ impl<B: LocalBackend> Drop for Local<B> {
 
 impl<B: LocalBackend> Harness for Local<B> {
     fn cluster(&self, n: usize) -> Vec<Arc<dyn Fabric>> {
-        let fabrics: Vec<B> = (0..n).map(|i| B::start_local(i as u32).unwrap()).collect();
+        let fabrics: Vec<B> = (0..n)
+            .map(|i| B::start_local_with(i as u32, &self.credentials).unwrap())
+            .collect();
         let addrs: Vec<std::net::SocketAddr> =
             fabrics.iter().map(|f| f.local_addr().unwrap()).collect();
         // Every node connects to every other at once; the higher id dials.

@@ -762,14 +762,6 @@ impl Stream {
         self.tcp.shutdown(how)
     }
 
-    /// The socket, with frames no longer sealed after the handshake. For the fabric's side
-    /// channels, whose own hello follows the handshake in clear (what that leaves open is
-    /// documented with `[SECURITY]`). The handshake reads exactly its own frames, so nothing
-    /// the peer sent after it is lost.
-    pub(crate) fn into_unsealed(self) -> TcpStream {
-        self.tcp
-    }
-
     /// Splits the connection into a reading and a writing half for two threads.
     pub fn split(self) -> io::Result<(ReadHalf, WriteHalf)> {
         let other = self.tcp.try_clone()?;

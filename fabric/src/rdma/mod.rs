@@ -38,14 +38,14 @@ pub(crate) mod wire;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::BufReader;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use wire::{kind, Msg, MAGIC, VERSION};
 
-use crate::secure::Credentials;
+use crate::secure::{Credentials, ReadHalf, Stream, WriteHalf};
 use crate::side_channel::link::{not_looked_up, LinkState, Queries, ReceiveFailure};
 use crate::side_channel::regions::RegionTable;
 use crate::side_channel::{self, HelloRefusal, Hub, HubConfig, Refused, SideLink};
@@ -284,7 +284,7 @@ impl<T: Transport> Inner<T> {
         self: &Arc<Self>,
         peer: NodeId,
         incarnation: u64,
-        stream: TcpStream,
+        stream: Stream,
         core: Arc<Core>,
         ep: T::Endpoint,
     ) -> Result<Arc<RdmaLink<T>>, Refused<FabricError>> {
@@ -319,7 +319,7 @@ impl<T: Transport> Inner<T> {
         .with_body(payload)
     }
 
-    fn handshake_incoming(self: &Arc<Self>, mut stream: TcpStream, authenticated: Option<NodeId>) {
+    fn handshake_incoming(self: &Arc<Self>, mut stream: Stream, authenticated: Option<NodeId>) {
         let timeout = self.common.handshake_timeout;
         let Some((hello, from)) = Msg::receive_hello(&mut stream, timeout, kind::HELLO, MAGIC)
         else {
@@ -327,7 +327,7 @@ impl<T: Transport> Inner<T> {
         };
         let (peer, to) = hello.hello_nodes();
         let me = self.common.local_id;
-        let refuse = |stream: &mut TcpStream, status: u8, why: String| {
+        let refuse = |stream: &mut Stream, status: u8, why: String| {
             tracing::warn!(%from, peer, "refused {} connection: {why}", self.transport.name());
             // Best effort: the peer may have gone, and it is refused either way.
             let _ = self.welcome(status, why.as_bytes()).write_to(stream);
@@ -376,7 +376,7 @@ impl<T: Transport> Inner<T> {
         self: &Arc<Self>,
         peer: NodeId,
         addr: SocketAddr,
-        mut stream: TcpStream,
+        mut stream: Stream,
     ) -> Result<Arc<RdmaLink<T>>, FabricError> {
         let refuse = |reason: String| FabricError::Connect { peer, reason };
         let (pending, payload) = self.transport.dial_prepare(peer)?;
@@ -728,7 +728,7 @@ pub(crate) struct RdmaLink<T: Transport> {
     ep: T::Endpoint,
     /// Held while posting so writes are posted in issue order.
     tx: Mutex<Tx>,
-    sock: Mutex<TcpStream>,
+    sock: Mutex<WriteHalf>,
     queries: Queries<Answer>,
     peer_regions: Mutex<HashMap<u64, PeerRegion>>,
     revoked_acks: Mutex<BTreeSet<u64>>,
@@ -749,20 +749,20 @@ impl<T: Transport> RdmaLink<T> {
     fn start(
         fabric: &Arc<Inner<T>>,
         peer: NodeId,
-        stream: TcpStream,
+        stream: Stream,
         core: Arc<Core>,
         ep: T::Endpoint,
     ) -> Result<Arc<Self>, FabricError> {
         let ctx = |what: &str| format!("{what} for link to node {peer}");
-        let (reader, control) =
-            side_channel::link_stream(&stream, fabric.common.send_timeout, peer)?;
+        let (reader, writer, control) =
+            side_channel::link_stream(stream, fabric.common.send_timeout, peer)?;
         core.state.set_control(control);
         let link = Arc::new(Self {
             core,
             fabric: Arc::downgrade(fabric),
             ep,
             tx: Mutex::new(Tx::default()),
-            sock: Mutex::new(stream),
+            sock: Mutex::new(writer),
             queries: Queries::new(),
             peer_regions: Mutex::new(HashMap::new()),
             revoked_acks: Mutex::new(BTreeSet::new()),
@@ -969,7 +969,7 @@ impl<T: Transport> RdmaLink<T> {
         }
     }
 
-    fn receive_loop(self: Arc<Self>, stream: TcpStream) {
+    fn receive_loop(self: Arc<Self>, stream: ReadHalf) {
         let mut reader = BufReader::new(stream);
         let outcome: Result<(), ReceiveFailure> = loop {
             let msg = match Msg::read_from(&mut reader) {

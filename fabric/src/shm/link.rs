@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::io::BufReader;
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -13,6 +12,7 @@ use std::time::{Duration, Instant};
 use super::mapping::{self, Entry, Inbox, Mapping, ENTRY_IMM, LIVE, REGION_HEADER};
 use super::wire::{kind, Msg, FOUND};
 use super::Inner;
+use crate::secure::{ReadHalf, Stream, WriteHalf};
 use crate::side_channel::link::{not_looked_up, LinkState, Queries, ReceiveFailure, RegionCache};
 use crate::side_channel::{self, SideLink};
 use crate::sync::lock;
@@ -47,7 +47,7 @@ type Answer = Option<(RemoteRegion, String)>;
 pub(crate) struct ShmLink {
     state: Arc<LinkState>,
     dir: PathBuf,
-    sock: Mutex<TcpStream>,
+    sock: Mutex<WriteHalf>,
     tx: Mutex<Tx>,
     inbox: Inbox,
     queries: Queries<Answer>,
@@ -61,13 +61,13 @@ impl ShmLink {
         fabric: &Arc<Inner>,
         peer: NodeId,
         incarnation: u64,
-        stream: TcpStream,
+        stream: Stream,
         mine: Inbox,
         theirs: Inbox,
     ) -> Result<Arc<Self>, FabricError> {
         let ctx = |what: &str| format!("{what} for shm link to node {peer}");
-        let (reader, control) =
-            side_channel::link_stream(&stream, fabric.config.send_timeout, peer)?;
+        let (reader, writer, control) =
+            side_channel::link_stream(stream, fabric.config.send_timeout, peer)?;
         let link = Arc::new(ShmLink {
             state: Arc::new(LinkState::with_control(
                 peer,
@@ -76,7 +76,7 @@ impl ShmLink {
                 control,
             )),
             dir: fabric.config.dir.clone(),
-            sock: Mutex::new(stream),
+            sock: Mutex::new(writer),
             tx: Mutex::new(Tx {
                 tail: theirs.tail().load(Ordering::Acquire),
                 inbox: theirs,
@@ -281,7 +281,7 @@ impl ShmLink {
         }
     }
 
-    fn receive_loop(self: Arc<Self>, stream: TcpStream, fabric: Weak<Inner>) {
+    fn receive_loop(self: Arc<Self>, stream: ReadHalf, fabric: Weak<Inner>) {
         let mut reader = BufReader::new(stream);
         let outcome: Result<(), ReceiveFailure> = loop {
             let msg = match Msg::read_from(&mut reader) {

@@ -30,7 +30,7 @@ mod link;
 mod mapping;
 mod wire;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -40,7 +40,7 @@ use link::ShmLink;
 use mapping::{Inbox, Mapping, REGION_HEADER};
 use wire::{kind, Msg, MAGIC, VERSION};
 
-use crate::secure::Credentials;
+use crate::secure::{Credentials, Stream};
 use crate::side_channel::regions::Registry;
 use crate::side_channel::{self, HelloRefusal, Hub, HubConfig, Refused};
 use crate::{Fabric, FabricError, NodeId, Region, RegionId, RegionSpec};
@@ -181,12 +181,13 @@ impl Inner {
         self: &Arc<Self>,
         peer: NodeId,
         incarnation: u64,
-        mut stream: TcpStream,
+        slot: &mut Option<Stream>,
         mine: Inbox,
         theirs: Inbox,
         welcome: Option<Vec<u8>>,
     ) -> Result<Arc<ShmLink>, Refused<String>> {
         self.hub.install(peer, incarnation, || {
+            let mut stream = slot.take().ok_or("the connection was used already")?;
             if let Some(w) = welcome {
                 use std::io::Write;
                 stream
@@ -218,7 +219,7 @@ impl Inner {
         .encode()
     }
 
-    fn handshake_incoming(self: &Arc<Self>, mut stream: TcpStream, authenticated: Option<NodeId>) {
+    fn handshake_incoming(self: &Arc<Self>, mut stream: Stream, authenticated: Option<NodeId>) {
         use std::io::Write;
         let timeout = self.config.handshake_timeout;
         let Some((hello, from)) = Msg::receive_hello(&mut stream, timeout, kind::HELLO, MAGIC)
@@ -228,9 +229,8 @@ impl Inner {
         let (peer, to) = hello.hello_nodes();
         let version = (hello.f[2] >> 32) as u32;
         let me = self.config.local_id;
-        let refuse = |status: u8, why: String| {
+        let refuse = |s: &mut Stream, status: u8, why: String| {
             tracing::warn!(%from, peer, "refused shm connection: {why}");
-            let mut s = &stream;
             // Best effort: the peer may have gone, and it is refused either way.
             let _ = s.write_all(&self.welcome(status, ""));
         };
@@ -238,16 +238,17 @@ impl Inner {
         {
             Ok(()) => {}
             Err(why @ HelloRefusal::Version { .. }) => {
-                return refuse(wire::WRONG_VERSION, why.to_string())
+                return refuse(&mut stream, wire::WRONG_VERSION, why.to_string())
             }
             Err(why @ (HelloRefusal::Node { .. } | HelloRefusal::Impersonation { .. })) => {
-                return refuse(wire::WRONG_NODE, why.to_string())
+                return refuse(&mut stream, wire::WRONG_NODE, why.to_string())
             }
         }
         let theirs = match self.open_inbox(&String::from_utf8_lossy(&hello.body)) {
             Ok(i) => i,
             Err(e) => {
                 return refuse(
+                    &mut stream,
                     wire::NOT_LOCAL,
                     format!("cannot map its inbox (is it on another host?): {e}"),
                 )
@@ -255,22 +256,26 @@ impl Inner {
         };
         let (mine, name) = match self.create_inbox(peer) {
             Ok(x) => x,
-            Err(e) => return refuse(wire::BUSY, format!("cannot create an inbox: {e}")),
+            Err(e) => {
+                return refuse(
+                    &mut stream,
+                    wire::BUSY,
+                    format!("cannot create an inbox: {e}"),
+                )
+            }
         };
         let path = mine.mapping().path().to_path_buf();
-        let reply = match stream.try_clone() {
-            Ok(s) => s,
-            Err(_) => return,
-        };
         let welcome = self.welcome(wire::ACCEPTED, &name);
-        match self.install(peer, hello.f[1], stream, mine, theirs, Some(welcome)) {
+        let mut slot = Some(stream);
+        match self.install(peer, hello.f[1], &mut slot, mine, theirs, Some(welcome)) {
             Ok(_) => tracing::debug!(peer, %from, "shm link accepted"),
             Err(why) => {
                 mapping::remove_file(&path);
                 tracing::warn!(%from, peer, "refused shm connection: {why}");
-                let mut reply = reply;
-                // As above: the peer may have gone, and it is refused either way.
-                let _ = reply.write_all(&self.welcome(wire::BUSY, ""));
+                if let Some(mut reply) = slot {
+                    // As above: the peer may have gone, and it is refused either way.
+                    let _ = reply.write_all(&self.welcome(wire::BUSY, ""));
+                }
             }
         }
     }
@@ -279,7 +284,7 @@ impl Inner {
         self: &Arc<Self>,
         peer: NodeId,
         addr: SocketAddr,
-        mut stream: TcpStream,
+        mut stream: Stream,
     ) -> Result<Arc<ShmLink>, FabricError> {
         let refuse = |reason: String| FabricError::Connect { peer, reason };
         let (mine, name) = self.create_inbox(peer)?;
@@ -334,7 +339,7 @@ impl Inner {
                 return Err(e);
             }
         };
-        self.install(peer, incarnation, stream, mine, theirs, None)
+        self.install(peer, incarnation, &mut Some(stream), mine, theirs, None)
             .map_err(|why| {
                 mapping::remove_file(&path);
                 refuse(format!("cannot install link: {why}"))

@@ -13,11 +13,12 @@
 //! modules); this module only moves the bytes.
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::{HandshakeError, Welcome};
+use crate::secure::Stream;
 use crate::NodeId;
 
 /// Longest header this module reads (seven fields).
@@ -240,7 +241,7 @@ impl<const N: usize, const MAX: usize, const LAST: u8> Message<N, MAX, LAST> {
     /// Receives a hello (of kind `hello` with `magic` as its word) on an incoming `stream`,
     /// as [`super::receive_hello`] does.
     pub(crate) fn receive_hello(
-        stream: &mut TcpStream,
+        stream: &mut Stream,
         timeout: Duration,
         hello: u8,
         magic: u32,
@@ -259,7 +260,7 @@ impl<const N: usize, const MAX: usize, const LAST: u8> Message<N, MAX, LAST> {
     /// or why there is none.
     pub(crate) fn exchange(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut Stream,
         timeout: Duration,
         welcome: u8,
         magic: u32,

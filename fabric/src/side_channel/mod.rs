@@ -30,7 +30,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::failure::FailureHub;
-use crate::secure::{self, Credentials, Role};
+use crate::secure::{self, Credentials, ReadHalf, Role, Stream, WriteHalf};
 use crate::sync::lock;
 use crate::{
     Completion, CompletionSource, FabricError, Link, NodeId, RegionId, RemoteRegion, WriteRequest,
@@ -333,7 +333,7 @@ impl<L: SideLink> Hub<L> {
         peer: NodeId,
         addr: SocketAddr,
         timeout: Duration,
-        handshake: impl FnOnce(TcpStream) -> Result<Arc<L>, FabricError>,
+        handshake: impl FnOnce(Stream) -> Result<Arc<L>, FabricError>,
     ) -> Result<Arc<dyn Link>, FabricError> {
         let is_shut_down = || self.is_shut_down();
         connect::connect_by_rule(
@@ -353,7 +353,7 @@ impl<L: SideLink> Hub<L> {
                             peer,
                             reason: format!("authenticating with {addr}: {e}"),
                         })?;
-                    handshake(proven.0.into_unsealed())
+                    handshake(proven.0)
                 })
             },
         )
@@ -368,14 +368,14 @@ impl<L: SideLink> Hub<L> {
         &self,
         listener: TcpListener,
         backend: &'static str,
-        handshake: impl Fn(TcpStream, Option<NodeId>) + Clone + Send + 'static,
+        handshake: impl Fn(Stream, Option<NodeId>) + Clone + Send + 'static,
     ) -> Result<(), FabricError> {
         let creds = Arc::clone(&self.config.credentials);
         let (me, bound) = (self.config.local_id, self.config.handshake_timeout);
         let handshake = move |tcp: TcpStream| {
             let from = peer_label(&tcp);
             match secure::accept(tcp, &creds, Role::Fabric, me, bound) {
-                Ok((stream, peer)) => handshake(stream.into_unsealed(), peer.map(|p| p.id)),
+                Ok((stream, peer)) => handshake(stream, peer.map(|p| p.id)),
                 Err(e) => tracing::warn!(%from, error = %e, "refused a fabric connection"),
             }
         };
@@ -479,11 +479,11 @@ fn peer_label(stream: &TcpStream) -> String {
 /// which gives `Ok(Err(why))` for a message that is not a valid hello. Logs and returns `None`
 /// if no hello came; else the hello and where it came from (for log lines).
 pub(crate) fn receive_hello<H>(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     timeout: Duration,
-    read: impl FnOnce(&mut TcpStream) -> std::io::Result<Result<H, DecodeError>>,
+    read: impl FnOnce(&mut Stream) -> std::io::Result<Result<H, DecodeError>>,
 ) -> Option<(H, String)> {
-    let from = peer_label(stream);
+    let from = peer_label(stream.tcp());
     // Setting timeouts fails only on a closed socket, which the read below reports.
     let _ = bound_handshake(stream, timeout);
     match read(stream) {
@@ -500,32 +500,33 @@ pub(crate) fn receive_hello<H>(
 }
 
 /// Bounds both directions of a stream during its handshake.
-pub(crate) fn bound_handshake(stream: &TcpStream, timeout: Duration) -> std::io::Result<()> {
+pub(crate) fn bound_handshake(stream: &Stream, timeout: Duration) -> std::io::Result<()> {
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))
 }
 
 /// Readies a handshaken stream for a link: no Nagle delay, blocking reads, sends bounded by
-/// `send_timeout`. Returns two more handles on it: one for the receiving thread, and one to
-/// shut the connection down from anywhere.
+/// `send_timeout`. Splits it into the receiving thread's half and the senders' half, and gives
+/// one more handle on the socket to shut the connection down from anywhere.
 pub(crate) fn link_stream(
-    stream: &TcpStream,
+    stream: Stream,
     send_timeout: Duration,
     peer: NodeId,
-) -> Result<(TcpStream, TcpStream), FabricError> {
+) -> Result<(ReadHalf, WriteHalf, TcpStream), FabricError> {
     let ctx = |what: &str| format!("{what} for the link to node {peer}");
     stream
         .set_nodelay(true)
         .and_then(|()| stream.set_read_timeout(None))
         .and_then(|()| stream.set_write_timeout(Some(send_timeout)))
         .map_err(|e| FabricError::io(ctx("configuring the connection"), e))?;
-    let reader = stream
-        .try_clone()
-        .map_err(|e| FabricError::io(ctx("cloning the socket"), e))?;
     let control = stream
+        .tcp()
         .try_clone()
         .map_err(|e| FabricError::io(ctx("cloning the socket"), e))?;
-    Ok((reader, control))
+    let (reader, writer) = stream
+        .split()
+        .map_err(|e| FabricError::io(ctx("cloning the socket"), e))?;
+    Ok((reader, writer, control))
 }
 
 /// Why an incoming hello is refused.

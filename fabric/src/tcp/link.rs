@@ -9,13 +9,13 @@
 
 use std::collections::VecDeque;
 use std::io::{BufReader, Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
 use super::wire::{self, kind, Header, HEADER_LEN};
 use super::Inner;
+use crate::secure::{ReadHalf, Stream, WriteHalf};
 use crate::side_channel::link::{LinkState, Queries, ReceiveFailure, RegionCache};
 use crate::side_channel::{self, SideLink};
 use crate::sync::lock;
@@ -31,7 +31,7 @@ const CHUNK: usize = 256 * 1024;
 const MAX_OUTBOX: usize = 1024;
 
 struct Sender {
-    stream: TcpStream,
+    stream: WriteHalf,
     staging: Vec<u8>,
     issued: u64,
 }
@@ -59,10 +59,10 @@ impl TcpLink {
         fabric: &Arc<Inner>,
         peer: NodeId,
         incarnation: u64,
-        stream: TcpStream,
+        stream: Stream,
     ) -> Result<Arc<Self>, FabricError> {
         let send_timeout = fabric.config.send_timeout;
-        let (reader, control) = side_channel::link_stream(&stream, send_timeout, peer)?;
+        let (reader, writer, control) = side_channel::link_stream(stream, send_timeout, peer)?;
         let link = Arc::new(TcpLink {
             state: Arc::new(LinkState::with_control(
                 peer,
@@ -71,7 +71,7 @@ impl TcpLink {
                 control,
             )),
             send: Mutex::new(Sender {
-                stream,
+                stream: writer,
                 staging: Vec::new(),
                 issued: 0,
             }),
@@ -221,7 +221,7 @@ impl TcpLink {
         self.kick();
     }
 
-    fn receive_loop(self: Arc<Self>, stream: TcpStream, fabric: Weak<Inner>) {
+    fn receive_loop(self: Arc<Self>, stream: ReadHalf, fabric: Weak<Inner>) {
         let mut reader = BufReader::with_capacity(CHUNK, stream);
         let mut chunk = Vec::new();
         let mut applied: u64 = 0;
@@ -403,7 +403,7 @@ fn read_src(src: &Region, off: usize, dst: &mut [u8]) -> std::io::Result<()> {
 /// Reads a write's payload from the socket and applies it chunk by chunk (or skips it when the
 /// region is gone).
 fn apply_payload(
-    reader: &mut BufReader<TcpStream>,
+    reader: &mut BufReader<ReadHalf>,
     chunk: &mut Vec<u8>,
     region: Option<&Region>,
     h: Header,

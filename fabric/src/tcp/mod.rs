@@ -17,14 +17,14 @@ mod link;
 mod wire;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use link::TcpLink;
 use wire::{Answer, Hello, Status, HEADER_LEN, VERSION};
 
-use crate::secure::Credentials;
+use crate::secure::{Credentials, Stream};
 use crate::side_channel::regions::Registry;
 use crate::side_channel::{self, HelloRefusal, Hub, HubConfig, Refused, Welcome};
 use crate::{Fabric, FabricError, NodeId, Region, RegionId, RegionSpec};
@@ -85,15 +85,19 @@ impl Inner {
     ///
     /// On the accepting side `answer` is the handshake answer: it is written here, under the
     /// links lock and before the link becomes visible, so no frame of ours can reach the dialer
-    /// ahead of it.
+    /// ahead of it. The stream is taken from `slot` only if the link may be installed, so a
+    /// refused caller can still answer on it.
     fn install(
         self: &Arc<Self>,
         peer: NodeId,
         incarnation: u64,
-        mut stream: TcpStream,
+        slot: &mut Option<Stream>,
         answer: Option<[u8; HEADER_LEN]>,
     ) -> Result<Arc<TcpLink>, Status> {
         let started = self.hub.install(peer, incarnation, || {
+            let Some(mut stream) = slot.take() else {
+                return Err(Status::Busy);
+            };
             if let Some(answer) = answer {
                 if let Err(e) = stream.write_all(&answer) {
                     tracing::warn!(peer, error = %e, "handshake answer failed");
@@ -112,7 +116,7 @@ impl Inner {
         })
     }
 
-    fn handshake_incoming(self: &Arc<Self>, mut stream: TcpStream, authenticated: Option<NodeId>) {
+    fn handshake_incoming(self: &Arc<Self>, mut stream: Stream, authenticated: Option<NodeId>) {
         let timeout = self.config.handshake_timeout;
         let Some((hello, from)) = side_channel::receive_hello(&mut stream, timeout, |s| {
             let mut buf = [0u8; HEADER_LEN];
@@ -146,18 +150,16 @@ impl Inner {
             let _ = stream.write_all(&answer(status).encode());
             return;
         }
-        let reply_stream = match stream.try_clone() {
-            Ok(s) => s,
-            Err(_) => return,
-        };
         let accepted = answer(Status::Accepted).encode();
-        match self.install(hello.from, hello.incarnation, stream, Some(accepted)) {
+        let mut slot = Some(stream);
+        match self.install(hello.from, hello.incarnation, &mut slot, Some(accepted)) {
             Ok(_) => tracing::debug!(peer = hello.from, %from, "fabric link accepted"),
             Err(status) => {
                 tracing::warn!(%from, peer = hello.from, ?status, "refused fabric connection");
-                let mut reply_stream = reply_stream;
-                // As above: the peer may have gone, and it is refused either way.
-                let _ = reply_stream.write_all(&answer(status).encode());
+                if let Some(mut reply_stream) = slot {
+                    // As above: the peer may have gone, and it is refused either way.
+                    let _ = reply_stream.write_all(&answer(status).encode());
+                }
             }
         }
     }
@@ -166,7 +168,7 @@ impl Inner {
         self: &Arc<Self>,
         peer: NodeId,
         addr: SocketAddr,
-        mut stream: TcpStream,
+        mut stream: Stream,
     ) -> Result<Arc<TcpLink>, FabricError> {
         let refuse = |reason: String| FabricError::Connect { peer, reason };
         let hello = Hello {
@@ -201,7 +203,7 @@ impl Inner {
                 other => format!("{addr} refused the connection ({other:?})"),
             }));
         }
-        self.install(peer, answer.incarnation, stream, None)
+        self.install(peer, answer.incarnation, &mut Some(stream), None)
             .map_err(|s| refuse(format!("cannot install link ({s:?})")))
     }
 }
