@@ -105,6 +105,35 @@ impl Auth {
     }
 }
 
+/// Runs `job` on a thread named `name` if fewer than `max` jobs counted by `count` run; says
+/// whether it started. Listeners use it to authenticate and read new connections in parallel,
+/// so that a silent one never holds up another, with a bound on how many strangers can cost
+/// a thread at once.
+pub(crate) fn spawn_bounded(
+    count: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    max: usize,
+    name: &str,
+    job: impl FnOnce() + Send + 'static,
+) -> bool {
+    use std::sync::atomic::Ordering;
+    if count.fetch_add(1, Ordering::SeqCst) >= max {
+        count.fetch_sub(1, Ordering::SeqCst);
+        return false;
+    }
+    let held = std::sync::Arc::clone(count);
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            job();
+            held.fetch_sub(1, Ordering::SeqCst);
+        });
+    if spawned.is_err() {
+        count.fetch_sub(1, Ordering::SeqCst);
+        return false;
+    }
+    true
+}
+
 /// An [`AuthError`] as an I/O error, so that callers report it through their usual paths.
 pub(crate) fn into_io(e: AuthError) -> io::Error {
     match e {

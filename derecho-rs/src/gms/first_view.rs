@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ use crate::auth::{claims_match, Auth};
 use crate::layout::LayoutError;
 use crate::multicast::SubgroupSpec;
 use crate::NodeId;
-use derecho_fabric::secure::{Role, Stream};
+use derecho_fabric::secure::{Peer, Role, Stream};
 
 /// Computes the subgroups of a member list (in rank order), given the previous view when
 /// there is one (so that survivors can keep their shards), or says why the members do not
@@ -101,26 +101,44 @@ pub(crate) fn lead(
     let mut last_reason = String::new();
     // When the restart quorum was first met (reset whenever it is lost).
     let mut quorum_since: Option<Instant> = None;
+    // Connections are authenticated and their first message read on threads of their own, so
+    // that a silent one never holds up a joiner behind it.
+    let (read_tx, read) = std::sync::mpsc::channel();
+    let reading = Arc::new(AtomicUsize::new(0));
+    let leader = SocketAddr::new(me.ip, me.gms_port);
     loop {
         if stop.load(Ordering::SeqCst) {
             return Err(GmsError::Stopped);
         }
         match listener.accept() {
-            Ok((stream, from)) => {
-                if let Some((j, report)) = admit(stream, from, auth, &me, &joiners, timeouts) {
-                    tracing::info!(node = j.0.id, %from, restarting = report.is_some(),
-                        "node joined the forming group");
-                    match report {
-                        Some(r) => reports.insert(j.0.id, r),
-                        None => reports.remove(&j.0.id),
-                    };
-                    joiners.push(j);
-                    changed = true;
-                }
+            Ok((tcp, from)) => {
+                let opening = Opening {
+                    auth,
+                    leader,
+                    handshake: timeouts.handshake,
+                    count: &reading,
+                    done: &read_tx,
+                };
+                opening.start(tcp, from);
                 continue;
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => tracing::warn!(error = %e, "GMS accept failed"),
+        }
+        while let Ok(first) = read.try_recv() {
+            if let Some((j, report)) = admit(first, &me, &joiners) {
+                tracing::info!(
+                    node = j.0.id,
+                    restarting = report.is_some(),
+                    "node joined the forming group"
+                );
+                match report {
+                    Some(r) => reports.insert(j.0.id, r),
+                    None => reports.remove(&j.0.id),
+                };
+                joiners.push(j);
+                changed = true;
+            }
         }
         let grace_over = quorum_since.is_some_and(|t| t.elapsed() >= timeouts.restart_grace);
         if changed || grace_over {
@@ -222,39 +240,16 @@ pub(crate) fn lead(
 /// Reads a join request from a new connection and answers refusals; returns the joiner if it
 /// is admitted, with its restart report if it has logs.
 fn admit(
-    tcp: TcpStream,
-    from: SocketAddr,
-    auth: &Auth,
+    first: FirstMessage,
     me: &MemberInfo,
     joiners: &[(MemberInfo, Stream)],
-    timeouts: &GmsTimeouts,
 ) -> Option<((MemberInfo, Stream), Option<RestartInfo>)> {
-    // Socket options fail only on a closed socket, which the read below reports.
-    let _ = tcp.set_nonblocking(false);
-    let (mut stream, peer) = match auth.accept(tcp, Role::Gms) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(%from, error = %e, "refused a GMS connection");
-            return None;
-        }
-    };
-    let _ = stream.set_read_timeout(Some(timeouts.handshake));
-    let _ = stream.set_write_timeout(Some(timeouts.handshake));
-    let _ = stream.set_nodelay(true);
-    let msg = match read_msg(&mut stream) {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::warn!(%from, error = %e, "ignored a GMS connection");
-            return None;
-        }
-    };
-    if matches!(msg, GmsMessage::Probe) {
-        // A restarting node looking for its restart leader: this node leads a forming group.
-        let leader = SocketAddr::new(me.ip, me.gms_port);
-        // Best effort: a prober that misses the answer asks again.
-        let _ = write_msg(&mut stream, &GmsMessage::Forming { leader });
-        return None;
-    }
+    let FirstMessage {
+        mut stream,
+        peer,
+        msg,
+        from,
+    } = first;
     let Some((version, member, report)) = msg.as_join() else {
         tracing::warn!(%from, "ignored a GMS connection that did not start with a join request");
         return None;
@@ -283,6 +278,87 @@ fn admit(
     // Joiners wait as long as it takes for the group to form.
     let _ = stream.set_read_timeout(None);
     Some(((member, stream), report))
+}
+
+/// Most connections to a forming leader's GMS port being authenticated and read at once.
+const MAX_OPENING: usize = 32;
+
+/// A connection to a forming leader after its handshake, with its first message.
+struct FirstMessage {
+    stream: Stream,
+    peer: Option<Peer>,
+    msg: GmsMessage,
+    from: SocketAddr,
+}
+
+/// What a thread that reads a new connection's first message needs.
+struct Opening<'a> {
+    auth: &'a Auth,
+    /// This forming leader's GMS address, the answer to a probe.
+    leader: SocketAddr,
+    handshake: Duration,
+    count: &'a Arc<AtomicUsize>,
+    done: &'a std::sync::mpsc::Sender<FirstMessage>,
+}
+
+impl Opening<'_> {
+    /// Authenticates `tcp` and reads its first message on a thread of its own (at most
+    /// [`MAX_OPENING`] at once): a probe is answered there, anything else goes to the leader's
+    /// loop through `done`.
+    fn start(&self, tcp: TcpStream, from: SocketAddr) {
+        let (auth, done) = (self.auth.clone(), self.done.clone());
+        let (leader, handshake) = (self.leader, self.handshake);
+        let started = crate::auth::spawn_bounded(self.count, MAX_OPENING, "gms-open", move || {
+            if let Some(first) = read_first(tcp, from, &auth, leader, handshake) {
+                // The leader may have formed its group meanwhile; the connection closes.
+                drop(done.send(first));
+            }
+        });
+        if !started {
+            tracing::warn!(%from, "closed a GMS connection: too many are being read");
+        }
+    }
+}
+
+/// Authenticates a new connection and reads its first message; answers a probe itself.
+fn read_first(
+    tcp: TcpStream,
+    from: SocketAddr,
+    auth: &Auth,
+    leader: SocketAddr,
+    handshake: Duration,
+) -> Option<FirstMessage> {
+    // Socket options fail only on a closed socket, which the read below reports.
+    let _ = tcp.set_nonblocking(false);
+    let (mut stream, peer) = match auth.accept(tcp, Role::Gms) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%from, error = %e, "refused a GMS connection");
+            return None;
+        }
+    };
+    let _ = stream.set_read_timeout(Some(handshake));
+    let _ = stream.set_write_timeout(Some(handshake));
+    let _ = stream.set_nodelay(true);
+    let msg = match read_msg(&mut stream) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(%from, error = %e, "ignored a GMS connection");
+            return None;
+        }
+    };
+    if matches!(msg, GmsMessage::Probe) {
+        // A restarting node looking for its restart leader: this node leads a forming group.
+        // Best effort: a prober that misses the answer asks again.
+        let _ = write_msg(&mut stream, &GmsMessage::Forming { leader });
+        return None;
+    }
+    Some(FirstMessage {
+        stream,
+        peer,
+        msg,
+        from,
+    })
 }
 
 /// Sends the view to every joiner and collects acknowledgements. Returns the joiners that
@@ -734,5 +810,59 @@ mod tests {
         )
         .expect("the joiner is admitted by the next leader");
         assert_eq!(view, servers.join().unwrap());
+    }
+
+    /// A connection that opens the forming leader's port and says nothing does not hold up
+    /// the joiner behind it: the leader used to read it first, for the whole handshake bound,
+    /// before it accepted the next connection.
+    #[test]
+    fn a_silent_connection_does_not_hold_up_the_forming_group() {
+        let (l, addr) = listen();
+        let leader = member(0, addr);
+        let layout: LayoutFn = Arc::new(|ids: &[NodeId], _: Option<&View>| {
+            if ids.len() < 2 {
+                Err(LayoutError::Inadequate {
+                    subgroup: crate::layout::SubgroupId(0),
+                    shard: 0,
+                    have: ids.len(),
+                    need: 2,
+                })
+            } else {
+                Ok(Vec::new())
+            }
+        });
+        let timeouts = GmsTimeouts {
+            join: Duration::from_secs(5),
+            handshake: Duration::from_secs(60),
+            ..GmsTimeouts::default()
+        };
+        let lead_timeouts = timeouts.clone();
+        let formed = std::thread::spawn(move || {
+            lead(
+                &l,
+                &Auth::open(0),
+                leader,
+                &layout,
+                &lead_timeouts,
+                &AtomicBool::new(false),
+                None,
+            )
+            .map(|f| f.view.members.len())
+        });
+        let silent = TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let me = member(1, SocketAddr::from(([127, 0, 0, 1], 9)));
+        let view = join(
+            addr,
+            &Auth::open(1),
+            &me,
+            &timeouts,
+            &AtomicBool::new(false),
+            None,
+        )
+        .expect("the joiner is admitted while the silent connection is open");
+        assert_eq!(view.members.len(), 2);
+        assert_eq!(formed.join().unwrap().unwrap(), 2);
+        drop(silent);
     }
 }

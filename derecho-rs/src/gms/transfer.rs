@@ -16,10 +16,12 @@
 
 use std::io::{self, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::Auth;
-use derecho_fabric::secure::Role;
+use derecho_fabric::secure::{Role, Stream};
 
 /// First bytes of a state transfer.
 pub const MAGIC: [u8; 4] = *b"DRST";
@@ -261,7 +263,9 @@ pub(crate) fn send(
 /// Receives `expected` states for view `vid` on `listener` and loads each through `hooks`,
 /// within `timeout`, checking `give_up` while it waits. Connections that are not a transfer for
 /// this view are logged and closed; a transfer for this view that fails after its header fails
-/// the whole receive at once (its sender does not send again).
+/// the whole receive at once (its sender does not send again). Each connection is
+/// authenticated and its header read on a thread of its own (at most [`MAX_OPENING`] at once),
+/// so a silent or slow stranger never delays the senders.
 pub(crate) fn receive(
     auth: &Auth,
     listener: &TcpListener,
@@ -279,6 +283,8 @@ pub(crate) fn receive(
     listener
         .set_nonblocking(true)
         .map_err(io_err("configuring the listener"))?;
+    let (opened_tx, opened) = std::sync::mpsc::channel();
+    let opening = Arc::new(AtomicUsize::new(0));
     while !expected.is_empty() {
         let now = Instant::now();
         if now >= deadline {
@@ -287,28 +293,22 @@ pub(crate) fn receive(
                 after: timeout,
             });
         }
-        let (tcp, from) = match listener.accept() {
-            Ok(x) => x,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if let Some(why) = give_up() {
-                    return Err(TransferError::Abandoned(why));
-                }
-                std::thread::sleep(Duration::from_millis(5));
+        match listener.accept() {
+            Ok((tcp, from)) => {
+                open_in_background(auth, tcp, from, deadline, &opening, &opened_tx);
                 continue;
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(io_err("accepting")(e)),
-        };
-        // Socket options fail only on a closed socket, which the first read reports.
-        let _ = tcp.set_nonblocking(false);
-        let stream = match auth.accept(tcp, Role::StateTransfer) {
-            Ok((s, _)) => s,
-            Err(e) => {
-                tracing::warn!(%from, error = %e, "refused a state transfer connection");
-                continue;
+        }
+        let Ok((stream, header, from)) = opened.try_recv() else {
+            if let Some(why) = give_up() {
+                return Err(TransferError::Abandoned(why));
             }
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
         };
-        let _ = stream.set_read_timeout(Some((deadline - now).max(Duration::from_millis(100))));
-        match receive_one(stream, vid, &expected, hooks) {
+        match check_header(&header, vid, &expected).and_then(|s| load(stream, s, hooks)) {
             Ok(subgroup) => {
                 expected.retain(|&s| s != subgroup);
                 tracing::info!(node = me, vid, subgroup, %from, "received replica state");
@@ -348,19 +348,67 @@ pub fn read_one<R: Read>(
     expected: &[usize],
     hooks: Option<&dyn StateHooks>,
 ) -> io::Result<usize> {
-    receive_one(input, vid, expected, hooks).map_err(|e| match e {
-        Refused(error) | Broke { error, .. } => error,
-    })
+    let mut input = input;
+    let mut header = [0u8; HEADER_LEN];
+    input.read_exact(&mut header)?;
+    check_header(&header, vid, expected)
+        .and_then(|subgroup| load(input, subgroup, hooks))
+        .map_err(|e| match e {
+            Refused(error) | Broke { error, .. } => error,
+        })
 }
 
-fn receive_one<R: Read>(
-    mut stream: R,
+/// Most connections to the state-transfer port authenticated and read at once.
+pub const MAX_OPENING: usize = 32;
+
+/// The opening of a connection: its stream after the handshake, and the transfer header.
+type Opened = (Stream, [u8; HEADER_LEN], SocketAddr);
+
+/// Authenticates `tcp` and reads its header on a thread of its own, then hands both to the
+/// receiving loop through `done`; logs and drops the connection if that fails, or if
+/// [`MAX_OPENING`] connections are being opened already.
+fn open_in_background(
+    auth: &Auth,
+    tcp: TcpStream,
+    from: SocketAddr,
+    deadline: Instant,
+    opening: &Arc<AtomicUsize>,
+    done: &std::sync::mpsc::Sender<Opened>,
+) {
+    let (auth, done) = (auth.clone(), done.clone());
+    let started = crate::auth::spawn_bounded(opening, MAX_OPENING, "transfer-open", move || {
+        let opened = (|| {
+            // Socket options fail only on a closed socket, which the handshake reports.
+            let _ = tcp.set_nonblocking(false);
+            let (mut stream, _) = auth
+                .accept(tcp, Role::StateTransfer)
+                .map_err(crate::auth::into_io)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            stream.set_read_timeout(Some(left.max(Duration::from_millis(100))))?;
+            let mut header = [0u8; HEADER_LEN];
+            stream.read_exact(&mut header)?;
+            Ok::<_, io::Error>((stream, header, from))
+        })();
+        match opened {
+            // The receiver may have finished meanwhile; the connection then just closes.
+            Ok(o) => drop(done.send(o)),
+            Err(e) => tracing::warn!(%from, error = %e, "refused a state transfer connection"),
+        }
+    });
+    if !started {
+        tracing::warn!(%from, "closed a state transfer connection: too many are opening");
+    }
+}
+
+/// Length of a transfer's header: magic, format version, view id, subgroup.
+const HEADER_LEN: usize = 20;
+
+/// The subgroup a transfer header announces, if it is one this receiver expects.
+fn check_header(
+    header: &[u8; HEADER_LEN],
     vid: u64,
     expected: &[usize],
-    hooks: Option<&dyn StateHooks>,
 ) -> Result<usize, OneFailed> {
-    let mut header = [0u8; 20];
-    stream.read_exact(&mut header).map_err(Refused)?;
     let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
     if header[..4] != MAGIC {
         return Err(Refused(bad(format!(
@@ -385,6 +433,15 @@ fn receive_one<R: Read>(
             "unexpected transfer (view {got_vid}, subgroup {subgroup})"
         ))));
     }
+    Ok(subgroup)
+}
+
+/// Reads the chunks of `subgroup`'s state after its header and loads them through `hooks`.
+fn load<R: Read>(
+    stream: R,
+    subgroup: usize,
+    hooks: Option<&dyn StateHooks>,
+) -> Result<usize, OneFailed> {
     let broke = |error| Broke { subgroup, error };
     let mut chunks = ChunkReader {
         input: io::BufReader::with_capacity(256 << 10, stream),
@@ -618,6 +675,43 @@ mod tests {
             other => panic!("expected Failed, got {other:?}"),
         }
         assert!(sender.join().expect("thread").is_err());
+    }
+
+    /// A connection that opens and then says nothing does not hold the receiver: the sender
+    /// that comes after it is read at once (the silent one used to be read first, until the
+    /// receive's own deadline passed).
+    #[test]
+    fn a_silent_connection_does_not_hold_up_the_transfer_behind_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let silent = TcpStream::connect(addr).expect("connect");
+        let src = Blob(Mutex::new(vec![5; 1000]));
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            send(
+                &Auth::open(1),
+                addr,
+                4,
+                0,
+                Some(&src),
+                Duration::from_secs(20),
+                &|| None,
+            )
+        });
+        let dst = Blob(Mutex::new(Vec::new()));
+        let got = receive(
+            &Auth::open(2),
+            &listener,
+            4,
+            vec![0],
+            Some(&dst),
+            Duration::from_secs(3),
+            &|| None,
+        );
+        assert!(got.is_ok(), "{got:?}");
+        assert_eq!(dst.0.lock().expect("lock").len(), 1000);
+        sender.join().expect("sender").expect("send");
+        drop(silent);
     }
 
     /// A receiver stops waiting when its check says the sender has failed.
