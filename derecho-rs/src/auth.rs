@@ -71,7 +71,16 @@ impl Auth {
         expect: Option<NodeId>,
     ) -> io::Result<Stream> {
         let tcp = TcpStream::connect_timeout(addr, timeout)?;
-        self.wrap_dialed(tcp, role, expect)
+        secure::connect(
+            tcp,
+            &self.creds,
+            role,
+            self.me,
+            expect,
+            timeout.min(self.handshake),
+        )
+        .map(|(s, _)| s)
+        .map_err(into_io)
     }
 
     /// Authenticates a connection this side dialed (see [`Auth::dial`]).
@@ -116,28 +125,37 @@ pub(crate) fn spawn_bounded(
     job: impl FnOnce() + Send + 'static,
 ) -> bool {
     use std::sync::atomic::Ordering;
+    /// Gives the place back however the job ends, a panic included (or, if the thread could
+    /// not be started, when the job is dropped unrun).
+    struct Place(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    impl Drop for Place {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
     if count.fetch_add(1, Ordering::SeqCst) >= max {
         count.fetch_sub(1, Ordering::SeqCst);
         return false;
     }
-    let held = std::sync::Arc::clone(count);
-    let spawned = std::thread::Builder::new()
+    let place = Place(std::sync::Arc::clone(count));
+    std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
+            let _place = place;
             job();
-            held.fetch_sub(1, Ordering::SeqCst);
-        });
-    if spawned.is_err() {
-        count.fetch_sub(1, Ordering::SeqCst);
-        return false;
-    }
-    true
+        })
+        .is_ok()
 }
 
-/// An [`AuthError`] as an I/O error, so that callers report it through their usual paths.
+/// An [`AuthError`] as an I/O error, so that callers report it through their usual paths:
+/// `PermissionDenied` for a refusal that asking again cannot change (another secret, another
+/// protocol, another node: [`AuthError::Refused`] and the local checks), `ConnectionAborted`
+/// for a peer that closed the connection during the handshake without a word (it may be busy:
+/// worth asking again), the socket's own error otherwise.
 pub(crate) fn into_io(e: AuthError) -> io::Error {
     match e {
         AuthError::Io(e) => e,
+        AuthError::Closed => io::Error::new(io::ErrorKind::ConnectionAborted, AuthError::Closed),
         other => io::Error::new(io::ErrorKind::PermissionDenied, other),
     }
 }

@@ -880,7 +880,7 @@ impl Inner {
                     let give_up = || failed_in(&sst, to);
                     let r = crate::gms::transfer::send(
                         &auth,
-                        addr,
+                        (to, addr),
                         vid,
                         subgroup,
                         hooks.as_deref(),

@@ -30,7 +30,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::NodeId;
 
@@ -48,12 +48,28 @@ const MAX_FRAME: usize = 65_535;
 const TAG_LEN: usize = 16;
 /// Largest plaintext carried by one frame.
 const MAX_PLAIN: usize = MAX_FRAME - TAG_LEN;
+/// The first handshake message: an ephemeral key, then 8 bytes of ids and their tag.
+const MSG1_LEN: usize = 32 + 8 + TAG_LEN;
+/// The second: an ephemeral key, then the responder's 4-byte id and its tag.
+const MSG2_LEN: usize = 32 + 4 + TAG_LEN;
+/// The dialer's confirmation frame: both ids and the tag.
+const CONFIRM_LEN: usize = 8 + TAG_LEN;
+/// Bound on one handshake write (a few dozen bytes into an empty socket buffer).
+const HANDSHAKE_WRITE_BOUND: Duration = Duration::from_secs(5);
+/// Room for any handshake message.
+const HANDSHAKE_BUF: usize = 128;
 /// Node id a dialer sends when it does not know whom it reaches.
 const UNKNOWN_PEER: u32 = u32::MAX;
 
 /// A 32-byte group or client secret. Its `Debug` output never shows the bytes.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret([u8; SECRET_LEN]);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -98,6 +114,12 @@ pub enum SecretError {
         /// The key.
         key: &'static str,
     },
+    /// The client secret is the group secret: clients would open every member port.
+    #[error(
+        "the client secret equals the group secret, which would let every client open the \
+         member ports: make a separate client_secret_file"
+    )]
+    Reused,
     /// The system's random source failed.
     #[error("cannot draw a random secret: {0}")]
     Random(String),
@@ -128,6 +150,9 @@ impl Secret {
             return Err("wrong length");
         }
         let mut b = [0u8; SECRET_LEN];
+        if !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("not hexadecimal");
+        }
         for (i, pair) in t.as_bytes().chunks(2).enumerate() {
             let hex = std::str::from_utf8(pair).map_err(|_| "not text")?;
             b[i] = u8::from_str_radix(hex, 16).map_err(|_| "not hexadecimal")?;
@@ -266,6 +291,19 @@ pub enum AuthError {
     /// The socket failed or timed out during the handshake.
     #[error("handshake I/O: {0}")]
     Io(#[from] io::Error),
+    /// The peer closed the connection instead of answering the handshake.
+    #[error(
+        "the peer closed the connection during the handshake: it is busy, holds another \
+         secret, or runs without [SECURITY] mode = secret (see its log)"
+    )]
+    Closed,
+    /// The peer refused the handshake: it holds another secret, or is not the node or port
+    /// this side asked for.
+    #[error(
+        "the peer refused the handshake: it holds another secret, or is not the node or port \
+         this side asked for (see its log)"
+    )]
+    Refused,
     /// The peer does not speak the secure protocol.
     #[error(
         "the peer does not speak the authenticated protocol (is it configured with \
@@ -332,12 +370,13 @@ pub fn connect(
     let Some(key) = creds.key_for(role)? else {
         return Ok((Stream::open(tcp), None));
     };
-    let saved = Timeouts::set(&tcp, deadline)?;
+    let saved = Timeouts::set(&tcp)?;
+    let by = Instant::now() + deadline;
     let mut hs = builder(key, role)?
         .build_initiator()
         .map_err(AuthError::failed)?;
     let mut tcp = tcp;
-    let mut buf = vec![0u8; MAX_FRAME];
+    let mut buf = [0u8; HANDSHAKE_BUF];
     let mut ids = [0u8; 8];
     ids[..4].copy_from_slice(&local.to_le_bytes());
     ids[4..].copy_from_slice(&expect.unwrap_or(UNKNOWN_PEER).to_le_bytes());
@@ -352,23 +391,40 @@ pub fn connect(
     first.extend_from_slice(&frame_len(n)?);
     first.extend_from_slice(&buf[..n]);
     tcp.write_all(&first)?;
-    let reply = read_frame(&mut tcp)?;
+    let closed = |e: io::Error| match e.kind() {
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => AuthError::Closed,
+        _ => AuthError::Io(e),
+    };
+    let mut reply = [0u8; 2 + MSG2_LEN];
+    read_by(&mut tcp, &mut reply[..2], by).map_err(closed)?;
+    if reply[..2] == REFUSED {
+        return Err(AuthError::Refused);
+    }
+    if usize::from(u16::from_be_bytes([reply[0], reply[1]])) != MSG2_LEN {
+        return Err(AuthError::Failed("the answer has the wrong length".into()));
+    }
+    read_by(&mut tcp, &mut reply[2..], by).map_err(closed)?;
     let n = hs
-        .read_message(&reply, &mut buf)
+        .read_message(&reply[2..], &mut buf)
         .map_err(AuthError::failed)?;
     let peer = id_at(&buf[..n], 0)?;
-    if let Some(e) = expect {
-        if e != peer {
-            return Err(AuthError::WrongPeer {
-                expected: e,
-                got: peer,
-            });
-        }
+    if let Some(e) = expect.filter(|e| *e != peer) {
+        return Err(AuthError::WrongPeer {
+            expected: e,
+            got: peer,
+        });
+    }
+    if peer == local {
+        // A dialer that reaches a node with its own id was reflected to itself.
+        return Err(AuthError::WrongPeer {
+            expected: expect.unwrap_or(UNKNOWN_PEER),
+            got: peer,
+        });
     }
     let state = hs
         .into_stateless_transport_mode()
         .map_err(AuthError::failed)?;
-    let mut stream = Stream::sealed(tcp, Arc::new(state));
+    let mut stream = Stream::sealed(tcp, Arc::new(state), 0);
     // The confirmation: proves to the responder that this side holds the key now.
     let mut confirm = [0u8; 8];
     confirm[..4].copy_from_slice(&local.to_le_bytes());
@@ -380,7 +436,8 @@ pub fn connect(
 
 /// Authenticates a connection this side accepted on its `role` port, as node `local`.
 /// Returns the stream and, in a secure mode, the dialer's authenticated id. Nothing the peer
-/// sends after the handshake is readable unless the handshake succeeded.
+/// sends after the handshake is readable unless the handshake succeeded. The whole handshake
+/// is bounded by `deadline`, however slowly the peer sends.
 pub fn accept(
     tcp: TcpStream,
     creds: &Credentials,
@@ -407,14 +464,17 @@ pub fn accept_any(
     if !creds.is_secure() {
         return Ok((Stream::open(tcp), None));
     }
-    let saved = Timeouts::set(&tcp, deadline)?;
+    let saved = Timeouts::set(&tcp)?;
+    let by = Instant::now() + deadline;
     let mut tcp = tcp;
-    let mut first = [0u8; 8];
-    tcp.read_exact(&mut first)?;
-    if &first[..6] != MAGIC {
+    // The preamble, then the first message, whose size the pattern fixes.
+    let mut first = [0u8; 10 + MSG1_LEN];
+    read_by(&mut tcp, &mut first[..8], by)?;
+    if &first[..6] != MAGIC || first[7] != 0 {
         return Err(AuthError::NotSecure);
     }
     let Some(role) = Role::from_u8(first[6]).filter(|r| roles.contains(r)) else {
+        tell_refused(&mut tcp);
         return Err(AuthError::WrongRole {
             got: Role::from_u8(first[6])
                 .map_or_else(|| format!("unknown ({})", first[6]), |r| r.to_string()),
@@ -424,21 +484,37 @@ pub fn accept_any(
     let Some(key) = creds.key_for(role)? else {
         return Err(AuthError::NotSecure);
     };
+    read_by(&mut tcp, &mut first[8..], by)?;
+    if usize::from(u16::from_be_bytes([first[8], first[9]])) != MSG1_LEN {
+        return Err(AuthError::Failed(
+            "the first message has the wrong length".into(),
+        ));
+    }
     let mut hs = builder(key, role)?
         .build_responder()
         .map_err(AuthError::failed)?;
-    let mut buf = vec![0u8; MAX_FRAME];
-    let hello = read_frame(&mut tcp)?;
-    let n = hs
-        .read_message(&hello, &mut buf)
-        .map_err(AuthError::failed)?;
+    let mut buf = [0u8; HANDSHAKE_BUF];
+    let n = match hs.read_message(&first[10..], &mut buf) {
+        Ok(n) => n,
+        Err(e) => {
+            tell_refused(&mut tcp);
+            return Err(AuthError::failed(e));
+        }
+    };
     let peer = id_at(&buf[..n], 0)?;
     let wanted = id_at(&buf[..n], 4)?;
     if wanted != UNKNOWN_PEER && wanted != local {
+        tell_refused(&mut tcp);
         return Err(AuthError::WrongPeer {
             expected: wanted,
             got: local,
         });
+    }
+    if peer == local {
+        tell_refused(&mut tcp);
+        return Err(AuthError::Failed(format!(
+            "the dialer claims this node's own id {local}"
+        )));
     }
     let n = hs
         .write_message(&local.to_le_bytes(), &mut buf)
@@ -447,22 +523,57 @@ pub fn accept_any(
     let state = hs
         .into_stateless_transport_mode()
         .map_err(AuthError::failed)?;
-    let mut stream = Stream::sealed(tcp, Arc::new(state));
-    let mut confirm = [0u8; 8];
-    stream.read_exact(&mut confirm).map_err(|e| {
-        if e.kind() == io::ErrorKind::InvalidData {
-            AuthError::Failed("the confirmation frame did not authenticate".into())
-        } else {
-            AuthError::Io(e)
-        }
-    })?;
-    if id_at(&confirm, 0)? != peer || id_at(&confirm, 4)? != local {
+    // The confirmation frame, read by the deadline like the rest and opened by hand; the
+    // stream's own reader starts after it.
+    let mut frame = [0u8; 2 + CONFIRM_LEN];
+    read_by(&mut tcp, &mut frame, by)?;
+    let mut confirm = [0u8; CONFIRM_LEN];
+    let opened = (usize::from(u16::from_be_bytes([frame[0], frame[1]])) == CONFIRM_LEN)
+        .then(|| state.read_message(0, &frame[2..], &mut confirm).ok())
+        .flatten();
+    if opened != Some(8) || id_at(&confirm, 0)? != peer || id_at(&confirm, 4)? != local {
         return Err(AuthError::Failed(
-            "the confirmation names other nodes than the handshake".into(),
+            "the confirmation frame did not authenticate".into(),
         ));
     }
+    let stream = Stream::sealed(tcp, Arc::new(state), 1);
     saved.restore(stream.tcp())?;
     Ok((stream, Some(Peer { id: peer, role })))
+}
+
+/// Sent in clear, in place of the second handshake message, by a listener that refuses the
+/// dialer's first one (another secret, role or node): a length no message can have. A dialer
+/// that gets it stops asking; one whose connection is just closed (a busy listener) may ask
+/// again. Anyone on the path could forge it, as they could cut the connection.
+const REFUSED: [u8; 2] = [0xff, 0xff];
+
+/// Tells the dialer, best effort, that its handshake was refused.
+fn tell_refused(tcp: &mut TcpStream) {
+    // The dialer may be gone; it is refused either way.
+    let _ = tcp.write_all(&REFUSED);
+}
+
+/// Reads exactly `buf.len()` bytes before `by`, whatever the pace of the peer: each read
+/// waits at most for what is left of the time.
+fn read_by(tcp: &mut TcpStream, buf: &mut [u8], by: Instant) -> io::Result<()> {
+    let mut have = 0;
+    while have < buf.len() {
+        let left = by.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the handshake did not complete in time",
+            ));
+        }
+        tcp.set_read_timeout(Some(left))?;
+        match tcp.read(&mut buf[have..]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => have += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn builder(key: &Secret, role: Role) -> Result<snow::Builder<'_>, AuthError> {
@@ -505,6 +616,7 @@ fn write_frame(w: &mut impl Write, body: &[u8]) -> io::Result<()> {
     w.write_all(&out)
 }
 
+#[cfg(test)]
 fn read_frame(r: &mut impl Read) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 2];
     r.read_exact(&mut len)?;
@@ -520,7 +632,7 @@ struct Timeouts {
 }
 
 impl Timeouts {
-    fn set(tcp: &TcpStream, deadline: Duration) -> io::Result<Self> {
+    fn set(tcp: &TcpStream) -> io::Result<Self> {
         // The handshake and the first protocol messages are small writes in a row: with
         // Nagle's algorithm each would wait for the previous one's (delayed) acknowledgement.
         tcp.set_nodelay(true)?;
@@ -528,9 +640,8 @@ impl Timeouts {
             read: tcp.read_timeout()?,
             write: tcp.write_timeout()?,
         };
-        let d = Some(deadline.max(Duration::from_millis(1)));
-        tcp.set_read_timeout(d)?;
-        tcp.set_write_timeout(d)?;
+        // Writes are small and bounded by the socket's send buffer; reads by `read_by`.
+        tcp.set_write_timeout(Some(HANDSHAKE_WRITE_BOUND))?;
         Ok(saved)
     }
 
@@ -592,10 +703,10 @@ struct Opener {
 }
 
 impl Opener {
-    fn new(state: Arc<snow::StatelessTransportState>) -> Self {
+    fn new(state: Arc<snow::StatelessTransportState>, nonce: u64) -> Self {
         Opener {
             state,
-            nonce: 0,
+            nonce,
             frame: vec![0; 2 + MAX_FRAME],
             have: 0,
             plain: vec![0; MAX_FRAME],
@@ -609,7 +720,9 @@ impl Opener {
         if out.is_empty() {
             return Ok(0);
         }
-        if self.pos == self.plain_len {
+        // A frame may carry nothing (no sender of ours makes one, but it is well formed): read
+        // on until one carries bytes, so that 0 keeps meaning the end of the stream.
+        while self.pos == self.plain_len {
             if self.broken {
                 return Err(broken());
             }
@@ -619,7 +732,11 @@ impl Opener {
             // A reader that asks for at least a whole frame gets it decrypted in place, without
             // the copy through `plain`.
             if out.len() >= len {
-                return self.open_into(len, out);
+                let n = self.open_into(len, out)?;
+                if n > 0 {
+                    return Ok(n);
+                }
+                continue;
             }
             let mut plain = std::mem::take(&mut self.plain);
             let opened = self.open_into(len, &mut plain);
@@ -633,7 +750,8 @@ impl Opener {
         Ok(n)
     }
 
-    /// Opens the frame read by [`Opener::fill`] (its body `len` bytes) into `out`.
+    /// Opens the frame read by [`Opener::fill`] (its body `len` bytes) into `out`. On failure
+    /// `out` holds nothing of the frame.
     fn open_into(&mut self, len: usize, out: &mut [u8]) -> io::Result<usize> {
         let opened = self
             .state
@@ -646,6 +764,8 @@ impl Opener {
             }
             Err(_) => {
                 self.broken = true;
+                let wrote = len.min(out.len());
+                out[..wrote].fill(0);
                 Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "a frame failed authentication: the connection was tampered with",
@@ -665,6 +785,13 @@ impl Opener {
             };
             if self.have == need && need > 2 {
                 return Ok(Some(need - 2));
+            }
+            if self.have == 2 && need < 2 + TAG_LEN {
+                self.broken = true;
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a frame shorter than its authentication tag",
+                ));
             }
             match tcp.read(&mut self.frame[self.have..need]) {
                 Ok(0) if self.have == 0 => return Ok(None),
@@ -712,14 +839,15 @@ impl Stream {
         Stream { tcp, seal: None }
     }
 
-    fn sealed(tcp: TcpStream, state: Arc<snow::StatelessTransportState>) -> Self {
+    /// A sealed stream whose reader expects the peer's frame number `recv_nonce` next.
+    fn sealed(tcp: TcpStream, state: Arc<snow::StatelessTransportState>, recv_nonce: u64) -> Self {
         let sealer = Sealer {
             state: Arc::clone(&state),
             nonce: 0,
             broken: false,
             buf: Vec::new(),
         };
-        let opener = Opener::new(state);
+        let opener = Opener::new(state, recv_nonce);
         Stream {
             tcp,
             seal: Some((sealer, opener)),
@@ -942,13 +1070,48 @@ mod tests {
     }
 
     #[test]
+    fn a_handshake_sent_byte_by_byte_is_cut_off_at_its_deadline() {
+        let started = std::time::Instant::now();
+        let (srv, ()) = pair(
+            |s| accept(s, &member(1), Role::Gms, 2, Duration::from_millis(600)).map(|_| ()),
+            |mut s| {
+                // A valid-looking preamble, one byte at a time, each well within the bound.
+                let mut bytes = MAGIC.to_vec();
+                bytes.extend_from_slice(&[Role::Gms as u8, 0, 0, MSG1_LEN as u8]);
+                bytes.extend_from_slice(&[0x11; 64]);
+                for b in bytes {
+                    if s.write_all(&[b]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(150));
+                }
+            },
+        );
+        match srv {
+            Err(AuthError::Io(e)) => assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}"),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_node_that_reaches_its_own_id_was_reflected_and_stops() {
+        let (srv, cli) = pair(
+            |s| accept(s, &member(1), Role::P2p, 2, T).map(|_| ()),
+            |s| connect(s, &member(1), Role::P2p, 2, None, T).map(|_| ()),
+        );
+        assert!(matches!(srv, Err(AuthError::Failed(_))), "{srv:?}");
+        assert!(cli.is_err());
+    }
+
+    #[test]
     fn a_wrong_secret_is_refused_before_any_protocol_byte() {
         let (srv, cli) = pair(
             |s| accept(s, &member(1), Role::Gms, 2, T).map(|_| ()),
             |s| connect(s, &member(9), Role::Gms, 7, None, T).map(|_| ()),
         );
         assert!(matches!(srv, Err(AuthError::Failed(_))), "{srv:?}");
-        assert!(cli.is_err());
+        assert!(matches!(cli, Err(AuthError::Refused)), "{cli:?}");
     }
 
     #[test]

@@ -268,6 +268,11 @@ fn half_configured_or_exposed_security_is_a_clear_error() {
     assert!(no_mode.to_string().contains("mode = secret"), "{no_mode}");
 
     let keys = Keys::new("exposed");
+    let reused = config(0, listen_port().unwrap(), Some(&keys.group), &keys.group);
+    let Err(e) = start(&reused) else {
+        panic!("a client secret equal to the group secret must not start a member")
+    };
+    assert!(e.to_string().contains("client secret equals"), "{e}");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

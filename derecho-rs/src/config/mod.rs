@@ -156,14 +156,19 @@ impl Config {
         let s = &self.security;
         match s.mode {
             SecurityMode::Open => Ok(Credentials::Open),
-            SecurityMode::Secret => Ok(Credentials::Member {
-                group: load_secret(&s.group_secret_file, "group_secret_file")?,
-                clients: if s.client_secret_file.as_os_str().is_empty() {
+            SecurityMode::Secret => {
+                let group = load_secret(&s.group_secret_file, "group_secret_file")?;
+                let clients = if s.client_secret_file.as_os_str().is_empty() {
                     None
                 } else {
                     Some(Secret::load(&s.client_secret_file)?)
-                },
-            }),
+                };
+                // With one secret for both, every client could open the member ports.
+                if clients.as_ref() == Some(&group) {
+                    return Err(SecretError::Reused);
+                }
+                Ok(Credentials::Member { group, clients })
+            }
         }
     }
 

@@ -561,12 +561,31 @@ pub(crate) fn join(
     // Where to ask again when the node asked fails: the contact, then every member a redirect
     // named (the contact may be the node that failed).
     let mut known: Vec<SocketAddr> = vec![contact];
+    // Why the last handshake failed, for the error if the deadline passes.
+    let mut last_handshake: Option<String> = None;
     loop {
-        let (tcp, reached) = connect_until(addr, &known, deadline, stop)?;
-        // A refused handshake does not improve by asking again: the credentials differ.
-        let mut stream = auth
-            .wrap_dialed(tcp, Role::Gms, None)
-            .map_err(|e| GmsError::io(format!("authenticating with {reached}"), e))?;
+        let (tcp, reached) = connect_until(addr, &known, deadline, stop).map_err(|e| {
+            match (e, &last_handshake) {
+                (GmsError::Timeout(why), Some(h)) => {
+                    GmsError::Timeout(format!("{why}; the last handshake failed: {h}"))
+                }
+                (e, _) => e,
+            }
+        })?;
+        let mut stream = match auth.wrap_dialed(tcp, Role::Gms, None) {
+            Ok(s) => s,
+            // A refusal does not improve by asking again: the credentials differ.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(GmsError::io(format!("authenticating with {reached}"), e))
+            }
+            // A busy or failing peer may answer the next time (the deadline bounds the whole).
+            Err(e) => {
+                tracing::warn!(%reached, error = %e, "the handshake failed; asking again");
+                last_handshake = Some(e.to_string());
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
         // Socket options fail only on a closed socket, which the write below reports.
         let _ = stream.set_nodelay(true);
         let remaining = |d: Instant| {

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::Auth;
+use crate::NodeId;
 use derecho_fabric::secure::{Role, Stream};
 
 /// First bytes of a state transfer.
@@ -205,7 +206,7 @@ impl<R: Read> Read for ChunkReader<R> {
 /// `give_up` returns a reason. If the state cannot be produced, the receiver is told why.
 pub(crate) fn send(
     auth: &Auth,
-    to: SocketAddr,
+    (to_id, to): (NodeId, SocketAddr),
     vid: u64,
     subgroup: usize,
     hooks: Option<&dyn StateHooks>,
@@ -228,7 +229,7 @@ pub(crate) fn send(
         }
     };
     let stream = auth
-        .wrap_dialed(tcp, Role::StateTransfer, None)
+        .wrap_dialed(tcp, Role::StateTransfer, Some(to_id))
         .map_err(io_err(format!("authenticating with {to}")))?;
     // Socket options fail only on a closed socket, which the first write reports.
     let _ = stream.set_nodelay(true);
@@ -489,7 +490,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
             send(
                 &Auth::open(1),
-                addr,
+                (2, addr),
                 7,
                 3,
                 Some(&src),
@@ -577,7 +578,7 @@ mod tests {
         let sender = std::thread::spawn(move || {
             send(
                 &Auth::open(1),
-                addr,
+                (2, addr),
                 2,
                 0,
                 Some(&src),
@@ -648,7 +649,7 @@ mod tests {
         let sender = std::thread::spawn(move || {
             send(
                 &Auth::open(1),
-                addr,
+                (2, addr),
                 4,
                 1,
                 Some(&NoReplica),
@@ -690,7 +691,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(100));
             send(
                 &Auth::open(1),
-                addr,
+                (2, addr),
                 4,
                 0,
                 Some(&src),

@@ -441,16 +441,24 @@ fn accept_loop(
             tracing::warn!("too many concurrent handshakes; closing a connection");
             continue;
         }
-        let (count, handshake) = (Arc::clone(handshakes), handshake.clone());
-        let spawned = std::thread::Builder::new()
+        let (place, handshake) = (Place(Arc::clone(handshakes)), handshake.clone());
+        // If the thread cannot start, the closure is dropped and gives the place back.
+        let _ = std::thread::Builder::new()
             .name(hello_thread.into())
             .spawn(move || {
+                let _place = place;
                 handshake(stream);
-                count.fetch_sub(1, Ordering::SeqCst);
             });
-        if spawned.is_err() {
-            handshakes.fetch_sub(1, Ordering::SeqCst);
-        }
+    }
+}
+
+/// A handshake's place among the `max_handshakes`: given back when dropped, so that a
+/// handshake that panics (or a thread that cannot start) does not keep it.
+struct Place(Arc<AtomicUsize>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
