@@ -41,6 +41,7 @@ mod doorbell;
 mod error;
 mod failure;
 pub mod fuzz;
+pub mod fuzz_targets;
 #[cfg(feature = "libfabric")]
 pub mod libfabric;
 pub mod probe;

@@ -16,6 +16,8 @@
 //! * [`client`]: the blocking client used by `sospdemo client` and the demo;
 //! * [`demo`]: `sospdemo demo`, which starts a local cluster and runs the bundled photos
 //!   through it;
+//! * [`fuzz_targets`]: the check of one input for each decoder of client bytes (upload
+//!   streams, photos, model files), shared by the seeded tests and the cargo-fuzz targets;
 //! * [`train`]: the procedural photo generator and the training loop that produce the bundled
 //!   models under `sospdemo/models/` and the sample photos under `sospdemo/photos/`.
 #![forbid(unsafe_code)]
@@ -23,6 +25,7 @@
 pub mod batch;
 pub mod client;
 pub mod demo;
+pub mod fuzz_targets;
 pub mod model;
 pub mod server;
 pub mod service;

@@ -1,19 +1,16 @@
 //! The files and photos sospdemo reads from clients, run on seeded mutations of valid ones
 //! (`derecho_tests::fuzz`): a corrupt model file or a non-image photo must give an error,
-//! never a panic. `FUZZ_ITERATIONS` raises the counts for a longer hunt.
+//! never a panic. The check of one input is each decoder's function in
+//! `sospdemo::fuzz_targets`, which the cargo-fuzz targets of `fuzz/` run too.
+//! `FUZZ_ITERATIONS` raises the counts for a longer hunt.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 
 use derecho_tests::fuzz;
-use prost::Message;
-use sospdemo::model::{decode_photo, Classifier};
-use sospdemo_proto::install_model_request::ModelChunk;
-use sospdemo_proto::photo_request::PhotoChunk;
-use sospdemo_proto::{
-    install_model_requests, photo_requests, InstallModelRequest, ModelAssembler, ModelMetadata,
-    PhotoAssembler, PhotoMetadata, PhotoRequest,
-};
+use sospdemo::fuzz_targets::{self as targets, feed};
+use sospdemo::model::{load_weights, Architecture, Classifier};
+use sospdemo_proto::{ModelAssembler, PhotoAssembler};
 
 fn iterations(default: usize) -> usize {
     std::env::var("FUZZ_ITERATIONS")
@@ -34,10 +31,8 @@ fn photos() {
         .map(|e| std::fs::read(e.unwrap().path()).unwrap())
         .collect();
     corpus.truncate(3);
-    let ran = fuzz::run("photos", 11, &corpus, iterations(3_000), |b| {
-        let _ = decode_photo(b);
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let ran = fuzz::run("photos", 11, &corpus, iterations(3_000), targets::photo)
+        .unwrap_or_else(|e| panic!("{e}"));
     eprintln!("photos: {ran} inputs");
 }
 
@@ -49,11 +44,7 @@ fn model_files(name: &str, seed: u64, files: [Vec<u8>; 3], count: usize) {
             seed + part as u64,
             &[files[part].clone()],
             count,
-            |b| {
-                let mut f = files.clone();
-                f[part] = b.to_vec();
-                let _ = Classifier::from_bytes(&f[0], &f[1], &f[2]);
-            },
+            |b| targets::model_file(&files, part, b),
         )
         .unwrap_or_else(|e| panic!("part {part}: {e}"));
         eprintln!("{name}, part {part}: {ran} inputs");
@@ -88,97 +79,88 @@ fn mxnet_model_files() {
     );
 }
 
-/// The messages of a stream one after the other, each length-delimited (as the gRPC framing
-/// hands them to the service, one message at a time).
-fn stream_bytes<M: Message>(msgs: &[M]) -> Vec<u8> {
-    let mut b = Vec::new();
-    for m in msgs {
-        m.encode_length_delimited(&mut b).unwrap();
-    }
-    b
+/// The tiny model the cargo-fuzz target starts from is valid, and small enough that many
+/// mutations of it run here too.
+#[test]
+fn tiny_model_files() {
+    let files = targets::tiny_model().unwrap();
+    Classifier::from_bytes(&files[0], &files[1], &files[2]).unwrap();
+    assert!(files[2].len() < 8 << 10, "{} bytes", files[2].len());
+    model_files("tiny model", 14, files, iterations(2_000));
 }
 
-/// Decodes the messages of `b` and feeds them to `push` in order, as the service does: the
-/// first message that does not decode or is refused ends the stream.
-fn feed<M: Message + Default>(mut b: &[u8], mut push: impl FnMut(M) -> bool) -> bool {
-    while !b.is_empty() {
-        match M::decode_length_delimited(&mut b) {
-            Ok(m) => {
-                if !push(m) {
-                    return false;
-                }
-            }
-            Err(_) => return false,
-        }
+#[test]
+fn architecture_files() {
+    let corpus = vec![
+        read("models/flowers/arch.json"),
+        targets::tiny_architecture().to_json(),
+        Architecture::resnet50(1000).to_json(),
+    ];
+    for c in &corpus {
+        Architecture::from_json(c).unwrap();
     }
-    true
+    let ran = fuzz::run(
+        "architecture",
+        17,
+        &corpus,
+        iterations(20_000),
+        targets::architecture,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("architecture: {ran} inputs");
+}
+
+#[test]
+fn safetensors_files() {
+    let corpus = vec![targets::tiny_model().unwrap()[2].clone()];
+    load_weights(&targets::tiny_architecture(), &corpus[0]).unwrap();
+    let ran = fuzz::run(
+        "safetensors",
+        18,
+        &corpus,
+        iterations(5_000),
+        targets::safetensors,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("safetensors: {ran} inputs");
 }
 
 #[test]
 fn photo_upload_streams() {
-    let photo: Vec<u8> = (0..100u8).collect();
-    let mut sliced = vec![PhotoRequest {
-        photo_chunk: Some(PhotoChunk::Metadata(PhotoMetadata {
-            photo_size: 100,
-            tags: vec![1, 2, 1],
-        })),
-    }];
-    sliced.extend(photo.chunks(40).map(|c| PhotoRequest {
-        photo_chunk: Some(PhotoChunk::FileData(c.to_vec())),
-    }));
-    let corpus = vec![
-        stream_bytes(&sliced),
-        stream_bytes(&photo_requests(vec![7], &photo[..30]).unwrap()),
-        stream_bytes(&photo_requests(vec![3], &[]).unwrap()),
-    ];
+    let corpus = targets::photo_upload_corpus();
+    assert_eq!(corpus.len(), 3);
     let mut whole = PhotoAssembler::default();
     assert!(feed(&corpus[0], |m| whole.push(m).is_ok()));
-    assert_eq!(whole.finish().unwrap().data, photo);
-    let ran = fuzz::run("photo stream", 12, &corpus, iterations(20_000), |b| {
-        let mut assembler = PhotoAssembler::default();
-        if feed(b, |m| assembler.push(m).is_ok()) {
-            if let Ok(p) = assembler.finish() {
-                assert!(!p.tags.is_empty());
-            }
-        }
-    })
+    assert_eq!(whole.finish().unwrap().data, targets::upload_photo());
+    let ran = fuzz::run(
+        "photo stream",
+        12,
+        &corpus,
+        iterations(20_000),
+        targets::photo_upload,
+    )
     .unwrap_or_else(|e| panic!("{e}"));
     eprintln!("photo stream: {ran} inputs");
 }
 
 #[test]
 fn model_upload_streams() {
-    let (synset, arch, weights) = (b"rose\ntulip\n".to_vec(), b"{}".to_vec(), vec![9u8; 50]);
-    let all = [&synset[..], &arch[..], &weights[..]].concat();
-    let mut sliced = vec![InstallModelRequest {
-        model_chunk: Some(ModelChunk::Metadata(ModelMetadata {
-            tag: 4,
-            synset_size: synset.len() as u32,
-            symbol_size: arch.len() as u32,
-            params_size: weights.len() as u32,
-        })),
-    }];
-    sliced.extend(all.chunks(16).map(|c| InstallModelRequest {
-        model_chunk: Some(ModelChunk::FileData(c.to_vec())),
-    }));
-    let corpus = vec![
-        stream_bytes(&sliced),
-        stream_bytes(&install_model_requests(5, &synset, &arch, &weights).unwrap()),
-        stream_bytes(&install_model_requests(6, b"", b"", b"").unwrap()),
-    ];
+    let corpus = targets::model_upload_corpus();
+    assert_eq!(corpus.len(), 3);
     let mut whole = ModelAssembler::default();
     assert!(feed(&corpus[0], |m| whole.push(m).is_ok()));
     let model = whole.finish().unwrap();
     assert_eq!(
         (model.synset, model.architecture, model.weights),
-        (synset, arch, weights)
+        targets::upload_model()
     );
-    let ran = fuzz::run("model stream", 13, &corpus, iterations(20_000), |b| {
-        let mut assembler = ModelAssembler::default();
-        if feed(b, |m| assembler.push(m).is_ok()) {
-            let _ = assembler.finish();
-        }
-    })
+    let ran = fuzz::run(
+        "model stream",
+        13,
+        &corpus,
+        iterations(20_000),
+        targets::model_upload,
+    )
     .unwrap_or_else(|e| panic!("{e}"));
     eprintln!("model stream: {ran} inputs");
 }

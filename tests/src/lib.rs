@@ -9,6 +9,7 @@
 pub mod checker;
 pub mod cluster;
 pub use derecho_fabric::fuzz;
+pub mod fuzz_targets;
 pub mod kv;
 pub mod ports;
 pub mod sim;

@@ -27,8 +27,8 @@
 //! a fabric starting up removes the files of processes that no longer exist (left by a crash).
 
 mod link;
-mod mapping;
-mod wire;
+pub(crate) mod mapping;
+pub(crate) mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

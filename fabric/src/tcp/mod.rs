@@ -14,7 +14,7 @@
 //! it at once; a peer that hangs is caught by completion timeouts in the layers above.
 
 mod link;
-mod wire;
+pub(crate) mod wire;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
