@@ -333,10 +333,13 @@ mod tests {
                     .encode()
             })
             .collect();
-        crate::fuzz::run("side-channel frames", 5, &corpus, 100_000, |b| {
-            let _ = Msg::read_from(&mut &b[..]);
-            let _ = read::<4>(&mut &b[..], 1..=9, 1024);
-        })
+        crate::fuzz::run(
+            "side-channel frames",
+            5,
+            &corpus,
+            100_000,
+            crate::fuzz_targets::side_channel_frames,
+        )
         .unwrap_or_else(|e| panic!("{e}"));
     }
 
