@@ -569,7 +569,14 @@ fn read_by(tcp: &mut TcpStream, buf: &mut [u8], by: Instant) -> io::Result<()> {
         match tcp.read(&mut buf[have..]) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => have += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // A read that waited out the time left comes back here and ends as `TimedOut`.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => return Err(e),
         }
     }
@@ -1102,6 +1109,44 @@ mod tests {
         );
         assert!(matches!(srv, Err(AuthError::Failed(_))), "{srv:?}");
         assert!(cli.is_err());
+    }
+
+    /// Mutations of a real first flight (preamble and first message) and of a real
+    /// confirmation, sent to a listener: each is refused with an error, none panics, and no
+    /// handshake outlives its deadline.
+    #[test]
+    fn mutated_handshakes_are_refused_without_panics() {
+        // Record an honest dialer's bytes: the first flight, then (after a real answer) the
+        // confirmation.
+        let (flight, ()) = pair(
+            |mut s| {
+                let mut b = vec![0u8; 10 + MSG1_LEN];
+                s.read_exact(&mut b).unwrap();
+                b
+            },
+            |s| {
+                let _ = connect(
+                    s,
+                    &member(1),
+                    Role::Gms,
+                    7,
+                    None,
+                    Duration::from_millis(200),
+                );
+            },
+        );
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ran = crate::fuzz::run("secure handshake", 11, &[flight], 2000, |bytes| {
+            let mut dialer = TcpStream::connect(addr).unwrap();
+            let (tcp, _) = listener.accept().unwrap();
+            let _ = dialer.write_all(bytes);
+            drop(dialer);
+            let r = accept(tcp, &member(1), Role::Gms, 2, Duration::from_millis(500));
+            assert!(r.is_err(), "a mutated first flight was accepted");
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(ran >= 2000);
     }
 
     #[test]
