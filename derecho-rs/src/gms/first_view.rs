@@ -330,7 +330,7 @@ fn read_first(
 ) -> Option<FirstMessage> {
     // Socket options fail only on a closed socket, which the read below reports.
     let _ = tcp.set_nonblocking(false);
-    let (mut stream, peer) = match auth.accept(tcp, Role::Gms) {
+    let (mut stream, peer) = match super::accept_gms(auth, tcp) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(%from, error = %e, "refused a GMS connection");

@@ -23,13 +23,14 @@ pub mod view;
 pub mod wire;
 
 use std::collections::HashMap;
+use std::io::Read as _;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use derecho_fabric::secure::{Role, Stream};
+use derecho_fabric::secure::{AuthError, Role, Stream};
 use derecho_fabric::sync::lock;
 
 use crate::auth::{claims_match, Auth};
@@ -323,9 +324,33 @@ fn serve(listener: &TcpListener, shared: &Arc<Shared>, stop: &AtomicBool) {
 }
 
 /// Answers one connection to the GMS port: a probe, or a join request.
+/// Authenticates a connection to the GMS port. A node that speaks the open protocol to a
+/// secure group is told so in its own protocol (a clear refusal it can print), instead of
+/// finding the connection closed until its join times out.
+pub(crate) fn accept_gms(
+    auth: &Auth,
+    tcp: TcpStream,
+) -> Result<(Stream, Option<derecho_fabric::secure::Peer>), AuthError> {
+    let spare = tcp.try_clone().ok();
+    let accepted = auth.accept(tcp, Role::Gms);
+    if let (Err(AuthError::NotSecure), Some(mut spare)) = (&accepted, spare) {
+        let refusal = GmsMessage::Refused(Refusal::NotNow(
+            "this group requires [SECURITY] mode = secret with its group secret".into(),
+        ));
+        // Best effort, and bounded: the node is refused either way. Reading what it sent
+        // before closing keeps the refusal from being lost to a reset.
+        if wire::write_msg(&mut spare, &refusal).is_ok() {
+            let _ = spare.shutdown(std::net::Shutdown::Write);
+            let _ = spare.set_read_timeout(Some(Duration::from_millis(200)));
+            let _ = std::io::copy(&mut (&mut spare).take(64 << 10), &mut std::io::sink());
+        }
+    }
+    accepted
+}
+
 fn handle(tcp: TcpStream, shared: &Shared) {
     let from = tcp.peer_addr().ok();
-    let (mut stream, peer) = match shared.auth.accept(tcp, Role::Gms) {
+    let (mut stream, peer) = match accept_gms(&shared.auth, tcp) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(?from, error = %e, "refused a GMS connection");
