@@ -114,39 +114,6 @@ impl Auth {
     }
 }
 
-/// Runs `job` on a thread named `name` if fewer than `max` jobs counted by `count` run; says
-/// whether it started. Listeners use it to authenticate and read new connections in parallel,
-/// so that a silent one never holds up another, with a bound on how many strangers can cost
-/// a thread at once.
-pub(crate) fn spawn_bounded(
-    count: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    max: usize,
-    name: &str,
-    job: impl FnOnce() + Send + 'static,
-) -> bool {
-    use std::sync::atomic::Ordering;
-    /// Gives the place back however the job ends, a panic included (or, if the thread could
-    /// not be started, when the job is dropped unrun).
-    struct Place(std::sync::Arc<std::sync::atomic::AtomicUsize>);
-    impl Drop for Place {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-    if count.fetch_add(1, Ordering::SeqCst) >= max {
-        count.fetch_sub(1, Ordering::SeqCst);
-        return false;
-    }
-    let place = Place(std::sync::Arc::clone(count));
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            let _place = place;
-            job();
-        })
-        .is_ok()
-}
-
 /// An [`AuthError`] as an I/O error, so that callers report it through their usual paths:
 /// `PermissionDenied` for a refusal that asking again cannot change (another secret, another
 /// protocol, another node: [`AuthError::Refused`] and the local checks), `ConnectionAborted`

@@ -4,6 +4,9 @@
 //! these crates is left consistent between operations (a panic mid-update is a bug that is
 //! reported where it happens), so the other threads carry on with the data instead of
 //! propagating the poison: every lock is taken through these functions.
+//!
+//! [`spawn_bounded`] is the one way listeners give each new connection a thread of its own
+//! under a bound.
 
 use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
@@ -33,4 +36,36 @@ pub fn wait_timeout<'a, T>(
         Ok((g, _)) => g,
         Err(p) => p.into_inner().0,
     }
+}
+
+/// Runs `job` on a thread named `name` if fewer than `max` jobs counted by `count` run; says
+/// whether it started. Listeners use it to handshake and read new connections in parallel, so
+/// that a silent one never holds up another, with a bound on how many strangers can cost a
+/// thread at once. The place is given back however the job ends, a panic included (or, if the
+/// thread cannot start, when the unrun job is dropped).
+pub fn spawn_bounded(
+    count: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    max: usize,
+    name: &str,
+    job: impl FnOnce() + Send + 'static,
+) -> bool {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    struct Place(std::sync::Arc<AtomicUsize>);
+    impl Drop for Place {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    if count.fetch_add(1, Ordering::SeqCst) >= max {
+        count.fetch_sub(1, Ordering::SeqCst);
+        return false;
+    }
+    let place = Place(std::sync::Arc::clone(count));
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _place = place;
+            job();
+        })
+        .is_ok()
 }

@@ -308,12 +308,13 @@ impl Opening<'_> {
     fn start(&self, tcp: TcpStream, from: SocketAddr) {
         let (auth, done) = (self.auth.clone(), self.done.clone());
         let (leader, handshake) = (self.leader, self.handshake);
-        let started = crate::auth::spawn_bounded(self.count, MAX_OPENING, "gms-open", move || {
-            if let Some(first) = read_first(tcp, from, &auth, leader, handshake) {
-                // The leader may have formed its group meanwhile; the connection closes.
-                drop(done.send(first));
-            }
-        });
+        let started =
+            derecho_fabric::sync::spawn_bounded(self.count, MAX_OPENING, "gms-open", move || {
+                if let Some(first) = read_first(tcp, from, &auth, leader, handshake) {
+                    // The leader may have formed its group meanwhile; the connection closes.
+                    drop(done.send(first));
+                }
+            });
         if !started {
             tracing::warn!(%from, "closed a GMS connection: too many are being read");
         }

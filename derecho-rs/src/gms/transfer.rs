@@ -377,25 +377,26 @@ fn open_in_background(
     done: &std::sync::mpsc::Sender<Opened>,
 ) {
     let (auth, done) = (auth.clone(), done.clone());
-    let started = crate::auth::spawn_bounded(opening, MAX_OPENING, "transfer-open", move || {
-        let opened = (|| {
-            // Socket options fail only on a closed socket, which the handshake reports.
-            let _ = tcp.set_nonblocking(false);
-            let (mut stream, _) = auth
-                .accept(tcp, Role::StateTransfer)
-                .map_err(crate::auth::into_io)?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            stream.set_read_timeout(Some(left.max(Duration::from_millis(100))))?;
-            let mut header = [0u8; HEADER_LEN];
-            stream.read_exact(&mut header)?;
-            Ok::<_, io::Error>((stream, header, from))
-        })();
-        match opened {
-            // The receiver may have finished meanwhile; the connection then just closes.
-            Ok(o) => drop(done.send(o)),
-            Err(e) => tracing::warn!(%from, error = %e, "refused a state transfer connection"),
-        }
-    });
+    let started =
+        derecho_fabric::sync::spawn_bounded(opening, MAX_OPENING, "transfer-open", move || {
+            let opened = (|| {
+                // Socket options fail only on a closed socket, which the handshake reports.
+                let _ = tcp.set_nonblocking(false);
+                let (mut stream, _) = auth
+                    .accept(tcp, Role::StateTransfer)
+                    .map_err(crate::auth::into_io)?;
+                let left = deadline.saturating_duration_since(Instant::now());
+                stream.set_read_timeout(Some(left.max(Duration::from_millis(100))))?;
+                let mut header = [0u8; HEADER_LEN];
+                stream.read_exact(&mut header)?;
+                Ok::<_, io::Error>((stream, header, from))
+            })();
+            match opened {
+                // The receiver may have finished meanwhile; the connection then just closes.
+                Ok(o) => drop(done.send(o)),
+                Err(e) => tracing::warn!(%from, error = %e, "refused a state transfer connection"),
+            }
+        });
     if !started {
         tracing::warn!(%from, "closed a state transfer connection: too many are opening");
     }

@@ -124,16 +124,9 @@ fn accept_loop(
             break;
         }
         let Ok(stream) = conn else { continue };
-        if open.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
-            tracing::warn!("refused a P2P connection: {MAX_CONNECTIONS} are open");
-            continue;
-        }
-        open.fetch_add(1, Ordering::SeqCst);
-        let (h, o, s) = (Arc::clone(handler), Arc::clone(&open), Arc::clone(stop));
-        let auth = auth.clone();
-        let spawned = std::thread::Builder::new()
-            .name("p2p-conn".into())
-            .spawn(move || {
+        let (h, s, auth) = (Arc::clone(handler), Arc::clone(stop), auth.clone());
+        let started =
+            derecho_fabric::sync::spawn_bounded(&open, MAX_CONNECTIONS, "p2p-conn", move || {
                 let from = stream.peer_addr().ok();
                 match serve_conn(stream, &h, limits, &s, &auth) {
                     Ok(()) => {}
@@ -142,10 +135,9 @@ fn accept_loop(
                     }
                     Err(e) => tracing::debug!(error = %e, "a P2P connection closed"),
                 }
-                o.fetch_sub(1, Ordering::SeqCst);
             });
-        if spawned.is_err() {
-            open.fetch_sub(1, Ordering::SeqCst);
+        if !started {
+            tracing::warn!("refused a P2P connection: {MAX_CONNECTIONS} are open");
         }
     }
 }

@@ -436,29 +436,10 @@ fn accept_loop(
                 continue;
             }
         };
-        if handshakes.fetch_add(1, Ordering::SeqCst) >= max {
-            handshakes.fetch_sub(1, Ordering::SeqCst);
+        let handshake = handshake.clone();
+        if !crate::sync::spawn_bounded(handshakes, max, hello_thread, move || handshake(stream)) {
             tracing::warn!("too many concurrent handshakes; closing a connection");
-            continue;
         }
-        let (place, handshake) = (Place(Arc::clone(handshakes)), handshake.clone());
-        // If the thread cannot start, the closure is dropped and gives the place back.
-        let _ = std::thread::Builder::new()
-            .name(hello_thread.into())
-            .spawn(move || {
-                let _place = place;
-                handshake(stream);
-            });
-    }
-}
-
-/// A handshake's place among the `max_handshakes`: given back when dropped, so that a
-/// handshake that panics (or a thread that cannot start) does not keep it.
-struct Place(Arc<AtomicUsize>);
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
