@@ -307,6 +307,19 @@ impl GroupNode {
         deliver: DeliveryHandler,
         hooks: Hooks,
     ) -> Result<Self, GroupError> {
+        let auth = Auth::of_member(config)?;
+        Self::start_authenticated(config, auth, layout, deliver, hooks)
+    }
+
+    /// [`GroupNode::start_hooks`] with the member's credentials already loaded (the replicated
+    /// objects' builder loads them once for its P2P port and the member).
+    pub(crate) fn start_authenticated(
+        config: &Config,
+        auth: Auth,
+        layout: LayoutFn,
+        deliver: DeliveryHandler,
+        hooks: Hooks,
+    ) -> Result<Self, GroupError> {
         let d = &config.derecho;
         let me = MemberInfo {
             id: d.local_id,
@@ -316,7 +329,6 @@ impl GroupNode {
             state_transfer_port: d.state_transfer_port,
             external_port: d.external_port,
         };
-        let auth = Auth::of_member(config)?;
         if auth.is_secure() {
             tracing::info!(
                 id = d.local_id,

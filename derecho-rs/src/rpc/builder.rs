@@ -206,7 +206,7 @@ impl GroupBuilder {
             d.local_id,
             Arc::new(Served(Arc::downgrade(&inner))),
             limits,
-            auth,
+            auth.clone(),
         )?;
         let w = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -222,8 +222,9 @@ impl GroupBuilder {
         }
         let layout = layout_from_policy(policy, &self.config)?;
         let (on_deliver, on_view) = (Arc::downgrade(&inner), Arc::downgrade(&inner));
-        let node = GroupNode::start_hooks(
+        let node = GroupNode::start_authenticated(
             &self.config,
+            auth,
             layout,
             Box::new(move |d| {
                 if let Some(i) = on_deliver.upgrade() {
