@@ -332,7 +332,8 @@ impl GroupNode {
         if auth.is_secure() {
             tracing::info!(
                 id = d.local_id,
-                "[SECURITY] mode = secret: every connection is authenticated"
+                mode = auth.credentials().mode(),
+                "[SECURITY]: every connection is authenticated"
             );
         }
         let fabric = start_fabric_with(config, auth.credentials().clone())?;

@@ -120,3 +120,114 @@ impl Replicated for Kv {
         Ok(())
     }
 }
+
+/// Helpers for tests of a small group of [`Kv`] replicas: one subgroup over every member
+/// (1 shard, 1 to 4 members).
+pub mod group {
+    use std::time::Duration;
+
+    use derecho::layout::{LayoutPolicy, SubgroupPolicy, TypePolicy};
+    use derecho::rpc::p2p::Limits;
+    use derecho::rpc::{Group, GroupBuilder, StartError};
+
+    use super::{Kv, KvUpdate};
+
+    /// Starts a member with `cfg`, bounded at 20 s.
+    pub fn start(cfg: &derecho::Config) -> Result<Group, StartError> {
+        GroupBuilder::new(cfg)
+            .replicated::<Kv>("Kv", |_| Kv::default())
+            .layout(LayoutPolicy {
+                types: vec![TypePolicy::new(
+                    "Kv",
+                    vec![SubgroupPolicy::flexible_even(1, 1, 4)],
+                )],
+            })
+            .timeout(Duration::from_secs(20))
+            .start()
+    }
+
+    /// P2P limits for clients of the group.
+    pub fn limits() -> Limits {
+        Limits {
+            request: 64 << 10,
+            reply: 64 << 10,
+            window: 16,
+        }
+    }
+
+    /// An ordered put of `key = value` through `g`; returns how many members answered Ok.
+    /// Panics if the send or its wait fails (for tests).
+    pub fn put(g: &Group, key: &str, value: u8) -> usize {
+        #[allow(clippy::expect_used)]
+        g.subgroup::<Kv>(0)
+            .expect("the Kv subgroup")
+            .ordered_send(&KvUpdate::Put(key.into(), vec![value]))
+            .expect("the put is sent")
+            .wait()
+            .expect("the put is answered")
+            .values()
+            .filter(|r| r.is_ok())
+            .count()
+    }
+
+    /// Connects an external client to `addr` with `credentials` and reads `key` from the
+    /// first member of the subgroup's shard. Panics if that fails (for tests).
+    pub fn get_as_client(
+        addr: std::net::SocketAddr,
+        credentials: derecho::secure::Credentials,
+        key: &str,
+    ) -> Option<Vec<u8>> {
+        #[allow(clippy::expect_used)]
+        let client = derecho::rpc::external::ExternalClient::connect_with(
+            addr,
+            limits(),
+            Duration::from_secs(10),
+            credentials,
+        )
+        .expect("the client connects");
+        let who = client.shard_members(0)[0][0];
+        #[allow(clippy::expect_used)]
+        match client
+            .p2p_send::<Kv>(0, who, &super::KvQuery::Get(key.into()))
+            .expect("the member answers")
+        {
+            super::KvReply::Value(v) => v,
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+
+    /// Checks, after `joiner` joined `old` (whose first view was `first_vid`, and which held
+    /// `key = value`): the joiner received that state, an update reaches all `members`, only
+    /// the joiner's view was installed and the view holds exactly `members`. Panics otherwise.
+    pub fn assert_joined(
+        old: &Group,
+        joiner: &Group,
+        first_vid: u64,
+        (key, value): (&str, u8),
+        members: &[u32],
+    ) {
+        #[allow(clippy::expect_used)]
+        let got = joiner
+            .subgroup::<Kv>(0)
+            .expect("the Kv subgroup")
+            .with_local(|kv| kv.map.get(key).cloned());
+        assert_eq!(
+            got,
+            Some(Some(vec![value])),
+            "the joiner received the replica state"
+        );
+        assert_eq!(put(old, "after-join", value), members.len());
+        let view = old.view();
+        assert_eq!(
+            view.vid,
+            first_vid + 1,
+            "only the joiner's view was installed"
+        );
+        let mut ids: Vec<u32> = view.members.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        assert_eq!(
+            ids, members,
+            "no intruder is a member and nobody was evicted"
+        );
+    }
+}

@@ -12,13 +12,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use derecho::config::{Config, SecurityMode};
-use derecho::layout::{LayoutPolicy, SubgroupPolicy, TypePolicy};
 use derecho::rpc::external::ExternalClient;
-use derecho::rpc::p2p::Limits;
 use derecho::rpc::wire::{self, Kind};
-use derecho::rpc::{Group, GroupBuilder};
+use derecho::rpc::Group;
 use derecho::secure::{self, Credentials, Role, Secret};
-use derecho_tests::kv::{Kv, KvQuery, KvReply, KvUpdate};
+use derecho_tests::kv::group::{assert_joined, get_as_client, limits, put, start};
 use derecho_tests::ports::{listen_port, local_member};
 
 struct Keys {
@@ -64,44 +62,6 @@ fn config(id: u32, contact: u16, group_key: Option<&Path>, clients_key: &Path) -
     c
 }
 
-fn policy() -> LayoutPolicy {
-    LayoutPolicy {
-        types: vec![TypePolicy::new(
-            "Kv",
-            vec![SubgroupPolicy::flexible_even(1, 1, 4)],
-        )],
-    }
-}
-
-fn start(cfg: &Config) -> Result<Group, derecho::rpc::StartError> {
-    GroupBuilder::new(cfg)
-        .replicated::<Kv>("Kv", |_| Kv::default())
-        .layout(policy())
-        .timeout(Duration::from_secs(20))
-        .start()
-}
-
-fn limits() -> Limits {
-    Limits {
-        request: 64 << 10,
-        reply: 64 << 10,
-        window: 16,
-    }
-}
-
-/// An ordered put through `g`: every member of the shard answers.
-fn put(g: &Group, key: &str) -> usize {
-    g.subgroup::<Kv>(0)
-        .unwrap()
-        .ordered_send(&KvUpdate::Put(key.into(), vec![7]))
-        .unwrap()
-        .wait()
-        .unwrap()
-        .values()
-        .filter(|r| r.is_ok())
-        .count()
-}
-
 /// Writes `bytes` in clear to `addr` and reports whether the server refused them: it closed
 /// the connection with no answer, or (the GMS port, which tells open-mode nodes why) with
 /// nothing but a GMS refusal.
@@ -133,7 +93,7 @@ fn a_secure_group_serves_its_members_and_clients_and_refuses_intruders() {
     let first_vid = groups[0].view().vid;
     assert_eq!(groups[0].members().len(), 3);
     assert_eq!(
-        put(&groups[0], "before"),
+        put(&groups[0], "before", 7),
         3,
         "ordered updates reach every member"
     );
@@ -187,21 +147,10 @@ fn a_secure_group_serves_its_members_and_clients_and_refuses_intruders() {
 
     // The external client with the client secret is served.
     let ext_addr = SocketAddr::new(ip, cfgs[2].derecho.external_port);
-    let client = ExternalClient::connect_with(
-        ext_addr,
-        limits(),
-        Duration::from_secs(10),
-        client_creds.clone(),
-    )
-    .unwrap();
-    let who = client.shard_members(0)[0][0];
-    match client
-        .p2p_send::<Kv>(0, who, &KvQuery::Get("before".into()))
-        .unwrap()
-    {
-        KvReply::Value(Some(v)) => assert_eq!(v, vec![7]),
-        other => panic!("unexpected reply {other:?}"),
-    }
+    assert_eq!(
+        get_as_client(ext_addr, client_creds.clone(), "before"),
+        Some(vec![7])
+    );
     // Without credentials, or with the group secret posing as the client secret, it is not.
     assert!(ExternalClient::connect(ext_addr, limits(), Duration::from_secs(5)).is_err());
     let posing = Credentials::Client {
@@ -236,28 +185,7 @@ fn a_secure_group_serves_its_members_and_clients_and_refuses_intruders() {
     // A member with the secret joins, with state transfer, and everyone still delivers.
     let joiner_cfg = config(3, contact, Some(&keys.group), &keys.clients);
     let joiner = start(&joiner_cfg).unwrap();
-    assert_eq!(
-        joiner
-            .subgroup::<Kv>(0)
-            .unwrap()
-            .with_local(|kv| kv.map.get("before").cloned()),
-        Some(Some(vec![7])),
-        "the joiner received the replica state"
-    );
-    assert_eq!(put(&groups[0], "after"), 4);
-    let view = groups[0].view();
-    assert_eq!(
-        view.vid,
-        first_vid + 1,
-        "only the joiner's view was installed"
-    );
-    let mut ids: Vec<u32> = view.members.iter().map(|m| m.id).collect();
-    ids.sort_unstable();
-    assert_eq!(
-        ids,
-        vec![0, 1, 2, 3],
-        "no intruder is a member and nobody was evicted"
-    );
+    assert_joined(&groups[0], &joiner, first_vid, ("before", 7), &[0, 1, 2, 3]);
     drop(joiner);
     drop(groups);
 }

@@ -174,6 +174,28 @@ fn check_security(s: &SecuritySection, settings: &Settings) -> Result<(), Config
         key: key(k),
         reason: reason.to_string(),
     };
+    let secrets = [
+        ("group_secret_file", &s.group_secret_file),
+        ("client_secret_file", &s.client_secret_file),
+    ];
+    let certs = [
+        ("ca_file", &s.ca_file),
+        ("cert_file", &s.cert_file),
+        ("key_file", &s.key_file),
+    ];
+    // Files of a mode that is not the one chosen: the operator meant something else.
+    let stray = |files: &[(&str, &PathBuf)], belongs: &str| {
+        files.iter().find(|(_, p)| set(p)).map(|(k, _)| {
+            inconsistent(
+                k,
+                &format!(
+                    "`{k}` belongs to `mode = {belongs}` but `mode` is `{}`: set the mode \
+                     or remove the key",
+                    s.mode
+                ),
+            )
+        })
+    };
     match s.mode {
         SecurityMode::Secret if !set(&s.group_secret_file) && !set(&s.client_secret_file) => {
             Err(inconsistent(
@@ -183,17 +205,19 @@ fn check_security(s: &SecuritySection, settings: &Settings) -> Result<(), Config
                  `derecho-secret new FILE` makes",
             ))
         }
-        SecurityMode::Open if set(&s.group_secret_file) => Err(inconsistent(
-            "group_secret_file",
-            "a group secret is configured but `mode` is `open`: set `mode = secret` to use it, \
-             or remove the key",
-        )),
-        SecurityMode::Open if set(&s.client_secret_file) => Err(inconsistent(
-            "client_secret_file",
-            "a client secret is configured but `mode` is `open`: set `mode = secret` to use it, \
-             or remove the key",
-        )),
-        _ => Ok(()),
+        SecurityMode::Certificate => match certs.iter().find(|(_, p)| !set(p)) {
+            Some((k, _)) => Err(inconsistent(
+                k,
+                "`mode = certificate` needs `ca_file`, `cert_file` and `key_file`: the group \
+                 CA's certificate, this process's certificate and its key, which \
+                 `derecho-secret ca` and `derecho-secret issue` make",
+            )),
+            None => stray(&secrets, "secret").map_or(Ok(()), Err),
+        },
+        SecurityMode::Secret => stray(&certs, "certificate").map_or(Ok(()), Err),
+        SecurityMode::Open => stray(&secrets, "secret")
+            .or_else(|| stray(&certs, "certificate"))
+            .map_or(Ok(()), Err),
     }
 }
 

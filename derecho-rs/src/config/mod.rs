@@ -37,6 +37,7 @@ mod write;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 pub use error::{ConfigError, Origin};
 pub use launcher::Launched;
@@ -52,7 +53,7 @@ pub use value::{
     Durability, FabricBackend, Launcher, LogLevel, ParseEnumError, RdmcSendAlgorithm, SecurityMode,
 };
 
-use derecho_fabric::secure::{Credentials, Secret, SecretError};
+use derecho_fabric::secure::{Credentials, Identity, Secret, SecretError, TlsCredentials};
 use layer::{Settings, Warnings};
 
 /// A complete, validated configuration.
@@ -150,12 +151,25 @@ fn load_secret(path: &Path, key: &'static str) -> Result<Secret, SecretError> {
 
 impl Config {
     /// Loads the member credentials `[SECURITY]` names: [`Credentials::Open`] in the open
-    /// mode; the group secret (and the client secret, if configured) in the secret mode. The
-    /// files must be readable by their owner only.
+    /// mode; the group secret (and the client secret, if configured) in the secret mode; the
+    /// CA certificate, this member's certificate and key in the certificate mode, where the
+    /// certificate must name this member's `local_id`. Secret and key files must be readable
+    /// by their owner only.
     pub fn credentials(&self) -> Result<Credentials, SecretError> {
         let s = &self.security;
         match s.mode {
             SecurityMode::Open => Ok(Credentials::Open),
+            SecurityMode::Certificate => {
+                let tls = self.load_certificates()?;
+                let me = Identity::Member(self.derecho.local_id);
+                if tls.identity() != &me {
+                    return Err(SecretError::NotMine {
+                        holder: tls.identity().clone(),
+                        expected: me.to_string(),
+                    });
+                }
+                Ok(Credentials::Certificate(Arc::new(tls)))
+            }
             SecurityMode::Secret => {
                 let group = load_secret(&s.group_secret_file, "group_secret_file")?;
                 let clients = if s.client_secret_file.as_os_str().is_empty() {
@@ -174,15 +188,42 @@ impl Config {
 
     /// Loads the credentials of an external client: the client secret in the secret mode
     /// (its `[SECURITY]` names `mode = secret` and `client_secret_file`; a group secret is
-    /// not needed and not read).
+    /// not needed and not read), or in the certificate mode the CA certificate and a client
+    /// certificate with its key (a member's certificate is refused: clients get their own,
+    /// which open the external port only).
     pub fn client_credentials(&self) -> Result<Credentials, SecretError> {
         let s = &self.security;
         match s.mode {
             SecurityMode::Open => Ok(Credentials::Open),
+            SecurityMode::Certificate => {
+                let tls = self.load_certificates()?;
+                if let Identity::Member(_) = tls.identity() {
+                    return Err(SecretError::NotMine {
+                        holder: tls.identity().clone(),
+                        expected: "an external client".into(),
+                    });
+                }
+                Ok(Credentials::Certificate(Arc::new(tls)))
+            }
             SecurityMode::Secret => Ok(Credentials::Client {
                 clients: load_secret(&s.client_secret_file, "client_secret_file")?,
             }),
         }
+    }
+
+    /// The certificate mode's three files, loaded and checked against each other.
+    fn load_certificates(&self) -> Result<TlsCredentials, SecretError> {
+        let s = &self.security;
+        for (key, path) in [
+            ("ca_file", &s.ca_file),
+            ("cert_file", &s.cert_file),
+            ("key_file", &s.key_file),
+        ] {
+            if path.as_os_str().is_empty() {
+                return Err(SecretError::NotConfigured { key });
+            }
+        }
+        Ok(TlsCredentials::load(&s.ca_file, &s.cert_file, &s.key_file)?)
     }
 
     /// Parses one INI text over the built-in defaults, with no environment, no other file and

@@ -240,10 +240,10 @@ fn nonzero_u64(value: &str, what: &str) -> Result<u64, Problem> {
 }
 
 /// `[SECURITY]` (ours): how members and external clients authenticate. See
-/// [`derecho_fabric::secure`] for what the secret mode proves.
+/// [`derecho_fabric::secure`] for what each mode proves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecuritySection {
-    /// `mode`: `open` (no authentication, the default) or `secret`.
+    /// `mode`: `open` (no authentication, the default), `secret` or `certificate`.
     pub mode: SecurityMode,
     /// `group_secret_file`: a file readable by its owner only, holding 64 hexadecimal digits
     /// (32 random bytes) shared by every member. Required with `mode = secret`.
@@ -251,6 +251,16 @@ pub struct SecuritySection {
     /// `client_secret_file`: the same for external clients, which hold this secret only. Without
     /// it, a secure member refuses every external client.
     pub client_secret_file: PathBuf,
+    /// `ca_file`: the group CA's certificate (PEM), which every member and client trusts.
+    /// Required with `mode = certificate`; `derecho-secret ca DIR` makes a CA.
+    pub ca_file: PathBuf,
+    /// `cert_file`: this process's certificate (PEM), issued by the group CA to this member's
+    /// `local_id` (or to an external client) with `derecho-secret issue`. Required with
+    /// `mode = certificate`.
+    pub cert_file: PathBuf,
+    /// `key_file`: the private key of `cert_file` (PEM), readable by its owner only. Required
+    /// with `mode = certificate`.
+    pub key_file: PathBuf,
 }
 
 impl Default for SecuritySection {
@@ -259,19 +269,32 @@ impl Default for SecuritySection {
             mode: SecurityMode::Open,
             group_secret_file: PathBuf::new(),
             client_secret_file: PathBuf::new(),
+            ca_file: PathBuf::new(),
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
         }
     }
 }
 
 impl Section for SecuritySection {
     const NAME: &'static str = "SECURITY";
-    const KEYS: &'static [&'static str] = &["mode", "group_secret_file", "client_secret_file"];
+    const KEYS: &'static [&'static str] = &[
+        "mode",
+        "group_secret_file",
+        "client_secret_file",
+        "ca_file",
+        "cert_file",
+        "key_file",
+    ];
 
     fn set(&mut self, name: &str, v: &str) -> Result<(), Problem> {
         match name {
             "mode" => self.mode = parse_enum(v)?,
             "group_secret_file" => self.group_secret_file = PathBuf::from(v),
             "client_secret_file" => self.client_secret_file = PathBuf::from(v),
+            "ca_file" => self.ca_file = PathBuf::from(v),
+            "cert_file" => self.cert_file = PathBuf::from(v),
+            "key_file" => self.key_file = PathBuf::from(v),
             other => return Err(unknown(other)),
         }
         Ok(())
@@ -288,6 +311,9 @@ impl Section for SecuritySection {
                 "client_secret_file",
                 self.client_secret_file.to_string_lossy().into_owned(),
             ),
+            ("ca_file", self.ca_file.to_string_lossy().into_owned()),
+            ("cert_file", self.cert_file.to_string_lossy().into_owned()),
+            ("key_file", self.key_file.to_string_lossy().into_owned()),
         ]
     }
 }

@@ -186,6 +186,10 @@ config_enum! {
         /// Every connection proves possession of the group secret (external clients: of the
         /// client secret) and carries authenticated, encrypted frames.
         Secret => "secret",
+        /// Every connection runs mutual TLS 1.3 with certificates issued by the group's CA,
+        /// each naming one member (or one external client), then carries authenticated,
+        /// encrypted frames.
+        Certificate => "certificate",
     }
 }
 

@@ -334,9 +334,10 @@ pub(crate) fn accept_gms(
     let spare = tcp.try_clone().ok();
     let accepted = auth.accept(tcp, Role::Gms);
     if let (Err(AuthError::NotSecure), Some(mut spare)) = (&accepted, spare) {
-        let refusal = GmsMessage::Refused(Refusal::NotNow(
-            "this group requires [SECURITY] mode = secret with its group secret".into(),
-        ));
+        let refusal = GmsMessage::Refused(Refusal::NotNow(format!(
+            "this group requires [SECURITY] mode = {} with the group's credentials",
+            auth.credentials().mode()
+        )));
         // Best effort, and bounded: the node is refused either way. Reading what it sent
         // before closing keeps the refusal from being lost to a reset.
         if wire::write_msg(&mut spare, &refusal).is_ok() {

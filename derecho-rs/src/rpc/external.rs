@@ -47,9 +47,10 @@ impl ExternalClient {
         Self::connect_with(contact, limits, timeout, Credentials::Open)
     }
 
-    /// [`ExternalClient::connect`] with `credentials`: [`Credentials::Client`] (from
-    /// [`crate::Config::client_credentials`]) for a group in `[SECURITY] mode = secret`. A
-    /// client's credentials open the external port only, never a member port.
+    /// [`ExternalClient::connect`] with `credentials` (from
+    /// [`crate::Config::client_credentials`]): a client certificate for a group in
+    /// `[SECURITY] mode = certificate`, the client secret in `mode = secret`. A client's
+    /// credentials open the external port only, never a member port.
     pub fn connect_with(
         contact: SocketAddr,
         limits: Limits,

@@ -1,30 +1,38 @@
-//! Authenticated, encrypted TCP connections for a group that holds a shared secret.
+//! Authenticated, encrypted TCP connections for a group that holds credentials.
 //!
 //! Every TCP connection a member opens or accepts (GMS and joins, state transfer, the fabric's
 //! side channel, P2P, the restart leader, external clients) goes through [`connect`] or
 //! [`accept`] before either side reads a protocol message. With [`Credentials::Open`] they
-//! return the socket as it is. With a secret they run a Noise handshake
-//! (`Noise_NNpsk0_25519_AESGCM_SHA256`, from the `snow` crate) keyed by the secret of the
-//! connection's [`Role`], and every later byte travels in authenticated, encrypted frames.
+//! return the socket as it is. The two secure modes:
 //!
-//! What the handshake proves:
+//! * **Certificates** ([`Credentials::Certificate`], see [`pki`]): mutual TLS 1.3 (rustls with
+//!   ring) under the group's CA. A member's certificate names its node id, a client's names the
+//!   client; the listener admits only certificates the CA issued (and clients on the external
+//!   port only), the dialer only members. A peer is exactly the node its certificate names.
+//! * **A shared secret** ([`Credentials::Member`], [`Credentials::Client`]): a Noise handshake
+//!   (`Noise_NNpsk0_25519_AESGCM_SHA256`, from the `snow` crate) keyed by the secret of the
+//!   connection's [`Role`].
 //!
-//! * **Possession**: the responder can only answer, and the dialer can only send the
-//!   confirmation frame that [`accept`] waits for, if it holds the pre-shared key. A stranger's
-//!   connection is refused before its first protocol byte is read.
-//! * **Freshness**: each side contributes a new ephemeral key, so a recorded handshake cannot
-//!   be replayed (the replayer cannot produce the confirmation frame).
-//! * **Role binding**: the role is part of the prologue, so a handshake made for one port
-//!   fails on another (no cross-port reuse).
-//! * **Identities**: both node ids travel inside the handshake, authenticated; callers compare
-//!   them with the ids their protocol messages claim. In this mode every holder of the group
-//!   secret can claim any member id: the secret admits *the group's machines*, not one node.
-//! * **Client separation**: external clients hold a second secret, accepted on the external
-//!   port only; a client's credentials open no member-only port.
+//! What the handshakes prove:
+//!
+//! * **Possession**: the peer holds a key the group issued (a certificate's key, or the
+//!   pre-shared secret). A stranger's connection is refused before its first protocol byte is
+//!   read: the listener reads protocol bytes only after a frame that only a holder could seal.
+//! * **Freshness**: each side contributes new ephemeral keys, so a recorded handshake cannot
+//!   be replayed.
+//! * **Role binding**: the role is part of the Noise prologue and of the TLS exporter context,
+//!   so a handshake made for one port fails on another (no cross-port reuse).
+//! * **Identities**: [`Peer::id`] is the peer's node id, authenticated; callers compare it with
+//!   the ids their protocol messages claim. With certificates that id is the one the CA bound
+//!   into the certificate. With a secret every holder can claim any member id: the secret
+//!   admits *the group's machines*, not one node.
+//! * **Client separation**: external clients hold their own credentials (a client certificate,
+//!   or a second secret), accepted on the external port only.
 //!
 //! After the handshake, frames are `u16` big-endian length + AES-256-GCM ciphertext with a
 //! per-direction counter nonce, so injected, replayed, reordered or altered bytes fail
-//! authentication and end the connection.
+//! authentication and end the connection. With certificates the frame keys come from the TLS
+//! session's exporter; the TLS records themselves carry only the handshake.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -33,6 +41,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::NodeId;
+
+pub mod pki;
+mod tls;
+
+pub use pki::{CertError, GroupCa, Identity, Issued, TlsCredentials};
 
 /// Length of a group or client secret, in bytes.
 pub const SECRET_LEN: usize = 32;
@@ -123,6 +136,20 @@ pub enum SecretError {
     /// The system's random source failed.
     #[error("cannot draw a random secret: {0}")]
     Random(String),
+    /// The certificate mode's files could not be used.
+    #[error(transparent)]
+    Certificate(#[from] CertError),
+    /// The certificate names another holder than this process.
+    #[error(
+        "[SECURITY] cert_file is issued to {holder}, but this process is {expected}: \
+         give it its own certificate (`derecho-secret issue`)"
+    )]
+    NotMine {
+        /// Whom the certificate names.
+        holder: Identity,
+        /// Who this process is.
+        expected: String,
+    },
 }
 
 impl Secret {
@@ -166,20 +193,12 @@ impl Secret {
             path: path.to_owned(),
             source,
         };
-        let meta = std::fs::metadata(path).map_err(read)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(SecretError::Exposed {
-                    path: path.to_owned(),
-                    mode,
-                });
-            }
+        if let Some(mode) = exposed_mode(path).map_err(read)? {
+            return Err(SecretError::Exposed {
+                path: path.to_owned(),
+                mode,
+            });
         }
-        #[cfg(not(unix))]
-        let _ = meta;
         let text = std::fs::read_to_string(path).map_err(read)?;
         Secret::from_hex(&text).map_err(|why| SecretError::Malformed {
             path: path.to_owned(),
@@ -202,6 +221,23 @@ impl Secret {
     }
 }
 
+/// The permission bits of `path` if users other than its owner may read or write it (a secret
+/// or key file must be private); `None` if it is private (or the platform has no such bits).
+fn exposed_mode(path: &Path) -> io::Result<Option<u32>> {
+    let meta = std::fs::metadata(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        Ok((mode & 0o077 != 0).then_some(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        Ok(None)
+    }
+}
+
 /// What a process holds to take part in authenticated connections.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Credentials {
@@ -221,6 +257,10 @@ pub enum Credentials {
         /// The external clients' secret.
         clients: Secret,
     },
+    /// A holder of a certificate issued by the group's CA (see [`pki`]): a member's
+    /// certificate opens every port, a client's the external one. Connections run mutual
+    /// TLS 1.3.
+    Certificate(Arc<TlsCredentials>),
 }
 
 impl Credentials {
@@ -229,10 +269,19 @@ impl Credentials {
         !matches!(self, Credentials::Open)
     }
 
+    /// The `[SECURITY] mode` these credentials belong to.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Credentials::Open => "open",
+            Credentials::Member { .. } | Credentials::Client { .. } => "secret",
+            Credentials::Certificate(_) => "certificate",
+        }
+    }
+
     /// The key for a connection of `role`, or why there is none.
     fn key_for(&self, role: Role) -> Result<Option<&Secret>, AuthError> {
         match (self, role) {
-            (Credentials::Open, _) => Ok(None),
+            (Credentials::Open | Credentials::Certificate(_), _) => Ok(None),
             (Credentials::Member { clients, .. }, Role::External) => {
                 clients.as_ref().map(Some).ok_or(AuthError::NoClientSecret)
             }
@@ -306,10 +355,25 @@ pub enum AuthError {
     Refused,
     /// The peer does not speak the secure protocol.
     #[error(
-        "the peer does not speak the authenticated protocol (is it configured with \
-         [SECURITY] mode = secret?)"
+        "the peer does not speak the authenticated protocol (is it configured with the \
+         group's [SECURITY] mode?)"
     )]
     NotSecure,
+    /// The peer authenticates in the other secure mode.
+    #[error("the peer uses [SECURITY] mode = {theirs}, this side mode = {ours}")]
+    OtherMode {
+        /// This side's mode.
+        ours: &'static str,
+        /// The peer's mode.
+        theirs: &'static str,
+    },
+    /// The peer ended the handshake with a refusal of this side's certificate.
+    #[error("the peer refused this side: {0} (see its log)")]
+    Rejected(String),
+    /// The peer's certificate is not acceptable here: not issued by the group's CA, expired,
+    /// or naming a holder that may not open this port.
+    #[error("the peer's certificate is not acceptable: {0}")]
+    Certificate(String),
     /// The peer dialed a port of another role.
     #[error("the peer asked for a {got} connection on the {expected} port")]
     WrongRole {
@@ -367,6 +431,9 @@ pub fn connect(
     expect: Option<NodeId>,
     deadline: Duration,
 ) -> Result<(Stream, Option<Peer>), AuthError> {
+    if let Credentials::Certificate(tls) = creds {
+        return tls::connect(tcp, tls, role, local, expect, deadline);
+    }
     let Some(key) = creds.key_for(role)? else {
         return Ok((Stream::open(tcp), None));
     };
@@ -424,7 +491,12 @@ pub fn connect(
     let state = hs
         .into_stateless_transport_mode()
         .map_err(AuthError::failed)?;
-    let mut stream = Stream::sealed(tcp, Arc::new(state), 0);
+    let state = Arc::new(state);
+    let mut stream = Stream::sealed(
+        tcp,
+        (Cipher::Noise(Arc::clone(&state)), 0),
+        (Cipher::Noise(state), 0),
+    );
     // The confirmation: proves to the responder that this side holds the key now.
     let mut confirm = [0u8; 8];
     confirm[..4].copy_from_slice(&local.to_le_bytes());
@@ -470,8 +542,18 @@ pub fn accept_any(
     // The preamble, then the first message, whose size the pattern fixes.
     let mut first = [0u8; 10 + MSG1_LEN];
     read_by(&mut tcp, &mut first[..8], by)?;
-    if &first[..6] != MAGIC || first[7] != 0 {
+    let theirs = match &first[..6] {
+        m if m == MAGIC => "secret",
+        m if tls::is_preamble(m) => "certificate",
+        _ => return Err(AuthError::NotSecure),
+    };
+    if first[7] != 0 {
         return Err(AuthError::NotSecure);
+    }
+    let ours = creds.mode();
+    if ours != theirs {
+        tell_refused(&mut tcp);
+        return Err(AuthError::OtherMode { ours, theirs });
     }
     let Some(role) = Role::from_u8(first[6]).filter(|r| roles.contains(r)) else {
         tell_refused(&mut tcp);
@@ -481,6 +563,9 @@ pub fn accept_any(
             expected: first_role,
         });
     };
+    if let Credentials::Certificate(tls) = creds {
+        return tls::accept(tcp, saved, tls, role, local, by);
+    }
     let Some(key) = creds.key_for(role)? else {
         return Err(AuthError::NotSecure);
     };
@@ -536,7 +621,12 @@ pub fn accept_any(
             "the confirmation frame did not authenticate".into(),
         ));
     }
-    let stream = Stream::sealed(tcp, Arc::new(state), 1);
+    let state = Arc::new(state);
+    let stream = Stream::sealed(
+        tcp,
+        (Cipher::Noise(Arc::clone(&state)), 0),
+        (Cipher::Noise(state), 1),
+    );
     saved.restore(stream.tcp())?;
     Ok((stream, Some(Peer { id: peer, role })))
 }
@@ -658,9 +748,74 @@ impl Timeouts {
     }
 }
 
-/// The sending half of a sealed connection: its cipher state and nonce counter.
+/// The cipher of one direction of a sealed connection.
+enum Cipher {
+    /// A Noise transport state (it knows which direction is this side's).
+    Noise(Arc<snow::StatelessTransportState>),
+    /// AES-256-GCM under this direction's key, drawn from a TLS 1.3 exporter; the nonce is
+    /// the frame number, big-endian, in the last 8 of its 12 bytes. (Boxed: the expanded
+    /// key schedule is large, and each half holds one cipher for the connection's life.)
+    Aes(Box<ring::aead::LessSafeKey>),
+}
+
+impl Cipher {
+    fn aes(key: &[u8]) -> Result<Self, AuthError> {
+        ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, key)
+            .map(|k| Cipher::Aes(Box::new(ring::aead::LessSafeKey::new(k))))
+            .map_err(|_| AuthError::Failed("cannot key the frame cipher".into()))
+    }
+
+    fn nonce(n: u64) -> ring::aead::Nonce {
+        let mut b = [0u8; 12];
+        b[4..].copy_from_slice(&n.to_be_bytes());
+        ring::aead::Nonce::assume_unique_for_key(b)
+    }
+
+    /// Encrypts `plain` as frame number `n` into `out` (room for `plain` and the tag);
+    /// returns the ciphertext's length.
+    fn seal(&self, n: u64, plain: &[u8], out: &mut [u8]) -> io::Result<usize> {
+        let failed = || io::Error::other("a frame could not be sealed");
+        match self {
+            Cipher::Noise(state) => state
+                .write_message(n, plain, out)
+                .map_err(|e| io::Error::other(e.to_string())),
+            Cipher::Aes(key) => {
+                let len = plain.len();
+                let out = out.get_mut(..len + TAG_LEN).ok_or_else(failed)?;
+                out[..len].copy_from_slice(plain);
+                let tag = key
+                    .seal_in_place_separate_tag(
+                        Self::nonce(n),
+                        ring::aead::Aad::empty(),
+                        &mut out[..len],
+                    )
+                    .map_err(|_| failed())?;
+                out[len..].copy_from_slice(tag.as_ref());
+                Ok(len + TAG_LEN)
+            }
+        }
+    }
+
+    /// Decrypts frame number `n` (`body`: ciphertext and tag) into `out`, which has room for
+    /// all of `body`; returns the plaintext's length, or `None` if the frame does not
+    /// authenticate.
+    fn open(&self, n: u64, body: &[u8], out: &mut [u8]) -> Option<usize> {
+        match self {
+            Cipher::Noise(state) => state.read_message(n, body, out).ok(),
+            Cipher::Aes(key) => {
+                let buf = out.get_mut(..body.len())?;
+                buf.copy_from_slice(body);
+                key.open_in_place(Self::nonce(n), ring::aead::Aad::empty(), buf)
+                    .ok()
+                    .map(|plain| plain.len())
+            }
+        }
+    }
+}
+
+/// The sending half of a sealed connection: its cipher and frame counter.
 struct Sealer {
-    state: Arc<snow::StatelessTransportState>,
+    cipher: Cipher,
     nonce: u64,
     broken: bool,
     buf: Vec<u8>,
@@ -678,9 +833,8 @@ impl Sealer {
         let take = data.len().min(MAX_PLAIN);
         self.buf.resize(2 + take + TAG_LEN, 0);
         let n = self
-            .state
-            .write_message(self.nonce, &data[..take], &mut self.buf[2..])
-            .map_err(|e| io::Error::other(e.to_string()))?;
+            .cipher
+            .seal(self.nonce, &data[..take], &mut self.buf[2..])?;
         self.nonce += 1;
         let len = u16::try_from(n).map_err(|_| io::Error::other("sealed frame too long"))?;
         self.buf[..2].copy_from_slice(&len.to_be_bytes());
@@ -694,9 +848,9 @@ impl Sealer {
     }
 }
 
-/// The receiving half: its cipher state, nonce counter and a frame read in part.
+/// The receiving half: its cipher, frame counter and a frame read in part.
 struct Opener {
-    state: Arc<snow::StatelessTransportState>,
+    cipher: Cipher,
     nonce: u64,
     /// The current frame (length prefix included), `have` bytes of it read so far. Sized once
     /// for the largest frame, so that no frame costs an allocation or a clearing.
@@ -710,9 +864,9 @@ struct Opener {
 }
 
 impl Opener {
-    fn new(state: Arc<snow::StatelessTransportState>, nonce: u64) -> Self {
+    fn new(cipher: Cipher, nonce: u64) -> Self {
         Opener {
-            state,
+            cipher,
             nonce,
             frame: vec![0; 2 + MAX_FRAME],
             have: 0,
@@ -760,16 +914,14 @@ impl Opener {
     /// Opens the frame read by [`Opener::fill`] (its body `len` bytes) into `out`. On failure
     /// `out` holds nothing of the frame.
     fn open_into(&mut self, len: usize, out: &mut [u8]) -> io::Result<usize> {
-        let opened = self
-            .state
-            .read_message(self.nonce, &self.frame[2..2 + len], out);
+        let opened = self.cipher.open(self.nonce, &self.frame[2..2 + len], out);
         self.have = 0;
         match opened {
-            Ok(n) => {
+            Some(n) => {
                 self.nonce += 1;
                 Ok(n)
             }
-            Err(_) => {
+            None => {
                 self.broken = true;
                 let wrote = len.min(out.len());
                 out[..wrote].fill(0);
@@ -846,15 +998,16 @@ impl Stream {
         Stream { tcp, seal: None }
     }
 
-    /// A sealed stream whose reader expects the peer's frame number `recv_nonce` next.
-    fn sealed(tcp: TcpStream, state: Arc<snow::StatelessTransportState>, recv_nonce: u64) -> Self {
+    /// A sealed stream whose writer sends frame number `send_nonce` next and whose reader
+    /// expects the peer's frame number `recv_nonce` next.
+    fn sealed(tcp: TcpStream, send: (Cipher, u64), recv: (Cipher, u64)) -> Self {
         let sealer = Sealer {
-            state: Arc::clone(&state),
-            nonce: 0,
+            cipher: send.0,
+            nonce: send.1,
             broken: false,
             buf: Vec::new(),
         };
-        let opener = Opener::new(state, recv_nonce);
+        let opener = Opener::new(recv.0, recv.1);
         Stream {
             tcp,
             seal: Some((sealer, opener)),
@@ -1027,7 +1180,7 @@ mod tests {
     }
 
     /// Runs `server` on an accepted connection and `client` on a dialed one.
-    fn pair<A: Send + 'static, B>(
+    pub(super) fn pair<A: Send + 'static, B>(
         server: impl FnOnce(TcpStream) -> A + Send + 'static,
         client: impl FnOnce(TcpStream) -> B,
     ) -> (A, B) {
@@ -1255,8 +1408,8 @@ mod tests {
                 let (sealer, _) = seal.unwrap();
                 let mut frame = [0u8; 2 + 5 + TAG_LEN];
                 let n = sealer
-                    .state
-                    .write_message(sealer.nonce, b"hello", &mut frame[2..])
+                    .cipher
+                    .seal(sealer.nonce, b"hello", &mut frame[2..])
                     .unwrap();
                 frame[..2].copy_from_slice(&(n as u16).to_be_bytes());
                 frame[5] ^= 1;
@@ -1295,8 +1448,8 @@ mod tests {
                 // Seal into a buffer, then dribble it out in two parts with a pause.
                 let mut frame = [0u8; 2 + 10 + TAG_LEN];
                 let n = sealer
-                    .state
-                    .write_message(sealer.nonce, b"0123456789", &mut frame[2..])
+                    .cipher
+                    .seal(sealer.nonce, b"0123456789", &mut frame[2..])
                     .unwrap();
                 sealer.nonce += 1;
                 frame[..2].copy_from_slice(&(n as u16).to_be_bytes());
