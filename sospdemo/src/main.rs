@@ -15,7 +15,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use clap::{Parser, Subcommand};
 use sospdemo::client::{self, NodeAddr};
-use sospdemo::demo::{self, ClusterSize, DemoOptions};
+use sospdemo::demo::{self, ClusterSize, DemoOptions, Security};
 use sospdemo::model::{random_weights, Architecture, Classifier, ModelFiles, ModelFormat, Synset};
 use sospdemo::train::{self, Task, TrainConfig};
 
@@ -52,9 +52,11 @@ enum Command {
         /// Keep the temporary folder with the configurations and server logs.
         #[arg(long)]
         keep: bool,
-        /// Run the nodes in `[SECURITY] mode = secret` with a group secret made for the run.
-        #[arg(long)]
-        secure: bool,
+        /// Run the nodes in a secure `[SECURITY] mode` with credentials made for the run:
+        /// `certificate` (the default: a group CA and a certificate per node, mutual TLS) or
+        /// `secret` (one group secret).
+        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "certificate")]
+        secure: Option<Security>,
     },
     /// Regenerate the bundled models and sample photos (procedural photos, seeded training).
     Train {
@@ -229,7 +231,7 @@ fn run_client(node: NodeAddr, action: ClientAction) -> AnyResult {
     Ok(())
 }
 
-fn run_demo(size: ClusterSize, keep: bool, secure: bool) -> AnyResult {
+fn run_demo(size: ClusterSize, keep: bool, secure: Option<Security>) -> AnyResult {
     let options = DemoOptions {
         keep_dir: keep,
         secure,
@@ -534,13 +536,24 @@ mod tests {
             Command::Demo {
                 nodes: ClusterSize::Six,
                 keep: false,
-                secure: false
+                secure: None
             }
         ));
         assert!(matches!(
             parse(&["demo", "--secure"]).unwrap(),
-            Command::Demo { secure: true, .. }
+            Command::Demo {
+                secure: Some(Security::Certificate),
+                ..
+            }
         ));
+        assert!(matches!(
+            parse(&["demo", "--secure", "secret"]).unwrap(),
+            Command::Demo {
+                secure: Some(Security::Secret),
+                ..
+            }
+        ));
+        assert!(parse(&["demo", "--secure", "tls"]).is_err());
         assert!(matches!(
             parse(&["demo", "--nodes", "2"]).unwrap(),
             Command::Demo {

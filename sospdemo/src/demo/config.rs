@@ -189,6 +189,24 @@ pub fn secure_section(secret_file: &std::path::Path) -> String {
     )
 }
 
+/// The `[SECURITY]` section that puts a node in the certificate mode: it trusts the group CA
+/// in `ca_file` and holds the certificate `cert_file` (issued to its own id) with its key
+/// `key_file` (append it to [`node_config`]'s text).
+pub fn certificate_section(
+    ca_file: &std::path::Path,
+    cert_file: &std::path::Path,
+    key_file: &std::path::Path,
+) -> String {
+    format!(
+        "\n[SECURITY]\n# Every connection is mutual TLS under the group CA; each node holds a \
+         certificate naming its id.\nmode = certificate\nca_file = {}\ncert_file = {}\n\
+         key_file = {}\n",
+        ca_file.display(),
+        cert_file.display(),
+        key_file.display()
+    )
+}
+
 /// The `[DERECHO]` ports of node `id`, in file order.
 fn node_ports(id: u16) -> [(&'static str, u16); 5] {
     [

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use cluster::{Cluster, ServerCommand, Stopped};
-pub use config::{node_config, secure_section, ClusterSize};
+pub use config::{certificate_section, node_config, secure_section, ClusterSize};
 
 use crate::client::{Client, ClientError, ClientOptions, NodeAddr};
 use crate::model::{ModelError, ModelFiles};
@@ -171,8 +171,19 @@ pub struct DemoOptions {
     pub stop_timeout: Duration,
     /// Keep the temporary directory (configurations and logs) even when the run succeeds.
     pub keep_dir: bool,
-    /// Run the nodes in `[SECURITY] mode = secret`, with a group secret made for this run.
-    pub secure: bool,
+    /// Run the nodes in a secure `[SECURITY] mode`, with credentials made for this run.
+    pub secure: Option<Security>,
+}
+
+/// The secure mode a demo cluster runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Security {
+    /// `mode = certificate`: a group CA made for the run issues each node a certificate
+    /// naming its id; every connection runs mutual TLS 1.3.
+    Certificate,
+    /// `mode = secret`: one group secret made for the run; every connection runs a Noise
+    /// handshake keyed by it.
+    Secret,
 }
 
 impl DemoOptions {
@@ -186,7 +197,7 @@ impl DemoOptions {
             startup_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(20),
             keep_dir: false,
-            secure: false,
+            secure: None,
         })
     }
 }
@@ -302,26 +313,66 @@ fn start_cluster(
 ) -> Result<(), DemoError> {
     let size = options.size;
     config::check_ports_free(size)?;
-    let security = if options.secure {
-        let key = dir.join("group.key");
-        let made = derecho::secure::Secret::generate()
-            .map_err(|e| std::io::Error::other(e.to_string()))
-            .and_then(|s| s.save(&key));
-        made.map_err(|source| DemoError::Io {
-            what: "cannot write the group secret",
-            path: key.clone(),
-            source,
-        })?;
-        say(
-            out,
-            &format!(
-                "secure mode: every connection between the nodes authenticates with {}",
-                key.display()
-            ),
-        )?;
-        config::secure_section(&key)
-    } else {
-        String::new()
+    let io = |what: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |e: String| DemoError::Io {
+            what,
+            path,
+            source: std::io::Error::other(e),
+        }
+    };
+    // One `[SECURITY]` section per node (the certificate mode gives each its own).
+    let security: Vec<String> = match options.secure {
+        None => vec![String::new(); usize::from(size.nodes())],
+        Some(Security::Secret) => {
+            let key = dir.join("group.key");
+            derecho::secure::Secret::generate()
+                .map_err(|e| e.to_string())
+                .and_then(|s| s.save(&key).map_err(|e| e.to_string()))
+                .map_err(io("cannot write the group secret", &key))?;
+            say(
+                out,
+                &format!(
+                    "secure mode: every connection between the nodes authenticates with {}",
+                    key.display()
+                ),
+            )?;
+            vec![config::secure_section(&key); usize::from(size.nodes())]
+        }
+        Some(Security::Certificate) => {
+            let pki = dir.join("pki");
+            std::fs::create_dir_all(&pki).map_err(|source| DemoError::Io {
+                what: "cannot create",
+                path: pki.clone(),
+                source,
+            })?;
+            let ca_file = pki.join("ca.pem");
+            let ca = derecho::secure::GroupCa::new("sospdemo", 2)
+                .and_then(|ca| ca.save(&ca_file, &pki.join("ca.key")).map(|()| ca))
+                .map_err(|e| e.to_string())
+                .map_err(io("cannot make the group CA", &pki))?;
+            let mut sections = Vec::new();
+            for id in 0..size.nodes() {
+                let (cert, key) = (
+                    pki.join(format!("member-{id}.pem")),
+                    pki.join(format!("member-{id}.key")),
+                );
+                ca.issue(&derecho::secure::Identity::Member(u32::from(id)), 2)
+                    .and_then(|issued| issued.save(&cert, &key))
+                    .map_err(|e| e.to_string())
+                    .map_err(io("cannot issue a certificate", &cert))?;
+                sections.push(config::certificate_section(&ca_file, &cert, &key));
+            }
+            say(
+                out,
+                &format!(
+                    "secure mode: every connection between the nodes runs mutual TLS under the \
+                     group CA {} (one certificate per node)",
+                    ca_file.display()
+                ),
+            )?;
+            sections
+        }
     };
     say(
         out,
@@ -341,7 +392,7 @@ fn start_cluster(
             source,
         })?;
         let cfg = node_dir.join("derecho.cfg");
-        let text = node_config(size, id)? + &security;
+        let text = node_config(size, id)? + &security[usize::from(id)];
         std::fs::write(&cfg, text).map_err(|source| DemoError::Io {
             what: "cannot write",
             path: cfg,

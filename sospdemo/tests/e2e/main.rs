@@ -36,7 +36,7 @@ use front_door::{
     bundled_model, bundled_photos, classify_all, expect_status, install_ok, photo, run_cli,
     FrontDoor, Photo,
 };
-use sospdemo::demo::{node_config, secure_section, ClusterSize, FLOWERS_TAG, PETS_TAG};
+use sospdemo::demo::{certificate_section, node_config, ClusterSize, FLOWERS_TAG, PETS_TAG};
 use sospdemo::service::REMOVE_OK;
 use sospdemo::train::Task;
 use sospdemo_proto::install_model_request::ModelChunk;
@@ -622,8 +622,8 @@ fn a_categorizer_restarted_with_its_old_id_fills_its_empty_seat() {
     cluster.stop_cleanly();
 }
 
-/// `test-2-nodes` in `[SECURITY] mode = secret` (what `sospdemo demo --secure` runs): the
-/// nodes authenticate each other and serve as usual, while strangers on every port (bytes in
+/// `test-2-nodes` in `[SECURITY] mode = certificate` (what `sospdemo demo --secure` runs): the
+/// nodes authenticate each other by mutual TLS under a group CA and serve as usual, while strangers on every port (bytes in
 /// clear on each, and 300 idle connections held over all of them) are refused in the logs,
 /// and inference still answers; afterwards the cluster stops cleanly.
 #[test]
@@ -634,12 +634,21 @@ fn a_secure_cluster_serves_while_strangers_hold_300_connections_to_its_ports() {
         return;
     };
     let mut cluster = LocalCluster::new("secure");
-    let key = cluster.root().join("group.key");
-    derecho::secure::Secret::generate()
-        .unwrap()
-        .save(&key)
-        .unwrap();
-    let config = |id| node_config(ClusterSize::Two, id).unwrap() + &secure_section(&key);
+    let pki = cluster.root().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let ca = derecho::secure::GroupCa::new("e2e", 1).unwrap();
+    let ca_file = pki.join("ca.pem");
+    ca.save(&ca_file, &pki.join("ca.key")).unwrap();
+    let config = |id: u16| {
+        let (cert, key) = (pki.join(format!("{id}.pem")), pki.join(format!("{id}.key")));
+        if !cert.exists() {
+            ca.issue(&derecho::secure::Identity::Member(u32::from(id)), 1)
+                .unwrap()
+                .save(&cert, &key)
+                .unwrap();
+        }
+        node_config(ClusterSize::Two, id).unwrap() + &certificate_section(&ca_file, &cert, &key)
+    };
     cluster.start_in_order(0..2, config);
     cluster.wait_ready(&[0, 1]);
     let mut front = FrontDoor::connect(0);
