@@ -91,5 +91,36 @@ impl Drop for ChildGuard {
 
 pub mod figures;
 pub mod group_bench;
+
+/// Puts `config` in `[SECURITY] mode = certificate` under the CA `ca`, with a certificate for
+/// its `local_id` issued into `dir` (made if missing). For benchmarks of the secure mode.
+pub fn use_certificate(
+    config: &mut derecho::Config,
+    ca: &derecho::secure::GroupCa,
+    dir: &std::path::Path,
+) -> Result<(), String> {
+    let id = config.derecho.local_id;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let ca_file = dir.join("ca.pem");
+    if !ca_file.exists() {
+        std::fs::write(&ca_file, ca.cert_pem())
+            .map_err(|e| format!("{}: {e}", ca_file.display()))?;
+    }
+    let (cert, key) = (
+        dir.join(format!("member-{id}.pem")),
+        dir.join(format!("member-{id}.key")),
+    );
+    if !cert.exists() {
+        ca.issue(&derecho::secure::Identity::Member(id), 2)
+            .and_then(|issued| issued.save(&cert, &key))
+            .map_err(|e| e.to_string())?;
+    }
+    let s = &mut config.security;
+    s.mode = derecho::config::SecurityMode::Certificate;
+    s.ca_file = ca_file;
+    s.cert_file = cert;
+    s.key_file = key;
+    Ok(())
+}
 pub mod persist_stream;
 pub mod rpc_bench;

@@ -1,8 +1,9 @@
 //! `join_test`: how long a node takes to join a running group, in one process on 127.0.0.1:
-//! `join_test [--secret FILE] ROUNDS`. Members 0 and 1 form a group with one replicated
+//! `join_test [--secret FILE | --certificates] ROUNDS`. Members 0 and 1 form a group with one replicated
 //! subgroup over every member; then, ROUNDS times, a third member starts (timed from the call
 //! to `GroupBuilder::start` until it returns with the view that holds it, state transfer
-//! included) and leaves again. With `--secret` the group runs in `[SECURITY] mode = secret`.
+//! included) and leaves again. With `--secret` the group runs in `[SECURITY] mode = secret`, with
+//! `--certificates` in `mode = certificate` under a CA made for the run.
 //! Prints one result line with the median, mean and spread of the join times, and every sample.
 
 use std::path::PathBuf;
@@ -15,7 +16,24 @@ use derecho::layout::{LayoutPolicy, SubgroupPolicy, TypePolicy};
 use derecho::rpc::{Group, GroupBuilder};
 use derecho_tests::ports::listen_port as free_port;
 
-fn config(id: u32, contact: u16, secret: Option<&PathBuf>) -> Result<Config, String> {
+/// The group's security: open, a secret file, or a CA with the folder of its certificates.
+enum Security {
+    Open,
+    Secret(PathBuf),
+    Certificates(Box<derecho::secure::GroupCa>, PathBuf),
+}
+
+impl Security {
+    fn name(&self) -> &'static str {
+        match self {
+            Security::Open => "open",
+            Security::Secret(_) => "secret",
+            Security::Certificates(..) => "certificate",
+        }
+    }
+}
+
+fn config(id: u32, contact: u16, security: &Security) -> Result<Config, String> {
     let mut c = Config::default();
     let d = &mut c.derecho;
     d.local_id = id;
@@ -24,9 +42,13 @@ fn config(id: u32, contact: u16, secret: Option<&PathBuf>) -> Result<Config, Str
     d.sst_port = free_port()?;
     d.state_transfer_port = free_port()?;
     d.external_port = free_port()?;
-    if let Some(s) = secret {
-        c.security.mode = SecurityMode::Secret;
-        c.security.group_secret_file = s.clone();
+    match security {
+        Security::Open => {}
+        Security::Secret(s) => {
+            c.security.mode = SecurityMode::Secret;
+            c.security.group_secret_file = s.clone();
+        }
+        Security::Certificates(ca, dir) => benches::use_certificate(&mut c, ca, dir)?,
     }
     Ok(c)
 }
@@ -48,18 +70,25 @@ fn start(c: &Config) -> Result<Group, String> {
 
 fn run() -> Result<String, String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (secret, rest) = match args.as_slice() {
-        [flag, file, rest @ ..] if flag == "--secret" => (Some(PathBuf::from(file)), rest),
-        rest => (None, rest),
+    let (security, rest) = match args.as_slice() {
+        [flag, file, rest @ ..] if flag == "--secret" => {
+            (Security::Secret(PathBuf::from(file)), rest)
+        }
+        [flag, rest @ ..] if flag == "--certificates" => {
+            let ca = derecho::secure::GroupCa::new("join_test", 1).map_err(|e| e.to_string())?;
+            let dir = std::env::temp_dir().join(format!("join_test-{}", std::process::id()));
+            (Security::Certificates(Box::new(ca), dir), rest)
+        }
+        rest => (Security::Open, rest),
     };
     let rounds: usize = rest
         .first()
-        .ok_or("usage: join_test [--secret FILE] ROUNDS")?
+        .ok_or("usage: join_test [--secret FILE | --certificates] ROUNDS")?
         .parse()
         .map_err(|e| format!("ROUNDS: {e}"))?;
     let contact = free_port()?;
-    let c0 = config(0, contact, secret.as_ref())?;
-    let c1 = config(1, contact, secret.as_ref())?;
+    let c0 = config(0, contact, &security)?;
+    let c1 = config(1, contact, &security)?;
     let (g0, g1) = std::thread::scope(|s| {
         let a = s.spawn(|| start(&c0));
         let b = s.spawn(|| start(&c1));
@@ -70,7 +99,7 @@ fn run() -> Result<String, String> {
     })?;
     let mut ms = Vec::with_capacity(rounds);
     for round in 0..rounds {
-        let c2 = config(2, contact, secret.as_ref())?;
+        let c2 = config(2, contact, &security)?;
         let t = Instant::now();
         let g2 = start(&c2).map_err(|e| format!("round {round}: {e}"))?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
@@ -90,6 +119,9 @@ fn run() -> Result<String, String> {
         }
     }
     drop((g0, g1));
+    if let Security::Certificates(_, dir) = &security {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     ms.sort_by(f64::total_cmp);
     let n = ms.len();
     let (min, max) = (ms.first().copied(), ms.last().copied());
@@ -98,7 +130,7 @@ fn run() -> Result<String, String> {
     Ok(format!(
         "join_test mode={} rounds={n} join_p50_ms={:.1} join_mean_ms={mean:.1} join_min_ms={:.1} \
          join_max_ms={:.1} samples_ms={}",
-        if secret.is_some() { "secret" } else { "open" },
+        security.name(),
         ms.get(n / 2).copied().unwrap_or(0.0),
         min.unwrap_or(0.0),
         max.unwrap_or(0.0),

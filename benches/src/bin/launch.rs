@@ -5,7 +5,7 @@
 //!     [--window W] [--smc BYTES] [--timeout SECS] [--check [--max-pause MS]] \
 //!     [--kill RANK@MS]... [--leave RANK@MS]... [--join @MS]... \
 //!     [--persist DIR [--crash-all @MS --restart-all @MS]] [--csv FILE] [--samples DIR] \
-//!     [--secret FILE] -- <bench> <bench args>
+//!     [--secret FILE | --certificates] -- <bench> <bench args>
 //! ```
 //!
 //! It writes a configuration per node (free ports on 127.0.0.1, node 0 as the contact, the
@@ -20,7 +20,8 @@
 //! ```
 //!
 //! `--secret FILE` runs the group in `[SECURITY] mode = secret` with FILE as the group secret
-//! (make one with `derecho-secret new FILE`).
+//! (make one with `derecho-secret new FILE`). `--certificates` runs it in `mode = certificate`
+//! under a CA made for the run, with one certificate per member.
 //!
 //! `--stop RANK@MS` (repeatable) freezes member RANK with SIGSTOP instead (a hung process:
 //! its sockets stay open, so only timeouts reveal it; it is killed at the end of the run).
@@ -143,6 +144,8 @@ struct Opts {
     samples: Option<PathBuf>,
     /// `[SECURITY] mode = secret` with this group secret file.
     secret: Option<PathBuf>,
+    /// `[SECURITY] mode = certificate` with a CA made for the run.
+    certificates: bool,
     bench: String,
     bench_args: Vec<String>,
 }
@@ -173,6 +176,7 @@ fn parse() -> Result<Opts, String> {
         csv: None,
         samples: None,
         secret: None,
+        certificates: false,
         bench: theirs
             .first()
             .cloned()
@@ -183,6 +187,10 @@ fn parse() -> Result<Opts, String> {
     while let Some(flag) = it.next() {
         if flag == "--check" {
             o.check = true;
+            continue;
+        }
+        if flag == "--certificates" {
+            o.certificates = true;
             continue;
         }
         let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -281,6 +289,11 @@ fn free_port() -> Result<u16, String> {
 
 fn configs(o: &Opts, dir: &std::path::Path) -> Result<Vec<PathBuf>, String> {
     let contact = free_port()?;
+    let ca = if o.certificates {
+        Some(derecho::secure::GroupCa::new("launch", 2).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
     let mut paths = Vec::new();
     // Joiners get ids after the first members, in the order of their times.
     for i in 0..o.nodes + o.joins.len() {
@@ -302,6 +315,9 @@ fn configs(o: &Opts, dir: &std::path::Path) -> Result<Vec<PathBuf>, String> {
         if let Some(secret) = &o.secret {
             c.security.mode = derecho::config::SecurityMode::Secret;
             c.security.group_secret_file = secret.clone();
+        }
+        if let Some(ca) = &ca {
+            benches::use_certificate(&mut c, ca, &dir.join("pki"))?;
         }
         if let Some(dir) = &o.persist {
             c.pers.file_path = dir.join(format!("n{i}"));
