@@ -15,6 +15,9 @@
 //!   the object-safe [`PersistentField`] trait.
 //! * [`names`] — stable file names per (subgroup type, index, shard, field) and
 //!   the restart scan [`min_latest_persisted`].
+//! * [`sign`] — optional Ed25519 signatures over logs: key files
+//!   ([`generate_signing_key`], [`Signer`]), the chain rule, and
+//!   [`Log::verify`] with a [`PublicKey`].
 //!
 //! # Example
 //! ```
@@ -50,14 +53,16 @@ pub mod names;
 pub mod object;
 pub mod persistent;
 pub mod rng;
+pub mod sign;
 pub mod storage;
 pub mod version;
 
 pub use error::{Error, Result, StorageError};
-pub use log::{BatchEntry, Entry, EntryInfo, Log, LogIter, LogOptions, TrimPolicy};
+pub use log::{BatchEntry, Entry, EntryInfo, Log, LogIter, LogOptions, TrimPolicy, VerifyError};
 pub use names::{field_name, min_latest_persisted, shard_prefix};
 pub use object::{load_object, save_object};
 pub use persistent::{min_persisted_version, Delta, DeltaPersistent, Persistent, PersistentField};
 pub use rng::SplitMix;
+pub use sign::{generate_signing_key, public_key_of, KeyError, PublicKey, Signature, Signer};
 pub use storage::{FileStorage, SimOp, SimStorage, Storage, StorageResult};
 pub use version::{pack, unpack, Hlc, Version, INVALID};

@@ -10,6 +10,12 @@
 //!
 //! Entry kinds in the log: [`KIND_FULL`] holds a whole value (for delta types,
 //! a checkpoint); [`KIND_DELTA`] holds one delta.
+//!
+//! A field opened with a [`LogOptions::signer`] signs every version it writes
+//! (see [`sign`](crate::sign)); [`signature`](Persistent::signature) and
+//! [`verify`](Persistent::verify) read and check the chain. A
+//! [`DeltaPersistent`] version in which nothing changed writes no entry and so
+//! has no signature of its own.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -18,7 +24,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::log::{Log, LogOptions};
+use crate::log::{Log, LogOptions, VerifyError};
+use crate::sign::{PublicKey, Signature};
 use crate::storage::Storage;
 use crate::version::{Hlc, Version, INVALID};
 
@@ -60,6 +67,11 @@ pub trait PersistentField: Send {
     fn latest_version(&self) -> Version;
     /// The latest durable version.
     fn persisted_version(&self) -> Version;
+    /// The signature stored with `version`, if the field's log signed it (see
+    /// [`Log::signature`]).
+    fn signature(&self, version: Version) -> Result<Option<Signature>>;
+    /// Checks the field's signature chain against `key` (see [`Log::verify`]).
+    fn verify(&self, key: &PublicKey) -> Result<Version, VerifyError>;
 }
 
 /// The minimum persisted version over `fields` ([`INVALID`] for none): the
@@ -403,6 +415,18 @@ macro_rules! common_impls {
             pub fn num_versions(&self) -> usize {
                 self.log.len()
             }
+
+            /// The signature stored with `version`, if it was signed (see
+            /// [`Log::signature`]).
+            pub fn signature(&self, version: Version) -> Result<Option<Signature>> {
+                self.log.signature(version)
+            }
+
+            /// Checks every retained version's signature against `key`; returns
+            /// the newest version checked (see [`Log::verify`]).
+            pub fn verify(&self, key: &PublicKey) -> Result<Version, VerifyError> {
+                self.log.verify(key)
+            }
         }
 
         impl<T: $($bound)+> $ty<T> {
@@ -443,6 +467,12 @@ macro_rules! common_impls {
             }
             fn persisted_version(&self) -> Version {
                 self.log.persisted_version()
+            }
+            fn signature(&self, version: Version) -> Result<Option<Signature>> {
+                self.log.signature(version)
+            }
+            fn verify(&self, key: &PublicKey) -> Result<Version, VerifyError> {
+                self.log.verify(key)
             }
         }
     };

@@ -1,11 +1,39 @@
 //! Crash recovery of the log on the simulated backend, over many seeds: the
-//! real recovery code meets lost, torn and partially synced tails.
+//! real recovery code meets lost, torn and partially synced tails. Odd seeds
+//! sign their logs, and the signature chain must verify after every recovery.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 
 use derecho_persist::SplitMix as Rng;
-use derecho_persist::{pack, unpack, Entry, Hlc, Log, LogOptions, SimStorage, INVALID};
+use derecho_persist::{
+    pack, unpack, Entry, Hlc, Log, LogOptions, PublicKey, Signer, SimStorage, INVALID,
+};
+
+/// A fixed signing key (PKCS#8 v1 around RFC 8032's first test secret).
+fn test_signer() -> Arc<Signer> {
+    let mut der = vec![
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    der.extend_from_slice(&[0x5a; 32]);
+    Arc::new(Signer::from_pkcs8(&der).unwrap())
+}
+
+/// The newest entry's version of `log`, which `verify` must reach.
+fn check_chain(log: &Log, key: Option<&PublicKey>, context: &str) {
+    if let Some(key) = key {
+        let newest = log
+            .infos(INVALID, i64::MAX)
+            .last()
+            .map_or(INVALID, |e| e.version);
+        assert_eq!(
+            log.verify(key).unwrap_or_else(|e| panic!("{context}: {e}")),
+            newest,
+            "{context}"
+        );
+    }
+}
 
 fn options(rng: &mut Rng) -> LogOptions {
     LogOptions {
@@ -39,7 +67,10 @@ fn run_seed(seed: u64) -> usize {
     let mut cycles_with_loss = 0;
     let mut rng = Rng(seed);
     let sim = Arc::new(SimStorage::new());
-    let opts = options(&mut rng);
+    let mut opts = options(&mut rng);
+    let signer = (seed % 2 == 1).then(test_signer);
+    let key = signer.as_ref().map(|s| s.public_key());
+    opts.signer = signer;
     // Entries the log must hold, oldest first, and how many of them are durable.
     let mut model: Vec<Entry> = Vec::new();
     let mut durable = 0usize;
@@ -107,6 +138,11 @@ fn run_seed(seed: u64) -> usize {
             model,
             "seed {seed} cycle {cycle}: before the crash"
         );
+        check_chain(
+            &log,
+            key.as_ref(),
+            &format!("seed {seed} cycle {cycle}: before the crash"),
+        );
         drop(log);
         sim.crash(seed.wrapping_mul(31).wrapping_add(cycle));
 
@@ -130,6 +166,11 @@ fn run_seed(seed: u64) -> usize {
         );
         assert!(got.windows(2).all(|w| w[0].version < w[1].version));
         assert_eq!(log.persisted_version(), log.latest_version());
+        check_chain(
+            &log,
+            key.as_ref(),
+            &format!("seed {seed} cycle {cycle}: recovered"),
+        );
         if got.len() < model.len() {
             cycles_with_loss += 1;
         }
@@ -146,6 +187,11 @@ fn run_seed(seed: u64) -> usize {
         assert_eq!(log.get(v).unwrap().unwrap().payload, b"after recovery");
         model.push(log.get(v).unwrap().unwrap());
         last_version = v;
+        check_chain(
+            &log,
+            key.as_ref(),
+            &format!("seed {seed} cycle {cycle}: after recovery"),
+        );
     }
     cycles_with_loss
 }

@@ -295,6 +295,7 @@ pub fn log_options(verify_sealed: bool, read_only: bool) -> LogOptions {
         segment_bytes: LOG_SEGMENT_BYTES,
         read_only,
         verify_sealed,
+        ..LogOptions::default()
     }
 }
 

@@ -114,8 +114,8 @@ pub(crate) fn build(
         ),
         (
             "private_key_file",
-            pers.private_key_file != plain.private_key_file,
-            "logs are not signed",
+            !pers.signed_logs && pers.private_key_file != plain.private_key_file,
+            "logs are not signed without `PERS/signed_logs = true`",
         ),
     ] {
         let full = format!("{}/{key}", PersSection::NAME);
@@ -126,6 +126,7 @@ pub(crate) fn build(
             ));
         }
     }
+    check_pers(&pers, &settings)?;
     let security: SecuritySection = apply(&settings)?;
     check_security(&security, &settings)?;
     let mut logger: LoggerSection = apply(&settings)?;
@@ -162,6 +163,21 @@ pub(crate) fn build(
         });
     }
     Ok(config)
+}
+
+/// Signed logs need a key file. The key itself is read when a member starts (see
+/// [`Config::signer`]), so that clients sharing the group's file need not hold it.
+fn check_pers(p: &PersSection, settings: &Settings) -> Result<(), ConfigError> {
+    if p.signed_logs && p.private_key_file.as_os_str().is_empty() {
+        let key = format!("{}/private_key_file", PersSection::NAME);
+        return Err(ConfigError::Inconsistent {
+            at: origin_of(settings, &key),
+            key,
+            reason: "`signed_logs = true` needs a signing key file (Ed25519 PKCS#8 PEM)"
+                .to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Security must be configured completely or not at all: a member that half-configured it

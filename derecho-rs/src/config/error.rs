@@ -155,6 +155,18 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// `PERS/signed_logs` is on and the signing key `PERS/private_key_file` names cannot be
+    /// used: missing, unreadable, readable by group or others, or not an Ed25519 PKCS#8 key.
+    #[error("{at}: key `{key}`: {source}")]
+    SigningKey {
+        /// Where `private_key_file` was set (`defaults` for the default path).
+        at: Origin,
+        /// `PERS/private_key_file`.
+        key: String,
+        /// What is wrong with the key file (names its path).
+        #[source]
+        source: derecho_persist::KeyError,
+    },
     /// `DERECHO/launcher` names a launcher whose environment is missing or malformed.
     #[error("key `DERECHO/launcher` = {launcher}: environment variable {variable}: {reason}")]
     Launcher {
@@ -200,7 +212,8 @@ impl ConfigError {
             | ConfigError::Inconsistent { at, .. }
             | ConfigError::AliasConflict { at, .. }
             | ConfigError::InvalidJson { at, .. }
-            | ConfigError::LayoutFileUnreadable { at, .. } => Some(at),
+            | ConfigError::LayoutFileUnreadable { at, .. }
+            | ConfigError::SigningKey { at, .. } => Some(at),
             ConfigError::FileUnreadable { .. } | ConfigError::Launcher { .. } => None,
         }
     }

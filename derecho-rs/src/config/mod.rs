@@ -279,4 +279,21 @@ impl Config {
     pub fn app_args(&self) -> &[String] {
         &self.app_args
     }
+
+    /// Loads the signing key of signed logs: `None` unless `[PERS] signed_logs = true`, else
+    /// the key `[PERS] private_key_file` names, or a [`ConfigError::SigningKey`] that says
+    /// what is wrong with it.
+    pub fn signer(&self) -> Result<Option<Arc<derecho_persist::Signer>>, ConfigError> {
+        if !self.pers.signed_logs {
+            return Ok(None);
+        }
+        let key = "PERS/private_key_file";
+        derecho_persist::Signer::from_key_file(&self.pers.private_key_file)
+            .map(|s| Some(Arc::new(s)))
+            .map_err(|source| ConfigError::SigningKey {
+                at: self.origin(key).cloned().unwrap_or(Origin::Defaults),
+                key: key.to_string(),
+                source,
+            })
+    }
 }

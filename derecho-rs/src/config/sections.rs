@@ -122,9 +122,27 @@ pub struct PersSection {
     /// `max_data_size`: most bytes a replica's update log keeps, trimmed the same way.
     /// Default 549755813888 (512 GiB).
     pub max_data_size: u64,
-    /// `private_key_file`: the original's signing key for signed logs. Not used: logs are not
-    /// signed (setting it logs a warning).
+    /// `private_key_file`: the signing key of signed logs (read only with `signed_logs =
+    /// true`): an Ed25519 private key as PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`, as
+    /// `openssl genpkey -algorithm ed25519` or
+    /// [`generate_signing_key`](derecho_persist::generate_signing_key) write it; raw DER is
+    /// accepted too), readable by its owner only. A relative path is taken from the working
+    /// directory, like `file_path`. Every member of a shard must use the same key, so that
+    /// replicas write identical logs. Default `private_key.pem`; setting it without
+    /// `signed_logs = true` logs a warning.
     pub private_key_file: PathBuf,
+    /// `signed_logs` (ours): sign the logs of every persistent replica with
+    /// `private_key_file`: each logged update and checkpoint carries an Ed25519 signature
+    /// chained to the one before it, which [`Log::verify`](derecho_persist::Log::verify)
+    /// checks with the public key ([`derecho_persist::sign`] gives the rule). The key is
+    /// loaded when a member with persistent subgroups starts; a missing, unreadable, malformed
+    /// or group-readable key stops the start with a [`ConfigError::SigningKey`]. Logs written
+    /// before signing was turned on keep their unsigned entries until a checkpoint trims them.
+    /// The logged view and ragged trims are not signed. Default false (the original signs only
+    /// the fields of types that ask for it; here it is one switch for all persistent types).
+    ///
+    /// [`ConfigError::SigningKey`]: super::ConfigError::SigningKey
+    pub signed_logs: bool,
     /// `durability` (ours): `write_behind` (deliver, then persist; the original's) or
     /// `write_ahead` (persist, then deliver) for every persistent subgroup not listed in
     /// `write_ahead_types`. Default `write_behind`.
@@ -162,6 +180,7 @@ impl Default for PersSection {
             max_log_entry: 1 << 20,
             max_data_size: 512 << 30,
             private_key_file: PathBuf::from("private_key.pem"),
+            signed_logs: false,
             durability: Durability::WriteBehind,
             write_ahead_types: Vec::new(),
             checkpoint_interval: 10_000,
@@ -179,6 +198,7 @@ impl Section for PersSection {
         "max_log_entry",
         "max_data_size",
         "private_key_file",
+        "signed_logs",
         "durability",
         "write_ahead_types",
         "checkpoint_interval",
@@ -193,6 +213,7 @@ impl Section for PersSection {
             "max_log_entry" => self.max_log_entry = nonzero_u64(v, "max_log_entry")?,
             "max_data_size" => self.max_data_size = nonzero_u64(v, "max_data_size")?,
             "private_key_file" => self.private_key_file = PathBuf::from(v),
+            "signed_logs" => self.signed_logs = parse_bool(v)?,
             "durability" => self.durability = parse_enum(v)?,
             "write_ahead_types" => {
                 self.write_ahead_types = parse_list(v, |t| Ok(t.to_string()))?;
@@ -222,6 +243,7 @@ impl Section for PersSection {
                 "private_key_file",
                 self.private_key_file.to_string_lossy().into_owned(),
             ),
+            ("signed_logs", self.signed_logs.to_string()),
             ("durability", self.durability.to_string()),
             ("write_ahead_types", join_list(&self.write_ahead_types)),
             ("checkpoint_interval", self.checkpoint_interval.to_string()),

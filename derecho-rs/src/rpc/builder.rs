@@ -163,13 +163,20 @@ impl GroupBuilder {
                     e,
                 )
             })?;
-        let persistence = match (types.iter().any(|t| t.durability.is_some()), self.storage) {
+        let persistent = types.iter().any(|t| t.durability.is_some());
+        // Loaded before the logs are touched, so a bad key stops the start cleanly.
+        let signer = match persistent {
+            true => self
+                .config
+                .signer()
+                .map_err(|e| StartError::Config(Arc::new(e)))?,
+            false => None,
+        };
+        let log_policy = persist::Policy::of(&self.config.pers).signed(signer);
+        let persistence = match (persistent, self.storage) {
             (false, _) => None,
-            (true, Some(storage)) => Some(Persistence::new(
-                storage,
-                persist::Policy::of(&self.config.pers),
-            )),
-            (true, None) => Some(open_storage(&self.config.pers)?),
+            (true, Some(storage)) => Some(Persistence::new(storage, log_policy)),
+            (true, None) => Some(open_storage(&self.config.pers, log_policy)?),
         };
         if let Some(p) = &persistence {
             p.open_trim_log()?;
@@ -261,7 +268,10 @@ impl GroupBuilder {
 }
 
 /// Opens `[PERS] file_path` (emptied first with `reset = true`).
-fn open_storage(pers: &crate::config::PersSection) -> Result<Persistence, StartError> {
+fn open_storage(
+    pers: &crate::config::PersSection,
+    policy: persist::Policy,
+) -> Result<Persistence, StartError> {
     let dir = &pers.file_path;
     if pers.reset && dir.exists() {
         tracing::warn!(dir = %dir.display(), "[PERS] reset: deleting the persistent logs");
@@ -270,8 +280,5 @@ fn open_storage(pers: &crate::config::PersSection) -> Result<Persistence, StartE
     }
     let storage = derecho_persist::FileStorage::open(dir)
         .map_err(|e| StartError::from(derecho_persist::Error::from(e)))?;
-    Ok(Persistence::new(
-        Arc::new(storage),
-        persist::Policy::of(pers),
-    ))
+    Ok(Persistence::new(Arc::new(storage), policy))
 }

@@ -128,6 +128,9 @@ pub enum StartError {
     /// The persistent logs could not be opened or read.
     #[error("persistence: {0}")]
     Persistence(#[source] Arc<derecho_persist::Error>),
+    /// A setting read at start cannot be used (the signing key of `[PERS] signed_logs`).
+    #[error("config: {0}")]
+    Config(#[source] Arc<crate::config::ConfigError>),
     /// A port or a thread of this member could not be set up.
     #[error("{context}: {source}")]
     Io {

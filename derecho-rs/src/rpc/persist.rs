@@ -18,11 +18,17 @@
 //! applied is on its own disk; a total restart restores every update applied by any member of
 //! the restart quorum.
 //!
+//! Signed logs (`[PERS] signed_logs`): both logs of every persistent replica are opened with
+//! the member's signing key, so every update and checkpoint entry carries an Ed25519
+//! signature chained to the one before it (see [`derecho_persist::sign`]); anyone with the
+//! public key can check a replica's log with [`Log::verify`]. The logged view and the ragged
+//! trims are not signed.
+//!
 //! This module owns the replica logs and the persist worker; the restart decisions are
 //! [`crate::gms::restart`]'s, and the versions a restarting node reports are read here.
 
 use derecho_persist::{
-    field_name, load_object, save_object, Hlc, Log, LogOptions, Storage, Version, INVALID,
+    field_name, load_object, save_object, Hlc, Log, LogOptions, Signer, Storage, Version, INVALID,
 };
 
 use super::*;
@@ -50,16 +56,25 @@ pub(super) struct Policy {
     checkpoint_bytes: u64,
     max_entries: u64,
     max_bytes: u64,
+    /// The key replica logs are signed with (`[PERS] signed_logs`).
+    signer: Option<Arc<Signer>>,
 }
 
 impl Policy {
+    /// The policy of `p`, without a signing key (see [`Policy::signed`]).
     pub(super) fn of(p: &PersSection) -> Self {
         Self {
             checkpoint_interval: p.checkpoint_interval.max(1),
             checkpoint_bytes: p.checkpoint_bytes.max(1),
             max_entries: p.max_log_entry.max(1),
             max_bytes: p.max_data_size.max(1),
+            signer: None,
         }
+    }
+
+    /// The same policy, signing replica logs with `signer`.
+    pub(super) fn signed(self, signer: Option<Arc<Signer>>) -> Self {
+        Self { signer, ..self }
     }
 }
 
@@ -147,6 +162,7 @@ impl ReplicaLog {
         // verifies its entry: the older payloads need not be read to open the logs.
         let options = LogOptions {
             verify_sealed: false,
+            signer: policy.signer.clone(),
             ..LogOptions::default()
         };
         let updates = Log::open(Arc::clone(storage), &u, options.clone())?;
@@ -510,11 +526,13 @@ pub(super) fn restart_info(
             else {
                 continue;
             };
+            // Nothing is appended to this log: it needs no key.
             let policy = Policy {
                 checkpoint_interval: u64::MAX,
                 checkpoint_bytes: u64::MAX,
                 max_entries: u64::MAX,
                 max_bytes: u64::MAX,
+                signer: None,
             };
             let log = ReplicaLog::open(
                 storage,

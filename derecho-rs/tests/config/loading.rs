@@ -500,7 +500,10 @@ fn pers_keys_choose_durability_and_name_what_is_not_supported() {
             "DERECHO/enable_backup_restart_leaders",
             "has no effect without a `restart_leaders` list",
         ),
-        ("PERS/private_key_file", "is not supported"),
+        (
+            "PERS/private_key_file",
+            "is not supported and is ignored (logs are not signed without `PERS/signed_logs = true`)",
+        ),
     ] {
         assert!(
             c.warnings()
@@ -520,4 +523,83 @@ fn pers_keys_choose_durability_and_name_what_is_not_supported() {
             .unwrap_err();
         assert!(err.to_string().contains("PERS/"), "{bad}: {err}");
     }
+}
+
+#[test]
+fn signed_logs_load_the_private_key_and_name_what_is_wrong_with_it() {
+    let dir = TempDir::new("signed");
+    let key = dir.path().join("group-key.pem");
+    let public = derecho::persist::generate_signing_key(&key).unwrap();
+    let load = |text: &str| {
+        let file = dir.write("group.cfg", text);
+        ConfigLoader::new()
+            .env(no_env)
+            .cwd(dir.path())
+            .group_file(&file)
+            .load()
+    };
+    // Off by default: no key is read, even a missing default one.
+    let c = load("[PERS]\nfile_path = logs\n").unwrap();
+    assert!(!c.pers.signed_logs);
+    assert!(c.signer().unwrap().is_none());
+
+    // On, with a key: no warning, the key loads and round-trips through the INI text.
+    let text = format!(
+        "[PERS]\nsigned_logs = true\nprivate_key_file = {}\n",
+        key.display()
+    );
+    let c = load(&text).unwrap();
+    assert!(c.pers.signed_logs);
+    assert_eq!(c.pers.private_key_file, key);
+    assert!(
+        !c.warnings().iter().any(|w| w.contains("private_key_file")),
+        "{:?}",
+        c.warnings()
+    );
+    assert_eq!(c.signer().unwrap().unwrap().public_key(), public);
+    let back = Config::from_ini_str(&c.to_ini_string(), "back.cfg").unwrap();
+    assert!(back.pers.signed_logs);
+    assert_eq!(back.pers.private_key_file, key);
+
+    // A key that is missing, group-readable or not a key: a config error naming the key, its
+    // origin and the file; never a panic.
+    let missing = dir.path().join("missing.pem");
+    let mut bad: Vec<(std::path::PathBuf, &str)> = vec![(missing, "No such file")];
+    let garbage = dir.write("garbage.pem", "not a key\n");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&garbage, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let shared = dir.path().join("shared.pem");
+        derecho::persist::generate_signing_key(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o644)).unwrap();
+        bad.push((shared, "chmod 600"));
+    }
+    bad.push((garbage, "PKCS#8"));
+    for (path, says) in bad {
+        let text = format!(
+            "[PERS]\nsigned_logs = true\nprivate_key_file = {}\n",
+            path.display()
+        );
+        let c = load(&text).unwrap();
+        let err = c.signer().unwrap_err();
+        assert!(matches!(err, ConfigError::SigningKey { .. }), "{err:?}");
+        let msg = err.to_string();
+        for part in [
+            "PERS/private_key_file",
+            "group.cfg:3",
+            &path.display().to_string(),
+            says,
+        ] {
+            assert!(msg.contains(part), "{part:?} missing from: {msg}");
+        }
+        assert!(err.origin().is_some());
+    }
+
+    // Signing without a key file at all is inconsistent at load time.
+    let err = load("[PERS]\nsigned_logs = true\nprivate_key_file =\n").unwrap_err();
+    assert!(matches!(err, ConfigError::Inconsistent { .. }), "{err:?}");
+    assert!(err.to_string().contains("PERS/private_key_file"), "{err}");
+    let err = load("[PERS]\nsigned_logs = maybe\n").unwrap_err();
+    assert!(err.to_string().contains("PERS/signed_logs"), "{err}");
 }

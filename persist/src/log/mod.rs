@@ -32,21 +32,35 @@
 //!
 //! A log name must be open through at most one [`Log`] (and its clones) per
 //! storage at a time; two independent opens of one name would both append.
+//!
+//! # Signatures
+//! A log opened with a [`LogOptions::signer`] signs every entry it appends,
+//! each signature chaining the previous one (the rule is in [`sign`](crate::sign)).
+//! The signature is stored inside the entry, under its checksum, so a torn
+//! signature is cut with a torn tail like any torn entry. A trim keeps the
+//! newest trimmed entry's signature in the metadata as the chain's anchor, so
+//! the retained entries still verify; a truncate continues the chain from the
+//! newest entry kept. [`Log::verify`] walks the chain with a public key;
+//! [`Log::signature`] returns one entry's signature. Logs written without a
+//! signer open as before, and their entries are simply unsigned.
 
 pub mod format;
 mod read;
 mod recover;
 mod trim;
+mod verify;
 
 pub use format::HEADER_LEN as ENTRY_HEADER_LEN;
 pub use read::LogIter;
 pub use trim::TrimPolicy;
+pub use verify::VerifyError;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
+use crate::sign::{chain_message, Signature, Signer};
 use crate::storage::Storage;
 use crate::version::{Hlc, Version, INVALID};
 use format::Meta;
@@ -73,6 +87,11 @@ pub struct LogOptions {
     /// when the entry is read. Opening then reads up to 64 KiB per entry header instead of
     /// every byte: for entries of several hundred KiB or more, a small fraction.
     pub verify_sealed: bool,
+    /// Sign every appended entry with this key (default: none, entries are
+    /// unsigned). Opening a log with a signer marks its metadata as signed
+    /// (format 2), which builds that predate signatures refuse to open. Ignored
+    /// by a read-only log. Reading and [`Log::verify`] need no signer.
+    pub signer: Option<Arc<Signer>>,
 }
 
 impl Default for LogOptions {
@@ -81,6 +100,7 @@ impl Default for LogOptions {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             read_only: false,
             verify_sealed: true,
+            signer: None,
         }
     }
 }
@@ -129,6 +149,15 @@ struct IndexEntry {
     info: EntryInfo,
     segment: u64,
     offset: u64,
+    /// Whether the record carries a signature after its payload.
+    signed: bool,
+}
+
+impl IndexEntry {
+    /// Bytes of the record on storage.
+    fn record_len(&self) -> u64 {
+        format::record_len(self.info.len, self.signed)
+    }
 }
 
 #[derive(Debug)]
@@ -149,6 +178,9 @@ struct State {
     meta: Meta,
     /// Whether timestamps never decrease along the index (enables binary search).
     hlc_monotone: bool,
+    /// The signature the next appended entry chains from (kept up to date
+    /// only when the log has a signer).
+    tip: Signature,
 }
 
 impl State {
@@ -274,7 +306,8 @@ impl Log {
             .map_err(|_| Error::codec(&self.inner.name, "payload longer than 4 GiB"))?;
         let mut st = self.state();
         self.check_increasing(&st, version)?;
-        let bytes = format::encode(version, hlc, kind, payload);
+        let signature = self.sign(&st.tip, version, hlc, kind, payload);
+        let bytes = format::encode(version, hlc, kind, payload, signature.as_ref());
         let mut seg_len = st.segments.get(&st.active).copied().unwrap_or(0);
         if seg_len > 0 && seg_len + bytes.len() as u64 > self.inner.options.segment_bytes {
             // Roll: the finished segment is made durable first, so a bad
@@ -300,8 +333,23 @@ impl Log {
             },
             segment: active,
             offset: seg_len,
+            signed: signature.is_some(),
         });
+        st.tip = signature.unwrap_or(Signature::GENESIS);
         Ok(())
+    }
+
+    /// The signature of an entry chained after `previous`, if this log signs.
+    fn sign(
+        &self,
+        previous: &Signature,
+        version: Version,
+        hlc: Hlc,
+        kind: u8,
+        payload: &[u8],
+    ) -> Option<Signature> {
+        let signer = self.inner.options.signer.as_ref()?;
+        Some(signer.sign(&chain_message(previous, version, hlc, kind, payload)))
     }
 
     /// Writes encoded entries at the end of the active segment (which holds `seg_len` bytes)
@@ -334,12 +382,19 @@ impl Log {
         };
         let mut st = self.state();
         let mut prev = st.latest();
+        let sig_len = if self.inner.options.signer.is_some() {
+            crate::sign::SIGNATURE_LEN
+        } else {
+            0
+        };
         let total: usize = entries
             .iter()
-            .map(|e| format::HEADER_LEN + e.payload.len())
+            .map(|e| format::HEADER_LEN + e.payload.len() + sig_len)
             .sum();
         let mut bytes = Vec::with_capacity(total);
         let mut offsets = Vec::with_capacity(entries.len());
+        let mut tip = st.tip;
+        let mut signed = false;
         for e in entries {
             if e.version <= prev {
                 return Err(Error::VersionNotIncreasing {
@@ -352,7 +407,17 @@ impl Log {
             u32::try_from(e.payload.len())
                 .map_err(|_| Error::codec(&self.inner.name, "payload longer than 4 GiB"))?;
             offsets.push(bytes.len() as u64);
-            format::encode_into(&mut bytes, e.version, e.hlc, e.kind, e.payload);
+            let signature = self.sign(&tip, e.version, e.hlc, e.kind, e.payload);
+            format::encode_into(
+                &mut bytes,
+                e.version,
+                e.hlc,
+                e.kind,
+                e.payload,
+                signature.as_ref(),
+            );
+            signed = signature.is_some();
+            tip = signature.unwrap_or(Signature::GENESIS);
         }
         let seg_len = st.segments.get(&st.active).copied().unwrap_or(0);
         if seg_len > 0 && seg_len + bytes.len() as u64 > self.inner.options.segment_bytes {
@@ -378,8 +443,10 @@ impl Log {
                 },
                 segment: active,
                 offset: seg_len + at,
+                signed,
             });
         }
+        st.tip = tip;
         debug_assert_eq!(
             st.latest(),
             last.version,

@@ -3,15 +3,21 @@
 //! a log tail in state transfer. All are answered from the in-memory index;
 //! payloads are read (and their checksums verified again) from storage.
 
-use super::format::{self, HEADER_LEN};
+use super::format;
 use super::{Entry, EntryInfo, IndexEntry, Log};
 use crate::error::{Error, Result};
+use crate::sign::Signature;
 use crate::version::{Hlc, Version};
 
 impl Log {
     fn read_entry(&self, e: &IndexEntry) -> Result<Entry> {
+        self.read_record(e).map(|(entry, _)| entry)
+    }
+
+    /// Reads and verifies an indexed entry; returns it with its signature, if signed.
+    pub(super) fn read_record(&self, e: &IndexEntry) -> Result<(Entry, Option<Signature>)> {
         let seg = format::segment_name(&self.inner.name, e.segment);
-        let total = HEADER_LEN + e.info.len as usize;
+        let total = usize::try_from(e.record_len()).unwrap_or(usize::MAX);
         let bytes = self.inner.storage.read(&seg, e.offset, total)?;
         let corrupt = |reason: &str| Error::Corrupt {
             name: seg.clone(),
@@ -19,15 +25,23 @@ impl Log {
             reason: reason.to_string(),
         };
         let header = format::decode(&bytes).map_err(corrupt)?;
-        if header.version != e.info.version || header.payload_len != e.info.len {
+        if header.version != e.info.version
+            || header.payload_len != e.info.len
+            || header.signed != e.signed
+        {
             return Err(corrupt("entry changed on storage since it was indexed"));
         }
-        Ok(Entry {
+        let (payload, signature) = format::body(&bytes, &header);
+        if header.signed && signature.is_none() {
+            return Err(corrupt("signature of the wrong length"));
+        }
+        let entry = Entry {
             version: header.version,
             hlc: header.hlc,
             kind: header.kind,
-            payload: bytes[HEADER_LEN..].to_vec(),
-        })
+            payload: payload.to_vec(),
+        };
+        Ok((entry, signature))
     }
 
     /// The entry with exactly `version`, if retained.

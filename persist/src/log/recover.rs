@@ -7,10 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use super::format::{self, BadTail, Meta};
+use super::format::{self, BadTail, Meta, FORMAT_SIGNED};
 use super::{lock, validate_log_name, EntryInfo, IndexEntry, Inner, Log, LogOptions, State};
 use crate::error::{Error, Result, StorageError};
 use crate::object;
+use crate::sign::Signature;
 use crate::storage::Storage;
 use crate::version::INVALID;
 
@@ -36,6 +37,7 @@ impl Log {
             persisted: INVALID,
             meta,
             hlc_monotone: true,
+            tip: Signature::GENESIS,
         };
         let mut previous = INVALID;
         let mut removable = Vec::new();
@@ -96,6 +98,7 @@ impl Log {
                     },
                     segment: number,
                     offset: e.offset,
+                    signed: e.header.signed,
                 });
             }
             if !indexed_any && !is_last && state.index.is_empty() {
@@ -134,6 +137,18 @@ impl Log {
                 }
             }
             st.persisted = st.latest();
+            if log.inner.options.signer.is_some() && !log.inner.options.read_only {
+                if st.meta.format != FORMAT_SIGNED {
+                    // Before the first signed entry exists: see `format` for why.
+                    let signed = Meta {
+                        format: FORMAT_SIGNED,
+                        ..st.meta.clone()
+                    };
+                    save_meta(log.inner.storage.as_ref(), name, &signed)?;
+                    st.meta = signed;
+                }
+                st.tip = log.chain_tip(&st)?;
+            }
         }
         Ok(log)
     }
@@ -166,12 +181,7 @@ fn walk(storage: &dyn Storage, seg: &str) -> Result<(Vec<format::Scanned>, Optio
             .get(at..)
             .ok_or("incomplete header")
             .and_then(format::decode_header);
-        let next = header.map(|h| {
-            (
-                h,
-                pos + format::HEADER_LEN as u64 + u64::from(h.payload_len),
-            )
-        });
+        let next = header.map(|h| (h, pos + h.record_len()));
         match next {
             Ok((header, end)) if end <= len => {
                 entries.push(format::Scanned {
@@ -213,20 +223,19 @@ pub(super) fn load_meta(storage: &dyn Storage, name: &str) -> Result<Meta> {
         Err(e) => return Err(e.into()),
     };
     let payload = object::unframe(&meta_name, &bytes)?;
-    let meta: Meta = bincode::deserialize(payload).map_err(|e| Error::codec(&meta_name, e))?;
-    if meta.format != format::FORMAT {
-        return Err(Error::Corrupt {
+    match Meta::decode(payload).map_err(|e| Error::codec(&meta_name, e))? {
+        Some(meta) => Ok(meta),
+        None => Err(Error::Corrupt {
             name: meta_name,
             offset: 0,
-            reason: format!("unknown format {}", meta.format),
-        });
+            reason: "unknown metadata format".to_string(),
+        }),
     }
-    Ok(meta)
 }
 
 pub(super) fn save_meta(storage: &dyn Storage, name: &str, meta: &Meta) -> Result<()> {
     let meta_name = format::meta_name(name);
-    let payload = bincode::serialize(meta).map_err(|e| Error::codec(&meta_name, e))?;
+    let payload = meta.encode().map_err(|e| Error::codec(&meta_name, e))?;
     storage.replace(&meta_name, &object::frame(&payload))?;
     Ok(())
 }

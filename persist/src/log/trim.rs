@@ -7,10 +7,16 @@
 //! finished at the next open: an unfinished truncate is redone from the
 //! recorded `truncate_to`, and entries older than the recorded trim point are
 //! ignored (and wholly trimmed segments deleted).
+//!
+//! In a signed log a trim records, in the same metadata write, the signature of
+//! the newest entry it drops: the anchor the oldest retained entry's signature
+//! chains from (see [`sign`](crate::sign)). A truncate keeps the anchor (it
+//! drops only newer entries) unless it goes below the trim point, which
+//! empties the log and restarts the chain.
 
 use std::sync::atomic::Ordering;
 
-use super::format::{self, Meta};
+use super::format::{self, Anchor, Meta};
 use super::recover::save_meta;
 use super::{lock, Log, State};
 use crate::error::Result;
@@ -21,7 +27,7 @@ use crate::version::{Version, INVALID};
 pub struct TrimPolicy {
     /// Keep at most this many newest entries.
     pub keep_versions: Option<u64>,
-    /// Keep at most this many bytes (header and payload) of newest entries.
+    /// Keep at most this many bytes (header, payload and signature) of newest entries.
     pub keep_bytes: Option<u64>,
 }
 
@@ -44,7 +50,7 @@ impl TrimPolicy {
             let mut used = 0u64;
             let mut keep_from = n - 1;
             for i in (0..n).rev() {
-                used += (format::HEADER_LEN + st.index[i].info.len as usize) as u64;
+                used += st.index[i].record_len();
                 if used > budget && i < n - 1 {
                     break;
                 }
@@ -88,7 +94,12 @@ impl Log {
         };
         save_meta(self.inner.storage.as_ref(), &self.inner.name, &marked)?;
         st.meta = marked;
-        let result = self.finish_truncate(&mut st, version);
+        let result = self.finish_truncate(&mut st, version).and_then(|()| {
+            if self.inner.options.signer.is_some() {
+                st.tip = self.chain_tip(&st)?;
+            }
+            Ok(())
+        });
         if result.is_err() {
             self.inner.needs_reopen.store(true, Ordering::Release);
         }
@@ -151,6 +162,11 @@ impl Log {
                 st.meta.trim_version
             },
             known_version: version,
+            anchor: if below_trim {
+                None
+            } else {
+                st.meta.anchor.clone()
+            },
             ..st.meta.clone()
         };
         if write {
@@ -177,9 +193,20 @@ impl Log {
         let version = version
             .min(latest.saturating_add(1))
             .max(st.meta.trim_version);
+        let first_keep = st.index.partition_point(|e| e.info.version < version);
+        // The newest dropped entry's signature anchors the retained chain.
+        let anchor = match first_keep.checked_sub(1).map(|i| st.index[i]) {
+            Some(last) if last.signed => {
+                let (_, signature) = self.read_record(&last)?;
+                signature.map(|s| Anchor::new(last.info.version, &s))
+            }
+            Some(_) => None,
+            None => st.meta.anchor.clone(),
+        };
         let meta = Meta {
             trim_version: version,
             known_version: st.meta.known_version.max(latest),
+            anchor,
             ..st.meta.clone()
         };
         if meta != st.meta {
@@ -188,7 +215,6 @@ impl Log {
         }
         // Entries are synced and the meta records `latest`.
         st.persisted = latest;
-        let first_keep = st.index.partition_point(|e| e.info.version < version);
         let keep_segment = st
             .index
             .get(first_keep)
