@@ -1,79 +1,26 @@
-//! The PEM armour of a PKCS#8 key file: a `PRIVATE KEY` block of base64 (RFC 7468), written
-//! and read without a dependency. Only what key files need: the standard alphabet, padding,
-//! any whitespace between characters.
+//! The PEM armour of a PKCS#8 key file: one `PRIVATE KEY` block (RFC 7468), through the
+//! `pem` crate.
 
 use super::KeyError;
 
-const PEM_BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
-const PEM_END: &str = "-----END PRIVATE KEY-----";
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/// The PEM label of a PKCS#8 private key.
+const LABEL: &str = "PRIVATE KEY";
 
-/// `der` as a PEM `PRIVATE KEY` block, 64 base64 characters a line.
+/// `der` as a PEM `PRIVATE KEY` block.
 pub(super) fn pem_encode(der: &[u8]) -> String {
-    let mut b64 = String::with_capacity(der.len().div_ceil(3) * 4);
-    for chunk in der.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                b64.push(char::from(BASE64[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                b64.push('=');
-            }
-        }
-    }
-    let mut out = format!("{PEM_BEGIN}\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str(PEM_END);
-    out.push('\n');
-    out
+    ::pem::encode(&::pem::Pem::new(LABEL, der.to_vec()))
 }
 
-/// The DER bytes of the first PEM `PRIVATE KEY` block of `text`.
+/// The DER bytes of the first PEM block of `text`, which must be a `PRIVATE KEY`.
 pub(super) fn pem_decode(text: &[u8]) -> Result<Vec<u8>, KeyError> {
-    let bad = |why: &str| KeyError::Malformed(format!("bad PEM: {why}"));
-    let text = std::str::from_utf8(text).map_err(|_| bad("not text"))?;
-    let start = text
-        .find(PEM_BEGIN)
-        .ok_or_else(|| bad("expected a `-----BEGIN PRIVATE KEY-----` line (PKCS#8)"))?
-        + PEM_BEGIN.len();
-    let len = text[start..]
-        .find(PEM_END)
-        .ok_or_else(|| bad("no `-----END PRIVATE KEY-----` line"))?;
-    let mut out = Vec::with_capacity(len * 3 / 4);
-    let (mut acc, mut bits, mut padding) = (0u32, 0u32, 0usize);
-    for c in text[start..start + len].bytes() {
-        if c.is_ascii_whitespace() {
-            continue;
-        }
-        if c == b'=' {
-            padding += 1;
-            continue;
-        }
-        if padding > 0 {
-            return Err(bad("data after padding"));
-        }
-        let v = BASE64
-            .iter()
-            .position(|&b| b == c)
-            .ok_or_else(|| bad("not base64"))?;
-        acc = (acc << 6) | v as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
+    let block = ::pem::parse(text).map_err(|e| KeyError::Malformed(format!("bad PEM: {e}")))?;
+    if block.tag() != LABEL {
+        return Err(KeyError::Malformed(format!(
+            "bad PEM: a {} block, not a {LABEL}",
+            block.tag()
+        )));
     }
-    if padding > 2 || bits >= 6 {
-        return Err(bad("truncated base64"));
-    }
-    Ok(out)
+    Ok(block.into_contents())
 }
 
 #[cfg(test)]
