@@ -8,7 +8,8 @@ const LABEL: &str = "PRIVATE KEY";
 
 /// `der` as a PEM `PRIVATE KEY` block.
 pub(super) fn pem_encode(der: &[u8]) -> String {
-    ::pem::encode(&::pem::Pem::new(LABEL, der.to_vec()))
+    let unix = ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF);
+    ::pem::encode_config(&::pem::Pem::new(LABEL, der.to_vec()), unix)
 }
 
 /// The DER bytes of the first PEM block of `text`, which must be a `PRIVATE KEY`.
