@@ -12,6 +12,9 @@
 //! derecho-secret check CA_FILE CERT_FILE KEY_FILE
 //!                                          # says whom the certificate names, or why it
 //!                                          # cannot be used under that CA
+//! derecho-secret signing-key FILE          # an Ed25519 key for `[PERS] signed_logs`
+//!                                          # (PKCS#8 PEM, mode 0600); prints its public key
+//! derecho-secret public-key FILE           # prints the public key of a signing key
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -37,6 +40,20 @@ fn main() -> ExitCode {
                 .map_err(|e| e.to_string()),
             [ca, cert, key] => TlsCredentials::load(Path::new(ca), Path::new(cert), Path::new(key))
                 .map(|c| format!("{cert} names {} and is valid under {ca}", c.identity()))
+                .map_err(|e| e.to_string()),
+            _ => return usage(),
+        },
+        Some("signing-key") => match &args[1..] {
+            [file] => derecho::persist::generate_signing_key(Path::new(file))
+                .map(|public| {
+                    format!("wrote a signing key to {file} (mode 0600); public key {public}")
+                })
+                .map_err(|e| e.to_string()),
+            _ => return usage(),
+        },
+        Some("public-key") => match &args[1..] {
+            [file] => derecho::persist::public_key_of(Path::new(file))
+                .map(|public| public.to_string())
                 .map_err(|e| e.to_string()),
             _ => return usage(),
         },
@@ -157,7 +174,9 @@ fn usage() -> ExitCode {
          derecho-secret check FILE\n       \
          derecho-secret ca DIR [--group NAME] [--days N]\n       \
          derecho-secret issue DIR (--member ID | --client NAME) [--days N] [--out OUT]\n       \
-         derecho-secret check CA_FILE CERT_FILE KEY_FILE"
+         derecho-secret check CA_FILE CERT_FILE KEY_FILE\n       \
+         derecho-secret signing-key FILE\n       \
+         derecho-secret public-key FILE"
     );
     ExitCode::from(2)
 }
