@@ -41,6 +41,20 @@ pub fn tcp_headers(data: &[u8]) {
     let _ = Answer::decode(&buf);
 }
 
+/// A valid stream of the sealed frames every authenticated connection carries after its
+/// handshake (`[SECURITY] mode = secret` or `certificate`), under a fixed key.
+pub fn sealed_corpus() -> Vec<Vec<u8>> {
+    crate::secure::sealed_corpus()
+}
+
+/// Checks one input of the sealed-frame reader of authenticated connections (the bytes a
+/// peer or anyone on the path sends after the handshake): it is read under the corpus's key
+/// in reads of varying sizes; the reader may refuse it but must not panic, and must hand out
+/// nothing but the sealed plaintext, in order.
+pub fn sealed_frames(data: &[u8]) {
+    crate::secure::check_sealed_stream(data);
+}
+
 /// The side-channel dialect [`side_channel_frames`] reads: three fields, bodies of at most 64
 /// bytes, kinds 1 to 6.
 type Dialect = Message<3, 64, 6>;
@@ -165,6 +179,12 @@ mod tests {
                 shm::Msg::read_from(&mut input).unwrap();
             }
         }
+    }
+
+    #[test]
+    fn mutated_sealed_streams_hand_out_nothing_unsealed() {
+        crate::fuzz::run("sealed frames", 9, &sealed_corpus(), 20_000, sealed_frames)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// The shm side channel carries file names from any process that reaches its port:

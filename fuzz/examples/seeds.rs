@@ -26,6 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut targets: Vec<(&str, Vec<Vec<u8>>)> = vec![
         ("fabric_tcp_header", fabric::tcp_corpus()),
         ("fabric_side_channel", fabric::side_channel_corpus()),
+        ("fabric_sealed_frames", fabric::sealed_corpus()),
         ("fabric_shm_side_channel", fabric::shm_corpus()),
         ("gms_message", derecho::gms_corpus()),
         ("rpc_frame", derecho::rpc_corpus()),

@@ -55,12 +55,14 @@ const PATTERN: &str = "Noise_NNpsk0_25519_AESGCM_SHA256";
 /// Sent in clear before the first handshake message, so that a peer that speaks the open
 /// protocol (or something else entirely) gets a clear refusal instead of a decryption failure.
 const MAGIC: &[u8; 6] = b"DRSEC1";
-/// Largest Noise message (the protocol's own limit).
-const MAX_FRAME: usize = 65_535;
 /// AES-GCM tag length.
 const TAG_LEN: usize = 16;
-/// Largest plaintext carried by one frame.
-const MAX_PLAIN: usize = MAX_FRAME - TAG_LEN;
+/// Bytes of a sealed frame's length prefix (`u32`, big-endian).
+const HEAD: usize = 4;
+/// Largest plaintext carried by one sealed frame: large writes cost few system calls.
+const MAX_PLAIN: usize = 256 * 1024;
+/// Largest body (ciphertext and tag) of a sealed frame.
+const MAX_BODY: usize = MAX_PLAIN + TAG_LEN;
 /// The first handshake message: an ephemeral key, then 8 bytes of ids and their tag.
 const MSG1_LEN: usize = 32 + 8 + TAG_LEN;
 /// The second: an ephemeral key, then the responder's 4-byte id and its tag.
@@ -488,20 +490,11 @@ pub fn connect(
             got: peer,
         });
     }
-    let state = hs
-        .into_stateless_transport_mode()
-        .map_err(AuthError::failed)?;
-    let state = Arc::new(state);
-    let mut stream = Stream::sealed(
-        tcp,
-        (Cipher::Noise(Arc::clone(&state)), 0),
-        (Cipher::Noise(state), 0),
-    );
-    // The confirmation: proves to the responder that this side holds the key now.
-    let mut confirm = [0u8; 8];
-    confirm[..4].copy_from_slice(&local.to_le_bytes());
-    confirm[4..].copy_from_slice(&peer.to_le_bytes());
-    stream.write_all(&confirm)?;
+    let (mine, theirs) = split_keys(&mut hs, true)?;
+    let mut stream = Stream::sealed(tcp, (mine, 0), (theirs, 0));
+    // The confirmation (this direction's frame 0): proves to the responder that this side
+    // holds the key now.
+    stream.write_all(&confirmation(local, peer))?;
     saved.restore(stream.tcp())?;
     Ok((stream, Some(Peer { id: peer, role })))
 }
@@ -605,28 +598,18 @@ pub fn accept_any(
         .write_message(&local.to_le_bytes(), &mut buf)
         .map_err(AuthError::failed)?;
     write_frame(&mut tcp, &buf[..n])?;
-    let state = hs
-        .into_stateless_transport_mode()
-        .map_err(AuthError::failed)?;
+    let (mine, theirs) = split_keys(&mut hs, false)?;
     // The confirmation frame, read by the deadline like the rest and opened by hand; the
     // stream's own reader starts after it.
-    let mut frame = [0u8; 2 + CONFIRM_LEN];
+    let mut frame = [0u8; HEAD + CONFIRM_LEN];
     read_by(&mut tcp, &mut frame, by)?;
-    let mut confirm = [0u8; CONFIRM_LEN];
-    let opened = (usize::from(u16::from_be_bytes([frame[0], frame[1]])) == CONFIRM_LEN)
-        .then(|| state.read_message(0, &frame[2..], &mut confirm).ok())
-        .flatten();
-    if opened != Some(8) || id_at(&confirm, 0)? != peer || id_at(&confirm, 4)? != local {
+    let confirm = open_confirmation(&theirs, &mut frame);
+    if confirm != Some(confirmation(peer, local)) {
         return Err(AuthError::Failed(
             "the confirmation frame did not authenticate".into(),
         ));
     }
-    let state = Arc::new(state);
-    let stream = Stream::sealed(
-        tcp,
-        (Cipher::Noise(Arc::clone(&state)), 0),
-        (Cipher::Noise(state), 1),
-    );
+    let stream = Stream::sealed(tcp, (mine, 0), (theirs, 1));
     saved.restore(stream.tcp())?;
     Ok((stream, Some(Peer { id: peer, role })))
 }
@@ -693,6 +676,71 @@ fn builder(key: &Secret, role: Role) -> Result<snow::Builder<'_>, AuthError> {
     Ok(b)
 }
 
+/// The frame ciphers of a finished Noise handshake: this side's sending key and its peer's.
+/// These are the keys Noise's own transport would use; the frames are ours so that they can
+/// be larger than a Noise message.
+fn split_keys(
+    hs: &mut snow::HandshakeState,
+    initiator: bool,
+) -> Result<(Cipher, Cipher), AuthError> {
+    if !hs.is_handshake_finished() {
+        return Err(AuthError::Failed("the handshake did not finish".into()));
+    }
+    let (to_responder, to_initiator) = hs.dangerously_get_raw_split();
+    let (to_responder, to_initiator) = (
+        zeroize::Zeroizing::new(to_responder),
+        zeroize::Zeroizing::new(to_initiator),
+    );
+    let (send, recv) = if initiator {
+        (to_responder, to_initiator)
+    } else {
+        (to_initiator, to_responder)
+    };
+    Ok((Cipher::new(&send[..])?, Cipher::new(&recv[..])?))
+}
+
+/// The 8 bytes a confirmation frame carries: the sender's id, then the receiver's.
+fn confirmation(sender: NodeId, receiver: NodeId) -> [u8; 8] {
+    let mut c = [0u8; 8];
+    c[..4].copy_from_slice(&sender.to_le_bytes());
+    c[4..].copy_from_slice(&receiver.to_le_bytes());
+    c
+}
+
+/// A confirmation frame (frame number 0 of its direction), sealed and framed.
+fn seal_confirmation(
+    cipher: &Cipher,
+    sender: NodeId,
+    receiver: NodeId,
+) -> io::Result<[u8; HEAD + CONFIRM_LEN]> {
+    let mut frame = [0u8; HEAD + CONFIRM_LEN];
+    let body = &mut frame[HEAD..];
+    body[..8].copy_from_slice(&confirmation(sender, receiver));
+    let n = cipher.seal_in_place(0, body, 8)?;
+    frame[..HEAD].copy_from_slice(&frame_head(n)?);
+    Ok(frame)
+}
+
+/// The contents of a confirmation frame read by hand (frame number 0 of its direction), if it
+/// has the right length and authenticates.
+fn open_confirmation(cipher: &Cipher, frame: &mut [u8; HEAD + CONFIRM_LEN]) -> Option<[u8; 8]> {
+    let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
+    if usize::try_from(len).ok() != Some(CONFIRM_LEN) {
+        return None;
+    }
+    let n = cipher.open_in_place(0, &mut frame[HEAD..])?;
+    frame[HEAD..HEAD + n].try_into().ok()
+}
+
+/// The length prefix of a sealed frame whose body has `n` bytes.
+fn frame_head(n: usize) -> io::Result<[u8; HEAD]> {
+    u32::try_from(n)
+        .ok()
+        .filter(|_| n <= MAX_BODY)
+        .map(u32::to_be_bytes)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "frame too long"))
+}
+
 fn id_at(b: &[u8], at: usize) -> Result<NodeId, AuthError> {
     b.get(at..at + 4)
         .and_then(|s| s.try_into().ok())
@@ -748,20 +796,15 @@ impl Timeouts {
     }
 }
 
-/// The cipher of one direction of a sealed connection.
-enum Cipher {
-    /// A Noise transport state (it knows which direction is this side's).
-    Noise(Arc<snow::StatelessTransportState>),
-    /// AES-256-GCM under this direction's key, drawn from a TLS 1.3 exporter; the nonce is
-    /// the frame number, big-endian, in the last 8 of its 12 bytes. (Boxed: the expanded
-    /// key schedule is large, and each half holds one cipher for the connection's life.)
-    Aes(Box<ring::aead::LessSafeKey>),
-}
+/// The cipher of one direction of a sealed connection: AES-256-GCM under that direction's key
+/// (from the Noise handshake's split, or a TLS 1.3 exporter); the nonce is the frame number,
+/// big-endian, in the last 8 of its 12 bytes. Boxed: the expanded key schedule is large.
+struct Cipher(Box<ring::aead::LessSafeKey>);
 
 impl Cipher {
-    fn aes(key: &[u8]) -> Result<Self, AuthError> {
+    fn new(key: &[u8]) -> Result<Self, AuthError> {
         ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, key)
-            .map(|k| Cipher::Aes(Box::new(ring::aead::LessSafeKey::new(k))))
+            .map(|k| Cipher(Box::new(ring::aead::LessSafeKey::new(k))))
             .map_err(|_| AuthError::Failed("cannot key the frame cipher".into()))
     }
 
@@ -771,45 +814,39 @@ impl Cipher {
         ring::aead::Nonce::assume_unique_for_key(b)
     }
 
-    /// Encrypts `plain` as frame number `n` into `out` (room for `plain` and the tag);
-    /// returns the ciphertext's length.
-    fn seal(&self, n: u64, plain: &[u8], out: &mut [u8]) -> io::Result<usize> {
+    /// Encrypts the first `len` bytes of `buf` in place as frame number `n` and puts the tag
+    /// after them; returns the body's length (`len` + the tag).
+    fn seal_in_place(&self, n: u64, buf: &mut [u8], len: usize) -> io::Result<usize> {
         let failed = || io::Error::other("a frame could not be sealed");
-        match self {
-            Cipher::Noise(state) => state
-                .write_message(n, plain, out)
-                .map_err(|e| io::Error::other(e.to_string())),
-            Cipher::Aes(key) => {
-                let len = plain.len();
-                let out = out.get_mut(..len + TAG_LEN).ok_or_else(failed)?;
-                out[..len].copy_from_slice(plain);
-                let tag = key
-                    .seal_in_place_separate_tag(
-                        Self::nonce(n),
-                        ring::aead::Aad::empty(),
-                        &mut out[..len],
-                    )
-                    .map_err(|_| failed())?;
-                out[len..].copy_from_slice(tag.as_ref());
-                Ok(len + TAG_LEN)
-            }
-        }
+        let body = buf.get_mut(..len + TAG_LEN).ok_or_else(failed)?;
+        let (plain, tag_room) = body.split_at_mut(len);
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(Self::nonce(n), ring::aead::Aad::empty(), plain)
+            .map_err(|_| failed())?;
+        tag_room.copy_from_slice(tag.as_ref());
+        Ok(len + TAG_LEN)
     }
 
-    /// Decrypts frame number `n` (`body`: ciphertext and tag) into `out`, which has room for
-    /// all of `body`; returns the plaintext's length, or `None` if the frame does not
-    /// authenticate.
-    fn open(&self, n: u64, body: &[u8], out: &mut [u8]) -> Option<usize> {
-        match self {
-            Cipher::Noise(state) => state.read_message(n, body, out).ok(),
-            Cipher::Aes(key) => {
-                let buf = out.get_mut(..body.len())?;
-                buf.copy_from_slice(body);
-                key.open_in_place(Self::nonce(n), ring::aead::Aad::empty(), buf)
-                    .ok()
-                    .map(|plain| plain.len())
-            }
-        }
+    /// Encrypts `plain` in place as frame number `n`; returns the tag that follows it.
+    fn seal_detached(&self, n: u64, plain: &mut [u8]) -> io::Result<[u8; TAG_LEN]> {
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(Self::nonce(n), ring::aead::Aad::empty(), plain)
+            .map_err(|_| io::Error::other("a frame could not be sealed"))?;
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    /// Decrypts the body of frame number `n` (ciphertext and tag) in place; returns the
+    /// plaintext's length (at the start of `body`), or `None` if the frame does not
+    /// authenticate (then `body` holds nothing usable).
+    fn open_in_place(&self, n: u64, body: &mut [u8]) -> Option<usize> {
+        self.0
+            .open_in_place(Self::nonce(n), ring::aead::Aad::empty(), body)
+            .ok()
+            .map(|plain| plain.len())
     }
 }
 
@@ -831,16 +868,20 @@ impl Sealer {
             return Ok(0);
         }
         let take = data.len().min(MAX_PLAIN);
-        self.buf.resize(2 + take + TAG_LEN, 0);
+        let size = HEAD + take + TAG_LEN;
+        // The buffer only grows (to the largest frame sent), so no frame costs a clearing.
+        if self.buf.len() < size {
+            self.buf.resize(size, 0);
+        }
+        self.buf[HEAD..HEAD + take].copy_from_slice(&data[..take]);
         let n = self
             .cipher
-            .seal(self.nonce, &data[..take], &mut self.buf[2..])?;
+            .seal_in_place(self.nonce, &mut self.buf[HEAD..], take)?;
         self.nonce += 1;
-        let len = u16::try_from(n).map_err(|_| io::Error::other("sealed frame too long"))?;
-        self.buf[..2].copy_from_slice(&len.to_be_bytes());
+        self.buf[..HEAD].copy_from_slice(&frame_head(n)?);
         // A frame sent in part cannot be resumed (the peer would see a torn frame): the
         // connection is unusable after any failure here.
-        if let Err(e) = tcp.write_all(&self.buf[..2 + n]) {
+        if let Err(e) = tcp.write_all(&self.buf[..HEAD + n]) {
             self.broken = true;
             return Err(e);
         }
@@ -848,18 +889,55 @@ impl Sealer {
     }
 }
 
-/// The receiving half: its cipher, frame counter and a frame read in part.
+impl Sealer {
+    /// Sends all of `data`, encrypting it in place (it holds ciphertext afterwards): the
+    /// frames leave by vectored writes without a copy.
+    fn write_all_in_place(&mut self, tcp: &mut TcpStream, data: &mut [u8]) -> io::Result<()> {
+        if self.broken {
+            return Err(broken());
+        }
+        for plain in data.chunks_mut(MAX_PLAIN) {
+            let tag = self.cipher.seal_detached(self.nonce, plain)?;
+            self.nonce += 1;
+            let head = frame_head(plain.len() + TAG_LEN)?;
+            let mut parts = [
+                io::IoSlice::new(&head),
+                io::IoSlice::new(plain),
+                io::IoSlice::new(&tag),
+            ];
+            if let Err(e) = write_all_vectored(tcp, &mut parts) {
+                self.broken = true;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes every byte of `parts`, in order.
+fn write_all_vectored(tcp: &mut TcpStream, mut parts: &mut [io::IoSlice<'_>]) -> io::Result<()> {
+    while !parts.is_empty() {
+        match tcp.write_vectored(parts) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut parts, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The receiving half: its cipher, frame counter and the current frame.
 struct Opener {
     cipher: Cipher,
     nonce: u64,
-    /// The current frame (length prefix included), `have` bytes of it read so far. Sized once
-    /// for the largest frame, so that no frame costs an allocation or a clearing.
+    /// The current frame (length prefix included), `have` bytes of it read so far; once
+    /// opened, its plaintext is decrypted in place. Grows to the largest frame received.
     frame: Vec<u8>,
     have: usize,
-    /// Decrypted bytes `plain[pos..plain_len]` not yet handed out.
-    plain: Vec<u8>,
-    plain_len: usize,
+    /// Decrypted bytes `frame[pos..end]` not yet handed out.
     pos: usize,
+    end: usize,
     broken: bool,
 }
 
@@ -868,54 +946,53 @@ impl Opener {
         Opener {
             cipher,
             nonce,
-            frame: vec![0; 2 + MAX_FRAME],
+            frame: vec![0; HEAD],
             have: 0,
-            plain: vec![0; MAX_FRAME],
-            plain_len: 0,
             pos: 0,
+            end: 0,
             broken: false,
         }
     }
 
-    fn read(&mut self, tcp: &mut TcpStream, out: &mut [u8]) -> io::Result<usize> {
+    fn read(&mut self, tcp: &mut impl Read, out: &mut [u8]) -> io::Result<usize> {
         if out.is_empty() {
             return Ok(0);
         }
         // A frame may carry nothing (no sender of ours makes one, but it is well formed): read
         // on until one carries bytes, so that 0 keeps meaning the end of the stream.
-        while self.pos == self.plain_len {
+        while self.pos == self.end {
             if self.broken {
                 return Err(broken());
             }
-            let Some(len) = self.fill(tcp)? else {
+            let Some(len) = self.fill_head(tcp)? else {
                 return Ok(0);
             };
-            // A reader that asks for at least a whole frame gets it decrypted in place, without
-            // the copy through `plain`.
-            if out.len() >= len {
-                let n = self.open_into(len, out)?;
+            // A reader that asks for at least a whole frame gets it straight from the socket,
+            // decrypted in its own buffer: no copy through ours.
+            if self.have == HEAD && out.len() >= len {
+                let n = self.read_into(tcp, &mut out[..len])?;
                 if n > 0 {
                     return Ok(n);
                 }
                 continue;
             }
-            let mut plain = std::mem::take(&mut self.plain);
-            let opened = self.open_into(len, &mut plain);
-            self.plain = plain;
-            self.plain_len = opened?;
-            self.pos = 0;
+            self.fill_body(tcp, len)?;
+            self.have = 0;
+            let opened = self
+                .cipher
+                .open_in_place(self.nonce, &mut self.frame[HEAD..HEAD + len]);
+            let n = self.opened(opened)?;
+            self.pos = HEAD;
+            self.end = HEAD + n;
         }
-        let n = out.len().min(self.plain_len - self.pos);
-        out[..n].copy_from_slice(&self.plain[self.pos..self.pos + n]);
+        let n = out.len().min(self.end - self.pos);
+        out[..n].copy_from_slice(&self.frame[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
     }
 
-    /// Opens the frame read by [`Opener::fill`] (its body `len` bytes) into `out`. On failure
-    /// `out` holds nothing of the frame.
-    fn open_into(&mut self, len: usize, out: &mut [u8]) -> io::Result<usize> {
-        let opened = self.cipher.open(self.nonce, &self.frame[2..2 + len], out);
-        self.have = 0;
+    /// Counts an opened frame, or fails the connection on one that did not authenticate.
+    fn opened(&mut self, opened: Option<usize>) -> io::Result<usize> {
         match opened {
             Some(n) => {
                 self.nonce += 1;
@@ -923,8 +1000,6 @@ impl Opener {
             }
             None => {
                 self.broken = true;
-                let wrote = len.min(out.len());
-                out[..wrote].fill(0);
                 Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "a frame failed authentication: the connection was tampered with",
@@ -933,27 +1008,77 @@ impl Opener {
         }
     }
 
-    /// Reads until one whole frame is in and returns its body length. A timeout keeps what was
-    /// read, so the next call goes on where this one stopped. `None` at a clean end of stream.
-    fn fill(&mut self, tcp: &mut TcpStream) -> io::Result<Option<usize>> {
-        loop {
-            let need = if self.have < 2 {
-                2
-            } else {
-                2 + usize::from(u16::from_be_bytes([self.frame[0], self.frame[1]]))
-            };
-            if self.have == need && need > 2 {
-                return Ok(Some(need - 2));
+    /// Reads the body of the frame whose head is in (`body.len()` bytes) straight into `body`
+    /// and opens it there. A timeout keeps what was read (moved into the frame buffer), so the
+    /// next call goes on where this one stopped.
+    fn read_into(&mut self, tcp: &mut impl Read, body: &mut [u8]) -> io::Result<usize> {
+        let mut got = 0;
+        while got < body.len() {
+            match tcp.read(&mut body[got..]) {
+                Ok(0) => {
+                    self.broken = true;
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the connection ended inside a frame",
+                    ));
+                }
+                Ok(n) => got += n,
+                Err(e) => {
+                    if self.frame.len() < HEAD + body.len() {
+                        self.frame.resize(HEAD + body.len(), 0);
+                    }
+                    self.frame[HEAD..HEAD + got].copy_from_slice(&body[..got]);
+                    self.have = HEAD + got;
+                    return Err(e);
+                }
             }
-            if self.have == 2 && need < 2 + TAG_LEN {
+        }
+        self.have = 0;
+        let opened = self.cipher.open_in_place(self.nonce, body);
+        if opened.is_none() {
+            // Nothing of a frame that failed reaches the reader.
+            body.fill(0);
+        }
+        self.opened(opened)
+    }
+
+    /// Reads the length prefix of the next frame (if not in yet) and returns its body
+    /// length. `None` at a clean end of stream.
+    fn fill_head(&mut self, tcp: &mut impl Read) -> io::Result<Option<usize>> {
+        if self.have == 0 && !self.fill_to(tcp, HEAD, true)? {
+            return Ok(None);
+        }
+        self.fill_to(tcp, HEAD, false)?;
+        let len = u32::from_be_bytes([self.frame[0], self.frame[1], self.frame[2], self.frame[3]]);
+        match usize::try_from(len) {
+            Ok(len) if (TAG_LEN..=MAX_BODY).contains(&len) => Ok(Some(len)),
+            _ => {
                 self.broken = true;
-                return Err(io::Error::new(
+                Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    "a frame shorter than its authentication tag",
-                ));
+                    format!("a frame of impossible length {len}"),
+                ))
             }
+        }
+    }
+
+    /// Reads the rest of the frame's body (`len` bytes) into the frame buffer. A timeout keeps
+    /// what was read.
+    fn fill_body(&mut self, tcp: &mut impl Read, len: usize) -> io::Result<()> {
+        let need = HEAD + len;
+        if self.frame.len() < need {
+            self.frame.resize(need, 0);
+        }
+        self.fill_to(tcp, need, false).map(|_| ())
+    }
+
+    /// Reads into the frame buffer until `need` bytes are in. With `may_end`, a stream that
+    /// ends before the first byte returns `false`; an end anywhere else fails the connection.
+    /// A timeout keeps what was read.
+    fn fill_to(&mut self, tcp: &mut impl Read, need: usize, may_end: bool) -> io::Result<bool> {
+        while self.have < need {
             match tcp.read(&mut self.frame[self.have..need]) {
-                Ok(0) if self.have == 0 => return Ok(None),
+                Ok(0) if may_end && self.have == 0 => return Ok(false),
                 Ok(0) => {
                     self.broken = true;
                     return Err(io::Error::new(
@@ -965,7 +1090,70 @@ impl Opener {
                 Err(e) => return Err(e),
             }
         }
+        Ok(true)
     }
+}
+
+/// The key of the sealed streams [`sealed_corpus`] makes and [`check_sealed_stream`] reads.
+const FUZZ_KEY: [u8; 32] = [0x42; 32];
+
+/// The plaintext of the frames of [`sealed_corpus`], in order.
+fn fuzz_plaintext() -> Vec<Vec<u8>> {
+    vec![
+        b"hello".to_vec(),
+        Vec::new(),
+        (0..3000u32).map(|i| (i % 251) as u8).collect(),
+        vec![7; 40],
+    ]
+}
+
+/// A valid stream of sealed frames (frame numbers 0, 1, ...) under a fixed key, for the
+/// mutation tests of [`check_sealed_stream`].
+pub(crate) fn sealed_corpus() -> Vec<Vec<u8>> {
+    let Ok(cipher) = Cipher::new(&FUZZ_KEY) else {
+        return Vec::new();
+    };
+    let mut stream = Vec::new();
+    for (n, plain) in fuzz_plaintext().into_iter().enumerate() {
+        let mut body = plain;
+        let Ok(tag) = cipher.seal_detached(n as u64, &mut body) else {
+            return Vec::new();
+        };
+        body.extend_from_slice(&tag);
+        let Ok(head) = frame_head(body.len()) else {
+            return Vec::new();
+        };
+        stream.extend_from_slice(&head);
+        stream.extend_from_slice(&body);
+    }
+    vec![stream]
+}
+
+/// Reads `data` as a sealed stream under the key of [`sealed_corpus`], in reads of varying
+/// sizes, until it ends or fails. The reader may refuse the bytes, but must not panic, and
+/// every byte it hands out must be plaintext the key's holder sealed, in its order: a prefix
+/// of the corpus's plaintext (nothing forged, replayed or reordered gets through).
+pub(crate) fn check_sealed_stream(data: &[u8]) {
+    let Ok(cipher) = Cipher::new(&FUZZ_KEY) else {
+        return;
+    };
+    let mut opener = Opener::new(cipher, 0);
+    let mut input = data;
+    let expected: Vec<u8> = fuzz_plaintext().concat();
+    let mut got = Vec::new();
+    let sizes = [1usize, 7, 4096, 3, 300_000];
+    let mut buf = vec![0u8; 300_000];
+    for size in sizes.iter().cycle().take(10_000) {
+        match opener.read(&mut input, &mut buf[..*size]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    assert!(
+        expected.starts_with(&got),
+        "the reader handed out {} bytes that were not sealed in this order",
+        got.len()
+    );
 }
 
 fn broken() -> io::Error {
@@ -1151,6 +1339,18 @@ impl std::fmt::Debug for WriteHalf {
     }
 }
 
+impl WriteHalf {
+    /// Sends all of `data`, which this call may overwrite: on a sealed connection it is
+    /// encrypted in place, which saves the copy [`Write::write_all`] makes. For a sender that
+    /// refills its buffer for every message anyway.
+    pub fn write_all_in_place(&mut self, data: &mut [u8]) -> io::Result<()> {
+        match &mut self.sealer {
+            None => self.tcp.write_all(data),
+            Some(s) => s.write_all_in_place(&mut self.tcp, data),
+        }
+    }
+}
+
 impl Write for WriteHalf {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &mut self.sealer {
@@ -1196,15 +1396,23 @@ mod tests {
         let (srv, cli) = pair(
             |s| {
                 let (mut st, peer) = accept(s, &member(1), Role::Gms, 2, T).unwrap();
-                let mut got = vec![0u8; 200_000];
-                st.read_exact(&mut got).unwrap();
+                // More than two frames' worth, read in pieces of every size.
+                let mut got = vec![0u8; 600_000];
+                let mut at = 0;
+                let mut piece = 1;
+                while at < got.len() {
+                    let end = (at + piece).min(got.len());
+                    st.read_exact(&mut got[at..end]).unwrap();
+                    at = end;
+                    piece = piece * 7 % 300_007 + 1;
+                }
                 st.write_all(b"done").unwrap();
                 (peer, got)
             },
             |s| {
                 let (mut st, peer) = connect(s, &member(1), Role::Gms, 7, Some(2), T).unwrap();
                 assert!(st.is_sealed());
-                let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+                let data: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
                 st.write_all(&data).unwrap();
                 let mut ok = [0u8; 4];
                 st.read_exact(&mut ok).unwrap();
@@ -1385,12 +1593,68 @@ mod tests {
                 s.write_all(&recorded).unwrap();
                 let _ = read_frame(&mut s);
                 // Replaying an old confirmation frame fails too: the keys are new.
-                s.write_all(&[0, 24]).unwrap();
-                s.write_all(&[0x5a; 24]).unwrap();
+                s.write_all(&(CONFIRM_LEN as u32).to_be_bytes()).unwrap();
+                s.write_all(&[0x5a; CONFIRM_LEN]).unwrap();
                 std::thread::sleep(Duration::from_millis(100));
             },
         );
         assert!(matches!(srv, Err(AuthError::Failed(_))), "{srv:?}");
+    }
+
+    #[test]
+    fn the_sealed_corpus_reads_back_whole() {
+        let stream = &sealed_corpus()[0];
+        let mut input = &stream[..];
+        let mut opener = Opener::new(Cipher::new(&FUZZ_KEY).unwrap(), 0);
+        let mut got = Vec::new();
+        opener.read_to_end_for_test(&mut input, &mut got);
+        assert_eq!(got, fuzz_plaintext().concat());
+    }
+
+    impl Opener {
+        fn read_to_end_for_test(&mut self, input: &mut &[u8], got: &mut Vec<u8>) {
+            let mut buf = [0u8; 100];
+            loop {
+                match self.read(input, &mut buf).unwrap() {
+                    0 => break,
+                    n => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        }
+    }
+
+    /// The sealer's next frame carrying `plain`, length prefix included, without sending it.
+    fn sealed_by_hand(sealer: &Sealer, plain: &[u8]) -> Vec<u8> {
+        let mut frame = vec![0u8; HEAD + plain.len() + TAG_LEN];
+        frame[HEAD..HEAD + plain.len()].copy_from_slice(plain);
+        let n = sealer
+            .cipher
+            .seal_in_place(sealer.nonce, &mut frame[HEAD..], plain.len())
+            .unwrap();
+        frame[..HEAD].copy_from_slice(&frame_head(n).unwrap());
+        frame
+    }
+
+    #[test]
+    fn a_frame_of_impossible_length_ends_the_connection() {
+        for len in [0u32, TAG_LEN as u32 - 1, MAX_BODY as u32 + 1, u32::MAX] {
+            let (srv, ()) = pair(
+                |s| {
+                    let (mut st, _) = accept(s, &member(1), Role::P2p, 2, T).unwrap();
+                    let mut b = [0u8; 5];
+                    st.read_exact(&mut b)
+                },
+                move |s| {
+                    let (st, _) = connect(s, &member(1), Role::P2p, 7, None, T).unwrap();
+                    let Stream { mut tcp, .. } = st;
+                    tcp.write_all(&len.to_be_bytes()).unwrap();
+                    tcp.write_all(&[0u8; 64]).unwrap();
+                    std::thread::sleep(Duration::from_millis(100));
+                },
+            );
+            let e = srv.unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{len}: {e}");
+        }
     }
 
     #[test]
@@ -1406,13 +1670,8 @@ mod tests {
                 // Write a frame by hand, sealed correctly, then corrupt one byte.
                 let Stream { mut tcp, seal } = st;
                 let (sealer, _) = seal.unwrap();
-                let mut frame = [0u8; 2 + 5 + TAG_LEN];
-                let n = sealer
-                    .cipher
-                    .seal(sealer.nonce, b"hello", &mut frame[2..])
-                    .unwrap();
-                frame[..2].copy_from_slice(&(n as u16).to_be_bytes());
-                frame[5] ^= 1;
+                let mut frame = sealed_by_hand(&sealer, b"hello");
+                frame[HEAD + 3] ^= 1;
                 tcp.write_all(&frame).unwrap();
                 std::thread::sleep(Duration::from_millis(100));
             },
@@ -1446,13 +1705,8 @@ mod tests {
                 let Stream { mut tcp, seal } = st;
                 let (mut sealer, _) = seal.unwrap();
                 // Seal into a buffer, then dribble it out in two parts with a pause.
-                let mut frame = [0u8; 2 + 10 + TAG_LEN];
-                let n = sealer
-                    .cipher
-                    .seal(sealer.nonce, b"0123456789", &mut frame[2..])
-                    .unwrap();
+                let frame = sealed_by_hand(&sealer, b"0123456789");
                 sealer.nonce += 1;
-                frame[..2].copy_from_slice(&(n as u16).to_be_bytes());
                 tcp.write_all(&frame[..7]).unwrap();
                 std::thread::sleep(Duration::from_millis(120));
                 tcp.write_all(&frame[7..]).unwrap();

@@ -24,8 +24,8 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use super::pki::{Identity, TlsCredentials};
 use super::{
-    read_by, AuthError, Cipher, Peer, Role, Stream, Timeouts, CONFIRM_LEN, REFUSED, TAG_LEN,
-    UNKNOWN_PEER,
+    confirmation, open_confirmation, read_by, seal_confirmation, AuthError, Cipher, Peer, Role,
+    Stream, Timeouts, CONFIRM_LEN, HEAD, REFUSED, UNKNOWN_PEER,
 };
 use crate::NodeId;
 
@@ -310,7 +310,7 @@ fn frame_keys(conn: &rustls::Connection, role: Role) -> Result<(Cipher, Cipher),
             Some(&[role as u8]),
         )
         .map_err(tls_error)?;
-    Ok((Cipher::aes(&keys[..32])?, Cipher::aes(&keys[32..])?))
+    Ok((Cipher::new(&keys[..32])?, Cipher::new(&keys[32..])?))
 }
 
 /// The peer's identity from the certificate it presented.
@@ -322,13 +322,6 @@ fn peer_identity(conn: &rustls::Connection) -> Result<Identity, AuthError> {
         .first()
         .ok_or_else(|| AuthError::Certificate("the peer presented no certificate".into()))?;
     Identity::of_certificate(leaf.as_ref()).map_err(|e| AuthError::Certificate(e.to_string()))
-}
-
-fn confirmation(listener: NodeId, dialer: NodeId) -> [u8; 8] {
-    let mut c = [0u8; 8];
-    c[..4].copy_from_slice(&listener.to_le_bytes());
-    c[4..].copy_from_slice(&dialer.to_le_bytes());
-    c
 }
 
 /// [`super::connect`] in the certificate mode.
@@ -411,15 +404,10 @@ pub(super) fn connect(
             Ok(()) => AuthError::Failed("the listener sent TLS data after the handshake".into()),
         });
     }
-    if usize::from(u16::from_be_bytes(head)) != CONFIRM_LEN {
-        return Err(AuthError::Failed(
-            "the listener's confirmation has the wrong length".into(),
-        ));
-    }
-    let mut body = [0u8; CONFIRM_LEN];
-    read_by(&mut tcp, &mut body, by).map_err(closed)?;
-    let mut plain = [0u8; CONFIRM_LEN];
-    if theirs.open(0, &body, &mut plain) != Some(8) || plain[..8] != confirmation(peer, local) {
+    let mut frame = [0u8; HEAD + CONFIRM_LEN];
+    frame[..2].copy_from_slice(&head);
+    read_by(&mut tcp, &mut frame[2..], by).map_err(closed)?;
+    if open_confirmation(&theirs, &mut frame) != Some(confirmation(peer, local)) {
         return Err(AuthError::Failed(
             "the listener's confirmation did not authenticate".into(),
         ));
@@ -449,11 +437,7 @@ pub(super) fn accept(
         Identity::Client(_) => UNKNOWN_PEER,
     };
     let (theirs, mine) = frame_keys(&conn, role)?;
-    let mut frame = [0u8; 2 + CONFIRM_LEN];
-    frame[..2].copy_from_slice(&(CONFIRM_LEN as u16).to_be_bytes());
-    let n = mine.seal(0, &confirmation(local, peer), &mut frame[2..])?;
-    debug_assert_eq!(n, 8 + TAG_LEN);
-    tcp.write_all(&frame)?;
+    tcp.write_all(&seal_confirmation(&mine, local, peer)?)?;
     let stream = Stream::sealed(tcp, (mine, 1), (theirs, 0));
     saved.restore(stream.tcp())?;
     Ok((stream, Some(Peer { id: peer, role })))

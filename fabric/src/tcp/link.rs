@@ -376,20 +376,23 @@ fn send_write(
     req: &WriteRequest<'_>,
 ) -> std::io::Result<()> {
     let total = HEADER_LEN + req.len;
+    // The staging buffer only grows, so no write costs a clearing; its bytes are rewritten
+    // (and, on a sealed link, encrypted in place) for every write.
+    let room = if req.len <= CHUNK { total } else { CHUNK };
+    if s.staging.len() < room {
+        s.staging.resize(room, 0);
+    }
     if req.len <= CHUNK {
-        s.staging.clear();
-        s.staging.extend_from_slice(header);
-        s.staging.resize(total, 0);
-        read_src(req.src, req.src_offset, &mut s.staging[HEADER_LEN..])?;
-        return s.stream.write_all(&s.staging);
+        s.staging[..HEADER_LEN].copy_from_slice(header);
+        read_src(req.src, req.src_offset, &mut s.staging[HEADER_LEN..total])?;
+        return s.stream.write_all_in_place(&mut s.staging[..total]);
     }
     s.stream.write_all(header)?;
-    s.staging.resize(CHUNK, 0);
     let mut done = 0;
     while done < req.len {
         let n = (req.len - done).min(CHUNK);
         read_src(req.src, req.src_offset + done, &mut s.staging[..n])?;
-        s.stream.write_all(&s.staging[..n])?;
+        s.stream.write_all_in_place(&mut s.staging[..n])?;
         done += n;
     }
     Ok(())
