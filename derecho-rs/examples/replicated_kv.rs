@@ -18,8 +18,10 @@
 //! exits non-zero if they differ.
 //!
 //! With `--persist DIR` the map is a persistent subgroup: each member keeps its log in
-//! `DIR/n<id>`, prints `restored node=<id> keys=<n>` once it is in the group, and at the end
-//! the launcher kills every member (`kill -9`) instead of letting them leave. Run it twice with
+//! `DIR/n<id>`, prints `restored node=<id> keys=<n>` once it is in the group, reports its
+//! replica only once its last put is globally persisted (on the disk of every member of its
+//! shard), and at the end the launcher kills every member (`kill -9`) instead of letting them
+//! leave. Run it twice with
 //! the same `DIR`: the second run restarts the group from the logs, and every member reports
 //! the 400 keys of its shard before it puts anything.
 //!
@@ -307,6 +309,14 @@ fn member(args: &[String]) -> Result<(), String> {
                 value: format!("value {i} from node {id}"),
             })
             .map_err(|e| e.to_string())?;
+        // With logs, delivered is not yet durable: the report (after which the launcher may
+        // kill every member) comes after my last put is on every disk of the shard. Each
+        // member waits for its own, so once all have reported every put is durable.
+        if persist.is_some() && i + 1 == PUTS {
+            pending
+                .await_global_persistence(Duration::from_secs(60))
+                .map_err(|e| e.to_string())?;
+        }
         pending.wait().map_err(|e| e.to_string())?;
         if i % 20 == 0 {
             let peer = other[i / 20 % other.len()];
