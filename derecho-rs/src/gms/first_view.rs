@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,7 +104,7 @@ pub(crate) fn lead(
     // Connections are authenticated and their first message read on threads of their own, so
     // that a silent one never holds up a joiner behind it.
     let (read_tx, read) = std::sync::mpsc::channel();
-    let reading = Arc::new(AtomicUsize::new(0));
+    let reading = derecho_fabric::sync::Gate::new(MAX_OPENING, MAX_OPENING / 2);
     let leader = SocketAddr::new(me.ip, me.gms_port);
     loop {
         if stop.load(Ordering::SeqCst) {
@@ -116,7 +116,7 @@ pub(crate) fn lead(
                     auth,
                     leader,
                     handshake: timeouts.handshake,
-                    count: &reading,
+                    gate: &reading,
                     done: &read_tx,
                 };
                 opening.start(tcp, from);
@@ -280,7 +280,8 @@ fn admit(
     Some(((member, stream), report))
 }
 
-/// Most connections to a forming leader's GMS port being authenticated and read at once.
+/// Most connections to a forming leader's GMS port being authenticated and read at once (half
+/// of them from one address).
 const MAX_OPENING: usize = 32;
 
 /// A connection to a forming leader after its handshake, with its first message.
@@ -297,7 +298,7 @@ struct Opening<'a> {
     /// This forming leader's GMS address, the answer to a probe.
     leader: SocketAddr,
     handshake: Duration,
-    count: &'a Arc<AtomicUsize>,
+    gate: &'a Arc<derecho_fabric::sync::Gate>,
     done: &'a std::sync::mpsc::Sender<FirstMessage>,
 }
 
@@ -308,15 +309,14 @@ impl Opening<'_> {
     fn start(&self, tcp: TcpStream, from: SocketAddr) {
         let (auth, done) = (self.auth.clone(), self.done.clone());
         let (leader, handshake) = (self.leader, self.handshake);
-        let started =
-            derecho_fabric::sync::spawn_bounded(self.count, MAX_OPENING, "gms-open", move || {
-                if let Some(first) = read_first(tcp, from, &auth, leader, handshake) {
-                    // The leader may have formed its group meanwhile; the connection closes.
-                    drop(done.send(first));
-                }
-            });
-        if !started {
-            tracing::warn!(%from, "closed a GMS connection: too many are being read");
+        let started = self.gate.spawn(Some(from.ip()), "gms-open", move || {
+            if let Some(first) = read_first(tcp, from, &auth, leader, handshake) {
+                // The leader may have formed its group meanwhile; the connection closes.
+                drop(done.send(first));
+            }
+        });
+        if let Err(e) = started {
+            tracing::warn!(%from, "closed a GMS connection: {e}");
         }
     }
 }

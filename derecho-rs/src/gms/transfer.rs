@@ -16,7 +16,6 @@
 
 use std::io::{self, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -285,7 +284,7 @@ pub(crate) fn receive(
         .set_nonblocking(true)
         .map_err(io_err("configuring the listener"))?;
     let (opened_tx, opened) = std::sync::mpsc::channel();
-    let opening = Arc::new(AtomicUsize::new(0));
+    let opening = derecho_fabric::sync::Gate::new(MAX_OPENING, MAX_OPENING / 2);
     while !expected.is_empty() {
         let now = Instant::now();
         if now >= deadline {
@@ -373,32 +372,31 @@ fn open_in_background(
     tcp: TcpStream,
     from: SocketAddr,
     deadline: Instant,
-    opening: &Arc<AtomicUsize>,
+    opening: &Arc<derecho_fabric::sync::Gate>,
     done: &std::sync::mpsc::Sender<Opened>,
 ) {
     let (auth, done) = (auth.clone(), done.clone());
-    let started =
-        derecho_fabric::sync::spawn_bounded(opening, MAX_OPENING, "transfer-open", move || {
-            let opened = (|| {
-                // Socket options fail only on a closed socket, which the handshake reports.
-                let _ = tcp.set_nonblocking(false);
-                let (mut stream, _) = auth
-                    .accept(tcp, Role::StateTransfer)
-                    .map_err(crate::auth::into_io)?;
-                let left = deadline.saturating_duration_since(Instant::now());
-                stream.set_read_timeout(Some(left.max(Duration::from_millis(100))))?;
-                let mut header = [0u8; HEADER_LEN];
-                stream.read_exact(&mut header)?;
-                Ok::<_, io::Error>((stream, header, from))
-            })();
-            match opened {
-                // The receiver may have finished meanwhile; the connection then just closes.
-                Ok(o) => drop(done.send(o)),
-                Err(e) => tracing::warn!(%from, error = %e, "refused a state transfer connection"),
-            }
-        });
-    if !started {
-        tracing::warn!(%from, "closed a state transfer connection: too many are opening");
+    let started = opening.spawn(Some(from.ip()), "transfer-open", move || {
+        let opened = (|| {
+            // Socket options fail only on a closed socket, which the handshake reports.
+            let _ = tcp.set_nonblocking(false);
+            let (mut stream, _) = auth
+                .accept(tcp, Role::StateTransfer)
+                .map_err(crate::auth::into_io)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            stream.set_read_timeout(Some(left.max(Duration::from_millis(100))))?;
+            let mut header = [0u8; HEADER_LEN];
+            stream.read_exact(&mut header)?;
+            Ok::<_, io::Error>((stream, header, from))
+        })();
+        match opened {
+            // The receiver may have finished meanwhile; the connection then just closes.
+            Ok(o) => drop(done.send(o)),
+            Err(e) => tracing::warn!(%from, error = %e, "refused a state transfer connection"),
+        }
+    });
+    if let Err(e) = started {
+        tracing::warn!(%from, "closed a state transfer connection: {e}");
     }
 }
 

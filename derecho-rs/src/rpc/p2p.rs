@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -25,6 +25,9 @@ use derecho_fabric::secure::{AuthError, ReadHalf, Role, WriteHalf};
 
 /// Most connections a member serves at once.
 pub const MAX_CONNECTIONS: usize = 256;
+
+/// Most of those from one address.
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 128;
 
 /// Size limits of the P2P port.
 #[derive(Clone, Copy, Debug)]
@@ -118,26 +121,26 @@ fn accept_loop(
     stop: &Arc<AtomicBool>,
     auth: &Auth,
 ) {
-    let open = Arc::new(AtomicUsize::new(0));
+    let open = derecho_fabric::sync::Gate::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS);
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             break;
         }
         let Ok(stream) = conn else { continue };
         let (h, s, auth) = (Arc::clone(handler), Arc::clone(stop), auth.clone());
-        let started =
-            derecho_fabric::sync::spawn_bounded(&open, MAX_CONNECTIONS, "p2p-conn", move || {
-                let from = stream.peer_addr().ok();
-                match serve_conn(stream, &h, limits, &s, &auth) {
-                    Ok(()) => {}
-                    Err(e @ (ServeError::Auth(_) | ServeError::MemberOnly { .. })) => {
-                        tracing::warn!(?from, error = %e, "refused a P2P connection");
-                    }
-                    Err(e) => tracing::debug!(error = %e, "a P2P connection closed"),
+        let from = stream.peer_addr().ok().map(|a| a.ip());
+        let started = open.spawn(from, "p2p-conn", move || {
+            let from = stream.peer_addr().ok();
+            match serve_conn(stream, &h, limits, &s, &auth) {
+                Ok(()) => {}
+                Err(e @ (ServeError::Auth(_) | ServeError::MemberOnly { .. })) => {
+                    tracing::warn!(?from, error = %e, "refused a P2P connection");
                 }
-            });
-        if !started {
-            tracing::warn!("refused a P2P connection: {MAX_CONNECTIONS} are open");
+                Err(e) => tracing::debug!(error = %e, "a P2P connection closed"),
+            }
+        });
+        if let Err(e) = started {
+            tracing::warn!(?from, "refused a P2P connection: {e}");
         }
     }
 }

@@ -25,7 +25,7 @@ pub(crate) mod regions;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -197,7 +197,7 @@ pub(crate) struct Hub<L> {
     incarnation: u64,
     start: Instant,
     reporter: Arc<Reporter>,
-    handshakes: Arc<AtomicUsize>,
+    handshakes: Arc<crate::sync::Gate>,
     links: Mutex<HashMap<NodeId, Arc<L>>>,
     links_changed: Condvar,
 }
@@ -212,13 +212,16 @@ impl<L: SideLink> Hub<L> {
             .local_addr()
             .map_err(|e| FabricError::io(format!("reading the {what}'s bound address"), e))?;
         let incarnation = incarnation_nonce(config.local_id);
+        // Half the handshakes at most from one address: one host cannot take them all.
+        let handshakes =
+            crate::sync::Gate::new(config.max_handshakes, config.max_handshakes.div_ceil(2));
         let hub = Self {
             config,
             local_addr,
             incarnation,
             start: Instant::now(),
             reporter: Arc::default(),
-            handshakes: Arc::default(),
+            handshakes,
             links: Mutex::new(HashMap::new()),
             links_changed: Condvar::new(),
         };
@@ -381,11 +384,10 @@ impl<L: SideLink> Hub<L> {
         };
         let reporter = Arc::clone(&self.reporter);
         let handshakes = Arc::clone(&self.handshakes);
-        let max = self.config.max_handshakes;
         let hello = format!("{backend}-hello");
         std::thread::Builder::new()
             .name(format!("{backend}-accept-{}", self.config.local_id))
-            .spawn(move || accept_loop(&listener, &reporter, &handshakes, max, &hello, handshake))
+            .spawn(move || accept_loop(&listener, &reporter, &handshakes, &hello, handshake))
             .map_err(|e| FabricError::io("spawning the accept thread", e))?;
         tracing::debug!(
             node = self.config.local_id,
@@ -419,8 +421,7 @@ impl<L: SideLink> Hub<L> {
 fn accept_loop(
     listener: &TcpListener,
     reporter: &Reporter,
-    handshakes: &Arc<AtomicUsize>,
-    max: usize,
+    handshakes: &Arc<crate::sync::Gate>,
     hello_thread: &str,
     handshake: impl Fn(TcpStream) + Clone + Send + 'static,
 ) {
@@ -437,8 +438,9 @@ fn accept_loop(
             }
         };
         let handshake = handshake.clone();
-        if !crate::sync::spawn_bounded(handshakes, max, hello_thread, move || handshake(stream)) {
-            tracing::warn!("too many concurrent handshakes; closing a connection");
+        let from = stream.peer_addr().ok().map(|a| a.ip());
+        if let Err(e) = handshakes.spawn(from, hello_thread, move || handshake(stream)) {
+            tracing::warn!(?from, "closed a fabric connection: {e}");
         }
     }
 }
