@@ -5,7 +5,7 @@
 //!     [--window W] [--smc BYTES] [--timeout SECS] [--check [--max-pause MS]] \
 //!     [--kill RANK@MS]... [--leave RANK@MS]... [--join @MS]... \
 //!     [--persist DIR [--crash-all @MS --restart-all @MS]] [--csv FILE] [--samples DIR] \
-//!     [--secret FILE | --certificates] -- <bench> <bench args>
+//!     [--secret FILE | --certificates [--intrude @MS]...] -- <bench> <bench args>
 //! ```
 //!
 //! It writes a configuration per node (free ports on 127.0.0.1, node 0 as the contact, the
@@ -21,7 +21,15 @@
 //!
 //! `--secret FILE` runs the group in `[SECURITY] mode = secret` with FILE as the group secret
 //! (make one with `derecho-secret new FILE`). `--certificates` runs it in `mode = certificate`
-//! under a CA made for the run, with one certificate per member.
+//! under a CA made for the run, with one certificate per member. With either, `--intrude @MS`
+//! (repeatable) starts, at MS, a node that asks to join with credentials the group did not
+//! issue (another secret, or a certificate from another CA for an unused id); it must be
+//! refused. The line `intruders=<n> refused=<n> admitted=<n> members_at_first_report=<n>`
+//! before the result counts them: an intruder is refused if it exits with an error that names
+//! the refusal (its output is kept in `i<k>.log` of its folder); `admitted` counts the views
+//! (in the members' `--check` records) that held one; the last field is the view size the
+//! first member to finish saw (nobody evicted: all the members). launch fails if an intruder
+//! is not refused or is admitted.
 //!
 //! `--stop RANK@MS` (repeatable) freezes member RANK with SIGSTOP instead (a hung process:
 //! its sockets stay open, so only timeouts reveal it; it is killed at the end of the run).
@@ -116,6 +124,7 @@ enum Event {
     Stop(usize),
     Leave(usize),
     Join(usize),
+    Intrude(usize),
 }
 
 struct Opts {
@@ -146,6 +155,8 @@ struct Opts {
     secret: Option<PathBuf>,
     /// `[SECURITY] mode = certificate` with a CA made for the run.
     certificates: bool,
+    /// When to start intruders (`--intrude`).
+    intrusions: Vec<u64>,
     bench: String,
     bench_args: Vec<String>,
 }
@@ -177,6 +188,7 @@ fn parse() -> Result<Opts, String> {
         samples: None,
         secret: None,
         certificates: false,
+        intrusions: Vec::new(),
         bench: theirs
             .first()
             .cloned()
@@ -222,11 +234,12 @@ fn parse() -> Result<Opts, String> {
                     o.leaves.push(event);
                 }
             }
-            "--join" | "--crash-all" | "--restart-all" => {
+            "--join" | "--crash-all" | "--restart-all" | "--intrude" => {
                 let ms = v.strip_prefix('@').ok_or_else(|| bad(&"expected @MS"))?;
                 let ms = ms.parse().map_err(|e| bad(&e))?;
                 match flag.as_str() {
                     "--join" => o.joins.push(ms),
+                    "--intrude" => o.intrusions.push(ms),
                     "--crash-all" => o.crash_all = Some(ms),
                     _ => o.restart_all = Some(ms),
                 }
@@ -247,6 +260,11 @@ fn parse() -> Result<Opts, String> {
     }
     if o.nodes == 0 {
         return Err("--nodes must be at least 1".into());
+    }
+    if !o.intrusions.is_empty() && o.secret.is_none() && !o.certificates {
+        return Err(
+            "--intrude needs --secret FILE or --certificates (an open group admits anyone)".into(),
+        );
     }
     match (o.crash_all, o.restart_all) {
         (Some(_), _) | (_, Some(_)) if o.persist.is_none() => {
@@ -296,7 +314,14 @@ fn configs(o: &Opts, dir: &std::path::Path) -> Result<Vec<PathBuf>, String> {
     };
     let mut paths = Vec::new();
     // Joiners get ids after the first members, in the order of their times.
-    for i in 0..o.nodes + o.joins.len() {
+    let members = o.nodes + o.joins.len();
+    // The rogue credentials intruders hold: another CA, or another secret.
+    let rogue_ca = if o.intrusions.is_empty() || !o.certificates {
+        None
+    } else {
+        Some(derecho::secure::GroupCa::new("launch", 2).map_err(|e| e.to_string())?)
+    };
+    for i in 0..members + o.intrusions.len() {
         let mut c = Config::default();
         c.derecho.local_id = i as u32;
         c.derecho.contact_port = contact;
@@ -312,12 +337,26 @@ fn configs(o: &Opts, dir: &std::path::Path) -> Result<Vec<PathBuf>, String> {
             .transport
             .parse()
             .map_err(|e| format!("--transport {}: {e}", o.transport))?;
+        let intruder = i >= members;
         if let Some(secret) = &o.secret {
             c.security.mode = derecho::config::SecurityMode::Secret;
             c.security.group_secret_file = secret.clone();
+            if intruder {
+                let wrong = dir.join(format!("rogue-{i}.key"));
+                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+                derecho::secure::Secret::generate()
+                    .map_err(|e| e.to_string())?
+                    .save(&wrong)
+                    .map_err(|e| format!("{}: {e}", wrong.display()))?;
+                c.security.group_secret_file = wrong;
+            }
         }
-        if let Some(ca) = &ca {
-            benches::use_certificate(&mut c, ca, &dir.join("pki"))?;
+        match (&ca, &rogue_ca) {
+            (Some(_), Some(rogue)) if intruder => {
+                benches::use_certificate(&mut c, rogue, &dir.join("rogue-pki"))?;
+            }
+            (Some(ca), _) => benches::use_certificate(&mut c, ca, &dir.join("pki"))?,
+            _ => {}
         }
         if let Some(dir) = &o.persist {
             c.pers.file_path = dir.join(format!("n{i}"));
@@ -429,12 +468,39 @@ fn run(o: &Opts) -> Result<String, String> {
     for i in 0..o.nodes {
         children.push(spawn(i, 0, &tx)?);
     }
+    // Intruders: their output goes to a log of their own, read at the end.
+    let intruders = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(ChildGuard, PathBuf)>::new()));
+    let intrude = {
+        let (bench, paths, args) = (bench.clone(), paths.clone(), o.bench_args.clone());
+        let members = o.nodes + o.joins.len();
+        move |k: usize| -> Result<(ChildGuard, PathBuf), String> {
+            let path = &paths[members + k];
+            let folder = path.parent().ok_or("no folder")?;
+            let log_path = folder.join(format!("i{k}.log"));
+            let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+            let err = log.try_clone().map_err(|e| e.to_string())?;
+            let child = Command::new(&bench)
+                .arg("--")
+                .args(&args)
+                .env("DERECHO_CONF_FILE", path)
+                .env_remove("DERECHO_NODE_CONF_FILE")
+                .env_remove(benches::group_bench::CHECK_LOG_ENV)
+                .current_dir(folder)
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(err)
+                .spawn()
+                .map_err(|e| format!("starting {}: {e}", bench.display()))?;
+            Ok((ChildGuard::new(child), log_path))
+        }
+    };
     let started = Instant::now();
     let children = std::sync::Arc::new(std::sync::Mutex::new(children));
     let first_kill_at = std::sync::Arc::new(AtomicU64::new(0));
     // Kills, leaves and joins, in time order, on one thread.
     let killer = {
         let children = std::sync::Arc::clone(&children);
+        let intruders = std::sync::Arc::clone(&intruders);
         let first_kill = std::sync::Arc::clone(&first_kill_at);
         let nodes = o.nodes;
         let mut events: Vec<(u64, Event)> = o
@@ -453,6 +519,12 @@ fn run(o: &Opts) -> Result<String, String> {
                     .iter()
                     .enumerate()
                     .map(|(k, &ms)| (ms, Event::Join(k))),
+            )
+            .chain(
+                o.intrusions
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &ms)| (ms, Event::Intrude(k))),
             )
             .chain(o.crash_all.map(|ms| (ms, Event::CrashAll)))
             .chain(o.restart_all.map(|ms| (ms, Event::RestartAll)))
@@ -514,6 +586,13 @@ fn run(o: &Opts) -> Result<String, String> {
                             eprintln!("launch: asked member {rank} to leave at {ms} ms");
                         }
                     }
+                    Event::Intrude(k) => match intrude(k) {
+                        Ok(g) => {
+                            intruders.lock().unwrap_or_else(|p| p.into_inner()).push(g);
+                            eprintln!("launch: started intruder {k} at {ms} ms");
+                        }
+                        Err(e) => eprintln!("launch: could not start an intruder: {e}"),
+                    },
                     Event::Join(k) => match spawn(nodes + k, ms, &tx) {
                         Ok(g) => {
                             c.push(g);
@@ -565,6 +644,37 @@ fn run(o: &Opts) -> Result<String, String> {
     {
         c.wait_bounded(Duration::from_secs(10));
     }
+    let intrusion = (!o.intrusions.is_empty()).then(|| {
+        let mut list = intruders.lock().unwrap_or_else(|p| p.into_inner());
+        let mut refused = 0;
+        for (g, log) in list.iter_mut() {
+            let exited = g.wait_bounded(Duration::from_secs(30));
+            let failed = exited
+                && g.child_mut()
+                    .try_wait()
+                    .ok()
+                    .flatten()
+                    .is_some_and(|st| !st.success());
+            let said = std::fs::read_to_string(log.as_path()).unwrap_or_default();
+            let named = ["refused", "certificate", "authenticat"]
+                .iter()
+                .any(|w| said.contains(w));
+            if failed && named {
+                refused += 1;
+                let why = said
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("");
+                eprintln!("launch: an intruder was refused: {why}");
+            } else {
+                eprintln!(
+                    "launch: intruder was not refused (exit failed: {failed}); its log:\n{said}"
+                );
+            }
+        }
+        (list.len(), refused)
+    });
     let verdict = o.check.then(|| {
         if o.persist.is_some() {
             return persist_verdict(&paths);
@@ -587,6 +697,33 @@ fn run(o: &Opts) -> Result<String, String> {
         }
         Verdict::Stream(checker.check(&logs))
     });
+    if let Some((n, refused)) = intrusion {
+        // Views that held an intruder, in any member's record (with --check).
+        let members = o.nodes + o.joins.len();
+        let admitted = paths
+            .iter()
+            .filter_map(|p| {
+                derecho_tests::checker::MemberLog::read_file(&p.with_file_name("check.jsonl")).ok()
+            })
+            .flat_map(|log| log.events)
+            .filter(|e| {
+                matches!(e, derecho_tests::checker::Event::View { members: m, .. }
+                    if m.iter().any(|id| *id as usize >= members))
+            })
+            .count();
+        let at_first_report = first_report_members.map_or(-1.0, |m| m);
+        println!(
+            "intruders={n} refused={refused} admitted={admitted} members_at_first_report={at_first_report:.0}"
+        );
+        if refused < n || n < o.intrusions.len() || admitted > 0 {
+            return Err(format!(
+                "{refused} of {} intruders were refused and {admitted} views held one; the \
+                 folders are kept in {}",
+                o.intrusions.len(),
+                dir.display()
+            ));
+        }
+    }
     if let Some(v) = &verdict {
         println!("{v}");
         if !v.ok() {
