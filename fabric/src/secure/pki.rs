@@ -365,6 +365,8 @@ pub struct TlsCredentials {
     pub(super) chain: Vec<CertificateDer<'static>>,
     pub(super) key: PrivateKeyDer<'static>,
     pub(super) ca: CertificateDer<'static>,
+    /// The TLS configurations built from these credentials, kept for later connections.
+    pub(super) configs: super::tls::Configs,
 }
 
 impl fmt::Debug for TlsCredentials {
@@ -483,6 +485,7 @@ impl TlsCredentials {
             chain,
             key,
             ca,
+            configs: super::tls::Configs::default(),
         })
     }
 
