@@ -940,27 +940,40 @@ fn write_all_vectored(tcp: &mut TcpStream, mut parts: &mut [io::IoSlice<'_>]) ->
     Ok(())
 }
 
-/// The receiving half: its cipher, frame counter and the current frame.
+/// The receiving half: its cipher, frame counter, and the bytes read ahead from the socket.
+///
+/// Reads take whatever the socket has (up to the buffer's size), so that a small frame costs
+/// one system call and several queued frames one between them. A frame is opened in place in
+/// the buffer and its plaintext handed out from there, except that a reader asking for at
+/// least a whole large frame, when none of its body has arrived yet, gets the body straight
+/// from the socket into its own buffer, decrypted there (no copy).
 struct Opener {
     cipher: Cipher,
     nonce: u64,
-    /// The current frame (length prefix included), `have` bytes of it read so far; once
-    /// opened, its plaintext is decrypted in place. Grows to the largest frame received.
-    frame: Vec<u8>,
-    have: usize,
-    /// Decrypted bytes `frame[pos..end]` not yet handed out.
+    /// Raw bytes from the socket are `buf[start..filled]`; once a frame is opened, its
+    /// plaintext `buf[pos..end]` waits to be handed out. Grows to the largest frame received.
+    buf: Vec<u8>,
+    start: usize,
+    filled: usize,
     pos: usize,
     end: usize,
     broken: bool,
 }
+
+/// The read-ahead buffer's first size; it grows for larger frames.
+const READ_AHEAD: usize = 16 * 1024;
+
+/// Frames at least this long may be read straight into the reader's buffer.
+const DIRECT_MIN: usize = 4 * 1024;
 
 impl Opener {
     fn new(cipher: Cipher, nonce: u64) -> Self {
         Opener {
             cipher,
             nonce,
-            frame: vec![0; HEAD],
-            have: 0,
+            buf: vec![0; READ_AHEAD],
+            start: 0,
+            filled: 0,
             pos: 0,
             end: 0,
             broken: false,
@@ -977,29 +990,45 @@ impl Opener {
             if self.broken {
                 return Err(broken());
             }
-            let Some(len) = self.fill_head(tcp)? else {
+            if !self.fill(tcp, HEAD, true)? {
                 return Ok(0);
+            }
+            let at = self.start;
+            let head = [
+                self.buf[at],
+                self.buf[at + 1],
+                self.buf[at + 2],
+                self.buf[at + 3],
+            ];
+            let len = match usize::try_from(u32::from_be_bytes(head)) {
+                Ok(len) if (TAG_LEN..=MAX_BODY).contains(&len) => len,
+                _ => {
+                    self.broken = true;
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("a frame of impossible length {}", u32::from_be_bytes(head)),
+                    ));
+                }
             };
-            // A reader that asks for at least a whole frame gets it straight from the socket,
-            // decrypted in its own buffer: no copy through ours.
-            if self.have == HEAD && out.len() >= len {
+            if self.filled - self.start == HEAD && len >= DIRECT_MIN && out.len() >= len {
                 let n = self.read_into(tcp, &mut out[..len])?;
                 if n > 0 {
                     return Ok(n);
                 }
                 continue;
             }
-            self.fill_body(tcp, len)?;
-            self.have = 0;
+            self.fill(tcp, HEAD + len, false)?;
+            let body = self.start + HEAD;
+            self.start = body + len;
             let opened = self
                 .cipher
-                .open_in_place(self.nonce, &mut self.frame[HEAD..HEAD + len]);
+                .open_in_place(self.nonce, &mut self.buf[body..body + len]);
             let n = self.opened(opened)?;
-            self.pos = HEAD;
-            self.end = HEAD + n;
+            self.pos = body;
+            self.end = body + n;
         }
         let n = out.len().min(self.end - self.pos);
-        out[..n].copy_from_slice(&self.frame[self.pos..self.pos + n]);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
     }
@@ -1021,9 +1050,9 @@ impl Opener {
         }
     }
 
-    /// Reads the body of the frame whose head is in (`body.len()` bytes) straight into `body`
-    /// and opens it there. A timeout keeps what was read (moved into the frame buffer), so the
-    /// next call goes on where this one stopped.
+    /// Reads the body of the frame whose head is the only thing buffered (`body.len()`
+    /// bytes) straight into `body` and opens it there. A timeout keeps what was read (moved
+    /// into the buffer), so the next call goes on where this one stopped.
     fn read_into(&mut self, tcp: &mut impl Read, body: &mut [u8]) -> io::Result<usize> {
         let mut got = 0;
         while got < body.len() {
@@ -1037,16 +1066,17 @@ impl Opener {
                 }
                 Ok(n) => got += n,
                 Err(e) => {
-                    if self.frame.len() < HEAD + body.len() {
-                        self.frame.resize(HEAD + body.len(), 0);
-                    }
-                    self.frame[HEAD..HEAD + got].copy_from_slice(&body[..got]);
-                    self.have = HEAD + got;
+                    self.reserve(HEAD + body.len());
+                    let at = self.filled;
+                    self.buf[at..at + got].copy_from_slice(&body[..got]);
+                    self.filled += got;
                     return Err(e);
                 }
             }
         }
-        self.have = 0;
+        // The head was consumed with the body.
+        self.start = 0;
+        self.filled = 0;
         let opened = self.cipher.open_in_place(self.nonce, body);
         if opened.is_none() {
             // Nothing of a frame that failed reaches the reader.
@@ -1055,43 +1085,38 @@ impl Opener {
         self.opened(opened)
     }
 
-    /// Reads the length prefix of the next frame (if not in yet) and returns its body
-    /// length. `None` at a clean end of stream.
-    fn fill_head(&mut self, tcp: &mut impl Read) -> io::Result<Option<usize>> {
-        if self.have == 0 && !self.fill_to(tcp, HEAD, true)? {
-            return Ok(None);
+    /// Makes room for `need` bytes from `start` on: moves what is buffered to the front and
+    /// grows the buffer if it is too small.
+    fn reserve(&mut self, need: usize) {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.filled, 0);
+            self.filled -= self.start;
+            self.start = 0;
         }
-        self.fill_to(tcp, HEAD, false)?;
-        let len = u32::from_be_bytes([self.frame[0], self.frame[1], self.frame[2], self.frame[3]]);
-        match usize::try_from(len) {
-            Ok(len) if (TAG_LEN..=MAX_BODY).contains(&len) => Ok(Some(len)),
-            _ => {
-                self.broken = true;
-                Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("a frame of impossible length {len}"),
-                ))
-            }
+        if self.buf.len() < need {
+            self.buf.resize(need, 0);
         }
     }
 
-    /// Reads the rest of the frame's body (`len` bytes) into the frame buffer. A timeout keeps
-    /// what was read.
-    fn fill_body(&mut self, tcp: &mut impl Read, len: usize) -> io::Result<()> {
-        let need = HEAD + len;
-        if self.frame.len() < need {
-            self.frame.resize(need, 0);
+    /// Reads until `need` bytes are buffered from `start` on, taking whatever more the socket
+    /// has. With `may_end`, a stream that ends before any byte of a frame returns `false`; an
+    /// end anywhere else fails the connection. A timeout keeps what was read.
+    fn fill(&mut self, tcp: &mut impl Read, need: usize, may_end: bool) -> io::Result<bool> {
+        if self.filled - self.start >= need {
+            return Ok(true);
         }
-        self.fill_to(tcp, need, false).map(|_| ())
-    }
-
-    /// Reads into the frame buffer until `need` bytes are in. With `may_end`, a stream that
-    /// ends before the first byte returns `false`; an end anywhere else fails the connection.
-    /// A timeout keeps what was read.
-    fn fill_to(&mut self, tcp: &mut impl Read, need: usize, may_end: bool) -> io::Result<bool> {
-        while self.have < need {
-            match tcp.read(&mut self.frame[self.have..need]) {
-                Ok(0) if may_end && self.have == 0 => return Ok(false),
+        if self.start == self.filled {
+            // Nothing pending: start over at the front (no plaintext is waiting either).
+            self.start = 0;
+            self.filled = 0;
+        }
+        if self.start + need > self.buf.len() {
+            self.reserve(need);
+        }
+        while self.filled - self.start < need {
+            let at = self.filled;
+            match tcp.read(&mut self.buf[at..]) {
+                Ok(0) if may_end && self.filled == self.start => return Ok(false),
                 Ok(0) => {
                     self.broken = true;
                     return Err(io::Error::new(
@@ -1099,7 +1124,7 @@ impl Opener {
                         "the connection ended inside a frame",
                     ));
                 }
-                Ok(n) => self.have += n,
+                Ok(n) => self.filled += n,
                 Err(e) => return Err(e),
             }
         }
