@@ -755,6 +755,7 @@ impl Inner {
             }),
             on_trim,
         )?;
+        lock(&self.gms).set_join_bell(Some(group.doorbell()));
         match &view.inadequate {
             None => {
                 tracing::info!(vid = view.vid, members = ?view.ids(), "view installed");

@@ -124,6 +124,8 @@ struct Shared {
     timeouts: GmsTimeouts,
     /// Connections whose first message is being read: in all, and per address.
     reading: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    /// Rung when a join is queued: the current view's core loop, which proposes it.
+    join_bell: Mutex<Option<Arc<derecho_fabric::Doorbell>>>,
 }
 
 /// Most connections the GMS port reads at once (each for at most `gms_handshake_timeout_ms`);
@@ -201,6 +203,7 @@ impl GmsService {
             auth,
             timeouts,
             reading: Mutex::new((0, HashMap::new())),
+            join_bell: Mutex::new(None),
         });
         let (s, sh) = (Arc::clone(&stop), Arc::clone(&shared));
         let thread = std::thread::Builder::new()
@@ -218,6 +221,13 @@ impl GmsService {
     /// The queue of nodes waiting to join (filled only while this member leads).
     pub fn joins(&self) -> change::JoinQueue {
         Arc::clone(&self.shared.joins)
+    }
+
+    /// The doorbell of the core loop that proposes queued joins (the current view's), rung
+    /// whenever a join is queued so that the leader proposes it at once instead of at its
+    /// loop's next idle wake-up.
+    pub(crate) fn set_join_bell(&self, bell: Option<Arc<derecho_fabric::Doorbell>>) {
+        *lock(&self.shared.join_bell) = bell;
     }
 
     /// Replaces the view the service answers from; joiners that are now members leave the
@@ -445,5 +455,9 @@ fn handle(tcp: TcpStream, shared: &Shared) {
     match joins.iter_mut().find(|m| m.id == member.id) {
         Some(m) => *m = member,
         None => joins.push(member),
+    }
+    drop((joins, waiting));
+    if let Some(bell) = lock(&shared.join_bell).as_ref() {
+        bell.ring();
     }
 }

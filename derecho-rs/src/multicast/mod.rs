@@ -764,6 +764,12 @@ impl MulticastGroup {
             })
     }
 
+    /// The doorbell this view's core loop parks on: ringing it makes the loop look at its
+    /// predicates (and the change protocol at its join queue) at once.
+    pub(crate) fn doorbell(&self) -> Arc<derecho_fabric::Doorbell> {
+        Arc::clone(self.sst.doorbell())
+    }
+
     /// Starts the view-change protocol of this view on its core loop: suspicions, proposals,
     /// wedging and the ragged trim (see [`crate::gms::change`]); on the leader, `joins` holds
     /// the nodes waiting to join, proposed with the next change. `on_outcome` is called once,
