@@ -289,3 +289,67 @@ fn the_accepting_side_may_use_a_link_the_moment_it_appears() {
         high.shutdown();
     }
 }
+
+/// In the certificate mode, the holder of a valid certificate for node 5 dials node 0's fabric
+/// port and sends a hello in the name of node 1, a live member linked to node 0: the hello is
+/// refused (a refusal answer, then the connection closes), and node 0's link to node 1 keeps
+/// carrying writes, so nobody would be evicted.
+#[test]
+fn a_hello_in_a_live_members_name_is_refused_even_with_a_valid_certificate() {
+    use derecho_fabric::secure::{self, Credentials, GroupCa, Identity, Role, TlsCredentials};
+    let ca = GroupCa::new("g", 1).unwrap();
+    let creds = |id| {
+        let i = ca.issue(&Identity::Member(id), 1).unwrap();
+        Credentials::Certificate(Arc::new(
+            TlsCredentials::from_pem(&ca.cert_pem(), &i.cert_pem, &i.key_pem).unwrap(),
+        ))
+    };
+    let start_cert = |id| {
+        let mut cfg = TcpConfig::new(id, any());
+        cfg.credentials = creds(id);
+        TcpFabric::start(cfg).unwrap()
+    };
+    let (a, b) = (start_cert(0), start_cert(1));
+    let link = b
+        .connect(0, a.local_addr().unwrap(), Duration::from_secs(5))
+        .unwrap();
+    let dst = a.register(RegionSpec::new(RegionId(700), 64)).unwrap();
+    let src = b.register(RegionSpec::new(RegionId(701), 64)).unwrap();
+    let remote = link
+        .remote_region(dst.id(), Duration::from_secs(5))
+        .unwrap();
+    let write = |v: u64| {
+        src.store_u64(0, v);
+        link.write_signaled(&WriteRequest::mirrored(&src, &remote, 0, 8))
+            .unwrap()
+            .wait(Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(dst.load_u64(0), v);
+    };
+    write(1);
+
+    let tcp = TcpStream::connect(a.local_addr().unwrap()).unwrap();
+    let (mut s, peer) = secure::connect(
+        tcp,
+        &creds(5),
+        Role::Fabric,
+        5,
+        Some(0),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(peer.map(|p| p.id), Some(0));
+    s.write_all(&hello(1, 1, 0)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // A refusal (status code at bytes 6..8, 0 is "accepted"), or the connection closed.
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    assert!(
+        answer.len() < 8 || answer[6..8] != [0, 0],
+        "node 0 accepted a hello in node 1's name: {answer:?}"
+    );
+    // The real node 1's link is untouched.
+    write(2);
+    a.shutdown();
+    b.shutdown();
+}
