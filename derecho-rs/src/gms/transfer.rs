@@ -301,11 +301,13 @@ pub(crate) fn receive(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(io_err("accepting")(e)),
         }
-        let Ok((stream, header, from)) = opened.try_recv() else {
+        // Waits a millisecond at most: an opened connection is taken the moment its header is
+        // in, and the (non-blocking) listener is polled again soon after. This loop runs only
+        // while a transfer is due.
+        let Ok((stream, header, from)) = opened.recv_timeout(Duration::from_millis(1)) else {
             if let Some(why) = give_up() {
                 return Err(TransferError::Abandoned(why));
             }
-            std::thread::sleep(Duration::from_millis(5));
             continue;
         };
         match check_header(&header, vid, &expected).and_then(|s| load(stream, s, hooks)) {
