@@ -29,10 +29,11 @@
 //! * **Client separation**: external clients hold their own credentials (a client certificate,
 //!   or a second secret), accepted on the external port only.
 //!
-//! After the handshake, frames are `u16` big-endian length + AES-256-GCM ciphertext with a
-//! per-direction counter nonce, so injected, replayed, reordered or altered bytes fail
-//! authentication and end the connection. With certificates the frame keys come from the TLS
-//! session's exporter; the TLS records themselves carry only the handshake.
+//! After the handshake, frames are a `u32` big-endian length + AES-256-GCM ciphertext and tag
+//! (up to 256 KiB of plaintext) with a per-direction counter nonce, so injected, replayed,
+//! reordered or altered bytes fail authentication and end the connection. The keys are the
+//! handshake's own: the Noise split in the secret mode, 64 bytes of the TLS session's exporter
+//! in the certificate mode (the TLS records themselves carry only the handshake).
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
