@@ -98,6 +98,8 @@ fn a_ca_issues_certificates_that_check_and_nothing_is_overwritten() {
     assert!(!ok && said.contains("client name"), "{said}");
     let (ok, said) = tool(&["issue", s(&pki), "--days", "0", "--member", "4"]);
     assert!(!ok && said.contains("usage"), "{said}");
+    let (ok, said) = tool(&["ca", s(&dir.path().join("far")), "--days", "4000000000"]);
+    assert!(!ok && said.contains("longer than"), "{said}");
 }
 
 #[test]

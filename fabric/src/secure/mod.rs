@@ -46,7 +46,7 @@ use crate::NodeId;
 pub mod pki;
 mod tls;
 
-pub use pki::{CertError, GroupCa, Identity, Issued, TlsCredentials};
+pub use pki::{CertError, GroupCa, Identity, Issued, TlsCredentials, MAX_DAYS};
 
 /// Length of a group or client secret, in bytes.
 pub const SECRET_LEN: usize = 32;

@@ -207,7 +207,17 @@ fn write_new(path: &Path, text: &str, private: bool) -> Result<(), CertError> {
     f.sync_all().map_err(wrap)
 }
 
-fn validity(params: &mut rcgen::CertificateParams, days: u32) {
+/// The longest validity a certificate may be given, in days (100 years): beyond it the end
+/// date leaves the range X.509 dates can hold.
+pub const MAX_DAYS: u32 = 36_525;
+
+/// Sets the validity to `days` from now (at least one, at most [`MAX_DAYS`]).
+fn validity(params: &mut rcgen::CertificateParams, days: u32) -> Result<(), CertError> {
+    if days > MAX_DAYS {
+        return Err(CertError::Make(format!(
+            "a validity of {days} days is longer than the {MAX_DAYS} days (100 years) allowed"
+        )));
+    }
     let now = std::time::SystemTime::now();
     // An hour of slack for clocks that disagree a little.
     let from = now
@@ -216,6 +226,7 @@ fn validity(params: &mut rcgen::CertificateParams, days: u32) {
     let to = now + Duration::from_secs(86_400 * u64::from(days.max(1)));
     params.not_before = from.into();
     params.not_after = to.into();
+    Ok(())
 }
 
 /// A group's certificate authority: the CA certificate every member trusts and the key that
@@ -233,7 +244,7 @@ impl fmt::Debug for GroupCa {
 
 impl GroupCa {
     /// A new CA for the group `group` (a name for people; it appears in every certificate),
-    /// valid for `days`, with a new ECDSA P-256 key.
+    /// valid for `days` (at most [`MAX_DAYS`]), with a new ECDSA P-256 key.
     pub fn new(group: &str, days: u32) -> Result<Self, CertError> {
         let key = rcgen::KeyPair::generate().map_err(make)?;
         let mut params = rcgen::CertificateParams::default();
@@ -250,7 +261,7 @@ impl GroupCa {
             rcgen::KeyUsagePurpose::CrlSign,
             rcgen::KeyUsagePurpose::DigitalSignature,
         ];
-        validity(&mut params, days);
+        validity(&mut params, days)?;
         let cert = params.self_signed(&key).map_err(make)?;
         Ok(GroupCa { cert, key })
     }
@@ -302,7 +313,7 @@ impl GroupCa {
         self.cert.pem()
     }
 
-    /// Issues a certificate to `who`, valid for `days`, with a new key.
+    /// Issues a certificate to `who`, valid for `days` (at most [`MAX_DAYS`]), with a new key.
     pub fn issue(&self, who: &Identity, days: u32) -> Result<Issued, CertError> {
         let key = rcgen::KeyPair::generate().map_err(make)?;
         let mut params = rcgen::CertificateParams::default();
@@ -323,7 +334,7 @@ impl GroupCa {
             Identity::Client(_) => vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth],
         };
         params.use_authority_key_identifier_extension = true;
-        validity(&mut params, days);
+        validity(&mut params, days)?;
         let cert = params
             .signed_by(&key, &self.cert, &self.key)
             .map_err(make)?;
@@ -588,6 +599,15 @@ mod tests {
         let e = GroupCa::load(&ca_file, &d.join("ca.key")).unwrap_err();
         assert!(e.to_string().contains("is not the key of the CA"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn too_long_a_validity_is_an_error_not_a_panic() {
+        let e = GroupCa::new("g", u32::MAX).unwrap_err();
+        assert!(e.to_string().contains("longer than"), "{e}");
+        let ca = GroupCa::new("g", MAX_DAYS).unwrap();
+        assert!(ca.issue(&Identity::Member(1), MAX_DAYS + 1).is_err());
+        ca.issue(&Identity::Member(1), MAX_DAYS).unwrap();
     }
 
     #[test]
