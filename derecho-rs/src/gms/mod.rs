@@ -24,7 +24,7 @@ pub mod wire;
 
 use std::collections::HashMap;
 use std::io::Read as _;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -123,7 +123,7 @@ struct Shared {
     auth: Auth,
     timeouts: GmsTimeouts,
     /// Connections whose first message is being read: in all, and per address.
-    reading: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    reading: Arc<derecho_fabric::sync::Gate>,
     /// Rung when a join is queued: the current view's core loop, which proposes it.
     join_bell: Mutex<Option<Arc<derecho_fabric::Doorbell>>>,
 }
@@ -134,42 +134,6 @@ pub const MAX_HANDSHAKES: usize = 32;
 
 /// Most of those from one address.
 pub const MAX_HANDSHAKES_PER_PEER: usize = 8;
-
-/// A connection being read; gives its place back when dropped.
-struct Reading {
-    shared: Arc<Shared>,
-    peer: IpAddr,
-}
-
-impl Reading {
-    /// Takes a place for a connection from `peer`, if one is free.
-    fn take(shared: &Arc<Shared>, peer: IpAddr) -> Option<Reading> {
-        let mut r = lock(&shared.reading);
-        let from_peer = r.1.get(&peer).copied().unwrap_or(0);
-        if r.0 >= MAX_HANDSHAKES || from_peer >= MAX_HANDSHAKES_PER_PEER {
-            return None;
-        }
-        r.0 += 1;
-        r.1.insert(peer, from_peer + 1);
-        Some(Reading {
-            shared: Arc::clone(shared),
-            peer,
-        })
-    }
-}
-
-impl Drop for Reading {
-    fn drop(&mut self) {
-        let mut r = lock(&self.shared.reading);
-        r.0 = r.0.saturating_sub(1);
-        if let Some(n) = r.1.get_mut(&self.peer) {
-            *n -= 1;
-            if *n == 0 {
-                r.1.remove(&self.peer);
-            }
-        }
-    }
-}
 
 impl std::fmt::Debug for GmsService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -202,7 +166,7 @@ impl GmsService {
             waiting: Mutex::new(HashMap::new()),
             auth,
             timeouts,
-            reading: Mutex::new((0, HashMap::new())),
+            reading: derecho_fabric::sync::Gate::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_PEER),
             join_bell: Mutex::new(None),
         });
         let (s, sh) = (Arc::clone(&stop), Arc::clone(&shared));
@@ -316,24 +280,16 @@ fn serve(listener: &TcpListener, shared: &Arc<Shared>, stop: &AtomicBool) {
         let Ok(peer) = stream.peer_addr() else {
             continue;
         };
-        let Some(place) = Reading::take(shared, peer.ip()) else {
-            tracing::warn!(%peer, "closed a GMS connection: too many are being read");
-            continue;
-        };
-        let spawned = std::thread::Builder::new()
-            .name("gms-conn".into())
-            .spawn(move || {
-                let shared = Arc::clone(&place.shared);
-                handle(stream, &shared);
-                drop(place);
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(%peer, error = %e, "closed a GMS connection: no thread for it");
+        let sh = Arc::clone(shared);
+        if let Err(e) = shared
+            .reading
+            .spawn(Some(peer.ip()), "gms-conn", move || handle(stream, &sh))
+        {
+            tracing::warn!(%peer, "closed a GMS connection: {e}");
         }
     }
 }
 
-/// Answers one connection to the GMS port: a probe, or a join request.
 /// Authenticates a connection to the GMS port. A node that speaks the open protocol to a
 /// secure group is told so in its own protocol (a clear refusal it can print), instead of
 /// finding the connection closed until its join times out.
@@ -359,6 +315,7 @@ pub(crate) fn accept_gms(
     accepted
 }
 
+/// Answers one connection to the GMS port: a probe, or a join request.
 fn handle(tcp: TcpStream, shared: &Shared) {
     let from = tcp.peer_addr().ok();
     let (mut stream, peer) = match accept_gms(&shared.auth, tcp) {
