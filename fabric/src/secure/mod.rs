@@ -1432,10 +1432,16 @@ mod tests {
 
     #[test]
     fn members_with_the_same_secret_talk_and_learn_each_others_ids() {
+        talk(member(1), member(1));
+    }
+
+    /// Node 7 (holding `dialer`) dials node 2 (holding `listener`) on the GMS port and sends
+    /// more than two frames' worth, read in pieces of every size; checks that each learned the
+    /// other's id and that the bytes arrived unchanged.
+    pub(super) fn talk(listener: Credentials, dialer: Credentials) {
         let (srv, cli) = pair(
-            |s| {
-                let (mut st, peer) = accept(s, &member(1), Role::Gms, 2, T).unwrap();
-                // More than two frames' worth, read in pieces of every size.
+            move |s| {
+                let (mut st, peer) = accept(s, &listener, Role::Gms, 2, T).unwrap();
                 let mut got = vec![0u8; 600_000];
                 let mut at = 0;
                 let mut piece = 1;
@@ -1449,7 +1455,7 @@ mod tests {
                 (peer, got)
             },
             |s| {
-                let (mut st, peer) = connect(s, &member(1), Role::Gms, 7, Some(2), T).unwrap();
+                let (mut st, peer) = connect(s, &dialer, Role::Gms, 7, Some(2), T).unwrap();
                 assert!(st.is_sealed());
                 let data: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
                 st.write_all(&data).unwrap();

@@ -275,24 +275,37 @@ fn build_server_config(
     Ok(Arc::new(config))
 }
 
-/// Reads one TLS record (header and body) by `by`, never a byte more. `None` for the clear
-/// two-byte refusal a listener sends in place of its answer.
-fn read_record(tcp: &mut TcpStream, by: Instant) -> Result<Option<Vec<u8>>, AuthError> {
-    let mut head = [0u8; 5];
-    read_by(tcp, &mut head[..2], by).map_err(closed)?;
-    if head[..2] == REFUSED {
-        return Ok(None);
+/// Reads the first two bytes of what the peer sends next, by `by`: a TLS record's start, the
+/// first frame's, or the clear refusal a listener sends in place of its answer
+/// ([`AuthError::Refused`]).
+fn next_two(tcp: &mut TcpStream, by: Instant) -> Result<[u8; 2], AuthError> {
+    let mut first = [0u8; 2];
+    read_by(tcp, &mut first, by).map_err(closed)?;
+    if first == REFUSED {
+        return Err(AuthError::Refused);
     }
+    Ok(first)
+}
+
+/// Whether `first` (from [`next_two`]) starts a TLS record: content types 20..=23
+/// (change_cipher_spec, alert, handshake, application data), version 3.x.
+fn starts_record(first: [u8; 2]) -> bool {
+    (20..=23).contains(&first[0]) && first[1] == 3
+}
+
+/// Reads the rest of the TLS record that starts with `first`, by `by`, never a byte more.
+fn read_record(tcp: &mut TcpStream, first: [u8; 2], by: Instant) -> Result<Vec<u8>, AuthError> {
+    let mut head = [0u8; 5];
+    head[..2].copy_from_slice(&first);
     read_by(tcp, &mut head[2..], by).map_err(closed)?;
     let len = usize::from(u16::from_be_bytes([head[3], head[4]]));
-    // Content types 20..=23 (change_cipher_spec, alert, handshake, application data).
-    if !(20..=23).contains(&head[0]) || head[1] != 3 || len > MAX_RECORD {
+    if !starts_record(first) || len > MAX_RECORD {
         return Err(AuthError::NotSecure);
     }
     let mut record = vec![0u8; 5 + len];
     record[..5].copy_from_slice(&head);
     read_by(tcp, &mut record[5..], by).map_err(closed)?;
-    Ok(Some(record))
+    Ok(record)
 }
 
 fn closed(e: io::Error) -> AuthError {
@@ -328,9 +341,8 @@ fn drive(conn: &mut rustls::Connection, tcp: &mut TcpStream, by: Instant) -> Res
         if !conn.is_handshaking() {
             return Ok(());
         }
-        let Some(record) = read_record(tcp, by)? else {
-            return Err(AuthError::Refused);
-        };
+        let first = next_two(tcp, by)?;
+        let record = read_record(tcp, first, by)?;
         if let Err(e) = feed(conn, &record) {
             // The peer learns why from the alert; it may be gone already.
             let _ = flush(conn, tcp);
@@ -424,19 +436,9 @@ pub(super) fn connect(
     }
     let (mine, theirs) = frame_keys(&conn, role)?;
     // The listener's confirmation (its first frame), or the alert that refuses this side.
-    let mut head = [0u8; 2];
-    read_by(&mut tcp, &mut head, by).map_err(closed)?;
-    if head == REFUSED {
-        return Err(AuthError::Refused);
-    }
-    if (20..=23).contains(&head[0]) {
-        let mut rest = [0u8; 3];
-        read_by(&mut tcp, &mut rest, by).map_err(closed)?;
-        let len = usize::from(u16::from_be_bytes([rest[1], rest[2]])).min(MAX_RECORD);
-        let mut record = vec![0u8; 5 + len];
-        record[..2].copy_from_slice(&head);
-        record[2..5].copy_from_slice(&rest);
-        read_by(&mut tcp, &mut record[5..], by).map_err(closed)?;
+    let head = next_two(&mut tcp, by)?;
+    if starts_record(head) {
+        let record = read_record(&mut tcp, head, by)?;
         return Err(match feed(&mut conn, &record) {
             Err(e) => tls_error(e),
             Ok(()) => AuthError::Failed("the listener sent TLS data after the handshake".into()),
@@ -492,7 +494,7 @@ mod tests {
     use std::io::Read;
     use std::net::{Ipv4Addr, TcpListener};
 
-    use super::super::tests::pair;
+    use super::super::tests::{pair, talk};
     use super::super::{accept, accept_any, connect, Credentials, Secret, SECRET_LEN};
     use super::*;
     use crate::secure::GroupCa;
@@ -514,44 +516,10 @@ mod tests {
     #[test]
     fn members_with_certificates_talk_and_learn_each_others_ids() {
         let ca = group();
-        let (a, b) = (
+        talk(
             creds(&ca, Identity::Member(2)),
             creds(&ca, Identity::Member(7)),
         );
-        let (srv, cli) = pair(
-            move |s| {
-                let (mut st, peer) = accept(s, &a, Role::Gms, 2, T).unwrap();
-                let mut got = vec![0u8; 200_000];
-                st.read_exact(&mut got).unwrap();
-                st.write_all(b"done").unwrap();
-                (peer, got)
-            },
-            |s| {
-                let (mut st, peer) = connect(s, &b, Role::Gms, 7, Some(2), T).unwrap();
-                assert!(st.is_sealed());
-                let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-                st.write_all(&data).unwrap();
-                let mut ok = [0u8; 4];
-                st.read_exact(&mut ok).unwrap();
-                (peer, data, ok)
-            },
-        );
-        assert_eq!(
-            srv.0,
-            Some(Peer {
-                id: 7,
-                role: Role::Gms
-            })
-        );
-        assert_eq!(
-            cli.0,
-            Some(Peer {
-                id: 2,
-                role: Role::Gms
-            })
-        );
-        assert_eq!(srv.1, cli.1);
-        assert_eq!(&cli.2, b"done");
     }
 
     #[test]
