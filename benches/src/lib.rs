@@ -92,6 +92,18 @@ impl Drop for ChildGuard {
 pub mod figures;
 pub mod group_bench;
 
+/// Logs to standard error through `tracing`: warnings (failures, suspicions) by default,
+/// `RUST_LOG` for more.
+pub fn log_to_stderr() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// Puts `config` in `[SECURITY] mode = certificate` under the CA `ca`, with a certificate for
 /// its `local_id` issued into `dir` (made if missing). For benchmarks of the secure mode.
 pub fn use_certificate(

@@ -139,13 +139,7 @@ fn run() -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    benches::log_to_stderr();
     match run() {
         Ok(line) => {
             println!("{line}");

@@ -675,16 +675,21 @@ fn run(o: &Opts) -> Result<String, String> {
         }
         (list.len(), refused)
     });
-    let verdict = o.check.then(|| {
-        if o.persist.is_some() {
-            return persist_verdict(&paths);
-        }
-        let logs: Vec<derecho_tests::checker::MemberLog> = paths
+    // The members' records of views, sends and deliveries (with --check, for a stream).
+    let logs: Vec<derecho_tests::checker::MemberLog> = if o.check && o.persist.is_none() {
+        paths
             .iter()
             .filter_map(|p| {
                 derecho_tests::checker::MemberLog::read_file(&p.with_file_name("check.jsonl")).ok()
             })
-            .collect();
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let verdict = o.check.then(|| {
+        if o.persist.is_some() {
+            return persist_verdict(&paths);
+        }
         let mut checker = derecho_tests::checker::Checker::new()
             .resume_within(Duration::from_millis(o.max_pause_ms));
         if logs.len() == o.nodes && o.kills.is_empty() && o.bench != "stream_test" {
@@ -700,12 +705,9 @@ fn run(o: &Opts) -> Result<String, String> {
     if let Some((n, refused)) = intrusion {
         // Views that held an intruder, in any member's record (with --check).
         let members = o.nodes + o.joins.len();
-        let admitted = paths
+        let admitted = logs
             .iter()
-            .filter_map(|p| {
-                derecho_tests::checker::MemberLog::read_file(&p.with_file_name("check.jsonl")).ok()
-            })
-            .flat_map(|log| log.events)
+            .flat_map(|log| &log.events)
             .filter(|e| {
                 matches!(e, derecho_tests::checker::Event::View { members: m, .. }
                     if m.iter().any(|id| *id as usize >= members))

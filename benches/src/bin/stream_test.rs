@@ -300,14 +300,7 @@ fn dip(times: &[u64], v1: u64) -> String {
 }
 
 fn main() -> ExitCode {
-    // Warnings (failures, suspicions) by default; `RUST_LOG` for more.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    benches::log_to_stderr();
     match run() {
         Ok(line) => {
             println!("{line}");
